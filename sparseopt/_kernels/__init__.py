@@ -1,0 +1,1 @@
+"""Cython kernels. Private: call them through the optimizer classes, which validate input."""

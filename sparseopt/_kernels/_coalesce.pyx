@@ -1,0 +1,132 @@
+"""Turning a gradient into unique rows: duplicate merging and CSR densification.
+
+A merged gradient is described by three arrays (see ``_kernels/_rows.pyx``):
+
+``rows[j]``  the j-th unique row, in order of first appearance;
+``src[j]``   ``>= 0``: row ``src[j]`` of the caller's ``values`` holds row j's gradient (it was
+             seen once, so it is used in place, without a copy); ``< 0``: row ``-src[j] - 1`` of
+             ``scratch`` holds the sum of its duplicates.
+
+Merging uses a per-table-row ``slot`` array (int32, -1 everywhere between calls) instead of a
+sort: one pass over the indices assigns slots, a second pass sums repeated rows in position
+order, so the result does not depend on threads or on any sort's stability.
+"""
+from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memset
+from cython cimport floating
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+
+def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
+                   int64_t[::1] src, int32_t[::1] count, int32_t[::1] pos2u, int64_t n_rows):
+    """First pass of duplicate merging.
+
+    Fills ``rows[:m]``, ``src[:m]`` (position of a row's single occurrence, or ``-(dup id + 1)``),
+    ``count[:m]`` (occurrences per unique row) and ``pos2u[:k]`` (unique id of each position).
+    ``slot`` is restored to -1 before returning.
+
+    Returns ``(m, n_dup)``: unique rows and repeated rows. When an index lies outside
+    ``[0, n_rows)``, returns ``(-1, position)`` of the first such index and changes nothing else
+    that the caller keeps.
+    """
+    cdef Py_ssize_t k = idx.shape[0], i, j
+    cdef int64_t r
+    cdef int32_t s
+    cdef Py_ssize_t m = 0, ndup = 0, bad = -1
+    with nogil:
+        for i in range(k):
+            r = idx[i]
+            if r < 0 or r >= n_rows:
+                bad = i
+                break
+            s = slot[r]
+            if s < 0:
+                slot[r] = <int32_t>m
+                rows[m] = r
+                src[m] = i
+                count[m] = 1
+                pos2u[i] = <int32_t>m
+                m += 1
+            else:
+                if count[s] == 1:
+                    src[s] = -(ndup + 1)
+                    ndup += 1
+                count[s] += 1
+                pos2u[i] = s
+        for j in range(m):
+            slot[rows[j]] = -1
+    if bad >= 0:
+        return -1, bad
+    return m, ndup
+
+
+def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
+                   const int32_t[::1] pos2u, const int64_t[::1] src, const int32_t[::1] count,
+                   Py_ssize_t m, bint mean):
+    """Second pass: ``scratch[dup id] = sum of the row's gradients in position order``.
+
+    With ``mean`` the sums are divided by their counts. Single rows are left in ``values``.
+    """
+    cdef Py_ssize_t k = values.shape[0], d = values.shape[1], i, j, c
+    cdef int64_t s
+    cdef floating* dst
+    cdef const floating* g
+    cdef floating cnt
+    if scratch.shape[0] == 0:
+        return
+    with nogil:
+        memset(&scratch[0, 0], 0, scratch.shape[0] * d * sizeof(floating))
+        for i in range(k):
+            s = src[pos2u[i]]
+            if s < 0:
+                dst = &scratch[-s - 1, 0]
+                g = &values[i, 0]
+                for c in range(d):
+                    dst[c] += g[c]
+        if mean:
+            for j in range(m):
+                s = src[j]
+                if s < 0:
+                    dst = &scratch[-s - 1, 0]
+                    cnt = <floating>count[j]
+                    for c in range(d):
+                        dst[c] = dst[c] / cnt
+
+
+def nonfinite_rows(const floating[:, ::1] values, const floating[:, ::1] scratch,
+                   const int64_t[::1] src, unsigned char[::1] flags):
+    """Flag merged rows holding NaN or infinity; return how many there are.
+
+    Checked after merging, so a sum of finite duplicates that overflows is caught as well.
+    """
+    cdef Py_ssize_t m = src.shape[0], d = values.shape[1], j, c, nbad = 0
+    cdef int64_t s
+    cdef const floating* g
+    cdef bint bad
+    with nogil:
+        for j in range(m):
+            s = src[j]
+            g = &values[s, 0] if s >= 0 else &scratch[-s - 1, 0]
+            bad = False
+            for c in range(d):
+                # NaN fails every comparison; the OR over rows vectorises.
+                bad |= not (g[c] - g[c] == 0)
+            flags[j] = bad
+            nbad += bad
+    return nbad
+
+
+def csr_rows_dense(const index_t[::1] indptr, const index_t[::1] indices,
+                   const floating[::1] data, const int64_t[::1] rows, floating[:, ::1] out):
+    """``out[j] = dense(row rows[j] of a CSR matrix)``; duplicate column entries are summed."""
+    cdef Py_ssize_t m = rows.shape[0], d = out.shape[1], j
+    cdef int64_t r, e
+    with nogil:
+        for j in range(m):
+            r = rows[j]
+            memset(&out[j, 0], 0, d * sizeof(floating))
+            for e in range(indptr[r], indptr[r + 1]):
+                out[j, indices[e]] += data[e]

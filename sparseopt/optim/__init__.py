@@ -1,0 +1,8 @@
+"""Optimizer classes: hyper-parameters, state, float64 scalars, kernel calls."""
+from ._adagrad import Adagrad
+from ._adam import Adam
+from ._base import Optimizer
+from ._grad import RowGrad
+from ._rmsprop import RMSprop
+
+__all__ = ["Adam", "Adagrad", "RMSprop", "RowGrad", "Optimizer"]

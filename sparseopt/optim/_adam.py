@@ -1,0 +1,154 @@
+"""Lazy Adam / AdamW / AMSGrad."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from .. import _validation as V
+from .._kernels import _rows
+from ._base import DUMMY_F64, DUMMY_I64, FLAGS, Optimizer, _Dummies, _width
+from ._grad import MergedRows
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015) that reads and writes only the rows a gradient touches.
+
+    Per touched row ``r`` with merged gradient ``g``::
+
+        m <- beta1*m + (1-beta1)*g ;  v <- beta2*v + (1-beta2)*g**2
+        theta <- theta*(1 - lr*weight_decay) - lr * m_hat / (sqrt(v_hat) + eps)
+
+    with ``m_hat = m / (1 - beta1**tau_r)``, ``v_hat = v / (1 - beta2**tau_r)``.
+
+    Parameters
+    ----------
+    params : ndarray, list of ndarray or dict of str -> ndarray
+        C-contiguous float32/float64 arrays of shape ``(n,)`` or ``(n, d)``, updated in place.
+    lr : float, default 1e-3
+        Learning rate; may be changed between steps (``opt.lr = ...``).
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, optional
+        Added to the denominator; default 1e-8 (1e-7 with ``preset="tensorflow"``).
+    weight_decay : float, default 0
+        Decoupled (AdamW, Loshchilov & Hutter 2019): a row is multiplied by
+        ``1 - lr*weight_decay`` when it is updated; with ``lazy="decay"`` it first receives the
+        factors of the steps it missed.
+    amsgrad : bool, default False
+        Keep ``v_max = max(v_max, v)`` and use it in place of ``v`` (Reddi et al., 2018).
+    lazy : {"frozen", "decay"}, optional
+        ``"frozen"`` (default): untouched rows and their moments do not change (PyTorch
+        SparseAdam, TF LazyAdam). ``"decay"``: a row touched after ``s`` skipped steps first
+        has ``m *= beta1**s``, ``v *= beta2**s``, so its moments equal those of a dense Adam that
+        saw zero gradients meanwhile; ``flush()`` applies pending decay to every row.
+    bias_correction : {"row", "global"}, optional
+        ``"row"`` (default): ``tau_r`` counts the row's own steps (frozen) or the steps since its
+        first touch (decay), so a row first touched late takes a first step of size ``lr``.
+        ``"global"``: ``tau = t``, as PyTorch and TensorFlow do.
+    preset : {None, "torch", "tensorflow"}
+        ``"torch"`` matches ``torch.optim.SparseAdam`` (global correction, frozen, eps added to
+        the uncorrected ``sqrt(v)``); ``"tensorflow"`` matches TF-Addons LazyAdam (the same with
+        eps=1e-7). Explicit arguments override a preset.
+    n_threads : int, optional
+        Threads for large steps; ``None`` follows OpenMP's default (and threadpoolctl).
+    duplicates : {"sum", "mean"}, default "sum"
+        How repeated indices of a ``RowGrad`` are merged.
+    nonfinite : {"raise", "skip", "ignore"}, default "raise"
+        What a gradient row with NaN/inf does: raise ``FloatingPointError`` before anything
+        changes, leave the row out of the step, or apply it.
+
+    Examples
+    --------
+    >>> import numpy as np, sparseopt as so
+    >>> E = np.zeros((1000, 8), dtype=np.float32)
+    >>> opt = so.Adam([E], lr=0.01)
+    >>> opt.step([so.RowGrad(np.array([3, 7, 3]), np.ones((3, 8), dtype=np.float32))])
+    >>> float(E[3, 0]), float(E[0, 0])
+    (-0.009999999776482582, 0.0)
+    """
+
+    _DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                     lazy="frozen", bias_correction="row", eps_mode="corrected")
+    _PRESETS = {
+        "torch": dict(bias_correction="global", lazy="frozen", eps_mode="uncorrected"),
+        "tensorflow": dict(bias_correction="global", lazy="frozen", eps_mode="uncorrected",
+                           eps=1e-7),
+    }
+    _FIXED = ("lazy", "bias_correction")
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: Optional[float] = None, weight_decay: float = 0.0, amsgrad: bool = False,
+                 lazy: Optional[str] = None, bias_correction: Optional[str] = None,
+                 preset: Optional[str] = None, n_threads: Optional[int] = None,
+                 duplicates: str = "sum", nonfinite: str = "raise") -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, lazy=lazy,
+                                      bias_correction=bias_correction),
+                         preset=preset, n_threads=n_threads, duplicates=duplicates,
+                         nonfinite=nonfinite)
+
+    def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        g = dict(group)
+        g["lr"] = V.check_real("lr", g["lr"])
+        g["betas"] = V.check_betas(g["betas"])
+        g["eps"] = V.check_real("eps", g["eps"])
+        g["weight_decay"] = V.check_real("weight_decay", g["weight_decay"])
+        g["amsgrad"] = bool(g["amsgrad"])
+        V.check_choice("lazy", g["lazy"], ("frozen", "decay"))
+        V.check_choice("bias_correction", g["bias_correction"], ("row", "global"))
+        V.check_choice("eps_mode", g["eps_mode"], ("corrected", "uncorrected"))
+        V.check_lr_weight_decay(g["lr"], g["weight_decay"])
+        self._check_fixed(g)
+        return g
+
+    def _array_state_shape(self, sname: str, p):
+        if sname in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            return p.shape, p.dtype
+        return None, None
+
+    def _state_spec(self, group: Dict[str, Any]) -> List[Tuple[str, float]]:
+        spec = [("exp_avg", 0.0), ("exp_avg_sq", 0.0)]
+        if group["amsgrad"]:
+            spec.append(("max_exp_avg_sq", 0.0))
+        if group["lazy"] == "decay":
+            spec += [("last_step", 0), ("wd_log", 0.0)]
+            if group["bias_correction"] == "row":
+                spec.append(("first_step", 0))
+        elif group["bias_correction"] == "row":
+            spec.append(("row_step", 0))
+        return spec
+
+    def _apply(self, i: int, state: Dict[str, Any], merged: MergedRows,
+               group: Dict[str, Any]) -> None:
+        t = state["step"]
+        lr, wd = group["lr"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        decay = group["lazy"] == "decay"
+        wd_log = self._advance_wd_log(state, lr, wd) if decay else DUMMY_F64
+        n = merged.rows.shape[0]
+        if n == 0:
+            return
+        p = self._params[i]
+        flags = ((FLAGS["AMSGRAD"] if group["amsgrad"] else 0)
+                 | (FLAGS["DECAY"] if decay else 0)
+                 | (FLAGS["ROW_BIAS"] if group["bias_correction"] == "row" else 0)
+                 | (FLAGS["EPS_RAW"] if group["eps_mode"] == "uncorrected" else 0)
+                 | (FLAGS["WEIGHT_DECAY"] if wd > 0 or (decay and wd_log[t] != 0.0) else 0))
+        _rows.adam_rows_update(
+            V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
+            V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else _Dummies.rows(p.dtype),
+            merged.values, merged.scratch, merged.rows, merged.src,
+            state.get("row_step", DUMMY_I64), state.get("last_step", DUMMY_I64),
+            state.get("first_step", DUMMY_I64),
+            self._pow_table("beta1", beta1, t), self._pow_table("beta2", beta2, t), wd_log,
+            t, lr, beta1, beta2, group["eps"], 1.0 - lr * wd, flags,
+            self._threads(n, _width(p)))
+
+    def _flush(self, i: int, state: Dict[str, Any], group: Dict[str, Any]) -> None:
+        t = state["step"]
+        p = self._params[i]
+        beta1, beta2 = group["betas"]
+        dummy = _Dummies.rows(p.dtype)
+        _rows.flush_decay(
+            V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
+            dummy, self._pow_table("beta1", beta1, t), self._pow_table("beta2", beta2, t),
+            DUMMY_F64, 2, state["last_step"], state["wd_log"], t,
+            bool(state["wd_log"][t] != 0.0), self._threads(p.shape[0], _width(p)))

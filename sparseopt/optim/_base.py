@@ -1,0 +1,345 @@
+"""The optimizer base class: parameters, per-parameter state, the step protocol.
+
+A step runs in two phases so that bad input changes nothing (SPEC section 5):
+
+1. *prepare*: read and validate the hyper-parameters, then validate and merge every gradient
+   (``_grad.merge``) — any error is raised here;
+2. *apply*: allocate state on first use, advance each parameter's step counter, compute the
+   float64 scalars and call the kernel.
+
+Subclasses define ``_DEFAULTS`` / ``_PRESETS``, ``_check_group`` (hyper-parameter checks),
+``_state_spec`` (which state arrays a parameter needs) and ``_apply`` (the kernel call).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from .. import _validation as V
+from .._kernels import _info, _rows
+from ._grad import MergedRows, RowIndexer, merge
+
+FLAGS = _rows.FLAGS
+
+# Below this many updated elements a step runs on one thread: waking a team costs more than it
+# saves.
+PARALLEL_MIN_ELEMENTS = 1 << 15
+
+_COUNTERS = ("row_step", "last_step", "first_step")
+
+
+class PowTable:
+    """``table[i] = base ** i`` in float64, grown by doubling as step counters grow.
+
+    Bias corrections ``1 - beta**tau`` and lazy decay factors ``beta**skipped`` are looked up
+    here instead of calling ``pow`` per row (SPEC section 4: never float32 powers).
+    """
+
+    def __init__(self) -> None:
+        self.base: Optional[float] = None
+        self.table = np.ones(1)
+
+    def get(self, base: float, upto: int) -> np.ndarray:
+        if base != self.base or self.table.shape[0] <= upto:
+            size = max(64, 1 << int(upto + 1).bit_length())
+            self.table = np.power(float(base), np.arange(size, dtype=np.float64))
+            self.base = base
+        return self.table
+
+
+def _width(p: np.ndarray) -> int:
+    """Row width of a parameter (1 for a 1-D parameter)."""
+    return 1 if p.ndim == 1 else p.shape[1]
+
+
+class _Dummies:
+    """1-row stand-ins for optional kernel arguments whose flag is off (never written)."""
+
+    _cache: Dict[Any, np.ndarray] = {}
+
+    @classmethod
+    def rows(cls, dtype) -> np.ndarray:
+        key = np.dtype(dtype)
+        if key not in cls._cache:
+            cls._cache[key] = np.zeros((1, 1), dtype=key)
+        return cls._cache[key]
+
+
+DUMMY_I64 = np.zeros(1, dtype=np.int64)
+DUMMY_F64 = np.zeros(1, dtype=np.float64)
+
+
+class Optimizer:
+    """Base class of sparseopt's lazy optimizers (see ``Adam``, ``Adagrad``, ``RMSprop``)."""
+
+    _DEFAULTS: Dict[str, Any] = {}
+    _PRESETS: Dict[str, Dict[str, Any]] = {}
+    # Hyper-parameters that decide which state exists; they cannot change after construction.
+    _FIXED: Tuple[str, ...] = ()
+
+    def __init__(self, params: Any, hyper: Dict[str, Any], *, preset: Optional[str],
+                 n_threads: Optional[int], duplicates: str, nonfinite: str) -> None:
+        V.check_choice("preset", preset, (None,) + tuple(self._PRESETS))
+        group = dict(self._DEFAULTS)
+        if preset is not None:
+            group.update(self._PRESETS[preset])
+        group.update({k: v for k, v in hyper.items() if v is not None})
+        group = self._check_group(group)
+        self.preset = preset
+        self.n_threads = V.check_n_threads(n_threads)
+        self.duplicates = V.check_choice("duplicates", duplicates, ("sum", "mean"))
+        self.nonfinite = V.check_choice("nonfinite", nonfinite, ("raise", "skip", "ignore"))
+        keys, arrays, is_dict = V.check_params(params)
+        self._keys: List[Any] = keys
+        self._is_dict = is_dict
+        self._params: List[np.ndarray] = arrays
+        self.param_groups: List[Dict[str, Any]] = [dict(group, params=list(keys))]
+        self.state: Dict[Any, Dict[str, Any]] = {k: {} for k in keys}
+        self._init_runtime()
+
+    # -- runtime objects that are rebuilt on unpickling --------------------------------------
+
+    def _init_runtime(self) -> None:
+        self._lock = threading.Lock()
+        self._indexers = [RowIndexer(p.shape[0]) for p in self._params]
+        self._pow = {}
+
+    def __getstate__(self) -> Dict[str, Any]:
+        d = dict(self.__dict__)
+        for k in ("_lock", "_indexers", "_pow"):
+            d.pop(k, None)
+        return d
+
+    def __setstate__(self, d: Dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        self._init_runtime()
+
+    def _pow_table(self, name: str, base: float, upto: int) -> np.ndarray:
+        tab = self._pow.get(name)
+        if tab is None:
+            tab = self._pow[name] = PowTable()
+        return tab.get(base, upto)
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def lr(self) -> float:
+        """The learning rate; assign to it between steps to follow a schedule."""
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.param_groups[0]["lr"] = V.check_real("lr", value)
+
+    @property
+    def defaults(self) -> Dict[str, Any]:
+        return {k: v for k, v in self.param_groups[0].items() if k != "params"}
+
+    @property
+    def params(self) -> List[np.ndarray]:
+        """The parameter arrays, in order (the optimizer updates them in place)."""
+        return list(self._params)
+
+    def step(self, grads: Any) -> None:
+        """Apply one update.
+
+        Parameters
+        ----------
+        grads : list, dict or single gradient
+            One gradient per parameter (a list of the same length, or a dict holding a subset
+            of the names): a ``RowGrad``, a ``scipy.sparse`` matrix or array, a dense array, or
+            ``None`` to skip the parameter. A parameter given a gradient — even an empty one —
+            advances its step count.
+
+        Raises
+        ------
+        IndexError, ValueError, TypeError, KeyError, FloatingPointError
+            Before anything changes (SPEC section 5).
+        """
+        with self._lock:
+            group = self._check_group(self.param_groups[0])
+            pairs = V.match_grads(grads, self._keys, self._is_dict)
+            prepared: List[Tuple[int, MergedRows]] = []
+            for i in sorted(pairs):
+                prepared.append((i, merge(self._keys[i], pairs[i], self._params[i],
+                                          self._indexers[i], self.duplicates, self.nonfinite)))
+            for i, merged in prepared:
+                state = self._ensure_state(i, group)
+                state["step"] += 1
+                self._apply(i, state, merged, group)
+
+    def flush(self) -> None:
+        """Bring every row's pending lazy decay up to the current step (``lazy="decay"``).
+
+        Afterwards parameters and state equal those of a dense optimizer at each parameter's
+        step (for the quantities ``lazy="decay"`` tracks). A no-op in ``"frozen"`` mode.
+        """
+        with self._lock:
+            group = self._check_group(self.param_groups[0])
+            for i, key in enumerate(self._keys):
+                state = self.state[key]
+                if state and "last_step" in state:
+                    self._flush(i, state, group)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """State as plain NumPy arrays and Python scalars (picklable, ``np.savez``-able).
+
+        Arrays are returned by reference, as ``torch.optim`` does; copy them to snapshot.
+        """
+        return {
+            "optimizer": type(self).__name__,
+            "state": {k: self._export_state(self.state[k]) for k in self._keys if self.state[k]},
+            "param_groups": [dict(g, params=list(g["params"])) for g in self.param_groups],
+        }
+
+    @staticmethod
+    def _export_state(st: Dict[str, Any]) -> Dict[str, Any]:
+        out = dict(st)
+        if "wd_log" in out:
+            out["wd_log"] = out["wd_log"][: st["step"] + 1]
+        return out
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load state saved by ``state_dict`` (validated: names, shapes and dtypes must match).
+
+        Arrays are copied, so the loaded optimizer never aliases ``state_dict``.
+        """
+        if not isinstance(state_dict, Mapping) or "state" not in state_dict:
+            raise ValueError("load_state_dict expects a dict made by state_dict()")
+        kind = state_dict.get("optimizer", type(self).__name__)
+        if kind != type(self).__name__:
+            raise ValueError(f"state_dict is from a {kind} optimizer, not {type(self).__name__}")
+        groups = state_dict.get("param_groups", self.param_groups)
+        if len(groups) != 1 or list(groups[0].get("params", self._keys)) != list(self._keys):
+            raise ValueError(
+                f"state_dict's parameters {groups[0].get('params') if groups else None} do not "
+                f"match this optimizer's {self._keys}"
+            )
+        group = {k: v for k, v in groups[0].items() if k != "params"}
+        unknown = set(group) - set(self._DEFAULTS)
+        if unknown:
+            raise KeyError(f"state_dict has unknown hyper-parameters {sorted(unknown)}")
+        group = self._check_group(dict(self.param_groups[0], **group))
+        new_state: Dict[Any, Dict[str, Any]] = {k: {} for k in self._keys}
+        for key, st in state_dict["state"].items():
+            if key not in new_state:
+                raise KeyError(f"state_dict has state for unknown parameter {key!r}")
+            i = self._keys.index(key)
+            new_state[key] = self._check_loaded_state(i, st)
+        self.param_groups[0].update(group)
+        self.state = new_state
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_loaded_state(self, i: int, st: Mapping[str, Any]) -> Dict[str, Any]:
+        name = V.describe(self._keys[i])
+        p = self._params[i]
+        if "step" not in st:
+            raise KeyError(f"state_dict: state of {name} has no 'step'")
+        step = st["step"]
+        if isinstance(step, np.ndarray):
+            step = step.item()
+        if not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"state_dict: {name} has an invalid step {step!r}")
+        out: Dict[str, Any] = {"step": int(step)}
+        for sname, arr in st.items():
+            if sname == "step":
+                continue
+            shape, dtype = self._state_shape(sname, p, int(step))
+            if shape is None:
+                raise KeyError(f"state_dict: unknown state {sname!r} for {name}")
+            arr = np.asarray(arr)
+            if arr.shape != shape or arr.dtype != dtype:
+                raise ValueError(
+                    f"state_dict: state {sname!r} of {name} has shape {arr.shape} and dtype "
+                    f"{arr.dtype}, expected {shape} and {dtype}"
+                )
+            out[sname] = np.array(arr, dtype=dtype, order="C", copy=True)
+        return out
+
+    def _state_shape(self, sname: str, p: np.ndarray, step: int):
+        """(shape, dtype) that state ``sname`` must have, or (None, None) if unknown."""
+        if sname in _COUNTERS:
+            return (p.shape[0],), np.dtype(np.int64)
+        if sname == "wd_log":
+            return (step + 1,), np.dtype(np.float64)
+        return self._array_state_shape(sname, p)
+
+    def _array_state_shape(self, sname: str, p: np.ndarray):
+        raise NotImplementedError
+
+    def _ensure_state(self, i: int, group: Dict[str, Any]) -> Dict[str, Any]:
+        """Allocate (on first use) every state array the current settings need."""
+        key = self._keys[i]
+        state = self.state[key]
+        if not state:
+            state["step"] = 0
+        p = self._params[i]
+        for sname, fill in self._state_spec(group):
+            if sname not in state:
+                if sname == "wd_log":
+                    arr = np.zeros(state["step"] + 1, dtype=np.float64)
+                else:
+                    shape, dtype = self._state_shape(sname, p, state["step"])
+                    arr = np.full(shape, fill, dtype=dtype)
+                state[sname] = arr
+        return state
+
+    def _state_spec(self, group: Dict[str, Any]) -> List[Tuple[str, float]]:
+        raise NotImplementedError
+
+    def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def _check_fixed(self, group: Dict[str, Any]) -> None:
+        fixed = self.__dict__.get("_fixed_values")
+        if fixed is None:
+            self._fixed_values = {k: group[k] for k in self._FIXED}
+            return
+        for k, v in fixed.items():
+            if group[k] != v:
+                raise ValueError(
+                    f"{k} cannot change after construction (it decides which state is kept): "
+                    f"it was {v!r}, got {group[k]!r}; build a new optimizer instead"
+                )
+
+    def _apply(self, i: int, state: Dict[str, Any], merged: MergedRows,
+               group: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _flush(self, i: int, state: Dict[str, Any], group: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _threads(self, n_rows: int, width: int) -> int:
+        """Threads for a kernel call: one for small work, else n_threads or OpenMP's default."""
+        if n_rows * width < PARALLEL_MIN_ELEMENTS:
+            return 1
+        n = self.n_threads if self.n_threads is not None else _info.max_threads()
+        return max(1, min(n, n_rows))
+
+    @staticmethod
+    def _advance_wd_log(state: Dict[str, Any], lr: float, weight_decay: float) -> np.ndarray:
+        """Append log(1 - lr*weight_decay) of this step to the running sum (lazy decay mode).
+
+        ``wd_log[s]`` is the log of the product of the weight-decay factors of steps 1..s, so a
+        row last current at step l, touched at t, misses exp(wd_log[t-1] - wd_log[l]). The
+        buffer grows by doubling; entries past ``step`` are unused.
+        """
+        t = state["step"]
+        log = state["wd_log"]
+        if log.shape[0] < t + 1:
+            grown = np.zeros(max(t + 1, 2 * log.shape[0]), dtype=np.float64)
+            grown[: log.shape[0]] = log
+            log = state["wd_log"] = grown
+        log[t] = log[t - 1] + np.log1p(-lr * weight_decay)
+        return log
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
+        shapes = ", ".join(f"{k!r}: {p.shape}" for k, p in zip(self._keys, self._params))
+        return f"{type(self).__name__}({{{shapes}}}, {hp})"
+
+    def _items(self) -> Iterator[Tuple[Any, np.ndarray]]:
+        return zip(self._keys, self._params)

@@ -1,0 +1,157 @@
+"""Gradients: the ``RowGrad`` container and the conversion of every accepted gradient form
+into *merged rows* — unique row ids plus where each row's (summed) gradient lives.
+
+Nothing here changes a parameter or optimizer state, so every error is raised before an
+update kernel runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import _validation as V
+from .._kernels import _coalesce
+
+
+class RowGrad:
+    """A row-sparse gradient: ``values[i]`` is the gradient of row ``indices[i]``.
+
+    Parameters
+    ----------
+    indices : array-like of int, shape (k,)
+        Row ids, int32 or int64 (other integer types and lists are converted). Duplicates are
+        allowed; the optimizer sums them (or averages them with ``duplicates="mean"``), in the
+        order they appear, as ``torch.Tensor.coalesce`` does.
+    values : array-like, shape (k, d), or (k,) for a 1-D parameter
+        Gradient rows. Cast to the parameter's dtype if needed (one copy of the batch).
+
+    Examples
+    --------
+    >>> import numpy as np, sparseopt as so
+    >>> E = np.zeros((5, 2), dtype=np.float32)
+    >>> opt = so.Adam([E], lr=0.1)
+    >>> opt.step([so.RowGrad([1, 3, 1], np.ones((3, 2), dtype=np.float32))])
+    >>> E[:, 0]
+    array([ 0. , -0.1,  0. , -0.1,  0. ], dtype=float32)
+    """
+
+    __slots__ = ("indices", "values")
+
+    def __init__(self, indices: Any, values: Any) -> None:
+        self.indices = indices
+        self.values = values
+
+    def __repr__(self) -> str:
+        shape = getattr(self.values, "shape", None)
+        k = getattr(self.indices, "shape", (len(self.indices),))
+        return f"RowGrad(k={k[0] if k else '?'}, values shape={shape})"
+
+    def __reduce__(self):
+        return (RowGrad, (self.indices, self.values))
+
+
+@dataclass
+class MergedRows:
+    """A validated gradient: ``rows[j]``'s gradient is ``values[src[j]]`` or, when
+    ``src[j] < 0``, ``scratch[-src[j] - 1]``."""
+
+    rows: np.ndarray  # int64 (m,)
+    src: np.ndarray  # int64 (m,)
+    values: np.ndarray  # (k, d), parameter dtype, C-contiguous
+    scratch: np.ndarray  # (n_dup, d)
+
+
+class RowIndexer:
+    """Per-parameter scratch for duplicate merging: ``slot[r]`` is -1 between steps.
+
+    Allocated on the first RowGrad step (4 bytes per table row); not part of the state.
+    """
+
+    def __init__(self, n_rows: int) -> None:
+        self.n_rows = n_rows
+        self._slot: Optional[np.ndarray] = None
+        self._arange: Optional[np.ndarray] = None
+
+    def slot(self) -> np.ndarray:
+        if self._slot is None:
+            self._slot = np.full(self.n_rows, -1, dtype=np.int32)
+        return self._slot
+
+    def arange(self) -> np.ndarray:
+        if self._arange is None:
+            self._arange = np.arange(self.n_rows, dtype=np.int64)
+        return self._arange
+
+
+def _empty_scratch(values: np.ndarray) -> np.ndarray:
+    return np.empty((0, values.shape[1]), dtype=values.dtype)
+
+
+def merge(key, grad: Any, param: np.ndarray, indexer: RowIndexer, duplicates: str,
+          nonfinite: str) -> MergedRows:
+    """Validate one gradient against its parameter and merge it into unique rows."""
+    name = V.describe(key)
+    n_rows = param.shape[0]
+    if isinstance(grad, RowGrad):
+        merged = _merge_rowgrad(name, grad, param, indexer, duplicates == "mean")
+    elif sp.issparse(grad):
+        merged = _merge_sparse(name, grad, param)
+    elif isinstance(grad, np.ndarray):
+        values = V.check_dense(name, grad, param)
+        rows = indexer.arange()
+        merged = MergedRows(rows, rows, values, _empty_scratch(values))
+    else:
+        raise TypeError(
+            f"{name}: a gradient must be a sparseopt.RowGrad, a scipy.sparse matrix or array, "
+            f"a NumPy array or None; got {type(grad).__name__}"
+        )
+    if nonfinite != "ignore" and merged.rows.shape[0]:
+        flags = np.empty(merged.rows.shape[0], dtype=np.uint8)
+        nbad = _coalesce.nonfinite_rows(merged.values, merged.scratch, merged.src, flags)
+        if nbad:
+            bad = flags.view(bool)
+            if nonfinite == "raise":
+                first = int(merged.rows[np.argmax(bad)])
+                raise FloatingPointError(
+                    f"{name}: the gradient has NaN or infinite values in {nbad} row(s), first "
+                    f"in row {first}; nothing was updated (pass nonfinite='skip' to leave such "
+                    "rows out of the step, or 'ignore' to apply them)"
+                )
+            keep = ~bad
+            merged.rows = merged.rows[keep]
+            merged.src = merged.src[keep]
+    return merged
+
+
+def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool) -> MergedRows:
+    n_rows = param.shape[0]
+    idx = V.check_indices(name, grad.indices, n_rows)
+    k = idx.shape[0]
+    values = V.check_row_values(name, grad.values, k, param)
+    if k >= 2**31 - 1:
+        raise ValueError(f"{name}: a RowGrad holds at most 2**31 - 2 indices, got {k}")
+    rows = np.empty(k, dtype=np.int64)
+    src = np.empty(k, dtype=np.int64)
+    count = np.empty(k, dtype=np.int32)
+    pos2u = np.empty(k, dtype=np.int32)
+    m, ndup = _coalesce.coalesce_index(idx, indexer.slot(), rows, src, count, pos2u, n_rows)
+    if m < 0:
+        raise V.index_error(name, int(idx[ndup]), int(ndup), n_rows)
+    scratch = np.empty((ndup, values.shape[1]), dtype=values.dtype)
+    if ndup:
+        _coalesce.sum_duplicates(values, scratch, pos2u, src, count, m, mean)
+    return MergedRows(rows[:m], src[:m], values, scratch)
+
+
+def _merge_sparse(name, grad, param) -> MergedRows:
+    indptr, indices, data = V.check_sparse(name, grad, param)
+    d = 1 if param.ndim == 1 else param.shape[1]
+    rows = np.flatnonzero(np.diff(indptr)).astype(np.int64, copy=False)
+    values = np.empty((rows.shape[0], d), dtype=param.dtype)
+    if rows.shape[0]:
+        _coalesce.csr_rows_dense(indptr, indices, data, rows, values)
+    src = np.arange(rows.shape[0], dtype=np.int64)
+    return MergedRows(rows, src, values, _empty_scratch(values))

@@ -1,0 +1,150 @@
+"""Lazy RMSprop (plain, centred, with momentum)."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from .. import _validation as V
+from .._kernels import _rows
+from ._base import DUMMY_F64, DUMMY_I64, FLAGS, Optimizer, _Dummies, _width
+from ._grad import MergedRows
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton, Coursera lecture 6e) on the rows a gradient touches.
+
+    Per touched row with merged gradient ``g``::
+
+        v <- alpha*v + (1-alpha)*g**2
+        centred: a <- alpha*a + (1-alpha)*g ;  den = sqrt(v - a**2) + eps   (else sqrt(v) + eps)
+        momentum mu > 0: buf <- mu*buf + g/den ;  theta <- theta*(1 - lr*wd) - lr*buf
+        otherwise:                                theta <- theta*(1 - lr*wd) - lr*g/den
+
+    Parameters
+    ----------
+    params : ndarray, list of ndarray or dict of str -> ndarray
+        C-contiguous float32/float64 arrays of shape ``(n,)`` or ``(n, d)``, updated in place.
+    lr : float, default 1e-2
+    alpha : float, optional
+        Smoothing constant; default 0.99 (0.9 with ``preset="tensorflow"``).
+    eps : float, optional
+        Default 1e-8 (1e-10, added inside the square root, with ``preset="tensorflow"``).
+    momentum : float, default 0
+    centered : bool, default False
+    weight_decay : float, default 0
+        Decoupled: ``theta *= 1 - lr*weight_decay`` on the rows updated (caught up in
+        ``lazy="decay"`` mode).
+    lazy : {"frozen", "decay"}, default "frozen"
+        ``"decay"``: a row touched after ``s`` skipped steps first has ``v, a *= alpha**s`` and
+        ``buf *= mu**s``. Without momentum this is exactly a dense RMSprop; ``flush()`` brings
+        every row up to date.
+    preset : {None, "torch", "tensorflow"}
+        ``"torch"``: ``torch.optim.RMSprop`` applied to touched rows (the defaults).
+        ``"tensorflow"``: TF1 sparse RMSProp (alpha=0.9, eps=1e-10 inside the root, ``v``
+        starting at 1).
+    n_threads, duplicates, nonfinite
+        As for :class:`Adam`.
+
+    Examples
+    --------
+    >>> import numpy as np, sparseopt as so
+    >>> E = np.ones((100, 4), dtype=np.float32)
+    >>> opt = so.RMSprop({"emb": E}, lr=0.01, lazy="decay")
+    >>> opt.step({"emb": so.RowGrad([5], np.full((1, 4), 2.0, dtype=np.float32))})
+    >>> opt.flush()
+    >>> round(float(E[5, 0]), 4)
+    0.9
+    """
+
+    _DEFAULTS = dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
+                     weight_decay=0.0, lazy="frozen", eps_mode="outside",
+                     initial_square_avg=0.0)
+    _PRESETS = {
+        "torch": {},
+        "tensorflow": dict(alpha=0.9, eps=1e-10, eps_mode="inside", initial_square_avg=1.0),
+    }
+    _FIXED = ("lazy",)
+
+    def __init__(self, params: Any, lr: float = 1e-2, alpha: Optional[float] = None,
+                 eps: Optional[float] = None, momentum: float = 0.0, centered: bool = False,
+                 weight_decay: float = 0.0, lazy: str = "frozen", preset: Optional[str] = None,
+                 n_threads: Optional[int] = None, duplicates: str = "sum",
+                 nonfinite: str = "raise") -> None:
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
+                                      centered=centered, weight_decay=weight_decay, lazy=lazy),
+                         preset=preset, n_threads=n_threads, duplicates=duplicates,
+                         nonfinite=nonfinite)
+
+    def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        g = dict(group)
+        g["lr"] = V.check_real("lr", g["lr"])
+        g["alpha"] = V.check_real("alpha", g["alpha"], high=1.0, high_open=True)
+        g["eps"] = V.check_real("eps", g["eps"])
+        g["momentum"] = V.check_real("momentum", g["momentum"], high=1.0, high_open=True)
+        g["weight_decay"] = V.check_real("weight_decay", g["weight_decay"])
+        g["initial_square_avg"] = V.check_real("initial_square_avg", g["initial_square_avg"])
+        g["centered"] = bool(g["centered"])
+        V.check_choice("lazy", g["lazy"], ("frozen", "decay"))
+        V.check_choice("eps_mode", g["eps_mode"], ("outside", "inside"))
+        V.check_lr_weight_decay(g["lr"], g["weight_decay"])
+        self._check_fixed(g)
+        return g
+
+    def _array_state_shape(self, sname: str, p):
+        if sname in ("square_avg", "grad_avg", "momentum_buffer"):
+            return p.shape, p.dtype
+        return None, None
+
+    def _state_spec(self, group: Dict[str, Any]) -> List[Tuple[str, float]]:
+        spec = [("square_avg", group["initial_square_avg"])]
+        if group["centered"]:
+            spec.append(("grad_avg", 0.0))
+        if group["momentum"] > 0:
+            spec.append(("momentum_buffer", 0.0))
+        if group["lazy"] == "decay":
+            spec += [("last_step", 0), ("wd_log", 0.0)]
+        return spec
+
+    def _apply(self, i: int, state: Dict[str, Any], merged: MergedRows,
+               group: Dict[str, Any]) -> None:
+        t = state["step"]
+        lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
+        decay = group["lazy"] == "decay"
+        wd_log = self._advance_wd_log(state, lr, wd) if decay else DUMMY_F64
+        n = merged.rows.shape[0]
+        if n == 0:
+            return
+        p = self._params[i]
+        dummy = _Dummies.rows(p.dtype)
+        centered, mom = group["centered"], mu > 0
+        flags = ((FLAGS["DECAY"] if decay else 0)
+                 | (FLAGS["WEIGHT_DECAY"] if wd > 0 or (decay and wd_log[t] != 0.0) else 0)
+                 | (FLAGS["CENTERED"] if centered else 0)
+                 | (FLAGS["MOMENTUM"] if mom else 0))
+        inside = group["eps_mode"] == "inside"
+        _rows.rmsprop_rows_update(
+            V.rows_view(p), V.rows_view(state["square_avg"]),
+            V.rows_view(state["grad_avg"]) if centered else dummy,
+            V.rows_view(state["momentum_buffer"]) if mom else dummy,
+            merged.values, merged.scratch, merged.rows, merged.src,
+            state.get("last_step", DUMMY_I64),
+            self._pow_table("alpha", group["alpha"], t) if decay else DUMMY_F64,
+            self._pow_table("momentum", mu, t) if decay and mom else DUMMY_F64,
+            wd_log, t, lr, group["alpha"], mu, group["eps"] if inside else 0.0,
+            0.0 if inside else group["eps"], 1.0 - lr * wd, flags, self._threads(n, _width(p)))
+
+    def _flush(self, i: int, state: Dict[str, Any], group: Dict[str, Any]) -> None:
+        t = state["step"]
+        p = self._params[i]
+        arrays, tables = [], []
+        for sname, base in (("square_avg", group["alpha"]), ("grad_avg", group["alpha"]),
+                            ("momentum_buffer", group["momentum"])):
+            if sname in state:
+                arrays.append(V.rows_view(state[sname]))
+                tables.append(self._pow_table(sname, base, t))
+        n_states = len(arrays)
+        dummy = _Dummies.rows(p.dtype)
+        arrays += [dummy] * (3 - n_states)
+        tables += [DUMMY_F64] * (3 - n_states)
+        _rows.flush_decay(V.rows_view(p), *arrays, *tables, n_states, state["last_step"],
+                          state["wd_log"], t, bool(state["wd_log"][t] != 0.0),
+                          self._threads(p.shape[0], _width(p)))
