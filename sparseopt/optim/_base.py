@@ -105,16 +105,25 @@ class Optimizer:
         self._lock = threading.Lock()
         self._indexers = [RowIndexer(p.shape[0]) for p in self._params]
         self._pow = {}
+        self._checked = None
 
     def __getstate__(self) -> Dict[str, Any]:
         d = dict(self.__dict__)
-        for k in ("_lock", "_indexers", "_pow"):
+        for k in ("_lock", "_indexers", "_pow", "_checked"):
             d.pop(k, None)
         return d
 
     def __setstate__(self, d: Dict[str, Any]) -> None:
         self.__dict__.update(d)
         self._init_runtime()
+
+    def _current_group(self) -> Dict[str, Any]:
+        """The validated hyper-parameters; re-validated only when param_groups[0] changed
+        (a per-step check of every value would dominate tiny steps)."""
+        raw = self.param_groups[0]
+        if self._checked is None or raw != self._checked[0]:
+            self._checked = (dict(raw), self._check_group(raw))
+        return self._checked[1]
 
     def _pow_table(self, name: str, base: float, upto: int) -> np.ndarray:
         tab = self._pow.get(name)
@@ -159,7 +168,7 @@ class Optimizer:
             Before anything changes (SPEC section 5).
         """
         with self._lock:
-            group = self._check_group(self.param_groups[0])
+            group = self._current_group()
             pairs = V.match_grads(grads, self._keys, self._is_dict)
             prepared: List[Tuple[int, MergedRows]] = []
             for i in sorted(pairs):
@@ -177,7 +186,7 @@ class Optimizer:
         step (for the quantities ``lazy="decay"`` tracks). A no-op in ``"frozen"`` mode.
         """
         with self._lock:
-            group = self._check_group(self.param_groups[0])
+            group = self._current_group()
             for i, key in enumerate(self._keys):
                 state = self.state[key]
                 if state and "last_step" in state:
