@@ -4,8 +4,15 @@ Only the rows a gradient touches are read and written, by Cython/SIMD kernels th
 parallel over rows. See ``sparseopt.Adam``, ``sparseopt.Adagrad``, ``sparseopt.RMSprop`` and
 ``sparseopt.RowGrad``; ``sparseopt.show_config()`` prints how the kernels were built.
 """
-from ._config import show_config
-from ._version import __version__
-from .optim import Adagrad, Adam, RMSprop, RowGrad
+import os as _os
+
+# OpenMP threads that spin while waiting steal the core another process (or our own other
+# thread) needs; on a busy machine that turned 0.15 ms steps into milliseconds. Sleep instead,
+# unless the user chose a policy. Must be set before the kernels load the OpenMP runtime.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from ._config import show_config  # noqa: E402
+from ._version import __version__  # noqa: E402
+from .optim import Adagrad, Adam, RMSprop, RowGrad  # noqa: E402
 
 __all__ = ["Adam", "Adagrad", "RMSprop", "RowGrad", "show_config", "__version__"]

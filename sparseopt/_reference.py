@@ -123,7 +123,7 @@ class _Reference:
     def flush(self) -> None:
         for key in self.keys:
             st = self.state[key]
-            if not st or "last_step" not in st:
+            if not st or self.h.get("lazy") != "decay":
                 continue
             P = self.params[key].reshape(self.params[key].shape[0], -1)
             t = st["step"]

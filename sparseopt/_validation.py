@@ -95,15 +95,17 @@ def rows_view(arr: np.ndarray) -> np.ndarray:
 
 def check_real(name: str, value: Any, *, low: float = 0.0, high: float = math.inf,
                low_open: bool = False, high_open: bool = False) -> float:
-    """A finite real number in a range; returns it as a Python float."""
+    """A finite real number in a range; returns it as a Python float (0-d arrays accepted)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     v = float(value)
-    ok = math.isfinite(v) or (high == math.inf and v == math.inf and not high_open)
+    ok = math.isfinite(v)
     ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
     if not ok:
         lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
+        hi = ")" if high_open or high == math.inf else "]"
         raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}")
     return v
 
