@@ -227,7 +227,8 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
                 last = last_step[r]
                 skipped = t - last - 1
                 ale = alpha * powa[skipped]
-                mue = momentum * powmu[skipped]
+                if mom:  # powmu is a 1-element dummy without momentum
+                    mue = momentum * powmu[skipped]
                 if wd:
                     pm = pmul_now * exp(wdlog[t - 1] - wdlog[last])
                 last_step[r] = t

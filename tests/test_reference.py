@@ -1,0 +1,584 @@
+"""Kernels against the plain-NumPy oracle ``sparseopt._reference``.
+
+Every optimizer and a grid of configurations runs a multi-step trajectory (random batches with
+duplicate indices, empty batches, first and last rows, rows first touched late, a change of
+``lr`` half-way) on the Cython side and on the reference side by side; params and every state
+array both keep are compared after each step (counters exactly). Further tests cover each
+gradient form (``RowGrad`` with int32/int64/list indices, every ``scipy.sparse`` format and
+sparse-array class, dense arrays, ``None``, dict params), ``duplicates="mean"``, and the bitwise
+guarantees: untouched rows unchanged in ``"frozen"`` mode, any thread count giving the same bits,
+int32 and int64 indices giving the same bits.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sparseopt as so
+from sparseopt import _reference as ref
+
+from conftest import (OPTIMIZERS, REFERENCES, WIDTHS, assert_bitwise_equal, assert_close,
+                      assert_state_matches, snapshot)
+
+# --------------------------------------------------------------------------- configurations
+
+# (optimizer, id, constructor kwargs, lr schedule). A schedule of None means: the lr is
+# multiplied by 0.3 once, half-way through the trajectory; "every" changes it at every step.
+CONFIGS = [
+    ("Adam", "default", dict(lr=0.05), None),
+    ("Adam", "amsgrad", dict(lr=0.05, amsgrad=True), None),
+    ("Adam", "weight_decay", dict(lr=0.05, weight_decay=0.5), None),
+    ("Adam", "decay", dict(lr=0.05, lazy="decay"), None),
+    ("Adam", "decay_global", dict(lr=0.05, lazy="decay", bias_correction="global"), None),
+    ("Adam", "decay_amsgrad", dict(lr=0.05, lazy="decay", amsgrad=True), None),
+    ("Adam", "global", dict(lr=0.05, bias_correction="global"), None),
+    ("Adam", "torch", dict(lr=0.05, preset="torch"), None),
+    ("Adam", "tensorflow", dict(lr=0.05, preset="tensorflow"), None),
+    ("Adam", "decay_wd_schedule", dict(lr=0.05, lazy="decay", weight_decay=0.5), "every"),
+    ("Adagrad", "default", dict(lr=0.1), None),
+    ("Adagrad", "rowwise", dict(lr=0.1, rowwise=True), None),
+    ("Adagrad", "lr_decay", dict(lr=0.1, lr_decay=0.1), None),
+    ("Adagrad", "weight_decay", dict(lr=0.1, weight_decay=0.5), None),
+    ("Adagrad", "rowwise_wd", dict(lr=0.1, rowwise=True, weight_decay=0.5), "every"),
+    ("Adagrad", "tensorflow", dict(lr=0.1, preset="tensorflow"), None),
+    ("Adagrad", "initial_acc", dict(lr=0.1, initial_accumulator_value=0.3, eps=1e-6), None),
+    ("RMSprop", "default", dict(lr=0.01), None),
+    ("RMSprop", "centered", dict(lr=0.01, centered=True), None),
+    ("RMSprop", "momentum", dict(lr=0.01, momentum=0.9), None),
+    ("RMSprop", "centered_momentum", dict(lr=0.01, centered=True, momentum=0.9), None),
+    ("RMSprop", "decay", dict(lr=0.01, lazy="decay"), None),
+    ("RMSprop", "decay_centered_momentum",
+     dict(lr=0.01, lazy="decay", centered=True, momentum=0.8), None),
+    ("RMSprop", "decay_wd_schedule", dict(lr=0.01, lazy="decay", weight_decay=0.5), "every"),
+    ("RMSprop", "tensorflow", dict(lr=0.01, preset="tensorflow"), None),
+    ("RMSprop", "tensorflow_centered", dict(lr=0.01, preset="tensorflow", centered=True), None),
+]
+CONFIG_IDS = [f"{o}-{c}" for o, c, _, _ in CONFIGS]
+FROZEN_CONFIGS = [c for c in CONFIGS if c[2].get("lazy", "frozen") == "frozen"]
+FROZEN_IDS = [f"{o}-{c}" for o, c, _, _ in FROZEN_CONFIGS]
+DECAY_CONFIGS = [c for c in CONFIGS if c[2].get("lazy") == "decay"]
+
+
+def build(opt_name, kwargs, params, **extra):
+    """The kernel optimizer and the reference on independent copies of ``params``."""
+    if isinstance(params, dict):
+        p_opt = {k: v.copy() for k, v in params.items()}
+        p_ref = {k: v.copy() for k, v in params.items()}
+    else:
+        p_opt = [v.copy() for v in params]
+        p_ref = [v.copy() for v in params]
+    opt = OPTIMIZERS[opt_name](p_opt, **kwargs, **extra)
+    oracle = REFERENCES[opt_name](p_ref, **kwargs, **extra)
+    return opt, oracle
+
+
+def flush_both(opt, oracle):
+    opt.flush()
+    oracle.flush()
+
+
+def lr_at(kwargs, schedule, t, n_steps):
+    """The lr used at step t (1-based)."""
+    lr = kwargs["lr"]
+    if schedule == "every":
+        return lr * (1.0 + 0.5 * np.sin(t))
+    return lr if t <= n_steps // 2 else lr * 0.3
+
+
+def compare(opt, oracle, dtype, where):
+    """Params and every common state array of every parameter."""
+    for key in opt._keys:
+        p_opt = opt.params[opt._keys.index(key)]
+        p_ref = oracle.params[key]
+        assert_close(p_opt, p_ref, dtype, err_msg=f"{where}: param {key!r}")
+        if oracle.state[key]:
+            assert_state_matches(opt.state[key], oracle.state[key], dtype, where=f"{where} {key!r}")
+        else:
+            assert not opt.state[key]
+
+
+# --------------------------------------------------------------------------- batches
+
+N_ROWS = 40
+N_STEPS = 24
+EMPTY_STEPS = (4, 13)  # steps with k = 0
+EDGE_STEPS = (2, 7, 16, 23)  # steps touching rows 0 and n - 1
+LATE = range(20, 24)  # rows first touched at step LATE_START
+LATE_START = 17
+
+
+def batch_indices(rng, t, n_rows=N_ROWS):
+    """Row ids of step t: random with duplicates, sometimes empty, first/last rows at times."""
+    if t in EMPTY_STEPS:
+        return np.zeros(0, dtype=np.int64)
+    k = int(rng.integers(3, 2 * n_rows // 3))
+    idx = rng.integers(0, n_rows, size=k)
+    if t < LATE_START:
+        idx = idx[(idx < LATE.start) | (idx >= LATE.stop)]
+    else:
+        idx = np.concatenate([idx, np.asarray(LATE)])
+    if t in EDGE_STEPS:
+        idx = np.concatenate([idx, [0, n_rows - 1]])
+    if idx.size:
+        idx = np.concatenate([idx, idx[: 3]])  # guaranteed duplicates
+    return rng.permutation(idx).astype(np.int64)
+
+
+def row_grad(rng, idx, param, dtype, index_form):
+    """A RowGrad for ``param`` with ``idx`` given as int32, int64 or a Python list."""
+    shape = (idx.shape[0],) + param.shape[1:]
+    vals = rng.normal(size=shape).astype(dtype)
+    if index_form == "int32":
+        return so.RowGrad(idx.astype(np.int32), vals)
+    if index_form == "int64":
+        return so.RowGrad(idx.astype(np.int64), vals)
+    return so.RowGrad(idx.tolist(), vals.tolist())
+
+
+def make_params(rng, dtype, width, n_rows=N_ROWS):
+    """A dict of one (n, width) table, plus a 1-D (n,) vector when width == 1."""
+    params = {"table": rng.normal(size=(n_rows, width)).astype(dtype)}
+    if width == 1:
+        params["vector"] = rng.normal(size=n_rows).astype(dtype)
+    return params
+
+
+# --------------------------------------------------------------------------- trajectories
+
+
+@pytest.mark.parametrize("opt_name,cfg,kwargs,schedule", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("width", WIDTHS, ids=lambda w: f"d{w}")
+def test_trajectory_matches_reference(opt_name, cfg, kwargs, schedule, width, dtype):
+    rng = np.random.default_rng([zlib.crc32(f"{opt_name}-{cfg}".encode()), width])
+    params = make_params(rng, dtype, width)
+    opt, oracle = build(opt_name, kwargs, params)
+    forms = ("int32", "int64", "list")
+    for t in range(1, N_STEPS + 1):
+        lr = lr_at(kwargs, schedule, t, N_STEPS)
+        opt.lr = lr
+        oracle.lr = lr
+        grads = {}
+        for j, (key, p) in enumerate(params.items()):
+            idx = batch_indices(rng, t)
+            grads[key] = row_grad(rng, idx, p, dtype, forms[(t + j) % 3])
+        opt.step(grads)
+        oracle.step(grads)
+        compare(opt, oracle, dtype, f"step {t}")
+        if t == 10:  # a flush mid-way: later catch-up starts from the flushed step
+            flush_both(opt, oracle)
+            compare(opt, oracle, dtype, f"flush at step {t}")
+    flush_both(opt, oracle)
+    compare(opt, oracle, dtype, "after flush")
+
+
+@pytest.mark.parametrize("opt_name,cfg,kwargs,schedule", CONFIGS, ids=CONFIG_IDS)
+def test_trajectory_with_mixed_forms_and_skips(opt_name, cfg, kwargs, schedule, dtype):
+    """Two parameters per step in every gradient form, some skipped with None."""
+    rng = np.random.default_rng(7)
+    n = 30
+    params = {"emb": rng.normal(size=(n, 5)).astype(dtype),
+              "bias": rng.normal(size=n).astype(dtype)}
+    opt, oracle = build(opt_name, kwargs, params)
+    for t in range(1, 25):
+        lr = lr_at(kwargs, schedule, t, 24)
+        opt.lr = oracle.lr = lr
+        grads = {name: make_form(rng, FORMS[(t * 3 + j) % len(FORMS)], p, dtype)
+                 for j, (name, p) in enumerate(params.items())}
+        opt.step(grads)
+        oracle.step(grads)
+        compare(opt, oracle, dtype, f"step {t}")
+    flush_both(opt, oracle)
+    compare(opt, oracle, dtype, "after flush")
+
+
+# --------------------------------------------------------------------------- gradient forms
+
+SPARSE_FORMS = {
+    "csr": sp.csr_matrix, "csc": sp.csc_matrix, "coo": sp.coo_matrix, "lil": sp.lil_matrix,
+    "dok": sp.dok_matrix, "bsr": sp.bsr_matrix, "dia": sp.dia_matrix,
+    "csr_array": sp.csr_array, "csc_array": sp.csc_array, "coo_array": sp.coo_array,
+}
+FORMS = ["rowgrad_int32", "rowgrad_int64", "rowgrad_list", "rowgrad_uint16",
+         "rowgrad_float64_values", "rowgrad_empty", "rowgrad_strided", "rowgrad_bigendian",
+         "coo_duplicates", "csr_explicit_zero", "csr_noncanonical", "dense", "dense_int",
+         "dense_fortran", "none"] + list(SPARSE_FORMS)
+
+
+def sparse_dense_pattern(rng, n, d, dtype):
+    """A dense (n, d) gradient with ~40% of rows nonzero, themselves partly zero, and row
+    0 and n - 1 always nonzero."""
+    g = rng.normal(size=(n, d)).astype(dtype)
+    g[rng.random(size=(n, d)) < 0.3] = 0
+    keep = rng.random(size=n) < 0.4
+    keep[[0, n - 1]] = True
+    g[~keep] = 0
+    g[0, 0] = g[n - 1, d - 1] = 1.5
+    return g
+
+
+def make_form(rng, form, param, dtype):
+    """A gradient for ``param`` in the given form (1-D params: sparse as (1, n) or (n, 1))."""
+    n = param.shape[0]
+    d = 1 if param.ndim == 1 else param.shape[1]
+    if form.startswith("rowgrad") or form == "none":
+        if form == "none":
+            return None
+        k = 0 if form == "rowgrad_empty" else int(rng.integers(1, 2 * n))
+        idx = rng.integers(0, n, size=k)
+        vals = rng.normal(size=(k,) + param.shape[1:])
+        if form == "rowgrad_int32":
+            return so.RowGrad(idx.astype(np.int32), vals.astype(dtype))
+        if form == "rowgrad_int64":
+            return so.RowGrad(idx.astype(np.int64), vals.astype(dtype))
+        if form == "rowgrad_uint16":
+            return so.RowGrad(idx.astype(np.uint16), vals.astype(dtype))
+        if form == "rowgrad_float64_values":  # cast to the parameter's dtype
+            return so.RowGrad(idx, vals.astype(np.float64))
+        if form == "rowgrad_strided":  # views with strides, values in Fortran order
+            idx2 = np.repeat(idx, 2)[::2]
+            vals2 = np.asfortranarray(np.repeat(vals, 2, axis=0)[::2].astype(dtype))
+            return so.RowGrad(idx2, vals2)
+        if form == "rowgrad_bigendian":
+            return so.RowGrad(idx.astype(">i8"), vals.astype(dtype.newbyteorder(">")))
+        if form == "rowgrad_empty":
+            return so.RowGrad(np.zeros(0, dtype=np.int64), vals.astype(dtype))
+        return so.RowGrad(idx.tolist(), vals.astype(dtype).tolist())
+    if form.startswith("dense"):
+        g = rng.normal(size=param.shape)
+        if form == "dense_int":
+            return np.round(g * 3).astype(np.int64)
+        if form == "dense_fortran" and param.ndim == 2:
+            return np.asfortranarray(g.astype(dtype))
+        return g.astype(dtype)
+    g = sparse_dense_pattern(rng, n, d, dtype)
+    if form == "coo_duplicates":
+        r, c = np.nonzero(g)
+        v = g[r, c]
+        # each entry stored twice (a quarter and three quarters): summed on conversion
+        rr, cc = np.concatenate([r, r]), np.concatenate([c, c])
+        vv = np.concatenate([v * dtype.type(0.25), v - v * dtype.type(0.25)])
+        m = sp.coo_matrix((vv, (rr, cc)), shape=(n, d))
+    elif form == "csr_explicit_zero":
+        # an explicitly stored zero in an otherwise empty row: the row counts as touched
+        coo = sp.coo_matrix(g)
+        empty = np.setdiff1d(np.arange(n), coo.row)
+        r = np.concatenate([coo.row, empty[:1]])
+        c = np.concatenate([coo.col, np.zeros(min(1, empty.size), dtype=coo.col.dtype)])
+        v = np.concatenate([coo.data, np.zeros(min(1, empty.size), dtype=dtype)])
+        m = sp.coo_matrix((v, (r, c)), shape=(n, d)).tocsr()
+        assert m.nnz == np.count_nonzero(g) + min(1, empty.size)
+    elif form == "csr_noncanonical":
+        # unsorted column indices and repeated (row, col) entries, stored as given
+        coo = sp.coo_matrix(g)
+        order = np.lexsort((-coo.col, coo.row))  # columns descending within a row
+        r, c, v = coo.row[order], coo.col[order], coo.data[order]
+        r, c = np.concatenate([r, r[:5]]), np.concatenate([c, c[:5]])
+        v = np.concatenate([v, v[:5]])
+        order = np.argsort(r, kind="stable")
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n))])
+        m = sp.csr_matrix((v[order], c[order], indptr), shape=(n, d))
+        assert not m.has_canonical_format
+    else:
+        m = SPARSE_FORMS[form](g)
+    if param.ndim == 1 and rng.random() < 0.5:
+        m = m.T  # (1, n) instead of (n, 1)
+    return m
+
+
+GRADIENT_CONFIGS = [
+    ("Adam", "default", dict(lr=0.05)),
+    ("Adam", "decay", dict(lr=0.05, lazy="decay", weight_decay=0.2)),
+    ("Adagrad", "default", dict(lr=0.1)),
+    ("Adagrad", "rowwise", dict(lr=0.1, rowwise=True)),
+    ("RMSprop", "centered_momentum", dict(lr=0.01, centered=True, momentum=0.5)),
+    ("RMSprop", "decay", dict(lr=0.01, lazy="decay")),
+]
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("opt_name,cfg,kwargs", GRADIENT_CONFIGS,
+                         ids=[f"{o}-{c}" for o, c, _ in GRADIENT_CONFIGS])
+def test_gradient_form_matches_reference(opt_name, cfg, kwargs, form, dtype):
+    rng = np.random.default_rng(11)
+    n = 25
+    params = {"emb": rng.normal(size=(n, 6)).astype(dtype),
+              "bias": rng.normal(size=n).astype(dtype)}
+    opt, oracle = build(opt_name, kwargs, params)
+    for t in range(1, 7):
+        grads = {name: make_form(rng, form, p, dtype) for name, p in params.items()}
+        if t == 3:  # the same form for one parameter, the other skipped
+            grads["bias"] = None
+        before = snapshot(opt)
+        opt.step(grads)
+        oracle.step(grads)
+        compare(opt, oracle, dtype, f"{form} step {t}")
+        for j, name in enumerate(params):
+            steps_before = before[1][name].get("step", 0)
+            advanced = grads[name] is not None
+            assert opt.state[name].get("step", 0) == steps_before + advanced
+    flush_both(opt, oracle)
+    compare(opt, oracle, dtype, f"{form} after flush")
+
+
+@pytest.mark.parametrize("fmt", list(SPARSE_FORMS))
+@pytest.mark.parametrize("layout", ["row", "column"])
+def test_sparse_gradient_of_1d_param_is_elementwise(fmt, layout, dtype):
+    """For a 1-D parameter a sparse gradient touches exactly its stored elements, whether it
+    comes as (1, n) or (n, 1)."""
+    n = 12
+    w = np.linspace(-1, 1, n).astype(dtype)
+    opt = so.Adam([w], lr=0.1)
+    g = np.zeros(n, dtype=dtype)
+    g[[0, 4, 5, n - 1]] = [1.0, -2.0, 3.0, -4.0]
+    mat = g[None, :] if layout == "row" else g[:, None]
+    before = w.copy()
+    opt.step([SPARSE_FORMS[fmt](mat)])
+    moved = np.flatnonzero(w != before)
+    np.testing.assert_array_equal(moved, [0, 4, 5, n - 1])
+    # first Adam step of size lr against the gradient's sign (eps / |g| <= 1e-8 off)
+    assert_close(w[moved] - before[moved], -0.1 * np.sign(g[moved]), dtype, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- duplicates="mean"
+
+
+@pytest.mark.parametrize("opt_name,cfg,kwargs,schedule",
+                         [c for c in CONFIGS if c[1] in ("default", "decay", "rowwise")],
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_duplicates_mean_matches_reference(opt_name, cfg, kwargs, schedule, dtype):
+    rng = np.random.default_rng(3)
+    params = make_params(rng, dtype, 4)
+    opt, oracle = build(opt_name, kwargs, params, duplicates="mean")
+    for t in range(1, 21):
+        idx = rng.integers(0, 8, size=0 if t == 5 else 30)  # heavy duplication
+        grads = {"table": row_grad(rng, idx, params["table"], dtype, "int64")}
+        opt.step(grads)
+        oracle.step(grads)
+        compare(opt, oracle, dtype, f"step {t}")
+
+
+def test_duplicates_mean_is_the_average(dtype):
+    """A row given the same gradient three times moves as if given it once (mean), and as if
+    given three times that gradient (sum) otherwise."""
+    g = np.array([[1.0, -2.0]], dtype=dtype)
+    one = np.zeros((3, 2), dtype=dtype)
+    mean = np.zeros((3, 2), dtype=dtype)
+    tripled = np.zeros((3, 2), dtype=dtype)
+    summed = np.zeros((3, 2), dtype=dtype)
+    so.Adagrad([one], lr=0.1).step([so.RowGrad([1], g)])
+    so.Adagrad([mean], lr=0.1, duplicates="mean").step([so.RowGrad([1, 1, 1], np.repeat(g, 3, 0))])
+    so.Adagrad([tripled], lr=0.1).step([so.RowGrad([1], 3 * g)])
+    so.Adagrad([summed], lr=0.1).step([so.RowGrad([1, 1, 1], np.repeat(g, 3, 0))])
+    np.testing.assert_array_equal(mean, one)
+    np.testing.assert_array_equal(summed, tripled)
+
+
+# --------------------------------------------------------------------------- property test
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(
+    opt_name=st.sampled_from(sorted(OPTIMIZERS)),
+    lazy=st.sampled_from(["frozen", "decay"]),
+    width=st.sampled_from(WIDTHS[:6]),
+    n_rows=st.integers(1, 12),
+    batches=st.lists(st.lists(st.integers(0, 10**6), max_size=25), min_size=1, max_size=5),
+    use_f32=st.booleans(),
+)
+def test_property_index_patterns(opt_name, lazy, width, n_rows, batches, use_f32):
+    """Any index pattern (duplicates, empty, one-row tables) matches the reference."""
+    dtype = np.dtype(np.float32 if use_f32 else np.float64)
+    rng = np.random.default_rng(len(batches))
+    params = [rng.normal(size=(n_rows, width)).astype(dtype)]
+    kwargs = dict(lr=0.05)
+    if opt_name != "Adagrad":
+        kwargs["lazy"] = lazy
+    opt, oracle = build(opt_name, kwargs, params)
+    for t, b in enumerate(batches, 1):
+        idx = np.asarray(b, dtype=np.int64) % n_rows
+        grads = [so.RowGrad(idx, rng.normal(size=(idx.size, width)).astype(dtype))]
+        opt.step(grads)
+        oracle.step(grads)
+        compare(opt, oracle, dtype, f"step {t}")
+    flush_both(opt, oracle)
+    compare(opt, oracle, dtype, "after flush")
+
+
+# --------------------------------------------------------------------------- bitwise guarantees
+
+
+def row_slices(arr, rows):
+    """Rows of a parameter or state array (counters and row-wise accumulators are 1-D)."""
+    return arr[rows]
+
+
+@pytest.mark.parametrize("opt_name,cfg,kwargs,schedule", FROZEN_CONFIGS, ids=FROZEN_IDS)
+def test_untouched_rows_bitwise_unchanged_frozen(opt_name, cfg, kwargs, schedule, dtype):
+    rng = np.random.default_rng(5)
+    params = {"table": rng.normal(size=(N_ROWS, 9)).astype(dtype),
+              "vector": rng.normal(size=N_ROWS).astype(dtype)}
+    opt = OPTIMIZERS[opt_name](params, **kwargs)
+    for t in range(1, N_STEPS + 1):
+        opt.lr = lr_at(kwargs, schedule, t, N_STEPS)
+        grads, touched = {}, {}
+        for name, p in params.items():
+            idx = batch_indices(rng, t)
+            grads[name] = row_grad(rng, idx, p, dtype, "int64")
+            touched[name] = np.unique(idx)
+        if t == 10:  # a sparse gradient touches only its stored rows
+            g = sparse_dense_pattern(rng, N_ROWS, 9, dtype)
+            grads["table"] = sp.csr_matrix(g)
+            touched["table"] = np.flatnonzero(np.any(g != 0, axis=1))
+        before_p, before_s = snapshot(opt)
+        opt.step(grads)
+        for i, (name, p) in enumerate(params.items()):
+            untouched = np.setdiff1d(np.arange(N_ROWS), touched[name])
+            assert np.array_equal(p[untouched], before_p[i][untouched]), f"step {t} {name}"
+            if touched[name].size:
+                assert not np.array_equal(p[touched[name]], before_p[i][touched[name]])
+            for sname, arr in opt.state[name].items():
+                if sname == "step":
+                    continue
+                if sname in before_s[name]:
+                    assert np.array_equal(row_slices(arr, untouched),
+                                          row_slices(before_s[name][sname], untouched)), \
+                        f"step {t}: state {name}/{sname} of untouched rows changed"
+    # flush is a no-op in frozen mode
+    before_p, before_s = snapshot(opt)
+    opt.flush()
+    for p, b in zip(opt.params, before_p):
+        assert np.array_equal(p, b)
+
+
+THREAD_WIDTHS = [1, 17, 64]
+
+
+def run_threads(opt_name, kwargs, schedule, dtype, width, n_threads, seed=0, n_rows=600,
+                index_dtype=np.int64):
+    """A trajectory with large batches, a dense and a sparse step, and a final flush."""
+    rng = np.random.default_rng(seed)
+    params = {"table": rng.normal(size=(n_rows, width)).astype(dtype),
+              "vector": rng.normal(size=n_rows).astype(dtype)}
+    opt = OPTIMIZERS[opt_name](params, n_threads=n_threads, **kwargs)
+    for t in range(1, 9):
+        opt.lr = lr_at(kwargs, schedule, t, 8)
+        grads = {}
+        for name, p in params.items():
+            if t == 4:
+                grads[name] = rng.normal(size=p.shape).astype(dtype)
+            elif t == 6:
+                d = 1 if p.ndim == 1 else p.shape[1]
+                g = sparse_dense_pattern(rng, n_rows, d, dtype)
+                grads[name] = sp.csr_matrix(g if p.ndim == 2 else g.T)
+            else:
+                k = 0 if t == 2 else 2 * n_rows
+                idx = rng.zipf(1.3, size=k) % n_rows
+                if t % 3 == 0:
+                    idx = idx % (n_rows // 3)  # leave two thirds of the rows behind
+                grads[name] = so.RowGrad(idx.astype(index_dtype),
+                                         rng.normal(size=(k,) + p.shape[1:]).astype(dtype))
+        opt.step(grads)
+    opt.flush()
+    return opt
+
+
+@pytest.mark.usefixtures("force_parallel")
+@pytest.mark.parametrize("opt_name,cfg,kwargs,schedule", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("width", THREAD_WIDTHS, ids=lambda w: f"d{w}")
+def test_thread_counts_bitwise_equal(opt_name, cfg, kwargs, schedule, width, dtype):
+    runs = [run_threads(opt_name, kwargs, schedule, dtype, width, n) for n in (1, 2, 4)]
+    assert_bitwise_equal(runs[0], runs[1], "1 vs 2 threads")
+    assert_bitwise_equal(runs[0], runs[2], "1 vs 4 threads")
+
+
+def test_parallel_threshold_really_splits_work(monkeypatch):
+    """The thread tests only mean something if the patched threshold reaches the kernels."""
+    from sparseopt.optim import _base
+    opt = so.Adam([np.zeros((10, 2))], n_threads=4)
+    assert opt._threads(10, 2) == 1
+    monkeypatch.setattr(_base, "PARALLEL_MIN_ELEMENTS", 0)
+    assert opt._threads(10, 2) == 4
+
+
+@pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
+def test_large_step_parallel_without_patch_bitwise_equal(opt_name):
+    """Steps above the default threshold (rows * width >= PARALLEL_MIN_ELEMENTS: here the dense
+    step and the flush) run threaded and give the same bits as one thread."""
+    from sparseopt.optim import _base
+    width = 64
+    n_rows = 2 * -(-_base.PARALLEL_MIN_ELEMENTS // width)
+    kwargs = dict(lr=0.01)
+    if opt_name != "Adagrad":
+        kwargs["lazy"] = "decay"
+    runs = [run_threads(opt_name, kwargs, None, np.dtype(np.float32), width, n,
+                        n_rows=n_rows) for n in (1, 2)]
+    assert runs[1]._threads(n_rows, width) == 2
+    assert_bitwise_equal(runs[0], runs[1], "1 vs 2 threads")
+
+
+@pytest.mark.parametrize("opt_name,cfg,kwargs,schedule", CONFIGS, ids=CONFIG_IDS)
+def test_index_dtypes_bitwise_equal(opt_name, cfg, kwargs, schedule, dtype):
+    runs = [run_threads(opt_name, kwargs, schedule, dtype, 7, 1, n_rows=120, index_dtype=it)
+            for it in (np.int32, np.int64)]
+    assert_bitwise_equal(runs[0], runs[1], "int32 vs int64 indices")
+
+
+@pytest.mark.usefixtures("force_parallel")
+def test_index_dtype_and_threads_bitwise_equal(index_dtype, n_threads):
+    """The fixture grid: every (index dtype, thread count) gives the bits of (int64, 1)."""
+    kwargs = dict(lr=0.01, lazy="decay", weight_decay=0.1)
+    base = run_threads("Adam", kwargs, None, np.dtype(np.float32), 16, 1, n_rows=300)
+    run = run_threads("Adam", kwargs, None, np.dtype(np.float32), 16, n_threads, n_rows=300,
+                      index_dtype=index_dtype)
+    assert_bitwise_equal(base, run, f"{index_dtype} with {n_threads} threads")
+
+
+def test_gradient_inputs_not_modified(dtype):
+    """Optimizers read gradients and never write them (values, indices, sparse data)."""
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(10, 3)).astype(dtype)
+    idx = np.array([1, 1, 4, 9], dtype=np.int32)
+    vals = rng.normal(size=(4, 3)).astype(dtype)
+    csr = sp.csr_matrix(sparse_dense_pattern(rng, 10, 3, dtype))
+    dense = rng.normal(size=(10, 3)).astype(dtype)
+    copies = (idx.copy(), vals.copy(), csr.copy(), dense.copy())
+    for cls in OPTIMIZERS.values():
+        opt = cls([E])
+        opt.step([so.RowGrad(idx, vals)])
+        opt.step([csr])
+        opt.step([dense])
+    np.testing.assert_array_equal(idx, copies[0])
+    np.testing.assert_array_equal(vals, copies[1])
+    np.testing.assert_array_equal(csr.toarray(), copies[2].toarray())
+    np.testing.assert_array_equal(dense, copies[3])
+
+
+def test_reference_merge_matches_definition(dtype):
+    """Sanity of the oracle itself: sums duplicates in first-appearance order."""
+    p = np.zeros((5, 2), dtype=dtype)
+    rows, G = ref.merge_gradient(so.RowGrad([3, 1, 3], np.array([[1, 2], [3, 4], [5, 6]],
+                                                               dtype=dtype)), p)
+    np.testing.assert_array_equal(rows, [3, 1])
+    np.testing.assert_array_equal(G, [[6, 8], [3, 4]])
+
+
+@pytest.mark.parametrize("opt_name", ["Adam", "RMSprop"])
+def test_reference_flush_is_noop_in_frozen_mode(opt_name):
+    """SPEC 4.1: flush is a no-op in "frozen" mode — for the oracle too (regression: the
+    reference keeps ``last_step`` in every mode and once decayed frozen state on flush)."""
+    p = np.ones((3, 2))
+    oracle = REFERENCES[opt_name]([p], lr=0.1)
+    oracle.step([so.RowGrad([0], np.ones((1, 2)))])
+    oracle.step([so.RowGrad([1], np.ones((1, 2)))])
+    before = {k: v.copy() for k, v in oracle.state[0].items() if isinstance(v, np.ndarray)}
+    p_before = p.copy()
+    oracle.flush()
+    np.testing.assert_array_equal(p, p_before)
+    for name, arr in before.items():
+        np.testing.assert_array_equal(oracle.state[0][name], arr, err_msg=name)
