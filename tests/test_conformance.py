@@ -152,6 +152,16 @@ class TestOptimizerConformance:
             else:
                 assert opt.state[0]["step"] == 1, name
 
+    def test_contiguous_view_param_updates_its_base(self, cls, dtype):
+        """A parameter may be a C-contiguous view (rows of a larger table): updated in place,
+        the rest of the base untouched."""
+        base = np.ones((20, 3), dtype=dtype)
+        view = base[5:12]
+        opt = cls([view])
+        opt.step([so.RowGrad([0, 6], np.ones((2, 3), dtype=dtype))])
+        assert np.all(base[[5, 11]] != 1)
+        np.testing.assert_array_equal(np.delete(base, [5, 11], axis=0), 1)
+
     def test_state_allocated_on_first_step_with_documented_names(self, cls, dtype):
         for kwargs, names in DOCUMENTED_STATE[cls.__name__]:
             p = np.zeros((7, 3), dtype=dtype)

@@ -205,8 +205,9 @@ SPARSE_FORMS = {
 }
 FORMS = ["rowgrad_int32", "rowgrad_int64", "rowgrad_list", "rowgrad_uint16",
          "rowgrad_float64_values", "rowgrad_empty", "rowgrad_strided", "rowgrad_bigendian",
-         "coo_duplicates", "csr_explicit_zero", "csr_noncanonical", "dense", "dense_int",
-         "dense_fortran", "none"] + list(SPARSE_FORMS)
+         "rowgrad_readonly", "rowgrad_broadcast", "coo_duplicates", "csr_explicit_zero",
+         "csr_noncanonical", "csr_int64_index", "dense", "dense_int", "dense_fortran",
+         "none"] + list(SPARSE_FORMS)
 
 
 def sparse_dense_pattern(rng, n, d, dtype):
@@ -245,6 +246,14 @@ def make_form(rng, form, param, dtype):
             return so.RowGrad(idx2, vals2)
         if form == "rowgrad_bigendian":
             return so.RowGrad(idx.astype(">i8"), vals.astype(dtype.newbyteorder(">")))
+        if form == "rowgrad_readonly":
+            idx, vals = idx.copy(), vals.astype(dtype)
+            idx.setflags(write=False)
+            vals.setflags(write=False)
+            return so.RowGrad(idx, vals)
+        if form == "rowgrad_broadcast":  # stride-0 views: one row repeated k times
+            return so.RowGrad(np.broadcast_to(idx[:1], idx.shape),
+                              np.broadcast_to(vals[:1].astype(dtype), vals.shape))
         if form == "rowgrad_empty":
             return so.RowGrad(np.zeros(0, dtype=np.int64), vals.astype(dtype))
         return so.RowGrad(idx.tolist(), vals.astype(dtype).tolist())
@@ -272,6 +281,10 @@ def make_form(rng, form, param, dtype):
         v = np.concatenate([coo.data, np.zeros(min(1, empty.size), dtype=dtype)])
         m = sp.coo_matrix((v, (r, c)), shape=(n, d)).tocsr()
         assert m.nnz == np.count_nonzero(g) + min(1, empty.size)
+    elif form == "csr_int64_index":
+        m = sp.csr_matrix(g)
+        m.indices = m.indices.astype(np.int64)
+        m.indptr = m.indptr.astype(np.int64)
     elif form == "csr_noncanonical":
         # unsorted column indices and repeated (row, col) entries, stored as given
         coo = sp.coo_matrix(g)
