@@ -5,4 +5,6 @@ import sys
 from sparseopt.benchmarks._suite import main
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m sparseopt.benchmarks"))
+    # `python -m sparseopt benchmark` runs this module with its own name in argv[0]
+    prog = sys.argv[0] if not sys.argv[0].endswith(".py") else "python -m sparseopt.benchmarks"
+    sys.exit(main(prog=prog))

@@ -342,7 +342,7 @@ def _import_torch():
 # bandwidth
 
 
-def measure_bandwidth(threads_list, megabytes, repeats=5):
+def measure_bandwidth(threads_list, megabytes, repeats=7):
     """In-place update bandwidth (GB/s, bytes read + written per second) at each thread count.
 
     Two NumPy kernels over a float32 array of ``megabytes`` (larger than the caches): ``a *= c``
@@ -705,12 +705,13 @@ def check_targets(results):
             if one is None:
                 continue
             ratio = one["median_ms"] / r["median_ms"]
-            checks.append((f"{r['optimizer']} {r['threads']} threads never slower", case,
-                           f"{ratio:.2f}x", f">= {1 - NEVER_SLOWER_TOLERANCE:.2f}x (noise)",
-                           ratio >= 1 - NEVER_SLOWER_TOLERANCE))
-            if r["batch"] >= LARGE_BATCH:
+            if r["batch"] >= LARGE_BATCH:  # scaling implies "never slower"
                 checks.append((f"{r['optimizer']} {r['threads']} threads scaling", case,
                                f"{ratio:.2f}x", f">= {TARGET_SCALING:g}x", ratio >= TARGET_SCALING))
+            else:
+                checks.append((f"{r['optimizer']} {r['threads']} threads never slower", case,
+                               f"{ratio:.2f}x", f">= {1 - NEVER_SLOWER_TOLERANCE:.2f}x (noise)",
+                               ratio >= 1 - NEVER_SLOWER_TOLERANCE))
     order = ("x SparseAdam", "rows/s", "overhead", "scaling", "never slower")
     checks.sort(key=lambda c: next(i for i, word in enumerate(order) if word in c[0]))
     return checks

@@ -1,0 +1,108 @@
+"""Smoke test of the benchmark suite (issue 3): its quick mode on a tiny configuration.
+
+It checks that the suite runs end to end and that the Markdown table has one row per
+(case, optimizer, implementation, thread count) with the documented columns, not the figures.
+"""
+
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from sparseopt.benchmarks import _suite
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+HAS_REFERENCE = importlib.util.find_spec("sparseopt._reference") is not None
+
+TINY_ARGS = ["--quick", "--tables", "3000x8", "--batches", "256", "--repeats", "2",
+             "--bw-mb", "4", "--min-sample-ms", "0.2", "--warm-up-ms", "2", "--threads", "1,2"]
+
+
+def _results_rows(markdown):
+    """The header and rows of the table under '## Results'."""
+    lines = markdown.split("## Results", 1)[1].strip().splitlines()
+    table = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        table.append([cell.strip() for cell in line.strip("|").split("|")])
+    header, rule, *rows = table
+    assert set("".join(rule)) <= set("-:")
+    return header, rows
+
+
+def _expected_rows(use_torch, use_reference):
+    cases = [("256", "zipf"), ("256", "uniform"), ("16", "zipf (tiny)")]
+    expected = set()
+    for batch, dist in cases:
+        for opt in ("Adam", "Adagrad", "RMSprop"):
+            for threads in ("1", "2"):
+                expected.add((batch, dist, opt, "sparseopt", threads))
+                if use_torch and opt != "RMSprop":
+                    name = "SparseAdam" if opt == "Adam" else opt
+                    expected.add((batch, dist, opt, f"torch.optim.{name}", threads))
+            if use_reference:
+                expected.add((batch, dist, opt, "reference", "1"))
+    return expected
+
+
+@pytest.mark.parametrize("missing", [False, True], ids=["all-contenders", "no-torch-no-plots"])
+def test_quick_mode_writes_the_expected_table(tmp_path, capsys, monkeypatch, missing):
+    extra = []
+    if missing:  # torch and matplotlib "not installed": their parts are skipped, not fatal
+        monkeypatch.setitem(sys.modules, "torch", None)
+        monkeypatch.setitem(sys.modules, "matplotlib", None)
+        extra = ["--reference", "none"]
+    status = _suite.main([*TINY_ARGS, "--out", str(tmp_path), *extra])
+    assert status == 0
+
+    use_torch = HAS_TORCH and not missing
+    use_reference = HAS_REFERENCE and not missing
+    markdown = (tmp_path / "results.md").read_text()
+    assert markdown.strip() in capsys.readouterr().out  # printed as well as saved
+
+    header, rows = _results_rows(markdown)
+    assert tuple(header) == _suite.COLUMNS
+    col = {name: i for i, name in enumerate(header)}
+    got = [(r[col["batch"]], r[col["dist"]], r[col["optimizer"]], r[col["impl"]],
+            r[col["threads"]]) for r in rows]
+    assert len(got) == len(set(got))
+    assert set(got) == _expected_rows(use_torch, use_reference)
+    for r in rows:
+        assert r[col["table"]] == "3k x 8"
+        assert float(r[col["ms/step"]]) > 0
+        assert float(r[col["M rows/s"]]) >= 0  # printed with 2 decimals
+        assert float(r[col["% BW"]]) >= 0
+        lo, hi = (float(x) for x in r[col["min-max ms"]].split("-"))
+        assert lo <= float(r[col["ms/step"]]) <= hi
+        has_torch_twin = use_torch and r[col["optimizer"]] != "RMSprop"
+        assert (r[col["x torch"]] != "-") == has_torch_twin
+
+    assert "## In-place update bandwidth" in markdown
+    assert "## Per-call overhead (16 indices)" in markdown
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert len(report["results"]) == len(rows)
+    for name in ("speedup.png", "bandwidth.png"):
+        if HAS_MATPLOTLIB and not missing:
+            assert (tmp_path / name).stat().st_size > 0
+            assert f"]({name})" in markdown
+        elif missing:
+            assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("dist", ["zipf", "uniform"])
+@pytest.mark.parametrize("zipf", ["bounded", "folded"])
+def test_index_sampler_stays_in_the_table(dist, zipf):
+    n = 1000
+    sampler = _suite.IndexSampler(n, np.random.default_rng(0), zipf=zipf)
+    idx = sampler.draw(20_000, dist, np.int32)
+    assert idx.dtype == np.int32 and idx.shape == (20_000,)
+    assert idx.min() >= 0 and idx.max() < n
+    counts = np.bincount(idx, minlength=n)
+    if dist == "zipf":  # the hottest row is about 1/zeta share of the draws
+        assert counts.max() > 0.05 * idx.size
+    else:
+        assert counts.max() < 0.01 * idx.size
