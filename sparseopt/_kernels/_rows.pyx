@@ -57,7 +57,7 @@ cdef enum:
 
 # Rows fetched ahead of the one being updated.
 cdef enum:
-    PREFETCH_AHEAD = 8
+    PREFETCH_AHEAD = 16
 
 FLAGS = dict(AMSGRAD=F_AMSGRAD, DECAY=F_DECAY, ROW_BIAS=F_ROW_BIAS, EPS_RAW=F_EPS_RAW,
              WEIGHT_DECAY=F_WEIGHT_DECAY, CENTERED=F_CENTERED, MOMENTUM=F_MOMENTUM,

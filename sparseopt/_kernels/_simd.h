@@ -170,6 +170,24 @@ SO_UNUSED static void so_scale_row_##SUF(ptrdiff_t d, T *SO_RESTRICT x, T f)    
     for (i = 0; i < d; i++) x[i] *= f;                                                          \
 }                                                                                               \
                                                                                                 \
+/* dst <- dst + src (duplicate merging, in position order). */                                  \
+SO_UNUSED static void so_add_row_##SUF(ptrdiff_t d, T *SO_RESTRICT dst,                         \
+        const T *SO_RESTRICT src)                                                               \
+{                                                                                               \
+    ptrdiff_t i;                                                                                \
+    for (i = 0; i < d; i++) dst[i] += src[i];                                                   \
+}                                                                                               \
+                                                                                                \
+/* 1 when any of n values is NaN or infinite: x - x is NaN exactly then. An OR over           \
+ * comparisons vectorises; a float sum would not (not associative without -ffast-math). */     \
+SO_UNUSED static int so_any_nonfinite_##SUF(ptrdiff_t n, const T *SO_RESTRICT x)               \
+{                                                                                               \
+    ptrdiff_t i;                                                                                \
+    int bad = 0;                                                                                \
+    for (i = 0; i < n; i++) bad |= !(x[i] - x[i] == 0);                                         \
+    return bad;                                                                                 \
+}                                                                                               \
+                                                                                                \
 /* sum of squares of a row, accumulated in double (row-wise Adagrad). */                        \
 SO_UNUSED static double so_row_sumsq_##SUF(ptrdiff_t d, const T *SO_RESTRICT x)                          \
 {                                                                                               \

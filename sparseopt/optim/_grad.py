@@ -62,6 +62,9 @@ class MergedRows:
     src: np.ndarray  # int64 (m,)
     values: np.ndarray  # (k, d), parameter dtype, C-contiguous
     scratch: np.ndarray  # (n_dup, d)
+    # False when ``values`` is known to be finite (sums in ``scratch`` are checked separately,
+    # since finite duplicates can overflow); True when a per-row check must look.
+    maybe_nonfinite: bool = True
 
 
 class RowIndexer:
@@ -95,20 +98,24 @@ def merge(key, grad: Any, param: np.ndarray, indexer: RowIndexer, duplicates: st
     """Validate one gradient against its parameter and merge it into unique rows."""
     name = V.describe(key)
     n_rows = param.shape[0]
+    check = nonfinite != "ignore"
     if isinstance(grad, RowGrad):
-        merged = _merge_rowgrad(name, grad, param, indexer, duplicates == "mean")
+        merged = _merge_rowgrad(name, grad, param, indexer, duplicates == "mean", check)
     elif sp.issparse(grad):
         merged = _merge_sparse(name, grad, param)
+        merged.maybe_nonfinite = check and _coalesce.any_nonfinite(merged.values)
     elif isinstance(grad, np.ndarray):
         values = V.check_dense(name, grad, param)
         rows = indexer.arange()
-        merged = MergedRows(rows, rows, values, _empty_scratch(values))
+        merged = MergedRows(rows, rows, values, _empty_scratch(values),
+                            check and _coalesce.any_nonfinite(values))
     else:
         raise TypeError(
             f"{name}: a gradient must be a sparseopt.RowGrad, a scipy.sparse matrix or array, "
             f"a NumPy array or None; got {type(grad).__name__}"
         )
-    if nonfinite != "ignore" and merged.rows.shape[0]:
+    if (nonfinite != "ignore" and merged.rows.shape[0]
+            and (merged.maybe_nonfinite or _coalesce.any_nonfinite(merged.scratch))):
         flags = np.empty(merged.rows.shape[0], dtype=np.uint8)
         nbad = _coalesce.nonfinite_rows(merged.values, merged.scratch, merged.src, flags)
         if nbad:
@@ -126,7 +133,8 @@ def merge(key, grad: Any, param: np.ndarray, indexer: RowIndexer, duplicates: st
     return merged
 
 
-def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool) -> MergedRows:
+def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool,
+                   check: bool) -> MergedRows:
     n_rows = param.shape[0]
     idx = V.check_indices(name, grad.indices, n_rows)
     k = idx.shape[0]
@@ -143,7 +151,8 @@ def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool) 
     scratch = np.empty((ndup, values.shape[1]), dtype=values.dtype)
     if ndup:
         _coalesce.sum_duplicates(values, scratch, pos2u, src, count, m, mean)
-    return MergedRows(rows[:m], src[:m], values, scratch)
+    return MergedRows(rows[:m], src[:m], values, scratch,
+                      check and _coalesce.any_nonfinite(values))
 
 
 def _merge_sparse(name, grad, param) -> MergedRows:
