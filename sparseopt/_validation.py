@@ -57,7 +57,24 @@ def check_params(params: Any) -> Tuple[List[ParamKey], List[np.ndarray], bool]:
         if id(arr) in seen:
             raise ValueError(f"{describe(key)} appears more than once in params")
         seen.add(id(arr))
+    _check_no_overlap(items)
     return [k for k, _ in items], [a for _, a in items], is_dict
+
+
+def _check_no_overlap(items: List[Tuple[ParamKey, np.ndarray]]) -> None:
+    """Two parameters must not share memory (``[E, E[:]]``, overlapping row slices): each
+    would be updated once per parameter. Parameters are C-contiguous, so each occupies exactly
+    ``[address, address + nbytes)``; sorting the intervals finds any overlap in O(P log P).
+    Disjoint views of one table (``E[:500]``, ``E[500:]``) are fine."""
+    spans = sorted((a.__array_interface__["data"][0], a.nbytes, i)
+                   for i, (_, a) in enumerate(items) if a.nbytes)
+    for (s0, n0, i0), (s1, _, i1) in zip(spans, spans[1:]):
+        if s1 < s0 + n0:
+            first, second = sorted((i0, i1))
+            raise ValueError(
+                f"{describe(items[second][0])} shares memory with {describe(items[first][0])}; "
+                "each would be updated twice per step (pass one array, or disjoint views)"
+            )
 
 
 def check_param(key: ParamKey, arr: Any) -> None:
@@ -156,7 +173,7 @@ def _value_dtype_ok(name: str, arr: np.ndarray, what: str) -> None:
 
 def check_indices(name: str, indices: Any, n_rows: int) -> np.ndarray:
     """Indices as a 1-D C-contiguous int32 or int64 array (no copy when they already are)."""
-    idx = np.asarray(indices)
+    idx = _as_array(name, indices, "gradient indices")
     if idx.dtype.kind not in "iu":
         if idx.size == 0 and idx.dtype.kind == "f":
             idx = idx.astype(np.int64)  # np.asarray([]) is float64: an empty batch is fine
@@ -181,7 +198,7 @@ def index_error(name: str, index: int, position: int, n_rows: int) -> IndexError
 
 def check_row_values(name: str, values: Any, k: int, param: np.ndarray) -> np.ndarray:
     """Gradient rows as a C-contiguous ``(k, d)`` array of the parameter's dtype."""
-    vals = np.asarray(values)
+    vals = _as_array(name, values, "gradient values")
     _value_dtype_ok(name, vals, "gradient values")
     expected = (k,) + param.shape[1:]
     if vals.shape != expected:
@@ -189,7 +206,24 @@ def check_row_values(name: str, values: Any, k: int, param: np.ndarray) -> np.nd
             f"{name}: gradient values have shape {vals.shape}, expected {expected} "
             f"({k} indices, parameter shape {param.shape})"
         )
-    return rows_view(np.ascontiguousarray(vals, dtype=param.dtype))
+    return rows_view(_unaliased(np.ascontiguousarray(vals, dtype=param.dtype), param))
+
+
+def _as_array(name: str, obj: Any, what: str) -> np.ndarray:
+    """``np.asarray`` with our message for ragged nested lists."""
+    try:
+        return np.asarray(obj)
+    except ValueError as e:
+        raise ValueError(f"{name}: {what} are not a rectangular array ({e})") from None
+
+
+def _unaliased(values: np.ndarray, param: np.ndarray) -> np.ndarray:
+    """Gradient values that are a view of the parameter itself (``RowGrad(idx, E[:k])``,
+    ``step([w])``) are copied: the kernels update rows in place and in parallel, so they would
+    otherwise read gradients that another row's update has already overwritten."""
+    if values.size and np.may_share_memory(values, param):
+        return values.copy()
+    return values
 
 
 def check_dense(name: str, grad: np.ndarray, param: np.ndarray) -> np.ndarray:
@@ -198,7 +232,7 @@ def check_dense(name: str, grad: np.ndarray, param: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"{name}: dense gradient has shape {grad.shape}, parameter has shape {param.shape}"
         )
-    return rows_view(np.ascontiguousarray(grad, dtype=param.dtype))
+    return rows_view(_unaliased(np.ascontiguousarray(grad, dtype=param.dtype), param))
 
 
 def check_sparse(name: str, grad: Any, param: np.ndarray):
@@ -218,6 +252,7 @@ def check_sparse(name: str, grad: Any, param: np.ndarray):
         raise ValueError(
             f"{name}: sparse gradient has shape {shape}, parameter has shape {param.shape}"
         )
+    _check_sparse_structure(name, grad)
     csr = grad.tocsr()
     itype = np.promote_types(csr.indptr.dtype, csr.indices.dtype)
     if itype not in _INDEX_DTYPES:
@@ -226,6 +261,47 @@ def check_sparse(name: str, grad: Any, param: np.ndarray):
     indices = np.ascontiguousarray(csr.indices, dtype=itype)
     data = np.ascontiguousarray(csr.data, dtype=param.dtype)
     return indptr, indices, data
+
+
+def _check_sparse_structure(name: str, grad: Any) -> None:
+    """Refuse CSR/CSC/COO gradients whose index arrays contradict their shape.
+
+    scipy checks index bounds only in ``check_format(full_check=True)``: a matrix built from raw
+    ``(data, indices, indptr)`` (or edited afterwards) may hold a column index past the shape,
+    and converting or densifying it reads and writes out of bounds (heap corruption, not an
+    exception). O(nnz + rows), a fraction of the cost of densifying the touched rows.
+    """
+    fmt = grad.format
+    if fmt in ("csr", "csc"):
+        major, minor = grad.shape if fmt == "csr" else grad.shape[::-1]
+        indptr, indices = np.asarray(grad.indptr), np.asarray(grad.indices)
+        problem = None
+        if indptr.ndim != 1 or indptr.shape[0] != major + 1:
+            problem = f"indptr has shape {indptr.shape}, expected ({major + 1},)"
+        elif indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+            problem = "indptr must start at 0 and never decrease"
+        elif indptr[-1] > min(indices.shape[0], np.asarray(grad.data).shape[0]):
+            problem = (f"indptr ends at {int(indptr[-1])} but only {indices.shape[0]} indices "
+                       f"and {np.asarray(grad.data).shape[0]} values are stored")
+        else:
+            used = indices[: int(indptr[-1])]
+            if used.size and (used.min() < 0 or used.max() >= minor):
+                bad = int(used.min() if used.min() < 0 else used.max())
+                what = "column" if fmt == "csr" else "row"
+                problem = f"{what} index {bad} is out of range for {minor} {what}s"
+    elif fmt == "coo":
+        problem = None
+        coords = grad.coords if hasattr(grad, "coords") else (grad.row, grad.col)
+        for axis, (ix, size) in enumerate(zip(coords, grad.shape)):
+            ix = np.asarray(ix)
+            if ix.size and (ix.min() < 0 or ix.max() >= size):
+                bad = int(ix.min() if ix.min() < 0 else ix.max())
+                problem = f"index {bad} on axis {axis} is out of range for size {size}"
+                break
+    else:
+        return
+    if problem is not None:
+        raise ValueError(f"{name}: the sparse gradient is malformed: {problem}")
 
 
 def match_grads(grads: Any, keys: List[ParamKey], is_dict: bool) -> Dict[int, Any]:

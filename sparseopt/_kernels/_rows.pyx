@@ -108,6 +108,13 @@ def adam_rows_update(floating[:, ::1] param, floating[:, ::1] m, floating[:, ::1
                 so_prefetch_row(&param[ra, 0], rb)
                 so_prefetch_row(&m[ra, 0], rb)
                 so_prefetch_row(&v[ra, 0], rb)
+                # the per-row counters are one more random access per row
+                if decay:
+                    so_prefetch_row(&last_step[ra], 8)
+                    if rowb:
+                        so_prefetch_row(&first_step[ra], 8)
+                elif rowb:
+                    so_prefetch_row(&row_step[ra], 8)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
             pm = pmul_now
@@ -218,6 +225,12 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
                 ra = rows[ja]
                 so_prefetch_row(&param[ra, 0], rb)
                 so_prefetch_row(&v[ra, 0], rb)
+                if centered:
+                    so_prefetch_row(&ga[ra, 0], rb)
+                if mom:
+                    so_prefetch_row(&buf[ra, 0], rb)
+                if decay:
+                    so_prefetch_row(&last_step[ra], 8)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
             pm = pmul_now
