@@ -4,8 +4,9 @@
   build serially (``sparseopt/_kernels/_openmp.pxd`` shims the runtime calls) and a warning
   is printed.
 * Flags are portable: ``-O3 -fno-math-errno`` (GCC will not vectorise loops that call ``sqrt``
-  while ``errno`` must be set). Never ``-march=native`` or ``-ffast-math``: wider ISAs are
-  reached by runtime dispatch (``target_clones`` in ``_kernels/_simd.h``).
+  while ``errno`` must be set) and ``-ffp-contract=off``. Never ``-march=native`` or
+  ``-ffast-math``: wider ISAs are reached by runtime dispatch (``target_clones`` in
+  ``_kernels/_simd.h``), and every clone computes the same bits.
 * No generated C is committed: Cython runs at build time.
 """
 import os
@@ -83,7 +84,9 @@ def _extensions():
     if sys.platform == "win32":
         cflags = ["/O2"]
     else:
-        cflags = ["-O3", "-fno-math-errno", "-std=c11"]
+        # -ffp-contract=off: no silent a*b+c -> FMA contraction, so the AVX2/AVX-512 clones
+        # and the baseline build round identically (results do not depend on the CPU).
+        cflags = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=c11"]
         if os.environ.get("SPARSEOPT_VEC_REPORT"):
             cflags.append("-fopt-info-vec-optimized")
     kernels = ["_rows", "_coalesce", "_info"]
