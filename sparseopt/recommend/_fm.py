@@ -1,0 +1,459 @@
+"""Second-order factorisation machines (Rendle 2010) with the scikit-learn API."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+
+from .. import _validation as V
+from .._kernels import _recommend
+from ..optim import RowGrad
+from ._common import (OPTIMIZERS, check_positive_int, check_random_state, kernel_threads,
+                      make_optimizer)
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _sk_validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    _sk_validate_data = None
+
+__all__ = ["FMRegressor", "FMClassifier"]
+
+_LOSS = _recommend.LOSSES
+
+
+def _validate_data(est, X, y="no_validation", reset=True, **kw):
+    if _sk_validate_data is not None:
+        return _sk_validate_data(est, X, y, reset=reset, **kw)
+    return est._validate_data(X, y, reset=reset, **kw)  # pragma: no cover
+
+
+def _to_csr(X, dtype) -> sp.csr_matrix:
+    """CSR with one index dtype for indptr and indices, data in ``dtype``."""
+    X = sp.csr_matrix(X, dtype=dtype)
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    itype = np.promote_types(X.indptr.dtype, X.indices.dtype)
+    if itype not in (np.int32, np.int64):
+        itype = np.dtype(np.int64)
+    X = sp.csr_matrix((np.ascontiguousarray(X.data, dtype=dtype),
+                       np.ascontiguousarray(X.indices, dtype=itype),
+                       np.ascontiguousarray(X.indptr, dtype=itype)), shape=X.shape, copy=False)
+    if X.nnz and not X.data.all():
+        # an explicitly stored 0 is no feature: it must not draw the L2 penalty of its row
+        X = X.copy()
+        X.eliminate_zeros()
+    return X
+
+
+_COMMON_DOC = """
+    Parameters
+    ----------
+    n_components : int, default 8
+        Rank ``k`` of the pairwise interactions.
+    optimizer : {"adam", "adagrad", "rmsprop", "sgd"}, default "adam"
+    learning_rate : float, default 0.01
+        The optimizer's ``lr``; the gradient is that of the (weighted) batch mean.
+    alpha : float, default 1e-4
+        Per-occurrence L2: every non-zero entry ``x_j`` of a sample adds
+        ``alpha/2 * (||v_j||^2 + w_j^2)`` to that sample's loss (libFM's SGD regularisation).
+        The penalty of a feature row lives only in the samples that contain the feature, so
+        the per-sample gradient rows the kernel writes are the exact gradient of the batch
+        objective; untouched rows owe nothing, and the lazy update is exact. ``w0`` is not
+        penalised.
+    n_epochs : int, default 50
+        Maximum passes over the data in ``fit``.
+    batch_size : int, default 64
+    tol : float or None, default 1e-4
+        ``fit`` stops when the epoch's mean training loss has not improved on the best by
+        ``tol`` for ``n_iter_no_change`` epochs; ``None`` runs all ``n_epochs``.
+    n_iter_no_change : int, default 5
+    init_std : float, default 0.01
+        Factors start as ``N(0, init_std**2)``; linear weights at 0.
+    optimizer_params : dict, optional
+        Extra keyword arguments of the sparseopt optimizer.
+    warm_start : bool, default False
+        Continue from the previous ``fit`` (same features and outputs).
+    random_state : None, int, RandomState or Generator
+        Seeds the initialisation and the shuffling.
+    n_threads : int, optional
+        Threads of the kernels and of the optimizer.
+    verbose : bool, default False
+        Print the loss and samples per second of each epoch.
+"""
+
+
+class _BaseFM(BaseEstimator):
+    """Shared machinery: parameters, validation, the epoch loop over the fused kernel."""
+
+    _loss_name = "squared"
+
+    def __init__(self, n_components: int = 8, optimizer: str = "adam",
+                 learning_rate: float = 0.01, alpha: float = 1e-4, n_epochs: int = 50,
+                 batch_size: int = 64, tol: Optional[float] = 1e-4, n_iter_no_change: int = 5,
+                 init_std: float = 0.01, optimizer_params: Optional[Dict[str, Any]] = None,
+                 warm_start: bool = False, random_state: Any = None,
+                 n_threads: Optional[int] = None, verbose: bool = False) -> None:
+        self.n_components = n_components
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.alpha = alpha
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.init_std = init_std
+        self.optimizer_params = optimizer_params
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    # -- fitted views of the table -------------------------------------------------------------
+
+    def _table3(self) -> np.ndarray:
+        check_is_fitted(self, "table_")
+        return self.table_.reshape(self.table_.shape[0], self._n_out, self.n_components_ + 1)
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Linear weights: ``(n_features,)``, or ``(n_classes, n_features)`` for multiclass."""
+        w = self._table3()[:, :, -1].T
+        return w[0] if self._n_out == 1 else w
+
+    @property
+    def factors_(self) -> np.ndarray:
+        """Interaction factors: ``(n_features, k)``, or ``(n_classes, n_features, k)``."""
+        v = self._table3()[:, :, :-1].transpose(1, 0, 2)
+        return v[0] if self._n_out == 1 else v
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        check_is_fitted(self, "table_")
+        return self.w0_
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _check_params(self) -> Dict[str, Any]:
+        p = dict(
+            k=check_positive_int("n_components", self.n_components),
+            optimizer=V.check_choice("optimizer", self.optimizer, OPTIMIZERS),
+            lr=V.check_real("learning_rate", self.learning_rate, low_open=True),
+            alpha=V.check_real("alpha", self.alpha),
+            n_epochs=check_positive_int("n_epochs", self.n_epochs),
+            batch_size=check_positive_int("batch_size", self.batch_size),
+            n_iter_no_change=check_positive_int("n_iter_no_change", self.n_iter_no_change),
+            init_std=V.check_real("init_std", self.init_std),
+            n_threads=V.check_n_threads(self.n_threads),
+        )
+        p["tol"] = None if self.tol is None else V.check_real("tol", self.tol)
+        return p
+
+    def _validate_fit(self, X, y, sample_weight, reset):
+        X, y = _validate_data(self, X, y, reset=reset, accept_sparse=["csr", "csc", "coo"],
+                              dtype=[np.float64, np.float32], y_numeric=self._loss_name ==
+                              "squared", multi_output=False)
+        sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        if np.any(sw < 0):
+            raise ValueError("sample_weight must be non-negative")
+        if not np.any(sw > 0):
+            raise ValueError("sample_weight must contain at least one positive weight")
+        return _to_csr(X, X.dtype), y, np.ascontiguousarray(sw)
+
+    def _check_X(self, X) -> sp.csr_matrix:
+        check_is_fitted(self, "table_")
+        X = _validate_data(self, X, reset=False, accept_sparse=["csr", "csc", "coo"],
+                           dtype=[np.float64, np.float32])
+        return _to_csr(X, self.table_.dtype)
+
+    # -- training ------------------------------------------------------------------------------
+
+    def _init_model(self, n_features: int, dtype, n_out: int, w0: np.ndarray,
+                    p: Dict[str, Any]) -> None:
+        k = p["k"]
+        self._rng = check_random_state(self.random_state)
+        T = self._rng.normal(0.0, p["init_std"], size=(n_features, n_out, k + 1))
+        T[:, :, k] = 0.0
+        self.table_ = np.ascontiguousarray(T.reshape(n_features, n_out * (k + 1)), dtype=dtype)
+        self.w0_ = np.ascontiguousarray(w0, dtype=dtype)
+        self.n_components_ = k
+        self._n_out = n_out
+        self.optimizer_ = make_optimizer(p["optimizer"], [self.table_, self.w0_], p["lr"],
+                                         p["n_threads"], self.optimizer_params)
+        self.loss_curve_: List[float] = []
+        self.n_iter_ = 0
+        self.t_ = 0
+
+    def _compatible(self, n_features: int, dtype, n_out: int, p: Dict[str, Any]) -> bool:
+        return (hasattr(self, "table_") and self.table_.shape[0] == n_features
+                and self.table_.dtype == dtype and self._n_out == n_out
+                and self.n_components_ == p["k"])
+
+    def _run(self, X: sp.csr_matrix, y: np.ndarray, sw: np.ndarray, p: Dict[str, Any],
+             n_epochs: int, early_stop: bool) -> None:
+        self.optimizer_.lr = p["lr"]
+        best, stale = np.inf, 0
+        for _ in range(n_epochs):
+            t0 = time.perf_counter()
+            loss = self._epoch(X, y, sw, p)
+            seconds = time.perf_counter() - t0
+            self.n_iter_ += 1
+            self.t_ += X.shape[0]
+            self.loss_curve_.append(loss)
+            if self.verbose:
+                rate = X.shape[0] / seconds if seconds > 0 else float("inf")
+                print(f"[{type(self).__name__}] epoch {self.n_iter_:3d}  loss {loss:.6f}  "
+                      f"{rate:,.0f} rows/s  {seconds:.3f} s", file=sys.stdout, flush=True)
+            if early_stop and p["tol"] is not None:
+                if loss > best - p["tol"]:
+                    stale += 1
+                else:
+                    stale = 0
+                best = min(best, loss)
+                if stale >= p["n_iter_no_change"]:
+                    break
+
+    def _epoch(self, X: sp.csr_matrix, y: np.ndarray, sw: np.ndarray, p: Dict[str, Any]) -> float:
+        n = X.shape[0]
+        B = min(p["batch_size"], n)
+        k, W, w0, n_out = self.n_components_, self.table_, self.w0_, self._n_out
+        indptr, indices, data = X.indptr, X.indices, X.data
+        perm = self._rng.permutation(n).astype(np.int64)
+        sums = np.empty((B, 2 * n_out * k), dtype=np.float64)
+        pred = np.empty((B, n_out), dtype=np.float64)
+        g0 = np.empty((B, n_out), dtype=np.float64)
+        loss = np.empty(B, dtype=np.float64)
+        offsets = np.empty(B + 1, dtype=np.int64)
+        offsets[0] = 0
+        G = np.empty((0, W.shape[1]), dtype=W.dtype)
+        gidx = np.empty(0, dtype=indices.dtype)
+        total, wsum = 0.0, 0.0
+        code = _LOSS[self._loss_code]
+        for s in range(0, n, B):
+            ids = perm[s:s + B]
+            b = ids.shape[0]
+            swb = sw[ids]
+            bw = float(swb.sum())
+            if bw <= 0.0:  # zero-weight samples are absent samples: no step at all
+                continue
+            np.cumsum(indptr[ids + 1] - indptr[ids], out=offsets[1:b + 1])
+            nnz = int(offsets[b])
+            if G.shape[0] < nnz:
+                G = np.empty((max(nnz, 2 * G.shape[0]), W.shape[1]), dtype=W.dtype)
+                gidx = np.empty(G.shape[0], dtype=indices.dtype)
+            _recommend.fm_grads(data, indices, indptr, ids, offsets[:b + 1], W, w0, y, sw, k,
+                                code, 1.0 / bw, p["alpha"], sums[:b], pred[:b], G[:nnz],
+                                gidx[:nnz], g0[:b], loss[:b],
+                                kernel_threads(p["n_threads"], nnz * W.shape[1]))
+            try:
+                self.optimizer_.step([RowGrad(gidx[:nnz], G[:nnz]), g0[:b].sum(axis=0)])
+            except FloatingPointError as exc:
+                raise FloatingPointError(
+                    f"{type(self).__name__} diverged (non-finite gradient); lower "
+                    f"learning_rate (now {self.optimizer_.lr})") from exc
+            total += float(np.dot(loss[:b], swb))
+            wsum += bw
+        return total / wsum if wsum > 0 else float("nan")
+
+    def _decision(self, X: sp.csr_matrix) -> np.ndarray:
+        out = np.empty((X.shape[0], self._n_out), dtype=np.float64)
+        if X.shape[0]:
+            _recommend.fm_predict(X.data, X.indices, X.indptr, self.table_, self.w0_,
+                                  self.n_components_, out,
+                                  kernel_threads(self.n_threads, X.nnz * self.n_components_))
+        return out
+
+
+class FMRegressor(RegressorMixin, _BaseFM):
+    __doc__ = """Factorisation machine regressor (Rendle 2010), squared loss.
+
+    ``yhat(x) = w0 + sum_j w_j x_j + sum_{j<l} <v_j, v_l> x_j x_l``, computed in
+    O(k * nnz(x)). Each feature is one row ``[v_j, w_j]`` of an embedding table; a mini-batch
+    is one pass of a fused Cython kernel that writes one gradient row per stored entry, and a
+    sparseopt optimizer merges duplicates and updates only the touched feature rows.
+    Minimises the weighted mean of ``(yhat - y)^2 / 2`` plus the L2 below.
+    """ + _COMMON_DOC + """
+    Attributes
+    ----------
+    table_ : ndarray (n_features, n_components + 1)
+        Row ``j`` is ``[v_j, w_j]``; ``factors_`` and ``coef_`` are views of it.
+    intercept_ : ndarray (1,)
+    coef_ : ndarray (n_features,)
+    factors_ : ndarray (n_features, n_components)
+    n_iter_ : int
+    loss_curve_ : list of float
+    optimizer_ : the sparseopt optimizer
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from sparseopt.recommend import FMRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = sp.random(200, 30, density=0.2, random_state=0, format="csr")
+    >>> y = X @ rng.normal(size=30)
+    >>> FMRegressor(random_state=0).fit(X, y).predict(X[:2]).shape
+    (2,)
+    """
+
+    _loss_name = "squared"
+    _loss_code = "squared"
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit for up to ``n_epochs`` passes (from scratch unless ``warm_start``)."""
+        p = self._check_params()
+        X, y, sw = self._validate_fit(X, y, sample_weight, reset=True)
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        if not (self.warm_start and self._compatible(X.shape[1], X.dtype, 1, p)):
+            self._init_model(X.shape[1], X.dtype, 1, np.array([np.average(y, weights=sw)]), p)
+        self._run(X, y, sw, p, p["n_epochs"], early_stop=True)
+        return self
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One pass over ``(X, y)``; the first call initialises the model."""
+        p = self._check_params()
+        first = not hasattr(self, "table_")
+        X, y, sw = self._validate_fit(X, y, sample_weight, reset=first)
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        if first:
+            self._init_model(X.shape[1], X.dtype, 1, np.array([np.average(y, weights=sw)]), p)
+        self._run(X, y, sw, p, 1, early_stop=False)
+        return self
+
+    def predict(self, X):
+        """Predicted targets, in the model's dtype."""
+        X = self._check_X(X)
+        return self._decision(X)[:, 0].astype(self.table_.dtype)
+
+
+class FMClassifier(ClassifierMixin, _BaseFM):
+    __doc__ = """Factorisation machine classifier (Rendle 2010): logistic or softmax loss.
+
+    Two classes: one FM output and the logistic loss (``classes_[1]`` is the positive class).
+    More classes: one FM per class sharing the feature rows (row ``j`` holds every class's
+    ``[v_jc, w_jc]``, so one row update serves all classes) and the multinomial (softmax)
+    cross-entropy. Trained like :class:`FMRegressor`: a fused Cython kernel per mini-batch and
+    lazy row updates by a sparseopt optimizer.
+    """ + _COMMON_DOC + """
+    Attributes
+    ----------
+    classes_ : ndarray
+    table_ : ndarray (n_features, n_outputs * (n_components + 1))
+    intercept_ : ndarray (n_outputs,)
+    coef_, factors_ : views of ``table_`` (see :class:`FMRegressor`; a leading class axis
+        for multiclass)
+    n_iter_ : int
+    loss_curve_ : list of float
+    optimizer_ : the sparseopt optimizer
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sparseopt.recommend import FMClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 5)); y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    >>> clf = FMClassifier(n_components=4, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:3]).shape
+    (3, 2)
+    """
+
+    _loss_name = "classification"
+
+    @property
+    def _loss_code(self) -> str:
+        return "logistic" if self._n_out == 1 else "softmax"
+
+    def _encode(self, y, sw, reset_classes: Optional[np.ndarray]):
+        check_classification_targets(y)
+        if reset_classes is not None:
+            self.classes_ = reset_classes
+        classes = self.classes_
+        if classes.shape[0] < 2:
+            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in "
+                             f"the data; got 1 class: {classes[0]!r}")
+        pos = np.searchsorted(classes, y)
+        pos = np.minimum(pos, classes.shape[0] - 1)
+        if not np.all(classes[pos] == y):
+            bad = np.asarray(y)[classes[pos] != y][0]
+            raise ValueError(f"y contains a label {bad!r} not in classes {classes!r}")
+        if classes.shape[0] == 2:
+            yy = np.where(pos == 1, 1.0, -1.0)
+            prior = np.clip(np.average(pos == 1, weights=sw), 1e-6, 1 - 1e-6)
+            w0 = np.array([np.log(prior / (1 - prior))])
+        else:
+            yy = pos.astype(np.float64)
+            prior = np.bincount(pos, weights=sw, minlength=classes.shape[0]) / sw.sum()
+            w0 = np.log(np.clip(prior, 1e-6, None))
+            w0 -= w0.mean()
+        return np.ascontiguousarray(yy), w0
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit for up to ``n_epochs`` passes (from scratch unless ``warm_start``)."""
+        p = self._check_params()
+        X, y, sw = self._validate_fit(X, y, sample_weight, reset=True)
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if (self.warm_start and hasattr(self, "classes_")
+                and not np.array_equal(classes, self.classes_)):
+            raise ValueError("warm_start: the classes differ from the previous fit")
+        yy, w0 = self._encode(y, sw, classes)
+        n_out = 1 if classes.shape[0] == 2 else classes.shape[0]
+        if not (self.warm_start and self._compatible(X.shape[1], X.dtype, n_out, p)):
+            self._init_model(X.shape[1], X.dtype, n_out, w0, p)
+        self._run(X, yy, sw, p, p["n_epochs"], early_stop=True)
+        return self
+
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One pass over ``(X, y)``. The first call needs ``classes`` (all labels)."""
+        p = self._check_params()
+        first = not hasattr(self, "table_")
+        X, y, sw = self._validate_fit(X, y, sample_weight, reset=first)
+        if first:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit")
+            classes = np.unique(np.asarray(classes))
+            yy, w0 = self._encode(y, sw, classes)
+            n_out = 1 if classes.shape[0] == 2 else classes.shape[0]
+            self._init_model(X.shape[1], X.dtype, n_out, w0, p)
+        else:
+            if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+                raise ValueError(f"classes {classes!r} differ from those of the first "
+                                 f"partial_fit call, {self.classes_!r}")
+            yy, _ = self._encode(y, sw, None)
+        self._run(X, yy, sw, p, 1, early_stop=False)
+        return self
+
+    def decision_function(self, X):
+        """Raw scores: ``(n_samples,)`` for two classes (positive = ``classes_[1]``), else
+        ``(n_samples, n_classes)``."""
+        X = self._check_X(X)
+        d = self._decision(X)
+        return d[:, 0] if self._n_out == 1 else d
+
+    def predict_proba(self, X):
+        """Class probabilities, ``(n_samples, n_classes)``, in float64."""
+        d = self.decision_function(X)
+        if d.ndim == 1:
+            p1 = expit(d)
+            return np.column_stack([1.0 - p1, p1])
+        return softmax(d, axis=1)
+
+    def predict_log_proba(self, X):
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        d = self.decision_function(X)
+        if d.ndim == 1:
+            return self.classes_[(d > 0).astype(np.intp)]
+        return self.classes_[np.argmax(d, axis=1)]

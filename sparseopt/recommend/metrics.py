@@ -1,0 +1,178 @@
+"""Evaluation of recommenders on held-out data, vectorised (no Python loop per user).
+
+Ranking metrics take the held-out interactions as a sparse matrix ``X_true`` whose row ``r``
+holds the relevant (stored, non-zero) items of the user whose ranked list is
+``recommended[r]`` (e.g. ``X_test[users]`` and ``model.recommend(users)[0]``). Relevance is
+binary. Users without relevant items are left out of the average; if no user has any, the
+result is NaN. Padding ids (-1) never count as hits.
+
+=================  ===========================================================================
+``precision_at_k``  hits in the top k / k
+``recall_at_k``     hits in the top k / number of relevant items
+``ndcg_at_k``       sum of 1/log2(rank + 1) over hits (rank from 1), divided by its ideal value
+                    (all relevant items ranked first, at most k of them)
+``auc_score``       probability that a relevant item outscores an irrelevant one (ties count
+                    1/2), per user, averaged
+``rmse``            root mean squared error of predicted ratings
+=================  ===========================================================================
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import rankdata
+
+__all__ = ["rmse", "precision_at_k", "recall_at_k", "ndcg_at_k", "auc_score"]
+
+
+def rmse(y_true: Any, y_pred: Any) -> float:
+    """Root mean squared error, accumulated in float64.
+
+    >>> rmse([1.0, 2.0, 3.0], [1.0, 2.0, 5.0])
+    1.1547005383792515
+    """
+    a = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    b = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {a.shape[0]} vs {b.shape[0]}")
+    if a.shape[0] == 0:
+        return float("nan")
+    d = a - b
+    return float(np.sqrt(np.dot(d, d) / d.shape[0]))
+
+
+def _relevant(X_true: Any) -> sp.csr_matrix:
+    if sp.issparse(X_true):
+        X = sp.csr_matrix(X_true, copy=True)
+    else:
+        X = sp.csr_matrix(np.asarray(X_true))
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    X.sort_indices()
+    return X
+
+
+def _hits(X_true: Any, recommended: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(hits (m, k) bool, number of relevant items per row)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    X = _relevant(X_true)
+    rec = np.asarray(recommended)
+    if rec.ndim == 1:
+        rec = rec[None, :]
+    if rec.ndim != 2 or rec.dtype.kind not in "iu":
+        raise ValueError(f"recommended must be a 2-D array of item ids, got shape {rec.shape} "
+                         f"and dtype {rec.dtype}")
+    if rec.shape[0] != X.shape[0]:
+        raise ValueError(f"recommended has {rec.shape[0]} rows but X_true has {X.shape[0]}")
+    if rec.shape[1] < k:
+        raise ValueError(f"recommended has {rec.shape[1]} items per row, fewer than k={k}")
+    rec = rec[:, :k].astype(np.int64)
+    n_items = X.shape[1]
+    rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+    keys = rows * n_items + X.indices.astype(np.int64)           # sorted: CSR, sorted indices
+    valid = (rec >= 0) & (rec < n_items)
+    q = np.arange(rec.shape[0], dtype=np.int64)[:, None] * n_items + np.where(valid, rec, 0)
+    pos = np.searchsorted(keys, q)
+    pos = np.minimum(pos, max(keys.shape[0] - 1, 0))
+    hits = valid & (keys[pos] == q) if keys.shape[0] else np.zeros(rec.shape, dtype=bool)
+    return hits, np.diff(X.indptr)
+
+
+def _mean_over(values: np.ndarray, n_rel: np.ndarray) -> float:
+    keep = n_rel > 0
+    if not keep.any():
+        return float("nan")
+    return float(values[keep].mean())
+
+
+def precision_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
+    """Mean over users with relevant items of (hits among the first k) / k.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> X_true = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0]]))
+    >>> precision_at_k(X_true, np.array([[2, 1], [3, 1]]), k=2)
+    0.5
+    """
+    hits, n_rel = _hits(X_true, recommended, k)
+    return _mean_over(hits.sum(axis=1) / k, n_rel)
+
+
+def recall_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
+    """Mean over users with relevant items of (hits among the first k) / (relevant items).
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> X_true = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0]]))
+    >>> recall_at_k(X_true, np.array([[2, 1], [3, 1]]), k=2)
+    0.75
+    """
+    hits, n_rel = _hits(X_true, recommended, k)
+    return _mean_over(hits.sum(axis=1) / np.maximum(n_rel, 1), n_rel)
+
+
+def ndcg_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
+    """Normalised discounted cumulative gain at k with binary relevance.
+
+    ``DCG = sum over hits at rank r (1-based) of 1/log2(r + 1)``, divided by the DCG of an
+    ideal list (``min(k, relevant)`` hits at the top).
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> round(ndcg_at_k(sp.csr_matrix(np.array([[0, 1, 0]])), np.array([[0, 1]]), k=2), 4)
+    0.6309
+    """
+    hits, n_rel = _hits(X_true, recommended, k)
+    disc = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+    dcg = hits @ disc
+    ideal = np.concatenate([[0.0], np.cumsum(disc)])[np.minimum(n_rel, k)]
+    return _mean_over(dcg / np.where(ideal > 0, ideal, 1.0), n_rel)
+
+
+def auc_score(X_true: Any, scores: Any, exclude: Optional[Any] = None) -> float:
+    """Per-user ROC AUC of ``scores`` for the relevant items of ``X_true``, averaged.
+
+    Parameters
+    ----------
+    X_true : sparse matrix, shape (m, n_items)
+        Relevant (held-out) items per row.
+    scores : array, shape (m, n_items)
+        Finite scores of every item for the user of each row.
+    exclude : sparse matrix, shape (m, n_items), optional
+        Items that are neither relevant nor irrelevant (typically the training interactions);
+        they are left out of the comparison, and so are relevant items that are also excluded.
+
+    Users with no relevant or no irrelevant candidate item are left out of the average.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> auc_score(sp.csr_matrix(np.array([[1, 0, 0]])), np.array([[0.5, 0.9, 0.1]]))
+    0.5
+    """
+    X = _relevant(X_true)
+    S = np.array(scores, dtype=np.float64)  # a copy: excluded entries are overwritten
+    if S.ndim != 2 or S.shape != X.shape:
+        raise ValueError(f"scores must have the shape of X_true {X.shape}, got {S.shape}")
+    if not np.all(np.isfinite(S)):
+        raise ValueError("scores must be finite")
+    rel = X.toarray() != 0
+    if exclude is not None:
+        E = _relevant(exclude)
+        if E.shape != X.shape:
+            raise ValueError(f"exclude has shape {E.shape}, expected {X.shape}")
+        excl = E.toarray() != 0
+        rel &= ~excl
+        # Excluded items drop below every candidate; their ranks are then 1..n_excl, and a
+        # candidate's rank among candidates is its rank minus n_excl.
+        S[excl] = -np.inf
+        n_excl = excl.sum(axis=1)
+    else:
+        n_excl = np.zeros(S.shape[0], dtype=np.int64)
+    ranks = rankdata(S, axis=1) - n_excl[:, None]
+    n_pos = rel.sum(axis=1)
+    n_neg = S.shape[1] - n_excl - n_pos
+    keep = (n_pos > 0) & (n_neg > 0)
+    if not keep.any():
+        return float("nan")
+    rank_sum = np.where(rel, ranks, 0.0).sum(axis=1)
+    auc = (rank_sum[keep] - n_pos[keep] * (n_pos[keep] + 1) / 2.0) / (n_pos[keep] * n_neg[keep])
+    return float(auc.mean())

@@ -1,0 +1,825 @@
+"""sparseopt.recommend: kernels against NumPy references, models, recommend, metrics.
+
+* every fused kernel's gradient is compared with a plain NumPy loop over the samples and with
+  central finite differences of the mini-batch objective it claims to differentiate;
+* one training step of each model is compared with the optimizer applied to the reference
+  gradient (so the wiring -- scaling, signs, bias columns, merging -- is checked too);
+* ``recommend`` / ``similar_items`` against a brute-force ranking; metrics against
+  hand-computed cases; the FM estimators against scikit-learn's estimator checks.
+"""
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparseopt as so
+from sparseopt._kernels import _recommend as K
+from sparseopt.datasets import holdout_split, make_interactions, make_ratings
+from sparseopt.recommend import MatrixFactorization, metrics
+from sparseopt.recommend import _common, _mf
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from sparseopt.recommend import FMClassifier, FMRegressor  # noqa: E402
+
+RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
+
+
+def close(a, b, dtype, msg=""):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    rtol = RTOL[np.dtype(dtype)]
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(1.0, np.abs(b).max(initial=0)),
+                               err_msg=msg)
+
+
+def softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+# =========================================================================== MF: squared loss
+
+
+def ref_mf_squared(U, V, users, items, ratings, k, ub, ib, mu, scale, alpha):
+    """Plain loop: merged gradient of scale * sum_s [e^2/2 + alpha/2 (|U_u|^2 + |V_i|^2)]."""
+    U, V = U.astype(np.float64), V.astype(np.float64)
+    gU, gV, err = {}, {}, []
+    for u, i, r in zip(users, items, ratings):
+        pu, qi = U[u], V[i]
+        e = mu + pu[:k] @ qi[:k] + (pu[k] if ub else 0.0) + (qi[k] if ib else 0.0) - r
+        err.append(e)
+        d, a = scale * e, scale * alpha
+        gu = a * pu.copy()
+        gu[:k] += d * qi[:k]
+        gi = a * qi.copy()
+        gi[:k] += d * pu[:k]
+        if ub:
+            gu[k] += d
+        if ib:
+            gi[k] += d
+        gU[u] = gU.get(u, 0.0) + gu
+        gV[i] = gV.get(i, 0.0) + gi
+    return gU, gV, np.array(err)
+
+
+def mf_objective(U, V, users, items, ratings, k, ub, ib, mu, scale, alpha):
+    pu, qi = U[users], V[items]
+    e = (mu + np.einsum("ij,ij->i", pu[:, :k], qi[:, :k]) + (pu[:, k] if ub else 0)
+         + (qi[:, k] if ib else 0) - ratings)
+    return scale * np.sum(0.5 * e ** 2 + 0.5 * alpha * ((pu ** 2).sum(1) + (qi ** 2).sum(1)))
+
+
+def run_mf_squared(U, V, users, items, ratings, k, ub, ib, mu, scale, alpha, order=None):
+    n = users.shape[0]
+    order = np.arange(n, dtype=np.int64) if order is None else order
+    rec = np.empty((n, 2), dtype=np.int64)
+    K.pack_ratings(users.astype(np.int64), items.astype(np.int64),
+                   ratings.astype(np.float64), rec)
+    B = order.shape[0]
+    uslot = np.full(U.shape[0], -1, np.int32)
+    islot = np.full(V.shape[0], -1, np.int32)
+    urows, irows = np.empty(B, np.int64), np.empty(B, np.int64)
+    gu, gi = np.empty((B, U.shape[1]), U.dtype), np.empty((B, V.shape[1]), V.dtype)
+    err = np.empty(B)
+    nu, ni = K.mf_squared_batch(U, V, order, rec, k, ub, ib, mu, scale, alpha, uslot, islot,
+                                urows, irows, gu, gi, err)
+    assert np.all(uslot == -1) and np.all(islot == -1), "slots must be restored"
+    return urows[:nu], gu[:nu], irows[:ni], gi[:ni], err
+
+
+def _mf_case(dtype, k, ub, ib, seed=0, n=40):
+    rng = np.random.default_rng(seed)
+    U = rng.normal(0, 0.5, (7, k + ub)).astype(dtype)
+    V = rng.normal(0, 0.5, (5, k + ib)).astype(dtype)
+    users = rng.integers(0, 7, n)
+    items = rng.integers(0, 5, n)
+    users[:3] = [6, 0, 6]          # duplicates, first and last rows
+    items[:3] = [4, 4, 0]
+    ratings = rng.normal(3, 1, n)
+    return U, V, users, items, ratings
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 3, 8, 17])
+@pytest.mark.parametrize("ub, ib", [(True, True), (False, False), (False, True)])
+def test_mf_squared_kernel_vs_loop(dtype, k, ub, ib):
+    U, V, users, items, ratings = _mf_case(dtype, k, ub, ib)
+    mu, scale, alpha = 2.5, 1.0 / 40, 0.07
+    r32 = ratings.astype(dtype).astype(np.float64)   # the model sees ratings in its dtype
+    urows, gu, irows, gi, err = run_mf_squared(U, V, users, items, r32, k, ub, ib, mu, scale,
+                                               alpha)
+    gU, gV, e = ref_mf_squared(U, V, users, items, r32, k, ub, ib, mu, scale, alpha)
+    assert list(urows) == list(gU) and list(irows) == list(gV)   # order of first appearance
+    close(gu, np.array(list(gU.values())), dtype)
+    close(gi, np.array(list(gV.values())), dtype)
+    close(err, e, dtype)
+    assert gu.dtype == dtype
+
+
+def test_mf_squared_merge_is_the_optimizers_merge_bitwise():
+    """Merging in the kernel gives bit for bit the step the optimizer takes when it is handed
+    one float32 row per sample (duplicates left in) and merges them itself."""
+    k = 17
+    U, V, users, items, ratings = _mf_case(np.float32, k, True, True, seed=4, n=200)
+    r32 = ratings.astype(np.float32)
+    mu, scale, alpha = 3.0, 1.0 / 200, 0.02
+    urows, gu, irows, gi, err = run_mf_squared(U, V, users, items, r32.astype(np.float64), k,
+                                               True, True, mu, scale, alpha)
+    # per-sample rows in float32, formed as the kernel forms them
+    d = (scale * err).astype(np.float32)[:, None]
+    a = np.float32(scale * alpha)
+    pu, qi = U[users], V[items]
+    su = np.empty_like(pu)
+    si = np.empty_like(qi)
+    su[:, :k] = d * qi[:, :k] + a * pu[:, :k]
+    si[:, :k] = d * pu[:, :k] + a * qi[:, :k]
+    su[:, k] = (scale * err + scale * alpha * pu[:, k].astype(np.float64)).astype(np.float32)
+    si[:, k] = (scale * err + scale * alpha * qi[:, k].astype(np.float64)).astype(np.float32)
+    A = [U.copy(), V.copy()]
+    B = [U.copy(), V.copy()]
+    so.Adam(A, lr=0.01).step([so.RowGrad(urows, gu), so.RowGrad(irows, gi)])
+    so.Adam(B, lr=0.01).step([so.RowGrad(users, su), so.RowGrad(items, si)])
+    assert np.array_equal(A[0], B[0]) and np.array_equal(A[1], B[1])
+
+
+@pytest.mark.parametrize("ub, ib", [(True, True), (False, False)])
+def test_mf_squared_kernel_finite_differences(ub, ib):
+    k = 5
+    U, V, users, items, ratings = _mf_case(np.float64, k, ub, ib, seed=1, n=25)
+    args = (users, items, ratings, k, ub, ib, 3.0, 0.1, 0.3)
+    urows, gu, irows, gi, _ = run_mf_squared(U, V, *args)
+    GU, GV = np.zeros_like(U), np.zeros_like(V)
+    GU[urows], GV[irows] = gu, gi
+    h = 1e-6
+    for T, G in ((U, GU), (V, GV)):
+        for idx in np.ndindex(*T.shape):
+            old = T[idx]
+            T[idx] = old + h
+            jp = mf_objective(U, V, *args)
+            T[idx] = old - h
+            jm = mf_objective(U, V, *args)
+            T[idx] = old
+            assert abs((jp - jm) / (2 * h) - G[idx]) < 1e-7, idx
+    # rows outside the batch have zero gradient (the lazy update is exact)
+    assert set(range(U.shape[0])) - set(users) == set(range(U.shape[0])) - set(urows)
+
+
+# =========================================================================== MF: BPR
+
+
+def ref_bpr(U, V, users, pos, neg, k, ib, scale, alpha):
+    U, V = U.astype(np.float64), V.astype(np.float64)
+    gU, gV, losses = {}, {}, []
+    for u, i, j in zip(users, pos, neg):
+        pu, qi, qj = U[u], V[i], V[j]
+        x = pu @ (qi[:k] - qj[:k]) + ((qi[k] - qj[k]) if ib else 0.0)
+        losses.append(softplus(-x))
+        d = -scale / (1 + np.exp(x))
+        a = scale * alpha
+        g_u = d * (qi[:k] - qj[:k]) + a * pu
+        g_i, g_j = a * qi.copy(), a * qj.copy()
+        g_i[:k] += d * pu
+        g_j[:k] -= d * pu
+        if ib:
+            g_i[k] += d
+            g_j[k] -= d
+        gU[u] = gU.get(u, 0.0) + g_u
+        gV[i] = gV.get(i, 0.0) + g_i
+        gV[j] = gV.get(j, 0.0) + g_j
+    return gU, gV, np.array(losses)
+
+
+def bpr_objective(U, V, users, pos, neg, k, ib, scale, alpha):
+    pu, qi, qj = U[users], V[pos], V[neg]
+    x = np.einsum("ij,ij->i", pu, qi[:, :k] - qj[:, :k]) + ((qi[:, k] - qj[:, k]) if ib else 0)
+    reg = (pu ** 2).sum(1) + (qi ** 2).sum(1) + (qj ** 2).sum(1)
+    return scale * np.sum(softplus(-x) + 0.5 * alpha * reg)
+
+
+def run_bpr(U, V, users, pos, neg, k, ib, scale, alpha):
+    B = users.shape[0]
+    uslot = np.full(U.shape[0], -1, np.int32)
+    islot = np.full(V.shape[0], -1, np.int32)
+    urows, irows = np.empty(B, np.int64), np.empty(2 * B, np.int64)
+    gu, gi = np.empty((B, U.shape[1]), U.dtype), np.empty((2 * B, V.shape[1]), V.dtype)
+    loss = np.empty(B)
+    nu, ni = K.mf_bpr_batch(U, V, users, pos, neg, k, ib, scale, alpha, uslot, islot, urows,
+                            irows, gu, gi, loss)
+    assert np.all(uslot == -1) and np.all(islot == -1)
+    return urows[:nu], gu[:nu], irows[:ni], gi[:ni], loss
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k, ib", [(3, True), (16, False), (9, True)])
+def test_bpr_kernel_vs_loop_and_finite_differences(dtype, k, ib):
+    rng = np.random.default_rng(2)
+    U = rng.normal(0, 0.5, (6, k)).astype(dtype)
+    V = rng.normal(0, 0.5, (8, k + ib)).astype(dtype)
+    n = 30
+    users = rng.integers(0, 6, n).astype(np.int64)
+    pos = rng.integers(0, 8, n).astype(np.int64)
+    neg = rng.integers(0, 8, n).astype(np.int64)
+    neg[0] = pos[0]                     # a negative equal to its positive: contributions add
+    args = (users, pos, neg, k, ib, 1.0 / n, 0.05)
+    urows, gu, irows, gi, loss = run_bpr(U, V, *args)
+    gU, gV, ref_loss = ref_bpr(U, V, *args)
+    GU, GV = np.zeros(U.shape), np.zeros(V.shape)
+    GU[urows], GV[irows] = gu, gi
+    RU, RV = np.zeros(U.shape), np.zeros(V.shape)
+    for r, g in gU.items():
+        RU[r] = g
+    for r, g in gV.items():
+        RV[r] = g
+    assert sorted(urows) == sorted(gU) and sorted(irows) == sorted(gV)
+    close(GU, RU, dtype)
+    close(GV, RV, dtype)
+    close(loss, ref_loss, dtype)
+    if dtype == np.float64:
+        h = 1e-6
+        for T, G in ((U, GU), (V, GV)):
+            for idx in np.ndindex(*T.shape):
+                old = T[idx]
+                T[idx] = old + h
+                jp = bpr_objective(U, V, *args)
+                T[idx] = old - h
+                jm = bpr_objective(U, V, *args)
+                T[idx] = old
+                assert abs((jp - jm) / (2 * h) - G[idx]) < 1e-7, idx
+
+
+# =========================================================================== FM kernels
+
+
+def fm_dense_predict(Xd, W, w0, k):
+    """yhat per output by the O(n^2 k) definition sum_{j<l} <v_j, v_l> x_j x_l."""
+    n_out = w0.shape[0]
+    T = W.reshape(W.shape[0], n_out, k + 1).astype(np.float64)
+    out = np.empty((Xd.shape[0], n_out))
+    for c in range(n_out):
+        Vc, wc = T[:, c, :k], T[:, c, k]
+        G = Vc @ Vc.T
+        for s, x in enumerate(Xd):
+            pair = 0.0
+            nz = np.flatnonzero(x)
+            for a in range(len(nz)):
+                for b in range(a + 1, len(nz)):
+                    pair += G[nz[a], nz[b]] * x[nz[a]] * x[nz[b]]
+            out[s, c] = w0[c] + x @ wc + pair
+    return out
+
+
+def fm_objective(X, y, sw, W, w0, k, loss, scale, alpha, samples):
+    Xd = X.toarray()[samples]
+    pred = fm_dense_predict(Xd, W, w0, k)
+    yy, ww = y[samples], sw[samples]
+    if loss == "squared":
+        lo = 0.5 * (pred[:, 0] - yy) ** 2
+    elif loss == "logistic":
+        lo = softplus(-yy * pred[:, 0])
+    else:
+        m = pred.max(1, keepdims=True)
+        lse = np.log(np.exp(pred - m).sum(1)) + m[:, 0]
+        lo = lse - pred[np.arange(len(yy)), yy.astype(int)]
+    Xs = sp.csr_matrix(X)[samples]      # the penalty follows the *stored* entries
+    reg = np.array([(W[Xs.indices[Xs.indptr[r]:Xs.indptr[r + 1]]] ** 2).sum()
+                    for r in range(len(samples))])
+    return scale * np.sum(ww * (lo + 0.5 * alpha * reg))
+
+
+def run_fm_grads(X, y, sw, W, w0, k, loss, scale, alpha, samples, n_threads=1):
+    X = sp.csr_matrix(X)
+    counts = X.indptr[samples + 1] - X.indptr[samples]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    nnz, B, n_out = int(offsets[-1]), samples.shape[0], w0.shape[0]
+    G = np.empty((nnz, W.shape[1]), W.dtype)
+    gidx = np.empty(nnz, X.indices.dtype)
+    g0 = np.empty((B, n_out))
+    lo = np.empty(B)
+    K.fm_grads(X.data.astype(W.dtype), X.indices, X.indptr, samples, offsets, W, w0, y, sw, k,
+               K.LOSSES[loss], scale, alpha, np.empty((B, 2 * n_out * k)),
+               np.empty((B, n_out)), G, gidx, g0, lo, n_threads)
+    GW = np.zeros(W.shape)
+    np.add.at(GW, gidx, G.astype(np.float64))
+    return GW, g0.sum(0), lo
+
+
+FM_CASES = [("squared", 1), ("logistic", 1), ("softmax", 3)]
+
+
+@pytest.mark.parametrize("loss, n_out", FM_CASES)
+@pytest.mark.parametrize("k", [1, 4])
+def test_fm_kernels_finite_differences(loss, n_out, k):
+    rng = np.random.default_rng(3)
+    X = sp.random(12, 6, density=0.45, random_state=3, format="lil")
+    X[0, 0] = 1.0
+    X[5, :] = 0                       # an empty row
+    X = sp.csr_matrix(X)
+    X.data = rng.normal(size=X.nnz)
+    X.data[0] = 0.0                   # an explicit zero: stored, so it is penalised
+    W = rng.normal(0, 0.5, (6, n_out * (k + 1)))
+    w0 = rng.normal(0, 0.5, n_out)
+    y = {"squared": rng.normal(size=12), "logistic": rng.choice([-1.0, 1.0], 12),
+         "softmax": rng.integers(0, n_out, 12).astype(np.float64)}[loss]
+    sw = rng.uniform(0.5, 2.0, 12)
+    samples = np.array([3, 0, 5, 7, 3, 11], dtype=np.int64)   # a repeated sample
+    scale, alpha = 0.2, 0.3
+    args = (X, y, sw, W, w0, k, loss, scale, alpha, samples)
+    GW, g0, lo = run_fm_grads(*args)
+    # predictions: the kernel's O(k nnz) formula vs the pairwise definition
+    out = np.empty((12, n_out))
+    K.fm_predict(X.data, X.indices, X.indptr, W, w0, k, out, 1)
+    np.testing.assert_allclose(out, fm_dense_predict(X.toarray(), W, w0, k), rtol=1e-12,
+                               atol=1e-12)
+    h = 1e-6
+    for T, G in ((W, GW), (w0, g0)):
+        for idx in np.ndindex(*T.shape):
+            old = T[idx]
+            T[idx] = old + h
+            jp = fm_objective(*args)
+            T[idx] = old - h
+            jm = fm_objective(*args)
+            T[idx] = old
+            assert abs((jp - jm) / (2 * h) - G[idx]) < 1e-6, (idx, G[idx])
+
+
+def test_fm_kernel_float32_and_threads(monkeypatch):
+    rng = np.random.default_rng(4)
+    X = sp.random(400, 50, density=0.1, random_state=4, format="csr", dtype=np.float32)
+    W = rng.normal(0, 0.3, (50, 3 * 5)).astype(np.float32)
+    w0 = rng.normal(size=3).astype(np.float32)
+    y = rng.integers(0, 3, 400).astype(np.float64)
+    sw = np.ones(400)
+    samples = rng.permutation(400)[:300].astype(np.int64)
+    args = (X, y, sw, W, w0, 4, "softmax", 1 / 300, 0.01, samples)
+    g1 = run_fm_grads(*args, n_threads=1)
+    g2 = run_fm_grads(*args, n_threads=2)
+    for a, b in zip(g1, g2):
+        assert np.array_equal(a, b)          # per-sample rows: thread count does not matter
+    g64 = run_fm_grads(X.astype(np.float64), y, sw, W.astype(np.float64), w0.astype(np.float64),
+                       4, "softmax", 1 / 300, 0.01, samples)
+    close(g1[0], g64[0], np.float32)
+
+
+# =========================================================================== top-n kernel
+
+
+def brute_topn(S, n, excl=None):
+    S = np.array(S, dtype=np.float64)
+    if excl is not None:
+        S[excl] = -np.inf
+    ids = np.full((S.shape[0], n), -1)
+    sc = np.full((S.shape[0], n), -np.inf)
+    for r in range(S.shape[0]):
+        cand = [c for c in range(S.shape[1]) if np.isfinite(S[r, c])]
+        cand.sort(key=lambda c: (-S[r, c], c))
+        ids[r, :len(cand[:n])] = cand[:n]
+        sc[r, :len(cand[:n])] = S[r, cand[:n]]
+    return ids, sc
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 12])
+def test_topn_kernel_ties_exclusion_padding(n):
+    rng = np.random.default_rng(5)
+    S = rng.integers(0, 4, (6, 10)).astype(np.float64)       # many ties
+    S[2, 3] = np.nan
+    excl = sp.random(6, 10, density=0.3, random_state=5, format="lil")
+    excl[4, :] = 1                                           # a row with nothing left
+    excl = sp.csr_matrix(excl)
+    for threads in (1, 2):
+        ids = np.empty((6, n), np.int64)
+        out = np.empty((6, n))
+        K.topn_rows(S.copy(), excl.indptr.astype(np.int64), excl.indices.astype(np.int64), ids,
+                    out, threads)
+        bi, bs = brute_topn(np.where(np.isnan(S), -np.inf, S), n, excl.toarray() != 0)
+        assert np.array_equal(ids, bi)
+        assert np.array_equal(out, bs)
+
+
+# =========================================================================== MF estimator
+
+
+@pytest.fixture(scope="module")
+def ratings():
+    X = make_ratings(400, 150, 8000, rank=4, noise=0.2, random_state=0, dtype=np.float64)
+    return holdout_split(X, 0.2, random_state=0)
+
+
+def _initial_tables(n_users, n_items, k, seed, ub, ib, std=0.1):
+    """MatrixFactorization's initialisation (first draws of default_rng(random_state))."""
+    rng = np.random.default_rng(seed)
+    U = rng.normal(0, std, (n_users, k + ub))
+    V = rng.normal(0, std, (n_items, k + ib))
+    if ub:
+        U[:, k] = 0
+    if ib:
+        V[:, k] = 0
+    return U, V
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adagrad", "rmsprop"])
+@pytest.mark.parametrize("use_biases", [True, False])
+def test_mf_one_step_equals_optimizer_on_reference_gradient(optimizer, use_biases):
+    X = make_ratings(30, 20, 200, random_state=1, dtype=np.float64)
+    k, lr, alpha = 4, 0.05, 0.1
+    mf = MatrixFactorization(n_components=k, optimizer=optimizer, learning_rate=lr, alpha=alpha,
+                             n_epochs=1, batch_size=10_000, use_biases=use_biases,
+                             dtype=np.float64, random_state=3).fit(X)
+    U, V = _initial_tables(30, 20, k, 3, use_biases, use_biases)
+    coo = X.tocoo()
+    mu = X.data.mean()
+    gU, gV, _ = ref_mf_squared(U, V, coo.row, coo.col, coo.data, k, use_biases, use_biases, mu,
+                               1.0 / X.nnz, alpha)
+    GU, GV = np.zeros_like(U), np.zeros_like(V)
+    for r, g in gU.items():
+        GU[r] = g
+    for r, g in gV.items():
+        GV[r] = g
+    rows_u, rows_v = np.array(sorted(gU)), np.array(sorted(gV))
+    if optimizer == "sgd":
+        U -= lr * GU
+        V -= lr * GV
+    else:
+        kw = {"bias_correction": "global"} if optimizer == "adam" else {}
+        opt = {"adam": so.Adam, "adagrad": so.Adagrad, "rmsprop": so.RMSprop}[optimizer](
+            [U, V], lr=lr, **kw)
+        opt.step([so.RowGrad(rows_u, GU[rows_u]), so.RowGrad(rows_v, GV[rows_v])])
+    np.testing.assert_allclose(mf.user_table_, U, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mf.item_table_, V, rtol=1e-9, atol=1e-12)
+    assert mf.global_mean_ == pytest.approx(mu)
+    assert mf.user_factors_.shape == (30, k) and mf.user_bias_.shape == (30,)
+    if not use_biases:
+        assert not mf.user_bias_.any() and not mf.item_bias_.any()
+
+
+def test_mf_untouched_rows_unchanged():
+    X = sp.csr_matrix((np.array([4.0, 2.0, 5.0]), (np.array([0, 2, 2]), np.array([1, 1, 3]))),
+                      shape=(5, 6))
+    for opt in ("adam", "sgd"):
+        mf = MatrixFactorization(n_components=3, optimizer=opt, n_epochs=3, random_state=0,
+                                 dtype=np.float64, alpha=0.5).fit(X)
+        U, V = _initial_tables(5, 6, 3, 0, True, True)
+        for r in (1, 3, 4):
+            assert np.array_equal(mf.user_table_[r], U[r])
+        for r in (0, 2, 4, 5):
+            assert np.array_equal(mf.item_table_[r], V[r])
+
+
+def test_mf_learns_and_reports(ratings, capsys):
+    tr, te = ratings
+    mf = MatrixFactorization(n_components=8, n_epochs=15, batch_size=256, learning_rate=0.02,
+                             random_state=0, verbose=True).fit(tr, eval_set=te)
+    base = metrics.rmse(te.data, np.full(te.nnz, tr.data.mean()))
+    final = mf.history_[-1]["eval"]
+    assert final < 0.8 * base
+    assert mf.history_[-1]["loss"] < mf.history_[0]["loss"]
+    out = capsys.readouterr().out
+    assert out.count("[MatrixFactorization] epoch") == 15
+    assert "eval rmse" in out and "rows/s" in out
+    coo = te.tocoo()
+    pred = mf.predict(coo.row, coo.col)
+    assert pred.dtype == np.float32
+    assert metrics.rmse(coo.data, pred) == pytest.approx(final, rel=1e-6)
+
+
+def test_mf_is_seeded_and_thread_independent(ratings, monkeypatch):
+    tr, _ = ratings
+    kw = dict(n_components=6, n_epochs=2, batch_size=128, random_state=5)
+    a = MatrixFactorization(**kw, n_threads=1).fit(tr)
+    monkeypatch.setattr(_common, "KERNEL_PARALLEL_MIN", 0)
+    from sparseopt.optim import _base
+    monkeypatch.setattr(_base, "PARALLEL_MIN_ELEMENTS", 0)
+    b = MatrixFactorization(**kw, n_threads=2).fit(tr)
+    c = MatrixFactorization(**dict(kw, random_state=6)).fit(tr)
+    assert np.array_equal(a.user_table_, b.user_table_)
+    assert np.array_equal(a.item_table_, b.item_table_)
+    assert not np.array_equal(a.user_table_, c.user_table_)
+
+
+def test_mf_partial_fit_and_pickle(ratings):
+    tr, te = ratings
+    mf = MatrixFactorization(n_components=4, random_state=0)
+    mf.partial_fit(tr)
+    mf.partial_fit(tr, eval_set=te)
+    assert mf.n_epochs_ == 2 and len(mf.history_) == 2 and mf.history_[1]["eval"] > 0
+    assert mf.optimizer_.state[0]["step"] == 2 * -(-tr.nnz // 4096)
+    clone = pickle.loads(pickle.dumps(mf))
+    np.testing.assert_array_equal(clone.predict([0, 1], [2, 3]), mf.predict([0, 1], [2, 3]))
+    clone.partial_fit(tr)
+    mf.partial_fit(tr)
+    np.testing.assert_array_equal(clone.user_table_, mf.user_table_)
+    with pytest.raises(ValueError, match="shape"):
+        mf.partial_fit(sp.csr_matrix((3, 3)))
+
+
+def test_mf_fit_restarts():
+    X = make_ratings(50, 40, 500, random_state=0)
+    mf = MatrixFactorization(n_components=3, n_epochs=2, random_state=0)
+    a = mf.fit(X).user_table_.copy()
+    b = mf.fit(X).user_table_
+    assert np.array_equal(a, b) and mf.n_epochs_ == 2
+
+
+def test_bpr_negatives_and_learning():
+    X = make_interactions(600, 200, 12000, rank=4, zipf=0.8, signal=4.0, random_state=0)
+    tr, te = holdout_split(X, 0.2, random_state=0)
+    mf = MatrixFactorization(n_components=4, loss="bpr", n_epochs=15, batch_size=256,
+                             learning_rate=0.01, alpha=0.05, random_state=0)
+    mf.fit(tr, eval_set=te)
+    assert mf.user_table_.shape == (600, 4) and mf.item_table_.shape == (200, 5)
+    assert not mf.user_bias_.any() and mf.global_mean_ == 0.0
+    # negatives are never positives of their user (when the user has free items)
+    u = np.repeat(np.arange(600), 20)
+    neg = mf._sample_negatives(u.astype(np.int64), u.shape[0])
+    assert tr[u, neg].sum() == 0
+    # it beats recommending the most popular items
+    users = np.flatnonzero(np.diff(te.indptr))
+    recs, _ = mf.recommend(users, n=10)
+    p_model = metrics.precision_at_k(te[users], recs, 10)
+    pop = np.argsort(-np.bincount(tr.indices, minlength=200), kind="stable")
+    seen = tr[users].toarray() != 0
+    pop_recs = np.array([[i for i in pop if not seen[r, i]][:10] for r in range(len(users))])
+    p_pop = metrics.precision_at_k(te[users], pop_recs, 10)
+    assert p_model > 1.1 * p_pop
+    assert mf.history_[-1]["eval"] == pytest.approx(p_model) or len(users) > 2000
+    assert mf.history_[-1]["loss"] < mf.history_[0]["loss"]
+
+
+def test_bpr_seeded():
+    X = make_interactions(100, 50, 1000, random_state=1)
+    kw = dict(n_components=4, loss="bpr", n_epochs=2, batch_size=64, random_state=2)
+    a = MatrixFactorization(**kw).fit(X)
+    b = MatrixFactorization(**kw).fit(X)
+    assert np.array_equal(a.item_table_, b.item_table_)
+
+
+@pytest.mark.parametrize("loss", ["squared", "bpr"])
+def test_recommend_matches_brute_force(loss, monkeypatch):
+    X = make_ratings(60, 40, 700, random_state=2, dtype=np.float64)
+    mf = MatrixFactorization(n_components=5, loss=loss, n_epochs=3, dtype=np.float64,
+                             random_state=0).fit(X)
+    monkeypatch.setattr(_mf, "_BLOCK_ENTRIES", 40 * 7)      # several blocks of 7 users
+    users = np.array([0, 59, 3, 3, 17, 42, 8, 9, 10, 11])
+    allu = np.repeat(users, 40)
+    alli = np.tile(np.arange(40), users.shape[0])
+    S = mf.predict(allu, alli).reshape(users.shape[0], 40)
+    for exclude, n in ((True, 10), (False, 10), (True, 40), (False, 1)):
+        ids, scores = mf.recommend(users, n=n, exclude_seen=exclude)
+        excl = (X[users].toarray() != 0) if exclude else None
+        bi, bs = brute_topn(S, min(n, 40), excl)
+        assert ids.shape == (users.shape[0], min(n, 40))
+        valid = bi >= 0
+        np.testing.assert_allclose(scores[valid], bs[valid], rtol=1e-10)
+        # ids agree except where two scores are within rounding of each other
+        gap = np.abs(np.diff(np.where(valid, bs, 0), axis=1)).min(initial=1.0)
+        if gap > 1e-9:
+            assert np.array_equal(ids, bi)
+        assert np.all(ids[~valid] == -1) and np.all(np.isneginf(scores[~valid]))
+    ids1, s1 = mf.recommend(3, n=4)
+    assert ids1.shape == (4,) and np.array_equal(ids1, mf.recommend([3], n=4)[0][0])
+
+
+def test_similar_items_matches_brute_force():
+    X = make_ratings(80, 30, 900, random_state=3, dtype=np.float64)
+    mf = MatrixFactorization(n_components=6, n_epochs=2, dtype=np.float64, random_state=0).fit(X)
+    Q = mf.item_factors_
+    Qn = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    C = Qn @ Qn.T
+    items = np.array([0, 29, 5])
+    ids, sims = mf.similar_items(items, n=5)
+    bi, bs = brute_topn(C[items], 5, np.eye(30, dtype=bool)[items])
+    assert np.array_equal(ids, bi)
+    np.testing.assert_allclose(sims, bs, rtol=1e-10)
+    assert not np.any(ids == items[:, None])
+
+
+def test_mf_errors():
+    X = make_ratings(20, 10, 50, random_state=0)
+    with pytest.raises(TypeError, match="scipy.sparse"):
+        MatrixFactorization().fit(X.toarray())
+    with pytest.raises(ValueError, match="loss"):
+        MatrixFactorization(loss="hinge").fit(X)
+    with pytest.raises(ValueError, match="optimizer"):
+        MatrixFactorization(optimizer="lbfgs").fit(X)
+    with pytest.raises(ValueError, match="learning_rate"):
+        MatrixFactorization(learning_rate=0).fit(X)
+    with pytest.raises(ValueError, match="n_components"):
+        MatrixFactorization(n_components=0).fit(X)
+    with pytest.raises(ValueError, match="optimizer_params"):
+        MatrixFactorization(optimizer_params={"lr": 1.0}).fit(X)
+    bad = X.copy()
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        MatrixFactorization().fit(bad)
+    with pytest.raises(AttributeError, match="not fitted"):
+        MatrixFactorization().predict([0], [0])
+    mf = MatrixFactorization(n_epochs=1, random_state=0).fit(X)
+    with pytest.raises(IndexError, match="item_ids"):
+        mf.predict([0], [10])
+    with pytest.raises(IndexError, match="user_ids"):
+        mf.recommend([-1])
+    with pytest.raises(ValueError, match="length"):
+        mf.predict([0, 1], [0])
+    with pytest.raises(FloatingPointError, match="learning_rate"):
+        MatrixFactorization(optimizer="sgd", learning_rate=1e30, n_epochs=3,
+                            random_state=0).fit(X * 1e30)
+    assert "n_components=4" in repr(MatrixFactorization(n_components=4))
+    assert MatrixFactorization().set_params(alpha=0.5).get_params()["alpha"] == 0.5
+
+
+# =========================================================================== FM estimators
+
+
+@parametrize_with_checks([FMRegressor(random_state=0), FMClassifier(random_state=0)])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def _fm_data(n=600, d=40, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = sp.random(n, d, density=0.15, random_state=seed, format="csr")
+    V = rng.normal(0, 0.7, (d, k))
+    w = rng.normal(size=d)
+    y = fm_dense_predict(X.toarray(), np.column_stack([V, w]), np.array([0.5]), k)[:, 0]
+    return X, y
+
+
+def test_fm_regressor_learns_an_fm():
+    X, y = _fm_data()
+    m = FMRegressor(n_components=3, n_epochs=150, batch_size=32, learning_rate=0.02,
+                    alpha=0.0, tol=None, random_state=0).fit(X, y)
+    assert m.score(X, y) > 0.97
+    assert m.coef_.shape == (40,) and m.factors_.shape == (40, 3)
+    assert m.intercept_.shape == (1,) and m.n_iter_ == 150
+    assert np.shares_memory(m.coef_, m.table_)
+
+
+def test_fm_classifiers_binary_and_multiclass():
+    X, y = _fm_data(seed=1)
+    yb = np.where(y > np.median(y), "yes", "no")
+    clf = FMClassifier(n_components=3, n_epochs=60, random_state=0).fit(X, yb)
+    assert clf.score(X, yb) > 0.9
+    assert list(clf.classes_) == ["no", "yes"]
+    p = clf.predict_proba(X[:5])
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    assert np.array_equal(clf.predict(X[:5]), clf.classes_[(p[:, 1] > 0.5).astype(int)])
+    y3 = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
+    clf3 = FMClassifier(n_components=3, n_epochs=60, random_state=0).fit(X, y3)
+    assert clf3.score(X, y3) > 0.85
+    assert clf3.decision_function(X[:4]).shape == (4, 3)
+    assert clf3.coef_.shape == (3, 40) and clf3.factors_.shape == (3, 40, 3)
+
+
+def test_fm_partial_fit_warm_start_dtype():
+    X, y = _fm_data(seed=2)
+    X32 = X.astype(np.float32)
+    m = FMRegressor(random_state=0)
+    for _ in range(5):
+        m.partial_fit(X32, y)
+    assert m.n_iter_ == 5 and m.table_.dtype == np.float32
+    assert m.predict(X32).dtype == np.float32
+    yc = (y > 0).astype(int)
+    c = FMClassifier(random_state=0)
+    with pytest.raises(ValueError, match="classes"):
+        c.partial_fit(X, yc)
+    c.partial_fit(X[:100], yc[:100], classes=[0, 1])
+    c.partial_fit(X[100:], yc[100:])
+    assert c.n_iter_ == 2
+    w = FMRegressor(n_epochs=3, tol=None, warm_start=True, random_state=0).fit(X, y)
+    before = w.table_.copy()
+    w.fit(X, y)
+    assert w.n_iter_ == 6 and not np.array_equal(before, w.table_)
+
+
+def test_fm_sample_weight_zero_equals_dropping():
+    X, y = _fm_data(n=80, seed=3)
+    sw = np.ones(80)
+    sw[::4] = 0
+    keep = sw > 0
+    kw = dict(n_epochs=5, batch_size=1000, tol=None, random_state=0)
+    a = FMRegressor(**kw).fit(X, y, sample_weight=sw)
+    b = FMRegressor(**kw).fit(X[keep], y[keep])
+    np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-9)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "rmsprop"])
+def test_fm_other_optimizers(optimizer):
+    X, y = _fm_data(seed=4)
+    lr = {"sgd": 0.1, "adagrad": 0.1, "rmsprop": 0.01}[optimizer]
+    m = FMRegressor(optimizer=optimizer, learning_rate=lr, n_epochs=40, random_state=0)
+    assert m.fit(X, y).score(X, y) > 0.6
+
+
+# =========================================================================== metrics
+
+
+def test_rmse():
+    assert metrics.rmse([1, 2, 3], [1, 2, 3]) == 0.0
+    assert metrics.rmse([0, 0], [3, 4]) == pytest.approx(np.sqrt(12.5))
+    assert np.isnan(metrics.rmse([], []))
+    with pytest.raises(ValueError):
+        metrics.rmse([1], [1, 2])
+
+
+def _truth():
+    # user 0 likes items {1, 3}; user 1 likes {0}; user 2 likes nothing (left out)
+    return sp.csr_matrix(np.array([[0, 1, 0, 1, 0, 0],
+                                   [1, 0, 0, 0, 0, 0],
+                                   [0, 0, 0, 0, 0, 0]]))
+
+
+def test_precision_recall_ndcg_by_hand():
+    rec = np.array([[3, 2, 1, 5],
+                    [4, 5, -1, -1],
+                    [0, 1, 2, 3]])
+    T = _truth()
+    # user 0: hits at ranks 1 and 3 (k=3): precision 2/3, recall 2/2; user 1: no hit
+    assert metrics.precision_at_k(T, rec, k=3) == pytest.approx((2 / 3 + 0) / 2)
+    assert metrics.recall_at_k(T, rec, k=3) == pytest.approx((1.0 + 0) / 2)
+    dcg0 = 1 / np.log2(2) + 1 / np.log2(4)
+    idcg0 = 1 / np.log2(2) + 1 / np.log2(3)
+    assert metrics.ndcg_at_k(T, rec, k=3) == pytest.approx((dcg0 / idcg0 + 0) / 2)
+    # k=1: user 0 hit at rank 1
+    assert metrics.precision_at_k(T, rec, k=1) == pytest.approx(0.5)
+    assert metrics.recall_at_k(T, rec, k=1) == pytest.approx(0.25)
+    assert metrics.ndcg_at_k(T, rec, k=1) == pytest.approx(0.5)
+    # perfect lists
+    perfect = np.array([[1, 3, 0], [0, 2, 4], [1, 2, 3]])
+    assert metrics.ndcg_at_k(T, perfect, k=3) == pytest.approx(1.0)
+    assert metrics.recall_at_k(T, perfect, k=2) == pytest.approx(1.0)
+    assert np.isnan(metrics.precision_at_k(sp.csr_matrix((2, 6)), rec[:2], k=2))
+    with pytest.raises(ValueError, match="fewer than k"):
+        metrics.precision_at_k(T, rec, k=5)
+    with pytest.raises(ValueError, match="rows"):
+        metrics.precision_at_k(T, rec[:2], k=2)
+
+
+def test_auc_by_hand():
+    T = sp.csr_matrix(np.array([[1, 0, 0, 1], [0, 1, 0, 0]]))
+    S = np.array([[0.9, 0.1, 0.5, 0.2],     # pos 0.9 beats both negs; 0.2 beats 0.1 only
+                  [0.3, 0.3, 0.1, 0.7]])    # pos 0.3: beats 0.1, ties 0.3, loses to 0.7
+    assert metrics.auc_score(T, S) == pytest.approx(((2 + 1) / 4 + (1 + 0.5) / 3) / 2)
+    # excluding item 2 for user 0 leaves one negative (0.1): AUC 1
+    E = sp.csr_matrix(np.array([[0, 0, 1, 0], [0, 0, 0, 0]]))
+    assert metrics.auc_score(T, S, exclude=E) == pytest.approx((1.0 + 1.5 / 3) / 2)
+    with pytest.raises(ValueError, match="finite"):
+        metrics.auc_score(T, np.full((2, 4), np.nan))
+
+
+def test_metrics_match_a_loop_on_random_data():
+    rng = np.random.default_rng(0)
+    T = sp.random(50, 30, density=0.1, random_state=0, format="csr")
+    rec = np.array([rng.permutation(30)[:10] for _ in range(50)])
+    S = rng.normal(size=(50, 30))
+    prec, rec_, nd, auc = [], [], [], []
+    for r in range(50):
+        rel = set(T[r].indices)
+        if not rel:
+            continue
+        hits = [int(i in rel) for i in rec[r, :5]]
+        prec.append(sum(hits) / 5)
+        rec_.append(sum(hits) / len(rel))
+        dcg = sum(h / np.log2(j + 2) for j, h in enumerate(hits))
+        idcg = sum(1 / np.log2(j + 2) for j in range(min(5, len(rel))))
+        nd.append(dcg / idcg)
+        pos = [S[r, i] for i in rel]
+        neg = [S[r, i] for i in range(30) if i not in rel]
+        auc.append(np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg]))
+    assert metrics.precision_at_k(T, rec, 5) == pytest.approx(np.mean(prec))
+    assert metrics.recall_at_k(T, rec, 5) == pytest.approx(np.mean(rec_))
+    assert metrics.ndcg_at_k(T, rec, 5) == pytest.approx(np.mean(nd))
+    assert metrics.auc_score(T, S) == pytest.approx(np.mean(auc))
+
+
+# =========================================================================== scripts
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_movie_recommender_example_runs():
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "movie_recommender.py")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.count("test RMSE") == 8 and out.count("precision@10") >= 10
+    assert "Top 10 for user 0" in out and "Most similar to" in out
+
+
+def test_bench_mf_quick(capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_mf", ROOT / "benchmarks" / "bench_mf.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    variants = "4" if importlib.util.find_spec("torch") else ""
+    results = bench.main(["--users", "500", "--items", "300", "--ratings", "8000",
+                          "--test", "1000", "--epochs", "2", "--torch-variants", variants])
+    out = capsys.readouterr().out
+    assert "| sparseopt |" in out and "time / epoch" in out
+    assert len(results["sparseopt"]["errs"]) == 2
+    if variants:
+        assert "| torch (4 tables) |" in out and "Target vs torch (4 tables)" in out
