@@ -274,21 +274,23 @@ def _check_sparse_structure(name: str, grad: Any) -> None:
     fmt = grad.format
     if fmt in ("csr", "csc"):
         major, minor = grad.shape if fmt == "csr" else grad.shape[::-1]
-        indptr, indices = np.asarray(grad.indptr), np.asarray(grad.indices)
+        indptr, indices = grad.indptr, grad.indices
+        nnz = min(indices.shape[0], grad.data.shape[0])
         problem = None
         if indptr.ndim != 1 or indptr.shape[0] != major + 1:
             problem = f"indptr has shape {indptr.shape}, expected ({major + 1},)"
-        elif indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+        elif indptr[0] != 0 or (major > 1 and (indptr[1:] < indptr[:-1]).any()):
             problem = "indptr must start at 0 and never decrease"
-        elif indptr[-1] > min(indices.shape[0], np.asarray(grad.data).shape[0]):
+        elif indptr[-1] > nnz:
             problem = (f"indptr ends at {int(indptr[-1])} but only {indices.shape[0]} indices "
-                       f"and {np.asarray(grad.data).shape[0]} values are stored")
-        else:
+                       f"and {grad.data.shape[0]} values are stored")
+        elif indptr[-1] > 0:
             used = indices[: int(indptr[-1])]
-            if used.size and (used.min() < 0 or used.max() >= minor):
-                bad = int(used.min() if used.min() < 0 else used.max())
+            lo, hi = used.min(), used.max()
+            if lo < 0 or hi >= minor:
                 what = "column" if fmt == "csr" else "row"
-                problem = f"{what} index {bad} is out of range for {minor} {what}s"
+                problem = (f"{what} index {int(lo if lo < 0 else hi)} is out of range for "
+                           f"{minor} {what}s")
     elif fmt == "coo":
         problem = None
         coords = grad.coords if hasattr(grad, "coords") else (grad.row, grad.col)
