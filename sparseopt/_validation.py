@@ -11,6 +11,7 @@ import numbers
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
+import scipy.sparse as sp
 
 ParamKey = Union[int, str]
 
@@ -236,7 +237,9 @@ def check_dense(name: str, grad: np.ndarray, param: np.ndarray) -> np.ndarray:
 
 
 def check_sparse(name: str, grad: Any, param: np.ndarray):
-    """A scipy.sparse gradient as CSR over the parameter's ``(n_rows, d)`` view."""
+    """A scipy.sparse gradient over the parameter's ``(n_rows, d)`` view, as
+    ``(rows, local, indptr, indices, data)``: the touched table rows (those holding a stored
+    entry) and, for each, its row ``local[j]`` in the CSR arrays."""
     _value_dtype_ok(name, np.empty(0, dtype=grad.dtype), "a sparse gradient")
     n = param.shape[0]
     shape = tuple(grad.shape)
@@ -253,14 +256,27 @@ def check_sparse(name: str, grad: Any, param: np.ndarray):
             f"{name}: sparse gradient has shape {shape}, parameter has shape {param.shape}"
         )
     _check_sparse_structure(name, grad)
-    csr = grad.tocsr()
+    if grad.format == "coo":
+        # Compact first: a CSR of the whole table would cost O(n_rows) per step (1.6 s for a
+        # 3-entry gradient on 67M rows); this costs O(nnz log nnz).
+        row, col = (grad.coords if hasattr(grad, "coords") else (grad.row, grad.col))
+        rows, local_of_entry = np.unique(np.asarray(row), return_inverse=True)
+        csr = sp.csr_matrix((grad.data, (local_of_entry.reshape(-1), np.asarray(col))),
+                            shape=(rows.shape[0], grad.shape[1]))
+        rows = rows.astype(np.int64, copy=False)
+        local = np.arange(rows.shape[0], dtype=np.int64)
+    else:
+        csr = grad.tocsr()
+        rows = local = None
     itype = np.promote_types(csr.indptr.dtype, csr.indices.dtype)
     if itype not in _INDEX_DTYPES:
         itype = np.dtype(np.int64)
     indptr = np.ascontiguousarray(csr.indptr, dtype=itype)
     indices = np.ascontiguousarray(csr.indices, dtype=itype)
     data = np.ascontiguousarray(csr.data, dtype=param.dtype)
-    return indptr, indices, data
+    if rows is None:
+        rows = local = np.flatnonzero(np.diff(indptr)).astype(np.int64, copy=False)
+    return rows, local, indptr, indices, data
 
 
 def _check_sparse_structure(name: str, grad: Any) -> None:

@@ -7,8 +7,9 @@ A merged gradient is described by three arrays (see ``_kernels/_rows.pyx``):
              seen once, so it is used in place, without a copy); ``< 0``: row ``-src[j] - 1`` of
              ``scratch`` holds the sum of its duplicates.
 
-Merging uses a per-table-row ``slot`` array (int32, -1 everywhere between calls) instead of a
-sort: one pass over the indices assigns slots, a second pass sums repeated rows in position
+Merging uses a per-table-row ``slot`` array (int32, 0 everywhere between calls, unique id + 1
+while a call runs) instead of a sort. Zero as the resting value lets the array come from
+``np.zeros`` (calloc): only the pages of rows ever touched become resident. Then: one pass over the indices assigns slots, a second pass sums repeated rows in position
 order, so the result does not depend on threads or on any sort's stability.
 """
 from libc.stdint cimport int32_t, int64_t
@@ -39,7 +40,7 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
 
     Fills ``rows[:m]``, ``src[:m]`` (position of a row's single occurrence, or ``-(dup id + 1)``),
     ``count[:m]`` (occurrences per unique row) and ``pos2u[:k]`` (unique id of each position).
-    ``slot`` is restored to -1 before returning.
+    ``slot`` holds unique id + 1 while the pass runs and is restored to 0 before returning.
 
     Returns ``(m, n_dup)``: unique rows and repeated rows. When an index lies outside
     ``[0, n_rows)``, returns ``(-1, position)`` of the first such index and changes nothing else
@@ -55,9 +56,9 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
             if r < 0 or r >= n_rows:
                 bad = i
                 break
-            s = slot[r]
+            s = slot[r] - 1
             if s < 0:
-                slot[r] = <int32_t>m
+                slot[r] = <int32_t>(m + 1)
                 rows[m] = r
                 src[m] = i
                 count[m] = 1
@@ -70,7 +71,7 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
                 count[s] += 1
                 pos2u[i] = s
         for j in range(m):
-            slot[rows[j]] = -1
+            slot[rows[j]] = 0
     if bad >= 0:
         return -1, bad
     return m, ndup

@@ -309,7 +309,10 @@ class Optimizer:
                     arr = np.zeros(state["step"] + 1, dtype=np.float64)
                 else:
                     shape, dtype = self._state_shape(sname, p, state["step"])
-                    arr = np.full(shape, fill, dtype=dtype)
+                    # np.zeros maps pages lazily (calloc): a huge table's state costs memory
+                    # only for the rows that are touched; np.full would write every page.
+                    arr = (np.zeros(shape, dtype=dtype) if fill == 0
+                           else np.full(shape, fill, dtype=dtype))
                 state[sname] = arr
         return state
 

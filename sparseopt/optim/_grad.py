@@ -68,9 +68,10 @@ class MergedRows:
 
 
 class RowIndexer:
-    """Per-parameter scratch for duplicate merging: ``slot[r]`` is -1 between steps.
+    """Per-parameter scratch for duplicate merging: ``slot[r]`` is 0 between steps.
 
-    Allocated on the first RowGrad step (4 bytes per table row); not part of the state.
+    Allocated on the first RowGrad step with ``np.zeros``: 4 bytes per table row of address
+    space, resident only for the pages of rows ever touched. Not part of the state.
     """
 
     def __init__(self, n_rows: int) -> None:
@@ -80,7 +81,7 @@ class RowIndexer:
 
     def slot(self) -> np.ndarray:
         if self._slot is None:
-            self._slot = np.full(self.n_rows, -1, dtype=np.int32)
+            self._slot = np.zeros(self.n_rows, dtype=np.int32)
         return self._slot
 
     def arange(self) -> np.ndarray:
@@ -156,11 +157,10 @@ def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool,
 
 
 def _merge_sparse(name, grad, param) -> MergedRows:
-    indptr, indices, data = V.check_sparse(name, grad, param)
+    rows, local, indptr, indices, data = V.check_sparse(name, grad, param)
     d = 1 if param.ndim == 1 else param.shape[1]
-    rows = np.flatnonzero(np.diff(indptr)).astype(np.int64, copy=False)
     values = np.empty((rows.shape[0], d), dtype=param.dtype)
     if rows.shape[0]:
-        _coalesce.csr_rows_dense(indptr, indices, data, rows, values)
+        _coalesce.csr_rows_dense(indptr, indices, data, local, values)
     src = np.arange(rows.shape[0], dtype=np.int64)
     return MergedRows(rows, src, values, _empty_scratch(values))
