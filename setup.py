@@ -89,7 +89,7 @@ def _extensions():
         cflags = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=c11"]
         if os.environ.get("SPARSEOPT_VEC_REPORT"):
             cflags.append("-fopt-info-vec-optimized")
-    kernels = ["_rows", "_coalesce", "_info", "_recommend"]
+    kernels = ["_rows", "_coalesce", "_info", "_recommend", "_linear"]
     return [
         Extension(
             f"sparseopt._kernels.{name}",

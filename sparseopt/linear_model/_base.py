@@ -1,0 +1,606 @@
+"""Shared machinery of ``SGDClassifier`` and ``SGDRegressor``: parameters, input handling,
+the mini-batch training loop, and coefficients in scikit-learn's layout.
+
+Weights live in one feature-major table ``W`` of shape ``(n_features [+ 1], n_outputs)``; its
+last row is the intercept when ``fit_intercept``. A mini-batch touches only the rows of the
+features it contains (plus the intercept row), so a step costs O(batch nonzeros), whatever the
+number of features:
+
+    _kernels/_linear.minibatch_gradient    margins, losses, dloss, G = X_batch.T @ dloss as
+                                           unique rows (+ lazy penalty/average catch-up)
+    sparseopt.Adam/Adagrad/RMSprop.step    RowGrad(rows, G): the optimizer core, lazy
+    (or _linear.sgd_rows_update)           plain SGD for optimizer="sgd"
+"""
+from __future__ import annotations
+
+import numbers
+import time
+import warnings
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from .. import _validation as V
+from .._kernels import _info, _linear
+from ..optim import Adagrad, Adam, RMSprop, RowGrad
+from ._lazy import LazyRegularizer
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _sk_validate_data
+except ImportError:  # pragma: no cover - scikit-learn 1.4 / 1.5
+    _sk_validate_data = None
+
+OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
+
+# Default learning rates per optimizer (``learning_rate=None``), chosen on sparse text-like
+# problems (benchmarks/bench_text.py) and on the small dense problems of scikit-learn's
+# estimator checks; see the class docstrings.
+DEFAULT_LEARNING_RATE = {"adam": 5e-2, "adagrad": 3e-1, "rmsprop": 5e-2, "sgd": 1e-1}
+# batch_size="auto" on large data (see auto_batch_size)
+AUTO_BATCH_SIZE = 1024
+
+# Step t (1-based, counted over the estimator's life) uses learning_rate / t**power_t. Plain SGD
+# needs a decaying step to settle (scikit-learn's 'invscaling'); the adaptive ones do not.
+DEFAULT_POWER_T = {"adam": 0.0, "adagrad": 0.0, "rmsprop": 0.0, "sgd": 0.5}
+
+# Batches with fewer (nonzeros x outputs) than this run on one thread: a parallel region costs
+# more than it saves on small batches (and much more on a busy machine).
+PARALLEL_MIN_WORK = 1 << 16
+
+_MAX_INT = np.iinfo(np.int32).max
+
+
+def auto_batch_size(n_samples: int) -> int:
+    """``batch_size="auto"``: about 128 steps per epoch, with at most 1024 samples per step and
+    at least 8 (fewer on data so small that 8 would leave under 16 steps per epoch).
+
+    Adaptive optimizers on wide sparse data gain much more from more steps than from larger
+    batches, and the convergence test (``tol``, ``n_iter_no_change``) looks at epochs, so small
+    data needs many steps per epoch; large data needs batches big enough to keep the per-step
+    overhead small.
+    """
+    n = max(1, int(n_samples))
+    floor = min(8, -(-n // 16))
+    return int(max(floor, min(AUTO_BATCH_SIZE, -(-n // 128))))
+
+
+def validate_data(est, *args, **kwargs):
+    """scikit-learn's ``validate_data`` (>= 1.6) or ``BaseEstimator._validate_data``."""
+    if _sk_validate_data is not None:
+        return _sk_validate_data(est, *args, **kwargs)
+    return est._validate_data(*args, **kwargs)  # pragma: no cover
+
+
+def as_csr(X, dtype, n_features: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, indices, data) of X as CSR with one int32/int64 index type and ``dtype``
+    values. Dense X is converted once (zeros are not stored, so a feature that is 0 in every
+    row of a mini-batch is not touched by that step, exactly as for the same sparse matrix)."""
+    if sp.issparse(X):
+        X = X.tocsr()
+    else:
+        X = sp.csr_matrix(np.asarray(X))
+    itype = np.promote_types(X.indptr.dtype, X.indices.dtype)
+    if itype not in (np.dtype(np.int32), np.dtype(np.int64)):
+        itype = np.dtype(np.int64)
+    if X.nnz and X.indptr[-1] >= np.iinfo(np.int32).max:
+        itype = np.dtype(np.int64)
+    indptr = np.ascontiguousarray(X.indptr, dtype=itype)
+    indices = np.ascontiguousarray(X.indices, dtype=itype)
+    data = np.ascontiguousarray(X.data, dtype=dtype)
+    # scipy does not check column indices of a hand-built matrix; the kernel must not see a
+    # bad one (it indexes the weight table with them)
+    if indices.shape[0] and (int(indices.min()) < 0 or int(indices.max()) >= n_features):
+        raise ValueError(f"X has column indices outside [0, {n_features}): a malformed sparse "
+                         "matrix")
+    if indptr.shape[0] != X.shape[0] + 1 or indptr[-1] > indices.shape[0]:
+        raise ValueError("X is a malformed sparse matrix (indptr does not match indices)")
+    return indptr, indices, data
+
+
+def _check_int(name, value, low, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_float(name, value, low=0.0, high=np.inf, low_open=False, high_open=False,
+                 allow_none=False):
+    if value is None and allow_none:
+        return None
+    try:
+        return V.check_real(name, value, low=low, high=high, low_open=low_open,
+                            high_open=high_open)
+    except TypeError as exc:  # scikit-learn's parameter errors are ValueErrors
+        raise ValueError(str(exc)) from None
+
+
+class _Batches:
+    """Per-fit scratch of the kernel: a hash table for unique rows, gradient rows, the compact
+    copy of the touched weights, the unique id of every nonzero, dloss and losses. Sized for
+    the largest batch of an epoch (``ensure``), grown when a later epoch needs more."""
+
+    def __init__(self, n_rows: int, n_outputs: int, batch: int, dtype):
+        self.n_rows, self.K, self.dtype = n_rows, n_outputs, dtype
+        self.offsets = np.empty(batch + 1, dtype=np.int64)
+        self.dz = np.empty((batch, n_outputs), dtype=np.float64)
+        self.sample_loss = np.empty(batch, dtype=np.float64)
+        self.nnz_cap = -1
+        self.ensure(0)
+
+    def ensure(self, max_batch_nnz: int) -> None:
+        if max_batch_nnz <= self.nnz_cap:
+            return
+        self.nnz_cap = max(max_batch_nnz, int(1.25 * self.nnz_cap))
+        cap = int(min(self.n_rows, self.nnz_cap + 1))
+        self.pos2u = np.empty(max(self.nnz_cap, 1), dtype=np.int32)
+        bits = max(4, int(2 * (self.nnz_cap + 1)).bit_length())
+        self.hkeys = np.full(1 << bits, -1, dtype=np.int64)
+        self.hvals = np.empty(1 << bits, dtype=np.int32)
+        self.hshift = 64 - bits
+        self.hpos = np.empty(cap, dtype=np.int64)
+        self.rows = np.empty(cap, dtype=np.int64)
+        self.G = np.empty((cap, self.K), dtype=self.dtype)
+        self.Wc = np.empty((cap, self.K), dtype=self.dtype)
+
+
+class BaseSGD(BaseEstimator):
+    """Base class of the scikit-learn estimators; see ``SGDClassifier``."""
+
+    # loss name -> (kernel loss, parameter attribute or constant)
+    _LOSSES: Dict[str, Tuple[str, Any]] = {}
+
+    def __init__(self, loss, *, penalty="l2", alpha=1e-4, l1_ratio=0.15, fit_intercept=True,
+                 max_iter=1000, tol=1e-3, shuffle=True, verbose=0, epsilon=0.1,
+                 random_state=None, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=2, warm_start=False, average=False, optimizer="adagrad",
+                 learning_rate=None, power_t=None, batch_size="auto", beta1=0.9, beta2=0.999,
+                 rho=0.99, eps=None, n_threads=None):
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.average = average
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.power_t = power_t
+        self.batch_size = batch_size
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.rho = rho
+        self.eps = eps
+        self.n_threads = n_threads
+
+    # -- scikit-learn protocol ---------------------------------------------------------------
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def _more_tags(self):  # pragma: no cover - scikit-learn < 1.6
+        reason = "sample_weight is not equivalent to removing/repeating samples."
+        return {"_xfail_checks": {
+            "check_sample_weights_invariance(kind=zeros)": reason,
+            "check_sample_weight_equivalence_on_dense_data": reason,
+            "check_sample_weight_equivalence_on_sparse_data": reason,
+        }}
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_scratch", None)
+        return state
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def _check_params(self) -> Dict[str, Any]:
+        """Check every parameter (at fit time, as scikit-learn does); return derived values."""
+        if self.loss not in self._LOSSES:
+            raise ValueError(f"loss must be one of {sorted(self._LOSSES)}; got {self.loss!r}")
+        if self.penalty not in ("l2", "l1", "elasticnet", None):
+            raise ValueError(
+                f"penalty must be 'l2', 'l1', 'elasticnet' or None; got {self.penalty!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+        if isinstance(self.learning_rate, str):
+            raise ValueError(
+                "learning_rate is the optimizer's step size, a float (or None for the "
+                f"optimizer's default); got {self.learning_rate!r}. scikit-learn's schedules "
+                "('optimal', 'invscaling', ...) do not apply to adaptive optimizers")
+        lr = _check_float("learning_rate", self.learning_rate, low_open=True, allow_none=True)
+        if lr is None:
+            lr = DEFAULT_LEARNING_RATE[self.optimizer]
+        power_t = _check_float("power_t", self.power_t, allow_none=True)
+        if power_t is None:
+            power_t = DEFAULT_POWER_T[self.optimizer]
+        alpha = _check_float("alpha", self.alpha)
+        l1_ratio = _check_float("l1_ratio", self.l1_ratio, high=1.0)
+        if self.penalty is None:
+            l1 = l2 = 0.0
+        elif self.penalty == "l2":
+            l1, l2 = 0.0, alpha
+        elif self.penalty == "l1":
+            l1, l2 = alpha, 0.0
+        else:
+            l1, l2 = alpha * l1_ratio, alpha * (1.0 - l1_ratio)
+        if isinstance(self.average, (bool, np.bool_)):
+            average = 1 if self.average else 0
+        else:
+            average = _check_int("average", self.average, 0)
+        params = dict(
+            lr=lr, power_t=power_t, l1=l1, l2=l2, average=average,
+            max_iter=_check_int("max_iter", self.max_iter, 1),
+            tol=_check_float("tol", self.tol, allow_none=True),
+            batch_size=(None if isinstance(self.batch_size, str) and self.batch_size == "auto"
+                        else _check_int("batch_size", self.batch_size, 1)),
+            n_iter_no_change=_check_int("n_iter_no_change", self.n_iter_no_change, 1),
+            validation_fraction=_check_float("validation_fraction", self.validation_fraction,
+                                             low_open=True, high=1.0, high_open=True),
+            epsilon=_check_float("epsilon", self.epsilon),
+            beta1=_check_float("beta1", self.beta1, high=1.0, high_open=True),
+            beta2=_check_float("beta2", self.beta2, high=1.0, high_open=True),
+            rho=_check_float("rho", self.rho, high=1.0, high_open=True),
+            eps=_check_float("eps", self.eps, allow_none=True),
+            n_threads=_check_int("n_threads", self.n_threads, 1, allow_none=True),
+        )
+        _check_int("verbose", int(self.verbose), 0)
+        return params
+
+    def _loss_args(self, params) -> Tuple[int, float]:
+        kernel_loss, arg = self._LOSSES[self.loss]
+        value = params["epsilon"] if arg == "epsilon" else float(arg)
+        return _linear.LOSSES[kernel_loss], value
+
+    def _make_optimizer(self, W: np.ndarray, params):
+        kw = dict(lr=params["lr"], n_threads=params["n_threads"], nonfinite="ignore")
+        eps = params["eps"]
+        if self.optimizer == "adam":
+            return Adam({"coef": W}, betas=(params["beta1"], params["beta2"]), eps=eps, **kw)
+        if self.optimizer == "adagrad":
+            return Adagrad({"coef": W}, eps=eps, **kw)
+        if self.optimizer == "rmsprop":
+            return RMSprop({"coef": W}, alpha=params["rho"], eps=eps, **kw)
+        return None
+
+    # -- coefficients ------------------------------------------------------------------------
+
+    def _n_outputs(self) -> int:
+        raise NotImplementedError
+
+    def _init_weights(self, n_features: int, n_outputs: int, dtype, coef_init=None,
+                      intercept_init=None) -> None:
+        n_rows = n_features + (1 if self.fit_intercept else 0)
+        W = np.zeros((n_rows, n_outputs), dtype=dtype)
+        if coef_init is not None:
+            coef = np.asarray(coef_init, dtype=dtype)
+            coef = coef.reshape(n_outputs, -1) if coef.ndim == 1 and n_outputs == 1 else coef
+            if coef.shape != (n_outputs, n_features):
+                raise ValueError(
+                    f"Provided coef_init does not match dataset: shape {coef.shape}, expected "
+                    f"{(n_outputs, n_features) if n_outputs > 1 else (n_features,)}")
+            W[:n_features] = coef.T
+        if intercept_init is not None and self.fit_intercept:
+            b = np.asarray(intercept_init, dtype=dtype).reshape(-1)
+            if b.shape != (n_outputs,):
+                raise ValueError(
+                    f"Provided intercept_init does not match dataset: shape {b.shape}, "
+                    f"expected ({n_outputs},)")
+            W[n_features] = b
+        self._W = W
+        self._W_avg = None
+        self._coef_sparse = None
+        self._intercept_fixed = None
+        self._n_feat = n_features
+
+    def _pred_weights(self) -> np.ndarray:
+        return self._W_avg if self._W_avg is not None else self._W
+
+    @property
+    def coef_(self):
+        """Coefficients in scikit-learn's layout: ``(n_outputs, n_features)`` (``(n_features,)``
+        for the regressor). A transposed view of the feature-major weights (averaged ones with
+        ``average``), or a ``scipy.sparse`` matrix after ``sparsify()``."""
+        if getattr(self, "_coef_sparse", None) is not None:
+            return self._coef_sparse
+        if not hasattr(self, "_W"):
+            raise AttributeError("coef_ is available after fit")
+        return self._coef_view(self._pred_weights()[: self._n_feat])
+
+    @coef_.setter
+    def coef_(self, value):
+        if not hasattr(self, "_W"):
+            raise AttributeError("coef_ can be set only on a fitted estimator")
+        if sp.issparse(value):
+            self._coef_sparse = sp.csr_matrix(value)
+            return
+        value = np.asarray(value)
+        target = self._pred_weights()[: self._n_feat]
+        target[...] = value.reshape(target.shape[::-1]).T
+
+    @property
+    def intercept_(self):
+        """Intercepts, shape ``(n_outputs,)`` (``(1,)`` for binary classification and
+        regression); zeros when ``fit_intercept=False``."""
+        if not hasattr(self, "_W"):
+            raise AttributeError("intercept_ is available after fit")
+        if self._intercept_fixed is not None:
+            return self._intercept_fixed.copy()
+        W = self._pred_weights()
+        if self.fit_intercept:
+            return W[self._n_feat]
+        return np.zeros(W.shape[1], dtype=W.dtype)
+
+    @intercept_.setter
+    def intercept_(self, value):
+        if not hasattr(self, "_W"):
+            raise AttributeError("intercept_ can be set only on a fitted estimator")
+        if self.fit_intercept and self._W is not None:
+            self._pred_weights()[self._n_feat] = np.asarray(value).reshape(-1)
+        else:
+            self._intercept_fixed = np.asarray(value, dtype=np.float64).reshape(-1)
+
+    def _coef_view(self, Wf: np.ndarray):
+        return Wf.T
+
+    def sparsify(self):
+        """Convert ``coef_`` to a ``scipy.sparse`` CSR matrix and free the dense weights.
+
+        The dense weight table, the averaged weights and the optimizer state (for Adam two
+        more tables of the same size) are released, so a model with an L1 penalty is small to
+        keep and to pickle; predictions use the sparse coefficients. Call ``densify()`` before
+        training again with ``partial_fit`` (or ``fit`` with ``warm_start``): the optimizer then
+        starts from fresh state.
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self, msg="Estimator, %(name)s, must be fitted before sparsifying.")
+        if self._coef_sparse is not None:
+            return self
+        W = self._pred_weights()
+        coef = W[: self._n_feat].T
+        self._intercept_fixed = np.array(self.intercept_, copy=True)
+        self._coef_sparse = sp.csr_matrix(coef.reshape(-1, self._n_feat))
+        self._W = None
+        self._W_avg = None
+        self.optimizer_ = None
+        self._reg = None
+        return self
+
+    def densify(self):
+        """Convert a sparsified ``coef_`` back to a dense weight table (see ``sparsify``).
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self, msg="Estimator, %(name)s, must be fitted before densifying.")
+        if self._coef_sparse is None:
+            return self
+        coef = self._coef_sparse.toarray()
+        dtype = self._coef_sparse.dtype
+        n_outputs = coef.shape[0]
+        n_rows = self._n_feat + (1 if self.fit_intercept else 0)
+        W = np.zeros((n_rows, n_outputs), dtype=dtype)
+        W[: self._n_feat] = coef.T
+        if self.fit_intercept:
+            W[self._n_feat] = self._intercept_fixed
+        self._W = W
+        self._coef_sparse = None
+        self._intercept_fixed = None
+        return self
+
+    def _decision(self, X) -> np.ndarray:
+        """Scores ``X @ coef_.T + intercept_``, shape (n_samples, n_outputs)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=["csr"], reset=False,
+                          dtype=[np.float64, np.float32])
+        if self._coef_sparse is not None:
+            scores = X @ self._coef_sparse.T
+            scores = scores.toarray() if sp.issparse(scores) else np.asarray(scores)
+            return scores + self._intercept_fixed
+        W = self._pred_weights()
+        scores = np.asarray(X @ W[: self._n_feat])
+        if self.fit_intercept:
+            scores = scores + W[self._n_feat]
+        return scores
+
+    # -- training ----------------------------------------------------------------------------
+
+    def _threads(self, params, work: int) -> int:
+        if work < PARALLEL_MIN_WORK:
+            return 1
+        n = params["n_threads"] if params["n_threads"] is not None else _info.max_threads()
+        return max(1, n)
+
+    def _start_training(self, params, n_features, n_outputs, dtype, *, keep_weights: bool,
+                        coef_init=None, intercept_init=None) -> None:
+        """Fresh (or kept) weights, a new optimizer and new lazy-penalty bookkeeping."""
+        if not keep_weights:
+            self._init_weights(n_features, n_outputs, dtype, coef_init, intercept_init)
+        self._intercept_fixed = None
+        self.optimizer_ = self._make_optimizer(self._W, params)
+        self._optimizer_kind = self.optimizer
+        self._reg = LazyRegularizer(self._W.shape[0], n_outputs, params["l1"], params["l2"],
+                                    params["average"])
+        self._W_avg = None
+        self.t_ = 0
+        self._samples_seen = 0
+        self._weight_unit = None
+
+    def _run(self, X, y: np.ndarray, sw: np.ndarray, params, *, max_iter: int,
+             train_idx: Optional[np.ndarray] = None, validation=None,
+             check_convergence: bool = True, seed: Optional[int] = None) -> int:
+        """Epochs of mini-batch steps over ``train_idx`` (all samples by default); returns the
+        number of epochs run. ``validation`` = (X_val, y_val, sw_val) turns on early stopping
+        on the validation score; otherwise the training objective is watched (``tol``)."""
+        W = self._W
+        indptr, indices, data = as_csr(X, W.dtype, self._n_feat)
+        n_samples = indptr.shape[0] - 1
+        order = (np.arange(n_samples, dtype=np.int64) if train_idx is None
+                 else np.ascontiguousarray(train_idx, dtype=np.int64))
+        n_train = order.shape[0]
+        if n_train == 0:
+            return 0
+        B = params["batch_size"] or auto_batch_size(n_train)
+        B = min(B, n_train)
+        row_nnz = np.diff(indptr)
+        K = W.shape[1]
+        scratch = _Batches(W.shape[0], K, B, W.dtype)
+        batch_starts = np.arange(0, n_train, B)
+        kernel = _linear.minibatch_gradient.__signatures__[
+            f"{'int32_t' if indices.dtype == np.int32 else 'int64_t'}|"
+            f"{'float' if W.dtype == np.float32 else 'double'}"]
+        sgd = (_linear.sgd_rows_update.__signatures__[
+            "float" if W.dtype == np.float32 else "double"] if self.optimizer == "sgd" else None)
+        opt = self.optimizer_
+        reg = self._reg
+        lr, power_t = params["lr"], params["power_t"]
+
+        def etas(first, n):
+            if power_t == 0.0:
+                return np.full(n, lr)
+            return lr / np.arange(first, first + n, dtype=np.float64) ** power_t
+
+        loss_id, loss_arg = self._loss_args(params)
+        n_feat = self._n_feat
+        mean_nnz = float(row_nnz[order].mean()) if n_train else 0.0
+        nt = self._threads(params, int(B * mean_nnz * K))
+        nt_flush = self._threads(params, W.size)
+        rng = np.random.default_rng(seed)
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        if self._weight_unit is None:
+            # Set by fit and by the first partial_fit: weights are divided by their mean, so
+            # a step's size does not depend on their overall scale (only plain SGD would
+            # notice it; Adam & co. are scale-invariant) while batches keep their relative
+            # weights. Unit weights stay exactly 1.
+            mean = float(sw[order].mean())
+            self._weight_unit = mean if mean > 0 and np.isfinite(mean) else 1.0
+        sw = np.ascontiguousarray(sw / self._weight_unit, dtype=np.float64)
+        steps_per_epoch = -(-n_train // B)
+        tol = params["tol"]
+        best = np.inf
+        no_improvement = 0
+        epoch = 0
+        t_start = time.perf_counter()
+        for epoch in range(1, max_iter + 1):
+            if self.verbose:
+                print(f"-- Epoch {epoch}")
+            if self.shuffle or epoch == 1:
+                if self.shuffle:
+                    rng.shuffle(order)
+                scratch.ensure(int(np.add.reduceat(row_nnz[order], batch_starts).max()))
+            loss_sum = 0.0
+            step_in_epoch = 0
+            for start in range(0, n_train, B):
+                stop = min(start + B, n_train)
+                nb = stop - start
+                reg.before_step(self.t_, etas, steps_per_epoch - step_in_epoch,
+                                self._samples_seen, nb)
+                eta = lr if power_t == 0.0 else lr / (self.t_ + 1.0) ** power_t
+                m, ls = kernel(indptr, indices, data, order, start, stop, y, sw, W, n_feat,
+                               self.fit_intercept, loss_id, loss_arg, 1.0 / nb, scratch.hkeys,
+                               scratch.hvals, scratch.hpos, scratch.hshift, scratch.rows,
+                               scratch.G, scratch.Wc, scratch.pos2u, scratch.offsets,
+                               scratch.dz, scratch.sample_loss, reg.pen_step, reg.avg, reg.Q,
+                               reg.cum_a, reg.cum_q, reg.cum_aq, reg.step_index(),
+                               reg.avg_from(), reg.flags, reg.wscale, nt)
+                step_lr = eta * reg.lr_factor()
+                if sgd is not None:
+                    sgd(W, scratch.G, scratch.rows, m, step_lr)
+                else:
+                    if step_lr != opt.lr:
+                        opt.lr = step_lr
+                    opt.step([RowGrad(scratch.rows[:m], scratch.G[:m])])
+                self.t_ += 1
+                self._samples_seen += nb
+                step_in_epoch += 1
+                reg.after_step(W, n_feat, eta, self.t_, nt_flush)
+                loss_sum += ls
+            objective = loss_sum / n_train + reg.penalty(W, n_feat)
+            reg.flush(W, n_feat, nt_flush)
+            if not (np.isfinite(loss_sum) and np.isfinite(W).all()):
+                raise ValueError(
+                    f"Floating-point under-/overflow occurred at epoch #{epoch}. Scaling input "
+                    "data with StandardScaler or MinMaxScaler might help, or a smaller "
+                    "learning_rate.")
+            if validation is not None:
+                self._finish_average()
+                Xv, yv, swv = validation
+                score = self.score(Xv, yv, swv)
+                if self.verbose:
+                    print(f"Avg. loss: {loss_sum / n_train:.6f}, validation score: {score:.6f}"
+                          f", T: {self.t_}")
+                if tol is not None and score < -best + tol:
+                    no_improvement += 1
+                else:
+                    no_improvement = 0
+                best = min(best, -score)
+            elif check_convergence:
+                if self.verbose:
+                    print(f"Norm: {np.linalg.norm(W[:n_feat]):.2f}, "
+                          f"NNZs: {np.count_nonzero(W[:n_feat])}, T: {self.t_}, "
+                          f"Avg. loss: {loss_sum / n_train:.6f}, Objective: {objective:.6f}")
+                if tol is not None and objective > best - tol:
+                    no_improvement += 1
+                else:
+                    no_improvement = 0
+                best = min(best, objective)
+            if self.verbose:
+                print(f"Total training time: {time.perf_counter() - t_start:.2f} seconds.")
+            if check_convergence and no_improvement >= params["n_iter_no_change"]:
+                if self.verbose:
+                    print(f"Convergence after {epoch} epochs took "
+                          f"{time.perf_counter() - t_start:.2f} seconds")
+                break
+        self._finish_average()
+        if opt is not None:
+            opt.lr = lr  # steps ran at eta / wscale (weight-scaling trick); show the real rate
+        if check_convergence and max_iter > 1 and epoch == max_iter and tol is not None \
+                and no_improvement < params["n_iter_no_change"]:
+            warnings.warn("Maximum number of iteration reached before convergence. Consider "
+                          "increasing max_iter to improve the fit.", ConvergenceWarning)
+        return epoch
+
+    def _finish_average(self) -> None:
+        self._W_avg = self._reg.averaged(self._W)
+
+    def _warm_init(self, coef_init, intercept_init):
+        """(coef_init, intercept_init) for fit: the previous solution with ``warm_start``."""
+        fitted = getattr(self, "_W", None) is not None or \
+            getattr(self, "_coef_sparse", None) is not None
+        if not (self.warm_start and fitted) or coef_init is not None:
+            return coef_init, intercept_init
+        coef = self.coef_
+        coef = coef.toarray() if sp.issparse(coef) else np.array(coef)
+        return coef, np.array(self.intercept_)
+
+    def _needs_restart(self) -> bool:
+        """partial_fit after densify() or after set_params(optimizer=...): keep the weights,
+        start a fresh optimizer."""
+        return (getattr(self, "_reg", None) is None
+                or getattr(self, "_optimizer_kind", None) != self.optimizer
+                or (self.optimizer_ is None and self.optimizer != "sgd"))
+
+    def _fit_seed(self) -> int:
+        return int(check_random_state(self.random_state).randint(_MAX_INT))
