@@ -79,18 +79,22 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
 
 def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
                    const int32_t[::1] pos2u, const int64_t[::1] src, const int32_t[::1] count,
-                   Py_ssize_t m, bint mean):
+                   Py_ssize_t m, bint mean, bint check):
     """Second pass: ``scratch[dup id] = sum of the row's gradients in position order``.
 
     With ``mean`` the sums are divided by their counts. Single rows are left in ``values``.
+    With ``check``, returns whether any merged gradient holds NaN or infinity: rows seen once
+    are tested as the pass walks past them, repeated rows through their sums (NaN and
+    infinities propagate into a sum, and finite duplicates that overflow are caught too), so
+    the batch is read once instead of twice.
     """
     cdef Py_ssize_t k = values.shape[0], d = values.shape[1], i, j, c
     cdef int64_t s
     cdef floating* dst
-    cdef const floating* g
     cdef floating cnt
+    cdef int bad = 0
     if scratch.shape[0] == 0:
-        return
+        return False
     with nogil:
         memset(&scratch[0, 0], 0, scratch.shape[0] * d * sizeof(floating))
         for i in range(k):
@@ -100,6 +104,8 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
                     so_add_row_f(d, &scratch[-s - 1, 0], &values[i, 0])
                 else:
                     so_add_row_d(d, &scratch[-s - 1, 0], &values[i, 0])
+            elif check:
+                bad |= _any_nonfinite(d, &values[i, 0])
         if mean:
             for j in range(m):
                 s = src[j]
@@ -108,6 +114,9 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
                     cnt = <floating>count[j]
                     for c in range(d):
                         dst[c] = dst[c] / cnt
+        if check:
+            bad |= _any_nonfinite(scratch.shape[0] * d, &scratch[0, 0])
+    return bool(bad)
 
 
 def nonfinite_rows(const floating[:, ::1] values, const floating[:, ::1] scratch,

@@ -62,8 +62,8 @@ class MergedRows:
     src: np.ndarray  # int64 (m,)
     values: np.ndarray  # (k, d), parameter dtype, C-contiguous
     scratch: np.ndarray  # (n_dup, d)
-    # False when ``values`` is known to be finite (sums in ``scratch`` are checked separately,
-    # since finite duplicates can overflow); True when a per-row check must look.
+    # False when every merged gradient (single rows in ``values`` and the sums in ``scratch``)
+    # is known to be finite; True when the per-row check must look.
     maybe_nonfinite: bool = True
 
 
@@ -115,8 +115,7 @@ def merge(key, grad: Any, param: np.ndarray, indexer: RowIndexer, duplicates: st
             f"{name}: a gradient must be a sparseopt.RowGrad, a scipy.sparse matrix or array, "
             f"a NumPy array or None; got {type(grad).__name__}"
         )
-    if (nonfinite != "ignore" and merged.rows.shape[0]
-            and (merged.maybe_nonfinite or _coalesce.any_nonfinite(merged.scratch))):
+    if nonfinite != "ignore" and merged.rows.shape[0] and merged.maybe_nonfinite:
         flags = np.empty(merged.rows.shape[0], dtype=np.uint8)
         nbad = _coalesce.nonfinite_rows(merged.values, merged.scratch, merged.src, flags)
         if nbad:
@@ -151,9 +150,11 @@ def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool,
         raise V.index_error(name, int(idx[ndup]), int(ndup), n_rows)
     scratch = np.empty((ndup, values.shape[1]), dtype=values.dtype)
     if ndup:
-        _coalesce.sum_duplicates(values, scratch, pos2u, src, count, m, mean)
-    return MergedRows(rows[:m], src[:m], values, scratch,
-                      check and _coalesce.any_nonfinite(values))
+        # checks single rows and sums in the same pass
+        bad = _coalesce.sum_duplicates(values, scratch, pos2u, src, count, m, mean, check)
+    else:
+        bad = check and _coalesce.any_nonfinite(values)
+    return MergedRows(rows[:m], src[:m], values, scratch, bad)
 
 
 def _merge_sparse(name, grad, param) -> MergedRows:
