@@ -38,6 +38,8 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
+from sparseopt.benchmarks._suite import _cpu_model
+
 
 def make_text_data(n_samples, n_features=2**20, tokens=66, zipf=1.1, seed=0, sigma=3.0):
     """Hashed-bag-of-words-like CSR matrix X (float64) and binary labels y (see module doc)."""
@@ -99,17 +101,6 @@ def _time_to(curve, target):
         if auc >= target:
             return t
     return None
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None):
@@ -181,7 +172,7 @@ def main(argv=None):
         f"Data: {args.n_train:,} training / {args.n_test:,} held-out rows x "
         f"{args.n_features:,} hashed features, {Xtr.nnz / Xtr.shape[0]:.1f} nonzeros per row, "
         "Zipf(1.1) feature frequencies, logistic labels.  ",
-        f"Machine: {_cpu_name()}, {os.cpu_count()} CPUs; load average "
+        f"Machine: {_cpu_model()}, {os.cpu_count()} CPUs; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after.  ",
         f"Versions: sparseopt {sparseopt.__version__}, scikit-learn {sklearn.__version__}, "
         f"numpy {np.__version__}, Python {platform.python_version()}.  ",

@@ -397,6 +397,3 @@ class Optimizer:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
         shapes = ", ".join(f"{k!r}: {p.shape}" for k, p in zip(self._keys, self._params))
         return f"{type(self).__name__}({{{shapes}}}, {hp})"
-
-    def _items(self) -> Iterator[Tuple[Any, np.ndarray]]:
-        return zip(self._keys, self._params)

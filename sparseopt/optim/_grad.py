@@ -98,7 +98,6 @@ def merge(key, grad: Any, param: np.ndarray, indexer: RowIndexer, duplicates: st
           nonfinite: str) -> MergedRows:
     """Validate one gradient against its parameter and merge it into unique rows."""
     name = V.describe(key)
-    n_rows = param.shape[0]
     check = nonfinite != "ignore"
     if isinstance(grad, RowGrad):
         merged = _merge_rowgrad(name, grad, param, indexer, duplicates == "mean", check)
@@ -115,7 +114,7 @@ def merge(key, grad: Any, param: np.ndarray, indexer: RowIndexer, duplicates: st
             f"{name}: a gradient must be a sparseopt.RowGrad, a scipy.sparse matrix or array, "
             f"a NumPy array or None; got {type(grad).__name__}"
         )
-    if nonfinite != "ignore" and merged.rows.shape[0] and merged.maybe_nonfinite:
+    if check and merged.rows.shape[0] and merged.maybe_nonfinite:
         flags = np.empty(merged.rows.shape[0], dtype=np.uint8)
         nbad = _coalesce.nonfinite_rows(merged.values, merged.scratch, merged.src, flags)
         if nbad:
