@@ -182,7 +182,8 @@ class TestOptimizerConformance:
                     assert arr.shape == (7,) and arr.dtype == dtype, sname
                 else:
                     assert arr.shape == p.shape and arr.dtype == dtype, sname
-                    assert arr.flags.c_contiguous
+                    # rows are contiguous (Adam's m and v may be views that share rows)
+                    assert arr.strides[-1] == arr.itemsize
 
     def test_lr_setter(self, cls):
         p1 = np.ones((4, 2))

@@ -2,8 +2,10 @@
 
 Preconditions (established by ``sparseopt.optim``, never checked here):
 
-* ``param`` and every state array are C-contiguous, of one floating dtype, viewed as
-  ``(n_rows, d)`` (1-D parameters as ``(n, 1)``; row-wise accumulators as ``(n, 1)``);
+* ``param`` and every state array are of one floating dtype, viewed as ``(n_rows, d)`` (1-D
+  parameters as ``(n, 1)``; row-wise accumulators as ``(n, 1)``), with contiguous rows; Adam's
+  ``m`` and ``v`` (and the arrays ``flush_decay`` scales) may be row-strided views, e.g. the two
+  halves of one ``(n, 2d)`` buffer that keeps a row's moments in 512 adjacent bytes;
 * ``rows`` holds unique, in-range row ids; ``src`` locates each row's merged gradient in
   ``values`` (``src >= 0``) or ``scratch`` (row ``-src - 1``), see ``_coalesce.pyx``;
 * unused optional arrays are passed as 1-row dummies and the matching flag is off;
@@ -78,7 +80,7 @@ cdef inline void _scale(Py_ssize_t d, floating* x, double f) noexcept nogil:
         so_scale_row_d(d, x, f)
 
 
-def adam_rows_update(floating[:, ::1] param, floating[:, ::1] m, floating[:, ::1] v,
+def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
                      floating[:, ::1] vmax, const floating[:, ::1] values,
                      const floating[:, ::1] scratch, const int64_t[::1] rows,
                      const int64_t[::1] src, int64_t[::1] row_step, int64_t[::1] last_step,
@@ -256,8 +258,8 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
                                  eps_in, eps, pm)
 
 
-def flush_decay(floating[:, ::1] param, floating[:, ::1] s0, floating[:, ::1] s1,
-                floating[:, ::1] s2, const double[::1] pw0, const double[::1] pw1,
+def flush_decay(floating[:, ::1] param, floating[:, :] s0, floating[:, :] s1,
+                floating[:, :] s2, const double[::1] pw0, const double[::1] pw1,
                 const double[::1] pw2, int n_states, int64_t[::1] last_step,
                 const double[::1] wdlog, int64_t t, bint wd, int n_threads):
     """Bring every row's pending decay up to step ``t``: ``s_i *= pw_i[t - last]`` for the

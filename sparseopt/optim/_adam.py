@@ -73,6 +73,7 @@ class Adam(Optimizer):
                            eps=1e-7),
     }
     _FIXED = ("lazy", "bias_correction")
+    _INTERLEAVED = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: Optional[float] = None, weight_decay: float = 0.0, amsgrad: bool = False,
@@ -127,13 +128,17 @@ class Adam(Optimizer):
         if n == 0:
             return
         p = self._params[i]
+        m, v = V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"])
+        if m.strides[1] != m.itemsize or v.strides[1] != v.itemsize:
+            raise ValueError("Adam state arrays must have contiguous rows (they were replaced "
+                             "by arrays of another layout); use load_state_dict to set state")
         flags = ((FLAGS["AMSGRAD"] if group["amsgrad"] else 0)
                  | (FLAGS["DECAY"] if decay else 0)
                  | (FLAGS["ROW_BIAS"] if group["bias_correction"] == "row" else 0)
                  | (FLAGS["EPS_RAW"] if group["eps_mode"] == "uncorrected" else 0)
                  | (FLAGS["WEIGHT_DECAY"] if wd > 0 or (decay and wd_log[t] != 0.0) else 0))
         _rows.adam_rows_update(
-            V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
+            V.rows_view(p), m, v,
             V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else _Dummies.rows(p.dtype),
             merged.values, merged.scratch, merged.rows, merged.src,
             state.get("row_step", DUMMY_I64), state.get("last_step", DUMMY_I64),

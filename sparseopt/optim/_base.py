@@ -71,6 +71,18 @@ def aligned_zeros(shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
+def interleaved_zeros(names: Tuple[str, ...], shape: Tuple[int, int], dtype) -> Dict[str, Any]:
+    """Zeroed state arrays of ``shape`` = (n, d) that share rows: views of one aligned
+    (n, len(names) * d) buffer, so a row's entries of every array sit in adjacent memory.
+
+    An update reads and writes these arrays at the same random rows; adjacent rows mean fewer
+    scattered cache-line fetches (measured 1.2x on cold Adam rows, benchmarks/c/).
+    """
+    n, d = shape
+    buf = aligned_zeros((n, len(names) * d), dtype)
+    return {name: buf[:, j * d:(j + 1) * d] for j, name in enumerate(names)}
+
+
 def _width(p: np.ndarray) -> int:
     """Row width of a parameter (1 for a 1-D parameter)."""
     return 1 if p.ndim == 1 else p.shape[1]
@@ -100,6 +112,8 @@ class Optimizer:
     _PRESETS: Dict[str, Dict[str, Any]] = {}
     # Hyper-parameters that decide which state exists; they cannot change after construction.
     _FIXED: Tuple[str, ...] = ()
+    # State arrays that are always updated together and are kept row-interleaved (2-D params).
+    _INTERLEAVED: Tuple[str, ...] = ()
 
     def __init__(self, params: Any, hyper: Dict[str, Any], *, preset: Optional[str],
                  n_threads: Optional[int], duplicates: str, nonfinite: str) -> None:
@@ -137,12 +151,14 @@ class Optimizer:
 
     def __setstate__(self, d: Dict[str, Any]) -> None:
         self.__dict__.update(d)
-        for st in self.state.values():  # unpickled arrays lose the cache-line alignment
+        for key, p in zip(self._keys, self._params):  # unpickled arrays lose the layout
+            st = self.state[key]
             for sname, arr in st.items():
                 if (isinstance(arr, np.ndarray) and arr.ndim and sname not in _COUNTERS
                         and arr.ctypes.data % STATE_ALIGNMENT):
                     st[sname] = aligned_zeros(arr.shape, arr.dtype)
                     st[sname][...] = arr
+            self._relayout(st, p)
         self._init_runtime()
 
     def _current_group(self) -> Dict[str, Any]:
@@ -312,7 +328,17 @@ class Optimizer:
                 np.empty(shape, dtype)
             copy[...] = arr
             out[sname] = copy
-        return out
+        return self._relayout(out, p)
+
+    def _relayout(self, st: Dict[str, Any], p: np.ndarray) -> Dict[str, Any]:
+        """Put loaded or unpickled state back into the kernels' layout (aligned, interleaved)."""
+        pair = self._INTERLEAVED
+        if pair and p.ndim == 2 and all(n in st for n in pair):
+            fresh = interleaved_zeros(pair, p.shape, p.dtype)
+            for n in pair:
+                fresh[n][...] = st[n]
+            st.update(fresh)
+        return st
 
     def _state_shape(self, sname: str, p: np.ndarray, step: int):
         """(shape, dtype) that state ``sname`` must have, or (None, None) if unknown."""
@@ -332,6 +358,10 @@ class Optimizer:
         if not state:
             state["step"] = 0
         p = self._params[i]
+        pair = self._INTERLEAVED
+        if pair and p.ndim == 2 and not any(n in state for n in pair) and \
+                all(n in dict(self._state_spec(group)) for n in pair):
+            state.update(interleaved_zeros(pair, p.shape, p.dtype))
         for sname, fill in self._state_spec(group):
             if sname not in state:
                 if sname == "wd_log":
