@@ -214,18 +214,19 @@ cdef inline void _set_or_add(bint fresh, floating* out, double v) noexcept nogil
         out[0] += <floating>v
 
 
-cdef inline Py_ssize_t _claim(int32_t* slot, int64_t* rows, Py_ssize_t* m,
-                              int64_t r) noexcept nogil:
+cdef inline Py_ssize_t _claim(int32_t* slot, int64_t* rows, Py_ssize_t* m, int64_t r,
+                              bint* fresh) noexcept nogil:
     """Position of row ``r`` among the batch's unique rows; a new row gets the next one and
-    is reported as ``-(position + 1)``."""
+    sets ``fresh`` (its gradient row must be written, not added to)."""
     cdef int32_t p = slot[r]
+    fresh[0] = p < 0
     if p >= 0:
         return p
     p = <int32_t>m[0]
     slot[r] = p
     rows[p] = r
     m[0] += 1
-    return -(<Py_ssize_t>p) - 1
+    return p
 
 
 cdef inline double _softplus(double z) noexcept nogil:
@@ -302,14 +303,8 @@ def mf_squared_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                 e = e + qi[k]
             err[s] = e
             d = scale * e
-            pu_pos = _claim(&uslot[0], &urows[0], &nu, u)
-            fu = pu_pos < 0
-            if fu:
-                pu_pos = -pu_pos - 1
-            pi_pos = _claim(&islot[0], &irows[0], &ni, i)
-            fi = pi_pos < 0
-            if fi:
-                pi_pos = -pi_pos - 1
+            pu_pos = _claim(&uslot[0], &urows[0], &nu, u, &fu)
+            pi_pos = _claim(&islot[0], &irows[0], &ni, i, &fi)
             _axpby_into(fu, k, &gu[pu_pos, 0], d, qi, a, pu)
             _axpby_into(fi, k, &gi[pi_pos, 0], d, pu, a, qi)
             if user_bias:
@@ -382,23 +377,14 @@ def mf_bpr_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                 x = x + (<double>qi[k] - <double>qj[k])
             loss[s] = _softplus(-x)
             d = -scale * _sigmoid(-x)          # d loss / d x, times scale
-            pu_pos = _claim(&uslot[0], &urows[0], &nu, u)
-            fu = pu_pos < 0
-            if fu:
-                pu_pos = -pu_pos - 1
-            pi_pos = _claim(&islot[0], &irows[0], &ni, i)
-            fi = pi_pos < 0
-            if fi:
-                pi_pos = -pi_pos - 1
+            pu_pos = _claim(&uslot[0], &urows[0], &nu, u, &fu)
+            pi_pos = _claim(&islot[0], &irows[0], &ni, i, &fi)
             _axmbpy_into(fu, k, &gu[pu_pos, 0], d, qi, qj, a, pu)
             _axpby_into(fi, k, &gi[pi_pos, 0], d, pu, a, qi)
             if item_bias:
                 _set_or_add(fi, &gi[pi_pos, k], d + a * qi[k])
             # claimed after the positive row is written: when j == i the two add up
-            pj_pos = _claim(&islot[0], &irows[0], &ni, jn)
-            fj = pj_pos < 0
-            if fj:
-                pj_pos = -pj_pos - 1
+            pj_pos = _claim(&islot[0], &irows[0], &ni, jn, &fj)
             _axpby_into(fj, k, &gi[pj_pos, 0], -d, pu, a, qj)
             if item_bias:
                 _set_or_add(fj, &gi[pj_pos, k], -d + a * qj[k])
