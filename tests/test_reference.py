@@ -595,3 +595,59 @@ def test_reference_flush_is_noop_in_frozen_mode(opt_name):
     np.testing.assert_array_equal(p, p_before)
     for name, arr in before.items():
         np.testing.assert_array_equal(oracle.state[0][name], arr, err_msg=name)
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("width", [1, 7, 64])
+def test_parallel_duplicate_sums_bitwise_equal(index_dtype, width, dtype):
+    """The duplicate sums cut into 1..7 position blocks (one per thread) equal the serial
+    position-order sums bitwise, with rows that start in one block and recur in later ones,
+    rows local to a block, more blocks than some rows have positions, and NaN detection."""
+    from sparseopt._kernels import _coalesce
+
+    rng = np.random.default_rng(width)
+    n_rows, k = 50, 301
+    idx = (rng.zipf(1.2, size=k) % n_rows).astype(index_dtype)
+    values = (rng.normal(size=(k, width)) * 10.0 ** rng.integers(-3, 4, size=(k, 1))).astype(dtype)
+
+    def run(nb, vals, mean=False):
+        slot = np.zeros(n_rows, dtype=np.int32)
+        rows, src = np.empty(k, np.int64), np.empty(k, np.int64)
+        count, pos2u = np.empty(k, np.int32), np.empty(k, np.int32)
+        mstart = np.empty(nb, dtype=np.int32)
+        m, ndup = _coalesce.coalesce_index(idx, slot, rows, src, count, pos2u, n_rows, mstart)
+        assert not slot.any()
+        scratch = np.full((ndup, width), np.nan, dtype=dtype)
+        bad = _coalesce.sum_duplicates(vals, scratch, pos2u, src, count, m, mean, True,
+                                       mstart, np.empty(k, dtype=np.int32))
+        return rows[:m], src[:m], scratch, bad
+
+    rows1, src1, sums1, bad1 = run(1, values)
+    assert not bad1 and sums1.shape[0] > 5
+    # the serial sums are the position-order sums of the reference
+    for j in np.flatnonzero(src1 < 0):
+        expect = np.zeros(width, dtype=dtype)
+        for pos in np.flatnonzero(idx == rows1[j]):
+            expect = expect + values[pos]
+        np.testing.assert_array_equal(sums1[-src1[j] - 1], expect)
+    for nb in range(2, 8):
+        for mean in (False, True):
+            r, s, sums, bad = run(nb, values, mean)
+            ref = run(1, values, mean)
+            np.testing.assert_array_equal(r, ref[0])
+            np.testing.assert_array_equal(s, ref[1])
+            assert_bitwise_equal_arrays(sums, ref[2])
+            assert not bad
+    # a NaN in a single row and in a repeated row is found with any block count
+    single = int(src1[src1 >= 0][-1])
+    repeated_pos = int(np.flatnonzero(idx == rows1[np.flatnonzero(src1 < 0)[-1]])[-1])
+    for pos in (single, repeated_pos):
+        bad_values = values.copy()
+        bad_values[pos, width // 2] = np.nan
+        for nb in (1, 2, 3, 5):
+            assert run(nb, bad_values)[3]
+
+
+def assert_bitwise_equal_arrays(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert a.tobytes() == b.tobytes()

@@ -15,16 +15,35 @@ order, so the result does not depend on threads or on any sort's stability.
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 from cython cimport floating
+from cython.parallel cimport parallel, prange
+import numpy as np
+
+# Positions looked ahead when prefetching the per-row slot of a future index.
+cdef enum:
+    SLOT_AHEAD = 24
 
 ctypedef fused index_t:
     int32_t
     int64_t
 
 cdef extern from "_simd.h" nogil:
+    void so_prefetch_row(const void* ptr, size_t nbytes)
     void so_add_row_f(Py_ssize_t d, float* dst, const float* src)
     void so_add_row_d(Py_ssize_t d, double* dst, const double* src)
     int so_any_nonfinite_f(Py_ssize_t n, const float* x)
     int so_any_nonfinite_d(Py_ssize_t n, const double* x)
+
+
+cdef inline Py_ssize_t _block_start(Py_ssize_t k, Py_ssize_t b, Py_ssize_t nb) noexcept nogil:
+    """First position of block ``b`` when ``k`` positions are cut into ``nb`` blocks."""
+    return <Py_ssize_t>((<long long>k * b) // nb)
+
+
+cdef inline void _add_row(Py_ssize_t d, floating* dst, const floating* x) noexcept nogil:
+    if floating is float:
+        so_add_row_f(d, dst, x)
+    else:
+        so_add_row_d(d, dst, x)
 
 
 cdef inline int _any_nonfinite(Py_ssize_t n, const floating* x) noexcept nogil:
@@ -35,12 +54,15 @@ cdef inline int _any_nonfinite(Py_ssize_t n, const floating* x) noexcept nogil:
 
 
 def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
-                   int64_t[::1] src, int32_t[::1] count, int32_t[::1] pos2u, int64_t n_rows):
+                   int64_t[::1] src, int32_t[::1] count, int32_t[::1] pos2u, int64_t n_rows,
+                   int32_t[::1] mstart):
     """First pass of duplicate merging.
 
     Fills ``rows[:m]``, ``src[:m]`` (position of a row's single occurrence, or ``-(dup id + 1)``),
     ``count[:m]`` (occurrences per unique row) and ``pos2u[:k]`` (unique id of each position).
     ``slot`` holds unique id + 1 while the pass runs and is restored to 0 before returning.
+    ``mstart[b]`` receives the number of unique rows met before position ``block_start(k, b,
+    len(mstart))``, for a parallel ``sum_duplicates`` over that many blocks.
 
     Returns ``(m, n_dup)``: unique rows and repeated rows. When an index lies outside
     ``[0, n_rows)``, returns ``(-1, position)`` of the first such index and changes nothing else
@@ -50,8 +72,19 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
     cdef int64_t r
     cdef int32_t s
     cdef Py_ssize_t m = 0, ndup = 0, bad = -1
+    cdef Py_ssize_t nb = mstart.shape[0], b = 0, next_start = 0
     with nogil:
         for i in range(k):
+            while b < nb and i == next_start:
+                mstart[b] = <int32_t>m
+                b += 1
+                next_start = _block_start(k, b, nb)
+            # the slot of an index a few positions ahead: a random access into a table-sized
+            # array (warm: 0.69 -> 0.58 ms, cold: 1.15 -> 0.90 ms on 65,536 indices, 1M rows)
+            if i + SLOT_AHEAD < k:
+                r = idx[i + SLOT_AHEAD]
+                if r >= 0 and r < n_rows:
+                    so_prefetch_row(&slot[r], 4)
             r = idx[i]
             if r < 0 or r >= n_rows:
                 bad = i
@@ -71,6 +104,8 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
                 count[s] += 1
                 pos2u[i] = s
         for j in range(m):
+            if j + SLOT_AHEAD < m:
+                so_prefetch_row(&slot[rows[j + SLOT_AHEAD]], 4)
             slot[rows[j]] = 0
     if bad >= 0:
         return -1, bad
@@ -79,7 +114,8 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
 
 def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
                    const int32_t[::1] pos2u, const int64_t[::1] src, const int32_t[::1] count,
-                   Py_ssize_t m, bint mean, bint check):
+                   Py_ssize_t m, bint mean, bint check, const int32_t[::1] mstart,
+                   int32_t[::1] deferred):
     """Second pass: ``scratch[dup id] = sum of the row's gradients in position order``.
 
     With ``mean`` the sums are divided by their counts. Single rows are left in ``values``.
@@ -87,25 +123,67 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
     are tested as the pass walks past them, repeated rows through their sums (NaN and
     infinities propagate into a sum, and finite duplicates that overflow are caught too), so
     the batch is read once instead of twice.
+
+    Parallel over ``nb = len(mstart)`` threads (``mstart`` from ``coalesce_index`` with the same
+    ``nb``), with the same additions in the same order as one thread, so the sums are bitwise
+    the same for any thread count. The positions are cut into ``nb`` blocks; a thread adds the
+    rows of its block whose first occurrence lies in the block (unique id >= ``mstart[b]``) and
+    sets aside, in ``deferred`` (int32, ``k`` entries), the positions of rows that began in an
+    earlier block. After all blocks are done, the set-aside positions are added block by block,
+    each row by one thread (unique id modulo ``nb``), so every row still receives its
+    gradients in position order.
     """
-    cdef Py_ssize_t k = values.shape[0], d = values.shape[1], i, j, c
+    cdef Py_ssize_t k = values.shape[0], d = values.shape[1], i, j, c, lo, hi, nd
+    cdef Py_ssize_t nb = mstart.shape[0], b, t, bb
     cdef int64_t s
+    cdef int32_t u, first
     cdef floating* dst
     cdef floating cnt
     cdef int bad = 0
-    if scratch.shape[0] == 0:
+    cdef Py_ssize_t ndup = scratch.shape[0]
+    if ndup == 0:
         return False
+    cdef int32_t[::1] ndef = np.zeros(nb, dtype=np.int32)
+    cdef int32_t[::1] flags = np.zeros(nb, dtype=np.int32)
     with nogil:
-        memset(&scratch[0, 0], 0, scratch.shape[0] * d * sizeof(floating))
-        for i in range(k):
-            s = src[pos2u[i]]
-            if s < 0:
-                if floating is float:
-                    so_add_row_f(d, &scratch[-s - 1, 0], &values[i, 0])
-                else:
-                    so_add_row_d(d, &scratch[-s - 1, 0], &values[i, 0])
-            elif check:
-                bad |= _any_nonfinite(d, &values[i, 0])
+        memset(&scratch[0, 0], 0, ndup * d * sizeof(floating))
+        if nb == 1:
+            for i in range(k):
+                s = src[pos2u[i]]
+                if s < 0:
+                    _add_row(d, &scratch[-s - 1, 0], &values[i, 0])
+                elif check:
+                    bad |= _any_nonfinite(d, &values[i, 0])
+        else:
+            with parallel(num_threads=nb):
+                for b in prange(nb, schedule="static", chunksize=1):
+                    lo = _block_start(k, b, nb)
+                    hi = _block_start(k, b + 1, nb)
+                    first = mstart[b]
+                    nd = 0
+                    for i in range(lo, hi):
+                        u = pos2u[i]
+                        s = src[u]
+                        if s < 0:
+                            if u >= first:
+                                _add_row(d, &scratch[-s - 1, 0], &values[i, 0])
+                            else:
+                                deferred[lo + nd] = <int32_t>i
+                                nd = nd + 1
+                        elif check:
+                            flags[b] |= _any_nonfinite(d, &values[i, 0])
+                    ndef[b] = <int32_t>nd
+                # implicit barrier: every block's own rows are summed
+                for t in prange(nb, schedule="static", chunksize=1):
+                    for bb in range(1, nb):
+                        lo = _block_start(k, bb, nb)
+                        for j in range(lo, lo + ndef[bb]):
+                            i = deferred[j]
+                            u = pos2u[i]
+                            if u % nb == t:
+                                _add_row(d, &scratch[-src[u] - 1, 0], &values[i, 0])
+            for b in range(nb):
+                bad |= flags[b]
         if mean:
             for j in range(m):
                 s = src[j]
@@ -115,7 +193,7 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
                     for c in range(d):
                         dst[c] = dst[c] / cnt
         if check:
-            bad |= _any_nonfinite(scratch.shape[0] * d, &scratch[0, 0])
+            bad |= _any_nonfinite(ndup * d, &scratch[0, 0])
     return bool(bad)
 
 
@@ -164,3 +242,4 @@ def csr_rows_dense(const index_t[::1] indptr, const index_t[::1] indices,
             memset(&out[j, 0], 0, d * sizeof(floating))
             for e in range(indptr[r], indptr[r + 1]):
                 out[j, indices[e]] += data[e]
+

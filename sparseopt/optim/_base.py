@@ -23,12 +23,16 @@ from ._grad import MergedRows, RowIndexer, merge
 
 FLAGS = _rows.FLAGS
 
-# Below this many updated elements a step runs on one thread: waking a team costs more than it
-# saves, and on a loaded machine a parallel region can wait milliseconds for a descheduled
-# thread (measured: a 4,096-index step at width 32 took 0.15 ms on 1 thread, 2.3 ms on 2 while
-# the other core was busy). Benchmark suite, 2 threads vs 1 on a quiet machine: 4,096 x 64
-# (262,144 elements) ran at 0.77-1.00x, 65,536 x 16 and larger at 1.15-1.69x.
-PARALLEL_MIN_ELEMENTS = 1 << 19
+# Below this many updated elements (rows x width) a kernel runs on one thread: waking a team
+# costs more than it saves (on this VM a parallel region's wake-up costs up to ~0.1 ms), and on a
+# loaded machine a parallel region can wait milliseconds for a descheduled thread (measured: a
+# 4,096-index step at width 32 took 0.15 ms on 1 thread, 2.3 ms on 2 while the other core was
+# busy). Benchmark suite, 2 threads vs 1 on a quiet machine: with 1 << 16, batches of 4,096 x 64
+# and 2,417 x 16 ran at 0.74-0.95x; 25,629 x 16 (410k elements) and larger at 1.2-1.7x.
+PARALLEL_MIN_ELEMENTS = 3 << 17
+# Duplicate sums go parallel only from MERGE_PARALLEL_SCALE times that (batch rows x width):
+# 65,536 x 64 merged in 1.68 vs 2.25 ms on 2 threads, 65,536 x 16 in 0.67 vs 0.53 ms.
+MERGE_PARALLEL_SCALE = 8
 
 _COUNTERS = ("row_step", "last_step", "first_step")
 
@@ -218,7 +222,8 @@ class Optimizer:
             prepared: List[Tuple[int, MergedRows]] = []
             for i in sorted(pairs):
                 prepared.append((i, merge(self._keys[i], pairs[i], self._params[i],
-                                          self._indexers[i], self.duplicates, self.nonfinite)))
+                                          self._indexers[i], self.duplicates, self.nonfinite,
+                                          self._merge_threads)))
             for i, merged in prepared:
                 state = self._ensure_state(i, group)
                 state["step"] += 1
@@ -406,6 +411,12 @@ class Optimizer:
             return 1
         n = self.n_threads if self.n_threads is not None else _info.max_threads()
         return max(1, min(n, n_rows))
+
+    def _merge_threads(self, k: int, width: int) -> int:
+        """Threads for summing the duplicates of a batch of ``k`` rows of ``width``."""
+        if k * width < PARALLEL_MIN_ELEMENTS * MERGE_PARALLEL_SCALE:
+            return 1
+        return self._threads(k, width)
 
     @staticmethod
     def _advance_wd_log(state: Dict[str, Any], lr: float, weight_decay: float) -> np.ndarray:

@@ -7,7 +7,7 @@ update kernel runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -95,12 +95,16 @@ def _empty_scratch(values: np.ndarray) -> np.ndarray:
 
 
 def merge(key, grad: Any, param: np.ndarray, indexer: RowIndexer, duplicates: str,
-          nonfinite: str) -> MergedRows:
-    """Validate one gradient against its parameter and merge it into unique rows."""
+          nonfinite: str, threads: Optional[Callable[[int, int], int]] = None) -> MergedRows:
+    """Validate one gradient against its parameter and merge it into unique rows.
+
+    ``threads(k, d)`` gives the threads for summing the duplicates of a batch of k rows of
+    width d (the optimizer's rule); without it the merge runs on one thread.
+    """
     name = V.describe(key)
     check = nonfinite != "ignore"
     if isinstance(grad, RowGrad):
-        merged = _merge_rowgrad(name, grad, param, indexer, duplicates == "mean", check)
+        merged = _merge_rowgrad(name, grad, param, indexer, duplicates == "mean", check, threads)
     elif sp.issparse(grad):
         merged = _merge_sparse(name, grad, param)
         merged.maybe_nonfinite = check and _coalesce.any_nonfinite(merged.values)
@@ -133,7 +137,7 @@ def merge(key, grad: Any, param: np.ndarray, indexer: RowIndexer, duplicates: st
 
 
 def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool,
-                   check: bool) -> MergedRows:
+                   check: bool, threads: Optional[Callable[[int, int], int]]) -> MergedRows:
     n_rows = param.shape[0]
     idx = V.check_indices(name, grad.indices, n_rows)
     k = idx.shape[0]
@@ -144,13 +148,18 @@ def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool,
     src = np.empty(k, dtype=np.int64)
     count = np.empty(k, dtype=np.int32)
     pos2u = np.empty(k, dtype=np.int32)
-    m, ndup = _coalesce.coalesce_index(idx, indexer.slot(), rows, src, count, pos2u, n_rows)
+    nb = threads(k, values.shape[1]) if threads is not None else 1
+    mstart = np.empty(nb, dtype=np.int32)
+    m, ndup = _coalesce.coalesce_index(idx, indexer.slot(), rows, src, count, pos2u, n_rows,
+                                       mstart)
     if m < 0:
         raise V.index_error(name, int(idx[ndup]), int(ndup), n_rows)
     scratch = np.empty((ndup, values.shape[1]), dtype=values.dtype)
     if ndup:
         # checks single rows and sums in the same pass
-        bad = _coalesce.sum_duplicates(values, scratch, pos2u, src, count, m, mean, check)
+        deferred = np.empty(k if nb > 1 else 0, dtype=np.int32)
+        bad = _coalesce.sum_duplicates(values, scratch, pos2u, src, count, m, mean, check,
+                                       mstart, deferred)
     else:
         bad = check and _coalesce.any_nonfinite(values)
     return MergedRows(rows[:m], src[:m], values, scratch, bad)
