@@ -106,3 +106,24 @@ def test_index_sampler_stays_in_the_table(dist, zipf):
         assert counts.max() > 0.05 * idx.size
     else:
         assert counts.max() < 0.01 * idx.size
+
+
+@pytest.mark.parametrize("order", ["round-robin", "blocked"])
+def test_sample_order(order):
+    """round-robin alternates the contenders sample by sample; blocked runs each one's samples
+    back to back. Either way every contender gets its repeats (the reference at most its cap)."""
+    calls = []
+
+    def contender(name, max_repeats=None):
+        c = _suite.Contender("Adam", name, 1, lambda: calls.append(name),
+                             max_repeats=max_repeats, fixed_number=1)
+        return c
+
+    cs = [contender("a"), contender("b"), contender("ref", max_repeats=2)]
+    _suite.interleave(cs, 3, 1, 0.0, warm_s=0.0, pause_s=0.0, order=order)
+    timed = calls[-8:]  # after the warm-up steps (two rounds each, plus the fixed number)
+    if order == "blocked":
+        assert timed == ["a", "a", "a", "b", "b", "b", "ref", "ref"]
+    else:
+        assert timed == ["a", "b", "ref", "a", "b", "ref", "a", "b"]
+    assert [len(c.samples) for c in cs] == [3, 3, 2]

@@ -210,11 +210,15 @@ class Contender:
         self.samples.append((time.perf_counter() - t0) / self.number)
 
 
-def interleave(contenders, repeats, n_batches, min_sample_s, warm_s=WARM_UP_S, pause_s=1e-3):
+def interleave(contenders, repeats, n_batches, min_sample_s, warm_s=WARM_UP_S, pause_s=1e-3,
+               order="round-robin"):
     """Warm every contender up, then time them round-robin: A B C A B C ...
 
     The short pause between samples lets the previous contender's OpenMP workers stop spinning
     before the next one starts, so a contender is never charged for another's idle threads.
+    With ``order="blocked"`` each contender's samples run back to back instead (A A A B B B):
+    a step then finds in cache what its own previous step left there (steady-state training
+    on one batch), where round-robin leaves it what the previous contender left (cold rows).
     """
     for c in contenders:
         c.warm_up(n_batches, min_sample_s, warm_s)
@@ -222,11 +226,14 @@ def interleave(contenders, repeats, n_batches, min_sample_s, warm_s=WARM_UP_S, p
     gc.collect()
     gc.disable()
     try:
-        for r in range(repeats):
-            for c in contenders:
-                if c.max_repeats is None or r < c.max_repeats:
-                    time.sleep(pause_s)
-                    c.sample()
+        if order == "blocked":
+            schedule = [(r, c) for c in contenders for r in range(repeats)]
+        else:
+            schedule = [(r, c) for r in range(repeats) for c in contenders]
+        for r, c in schedule:
+            if c.max_repeats is None or r < c.max_repeats:
+                time.sleep(pause_s)
+                c.sample()
     finally:
         if gc_enabled:
             gc.enable()
@@ -430,7 +437,8 @@ def _fill_speedups(results):
 def run_suite(tables=DEFAULT_TABLES, batches=DEFAULT_BATCHES, dists=DISTRIBUTIONS,
               threads=(1, 2), optimizers=OPTIMIZERS, repeats=9, reference="small",
               use_torch=True, tiny=True, bw_megabytes=256, seed=0, index_dtype=np.int64,
-              distinct_batches=1, min_sample_ms=2.0, zipf="folded", warm_up_ms=WARM_UP_S * 1e3):
+              distinct_batches=1, min_sample_ms=2.0, zipf="folded", warm_up_ms=WARM_UP_S * 1e3,
+              order="round-robin"):
     """Run the benchmarks and return ``{"bandwidth": ..., "results": [...], "meta": ...}``.
 
     ``results`` holds one dict per (case, optimizer, implementation, thread count); the tiny
@@ -512,7 +520,8 @@ def run_suite(tables=DEFAULT_TABLES, batches=DEFAULT_BATCHES, dists=DISTRIBUTION
                          f"({case['unique']:,} unique rows), "
                          + ", ".join(f"{c.label}@{c.threads}" for c in contenders))
                     with BackgroundLoad() as load:
-                        interleave(contenders, repeats, len(pool), min_sample_s, warm_up_ms / 1e3)
+                        interleave(contenders, repeats, len(pool), min_sample_s, warm_up_ms / 1e3,
+                                   order=order)
                     line = []
                     for c in contenders:
                         res = _result(case, c, bandwidth)
@@ -547,6 +556,7 @@ def run_suite(tables=DEFAULT_TABLES, batches=DEFAULT_BATCHES, dists=DISTRIBUTION
         "distinct_batches": distinct_batches,
         "index_dtype": np.dtype(index_dtype).name,
         "zipf": zipf,
+        "order": order,
         "seed": seed,
         "load_average_before": load_avg,
     }
@@ -737,7 +747,7 @@ def render_markdown(report, command=None):
         f"Machine: {meta['cpu']}, {meta['cpus']} CPUs; Python {meta['python']}, NumPy "
         f"{meta['numpy']}, torch {meta['torch'] or 'not installed'}, sparseopt {version}. "
         f"float32, {meta['index_dtype']} indices, Zipf({ZIPF_EXPONENT}) {meta['zipf']}; "
-        f"{meta['repeats']} interleaved repeats, samples of at least "
+        f"{meta['repeats']} repeats ({meta.get('order', 'round-robin')}), samples of at least "
         f"{meta['min_sample_ms']:g} ms, {meta['distinct_batches']} distinct batch(es) per case.",
         "",
     ]
@@ -900,6 +910,11 @@ def build_parser(prog=None, default_out="benchmarks/results"):
                    help="fast steps are repeated so one timed sample lasts at least this long")
     p.add_argument("--warm-up-ms", type=float, default=WARM_UP_S * 1e3,
                    help="fast contenders step this long before timing (default %(default)g)")
+    p.add_argument("--order", choices=("round-robin", "blocked"), default="round-robin",
+                   help="round-robin (default): contenders alternate sample by sample, so each "
+                        "step finds the rows cold that the previous contender evicted; blocked: "
+                        "each contender's samples run back to back (warm caches, steady-state "
+                        "training on one batch)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -936,7 +951,7 @@ def main(argv=None, prog=None, default_out="benchmarks/results"):
                            index_dtype=np.dtype(args.index_dtype),
                            distinct_batches=args.distinct_batches,
                            min_sample_ms=args.min_sample_ms, zipf=args.zipf,
-                           warm_up_ms=args.warm_up_ms)
+                           warm_up_ms=args.warm_up_ms, order=args.order)
     report["command"] = command
     report["plots"] = [] if args.no_plots else make_plots(report["results"], out_dir)
     text = render_markdown(report, command)
