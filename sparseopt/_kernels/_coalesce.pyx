@@ -21,6 +21,7 @@ import numpy as np
 # Positions looked ahead when prefetching the per-row slot of a future index.
 cdef enum:
     SLOT_AHEAD = 24
+    VALUES_AHEAD = 8
 
 ctypedef fused index_t:
     int32_t
@@ -141,6 +142,10 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
     cdef floating cnt
     cdef int bad = 0
     cdef Py_ssize_t ndup = scratch.shape[0]
+    cdef size_t rb = d * sizeof(floating)
+    # rows of two lines or more are prefetched a few positions ahead (65,536 x 64 cold:
+    # 1.66-1.80 vs 2.25 ms); one-line rows stream in without help
+    cdef bint wide = rb >= 128
     if ndup == 0:
         return False
     cdef int32_t[::1] ndef = np.zeros(nb, dtype=np.int32)
@@ -149,6 +154,8 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
         memset(&scratch[0, 0], 0, ndup * d * sizeof(floating))
         if nb == 1:
             for i in range(k):
+                if wide and i + VALUES_AHEAD < k:
+                    so_prefetch_row(&values[i + VALUES_AHEAD, 0], rb)
                 s = src[pos2u[i]]
                 if s < 0:
                     _add_row(d, &scratch[-s - 1, 0], &values[i, 0])
@@ -162,6 +169,8 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
                     first = mstart[b]
                     nd = 0
                     for i in range(lo, hi):
+                        if wide and i + VALUES_AHEAD < hi:
+                            so_prefetch_row(&values[i + VALUES_AHEAD, 0], rb)
                         u = pos2u[i]
                         s = src[u]
                         if s < 0:

@@ -101,6 +101,9 @@ def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
     cdef floating* vm
     cdef const floating* g
     cdef size_t rb = d * sizeof(floating)
+    # gradient rows of two lines or more are prefetched too (1M x 64, cold rows: 7.6 vs
+    # 8.3 ms a step); one-line rows are read in order and the hardware prefetcher has them
+    cdef bint wide = rb >= 128
     cdef double omb1 = 1.0 - beta1, omb2 = 1.0 - beta2
     with nogil:
         for j in prange(nr, num_threads=n_threads, schedule="static"):
@@ -110,6 +113,8 @@ def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
                 so_prefetch_row(&param[ra, 0], rb)
                 so_prefetch_row(&m[ra, 0], rb)
                 so_prefetch_row(&v[ra, 0], rb)
+                if wide:
+                    so_prefetch_row(_grad_row(values, scratch, src[ja]), rb)
                 # the per-row counters are one more random access per row
                 if decay:
                     so_prefetch_row(&last_step[ra], 8)
@@ -173,6 +178,7 @@ def adagrad_rows_update(floating[:, ::1] param, floating[:, ::1] state_sum,
     cdef floating gsum
     cdef double k
     cdef size_t rb = d * sizeof(floating)
+    cdef bint wide = rb >= 128  # prefetch gradient rows of two lines or more
     with nogil:
         for j in prange(nr, num_threads=n_threads, schedule="static"):
             ja = j + PREFETCH_AHEAD
@@ -181,6 +187,8 @@ def adagrad_rows_update(floating[:, ::1] param, floating[:, ::1] state_sum,
                 so_prefetch_row(&param[ra, 0], rb)
                 if not rowwise:
                     so_prefetch_row(&state_sum[ra, 0], rb)
+                if wide:
+                    so_prefetch_row(_grad_row(values, scratch, src[ja]), rb)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
             if rowwise:
@@ -219,6 +227,7 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
     cdef floating* pbuf
     cdef const floating* g
     cdef size_t rb = d * sizeof(floating)
+    cdef bint wide = rb >= 128  # prefetch gradient rows of two lines or more
     cdef double oma = 1.0 - alpha
     with nogil:
         for j in prange(nr, num_threads=n_threads, schedule="static"):
@@ -233,6 +242,8 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
                     so_prefetch_row(&buf[ra, 0], rb)
                 if decay:
                     so_prefetch_row(&last_step[ra], 8)
+                if wide:
+                    so_prefetch_row(_grad_row(values, scratch, src[ja]), rb)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
             pm = pmul_now
