@@ -56,14 +56,14 @@ cdef inline int _any_nonfinite(Py_ssize_t n, const floating* x) noexcept nogil:
 
 def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
                    int64_t[::1] src, int32_t[::1] count, int32_t[::1] pos2u, int64_t n_rows,
-                   int32_t[::1] mstart):
+                   int32_t[::1] mstart=None):
     """First pass of duplicate merging.
 
     Fills ``rows[:m]``, ``src[:m]`` (position of a row's single occurrence, or ``-(dup id + 1)``),
     ``count[:m]`` (occurrences per unique row) and ``pos2u[:k]`` (unique id of each position).
     ``slot`` holds unique id + 1 while the pass runs and is restored to 0 before returning.
-    ``mstart[b]`` receives the number of unique rows met before position ``block_start(k, b,
-    len(mstart))``, for a parallel ``sum_duplicates`` over that many blocks.
+    ``mstart[b]`` (optional) receives the number of unique rows met before position
+    ``block_start(k, b, len(mstart))``, for a parallel ``sum_duplicates`` over that many blocks.
 
     Returns ``(m, n_dup)``: unique rows and repeated rows. When an index lies outside
     ``[0, n_rows)``, returns ``(-1, position)`` of the first such index and changes nothing else
@@ -73,7 +73,7 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
     cdef int64_t r
     cdef int32_t s
     cdef Py_ssize_t m = 0, ndup = 0, bad = -1
-    cdef Py_ssize_t nb = mstart.shape[0], b = 0, next_start = 0
+    cdef Py_ssize_t nb = 0 if mstart is None else mstart.shape[0], b = 0, next_start = 0
     with nogil:
         for i in range(k):
             while b < nb and i == next_start:
@@ -115,8 +115,8 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
 
 def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
                    const int32_t[::1] pos2u, const int64_t[::1] src, const int32_t[::1] count,
-                   Py_ssize_t m, bint mean, bint check, const int32_t[::1] mstart,
-                   int32_t[::1] deferred):
+                   Py_ssize_t m, bint mean, bint check, const int32_t[::1] mstart=None,
+                   int32_t[::1] deferred=None):
     """Second pass: ``scratch[dup id] = sum of the row's gradients in position order``.
 
     With ``mean`` the sums are divided by their counts. Single rows are left in ``values``.
@@ -125,8 +125,8 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
     infinities propagate into a sum, and finite duplicates that overflow are caught too), so
     the batch is read once instead of twice.
 
-    Parallel over ``nb = len(mstart)`` threads (``mstart`` from ``coalesce_index`` with the same
-    ``nb``), with the same additions in the same order as one thread, so the sums are bitwise
+    Without ``mstart``, one thread. With it, parallel over ``nb = len(mstart)`` threads
+    (``mstart`` from ``coalesce_index`` with the same ``nb``), with the same additions in the same order as one thread, so the sums are bitwise
     the same for any thread count. The positions are cut into ``nb`` blocks; a thread adds the
     rows of its block whose first occurrence lies in the block (unique id >= ``mstart[b]``) and
     sets aside, in ``deferred`` (int32, ``k`` entries), the positions of rows that began in an
@@ -135,7 +135,7 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
     gradients in position order.
     """
     cdef Py_ssize_t k = values.shape[0], d = values.shape[1], i, j, c, lo, hi, nd
-    cdef Py_ssize_t nb = mstart.shape[0], b, t, bb
+    cdef Py_ssize_t nb = 1 if mstart is None else mstart.shape[0], b, t, bb
     cdef int64_t s
     cdef int32_t u, first
     cdef floating* dst
@@ -148,8 +148,10 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
     cdef bint wide = rb >= 128
     if ndup == 0:
         return False
-    cdef int32_t[::1] ndef = np.zeros(nb, dtype=np.int32)
-    cdef int32_t[::1] flags = np.zeros(nb, dtype=np.int32)
+    cdef int32_t[::1] ndef, flags
+    if nb > 1:  # (allocated only here: a tiny step pays ~1 us per array)
+        ndef = np.zeros(nb, dtype=np.int32)
+        flags = np.zeros(nb, dtype=np.int32)
     with nogil:
         memset(&scratch[0, 0], 0, ndup * d * sizeof(floating))
         if nb == 1:

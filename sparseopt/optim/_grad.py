@@ -149,7 +149,7 @@ def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool,
     count = np.empty(k, dtype=np.int32)
     pos2u = np.empty(k, dtype=np.int32)
     nb = threads(k, values.shape[1]) if threads is not None else 1
-    mstart = np.empty(nb, dtype=np.int32)
+    mstart = np.empty(nb, dtype=np.int32) if nb > 1 else None
     m, ndup = _coalesce.coalesce_index(idx, indexer.slot(), rows, src, count, pos2u, n_rows,
                                        mstart)
     if m < 0:
@@ -157,7 +157,7 @@ def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool,
     scratch = np.empty((ndup, values.shape[1]), dtype=values.dtype)
     if ndup:
         # checks single rows and sums in the same pass
-        deferred = np.empty(k if nb > 1 else 0, dtype=np.int32)
+        deferred = np.empty(k, dtype=np.int32) if nb > 1 else None
         bad = _coalesce.sum_duplicates(values, scratch, pos2u, src, count, m, mean, check,
                                        mstart, deferred)
     else:
