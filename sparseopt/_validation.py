@@ -324,6 +324,9 @@ def _check_sparse_structure(name: str, grad: Any) -> None:
 
 def match_grads(grads: Any, keys: List[ParamKey], is_dict: bool) -> Dict[int, Any]:
     """Pair the ``grads`` argument of ``step`` with parameter positions (``None`` dropped)."""
+    if type(grads) is list and not is_dict and len(grads) == len(keys):
+        # the common case first: an ABC isinstance check costs ~2 us of a ~15 us tiny step
+        return {i: g for i, g in enumerate(grads) if g is not None}
     if isinstance(grads, Mapping):
         if not is_dict:
             raise TypeError("this optimizer was built from a list of parameters; pass a list")
