@@ -267,3 +267,18 @@ class RMSprop(_Reference):
                 P[r] = T(shrink) * P[r] - T(lr) * buf[r]
             else:
                 P[r] = T(shrink) * P[r] - T(lr) * g / den
+
+
+class SGD(_Reference):
+    """Reference plain SGD: ``p_r <- p_r - lr * g_r`` on the touched rows (no state)."""
+
+    _NAME = "SGD"
+    _DEFAULTS = dict(lr=1e-2)
+
+    def _init_state(self, st, P) -> None:
+        st["step"] = 0
+
+    def _update(self, st, P, rows, G, t, history) -> None:
+        T = P.dtype.type
+        for r, g in zip(rows, G):
+            P[r] = P[r] - T(self.h["lr"]) * g

@@ -11,7 +11,7 @@ and feature-major weights ``W`` of shape ``(n_rows, K)`` (row ``n_feat`` is the 
 3. compute every sample's margins ``wscale * (X_i @ W + b)``, its loss and the loss
    derivative ``dloss``, scaled by ``sample_weight * scale`` (``scale`` = 1 / batch size);
 4. scatter ``X_batch.T @ dloss`` into ``G[:m]`` next to ``rows[:m]``: a row gradient ready for
-   ``sparseopt.RowGrad`` (or for ``sgd_rows_update``).
+   ``sparseopt.RowGrad`` and the optimizer's ``step`` (``optimizer="sgd"`` included).
 
 Preconditions (established by ``sparseopt.linear_model``, never checked here):
 
@@ -433,18 +433,3 @@ def catch_up_rows(floating[:, ::1] W, Py_ssize_t n_feat, int64_t[::1] pen_step,
                       q, j < n_feat, &Q[0], &cum_a[0], &cum_q[0], &cum_aq[0], avg_from,
                       flags)
             pen_step[j] = 0
-
-
-def sgd_rows_update(floating[:, ::1] W, const floating[:, ::1] G, const int64_t[::1] rows,
-                    Py_ssize_t m, double lr):
-    """Plain SGD on unique rows: ``W[rows[u]] -= lr * G[u]`` for ``u < m`` (in place)."""
-    cdef Py_ssize_t K = W.shape[1], u, k
-    cdef floating* w
-    cdef const floating* g
-    cdef floating a = <floating>lr
-    with nogil:
-        for u in range(m):
-            w = &W[rows[u], 0]
-            g = &G[u, 0]
-            for k in range(K):
-                w[k] -= a * g[k]

@@ -440,23 +440,6 @@ def csr_contains(const index_t[::1] indptr, const index_t[::1] indices,
     return hits
 
 
-def sgd_rows_update(floating[:, ::1] param, const index_t[::1] idx,
-                    const floating[:, ::1] grads, double lr):
-    """Plain SGD on rows: ``param[idx[s]] -= lr * grads[s]`` in sample order (serial, so the
-    result is deterministic; duplicates are applied one after another, which equals summing
-    them first up to rounding)."""
-    cdef Py_ssize_t B = idx.shape[0], d = param.shape[1], s, f
-    cdef floating* p
-    cdef const floating* g
-    cdef floating step = <floating>lr
-    with nogil:
-        for s in range(B):
-            p = &param[idx[s], 0]
-            g = &grads[s, 0]
-            for f in range(d):
-                p[f] = p[f] - step * g[f]
-
-
 # --------------------------------------------------------------------------- top-n selection
 
 

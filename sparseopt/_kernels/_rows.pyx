@@ -1,4 +1,5 @@
-"""Row-update kernels: ``<algorithm>_rows_update`` and ``flush_decay``.
+"""Row-update kernels: ``<algorithm>_rows_update`` (Adam, Adagrad, RMSprop, SGD) and
+``flush_decay``.
 
 Preconditions (established by ``sparseopt.optim``, never checked here):
 
@@ -267,6 +268,31 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
             else:
                 so_rmsprop_row_d(d, &param[r, 0], &v[r, 0], pga, pbuf, g, ale, oma, mue, lr,
                                  eps_in, eps, pm)
+
+
+def sgd_rows_update(floating[:, ::1] param, const floating[:, ::1] values,
+                    const floating[:, ::1] scratch, const int64_t[::1] rows,
+                    const int64_t[::1] src, double lr, int n_threads):
+    """Plain SGD on the unique rows ``rows``: ``p <- p - lr * g`` (in place; no state)."""
+    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja
+    cdef int64_t r
+    cdef const floating* g
+    cdef size_t rb = d * sizeof(floating)
+    cdef bint wide = rb >= 128  # prefetch gradient rows of two lines or more
+    with nogil:
+        for j in prange(nr, num_threads=n_threads, schedule="static"):
+            ja = j + PREFETCH_AHEAD
+            if ja < nr:
+                so_prefetch_row(&param[rows[ja], 0], rb)
+                if wide:
+                    so_prefetch_row(_grad_row(values, scratch, src[ja]), rb)
+            r = rows[j]
+            g = _grad_row(values, scratch, src[j])
+            # pmul = 1: 1 * p is p exactly, so this is p - lr * g
+            if floating is float:
+                so_axpby_row_f(d, &param[r, 0], g, <float>lr, 1.0)
+            else:
+                so_axpby_row_d(d, &param[r, 0], g, lr, 1.0)
 
 
 def flush_decay(floating[:, ::1] param, floating[:, :] s0, floating[:, :] s1,

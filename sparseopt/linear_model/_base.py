@@ -9,7 +9,7 @@ number of features:
     _kernels/_linear.minibatch_gradient    margins, losses, dloss, G = X_batch.T @ dloss as
                                            unique rows (+ lazy penalty/average catch-up)
     sparseopt.Adam/Adagrad/RMSprop.step    RowGrad(rows, G): the optimizer core, lazy
-    (or _linear.sgd_rows_update)           plain SGD for optimizer="sgd"
+    (or sparseopt.optim.SGD.step)          plain SGD for optimizer="sgd", same path
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import _validation as V
 from .._kernels import _info, _linear
-from ..optim import Adagrad, Adam, RMSprop, RowGrad
+from ..optim import SGD, Adagrad, Adam, RMSprop, RowGrad
 from ._lazy import LazyRegularizer
 
 try:  # scikit-learn >= 1.6
@@ -279,7 +279,7 @@ class BaseSGD(BaseEstimator):
             return Adagrad({"coef": W}, eps=eps, **kw)
         if self.optimizer == "rmsprop":
             return RMSprop({"coef": W}, alpha=params["rho"], eps=eps, **kw)
-        return None
+        return SGD({"coef": W}, **kw)
 
     # -- coefficients ------------------------------------------------------------------------
 
@@ -471,8 +471,6 @@ class BaseSGD(BaseEstimator):
         kernel = _linear.minibatch_gradient.__signatures__[
             f"{'int32_t' if indices.dtype == np.int32 else 'int64_t'}|"
             f"{'float' if W.dtype == np.float32 else 'double'}"]
-        sgd = (_linear.sgd_rows_update.__signatures__[
-            "float" if W.dtype == np.float32 else "double"] if self.optimizer == "sgd" else None)
         opt = self.optimizer_
         reg = self._reg
         lr, power_t = params["lr"], params["power_t"]
@@ -526,12 +524,9 @@ class BaseSGD(BaseEstimator):
                                reg.cum_a, reg.cum_q, reg.cum_aq, reg.step_index(),
                                reg.avg_from(), reg.flags, reg.wscale, nt)
                 step_lr = eta * reg.lr_factor()
-                if sgd is not None:
-                    sgd(W, scratch.G, scratch.rows, m, step_lr)
-                else:
-                    if step_lr != opt.lr:
-                        opt.lr = step_lr
-                    opt.step([RowGrad(scratch.rows[:m], scratch.G[:m])])
+                if step_lr != opt.lr:
+                    opt.lr = step_lr
+                opt.step([RowGrad(scratch.rows[:m], scratch.G[:m])])
                 self.t_ += 1
                 self._samples_seen += nb
                 step_in_epoch += 1
@@ -600,7 +595,7 @@ class BaseSGD(BaseEstimator):
         start a fresh optimizer."""
         return (getattr(self, "_reg", None) is None
                 or getattr(self, "_optimizer_kind", None) != self.optimizer
-                or (self.optimizer_ is None and self.optimizer != "sgd"))
+                or self.optimizer_ is None)
 
     def _fit_seed(self) -> int:
         return int(check_random_state(self.random_state).randint(_MAX_INT))

@@ -106,9 +106,9 @@ _ATTRIBUTES_DOC = """    n_iter_ : int
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Defined when X has string column names.
-    optimizer_ : sparseopt.Adam, Adagrad, RMSprop or None
-        The optimizer (``None`` for ``optimizer='sgd'`` and after ``sparsify()``); its single
-        parameter ``'coef'`` is the feature-major weight table.
+    optimizer_ : sparseopt.Adam, Adagrad, RMSprop, sparseopt.optim.SGD or None
+        The optimizer (``None`` after ``sparsify()``); its single parameter ``'coef'`` is the
+        feature-major weight table.
 """
 
 

@@ -4,5 +4,6 @@ from ._adam import Adam
 from ._base import Optimizer
 from ._grad import RowGrad
 from ._rmsprop import RMSprop
+from ._sgd import SGD
 
-__all__ = ["Adam", "Adagrad", "RMSprop", "RowGrad", "Optimizer"]
+__all__ = ["Adam", "Adagrad", "RMSprop", "SGD", "RowGrad", "Optimizer"]

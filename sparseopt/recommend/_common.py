@@ -1,15 +1,15 @@
-"""Shared pieces of the recommenders: optimizer choice, plain SGD, thread counts, checks."""
+"""Shared pieces of the recommenders: optimizer choice, thread counts, checks."""
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
 from .. import _validation as V
-from .._kernels import _info, _recommend
+from .._kernels import _info
 from ..datasets import _rng
-from ..optim import Adagrad, Adam, RMSprop, RowGrad
+from ..optim import SGD, Adagrad, Adam, RMSprop
 
 __all__ = ["make_optimizer", "kernel_threads", "check_random_state", "OPTIMIZERS"]
 
@@ -33,61 +33,6 @@ def kernel_threads(n_threads: Optional[int], work: int) -> int:
     return max(1, int(n))
 
 
-class SGD:
-    """Plain mini-batch SGD on rows, ``theta_r <- theta_r - lr * g_r``, with the optimizers'
-    ``step`` protocol (a list of ``RowGrad`` / dense arrays / ``None``).
-
-    Duplicate rows are applied one after another, in sample order, by a serial kernel (equal
-    to summing them first, up to rounding). No state, so no lazy catch-up is ever owed.
-    """
-
-    def __init__(self, params: Sequence[np.ndarray], lr: float = 0.01,
-                 n_threads: Optional[int] = None) -> None:
-        self._params = list(params)
-        for i, p in enumerate(self._params):
-            V.check_param(i, p)
-        self.param_groups = [dict(lr=V.check_real("lr", lr))]
-        self.state: Dict[Any, Dict[str, Any]] = {}
-        self.n_threads = n_threads
-
-    @property
-    def lr(self) -> float:
-        return self.param_groups[0]["lr"]
-
-    @lr.setter
-    def lr(self, value: float) -> None:
-        self.param_groups[0]["lr"] = V.check_real("lr", value)
-
-    @property
-    def params(self) -> List[np.ndarray]:
-        return list(self._params)
-
-    def step(self, grads: Sequence[Any]) -> None:
-        if len(grads) != len(self._params):
-            raise ValueError(f"step() got {len(grads)} gradients for {len(self._params)} "
-                             "parameters")
-        lr = self.lr
-        for p, g in zip(self._params, grads):
-            if g is None:
-                continue
-            if isinstance(g, RowGrad):
-                vals = V.rows_view(np.ascontiguousarray(g.values, dtype=p.dtype))
-                idx = np.ascontiguousarray(g.indices)
-                if idx.dtype not in (np.int32, np.int64):
-                    idx = idx.astype(np.int64)
-                if not np.all(np.isfinite(vals)):
-                    raise FloatingPointError("SGD: the gradient has NaN or infinite values")
-                _recommend.sgd_rows_update(V.rows_view(p), idx, vals, lr)
-            else:
-                g = np.asarray(g, dtype=p.dtype).reshape(p.shape)
-                if not np.all(np.isfinite(g)):
-                    raise FloatingPointError("SGD: the gradient has NaN or infinite values")
-                p -= p.dtype.type(lr) * g
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"optimizer": "SGD", "state": {}, "param_groups": [dict(self.param_groups[0])]}
-
-
 def make_optimizer(name: str, params: Sequence[np.ndarray], learning_rate: float,
                    n_threads: Optional[int], optimizer_params: Optional[Dict[str, Any]]):
     """The sparseopt optimizer ``name`` over ``params`` (``optimizer_params`` are passed on)."""
@@ -100,7 +45,7 @@ def make_optimizer(name: str, params: Sequence[np.ndarray], learning_rate: float
     if name == "sgd":
         if kw:
             raise ValueError(f"optimizer='sgd' takes no optimizer_params, got {sorted(kw)}")
-        return SGD(params, lr=learning_rate, n_threads=n_threads)
+        return SGD(list(params), lr=learning_rate, n_threads=n_threads)
     cls = {"adam": Adam, "adagrad": Adagrad, "rmsprop": RMSprop}[name]
     return cls(list(params), lr=learning_rate, n_threads=n_threads, **kw)
 
