@@ -651,3 +651,39 @@ def test_parallel_duplicate_sums_bitwise_equal(index_dtype, width, dtype):
 def assert_bitwise_equal_arrays(a, b):
     assert a.dtype == b.dtype and a.shape == b.shape
     assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.usefixtures("force_parallel")
+@pytest.mark.parametrize("opt_name", ["Adam", "Adagrad", "RMSprop"])
+def test_parallel_duplicate_sums_in_a_step(opt_name, monkeypatch):
+    """A batch with few repeats (the case where the duplicate sums run on the optimizer's
+    threads) gives bitwise the same step on 1, 2 and 3 threads, and the parallel path ran."""
+    from sparseopt._kernels import _coalesce
+    from sparseopt.optim import _grad
+
+    blocks = []
+    real = _coalesce.sum_duplicates
+
+    class Spy:
+        def __getattr__(self, attr):
+            return getattr(_coalesce, attr)
+
+        @staticmethod
+        def sum_duplicates(*args):
+            blocks.append(0 if args[8] is None else len(args[8]))
+            return real(*args)
+
+    monkeypatch.setattr(_grad, "_coalesce", Spy())
+    results = []
+    for n in (1, 2, 3):
+        rng = np.random.default_rng(5)
+        table = rng.normal(size=(5000, 9)).astype(np.float32)
+        opt = OPTIMIZERS[opt_name]([table], n_threads=n, lr=0.01)
+        for _ in range(3):
+            idx = rng.integers(0, 5000, size=300)
+            idx[rng.integers(0, 300, size=20)] = idx[:20]  # ~10% repeats, across blocks
+            opt.step([so.RowGrad(idx, rng.normal(size=(300, 9)).astype(np.float32))])
+        results.append(opt)
+    assert_bitwise_equal(results[0], results[1], "1 vs 2 threads")
+    assert_bitwise_equal(results[0], results[2], "1 vs 3 threads")
+    assert blocks[:3] == [0, 0, 0] and blocks[3:6] == [2, 2, 2] and blocks[6:] == [3, 3, 3]
