@@ -687,3 +687,18 @@ def test_parallel_duplicate_sums_in_a_step(opt_name, monkeypatch):
     assert_bitwise_equal(results[0], results[1], "1 vs 2 threads")
     assert_bitwise_equal(results[0], results[2], "1 vs 3 threads")
     assert blocks[:3] == [0, 0, 0] and blocks[3:6] == [2, 2, 2] and blocks[6:] == [3, 3, 3]
+
+
+def test_sum_duplicates_without_repeats_still_checks():
+    """No repeated row (empty scratch): the non-finite check still looks at every row."""
+    from sparseopt._kernels import _coalesce
+
+    values = np.ones((3, 2))
+    empty = np.empty((0, 2))
+    pos2u = np.arange(3, dtype=np.int32)
+    src = np.arange(3, dtype=np.int64)
+    count = np.ones(3, dtype=np.int32)
+    assert not _coalesce.sum_duplicates(values, empty, pos2u, src, count, 3, False, True)
+    values[2, 1] = np.inf
+    assert _coalesce.sum_duplicates(values, empty, pos2u, src, count, 3, False, True)
+    assert not _coalesce.sum_duplicates(values, empty, pos2u, src, count, 3, False, False)

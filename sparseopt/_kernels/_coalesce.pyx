@@ -15,7 +15,7 @@ order, so the result does not depend on threads or on any sort's stability.
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport prange
 import numpy as np
 
 # Positions looked ahead when prefetching the per-row slot of a future index.
@@ -135,9 +135,9 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
     gradients in position order.
     """
     cdef Py_ssize_t k = values.shape[0], d = values.shape[1], i, j, c, lo, hi, nd
-    cdef Py_ssize_t nb = 1 if mstart is None else mstart.shape[0], b, t, bb
+    cdef Py_ssize_t nb = 1 if mstart is None else mstart.shape[0], b, t, bb, lo2, i2, j2
     cdef int64_t s
-    cdef int32_t u, first
+    cdef int32_t u, u2, first
     cdef floating* dst
     cdef floating cnt
     cdef int bad = 0
@@ -147,7 +147,7 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
     # 1.66-1.80 vs 2.25 ms); one-line rows stream in without help
     cdef bint wide = rb >= 128
     if ndup == 0:
-        return False
+        return bool(check and k and _any_nonfinite(k * d, &values[0, 0]))
     cdef int32_t[::1] ndef, flags
     if nb > 1:  # (allocated only here: a tiny step pays ~1 us per array)
         ndef = np.zeros(nb, dtype=np.int32)
@@ -164,35 +164,38 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
                 elif check:
                     bad |= _any_nonfinite(d, &values[i, 0])
         else:
-            with parallel(num_threads=nb):
-                for b in prange(nb, schedule="static", chunksize=1):
-                    lo = _block_start(k, b, nb)
-                    hi = _block_start(k, b + 1, nb)
-                    first = mstart[b]
-                    nd = 0
-                    for i in range(lo, hi):
-                        if wide and i + VALUES_AHEAD < hi:
-                            so_prefetch_row(&values[i + VALUES_AHEAD, 0], rb)
-                        u = pos2u[i]
-                        s = src[u]
-                        if s < 0:
-                            if u >= first:
-                                _add_row(d, &scratch[-s - 1, 0], &values[i, 0])
-                            else:
-                                deferred[lo + nd] = <int32_t>i
-                                nd = nd + 1
-                        elif check:
-                            flags[b] |= _any_nonfinite(d, &values[i, 0])
-                    ndef[b] = <int32_t>nd
-                # implicit barrier: every block's own rows are summed
-                for t in prange(nb, schedule="static", chunksize=1):
-                    for bb in range(1, nb):
-                        lo = _block_start(k, bb, nb)
-                        for j in range(lo, lo + ndef[bb]):
-                            i = deferred[j]
-                            u = pos2u[i]
-                            if u % nb == t:
-                                _add_row(d, &scratch[-src[u] - 1, 0], &values[i, 0])
+            # Two parallel regions, not two loops in one: Cython emits a prange inside
+            # `with parallel()` as `omp for nowait`, so nothing would make the second loop
+            # wait for the first (found in review; only GCC's handling of lastprivate hid it).
+            # The second loop also uses its own variables, so no variable is shared by both.
+            for b in prange(nb, num_threads=nb, schedule="static", chunksize=1):
+                lo = _block_start(k, b, nb)
+                hi = _block_start(k, b + 1, nb)
+                first = mstart[b]
+                nd = 0
+                for i in range(lo, hi):
+                    if wide and i + VALUES_AHEAD < hi:
+                        so_prefetch_row(&values[i + VALUES_AHEAD, 0], rb)
+                    u = pos2u[i]
+                    s = src[u]
+                    if s < 0:
+                        if u >= first:
+                            _add_row(d, &scratch[-s - 1, 0], &values[i, 0])
+                        else:
+                            deferred[lo + nd] = <int32_t>i
+                            nd = nd + 1
+                    elif check:
+                        flags[b] |= _any_nonfinite(d, &values[i, 0])
+                ndef[b] = <int32_t>nd
+            # the region has joined: every block's own rows are summed
+            for t in prange(nb, num_threads=nb, schedule="static", chunksize=1):
+                for bb in range(1, nb):
+                    lo2 = _block_start(k, bb, nb)
+                    for j2 in range(lo2, lo2 + ndef[bb]):
+                        i2 = deferred[j2]
+                        u2 = pos2u[i2]
+                        if u2 % nb == t:
+                            _add_row(d, &scratch[-src[u2] - 1, 0], &values[i2, 0])
             for b in range(nb):
                 bad |= flags[b]
         if mean:
