@@ -126,13 +126,14 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
     the batch is read once instead of twice.
 
     Without ``mstart``, one thread. With it, parallel over ``nb = len(mstart)`` threads
-    (``mstart`` from ``coalesce_index`` with the same ``nb``), with the same additions in the same order as one thread, so the sums are bitwise
-    the same for any thread count. The positions are cut into ``nb`` blocks; a thread adds the
-    rows of its block whose first occurrence lies in the block (unique id >= ``mstart[b]``) and
-    sets aside, in ``deferred`` (int32, ``k`` entries), the positions of rows that began in an
-    earlier block. After all blocks are done, the set-aside positions are added block by block,
-    each row by one thread (unique id modulo ``nb``), so every row still receives its
-    gradients in position order.
+    (``mstart`` from ``coalesce_index`` with the same ``nb``), with the same additions in the
+    same order as one thread, so the sums are bitwise the same for any thread count. The
+    positions are cut into ``nb`` blocks; in a first parallel region a thread adds the rows of
+    its block whose first occurrence lies in the block (unique id >= ``mstart[b]``) and sets
+    aside, in ``deferred`` (int32, ``k`` entries), the positions of rows that began in an
+    earlier block. In a second region, once every block is done, the set-aside positions are
+    added block by block, each row by one thread (unique id modulo ``nb``), so every row still
+    receives its gradients in position order.
     """
     cdef Py_ssize_t k = values.shape[0], d = values.shape[1], i, j, c, lo, hi, nd
     cdef Py_ssize_t nb = 1 if mstart is None else mstart.shape[0], b, t, bb, lo2, i2, j2
