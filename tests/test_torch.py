@@ -32,7 +32,9 @@ import sparseopt as so  # noqa: E402
 N_ROWS = 40
 N_STEPS = 24
 EMPTY_STEP = 6  # a step whose gradient holds no rows: t advances, nothing moves
-TOL = {np.float32: dict(rtol=1e-6, atol=1e-7), np.float64: dict(rtol=1e-12, atol=1e-14)}
+# float32 trajectories: torch and our kernels may contract a*b+c differently (FMA) on some CPUs,
+# so 20+ steps of momentum drift by a few ulps of the largest entries.
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 # Moments are sums with cancellation: an absolute floor of a few ulps of O(1) terms.
 STATE_TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-11, atol=1e-14)}
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
