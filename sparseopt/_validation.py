@@ -143,13 +143,26 @@ def check_betas(betas: Any) -> Tuple[float, float]:
             check_real("betas[1]", b2, high=1.0, high_open=True))
 
 
-def check_n_threads(n_threads: Any) -> Union[int, None]:
+def check_n_threads(n_threads: Any, name: str = "n_threads") -> Union[int, None]:
+    """None (OpenMP's default) or a thread count from 1 to what the machine can start
+    (``sparseopt._utils.max_n_threads()``: four per available core, within OpenMP's limit).
+
+    A request OpenMP cannot honour would end the process instead of raising, so it is refused
+    here with a ValueError.
+    """
     if n_threads is None:
         return None
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral):
-        raise TypeError(f"n_threads must be None or a positive int, got {n_threads!r}")
+        raise TypeError(f"{name} must be None or a positive int, got {n_threads!r}")
     if int(n_threads) < 1:
-        raise ValueError(f"n_threads must be None or a positive int, got {n_threads!r}")
+        raise ValueError(f"{name} must be None or a positive int, got {n_threads!r}")
+    from ._utils import max_n_threads
+
+    limit = max_n_threads()
+    if int(n_threads) > limit:
+        raise ValueError(f"{name}={n_threads!r} is more threads than this machine can start "
+                         f"usefully (at most {limit}: four per available core, within "
+                         "OpenMP's thread limit)")
     return int(n_threads)
 
 
@@ -256,6 +269,8 @@ def check_sparse(name: str, grad: Any, param: np.ndarray):
             f"{name}: sparse gradient has shape {shape}, parameter has shape {param.shape}"
         )
     _check_sparse_structure(name, grad)
+    if grad.format in ("lil", "dok", "dia"):
+        grad = grad.tocoo()  # safe once the structure is checked; COO is compacted below
     if grad.format == "coo":
         # Compact first: a CSR of the whole table would cost O(n_rows) per step (1.6 s for a
         # 3-entry gradient on 67M rows); this costs O(nnz log nnz).
@@ -280,46 +295,8 @@ def check_sparse(name: str, grad: Any, param: np.ndarray):
 
 
 def _check_sparse_structure(name: str, grad: Any) -> None:
-    """Refuse CSR/CSC/COO gradients whose index arrays contradict their shape.
-
-    scipy checks index bounds only in ``check_format(full_check=True)``: a matrix built from raw
-    ``(data, indices, indptr)`` (or edited afterwards) may hold a column index past the shape,
-    and converting or densifying it reads and writes out of bounds (heap corruption, not an
-    exception). O(nnz + rows), a fraction of the cost of densifying the touched rows.
-    """
-    fmt = grad.format
-    if fmt in ("csr", "csc"):
-        major, minor = grad.shape if fmt == "csr" else grad.shape[::-1]
-        indptr, indices = grad.indptr, grad.indices
-        nnz = min(indices.shape[0], grad.data.shape[0])
-        problem = None
-        if indptr.ndim != 1 or indptr.shape[0] != major + 1:
-            problem = f"indptr has shape {indptr.shape}, expected ({major + 1},)"
-        elif indptr[0] != 0 or (major > 1 and (indptr[1:] < indptr[:-1]).any()):
-            problem = "indptr must start at 0 and never decrease"
-        elif indptr[-1] > nnz:
-            problem = (f"indptr ends at {int(indptr[-1])} but only {indices.shape[0]} indices "
-                       f"and {grad.data.shape[0]} values are stored")
-        elif indptr[-1] > 0:
-            used = indices[: int(indptr[-1])]
-            lo, hi = used.min(), used.max()
-            if lo < 0 or hi >= minor:
-                what = "column" if fmt == "csr" else "row"
-                problem = (f"{what} index {int(lo if lo < 0 else hi)} is out of range for "
-                           f"{minor} {what}s")
-    elif fmt == "coo":
-        problem = None
-        coords = grad.coords if hasattr(grad, "coords") else (grad.row, grad.col)
-        for axis, (ix, size) in enumerate(zip(coords, grad.shape)):
-            ix = np.asarray(ix)
-            if ix.size and (ix.min() < 0 or ix.max() >= size):
-                bad = int(ix.min() if ix.min() < 0 else ix.max())
-                problem = f"index {bad} on axis {axis} is out of range for size {size}"
-                break
-    else:
-        return
-    if problem is not None:
-        raise ValueError(f"{name}: the sparse gradient is malformed: {problem}")
+    """The gradient form of :func:`check_sparse_structure` (messages say "sparse gradient")."""
+    check_sparse_structure(name, grad, what=f"{name}: the sparse gradient")
 
 
 def match_grads(grads: Any, keys: List[ParamKey], is_dict: bool) -> Dict[int, Any]:
@@ -327,6 +304,14 @@ def match_grads(grads: Any, keys: List[ParamKey], is_dict: bool) -> Dict[int, An
     if type(grads) is list and not is_dict and len(grads) == len(keys):
         # the common case first: an ABC isinstance check costs ~2 us of a ~15 us tiny step
         return {i: g for i, g in enumerate(grads) if g is not None}
+    if sp.issparse(grads) or isinstance(grads, np.ndarray):
+        # one gradient (a DOK matrix is also a dict: it must not be read as one per name)
+        if len(keys) == 1:
+            return {0: grads}
+        raise TypeError(
+            f"step() got one {type(grads).__name__} for {len(keys)} parameters; pass a list of "
+            f"{len(keys)} gradients (or a dict by name)"
+        )
     if isinstance(grads, Mapping):
         if not is_dict:
             raise TypeError("this optimizer was built from a list of parameters; pass a list")
@@ -352,3 +337,217 @@ def match_grads(grads: Any, keys: List[ParamKey], is_dict: bool) -> Dict[int, An
         f"step() takes a list of {len(keys)} gradients (or a dict by name), got "
         f"{type(grads).__name__}"
     )
+
+
+# --------------------------------------------------------------------------- sparse structure
+#
+# SciPy trusts the index arrays of a sparse matrix: ``csr_matrix((data, indices, indptr))``
+# accepts column indices past the shape, a decreasing indptr or an indptr longer than the data,
+# and its compiled routines (``sum_duplicates``, ``tocsc``, ``tocsr``, products) then read and
+# write out of bounds. Every entry point therefore checks the structure here first, before any
+# SciPy method or kernel sees the matrix. The checks cost O(nnz + rows), a fraction of a pass
+# over the data.
+
+SPARSE_FORMATS = ("csr", "csc", "coo", "bsr", "dia", "lil", "dok")
+
+
+class _Malformed(ValueError):
+    pass
+
+
+def _integer_index_array(arr: Any, what: str) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):
+        raise _Malformed(f"{what} is a {type(arr).__name__}, not a NumPy array")
+    if arr.dtype.kind not in "iu":
+        raise _Malformed(f"{what} has dtype {arr.dtype}; index arrays must hold integers")
+    if arr.ndim != 1:
+        raise _Malformed(f"{what} has shape {arr.shape}; it must be 1-D")
+    return arr
+
+
+def _check_in_range(ix: np.ndarray, size: int, what: str) -> None:
+    if ix.size:
+        lo, hi = int(ix.min()), int(ix.max())
+        if lo < 0 or hi >= size:
+            raise _Malformed(f"{what} index {lo if lo < 0 else hi} is out of range for {size} "
+                             f"{what}s")
+
+
+def _check_compressed(indptr: Any, indices: Any, n_stored: int, major: int, minor: int,
+                      major_name: str, minor_name: str) -> None:
+    """indptr of length major + 1, from 0, never decreasing, ending at most at the stored
+    length; the indices it covers within [0, minor)."""
+    indptr = _integer_index_array(indptr, "indptr")
+    indices = _integer_index_array(indices, "indices")
+    if indptr.shape[0] != major + 1:
+        raise _Malformed(f"indptr has length {indptr.shape[0]}, expected {major + 1} (one more "
+                         f"than the number of {major_name}s)")
+    if int(indptr[0]) != 0 or (major > 1 and bool((indptr[1:] < indptr[:-1]).any())):
+        raise _Malformed("indptr must start at 0 and never decrease")
+    end = int(indptr[-1])
+    if end > indices.shape[0] or end > n_stored:
+        raise _Malformed(f"indptr ends at {end} but only {indices.shape[0]} indices and "
+                         f"{n_stored} values are stored")
+    _check_in_range(indices[:end], minor, minor_name)
+
+
+def check_sparse_structure(name: str, X: Any, *, what: str = "") -> None:
+    """Refuse a scipy.sparse matrix or array whose index arrays contradict its shape.
+
+    Every SciPy format is checked: CSR and CSC (indptr of the right length, starting at 0,
+    non-decreasing, ending within the stored indices and values; indices within the shape), BSR
+    (the same over blocks, plus the block and data shapes), COO (coordinates as long as the
+    values, within the shape), DIA (integer offsets, one data row per offset), LIL (one value
+    per column index, indices within the shape) and DOK (keys within the shape). Index arrays
+    must hold integers. The dimensions must fit in int64.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` and the problem; nothing of ``X`` is used before this check passes.
+    TypeError
+        For a sparse object of a format SciPy does not define.
+    """
+    label = what or f"{name}"
+    fmt = getattr(X, "format", None)
+    if fmt not in SPARSE_FORMATS:
+        raise TypeError(f"{label}: unsupported sparse format {fmt!r} (expected one of "
+                        f"{', '.join(SPARSE_FORMATS)})")
+    try:
+        shape = tuple(int(n) for n in X.shape)
+        if len(shape) != 2:
+            raise _Malformed(f"it must be 2-D, got shape {shape}")
+        if min(shape) < 0:
+            raise _Malformed(f"negative shape {shape}")
+        n_rows, n_cols = shape
+        data = getattr(X, "data", None)  # DOK keeps its values in the dict itself
+        if fmt in ("csr", "csc"):
+            major, minor = (n_rows, n_cols) if fmt == "csr" else (n_cols, n_rows)
+            if not isinstance(data, np.ndarray) or data.ndim != 1:
+                raise _Malformed("data must be a 1-D array")
+            _check_compressed(X.indptr, X.indices, data.shape[0], major, minor,
+                              "row" if fmt == "csr" else "column",
+                              "column" if fmt == "csr" else "row")
+        elif fmt == "bsr":
+            R, C = (int(b) for b in X.blocksize)
+            if R < 1 or C < 1 or n_rows % R or n_cols % C:
+                raise _Malformed(f"blocksize {(R, C)} does not divide the shape {shape}")
+            if not isinstance(data, np.ndarray) or data.ndim != 3 or data.shape[1:] != (R, C):
+                raise _Malformed(f"data has shape {getattr(data, 'shape', None)}, expected "
+                                 f"(n_blocks, {R}, {C})")
+            _check_compressed(X.indptr, X.indices, data.shape[0], n_rows // R, n_cols // C,
+                              "block row", "block column")
+        elif fmt == "coo":
+            coords = X.coords if hasattr(X, "coords") else (X.row, X.col)
+            if len(coords) != 2:
+                raise _Malformed(f"it has {len(coords)} coordinate arrays, expected 2")
+            if not isinstance(data, np.ndarray) or data.ndim != 1:
+                raise _Malformed("data must be a 1-D array")
+            for axis, (ix, size) in enumerate(zip(coords, shape)):
+                ix = _integer_index_array(ix, f"coordinate array {axis}")
+                if ix.shape[0] != data.shape[0]:
+                    raise _Malformed(f"coordinate array {axis} has {ix.shape[0]} entries for "
+                                     f"{data.shape[0]} values")
+                _check_in_range(ix, size, "row" if axis == 0 else "column")
+        elif fmt == "dia":
+            offsets = _integer_index_array(X.offsets, "offsets")
+            if not isinstance(data, np.ndarray) or data.ndim != 2 or \
+                    data.shape[0] != offsets.shape[0]:
+                raise _Malformed(f"data has shape {getattr(data, 'shape', None)} for "
+                                 f"{offsets.shape[0]} offsets")
+            if np.unique(offsets).shape[0] != offsets.shape[0]:
+                raise _Malformed("offsets repeat")
+        elif fmt == "lil":
+            rows = X.rows
+            if not isinstance(rows, np.ndarray) or not isinstance(data, np.ndarray) or \
+                    rows.shape != (n_rows,) or data.shape != (n_rows,):
+                raise _Malformed(f"rows and data must hold one list per row ({n_rows})")
+            for i, (r, d) in enumerate(zip(rows, data)):
+                if len(r) != len(d):
+                    raise _Malformed(f"row {i} has {len(r)} column indices and {len(d)} values")
+            cols = np.fromiter((c for r in rows for c in r), dtype=np.int64)
+            _check_in_range(cols, n_cols, "column")
+        elif fmt == "dok":
+            keys = list(X.keys())
+            if keys:
+                ij = np.asarray(keys)
+                if ij.ndim != 2 or ij.shape[1] != 2 or ij.dtype.kind not in "iu":
+                    raise _Malformed("keys must be (row, column) pairs of integers")
+                _check_in_range(ij[:, 0], n_rows, "row")
+                _check_in_range(ij[:, 1], n_cols, "column")
+    except _Malformed as e:
+        raise ValueError(f"{label} is malformed ({fmt} format): {e}") from None
+    except (TypeError, OverflowError) as e:
+        raise ValueError(f"{label} is malformed ({fmt} format): {e}") from None
+
+
+def index_dtype_for(*arrays: np.ndarray, maxval: int = 0) -> np.dtype:
+    """int32 when every array and ``maxval`` fit in it, else int64 (kernels take one type)."""
+    itype = np.dtype(np.int32)
+    for a in arrays:
+        itype = np.promote_types(itype, a.dtype)
+    if itype not in _INDEX_DTYPES or maxval > np.iinfo(np.int32).max:
+        itype = np.dtype(np.int64)
+    return itype
+
+
+def check_sparse_matrix(name: str, X: Any, *, dtype: Any = None,
+                        n_cols: Union[int, None] = None,
+                        sum_duplicates: bool = True) -> "sp.csr_matrix":
+    """A checked sparse input as a canonical CSR matrix that kernels may trust.
+
+    The structure is checked first (:func:`check_sparse_structure`); only then is the input
+    converted: to CSR with one int32/int64 index type for ``indptr`` and ``indices``
+    (int64 when nnz or a dimension needs it), values of ``dtype`` (default: the input's
+    floating type, float64 for other real types) and, with ``sum_duplicates``, sorted
+    column indices with duplicate entries summed (SciPy's canonical form).
+
+    Parameters
+    ----------
+    name : str
+        How messages name the input (``"X"``, ``"eval_set"``, ``"X_true"``).
+    X : scipy.sparse matrix or array
+    dtype : numpy dtype, optional
+    n_cols : int, optional
+        The number of columns the model expects; a mismatch is a ValueError.
+    sum_duplicates : bool, default True
+
+    Raises
+    ------
+    TypeError
+        ``X`` is not sparse, or holds complex, object or other non-real values.
+    ValueError
+        A malformed structure or a wrong number of columns. Values are not checked for NaN
+        or infinity here: each caller has its own policy.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from sparseopt._validation import check_sparse_matrix
+    >>> X = sp.csr_matrix((np.ones(2), np.array([0, 5]), np.array([0, 1, 2])), shape=(2, 3))
+    >>> check_sparse_matrix("X", X)
+    Traceback (most recent call last):
+    ...
+    ValueError: X is malformed (csr format): column index 5 is out of range for 3 columns
+    """
+    if not sp.issparse(X):
+        raise TypeError(f"{name} must be a scipy.sparse matrix or array, got "
+                        f"{type(X).__name__}")
+    check_sparse_structure(name, X)
+    if X.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
+    if n_cols is not None and X.shape[1] != n_cols:
+        raise ValueError(f"{name} has {X.shape[1]} columns (features), expected {n_cols}")
+    if dtype is None:
+        dtype = X.dtype if X.dtype in _FLOAT_DTYPES else np.dtype(np.float64)
+    if X.format in ("lil", "dok", "dia"):
+        X = X.tocoo()
+    csr = sp.csr_matrix(X)  # the structure is known to be sound: conversions are safe now
+    if sum_duplicates and not csr.has_canonical_format:
+        csr = csr.copy()  # csr_matrix(X) may share X's arrays: never edit the caller's input
+        csr.sum_duplicates()
+    itype = index_dtype_for(csr.indptr, csr.indices, maxval=max(csr.nnz, *csr.shape))
+    return sp.csr_matrix((np.ascontiguousarray(csr.data, dtype=dtype),
+                          np.ascontiguousarray(csr.indices, dtype=itype),
+                          np.ascontiguousarray(csr.indptr, dtype=itype)),
+                         shape=csr.shape, copy=False)

@@ -119,7 +119,7 @@ def test_malformed_sparse_messages_name_the_problem():
         "csc-row-past-height": rf"row index {N + 3} is out of range for {N} rows",
         "csr-indptr-decreasing": r"indptr must start at 0 and never decrease",
         "csr-edited-indptr-end": r"indptr ends at 1000000 but only 4 indices",
-        "coo-edited-row": rf"index {N + 5} on axis 0 is out of range for size {N}",
+        "coo-edited-row": rf"row index {N + 5} is out of range for {N} rows",
     }
     for case, pattern in cases.items():
         with pytest.raises(ValueError, match=pattern):

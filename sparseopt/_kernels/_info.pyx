@@ -1,5 +1,5 @@
 """Build facts for ``sparseopt.show_config()``."""
-from ._openmp cimport SO_OPENMP_ENABLED, omp_get_max_threads
+from ._openmp cimport SO_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_limit
 
 cdef extern from "_simd.h":
     const char* so_simd_dispatch()
@@ -14,6 +14,11 @@ def openmp_enabled():
 def max_threads():
     """OpenMP's current default team size (follows OMP_NUM_THREADS and threadpoolctl)."""
     return int(omp_get_max_threads())
+
+
+def thread_limit():
+    """OpenMP's limit on the threads of one contention group (OMP_THREAD_LIMIT)."""
+    return int(omp_get_thread_limit())
 
 
 def simd_dispatch():
