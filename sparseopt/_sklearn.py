@@ -1,0 +1,78 @@
+"""What the scikit-learn-style models share: input validation in front of scikit-learn's own,
+and the guard every ``fit`` / ``partial_fit`` runs under.
+
+Requires scikit-learn (the ``[sklearn]`` extra); importing :mod:`sparseopt` does not import it.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from typing import Any, Callable, TypeVar
+
+import scipy.sparse as sp
+
+from . import _validation as V
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _sk_validate_data
+except ImportError:  # pragma: no cover - scikit-learn 1.4 / 1.5
+    _sk_validate_data = None
+
+__all__ = ["validate_data", "fit_guard"]
+
+
+def validate_data(est: Any, X: Any = "no_validation", y: Any = "no_validation", **kwargs: Any):
+    """scikit-learn's ``validate_data`` (``BaseEstimator._validate_data`` before 1.6), after
+    our structural check of sparse input.
+
+    scikit-learn converts sparse formats and sums duplicates with SciPy routines that trust
+    the index arrays, so a malformed matrix must be refused before it gets there.
+    """
+    for name, arr in (("X", X), ("y", y)):
+        if sp.issparse(arr):
+            V.check_sparse_structure(name, arr)
+    if _sk_validate_data is not None:
+        return _sk_validate_data(est, X, y, **kwargs)
+    return est._validate_data(X, y, **kwargs)  # pragma: no cover
+
+
+# One lock per model object, kept outside the object so that it never reaches pickles,
+# clones or get_params, and goes away with the object.
+_LOCKS: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(est: Any) -> threading.RLock:
+    """The lock that serialises ``fit``-like calls on ``est`` (re-entrant: ``fit`` may call
+    ``partial_fit``)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(est)
+        if lock is None:
+            lock = _LOCKS[est] = threading.RLock()
+        return lock
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fit_guard(method: F) -> F:
+    """Run a training method one call at a time per model, and undo its attribute changes
+    if it raises.
+
+    Two threads fitting one model would resize the tables the other's kernels are writing;
+    the second call waits instead. A call that fails (bad input, a parameter refused) leaves
+    the model's attributes as they were: the model's ``__dict__`` is restored from a shallow
+    snapshot, so every check must run before tables are updated in place.
+    """
+    @functools.wraps(method)
+    def guarded(self, *args: Any, **kwargs: Any):
+        with model_lock(self):
+            before = dict(self.__dict__)
+            try:
+                return method(self, *args, **kwargs)
+            except BaseException:
+                self.__dict__.clear()
+                self.__dict__.update(before)
+                raise
+    return guarded  # type: ignore[return-value]
