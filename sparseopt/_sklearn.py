@@ -58,7 +58,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def fit_guard(method: F) -> F:
     """Run a training method one call at a time per model, and undo its attribute changes
-    if it raises.
+    if it raises an exception (an interrupt keeps the partly trained model, as scikit-learn does).
 
     Two threads fitting one model would resize the tables the other's kernels are writing;
     the second call waits instead. A call that fails (bad input, a parameter refused) leaves
@@ -71,7 +71,7 @@ def fit_guard(method: F) -> F:
             before = dict(self.__dict__)
             try:
                 return method(self, *args, **kwargs)
-            except BaseException:
+            except Exception:
                 self.__dict__.clear()
                 self.__dict__.update(before)
                 raise
