@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 import scipy.sparse as sp
+
+from ._kernels import _info
 
 ParamKey = Union[int, str]
 
@@ -145,7 +148,7 @@ def check_betas(betas: Any) -> Tuple[float, float]:
 
 def check_n_threads(n_threads: Any, name: str = "n_threads") -> Union[int, None]:
     """None (OpenMP's default) or a thread count from 1 to what the machine can start
-    (``sparseopt._utils.max_n_threads()``: four per available core, within OpenMP's limit).
+    (:func:`max_n_threads`: four per available core, within OpenMP's limit).
 
     A request OpenMP cannot honour would end the process instead of raising, so it is refused
     here with a ValueError.
@@ -156,14 +159,26 @@ def check_n_threads(n_threads: Any, name: str = "n_threads") -> Union[int, None]
         raise TypeError(f"{name} must be None or a positive int, got {n_threads!r}")
     if int(n_threads) < 1:
         raise ValueError(f"{name} must be None or a positive int, got {n_threads!r}")
-    from ._utils import max_n_threads
-
     limit = max_n_threads()
     if int(n_threads) > limit:
         raise ValueError(f"{name}={n_threads!r} is more threads than this machine can start "
                          f"usefully (at most {limit}: four per available core, within "
                          "OpenMP's thread limit)")
     return int(n_threads)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def max_n_threads() -> int:
+    """The most threads any kernel call may use: four per core this process may run on, and
+    never more than OpenMP's thread limit. Asking OpenMP for more than it can start ends the
+    process ("Thread creation failed") instead of raising, so the limit is enforced here."""
+    return max(1, min(4 * _cores(), _info.thread_limit()))
 
 
 def check_lr_weight_decay(lr: float, weight_decay: float) -> None:

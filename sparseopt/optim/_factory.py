@@ -1,0 +1,41 @@
+"""The one way a model builds its optimizer from a name (``optimizer="adam"``)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from .. import _validation as V
+from ._adagrad import Adagrad
+from ._adam import Adam
+from ._rmsprop import RMSprop
+from ._sgd import SGD
+
+__all__ = ["OPTIMIZERS", "make_optimizer"]
+
+OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
+
+
+def make_optimizer(name: str, params: Any, lr: float,
+                   n_threads: Optional[int], optimizer_params: Optional[Dict[str, Any]] = None,
+                   **fixed: Any):
+    """The sparseopt optimizer called ``name`` over ``params`` (a list or dict of arrays).
+
+    ``optimizer_params`` are the user's extra settings; they may not set what the model itself
+    decides (``params``, ``lr``, ``n_threads`` and the keys of ``fixed``). ``fixed`` holds the
+    model's own settings (e.g. ``nonfinite="ignore"``); ``optimizer="sgd"`` takes none of the
+    user's.
+    """
+    V.check_choice("optimizer", name, OPTIMIZERS)
+    if optimizer_params is not None and not isinstance(optimizer_params, dict):
+        raise TypeError(f"optimizer_params must be a dict or None, got "
+                        f"{type(optimizer_params).__name__}")
+    kw = dict(optimizer_params or {})
+    for bad in ("params", "lr", "n_threads") + tuple(fixed):
+        if bad in kw:
+            raise ValueError(f"optimizer_params may not set {bad!r}: the model sets it")
+    if name == "sgd":
+        if kw:
+            raise ValueError(f"optimizer='sgd' takes no optimizer_params, got {sorted(kw)}")
+        sgd_fixed = {k: v for k, v in fixed.items() if k in ("nonfinite", "duplicates")}
+        return SGD(params, lr=lr, n_threads=n_threads, **sgd_fixed)
+    cls = {"adam": Adam, "adagrad": Adagrad, "rmsprop": RMSprop}[name]
+    return cls(params, lr=lr, n_threads=n_threads, **fixed, **kw)
