@@ -51,7 +51,7 @@ def check_random_state(random_state: Any) -> np.random.Generator:
 
     Examples
     --------
-    >>> check_random_state(0).integers(10) == check_random_state(0).integers(10)
+    >>> int(check_random_state(0).integers(10)) == int(check_random_state(0).integers(10))
     True
     """
     if random_state is None:
