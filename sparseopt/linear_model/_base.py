@@ -17,7 +17,7 @@ import math
 import numbers
 import time
 import warnings
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,7 +27,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from .. import _validation as V
 from .._kernels import _linear
-from .._sklearn import fit_guard, model_lock, validate_data
+from .._sklearn import model_lock, validate_data
 from .._utils import (OPTIMIZERS, PARALLEL_MIN_MODEL_WORK, check_random_state, make_optimizer,
                       threads_for)
 from ..optim import RowGrad
@@ -558,10 +558,10 @@ class BaseSGD(BaseEstimator):
     def _check_continue(self) -> None:
         """partial_fit on a fitted model: the weights must be dense and match the recorded
         layout, and the intercept setting cannot change (the table has a row for it or not)."""
-        if getattr(self, "_coef_sparse", None) is not None:
+        self._check_layout(training=True)
+        if self._coef_sparse is not None:
             raise ValueError("coef_ is sparse (sparsify() was called); call densify() before "
                              "partial_fit")
-        self._check_layout(training=True)
         if bool(self.fit_intercept) != self._intercept_row:
             raise ValueError(
                 f"fit_intercept={self.fit_intercept!r}, but the model was fitted with "

@@ -52,8 +52,9 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         Shuffle the samples before every epoch.
     verbose : int, default=0
         Print per-epoch progress.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the shuffling and the validation split.
+    random_state : int, RandomState instance, numpy Generator or None, default=None
+        Seeds the shuffling and the validation split: an int in [0, 2**32) gives the same
+        model on every call; a RandomState or Generator is drawn from (and advanced).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified for classifiers)
         and stop when its score stops improving.
@@ -101,7 +102,8 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         Adagrad).
     n_threads : int or None, default=None
         Threads for large batches (the kernels run one thread on small ones); ``None``
-        follows OpenMP's default and threadpoolctl. Results do not depend on it.
+        follows OpenMP's default and threadpoolctl. At most four per available core (a
+        ValueError above). Results do not depend on it.
 """
 
 _ATTRIBUTES_DOC = """    n_iter_ : int
@@ -157,8 +159,9 @@ default='hinge'
     epsilon : float, default=0.1
         Unused by the classification losses; kept for scikit-learn compatibility.
     class_weight : dict, 'balanced' or None, default=None
-        Weights per class, multiplied into the sample weights (every output of a sample gets
-        its class's weight). 'balanced' uses ``n_samples / (n_classes * bincount(y))``.
+        Weights per class (finite numbers), multiplied into the sample weights (every output
+        of a sample gets its class's weight). 'balanced' uses
+        ``n_samples / (n_classes * bincount(y))``.
 
     Attributes
     ----------
@@ -177,7 +180,12 @@ default='hinge'
     derivatives and the row gradient ``X_batch.T @ (dloss * w) / batch_size`` of a batch
     (``sparseopt/_kernels/_linear.pyx``). Sample weights (times class weights) are divided by
     their mean over the training data (of the first ``partial_fit`` call), so multiplying all
-    of them by a constant changes nothing; unit weights stay 1. The penalty and averaging are
+    of them by a constant changes nothing; unit weights stay 1. A weight more than 1e12 times
+    that mean (a later batch weighted far above the first) is refused. Every method checks a
+    sparse ``X`` (indices, index pointers) before SciPy or a kernel reads it, and the fitted
+    attributes (weights, ``coef_``, ``intercept_``, ``classes_``) against the shapes recorded
+    at fit; ``fit`` and ``partial_fit`` run one at a time per estimator and leave it unchanged
+    when they raise on bad input. The penalty and averaging are
     lazy and exact: see ``sparseopt/linear_model/_lazy.py``. Results do not depend on
     ``n_threads``.
 
@@ -244,6 +252,15 @@ default='hinge'
         if not isinstance(classes, np.ndarray) or classes.ndim != 1 or classes.shape[0] < 2:
             raise ValueError(f"classes_ must be a 1-D array of at least 2 classes, got "
                              f"{classes!r}; it was replaced after fit (call fit again)")
+        sparse_coef = getattr(self, "_coef_sparse", None)
+        table = sparse_coef if sparse_coef is not None else getattr(self, "_W", None)
+        shape = getattr(table, "shape", ())
+        fitted = (shape[0] if table is sparse_coef else shape[1]) if len(shape) == 2 else None
+        if fitted is not None and fitted != self._n_outputs():
+            raise ValueError(
+                f"classes_ ({len(classes)} classes, so {self._n_outputs()} output(s)) does not "
+                f"match the fitted weights ({fitted} output(s)): one of them was replaced "
+                "after fit; call fit again")
         super()._check_layout(training)
 
     def _loss_args(self, params):
