@@ -1,4 +1,4 @@
-"""Tests of ``sparseopt.linear_model`` (issue 4).
+"""Tests of ``sparseopt.linear_model``.
 
 * scikit-learn's estimator checks for both estimators and every optimizer (plus the
   probabilistic classifier losses);
@@ -6,6 +6,8 @@
   int32/int64 indices, one and several outputs, with and without intercept;
 * the lazy penalty and averaging against a dense reference trainer that applies the proximal
   map to every coefficient after every step (``reference_fit``), for every optimizer;
+* the reported objective and ``n_iter_`` against that reference, and full-batch training
+  against the known optima (closed-form ridge, ElasticNet, LogisticRegression);
 * input forms (dense, CSR, CSC, COO give identical models), float32 kept, thread-count
   independence, partial_fit/pickle resumption, sparsify/densify, warm start, early stopping,
   class weights, errors; and smoke runs of the example and the benchmark.
