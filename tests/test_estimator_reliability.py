@@ -1,7 +1,8 @@
-"""Issue 6, item 9: the estimators refuse bad input the way scikit-learn does, reject unseen
-classes in partial_fit, and never hand back NaN weights from finite input (they either train
-or stop with a clear error). scikit-learn's own input checks run in test_linear_model.py and
-test_recommend.py through parametrize_with_checks."""
+"""The estimators refuse bad input the way scikit-learn does, reject unseen classes in
+partial_fit, and never hand back NaN weights from finite input (they either train or stop
+with a clear error). scikit-learn's own input checks run in test_linear_model.py and
+test_recommend.py through parametrize_with_checks; hostile input (malformed sparse X, replaced
+fitted attributes) is in test_linear_model_inputs.py."""
 import warnings
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Tests of ``sparseopt.linear_model`` (issue 4).
+"""Tests of ``sparseopt.linear_model``.
 
 * scikit-learn's estimator checks for both estimators and every optimizer (plus the
   probabilistic classifier losses);
@@ -6,6 +6,8 @@
   int32/int64 indices, one and several outputs, with and without intercept;
 * the lazy penalty and averaging against a dense reference trainer that applies the proximal
   map to every coefficient after every step (``reference_fit``), for every optimizer;
+* the reported objective and ``n_iter_`` against that reference, and full-batch training
+  against the known optima (closed-form ridge, ElasticNet, LogisticRegression);
 * input forms (dense, CSR, CSC, COO give identical models), float32 kept, thread-count
   independence, partial_fit/pickle resumption, sparsify/densify, warm start, early stopping,
   class weights, errors; and smoke runs of the example and the benchmark.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -134,7 +137,9 @@ def np_batch_gradient(Xb, yb, swb, W, n_feat, fit_intercept, loss, c, scale=None
 def run_kernel(X, y, sw, W, order, start, stop, fit_intercept, loss, c, n_threads=1):
     """One call of the fused kernel as the estimators make it; returns (rows, G[:m], loss)."""
     n_feat = X.shape[1]
-    indptr, indices, data = _base.as_csr(X, W.dtype, n_feat)
+    # the matrix's own index type (int32 or int64), so both kernel specialisations run
+    indptr, indices = X.indptr, X.indices
+    data = np.ascontiguousarray(X.data, dtype=W.dtype)
     nb = stop - start
     sc = _base._Batches(W.shape[0], W.shape[1], nb, W.dtype)
     sc.ensure(int(np.diff(indptr)[order[start:stop]].sum()))
@@ -143,7 +148,7 @@ def run_kernel(X, y, sw, W, order, start, stop, fit_intercept, loss, c, n_thread
         indptr, indices, data, order, start, stop, y, sw, W, n_feat, fit_intercept,
         _linear.LOSSES[loss], c, 1.0 / nb, sc.hkeys, sc.hvals, sc.hpos, sc.hshift, sc.rows,
         sc.G, sc.Wc, sc.pos2u, sc.offsets, sc.dz, sc.sample_loss, ds, d2, d1, d1, d1, d1, 1,
-        1 << 40, 0, 1.0, n_threads)
+        1 << 40, 0, 1.0, n_threads, 0)
     assert np.all(sc.hkeys == -1), "the kernel must restore its hash table"
     return sc.rows[:m].copy(), sc.G[:m].copy(), ls
 
@@ -220,9 +225,13 @@ def make_optimizer(name, W, lr, **kw):
 
 
 def reference_fit(X, yk, sw, *, loss, c, K, optimizer, lr, power_t, l1, l2, batch_size,
-                  epochs, fit_intercept, average=0, dtype=np.float64):
+                  epochs, fit_intercept, average=0, dtype=np.float64, objectives=None):
     """The semantics in plain NumPy: mini-batches in order, the optimizer updates the touched
-    rows, then the proximal map of the penalty is applied to **every** coefficient."""
+    rows, then the proximal map of the penalty is applied to **every** coefficient.
+
+    ``objectives``, a list, receives the documented objective of every epoch: the
+    sample-weighted mean of the losses measured during the epoch (each batch at the weights
+    before its step) plus ``l2/2 ||w||^2 + l1 |w|_1`` of the coefficients at its end."""
     X = sp.csr_matrix(X).astype(np.float64)
     n, n_feat = X.shape
     W = np.zeros((n_feat + fit_intercept, K), dtype=dtype)
@@ -231,6 +240,7 @@ def reference_fit(X, yk, sw, *, loss, c, K, optimizer, lr, power_t, l1, l2, batc
     t, n_avg, seen, avg_start = 0, 0, 0, None
     wmean = sw.mean()
     for _ in range(epochs):
+        loss_sum = 0.0
         for s in range(0, n, batch_size):
             idx = np.arange(s, min(s + batch_size, n))
             t += 1
@@ -238,8 +248,9 @@ def reference_fit(X, yk, sw, *, loss, c, K, optimizer, lr, power_t, l1, l2, batc
             if average and avg_start is None and seen + len(idx) >= average:
                 avg_start = t
             seen += len(idx)
-            G, _ = np_batch_gradient(X[idx], yk[idx], sw[idx] / wmean, W, n_feat,
-                                     fit_intercept, loss, c)
+            G, ls = np_batch_gradient(X[idx], yk[idx], sw[idx] / wmean, W, n_feat,
+                                      fit_intercept, loss, c)
+            loss_sum += ls
             rows = np.unique(X[idx].indices).astype(np.int64)
             if fit_intercept:
                 rows = np.append(rows, n_feat)
@@ -254,6 +265,10 @@ def reference_fit(X, yk, sw, *, loss, c, K, optimizer, lr, power_t, l1, l2, batc
             if avg_start is not None:
                 avg += W
                 n_avg += 1
+        if objectives is not None:
+            Wf = W[:n_feat].astype(np.float64)
+            objectives.append(loss_sum / n + 0.5 * l2 * float(np.vdot(Wf, Wf))
+                              + l1 * float(np.abs(Wf).sum()))
     return W, (avg / n_avg if n_avg else None)
 
 
@@ -358,6 +373,129 @@ def test_regressor_matches_reference(loss):
     assert est.intercept_.tolist() == [0.0]
 
 
+# --------------------------------------------------------------------------- objective, n_iter_
+
+def _reported_objectives(out):
+    return [float(v) for v in re.findall(r"Objective: (\S+)", out)]
+
+
+def _objective_problem():
+    X, y = _sparse_problem(seed=12)
+    sw = np.random.default_rng(1).uniform(0.5, 2.0, size=len(y))
+    return X, y, sw
+
+
+def _reference_objectives(X, y, sw, lr, penalty, alpha, l1_ratio, epochs):
+    l1, l2 = _lp(penalty, alpha, l1_ratio)
+    objectives = []
+    W, _ = reference_fit(X, np.where(y == 1, 1.0, -1.0), sw, loss="log", c=0, K=1,
+                         optimizer="adagrad", lr=lr, power_t=0.0, l1=l1, l2=l2,
+                         batch_size=16, epochs=epochs, fit_intercept=True,
+                         objectives=objectives)
+    Wf = W[:-1]
+    return objectives, 0.5 * l2 * float(np.vdot(Wf, Wf)) + l1 * float(np.abs(Wf).sum())
+
+
+OBJECTIVE_KW = dict(loss="log_loss", optimizer="adagrad", batch_size=16, shuffle=False)
+
+
+@pytest.mark.parametrize("penalty,alpha,l1_ratio", [("l2", 0.05, 0.15),
+                                                     ("elasticnet", 0.05, 0.4)])
+def test_reported_objective_matches_numpy(capsys, penalty, alpha, l1_ratio):
+    """The objective printed with ``verbose`` (the one ``tol`` watches) is the documented one,
+    recomputed in NumPy: the sample-weighted mean loss measured during the epoch plus
+    ``l2/2 ||w||^2 + l1 |w|_1`` of the coefficients at its end. With the L2 penalty alone the
+    table holds ``w / wscale`` (weight-scaling trick), so its penalty needs ``wscale**2``."""
+    X, y, sw = _objective_problem()
+    SGDClassifier(learning_rate=0.3, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio, tol=None,
+                  max_iter=6, verbose=1, **OBJECTIVE_KW).fit(X, y, sample_weight=sw)
+    reported = _reported_objectives(capsys.readouterr().out)
+    expected, final_penalty = _reference_objectives(X, y, sw, 0.3, penalty, alpha, l1_ratio, 6)
+    assert final_penalty > 0.02, "the penalty must weigh enough for an error in it to show"
+    assert len(reported) == 6
+    np.testing.assert_allclose(reported, expected, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("penalty,alpha,l1_ratio", [("l2", 0.05, 0.15),
+                                                     ("elasticnet", 0.05, 0.4)])
+def test_n_iter_follows_the_documented_stopping_rule(penalty, alpha, l1_ratio):
+    """``n_iter_`` is the epoch after which the objective has failed to improve on its best by
+    ``tol`` for ``n_iter_no_change`` epochs in a row, computed here from the NumPy objectives."""
+    X, y, sw = _objective_problem()
+    lr, tol, patience, max_iter = 0.05, 1e-5, 2, 40
+    est = SGDClassifier(learning_rate=lr, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
+                        tol=tol, n_iter_no_change=patience, max_iter=max_iter, **OBJECTIVE_KW)
+    est.fit(X, y, sample_weight=sw)
+    objectives, _ = _reference_objectives(X, y, sw, lr, penalty, alpha, l1_ratio, max_iter)
+    best, bad = np.inf, 0
+    for epoch, objective in enumerate(objectives, 1):
+        assert abs(objective - (best - tol)) > 1e-6, "a borderline epoch: pick another tol"
+        bad = bad + 1 if objective > best - tol else 0
+        best = min(best, objective)
+        if bad >= patience:
+            break
+    assert 2 < epoch < max_iter
+    assert est.n_iter_ == epoch
+    assert est.t_ == epoch * 8  # 120 samples in batches of 16
+
+
+# --------------------------------------------------------------------------- convergence
+
+def _regression_problem(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    y = X @ np.array([2.0, -1.0, 0.0, 0.05, 0.5]) + 1.0 + 0.1 * rng.normal(size=n)
+    return X, y
+
+
+def test_full_batch_sgd_reaches_the_ridge_optimum():
+    """Full-batch steps with a constant rate (no early stopping, no tol) converge to the
+    minimiser of the documented objective ``mean(0.5 * r**2) + alpha/2 ||w||^2`` (intercept
+    unpenalised): ridge regression with alpha * n, solved here in closed form."""
+    X, y = _regression_problem()
+    n, alpha = X.shape[0], 0.1
+    est = SGDRegressor(optimizer="sgd", learning_rate=0.2, power_t=0.0, batch_size=n,
+                       penalty="l2", alpha=alpha, shuffle=False, tol=None, max_iter=400)
+    est.fit(X, y)
+    Xc, yc = X - X.mean(axis=0), y - y.mean()
+    w = np.linalg.solve(Xc.T @ Xc + n * alpha * np.eye(X.shape[1]), Xc.T @ yc)
+    b = y.mean() - X.mean(axis=0) @ w
+    np.testing.assert_allclose(est.coef_, w, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(est.intercept_, [b], rtol=0, atol=1e-9)
+
+
+def test_full_batch_sgd_reaches_the_elastic_net_optimum():
+    """The lazy L1 + L2 path (proximal steps) converges to scikit-learn's ElasticNet, whose
+    objective is the documented one for the squared loss."""
+    from sklearn.linear_model import ElasticNet
+    X, y = _regression_problem(seed=1)
+    n, alpha, l1_ratio = X.shape[0], 0.2, 0.5
+    est = SGDRegressor(optimizer="sgd", learning_rate=0.2, power_t=0.0, batch_size=n,
+                       penalty="elasticnet", alpha=alpha, l1_ratio=l1_ratio, shuffle=False,
+                       tol=None, max_iter=400).fit(X, y)
+    ref = ElasticNet(alpha=alpha, l1_ratio=l1_ratio, tol=1e-14, max_iter=100_000).fit(X, y)
+    assert np.sum(ref.coef_ == 0) >= 1, "the L1 part must zero a coefficient"
+    np.testing.assert_array_equal(est.coef_ == 0, ref.coef_ == 0)
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(est.intercept_, [ref.intercept_], rtol=0, atol=1e-8)
+
+
+def test_full_batch_sgd_reaches_the_logistic_regression_optimum():
+    """Binary log_loss with an L2 penalty converges to scikit-learn's LogisticRegression with
+    C = 1 / (n * alpha) (its intercept is unpenalised too)."""
+    from sklearn.linear_model import LogisticRegression
+    rng = np.random.default_rng(2)
+    n, alpha = 300, 0.02
+    X = rng.normal(size=(n, 4))
+    y = (X @ [1.5, -1.0, 0.5, 0.0] + 0.7 + rng.logistic(size=n) > 0).astype(int)
+    est = SGDClassifier(loss="log_loss", optimizer="sgd", learning_rate=2.0, power_t=0.0,
+                        batch_size=n, alpha=alpha, shuffle=False, tol=None, max_iter=1500)
+    est.fit(X, y)
+    ref = LogisticRegression(C=1.0 / (n * alpha), tol=1e-12, max_iter=10_000).fit(X, y)
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(est.intercept_, ref.intercept_, rtol=0, atol=1e-7)
+
+
 # --------------------------------------------------------------------------- behaviour
 
 @pytest.mark.parametrize("fmt", ["dense", "csr", "csc", "coo", "csr_int64"])
@@ -409,7 +547,7 @@ def test_coef_layout_and_views():
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_threads_do_not_change_results(monkeypatch, optimizer):
     from sparseopt.optim import _base as optim_base
-    monkeypatch.setattr(_base, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(_base, "PARALLEL_MIN_MODEL_WORK", 0)
     monkeypatch.setattr(optim_base, "PARALLEL_MIN_ELEMENTS", 0)
     X, y = _sparse_problem(seed=6, n=400, n_feat=300, density=0.05, classes=3)
     kw = dict(loss="log_loss", optimizer=optimizer, penalty="elasticnet", average=True,
@@ -558,7 +696,7 @@ def test_invalid_parameters(params, match):
 
 def test_malformed_sparse_input_is_refused():
     X = sp.csr_matrix((np.ones(2), np.array([0, 9]), np.array([0, 1, 2])), shape=(2, 4))
-    with pytest.raises(ValueError, match="column indices"):
+    with pytest.raises(ValueError, match="X is malformed"):
         SGDClassifier().fit(X, [0, 1])
 
 

@@ -304,7 +304,8 @@ def minibatch_gradient(const index_t[::1] indptr, const index_t[::1] indices,
                        double[:, ::1] dz, double[::1] sample_loss, int64_t[::1] pen_step,
                        double[:, ::1] avg, const double[::1] Q, const double[::1] cum_a,
                        const double[::1] cum_q, const double[::1] cum_aq, int64_t t,
-                       int64_t avg_from, int flags, double wscale, int n_threads):
+                       int64_t avg_from, int flags, double wscale, int n_threads,
+                       Py_ssize_t min_row_work):
     """Row gradient of one mini-batch; see the module docstring. In place: the hash table
     (restored), ``rows``, ``G``, the scratch ``Wc`` (touched rows of ``W``, compact),
     ``pos2u`` (unique id of each nonzero of the batch), ``offsets`` (where each sample's
@@ -315,6 +316,10 @@ def minibatch_gradient(const index_t[::1] indptr, const index_t[::1] indices,
     margins and the scatter of ``X_batch.T @ dloss`` then work on the compact ``Wc``/``G``
     (cache-resident for batches of a few thousand features), and the CSR rows of the samples
     a few places ahead are prefetched.
+
+    ``n_threads`` is the team size for the per-sample loop, chosen in Python; the catch-up and
+    gather over unique rows uses it only when it has at least ``min_row_work`` elements
+    (unique rows x outputs, known only here), else one thread.
 
     Returns ``(m, loss_sum)``: the number of gradient rows and the sample-weighted sum of the
     batch's losses (at the weights before the update).
@@ -371,7 +376,7 @@ def minibatch_gradient(const index_t[::1] indptr, const index_t[::1] indices,
         for u in range(1 if fit_intercept else 0, m):
             hkeys[hpos[u]] = -1
         # 2. lazy penalty and average up to the end of the previous step; gather into Wc
-        nt_rows = n_threads if m * K >= 4096 else 1
+        nt_rows = n_threads if m * K >= min_row_work else 1
         for u in prange(m, num_threads=nt_rows, schedule="static"):
             if u + PREFETCH_ROWS < m:
                 _prefetch(&W[rows[u + PREFETCH_ROWS], 0])

@@ -13,6 +13,7 @@ number of features:
 """
 from __future__ import annotations
 
+import math
 import numbers
 import time
 import warnings
@@ -22,20 +23,15 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from .. import _validation as V
-from .._kernels import _info, _linear
-from ..optim import SGD, Adagrad, Adam, RMSprop, RowGrad
+from .._kernels import _linear
+from .._sklearn import model_lock, validate_data
+from .._utils import (OPTIMIZERS, PARALLEL_MIN_MODEL_WORK, check_random_state, make_optimizer,
+                      threads_for)
+from ..optim import RowGrad
 from ._lazy import LazyRegularizer
-
-try:  # scikit-learn >= 1.6
-    from sklearn.utils.validation import validate_data as _sk_validate_data
-except ImportError:  # pragma: no cover - scikit-learn 1.4 / 1.5
-    _sk_validate_data = None
-
-OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
 
 # Default learning rates per optimizer (``learning_rate=None``), chosen on sparse text-like
 # problems (benchmarks/bench_text.py) and on the small dense problems of scikit-learn's
@@ -48,11 +44,12 @@ AUTO_BATCH_SIZE = 1024
 # needs a decaying step to settle (scikit-learn's 'invscaling'); the adaptive ones do not.
 DEFAULT_POWER_T = {"adam": 0.0, "adagrad": 0.0, "rmsprop": 0.0, "sgd": 0.5}
 
-# Batches with fewer (nonzeros x outputs) than this run on one thread: a parallel region costs
-# more than it saves on small batches (and much more on a busy machine).
-PARALLEL_MIN_WORK = 1 << 16
-
-_MAX_INT = np.iinfo(np.int32).max
+# Sample weights are divided by their mean (see ``_BaseSGD._normalised_weights``). Relative to
+# that mean, a weight is at most the number of samples when all weights are >= 0; one that is
+# larger still (a later partial_fit batch weighted far above the first, or weights of mixed
+# signs whose mean is nearly zero) multiplies the clipped loss derivatives (up to 1e12) into
+# gradients that overflow, so it is refused with a message naming sample_weight.
+MAX_RELATIVE_WEIGHT = 1e12
 
 
 def auto_batch_size(n_samples: int) -> int:
@@ -69,37 +66,17 @@ def auto_batch_size(n_samples: int) -> int:
     return int(max(floor, min(AUTO_BATCH_SIZE, -(-n // 128))))
 
 
-def validate_data(est, *args, **kwargs):
-    """scikit-learn's ``validate_data`` (>= 1.6) or ``BaseEstimator._validate_data``."""
-    if _sk_validate_data is not None:
-        return _sk_validate_data(est, *args, **kwargs)
-    return est._validate_data(*args, **kwargs)  # pragma: no cover
+def kernel_csr(X, dtype, n_features: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, indices, data) of a validated X as the kernel reads it: a canonical CSR with
+    one int32/int64 index type and ``dtype`` values (``_validation.check_sparse_matrix``).
 
-
-def as_csr(X, dtype, n_features: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(indptr, indices, data) of X as CSR with one int32/int64 index type and ``dtype``
-    values. Dense X is converted once (zeros are not stored, so a feature that is 0 in every
-    row of a mini-batch is not touched by that step, exactly as for the same sparse matrix)."""
-    if sp.issparse(X):
-        X = X.tocsr()
-    else:
+    Dense X is converted once (zeros are not stored, so a feature that is 0 in every row of a
+    mini-batch is not touched by that step, exactly as for the same sparse matrix).
+    """
+    if not sp.issparse(X):
         X = sp.csr_matrix(np.asarray(X))
-    itype = np.promote_types(X.indptr.dtype, X.indices.dtype)
-    if itype not in (np.dtype(np.int32), np.dtype(np.int64)):
-        itype = np.dtype(np.int64)
-    if X.nnz and X.indptr[-1] >= np.iinfo(np.int32).max:
-        itype = np.dtype(np.int64)
-    indptr = np.ascontiguousarray(X.indptr, dtype=itype)
-    indices = np.ascontiguousarray(X.indices, dtype=itype)
-    data = np.ascontiguousarray(X.data, dtype=dtype)
-    # scipy does not check column indices of a hand-built matrix; the kernel must not see a
-    # bad one (it indexes the weight table with them)
-    if indices.shape[0] and (int(indices.min()) < 0 or int(indices.max()) >= n_features):
-        raise ValueError(f"X has column indices outside [0, {n_features}): a malformed sparse "
-                         "matrix")
-    if indptr.shape[0] != X.shape[0] + 1 or indptr[-1] > indices.shape[0]:
-        raise ValueError("X is a malformed sparse matrix (indptr does not match indices)")
-    return indptr, indices, data
+    csr = V.check_sparse_matrix("X", X, dtype=dtype, n_cols=n_features)
+    return csr.indptr, csr.indices, csr.data
 
 
 def _check_int(name, value, low, allow_none=False):
@@ -150,6 +127,36 @@ class _Batches:
         self.rows = np.empty(cap, dtype=np.int64)
         self.G = np.empty((cap, self.K), dtype=self.dtype)
         self.Wc = np.empty((cap, self.K), dtype=self.dtype)
+
+
+def _real_array(name: str, value: Any, dtype, *, finite: bool = False) -> np.ndarray:
+    """``value`` as an array of ``dtype``; ValueError naming ``name`` for values that are not
+    real numbers (and, with ``finite``, for NaN or infinity, also after the cast)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of real numbers ({exc})") from None
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = arr.astype(dtype)
+    if finite and arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite (in {np.dtype(dtype).name}), got NaN or "
+                         "infinity")
+    return arr
+
+
+def check_sample_weight(sample_weight: Any, X: Any) -> np.ndarray:
+    """Per-sample weights as float64, one per row of X (scikit-learn's rules: None for ones,
+    a scalar for a constant, else an array of the right length) and finite; every error names
+    ``sample_weight``."""
+    try:
+        return _check_sample_weight(sample_weight, X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        msg = str(exc)
+        if "sample_weight" not in msg:
+            msg = f"sample_weight: {msg}"
+        raise ValueError(msg) from None
 
 
 class BaseSGD(BaseEstimator):
@@ -213,13 +220,14 @@ class BaseSGD(BaseEstimator):
     # -- parameters --------------------------------------------------------------------------
 
     def _check_params(self) -> Dict[str, Any]:
-        """Check every parameter (at fit time, as scikit-learn does); return derived values."""
+        """Check every parameter (at fit time, as scikit-learn does); return derived values,
+        among them ``rng``: this call's random generator (shuffling, validation split)."""
         if self.loss not in self._LOSSES:
             raise ValueError(f"loss must be one of {sorted(self._LOSSES)}; got {self.loss!r}")
         if self.penalty not in ("l2", "l1", "elasticnet", None):
             raise ValueError(
                 f"penalty must be 'l2', 'l1', 'elasticnet' or None; got {self.penalty!r}")
-        if self.optimizer not in OPTIMIZERS:
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
         if isinstance(self.learning_rate, str):
             raise ValueError(
@@ -246,7 +254,15 @@ class BaseSGD(BaseEstimator):
             average = 1 if self.average else 0
         else:
             average = _check_int("average", self.average, 0)
-        params = dict(
+        verbose = self.verbose
+        _check_int("verbose", int(verbose) if isinstance(verbose, (bool, np.bool_)) else verbose,
+                   0)
+        try:  # scikit-learn's parameter errors are ValueErrors
+            n_threads = V.check_n_threads(self.n_threads, "n_threads")
+            rng = check_random_state(self.random_state)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        return dict(
             lr=lr, power_t=power_t, l1=l1, l2=l2, average=average,
             max_iter=_check_int("max_iter", self.max_iter, 1),
             tol=_check_float("tol", self.tol, allow_none=True),
@@ -260,10 +276,9 @@ class BaseSGD(BaseEstimator):
             beta2=_check_float("beta2", self.beta2, high=1.0, high_open=True),
             rho=_check_float("rho", self.rho, high=1.0, high_open=True),
             eps=_check_float("eps", self.eps, allow_none=True),
-            n_threads=_check_int("n_threads", self.n_threads, 1, allow_none=True),
+            n_threads=n_threads,
+            rng=rng,
         )
-        _check_int("verbose", int(self.verbose), 0)
-        return params
 
     def _loss_args(self, params) -> Tuple[int, float]:
         kernel_loss, arg = self._LOSSES[self.loss]
@@ -271,15 +286,15 @@ class BaseSGD(BaseEstimator):
         return _linear.LOSSES[kernel_loss], value
 
     def _make_optimizer(self, W: np.ndarray, params):
-        kw = dict(lr=params["lr"], n_threads=params["n_threads"], nonfinite="ignore")
-        eps = params["eps"]
+        fixed: Dict[str, Any] = dict(nonfinite="ignore")
         if self.optimizer == "adam":
-            return Adam({"coef": W}, betas=(params["beta1"], params["beta2"]), eps=eps, **kw)
-        if self.optimizer == "adagrad":
-            return Adagrad({"coef": W}, eps=eps, **kw)
-        if self.optimizer == "rmsprop":
-            return RMSprop({"coef": W}, alpha=params["rho"], eps=eps, **kw)
-        return SGD({"coef": W}, **kw)
+            fixed.update(betas=(params["beta1"], params["beta2"]), eps=params["eps"])
+        elif self.optimizer == "adagrad":
+            fixed.update(eps=params["eps"])
+        elif self.optimizer == "rmsprop":
+            fixed.update(alpha=params["rho"], eps=params["eps"])
+        return make_optimizer(self.optimizer, {"coef": W}, params["lr"], params["n_threads"],
+                              None, **fixed)
 
     # -- coefficients ------------------------------------------------------------------------
 
@@ -288,18 +303,22 @@ class BaseSGD(BaseEstimator):
 
     def _init_weights(self, n_features: int, n_outputs: int, dtype, coef_init=None,
                       intercept_init=None) -> None:
-        n_rows = n_features + (1 if self.fit_intercept else 0)
+        """A new weight table; ``coef_init`` / ``intercept_init`` (or the previous solution
+        with ``warm_start``) are checked before anything is replaced."""
+        intercept_row = bool(self.fit_intercept)
+        n_rows = n_features + (1 if intercept_row else 0)
         W = np.zeros((n_rows, n_outputs), dtype=dtype)
         if coef_init is not None:
-            coef = np.asarray(coef_init, dtype=dtype)
+            coef = _real_array("coef_init", coef_init, dtype, finite=True)
             coef = coef.reshape(n_outputs, -1) if coef.ndim == 1 and n_outputs == 1 else coef
             if coef.shape != (n_outputs, n_features):
                 raise ValueError(
                     f"Provided coef_init does not match dataset: shape {coef.shape}, expected "
-                    f"{(n_outputs, n_features) if n_outputs > 1 else (n_features,)}")
+                    f"{(n_outputs, n_features) if n_outputs > 1 else (n_features,)} (with "
+                    "warm_start=True, coef_init is the previous fit's coef_)")
             W[:n_features] = coef.T
-        if intercept_init is not None and self.fit_intercept:
-            b = np.asarray(intercept_init, dtype=dtype).reshape(-1)
+        if intercept_init is not None and intercept_row:
+            b = _real_array("intercept_init", intercept_init, dtype, finite=True).reshape(-1)
             if b.shape != (n_outputs,):
                 raise ValueError(
                     f"Provided intercept_init does not match dataset: shape {b.shape}, "
@@ -310,9 +329,15 @@ class BaseSGD(BaseEstimator):
         self._coef_sparse = None
         self._intercept_fixed = None
         self._n_feat = n_features
+        self._intercept_row = intercept_row
 
     def _pred_weights(self) -> np.ndarray:
         return self._W_avg if self._W_avg is not None else self._W
+
+    def _model_dtype(self):
+        if self._coef_sparse is not None:
+            return self._coef_sparse.dtype
+        return self._W.dtype
 
     @property
     def coef_(self):
@@ -321,20 +346,38 @@ class BaseSGD(BaseEstimator):
         ``average``), or a ``scipy.sparse`` matrix after ``sparsify()``."""
         if getattr(self, "_coef_sparse", None) is not None:
             return self._coef_sparse
-        if not hasattr(self, "_W"):
+        if getattr(self, "_W", None) is None:
             raise AttributeError("coef_ is available after fit")
         return self._coef_view(self._pred_weights()[: self._n_feat])
 
     @coef_.setter
     def coef_(self, value):
-        if not hasattr(self, "_W"):
+        """Replace the coefficients; the shape must be that of ``coef_`` (a dense value is
+        copied into the weight table, a ``scipy.sparse`` one makes the model sparse, as
+        ``sparsify()`` does)."""
+        if not hasattr(self, "_n_feat"):
             raise AttributeError("coef_ can be set only on a fitted estimator")
-        if sp.issparse(value):
-            self._coef_sparse = sp.csr_matrix(value)
-            return
-        value = np.asarray(value)
-        target = self._pred_weights()[: self._n_feat]
-        target[...] = value.reshape(target.shape[::-1]).T
+        with model_lock(self):
+            self._check_layout()
+            K, n = self._n_outputs(), self._n_feat
+            expected = [(K, n)] + ([(n,)] if K == 1 else [])
+            if sp.issparse(value):
+                csr = V.check_sparse_matrix("coef_", value, dtype=self._model_dtype())
+                if csr.shape != (K, n):
+                    raise ValueError(f"coef_ must have shape {(K, n)}, got {csr.shape}")
+                if self._coef_sparse is None:
+                    self.sparsify()
+                self._coef_sparse = csr
+                return
+            arr = _real_array("coef_", value, self._model_dtype())
+            if arr.shape not in expected:
+                raise ValueError(f"coef_ must have shape "
+                                 f"{' or '.join(map(str, expected))}, got {arr.shape}")
+            arr = arr.reshape(K, n)
+            if self._coef_sparse is not None:
+                self._coef_sparse = sp.csr_matrix(arr)
+                return
+            self._pred_weights()[:n] = arr.T
 
     @property
     def intercept_(self):
@@ -345,21 +388,101 @@ class BaseSGD(BaseEstimator):
         if self._intercept_fixed is not None:
             return self._intercept_fixed.copy()
         W = self._pred_weights()
-        if self.fit_intercept:
+        if self._intercept_row:
             return W[self._n_feat]
         return np.zeros(W.shape[1], dtype=W.dtype)
 
     @intercept_.setter
     def intercept_(self, value):
-        if not hasattr(self, "_W"):
+        """Replace the intercepts; one per output (shape ``(n_outputs,)``)."""
+        if not hasattr(self, "_n_feat"):
             raise AttributeError("intercept_ can be set only on a fitted estimator")
-        if self.fit_intercept and self._W is not None:
-            self._pred_weights()[self._n_feat] = np.asarray(value).reshape(-1)
-        else:
-            self._intercept_fixed = np.asarray(value, dtype=np.float64).reshape(-1)
+        with model_lock(self):
+            self._check_layout()
+            K = self._n_outputs()
+            b = _real_array("intercept_", value, np.float64).reshape(-1)
+            if b.shape != (K,):
+                raise ValueError(f"intercept_ must hold {K} value(s) (shape ({K},)), got "
+                                 f"shape {np.shape(value)}")
+            if self._coef_sparse is None and self._intercept_row:
+                self._pred_weights()[self._n_feat] = b
+            else:
+                self._intercept_fixed = b
 
     def _coef_view(self, Wf: np.ndarray):
         return Wf.T
+
+    def _check_layout(self, training: bool = False) -> None:
+        """Refuse fitted attributes that disagree with the layout recorded at fit.
+
+        SciPy's products and the kernels index the weight table with feature ids that were
+        checked against ``n_features_in_``, and the kernels write the touched rows of the
+        table, of the penalty bookkeeping and of the gradient scratch sized from it. A table,
+        coefficient matrix, intercept or class list replaced by one of another shape is
+        therefore a ValueError here, before either runs. O(1), plus a structural check of a
+        sparse ``coef_`` (O(its nonzeros), no more than the product it guards) and, for
+        training, of the penalty bookkeeping (O(rows), as the flush that ends every call).
+        """
+        n_feat = self._n_feat
+        if isinstance(n_feat, (bool, np.bool_)) or not isinstance(n_feat, numbers.Integral) \
+                or n_feat < 0:
+            raise ValueError(f"the fitted number of features is corrupt ({n_feat!r}); call fit")
+        n_in = getattr(self, "n_features_in_", None)
+        if n_in is None or isinstance(n_in, (bool, np.bool_)) or n_in != n_feat:
+            raise ValueError(f"n_features_in_ is {n_in!r}, but the model's weights are for "
+                             f"{n_feat} features; call fit again")
+        K = self._n_outputs()
+        if self._coef_sparse is not None:
+            coef = self._coef_sparse
+            if not sp.issparse(coef):
+                raise ValueError(f"coef_ must be a scipy.sparse matrix after sparsify(), got "
+                                 f"{type(coef).__name__}")
+            V.check_sparse_structure("coef_", coef)
+            if tuple(coef.shape) != (K, n_feat) or coef.format != "csr" or \
+                    coef.dtype not in (np.float32, np.float64):
+                raise ValueError(f"coef_ must be a float32/float64 CSR matrix of shape "
+                                 f"{(K, n_feat)}, got a {coef.format} matrix of shape "
+                                 f"{coef.shape} and dtype {coef.dtype}")
+            _check_fitted_array("intercept_", self._intercept_fixed, (K,), None)
+            return
+        rows = n_feat + (1 if self._intercept_row else 0)
+        W = self._W
+        _check_fitted_array("the weight table (coef_ and intercept_)", W, (rows, K), None)
+        if not W.flags.c_contiguous:
+            raise ValueError("the weight table (coef_ and intercept_) must be C-contiguous")
+        if self._W_avg is not None:
+            _check_fitted_array("the averaged weights", self._W_avg, (rows, K), W.dtype)
+        if self._intercept_fixed is not None:
+            _check_fitted_array("intercept_", self._intercept_fixed, (K,), None)
+        if not training:
+            return
+        if not W.flags.writeable:
+            raise ValueError("the weight table (coef_ and intercept_) is read-only; training "
+                             "updates it in place")
+        t = getattr(self, "t_", None)
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral) or t < 0:
+            raise ValueError(f"t_ must be a non-negative int, got {t!r}")
+        opt = getattr(self, "optimizer_", None)
+        if opt is not None:
+            params = getattr(opt, "params", None)
+            if not params or params[0] is not W:
+                raise ValueError("optimizer_ does not train this model's weight table (was "
+                                 "the table or the optimizer replaced?); call fit again")
+        reg = getattr(self, "_reg", None)
+        if reg is not None and reg.flags:
+            # the kernels index the segment tables with every touched row's last step
+            st = reg.pen_step
+            tables = (reg.Q, reg.cum_a, reg.cum_q, reg.cum_aq)
+            if not isinstance(st, np.ndarray) or st.dtype != np.int64 or st.shape != (rows,) \
+                    or not 0 <= reg.t <= reg.length \
+                    or any(tab.shape[0] < reg.length + 1 for tab in tables) \
+                    or (rows and not 0 <= int(st.min()) <= int(st.max()) <= reg.t):
+                raise ValueError("the lazy penalty bookkeeping does not match the weight "
+                                 "table (was it replaced?); call fit again")
+            if reg.flags & _linear.PENALTY_FLAGS["AVG"]:
+                _check_fitted_array("the running average", reg.avg, (rows, K), np.float64)
+                if not reg.avg.flags.c_contiguous:
+                    raise ValueError("the running average must be C-contiguous")
 
     def sparsify(self):
         """Convert ``coef_`` to a ``scipy.sparse`` CSR matrix and free the dense weights.
@@ -375,16 +498,18 @@ class BaseSGD(BaseEstimator):
         self
         """
         check_is_fitted(self, msg="Estimator, %(name)s, must be fitted before sparsifying.")
-        if self._coef_sparse is not None:
-            return self
-        W = self._pred_weights()
-        coef = W[: self._n_feat].T
-        self._intercept_fixed = np.array(self.intercept_, copy=True)
-        self._coef_sparse = sp.csr_matrix(coef.reshape(-1, self._n_feat))
-        self._W = None
-        self._W_avg = None
-        self.optimizer_ = None
-        self._reg = None
+        with model_lock(self):
+            self._check_layout()
+            if self._coef_sparse is not None:
+                return self
+            W = self._pred_weights()
+            coef = W[: self._n_feat].T
+            self._intercept_fixed = np.array(self.intercept_, copy=True)
+            self._coef_sparse = sp.csr_matrix(coef.reshape(-1, self._n_feat))
+            self._W = None
+            self._W_avg = None
+            self.optimizer_ = None
+            self._reg = None
         return self
 
     def densify(self):
@@ -395,24 +520,27 @@ class BaseSGD(BaseEstimator):
         self
         """
         check_is_fitted(self, msg="Estimator, %(name)s, must be fitted before densifying.")
-        if self._coef_sparse is None:
-            return self
-        coef = self._coef_sparse.toarray()
-        dtype = self._coef_sparse.dtype
-        n_outputs = coef.shape[0]
-        n_rows = self._n_feat + (1 if self.fit_intercept else 0)
-        W = np.zeros((n_rows, n_outputs), dtype=dtype)
-        W[: self._n_feat] = coef.T
-        if self.fit_intercept:
-            W[self._n_feat] = self._intercept_fixed
-        self._W = W
-        self._coef_sparse = None
-        self._intercept_fixed = None
+        with model_lock(self):
+            self._check_layout()
+            if self._coef_sparse is None:
+                return self
+            coef = self._coef_sparse.toarray()
+            dtype = self._coef_sparse.dtype
+            n_outputs = coef.shape[0]
+            n_rows = self._n_feat + (1 if self._intercept_row else 0)
+            W = np.zeros((n_rows, n_outputs), dtype=dtype)
+            W[: self._n_feat] = coef.T
+            if self._intercept_row:
+                W[self._n_feat] = self._intercept_fixed
+            self._W = W
+            self._coef_sparse = None
+            self._intercept_fixed = None
         return self
 
     def _decision(self, X) -> np.ndarray:
         """Scores ``X @ coef_.T + intercept_``, shape (n_samples, n_outputs)."""
         check_is_fitted(self)
+        self._check_layout()
         X = validate_data(self, X, accept_sparse=["csr"], reset=False,
                           dtype=[np.float64, np.float32])
         if self._coef_sparse is not None:
@@ -421,17 +549,24 @@ class BaseSGD(BaseEstimator):
             return scores + self._intercept_fixed
         W = self._pred_weights()
         scores = np.asarray(X @ W[: self._n_feat])
-        if self.fit_intercept:
+        if self._intercept_row:
             scores = scores + W[self._n_feat]
         return scores
 
     # -- training ----------------------------------------------------------------------------
 
-    def _threads(self, params, work: int) -> int:
-        if work < PARALLEL_MIN_WORK:
-            return 1
-        n = params["n_threads"] if params["n_threads"] is not None else _info.max_threads()
-        return max(1, n)
+    def _check_continue(self) -> None:
+        """partial_fit on a fitted model: the weights must be dense and match the recorded
+        layout, and the intercept setting cannot change (the table has a row for it or not)."""
+        self._check_layout(training=True)
+        if self._coef_sparse is not None:
+            raise ValueError("coef_ is sparse (sparsify() was called); call densify() before "
+                             "partial_fit")
+        if bool(self.fit_intercept) != self._intercept_row:
+            raise ValueError(
+                f"fit_intercept={self.fit_intercept!r}, but the model was fitted with "
+                f"fit_intercept={self._intercept_row!r}; partial_fit cannot add or drop the "
+                "intercept (call fit to train a new model)")
 
     def _start_training(self, params, n_features, n_outputs, dtype, *, keep_weights: bool,
                         coef_init=None, intercept_init=None) -> None:
@@ -448,20 +583,60 @@ class BaseSGD(BaseEstimator):
         self._samples_seen = 0
         self._weight_unit = None
 
-    def _run(self, X, y: np.ndarray, sw: np.ndarray, params, *, max_iter: int,
-             train_idx: Optional[np.ndarray] = None, validation=None,
-             check_convergence: bool = True, seed: Optional[int] = None) -> int:
+    def _normalised_weights(self, sw: np.ndarray, order: np.ndarray, label: str) -> np.ndarray:
+        """Sample weights divided by the weight unit: the mean weight of the training samples
+        of fit (of the first partial_fit call), so that a step's size does not depend on the
+        weights' overall scale (only plain SGD would notice it; Adam & co. are scale-invariant)
+        while batches keep their relative weights. Unit weights stay exactly 1.
+
+        The mean is taken without overflow (weights near the float64 maximum are fine); a
+        weight more than ``MAX_RELATIVE_WEIGHT`` times the unit is refused (ValueError naming
+        ``label``) before anything changes.
+        """
+        unit = self._weight_unit
+        if unit is None:
+            w = sw[order]
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean = float(w.mean())
+            if not math.isfinite(mean):  # the sum overflowed: take the mean of scaled weights
+                top = float(np.abs(w).max())
+                mean = float((w / top).mean()) * top
+            unit = mean if mean > 0 and math.isfinite(mean) else 1.0
+        with np.errstate(over="ignore"):
+            out = np.ascontiguousarray(sw / unit, dtype=np.float64)
+        top = float(np.abs(out).max()) if out.size else 0.0
+        if not top <= MAX_RELATIVE_WEIGHT:
+            first = "the first partial_fit call" if self._weight_unit is not None else "fit"
+            raise ValueError(
+                f"{label}: a weight of {top * unit:.3g} is {top:.3g} times the mean weight of "
+                f"the training samples of {first} ({unit:.3g}); weights are relative, and "
+                f"ratios above {MAX_RELATIVE_WEIGHT:.0e} would overflow the gradients. Rescale "
+                "the weights (or refit)")
+        self._weight_unit = unit
+        return out
+
+    def _run(self, Xk: Tuple[np.ndarray, np.ndarray, np.ndarray], y: np.ndarray,
+             sw: np.ndarray, params, *, max_iter: int, train_idx: Optional[np.ndarray] = None,
+             validation=None, check_convergence: bool = True,
+             weight_label: str = "sample_weight") -> int:
         """Epochs of mini-batch steps over ``train_idx`` (all samples by default); returns the
-        number of epochs run. ``validation`` = (X_val, y_val, sw_val) turns on early stopping
-        on the validation score; otherwise the training objective is watched (``tol``)."""
+        number of epochs run. ``Xk`` is ``kernel_csr(X)`` of the checked training data.
+        ``validation`` = (X_val, y_val, sw_val) turns on early stopping on the validation
+        score; otherwise the training objective is watched (``tol``).
+
+        Everything that can be refused is refused before the first step; after it only a
+        diverging model raises."""
         W = self._W
-        indptr, indices, data = as_csr(X, W.dtype, self._n_feat)
+        indptr, indices, data = Xk
         n_samples = indptr.shape[0] - 1
         order = (np.arange(n_samples, dtype=np.int64) if train_idx is None
                  else np.ascontiguousarray(train_idx, dtype=np.int64))
         n_train = order.shape[0]
         if n_train == 0:
             return 0
+        sw = self._normalised_weights(sw, order, weight_label)
+        if validation is not None:
+            validation = (validation[0], validation[1], sw[validation[2]])
         B = params["batch_size"] or auto_batch_size(n_train)
         B = min(B, n_train)
         row_nnz = np.diff(indptr)
@@ -482,19 +657,13 @@ class BaseSGD(BaseEstimator):
 
         loss_id, loss_arg = self._loss_args(params)
         n_feat = self._n_feat
+        intercept = self._intercept_row
         mean_nnz = float(row_nnz[order].mean()) if n_train else 0.0
-        nt = self._threads(params, int(B * mean_nnz * K))
-        nt_flush = self._threads(params, W.size)
-        rng = np.random.default_rng(seed)
+        min_work = PARALLEL_MIN_MODEL_WORK
+        nt = threads_for(params["n_threads"], int(B * mean_nnz * K), min_work)
+        nt_flush = threads_for(params["n_threads"], W.size, min_work)
+        rng = params["rng"]
         y = np.ascontiguousarray(y, dtype=np.float64)
-        if self._weight_unit is None:
-            # Set by fit and by the first partial_fit: weights are divided by their mean, so
-            # a step's size does not depend on their overall scale (only plain SGD would
-            # notice it; Adam & co. are scale-invariant) while batches keep their relative
-            # weights. Unit weights stay exactly 1.
-            mean = float(sw[order].mean())
-            self._weight_unit = mean if mean > 0 and np.isfinite(mean) else 1.0
-        sw = np.ascontiguousarray(sw / self._weight_unit, dtype=np.float64)
         steps_per_epoch = -(-n_train // B)
         tol = params["tol"]
         best = np.inf
@@ -517,12 +686,12 @@ class BaseSGD(BaseEstimator):
                                 self._samples_seen, nb)
                 eta = lr if power_t == 0.0 else lr / (self.t_ + 1.0) ** power_t
                 m, ls = kernel(indptr, indices, data, order, start, stop, y, sw, W, n_feat,
-                               self.fit_intercept, loss_id, loss_arg, 1.0 / nb, scratch.hkeys,
+                               intercept, loss_id, loss_arg, 1.0 / nb, scratch.hkeys,
                                scratch.hvals, scratch.hpos, scratch.hshift, scratch.rows,
                                scratch.G, scratch.Wc, scratch.pos2u, scratch.offsets,
                                scratch.dz, scratch.sample_loss, reg.pen_step, reg.avg, reg.Q,
                                reg.cum_a, reg.cum_q, reg.cum_aq, reg.step_index(),
-                               reg.avg_from(), reg.flags, reg.wscale, nt)
+                               reg.avg_from(), reg.flags, reg.wscale, nt, min_work)
                 step_lr = eta * reg.lr_factor()
                 if step_lr != opt.lr:
                     opt.lr = step_lr
@@ -586,6 +755,7 @@ class BaseSGD(BaseEstimator):
             getattr(self, "_coef_sparse", None) is not None
         if not (self.warm_start and fitted) or coef_init is not None:
             return coef_init, intercept_init
+        self._check_layout()
         coef = self.coef_
         coef = coef.toarray() if sp.issparse(coef) else np.array(coef)
         return coef, np.array(self.intercept_)
@@ -597,5 +767,17 @@ class BaseSGD(BaseEstimator):
                 or getattr(self, "_optimizer_kind", None) != self.optimizer
                 or self.optimizer_ is None)
 
-    def _fit_seed(self) -> int:
-        return int(check_random_state(self.random_state).randint(_MAX_INT))
+
+def _check_fitted_array(name: str, arr: Any, shape: Tuple[int, ...], dtype) -> None:
+    """A fitted array the kernels or SciPy read: an ndarray of the recorded shape, float32 or
+    float64 (or exactly ``dtype``)."""
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{name} must be a NumPy array, got {type(arr).__name__}; call fit "
+                         "again")
+    ok_dtype = arr.dtype == dtype if dtype is not None else arr.dtype in (np.float32,
+                                                                          np.float64)
+    if arr.shape != shape or not ok_dtype:
+        raise ValueError(f"{name} has shape {arr.shape} and dtype {arr.dtype}, but the fitted "
+                         f"model needs shape {shape}"
+                         + (f" and dtype {np.dtype(dtype)}" if dtype is not None else "")
+                         + "; it was replaced after fit (call fit again)")

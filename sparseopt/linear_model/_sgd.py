@@ -2,6 +2,10 @@
 mini-batches by sparseopt's lazy Adam, Adagrad or RMSprop (or plain SGD)."""
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Mapping
+
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
@@ -9,10 +13,11 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.extmath import softmax
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, column_or_1d
+from sklearn.utils.validation import column_or_1d
 
 from .._kernels import _linear
-from ._base import BaseSGD, validate_data
+from .._sklearn import fit_guard, validate_data
+from ._base import BaseSGD, check_sample_weight, kernel_csr
 
 _ACCEPT_SPARSE = ["csr"]  # CSC, COO, ... are converted
 _DTYPES = [np.float64, np.float32]
@@ -47,8 +52,9 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         Shuffle the samples before every epoch.
     verbose : int, default=0
         Print per-epoch progress.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the shuffling and the validation split.
+    random_state : int, RandomState instance, numpy Generator or None, default=None
+        Seeds the shuffling and the validation split: an int in [0, 2**32) gives the same
+        model on every call; a RandomState or Generator is drawn from (and advanced).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified for classifiers)
         and stop when its score stops improving.
@@ -96,7 +102,8 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         Adagrad).
     n_threads : int or None, default=None
         Threads for large batches (the kernels run one thread on small ones); ``None``
-        follows OpenMP's default and threadpoolctl. Results do not depend on it.
+        follows OpenMP's default and threadpoolctl. At most four per available core (a
+        ValueError above). Results do not depend on it.
 """
 
 _ATTRIBUTES_DOC = """    n_iter_ : int
@@ -119,9 +126,16 @@ def _fill_doc(cls):
 
 
 def _prepare_training_data(est, X, y, reset):
+    """Checked X (dense C-ordered or CSR, float32 kept) and y; a malformed sparse X or y is
+    refused before scikit-learn's conversions see it."""
     X, y = validate_data(est, X, y, accept_sparse=_ACCEPT_SPARSE, dtype=_DTYPES,
                          order="C", accept_large_sparse=True, reset=reset)
     return X, y
+
+
+def _split_seed(params) -> int:
+    """The seed of the validation split, drawn from the call's generator."""
+    return int(params["rng"].integers(2**31 - 1))
 
 
 @_fill_doc
@@ -145,8 +159,9 @@ default='hinge'
     epsilon : float, default=0.1
         Unused by the classification losses; kept for scikit-learn compatibility.
     class_weight : dict, 'balanced' or None, default=None
-        Weights per class, multiplied into the sample weights (every output of a sample gets
-        its class's weight). 'balanced' uses ``n_samples / (n_classes * bincount(y))``.
+        Weights per class (finite numbers), multiplied into the sample weights (every output
+        of a sample gets its class's weight). 'balanced' uses
+        ``n_samples / (n_classes * bincount(y))``.
 
     Attributes
     ----------
@@ -165,7 +180,12 @@ default='hinge'
     derivatives and the row gradient ``X_batch.T @ (dloss * w) / batch_size`` of a batch
     (``sparseopt/_kernels/_linear.pyx``). Sample weights (times class weights) are divided by
     their mean over the training data (of the first ``partial_fit`` call), so multiplying all
-    of them by a constant changes nothing; unit weights stay 1. The penalty and averaging are
+    of them by a constant changes nothing; unit weights stay 1. A weight more than 1e12 times
+    that mean (a later batch weighted far above the first) is refused. Every method checks a
+    sparse ``X`` (indices, index pointers) before SciPy or a kernel reads it, and the fitted
+    attributes (weights, ``coef_``, ``intercept_``, ``classes_``) against the shapes recorded
+    at fit; ``fit`` and ``partial_fit`` run one at a time per estimator and leave it unchanged
+    when they raise on bad input. The penalty and averaging are
     lazy and exact: see ``sparseopt/linear_model/_lazy.py``. Results do not depend on
     ``n_threads``.
 
@@ -211,6 +231,38 @@ default='hinge'
     def _n_outputs(self) -> int:
         return 1 if len(self.classes_) == 2 else len(self.classes_)
 
+    def _check_params(self):
+        params = super()._check_params()
+        cw = self.class_weight
+        if cw is None or (isinstance(cw, str) and cw == "balanced"):
+            return params
+        if not isinstance(cw, Mapping):
+            raise ValueError(f"class_weight must be a dict, 'balanced' or None; got {cw!r}")
+        for label, weight in cw.items():
+            if isinstance(weight, np.ndarray) and weight.ndim == 0:
+                weight = weight.item()
+            if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, numbers.Real) \
+                    or not math.isfinite(weight):
+                raise ValueError(f"class_weight[{label!r}] must be a finite real number, got "
+                                 f"{weight!r}")
+        return params
+
+    def _check_layout(self, training=False):
+        classes = getattr(self, "classes_", None)
+        if not isinstance(classes, np.ndarray) or classes.ndim != 1 or classes.shape[0] < 2:
+            raise ValueError(f"classes_ must be a 1-D array of at least 2 classes, got "
+                             f"{classes!r}; it was replaced after fit (call fit again)")
+        sparse_coef = getattr(self, "_coef_sparse", None)
+        table = sparse_coef if sparse_coef is not None else getattr(self, "_W", None)
+        shape = getattr(table, "shape", ())
+        fitted = (shape[0] if table is sparse_coef else shape[1]) if len(shape) == 2 else None
+        if fitted is not None and fitted != self._n_outputs():
+            raise ValueError(
+                f"classes_ ({len(classes)} classes, so {self._n_outputs()} output(s)) does not "
+                f"match the fitted weights ({fitted} output(s)): one of them was replaced "
+                "after fit; call fit again")
+        super()._check_layout(training)
+
     def _loss_args(self, params):
         loss_id, arg = super()._loss_args(params)
         if self.loss == "log_loss" and self._n_outputs() > 1:
@@ -251,11 +303,22 @@ default='hinge'
         return compute_class_weight(cw, classes=self.classes_, y=self.classes_[y_idx])
 
     def _weights(self, X, y_idx, sample_weight, for_partial_fit):
-        sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        return sw * self._class_weights(y_idx, for_partial_fit)[y_idx]
+        """sample_weight times the class weight of each sample (finite, checked)."""
+        sw = check_sample_weight(sample_weight, X)
+        with np.errstate(over="ignore", invalid="ignore"):
+            w = sw * self._class_weights(y_idx, for_partial_fit)[y_idx]
+        if not np.isfinite(w).all():
+            raise ValueError("sample_weight times class_weight overflows float64; rescale "
+                             "them (only their ratios matter)")
+        return w
+
+    def _weight_label(self) -> str:
+        return "sample_weight" if self.class_weight is None else \
+            "sample_weight times class_weight"
 
     # -- fit ---------------------------------------------------------------------------------
 
+    @fit_guard
     def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
         """Fit the model with up to ``max_iter`` epochs of mini-batch steps.
 
@@ -282,15 +345,17 @@ default='hinge'
                 f"{len(self.classes_)} class")
         y_idx = self._encode(y)
         sw = self._weights(X, y_idx, sample_weight, False)
+        Xk = kernel_csr(X, X.dtype, X.shape[1])
         self._start_training(params, X.shape[1], self._n_outputs(), X.dtype,
                              keep_weights=False, coef_init=coef_init,
                              intercept_init=intercept_init)
         train_idx, validation = self._split(X, y, y_idx, sw, params)
-        self.n_iter_ = self._run(X, self._kernel_targets(y_idx), sw, params,
+        self.n_iter_ = self._run(Xk, self._kernel_targets(y_idx), sw, params,
                                  max_iter=params["max_iter"], train_idx=train_idx,
-                                 validation=validation, seed=self._fit_seed())
+                                 validation=validation, weight_label=self._weight_label())
         return self
 
+    @fit_guard
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch of mini-batch steps over the given samples, continuing training.
 
@@ -310,9 +375,8 @@ default='hinge'
         params = self._check_params()
         if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
-        if not first and getattr(self, "_coef_sparse", None) is not None:
-            raise ValueError("coef_ is sparse (sparsify() was called); call densify() before "
-                             "partial_fit")
+        if not first:
+            self._check_continue()
         X, y = _prepare_training_data(self, X, y, reset=first)
         check_classification_targets(y)
         if first:
@@ -327,14 +391,16 @@ default='hinge'
                 f"partial_fit, was: {self.classes_!r}")
         y_idx = self._encode(y)
         sw = self._weights(X, y_idx, sample_weight, True)
+        Xk = kernel_csr(X, X.dtype if first else self._W.dtype,
+                        X.shape[1] if first else self._n_feat)
         if first:
             self._start_training(params, X.shape[1], self._n_outputs(), X.dtype,
                                  keep_weights=False)
         elif self._needs_restart():
             self._start_training(params, X.shape[1], self._n_outputs(), self._W.dtype,
                                  keep_weights=True)
-        self._run(X, self._kernel_targets(y_idx), sw, params, max_iter=1,
-                  check_convergence=False, seed=self._fit_seed())
+        self._run(Xk, self._kernel_targets(y_idx), sw, params, max_iter=1,
+                  check_convergence=False, weight_label=self._weight_label())
         self.n_iter_ = 1
         return self
 
@@ -342,7 +408,7 @@ default='hinge'
         if not self.early_stopping:
             return None, None
         cv = StratifiedShuffleSplit(test_size=params["validation_fraction"],
-                                    random_state=self.random_state)
+                                    random_state=_split_seed(params))
         try:
             idx_train, idx_val = next(cv.split(np.zeros((len(y), 1)), y_idx))
         except ValueError as exc:
@@ -354,7 +420,7 @@ default='hinge'
         if not np.any(sw[idx_val] > 0):
             raise ValueError("The sample weights for validation set are all zero, consider "
                              "using a different random state.")
-        return idx_train, (X[idx_val], y[idx_val], sw[idx_val])
+        return idx_train, (X[idx_val], y[idx_val], idx_val)
 
     # -- prediction --------------------------------------------------------------------------
 
@@ -475,6 +541,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
     def _coef_view(self, Wf):
         return Wf[:, 0]
 
+    @fit_guard
     def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
         """Fit the model with up to ``max_iter`` epochs of mini-batch steps.
 
@@ -494,15 +561,16 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         coef_init, intercept_init = self._warm_init(coef_init, intercept_init)
         X, y = _prepare_training_data(self, X, y, reset=True)
         y = np.asarray(y, dtype=np.float64)
-        sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        sw = check_sample_weight(sample_weight, X)
+        Xk = kernel_csr(X, X.dtype, X.shape[1])
         self._start_training(params, X.shape[1], 1, X.dtype, keep_weights=False,
                              coef_init=coef_init, intercept_init=intercept_init)
         train_idx, validation = self._split(X, y, sw, params)
-        self.n_iter_ = self._run(X, y, sw, params, max_iter=params["max_iter"],
-                                 train_idx=train_idx, validation=validation,
-                                 seed=self._fit_seed())
+        self.n_iter_ = self._run(Xk, y, sw, params, max_iter=params["max_iter"],
+                                 train_idx=train_idx, validation=validation)
         return self
 
+    @fit_guard
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch of mini-batch steps over the given samples, continuing training.
 
@@ -518,18 +586,18 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         """
         first = not hasattr(self, "_W")
         params = self._check_params()
-        if not first and getattr(self, "_coef_sparse", None) is not None:
-            raise ValueError("coef_ is sparse (sparsify() was called); call densify() before "
-                             "partial_fit")
+        if not first:
+            self._check_continue()
         X, y = _prepare_training_data(self, X, y, reset=first)
         y = np.asarray(y, dtype=np.float64)
-        sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        sw = check_sample_weight(sample_weight, X)
+        Xk = kernel_csr(X, X.dtype if first else self._W.dtype,
+                        X.shape[1] if first else self._n_feat)
         if first:
             self._start_training(params, X.shape[1], 1, X.dtype, keep_weights=False)
         elif self._needs_restart():
             self._start_training(params, X.shape[1], 1, self._W.dtype, keep_weights=True)
-        self._run(X, y, sw, params, max_iter=1, check_convergence=False,
-                  seed=self._fit_seed())
+        self._run(Xk, y, sw, params, max_iter=1, check_convergence=False)
         self.n_iter_ = 1
         return self
 
@@ -537,7 +605,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         if not self.early_stopping:
             return None, None
         cv = ShuffleSplit(test_size=params["validation_fraction"],
-                          random_state=self.random_state)
+                          random_state=_split_seed(params))
         idx_train, idx_val = next(cv.split(np.zeros((len(y), 1))))
         if idx_train.shape[0] == 0 or idx_val.shape[0] == 0:
             raise ValueError(
@@ -548,7 +616,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         if not np.any(sw[idx_val] > 0):
             raise ValueError("The sample weights for validation set are all zero, consider "
                              "using a different random state.")
-        return idx_train, (X[idx_val], y[idx_val], sw[idx_val])
+        return idx_train, (X[idx_val], y[idx_val], idx_val)
 
     def predict(self, X):
         """Predicted targets, shape (n_samples,)."""
