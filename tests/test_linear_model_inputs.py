@@ -680,7 +680,7 @@ def test_random_state_is_reproducible_and_accepts_what_scikit_learn_accepts():
 
 
 def test_n_threads_at_the_machine_limit_is_accepted():
-    from sparseopt._utils import max_n_threads
+    from sparseopt._validation import max_n_threads
     X, y, _ = _data()
     est = SGDClassifier(n_threads=max_n_threads(), max_iter=2, tol=None).fit(X, y)
     assert est.predict(X).shape == (60,)

@@ -28,9 +28,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from .. import _validation as V
 from .._kernels import _linear
 from .._sklearn import model_lock, validate_data
-from .._utils import (OPTIMIZERS, PARALLEL_MIN_MODEL_WORK, check_random_state, make_optimizer,
-                      threads_for)
-from ..optim import RowGrad
+from .._utils import PARALLEL_MIN_MODEL_WORK, check_random_state, threads_for
+from ..optim import OPTIMIZERS, RowGrad, make_optimizer
 from ._lazy import LazyRegularizer
 
 # Default learning rates per optimizer (``learning_rate=None``), chosen on sparse text-like
