@@ -352,3 +352,116 @@ def match_grads(grads: Any, keys: List[ParamKey], is_dict: bool) -> Dict[int, An
         f"step() takes a list of {len(keys)} gradients (or a dict by name), got "
         f"{type(grads).__name__}"
     )
+
+
+# =========================================================================== optimizer state
+# Rules for optimizer state and for the parameters an optimizer already holds: state loaded by
+# ``load_state_dict``, and state or parameters changed between steps (``state_dict()`` and
+# ``opt.state`` hand out the arrays by reference, so anything may have been replaced or edited
+# in place). The per-step checks are O(1) per array; only loading scans values.
+
+# Step counters are int64 in the kernels: ``t`` may reach 2**63 - 1 and no further.
+MAX_STEP = 2**63 - 1
+
+
+def check_eps(value: Any, *, allow_zero: bool = False, zero_hint: str = "") -> float:
+    """``eps`` of an optimizer whose denominator can otherwise be zero: it must be > 0 (a row
+    with zero gradient and zero second moment would compute 0 / 0 = NaN), or >= 0 when the
+    caller has established that the denominator cannot vanish (``allow_zero``)."""
+    eps = check_real("eps", value)
+    if eps == 0.0 and not allow_zero:
+        raise ValueError(
+            f"eps must be > 0, got {value!r}: a row whose gradient and second moment are both "
+            "zero would compute 0 / 0 and become NaN" + (f" ({zero_hint})" if zero_hint else "")
+        )
+    return eps
+
+
+def check_step_count(name: str, step: Any, *, advancing: bool) -> int:
+    """A parameter's step counter: an int in [0, 2**63 - 1]; one that is about to advance
+    (``advancing``) must stay below 2**63 - 1."""
+    if isinstance(step, np.ndarray) and step.ndim == 0:
+        step = step.item()
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral):
+        raise ValueError(f"{name}: the step counter must be an int, got {step!r}")
+    step = int(step)
+    top = MAX_STEP - 1 if advancing else MAX_STEP
+    if not 0 <= step <= top:
+        raise ValueError(f"{name}: the step counter must be in [0, {top}], got {step}")
+    return step
+
+
+def check_param_unchanged(key: ParamKey, arr: Any, shape: Tuple[int, ...], dtype: Any) -> None:
+    """A parameter is, at every step, what it was at construction: a writeable C-contiguous
+    array of the same shape and dtype (it may have been made read-only or reshaped in place)."""
+    check_param(key, arr)
+    if arr.shape != shape or arr.dtype != dtype:
+        raise ValueError(
+            f"{describe(key)} changed from shape {shape} and dtype {np.dtype(dtype)} to shape "
+            f"{arr.shape} and dtype {arr.dtype} after the optimizer was built; build a new "
+            "optimizer for it"
+        )
+
+
+def check_state_array(name: str, sname: str, arr: Any, shape: Tuple[int, ...], dtype: Any, *,
+                      strided_rows: bool = False) -> None:
+    """O(1) check of a state array a kernel is about to read and write: a writeable ndarray of
+    the given shape and dtype, C-contiguous (``strided_rows``: only each row's elements need be
+    contiguous, as for row-interleaved moments). Unaligned arrays are fine (as for parameters,
+    the row loops make no alignment assumption)."""
+    dtype = np.dtype(dtype)
+    if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
+        got = (f"shape {arr.shape} and dtype {arr.dtype}" if isinstance(arr, np.ndarray)
+               else f"a {type(arr).__name__}")
+        raise ValueError(
+            f"state {sname!r} of {name} is {got}, expected shape {shape} and dtype {dtype} "
+            "(was it replaced between steps? use load_state_dict to set state)"
+        )
+    if strided_rows and arr.ndim == 2:
+        ok = arr.shape[1] <= 1 or arr.strides[1] == arr.itemsize
+    else:
+        ok = arr.flags.c_contiguous
+    if not ok:
+        raise ValueError(
+            f"state {sname!r} of {name} must be C-contiguous"
+            + (" within each row" if strided_rows else "")
+            + " (was it replaced between steps? use load_state_dict to set state)"
+        )
+    if not arr.flags.writeable:
+        raise ValueError(f"state {sname!r} of {name} is read-only; the optimizer updates its "
+                         "state in place")
+
+
+def check_state_log_sum(name: str, sname: str, value: Any) -> float:
+    """A running sum of ``log1p(-lr * weight_decay)``: a finite real number <= 0."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or \
+            not (math.isfinite(float(value)) and float(value) <= 0.0):
+        raise ValueError(
+            f"state {sname!r} of {name} must be a finite number <= 0 (a sum of "
+            f"log(1 - lr * weight_decay)), got {value!r}"
+        )
+    return float(value)
+
+
+def check_state_values(name: str, sname: str, arr: np.ndarray, *, low: Any = None,
+                       low_open: bool = False, high: Any = None, what: str = "") -> None:
+    """Scan a loaded state array: every value finite, and >= ``low`` (> with ``low_open``) and
+    <= ``high`` when given. Two reductions (min, max), no temporary of the array's size."""
+    if arr.size == 0:
+        return
+    lo, hi = arr.min(), arr.max()
+    if arr.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"state_dict: state {sname!r} of {name} holds NaN or infinite values")
+    if low is not None and (lo <= low if low_open else lo < low):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(
+            f"state_dict: state {sname!r} of {name} must be {bound}{what}, but its minimum is "
+            f"{lo}"
+        )
+    if high is not None and hi > high:
+        raise ValueError(
+            f"state_dict: state {sname!r} of {name} must be <= {high}{what}, but its maximum "
+            f"is {hi}"
+        )
