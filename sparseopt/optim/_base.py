@@ -482,8 +482,8 @@ class Optimizer:
             if bad.size:
                 r = int(bad[0])
                 raise ValueError(
-                    f"state_dict: counters of {name} are inconsistent: row {r} has first_step "
-                    f"{int(first[r])} after its last_step {int(last[r])}"
+                    f"state_dict: counters of {name} are inconsistent: row {r} has 'first_step' "
+                    f"{int(first[r])} after its 'last_step' {int(last[r])}"
                 )
         if ROW_WD in arrays and WD_SUM in scalars and arrays[ROW_WD].size and \
                 arrays[ROW_WD].min() < scalars[WD_SUM]:
