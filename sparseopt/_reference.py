@@ -38,7 +38,7 @@ the kernels follow them operation for operation, so these factors agree to the b
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp

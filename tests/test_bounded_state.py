@@ -35,7 +35,6 @@ from conftest import assert_bitwise_equal, assert_close
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 INT64_MAX = 2**63 - 1
-INT64_MIN = -(2**63)
 MB = 1 << 20
 
 
@@ -253,7 +252,7 @@ def test_step_counter_at_int64_max_refuses_to_advance():
         opt.load_state_dict(sd)
 
 
-# --------------------------------------------------------------------------- counters edited in place
+# ------------------------------------------------------------------------ counters edited in place
 
 _EDIT_PROBE = r"""
 import numpy as np, sparseopt as so

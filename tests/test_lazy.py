@@ -12,6 +12,7 @@ dense NumPy loops rather than against ``_reference.py``:
 """
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ import scipy.sparse as sp
 
 import sparseopt as so
 
-from conftest import OPTIMIZERS, assert_bitwise_equal, assert_close, snapshot
+from conftest import OPTIMIZERS, REFERENCES, assert_bitwise_equal, assert_close, snapshot
 
 # Dense-equivalence compares a power beta**s with s repeated products: float64 agrees to a few
 # ulps per step, not to 1e-12 over a long trajectory.
@@ -310,6 +311,49 @@ def test_weight_decay_catch_up_is_product_of_step_factors(opt_name, dtype):
     assert_close(P[3], p1[1] * prod_2_to_T, dtype, rtol=rtol)
     assert_close(P[0], P0[0].astype(np.float64) * prod_1_to_T, dtype, rtol=rtol)
     assert_close(P[1], P0[1].astype(np.float64) * prod_1_to_T, dtype, rtol=rtol)
+
+
+@pytest.mark.parametrize("opt_name", ["Adam", "RMSprop"])
+def test_weight_decay_dropped_to_zero_still_catches_up_the_steps_that_had_it(opt_name, dtype):
+    """A weight-decay schedule that falls to 0 (through ``param_groups``) while rows are not
+    touched: when such a row returns, or at ``flush()``, it still receives the factors of the
+    steps that had weight decay, and none for the steps without. Today's ``weight_decay`` is 0
+    then, so the catch-up must come from the running sum, not from the current value."""
+    wd, lr = 0.4, 0.05
+    rng = np.random.default_rng(6)
+    P0 = rng.normal(size=(5, 3)).astype(dtype)
+    P, Q = P0.copy(), P0.copy()
+    opt = OPTIMIZERS[opt_name]([P], lr=lr, lazy="decay", weight_decay=wd)
+    oracle = REFERENCES[opt_name]([Q], lr=lr, lazy="decay", weight_decay=wd)
+    g1 = rng.normal(size=(2, 3)).astype(dtype)
+    for o in (opt, oracle):
+        o.step([so.RowGrad([0, 1], g1)])  # step 1: rows 0 and 1
+    after1 = P[[0, 1]].astype(np.float64)
+    for t in range(2, 11):  # steps 2-5 with weight decay, 6-10 without; only row 4 touched
+        if t == 6:
+            opt.param_groups[0]["weight_decay"] = 0.0
+            oracle.h["weight_decay"] = 0.0
+        g = so.RowGrad([4], rng.normal(size=(1, 3)).astype(dtype))
+        opt.step([g])
+        oracle.step([g])
+    owed = (1.0 - lr * wd) ** 4  # steps 2-5
+    # row 0 returns at step 11, when weight decay is 0: it is caught up as the reference says
+    # (whose factors are the same float64 rule), before its own update
+    zero = so.RowGrad([0], np.zeros((1, 3), dtype))
+    opt.step([zero])
+    oracle.step([zero])
+    rtol = DENSE_RTOL[np.dtype(dtype)]
+    assert_close(P, Q, dtype, rtol=rtol)
+    assert_close(opt.state[0]["row_wd_log"][0], np.log(owed) + math.log1p(-lr * wd), np.float64,
+                 rtol=1e-14)
+    # row 1 is only flushed: exactly the owed factors
+    opt.flush()
+    oracle.flush()
+    assert_close(P[1], after1[1] * owed, dtype, rtol=rtol)
+    assert_close(Q[1], after1[1] * owed, dtype, rtol=rtol)
+    assert_close(P, Q, dtype, rtol=rtol)
+    # row 2 and 3 were never touched: flushed, they owe steps 1-5
+    assert_close(P[2:4], P0[2:4].astype(np.float64) * (1.0 - lr * wd) ** 5, dtype, rtol=rtol)
 
 
 @pytest.mark.parametrize("opt_name", ["Adam", "RMSprop"])

@@ -227,7 +227,7 @@ def test_parameter_reshaped_in_place_raises():
     assert opt.state["w"]["step"] == 1
 
 
-# --------------------------------------------------------------------------- state replaced in place
+# ------------------------------------------------------------------------ state replaced in place
 
 _REPLACE_PROBE = r"""
 import copy, json
