@@ -1,4 +1,4 @@
-"""Tables beyond 2**31 (and 2**32) elements that cost little memory (issue 6, item 6).
+"""Tables beyond 2**31 (and 2**32) elements that cost little memory.
 
 The parameter is an ``np.memmap`` over a *sparse file* in ``tmp_path``: 8-17 GB long but
 holding only the few pages the test writes. Rows near the start, on both sides of element
@@ -10,9 +10,8 @@ the untouched neighbours and the file's allocated size would all show it.
 
 Memory: every test measures its resident-set growth (``/proc/self/statm``) and must stay far
 below 3 GB. What the optimizer allocates per table row (not per touched row) is measured and
-asserted separately, see ``test_state_allocation_touches_only_touched_rows`` (a finding: today
-state is allocated with ``np.full``, which writes every page, so Adam on a 2**31-element float32
-table needs 17 GB of RAM before its first step).
+asserted separately, see ``test_state_allocation_touches_only_touched_rows``: zero-initialised
+state comes from calloc, so only the pages of touched rows become resident.
 """
 from __future__ import annotations
 
@@ -157,10 +156,10 @@ def test_adagrad_rowwise_on_a_table_beyond_2_to_the_32_elements(tmp_path):
 def memmap_state(opt, tmp_path, tag):
     """Give parameter 0 its state as sparse-file memmaps before the first step.
 
-    The optimizer allocates state it does not find (``_ensure_state``) with ``np.full``, which
-    writes every page (see the test below); pre-seeding the arrays it would allocate lets
-    every kernel run on a table beyond 2**31 elements with a few MB of RAM. Only configurations
-    whose state starts at zero can do this (a sparse file reads as zeros).
+    The optimizer allocates state it does not find (``_ensure_state``) in memory (calloc: only
+    touched pages become resident, see the test below); pre-seeding the arrays as sparse files
+    lets every kernel run on a table beyond 2**31 elements whose state lives on disk. Only
+    configurations whose state starts at zero can do this (a sparse file reads as zeros).
     """
     p = opt.params[0]
     group = opt._current_group()
@@ -220,7 +219,7 @@ def test_every_kernel_addresses_rows_beyond_2_to_the_31_elements(tmp_path, confi
     assert grown < 4 * n_rows + 128 * MB, f"resident memory grew by {grown / MB:.0f} MB"
 
 
-# --------------------------------------------------------------------------- finding
+# --------------------------------------------------------------------------- state allocation
 
 
 STATE_CASES = {

@@ -1,5 +1,5 @@
-"""Semantics of the lazy modes (SPEC 4.1, 4.2, 4.4), checked against hand-written formulas and
-dense NumPy loops rather than against ``_reference.py``:
+"""Semantics of the lazy modes, bias correction and weight decay, checked against
+hand-written formulas and dense NumPy loops rather than against ``_reference.py``:
 
 (a) Adam ``bias_correction="row"``: a row first touched late takes a first step of size ``lr``;
     ``"global"`` scales it by (1-b1)/sqrt(1-b2) * sqrt(1-b2^t)/(1-b1^t);
@@ -76,7 +76,7 @@ def late_row_steps(dtype, lazy, bias_correction, t_late, preset=None, lr=0.01):
 
 
 def global_ratio(t, b1=0.9, b2=0.999):
-    """First step of a late row under global correction, in units of lr (SPEC 4.2)."""
+    """First step of a late row under global correction, in units of lr ."""
     return (1 - b1) / np.sqrt(1 - b2) * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
 
 
@@ -101,7 +101,7 @@ def test_late_row_first_step_under_global_bias_is_scaled(lazy, t_late, dtype):
     np.testing.assert_array_equal(g, g2)
     expected = global_ratio(t_late)
     assert_close(glob / row, np.full(4, expected), dtype, rtol=1e-5)
-    if t_late == 3000:  # SPEC 4.2: "up to 3.16 lr at default betas"
+    if t_late == 3000:  # global correction: up to sqrt(10) = 3.16 lr at default betas
         assert 3.0 < expected < np.sqrt(10)
         assert np.all(np.abs(glob) > 3.0 * 0.01)
 

@@ -660,7 +660,7 @@ def test_reference_merge_matches_definition(dtype):
 
 @pytest.mark.parametrize("opt_name", ["Adam", "RMSprop"])
 def test_reference_flush_is_noop_in_frozen_mode(opt_name):
-    """SPEC 4.1: flush is a no-op in "frozen" mode — for the oracle too (regression: the
+    """flush is a no-op in "frozen" mode — for the oracle too (regression: the
     reference keeps ``last_step`` in every mode and once decayed frozen state on flush)."""
     p = np.ones((3, 2))
     oracle = REFERENCES[opt_name]([p], lr=0.1)

@@ -1,4 +1,4 @@
-"""state_dict / load_state_dict, pickling and learning-rate changes (SPEC section 3).
+"""state_dict / load_state_dict, pickling and learning-rate changes.
 
 An interrupted run, saved and loaded into a new optimizer over a copy of the parameters, must
 continue *bitwise* like the run that was never interrupted, for every optimizer and lazy mode.

@@ -1,6 +1,6 @@
 """The optimizer base class: parameters, per-parameter state, the step protocol.
 
-A step runs in two phases so that bad input changes nothing (SPEC section 5):
+A step runs in two phases so that bad input changes nothing:
 
 1. *prepare*: read and validate the hyper-parameters, then validate and merge every gradient
    (``_grad.merge``) — any error is raised here;
