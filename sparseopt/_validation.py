@@ -377,23 +377,30 @@ def check_eps(value: Any, *, allow_zero: bool = False, zero_hint: str = "") -> f
     return eps
 
 
-def check_step_count(name: str, step: Any, *, advancing: bool) -> int:
-    """A parameter's step counter: an int in [0, 2**63 - 1]; one that is about to advance
+def check_step_count(key: ParamKey, step: Any, *, advancing: bool) -> int:
+    """Parameter ``key``'s step counter: an int in [0, 2**63 - 1]; one that is about to advance
     (``advancing``) must stay below 2**63 - 1."""
+    top = MAX_STEP - 1 if advancing else MAX_STEP
+    if type(step) is int and 0 <= step <= top:
+        return step
     if isinstance(step, np.ndarray) and step.ndim == 0:
         step = step.item()
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral):
-        raise ValueError(f"{name}: the step counter must be an int, got {step!r}")
+        raise ValueError(f"{describe(key)}: the step counter must be an int, got {step!r}")
     step = int(step)
-    top = MAX_STEP - 1 if advancing else MAX_STEP
     if not 0 <= step <= top:
-        raise ValueError(f"{name}: the step counter must be in [0, {top}], got {step}")
+        raise ValueError(f"{describe(key)}: the step counter must be in [0, {top}], got {step}")
     return step
 
 
 def check_param_unchanged(key: ParamKey, arr: Any, shape: Tuple[int, ...], dtype: Any) -> None:
     """A parameter is, at every step, what it was at construction: a writeable C-contiguous
-    array of the same shape and dtype (it may have been made read-only or reshaped in place)."""
+    array of the same shape and dtype (it may have been made read-only or reshaped in place).
+    O(1); the common case costs a few attribute reads."""
+    if isinstance(arr, np.ndarray) and arr.shape == shape and arr.dtype == dtype:
+        flags = arr.flags
+        if flags.writeable and flags.c_contiguous:
+            return
     check_param(key, arr)
     if arr.shape != shape or arr.dtype != dtype:
         raise ValueError(
@@ -401,6 +408,35 @@ def check_param_unchanged(key: ParamKey, arr: Any, shape: Tuple[int, ...], dtype
             f"{arr.shape} and dtype {arr.dtype} after the optimizer was built; build a new "
             "optimizer for it"
         )
+
+
+# What a state layout check expects of one entry: (name, shape, dtype, rows_only) for an array
+# (``rows_only``: each row's elements contiguous, the rows anywhere, as for interleaved moments),
+# or (name, None, None, False) for a running log sum (a float).
+StateLayout = Tuple[Tuple[str, Any, Any, bool], ...]
+_ABSENT = object()
+
+
+def check_state_layout(key: ParamKey, state: Mapping[str, Any], layout: StateLayout) -> None:
+    """O(1) per entry: every entry of ``layout`` present in ``state`` is what a kernel can be
+    handed (see ``check_state_array`` and ``check_state_log_sum``); absent entries are
+    allocated by the optimizer. Run before every step, so the common case is a few attribute
+    reads per array."""
+    for sname, shape, dtype, rows_only in layout:
+        arr = state.get(sname, _ABSENT)
+        if arr is _ABSENT:
+            continue
+        if shape is None:
+            if not (type(arr) is float and -math.inf < arr <= 0.0):
+                check_state_log_sum(describe(key), sname, arr)
+            continue
+        if isinstance(arr, np.ndarray) and arr.shape == shape and (arr.dtype is dtype
+                                                                   or arr.dtype == dtype):
+            flags = arr.flags
+            if flags.writeable and (flags.c_contiguous
+                                    or (rows_only and arr.strides[-1] == arr.itemsize)):
+                continue
+        check_state_array(describe(key), sname, arr, shape, dtype, strided_rows=rows_only)
 
 
 def check_state_array(name: str, sname: str, arr: Any, shape: Tuple[int, ...], dtype: Any, *,

@@ -175,6 +175,7 @@ class Optimizer:
         # what each parameter was at construction (it may be reshaped or locked in place later)
         self._layouts = [(p.shape, p.dtype) for p in self._params]
         self._pow: Dict[str, PowTable] = {}
+        self._layout_cache: Dict[int, Tuple[Dict[str, Any], Any]] = {}
         self._checked = None
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -183,7 +184,7 @@ class Optimizer:
             d.pop(k, None)
         return d
 
-    _RUNTIME = ("_lock", "_indexers", "_layouts", "_pow", "_checked")
+    _RUNTIME = ("_lock", "_indexers", "_layouts", "_pow", "_layout_cache", "_checked")
 
     def __setstate__(self, d: Dict[str, Any]) -> None:
         self.__dict__.update(d)
@@ -361,11 +362,13 @@ class Optimizer:
         """Parameter ``i``'s state dict (``opt.state`` is public: refuse what a step cannot
         use, before anything changes)."""
         key = self._keys[i]
-        if not isinstance(self.state, dict) or key not in self.state:
+        try:
+            st = self.state[key]
+        except (KeyError, TypeError, IndexError):
             raise ValueError(f"opt.state has no entry for {V.describe(key)} (opt.state must "
-                             "keep one dict per parameter; use load_state_dict to set state)")
-        st = self.state[key]
-        if not isinstance(st, dict):
+                             "keep one dict per parameter; use load_state_dict to set state)"
+                             ) from None
+        if type(st) is not dict and not isinstance(st, dict):
             raise ValueError(f"opt.state[{key!r}] must be a dict, got {type(st).__name__}")
         return st
 
@@ -373,25 +376,32 @@ class Optimizer:
         """Phase-1 check of parameter ``i`` and of every state array a kernel will be handed:
         O(1) per array (shape, dtype, layout, writeable), never a scan of values."""
         key = self._keys[i]
-        p = self._params[i]
         shape, dtype = self._layouts[i]
-        V.check_param_unchanged(key, p, shape, dtype)
+        V.check_param_unchanged(key, self._params[i], shape, dtype)
         st = self._state_of(i)
         if not st:
             return  # allocated in phase 2
-        name = V.describe(key)
-        V.check_step_count(name, st.get("step"), advancing=advancing)
-        strided = self._INTERLEAVED if p.ndim == 2 else ()
-        for sname, _ in self._state_spec(group):
-            if sname not in st:
-                continue  # allocated in phase 2 (a setting that keeps more state was turned on)
-            if sname == WD_SUM:
-                V.check_state_log_sum(name, sname, st[sname])
-                continue
-            sshape, sdtype = self._state_shape(sname, p)
-            V.check_state_array(name, sname, st[sname], sshape, sdtype,
-                                strided_rows=sname in strided)
+        V.check_step_count(key, st.get("step"), advancing=advancing)
+        V.check_state_layout(key, st, self._state_layout(i, group))
         self._check_ready_extra(i, st, group)
+
+    def _state_layout(self, i: int, group: Dict[str, Any]) -> "V.StateLayout":
+        """What ``V.check_state_layout`` expects of parameter ``i``'s state under ``group``
+        (kept until the hyper-parameters change)."""
+        cached = self._layout_cache.get(i)
+        if cached is not None and cached[0] is group:
+            return cached[1]
+        p = self._params[i]
+        rows_only = self._INTERLEAVED if p.ndim == 2 else ()
+        layout = []
+        for sname, _ in self._state_spec(group):
+            if sname == WD_SUM:
+                layout.append((sname, None, None, False))
+            else:
+                sshape, sdtype = self._state_shape(sname, p)
+                layout.append((sname, sshape, sdtype, sname in rows_only))
+        self._layout_cache[i] = (group, tuple(layout))
+        return self._layout_cache[i][1]
 
     def _check_ready_extra(self, i: int, st: Dict[str, Any], group: Dict[str, Any]) -> None:
         """Hook for a subclass's own phase-1 conditions on existing state."""
@@ -403,7 +413,7 @@ class Optimizer:
         if "step" not in st:
             raise KeyError(f"state_dict: state of {name} has no 'step'")
         try:
-            step = V.check_step_count(name, st["step"], advancing=False)
+            step = V.check_step_count(self._keys[i], st["step"], advancing=False)
         except ValueError:
             raise ValueError(f"state_dict: {name} has an invalid step {st['step']!r} (an int "
                              f"in [0, {V.MAX_STEP}] is expected)") from None
