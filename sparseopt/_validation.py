@@ -417,6 +417,18 @@ StateLayout = Tuple[Tuple[str, Any, Any, bool], ...]
 _ABSENT = object()
 
 
+def check_step_ready(key: ParamKey, param: Any, shape: Tuple[int, ...], dtype: Any,
+                     state: Mapping[str, Any], layout: StateLayout, *, advancing: bool) -> None:
+    """Before a kernel runs on parameter ``key``: the parameter is unchanged
+    (``check_param_unchanged``), its step counter is valid (``check_step_count``) and its state
+    has ``layout`` (``check_state_layout``). O(1) per array; a non-empty ``state`` only."""
+    check_param_unchanged(key, param, shape, dtype)
+    step = state.get("step")
+    if not (type(step) is int and 0 <= step <= (MAX_STEP - 1 if advancing else MAX_STEP)):
+        check_step_count(key, step, advancing=advancing)
+    check_state_layout(key, state, layout)
+
+
 def check_state_layout(key: ParamKey, state: Mapping[str, Any], layout: StateLayout) -> None:
     """O(1) per entry: every entry of ``layout`` present in ``state`` is what a kernel can be
     handed (see ``check_state_array`` and ``check_state_log_sum``); absent entries are

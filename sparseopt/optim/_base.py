@@ -377,12 +377,12 @@ class Optimizer:
         O(1) per array (shape, dtype, layout, writeable), never a scan of values."""
         key = self._keys[i]
         shape, dtype = self._layouts[i]
-        V.check_param_unchanged(key, self._params[i], shape, dtype)
         st = self._state_of(i)
-        if not st:
-            return  # allocated in phase 2
-        V.check_step_count(key, st.get("step"), advancing=advancing)
-        V.check_state_layout(key, st, self._state_layout(i, group))
+        if not st:  # state is allocated in phase 2
+            V.check_param_unchanged(key, self._params[i], shape, dtype)
+            return
+        V.check_step_ready(key, self._params[i], shape, dtype, st, self._state_layout(i, group),
+                           advancing=advancing)
         self._check_ready_extra(i, st, group)
 
     def _state_layout(self, i: int, group: Dict[str, Any]) -> "V.StateLayout":
