@@ -9,7 +9,8 @@ Preconditions (established by ``sparseopt.optim``, never checked here):
   halves of one ``(n, 2d)`` buffer that keeps a row's moments in 512 adjacent bytes;
 * ``rows`` holds unique, in-range row ids; ``src`` locates each row's merged gradient in
   ``values`` (``src >= 0``) or ``scratch`` (row ``-src - 1``), see ``_coalesce.pyx``;
-* unused optional arrays are passed as 1-row dummies and the matching flag is off;
+* unused optional arrays are passed as 1-row dummies and the matching flag is off (unused
+  power tables as a full-size table of ones, so a table is never too short);
 * every scalar is float64, computed in Python; per-row powers ``beta**n`` come from a
   ``(POW_LEVELS, POW_RADIX)`` float64 table per base, ``pow[k, b] = beta**(b * 256**k)``
   (see ``_power``), and weight-decay catch-up from running sums of ``log1p(-lr_s * wd_s)``:

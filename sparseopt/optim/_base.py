@@ -178,13 +178,14 @@ class Optimizer:
         self._layout_cache: Dict[int, Tuple[Dict[str, Any], Any]] = {}
         self._checked = None
 
+    # Attributes rebuilt by _init_runtime, never pickled.
+    _RUNTIME = ("_lock", "_indexers", "_layouts", "_pow", "_layout_cache", "_checked")
+
     def __getstate__(self) -> Dict[str, Any]:
         d = dict(self.__dict__)
         for k in self._RUNTIME:
             d.pop(k, None)
         return d
-
-    _RUNTIME = ("_lock", "_indexers", "_layouts", "_pow", "_layout_cache", "_checked")
 
     def __setstate__(self, d: Dict[str, Any]) -> None:
         self.__dict__.update(d)
