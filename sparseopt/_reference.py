@@ -1,18 +1,44 @@
-"""The update rules of SPEC section 4 in plain NumPy: the specification in code, and the oracle
-the kernels are tested against.
+"""The update rules of sparseopt's optimizers in plain NumPy: the specification in code, and
+the oracle the kernels are tested against.
 
 Written for clarity, not speed: dense state, one step at a time, duplicates merged with
-``np.add.at`` (which adds in position order), lazy catch-up spelled out from a per-step history.
-The classes take the same arguments as ``sparseopt.Adam`` / ``Adagrad`` / ``RMSprop`` and keep
-state under the same names, so tests can compare every array. Input is assumed valid.
+``np.add.at`` (which adds in position order), lazy catch-up spelled out row by row. The classes
+take the same arguments as ``sparseopt.Adam`` / ``Adagrad`` / ``RMSprop`` and keep state under
+the same names, so tests can compare every array. Input is assumed valid.
 
 Notation: ``t`` is a parameter's step (advanced by every ``step`` that passes it a gradient, even
 an empty one); a row last brought up to date at step ``last`` and touched at ``t`` has skipped
 ``t - last - 1`` steps.
+
+Two float64 rules fix every per-row factor, with bounded memory however long training runs;
+the kernels follow them operation for operation, so these factors agree to the bit:
+
+* **Powers** ``beta**n`` (bias corrections ``1 - beta**tau``, lazy decay ``beta**skipped``) are
+  :func:`power`: write ``n`` in base 256, ``n = sum_k b_k 256**k``; take
+  ``beta**b_0``, then multiply (in float64, rounding after each product) by
+  ``beta**(b_k * 256**k)`` for k = 1, 2, ... up to the highest non-zero byte, where every factor
+  is libm's correctly rounded ``pow`` of exact float64 operands (``math.pow``). A factor of a zero
+  byte is exactly 1.0, so where the loop stops changes nothing. The kernels look the factors up
+  in an ``(8, 256)`` table per base (16 KiB), so any int64 ``n`` is covered. The result is within
+  a few ulps of the exact power (one rounding per non-zero byte beyond the first).
+  A decayed moment is ``(beta * beta**skipped) * m + (1 - beta) * g``: the two factors are
+  multiplied in float64 and rounded once to the parameter's dtype.
+* **Weight-decay catch-up** (``lazy="decay"``): each step that passes the parameter a gradient
+  adds ``log1p(-lr_t * weight_decay_t)`` (``math.log1p``, float64) to the parameter's running sum
+  ``S_t`` (``wd_log_sum``, starting at 0), using the ``lr`` and ``weight_decay`` of that step.
+  Each row keeps ``row_wd_log[r]``, the value of ``S`` at the step through which its weight decay
+  has been applied. A row updated at step ``t`` is multiplied by
+  ``(1 - lr_t * weight_decay_t) * exp(S_{t-1} - row_wd_log[r])`` (``math.exp``; the product in
+  float64, rounded once to the dtype), and ``flush()`` multiplies every row by
+  ``exp(S_t - row_wd_log[r])``; then ``row_wd_log[r] = S_t``. This equals the product of the
+  factors ``1 - lr_s * weight_decay_s`` of the steps the row missed to about
+  ``t * 1e-16`` relative (the rounding of the running sum), with one float per parameter and one
+  per row instead of one per step.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+import math
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,6 +57,19 @@ _PRESETS = {
         "tensorflow": dict(alpha=0.9, eps=1e-10, eps_mode="inside", initial_square_avg=1.0),
     },
 }
+
+
+def power(base: float, n: int) -> float:
+    """``base**n`` for an integer ``n >= 0`` by the byte rule above (what the kernels compute)."""
+    n = int(n)
+    f = math.pow(base, float(n & 255))
+    shift = 8
+    n >>= 8
+    while n:
+        f *= math.pow(base, float((n & 255) << shift))
+        n >>= 8
+        shift += 8
+    return f
 
 
 def merge_gradient(grad: Any, param: np.ndarray, duplicates: str = "sum"
@@ -78,7 +117,8 @@ class _Reference:
         self.duplicates = duplicates
         self.nonfinite = nonfinite
         self.state: Dict[Any, Dict[str, Any]] = {k: {} for k in self.keys}
-        self.history: Dict[Any, List[float]] = {k: [] for k in self.keys}  # lr at each step
+        # S_t of each parameter: the running sum of log1p(-lr * weight_decay) (lazy="decay")
+        self.wd_log_sum: Dict[Any, float] = {k: 0.0 for k in self.keys}
 
     @property
     def lr(self) -> float:
@@ -108,16 +148,19 @@ class _Reference:
             if not st:
                 self._init_state(st, P)
             st["step"] += 1
-            self.history[key].append(self.h["lr"])
+            sums = (self.wd_log_sum[key],) * 2  # S_{t-1}, S_t
+            if self.h.get("lazy") == "decay":
+                self.wd_log_sum[key] += math.log1p(-self.h["lr"] * self.h["weight_decay"])
+                sums = (sums[0], self.wd_log_sum[key])
             if len(rows):
-                self._update(st, P, rows, G, st["step"], self.history[key])
+                self._update(st, P, rows, G, st["step"], sums)
 
-    def _wd_catch_up(self, history: List[float], last: int, upto: int) -> float:
-        """Product of the decoupled weight-decay factors of steps last+1 .. upto (float64)."""
-        wd = self.h["weight_decay"]
-        f = 1.0
-        for s in range(last + 1, upto + 1):
-            f *= 1.0 - history[s - 1] * wd
+    @staticmethod
+    def _wd_catch_up(st: Dict[str, Any], r: int, sums: Tuple[float, float]) -> float:
+        """The weight-decay factor row ``r`` missed: ``exp(sums[0] - row_wd_log[r])`` (see the
+        module docstring); afterwards the row is current through ``row_wd_log[r] = sums[1]``."""
+        f = math.exp(sums[0] - float(st["row_wd_log"][r]))
+        st["row_wd_log"][r] = sums[1]
         return f
 
     def flush(self) -> None:
@@ -132,9 +175,8 @@ class _Reference:
                 if s <= 0:
                     continue
                 for name, base in self._decaying(st):
-                    st[name].reshape(P.shape[0], -1)[r] *= P.dtype.type(base ** s)
-                P[r] *= P.dtype.type(self._wd_catch_up(self.history[key],
-                                                       int(st["last_step"][r]), t))
+                    st[name].reshape(P.shape[0], -1)[r] *= P.dtype.type(power(base, s))
+                P[r] *= P.dtype.type(self._wd_catch_up(st, r, (self.wd_log_sum[key],) * 2))
                 st["last_step"][r] = t
 
 
@@ -153,12 +195,13 @@ class Adam(_Reference):
         st["row_step"] = np.zeros(P.shape[0], dtype=np.int64)
         st["last_step"] = np.zeros(P.shape[0], dtype=np.int64)
         st["first_step"] = np.zeros(P.shape[0], dtype=np.int64)
+        st["row_wd_log"] = np.zeros(P.shape[0], dtype=np.float64)
 
     def _decaying(self, st):
         b1, b2 = self.h["betas"]
         return [("exp_avg", b1), ("exp_avg_sq", b2)]
 
-    def _update(self, st, P, rows, G, t, history) -> None:
+    def _update(self, st, P, rows, G, t, wd_sums) -> None:
         h = self.h
         b1, b2 = h["betas"]
         lr, eps, wd = h["lr"], h["eps"], h["weight_decay"]
@@ -166,12 +209,12 @@ class Adam(_Reference):
         m, v, vmax = st["exp_avg"], st["exp_avg_sq"], st["max_exp_avg_sq"]
         for r, g in zip(rows, G):
             shrink = 1.0 - lr * wd
+            b1e, b2e = b1, b2
             if h["lazy"] == "decay":
-                last = int(st["last_step"][r])
-                skipped = t - last - 1
-                m[r] *= T(b1 ** skipped)
-                v[r] *= T(b2 ** skipped)
-                shrink *= self._wd_catch_up(history, last, t - 1)
+                skipped = t - int(st["last_step"][r]) - 1
+                b1e = b1 * power(b1, skipped)
+                b2e = b2 * power(b2, skipped)
+                shrink *= self._wd_catch_up(st, r, wd_sums)
                 st["last_step"][r] = t
                 if st["first_step"][r] == 0:
                     st["first_step"][r] = t
@@ -181,13 +224,13 @@ class Adam(_Reference):
                 tau = int(st["row_step"][r])
             if h["bias_correction"] == "global":
                 tau = t
-            m[r] = T(b1) * m[r] + T(1 - b1) * g
-            v[r] = T(b2) * v[r] + T(1 - b2) * g * g
+            m[r] = T(b1e) * m[r] + T(1 - b1) * g
+            v[r] = T(b2e) * v[r] + T(1 - b2) * g * g
             vv = v[r]
             if h["amsgrad"]:
                 vmax[r] = np.maximum(vmax[r], v[r])
                 vv = vmax[r]
-            bc1, bc2 = 1.0 - b1 ** tau, 1.0 - b2 ** tau
+            bc1, bc2 = 1.0 - power(b1, tau), 1.0 - power(b2, tau)
             if h["eps_mode"] == "uncorrected":
                 step = lr * np.sqrt(bc2) / bc1
                 P[r] = T(shrink) * P[r] - T(step) * m[r] / (np.sqrt(vv) + T(eps))
@@ -208,7 +251,7 @@ class Adagrad(_Reference):
         shape = (P.shape[0], 1) if self.h["rowwise"] else P.shape
         st["sum"] = np.full(shape, self.h["initial_accumulator_value"], dtype=P.dtype)
 
-    def _update(self, st, P, rows, G, t, history) -> None:
+    def _update(self, st, P, rows, G, t, wd_sums) -> None:
         h = self.h
         T = P.dtype.type
         clr = h["lr"] / (1 + (t - 1) * h["lr_decay"])
@@ -235,12 +278,13 @@ class RMSprop(_Reference):
         st["grad_avg"] = np.zeros_like(P)
         st["momentum_buffer"] = np.zeros_like(P)
         st["last_step"] = np.zeros(P.shape[0], dtype=np.int64)
+        st["row_wd_log"] = np.zeros(P.shape[0], dtype=np.float64)
 
     def _decaying(self, st):
         a, mu = self.h["alpha"], self.h["momentum"]
         return [("square_avg", a), ("grad_avg", a), ("momentum_buffer", mu)]
 
-    def _update(self, st, P, rows, G, t, history) -> None:
+    def _update(self, st, P, rows, G, t, wd_sums) -> None:
         h = self.h
         T = P.dtype.type
         a, mu, lr, wd = h["alpha"], h["momentum"], h["lr"], h["weight_decay"]
@@ -248,22 +292,21 @@ class RMSprop(_Reference):
         v, ga, buf = st["square_avg"], st["grad_avg"], st["momentum_buffer"]
         for r, g in zip(rows, G):
             shrink = 1.0 - lr * wd
+            ae, mue = a, mu
             if h["lazy"] == "decay":
-                last = int(st["last_step"][r])
-                skipped = t - last - 1
-                v[r] *= T(a ** skipped)
-                ga[r] *= T(a ** skipped)
-                buf[r] *= T(mu ** skipped)
-                shrink *= self._wd_catch_up(history, last, t - 1)
+                skipped = t - int(st["last_step"][r]) - 1
+                ae = a * power(a, skipped)
+                mue = mu * power(mu, skipped)
+                shrink *= self._wd_catch_up(st, r, wd_sums)
                 st["last_step"][r] = t
-            v[r] = T(a) * v[r] + T(1 - a) * g * g
+            v[r] = T(ae) * v[r] + T(1 - a) * g * g
             var = v[r]
             if h["centered"]:
-                ga[r] = T(a) * ga[r] + T(1 - a) * g
+                ga[r] = T(ae) * ga[r] + T(1 - a) * g
                 var = v[r] - ga[r] * ga[r]
             den = np.sqrt(var + T(h["eps"])) if inside else np.sqrt(var) + T(h["eps"])
             if mu > 0:
-                buf[r] = T(mu) * buf[r] + g / den
+                buf[r] = T(mue) * buf[r] + g / den
                 P[r] = T(shrink) * P[r] - T(lr) * buf[r]
             else:
                 P[r] = T(shrink) * P[r] - T(lr) * g / den
@@ -278,7 +321,7 @@ class SGD(_Reference):
     def _init_state(self, st, P) -> None:
         st["step"] = 0
 
-    def _update(self, st, P, rows, G, t, history) -> None:
+    def _update(self, st, P, rows, G, t, wd_sums) -> None:
         T = P.dtype.type
         for r, g in zip(rows, G):
             P[r] = P[r] - T(self.h["lr"]) * g

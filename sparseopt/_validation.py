@@ -566,3 +566,164 @@ def check_sparse_matrix(name: str, X: Any, *, dtype: Any = None,
                           np.ascontiguousarray(csr.indices, dtype=itype),
                           np.ascontiguousarray(csr.indptr, dtype=itype)),
                          shape=csr.shape, copy=False)
+
+
+# =========================================================================== optimizer state
+# Rules for optimizer state and for the parameters an optimizer already holds: state loaded by
+# ``load_state_dict``, and state or parameters changed between steps (``state_dict()`` and
+# ``opt.state`` hand out the arrays by reference, so anything may have been replaced or edited
+# in place). The per-step checks are O(1) per array; only loading scans values.
+
+# Step counters are int64 in the kernels: ``t`` may reach 2**63 - 1 and no further.
+MAX_STEP = 2**63 - 1
+
+
+def check_eps(value: Any, *, allow_zero: bool = False, zero_hint: str = "") -> float:
+    """``eps`` of an optimizer whose denominator can otherwise be zero: it must be > 0 (a row
+    with zero gradient and zero second moment would compute 0 / 0 = NaN), or >= 0 when the
+    caller has established that the denominator cannot vanish (``allow_zero``)."""
+    eps = check_real("eps", value)
+    if eps == 0.0 and not allow_zero:
+        raise ValueError(
+            f"eps must be > 0, got {value!r}: a row whose gradient and second moment are both "
+            "zero would compute 0 / 0 and become NaN" + (f" ({zero_hint})" if zero_hint else "")
+        )
+    return eps
+
+
+def check_step_count(key: ParamKey, step: Any, *, advancing: bool) -> int:
+    """Parameter ``key``'s step counter: an int in [0, 2**63 - 1]; one that is about to advance
+    (``advancing``) must stay below 2**63 - 1."""
+    top = MAX_STEP - 1 if advancing else MAX_STEP
+    if type(step) is int and 0 <= step <= top:
+        return step
+    if isinstance(step, np.ndarray) and step.ndim == 0:
+        step = step.item()
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral):
+        raise ValueError(f"{describe(key)}: the step counter must be an int, got {step!r}")
+    step = int(step)
+    if not 0 <= step <= top:
+        raise ValueError(f"{describe(key)}: the step counter must be in [0, {top}], got {step}")
+    return step
+
+
+def check_param_unchanged(key: ParamKey, arr: Any, shape: Tuple[int, ...], dtype: Any) -> None:
+    """A parameter is, at every step, what it was at construction: a writeable C-contiguous
+    array of the same shape and dtype (it may have been made read-only or reshaped in place).
+    O(1); the common case costs a few attribute reads."""
+    if isinstance(arr, np.ndarray) and arr.shape == shape and arr.dtype == dtype:
+        flags = arr.flags
+        if flags.writeable and flags.c_contiguous:
+            return
+    check_param(key, arr)
+    if arr.shape != shape or arr.dtype != dtype:
+        raise ValueError(
+            f"{describe(key)} changed from shape {shape} and dtype {np.dtype(dtype)} to shape "
+            f"{arr.shape} and dtype {arr.dtype} after the optimizer was built; build a new "
+            "optimizer for it"
+        )
+
+
+# What a state layout check expects of one entry: (name, shape, dtype, rows_only) for an array
+# (``rows_only``: each row's elements contiguous, the rows anywhere, as for interleaved moments),
+# or (name, None, None, False) for a running log sum (a float).
+StateLayout = Tuple[Tuple[str, Any, Any, bool], ...]
+_ABSENT = object()
+
+
+def check_step_ready(key: ParamKey, param: Any, shape: Tuple[int, ...], dtype: Any,
+                     state: Mapping[str, Any], layout: StateLayout, *, advancing: bool) -> None:
+    """Before a kernel runs on parameter ``key``: the parameter is unchanged
+    (``check_param_unchanged``), its step counter is valid (``check_step_count``) and its state
+    has ``layout`` (``check_state_layout``). O(1) per array; a non-empty ``state`` only."""
+    check_param_unchanged(key, param, shape, dtype)
+    step = state.get("step")
+    if not (type(step) is int and 0 <= step <= (MAX_STEP - 1 if advancing else MAX_STEP)):
+        check_step_count(key, step, advancing=advancing)
+    check_state_layout(key, state, layout)
+
+
+def check_state_layout(key: ParamKey, state: Mapping[str, Any], layout: StateLayout) -> None:
+    """O(1) per entry: every entry of ``layout`` present in ``state`` is what a kernel can be
+    handed (see ``check_state_array`` and ``check_state_log_sum``); absent entries are
+    allocated by the optimizer. Run before every step, so the common case is a few attribute
+    reads per array."""
+    for sname, shape, dtype, rows_only in layout:
+        arr = state.get(sname, _ABSENT)
+        if arr is _ABSENT:
+            continue
+        if shape is None:
+            if not (type(arr) is float and -math.inf < arr <= 0.0):
+                check_state_log_sum(describe(key), sname, arr)
+            continue
+        if isinstance(arr, np.ndarray) and arr.shape == shape and (arr.dtype is dtype
+                                                                   or arr.dtype == dtype):
+            flags = arr.flags
+            if flags.writeable and (flags.c_contiguous
+                                    or (rows_only and arr.strides[-1] == arr.itemsize)):
+                continue
+        check_state_array(describe(key), sname, arr, shape, dtype, strided_rows=rows_only)
+
+
+def check_state_array(name: str, sname: str, arr: Any, shape: Tuple[int, ...], dtype: Any, *,
+                      strided_rows: bool = False) -> None:
+    """O(1) check of a state array a kernel is about to read and write: a writeable ndarray of
+    the given shape and dtype, C-contiguous (``strided_rows``: only each row's elements need be
+    contiguous, as for row-interleaved moments). Unaligned arrays are fine (as for parameters,
+    the row loops make no alignment assumption)."""
+    dtype = np.dtype(dtype)
+    if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
+        got = (f"shape {arr.shape} and dtype {arr.dtype}" if isinstance(arr, np.ndarray)
+               else f"a {type(arr).__name__}")
+        raise ValueError(
+            f"state {sname!r} of {name} is {got}, expected shape {shape} and dtype {dtype} "
+            "(was it replaced between steps? use load_state_dict to set state)"
+        )
+    if strided_rows and arr.ndim == 2:
+        ok = arr.shape[1] <= 1 or arr.strides[1] == arr.itemsize
+    else:
+        ok = arr.flags.c_contiguous
+    if not ok:
+        raise ValueError(
+            f"state {sname!r} of {name} must be C-contiguous"
+            + (" within each row" if strided_rows else "")
+            + " (was it replaced between steps? use load_state_dict to set state)"
+        )
+    if not arr.flags.writeable:
+        raise ValueError(f"state {sname!r} of {name} is read-only; the optimizer updates its "
+                         "state in place")
+
+
+def check_state_log_sum(name: str, sname: str, value: Any) -> float:
+    """A running sum of ``log1p(-lr * weight_decay)``: a finite real number <= 0."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or \
+            not (math.isfinite(float(value)) and float(value) <= 0.0):
+        raise ValueError(
+            f"state {sname!r} of {name} must be a finite number <= 0 (a sum of "
+            f"log(1 - lr * weight_decay)), got {value!r}"
+        )
+    return float(value)
+
+
+def check_state_values(name: str, sname: str, arr: np.ndarray, *, low: Any = None,
+                       low_open: bool = False, high: Any = None, what: str = "") -> None:
+    """Scan a loaded state array: every value finite, and >= ``low`` (> with ``low_open``) and
+    <= ``high`` when given. Two reductions (min, max), no temporary of the array's size."""
+    if arr.size == 0:
+        return
+    lo, hi = arr.min(), arr.max()
+    if arr.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"state_dict: state {sname!r} of {name} holds NaN or infinite values")
+    if low is not None and (lo <= low if low_open else lo < low):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(
+            f"state_dict: state {sname!r} of {name} must be {bound}{what}, but its minimum is "
+            f"{lo}"
+        )
+    if high is not None and hi > high:
+        raise ValueError(
+            f"state_dict: state {sname!r} of {name} must be <= {high}{what}, but its maximum "
+            f"is {hi}"
+        )

@@ -34,16 +34,19 @@ DOCUMENTED_STATE = {
              (dict(amsgrad=True), {"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "row_step"}),
              (dict(bias_correction="global"), {"exp_avg", "exp_avg_sq"}),
              (dict(lazy="decay"), {"exp_avg", "exp_avg_sq", "last_step", "first_step",
-                                   "wd_log"})],
+                                   "wd_log_sum", "row_wd_log"})],
     "Adagrad": [({}, {"sum"}), (dict(rowwise=True), {"sum"})],
     "RMSprop": [({}, {"square_avg"}),
                 (dict(centered=True, momentum=0.9),
                  {"square_avg", "grad_avg", "momentum_buffer"}),
-                (dict(lazy="decay"), {"square_avg", "last_step", "wd_log"})],
+                (dict(lazy="decay"), {"square_avg", "last_step", "wd_log_sum", "row_wd_log"})],
 }
 
-# Per-row state: one entry per row rather than per element.
+# Per-row state: one entry per row rather than per element (int64 counters; float64 sums).
 ROW_STATE = {"row_step", "last_step", "first_step"}
+ROW_F64_STATE = {"row_wd_log"}
+# Per-parameter scalars (Python floats).
+SCALAR_STATE = {"wd_log_sum"}
 
 
 def test_discovery_finds_every_optimizer():
@@ -173,11 +176,14 @@ class TestOptimizerConformance:
             assert st["step"] == 1
             for sname in names:
                 arr = st[sname]
+                if sname in SCALAR_STATE:
+                    assert type(arr) is float and arr == 0.0, sname
+                    continue
                 assert isinstance(arr, np.ndarray)
                 if sname in ROW_STATE:
                     assert arr.shape == (7,) and arr.dtype == np.int64, sname
-                elif sname == "wd_log":
-                    assert arr.dtype == np.float64
+                elif sname in ROW_F64_STATE:
+                    assert arr.shape == (7,) and arr.dtype == np.float64, sname
                 elif kwargs.get("rowwise"):
                     assert arr.shape == (7,) and arr.dtype == dtype, sname
                 else:
@@ -259,7 +265,7 @@ class TestOptimizerConformance:
         np.testing.assert_array_equal(clone.params[0], P)
         np.testing.assert_array_equal(P2, P)
         for sname, arr in opt.state["w"].items():
-            if isinstance(arr, np.ndarray) and sname != "wd_log":
+            if isinstance(arr, np.ndarray):
                 np.testing.assert_array_equal(fresh.state["w"][sname], arr)
                 np.testing.assert_array_equal(clone.state["w"][sname], arr)
 

@@ -1,4 +1,4 @@
-"""Tables beyond 2**31 (and 2**32) elements that cost little memory (issue 6, item 6).
+"""Tables beyond 2**31 (and 2**32) elements that cost little memory.
 
 The parameter is an ``np.memmap`` over a *sparse file* in ``tmp_path``: 8-17 GB long but
 holding only the few pages the test writes. Rows near the start, on both sides of element
@@ -10,9 +10,8 @@ the untouched neighbours and the file's allocated size would all show it.
 
 Memory: every test measures its resident-set growth (``/proc/self/statm``) and must stay far
 below 3 GB. What the optimizer allocates per table row (not per touched row) is measured and
-asserted separately, see ``test_state_allocation_touches_only_touched_rows`` (a finding: today
-state is allocated with ``np.full``, which writes every page, so Adam on a 2**31-element float32
-table needs 17 GB of RAM before its first step).
+asserted separately, see ``test_state_allocation_touches_only_touched_rows``: zero-initialised
+state comes from calloc, so only the pages of touched rows become resident.
 """
 from __future__ import annotations
 
@@ -157,19 +156,20 @@ def test_adagrad_rowwise_on_a_table_beyond_2_to_the_32_elements(tmp_path):
 def memmap_state(opt, tmp_path, tag):
     """Give parameter 0 its state as sparse-file memmaps before the first step.
 
-    The optimizer allocates state it does not find (``_ensure_state``) with ``np.full``, which
-    writes every page (see the test below); pre-seeding the arrays it would allocate lets
-    every kernel run on a table beyond 2**31 elements with a few MB of RAM. Only configurations
-    whose state starts at zero can do this (a sparse file reads as zeros).
+    The optimizer allocates state it does not find (``_ensure_state``) in memory (calloc: only
+    touched pages become resident, see the test below); pre-seeding the arrays as sparse files
+    lets every kernel run on a table beyond 2**31 elements whose state lives on disk. Only
+    configurations whose state starts at zero can do this (a sparse file reads as zeros).
     """
     p = opt.params[0]
     group = opt._current_group()
     state = {"step": 0}
     for sname, fill in opt._state_spec(group):
-        if sname == "wd_log":
-            continue  # step + 1 float64: allocated by the optimizer
+        if sname == "wd_log_sum":
+            state[sname] = 0.0  # a float per parameter
+            continue
         assert fill == 0, (sname, fill)
-        shape, dtype = opt._state_shape(sname, p, 0)
+        shape, dtype = opt._state_shape(sname, p)
         _, state[sname] = big_memmap(tmp_path, f"{tag}-{sname}.bin", shape, dtype)
     opt.state[opt._keys[0]] = state
     return state
@@ -208,7 +208,8 @@ def test_every_kernel_addresses_rows_beyond_2_to_the_31_elements(tmp_path, confi
     assert_close(np.asarray(big[rows]), oracle.params[0], np.float32)
     assert opt.state[0] is state and opt.state[0]["step"] == small.state[0]["step"]
     for sname, arr in small.state[0].items():
-        if sname == "step" or sname == "wd_log":
+        if not isinstance(arr, np.ndarray):
+            assert state[sname] == arr, sname  # the step, the running weight-decay sum
             continue
         np.testing.assert_array_equal(np.asarray(state[sname][rows]), arr, err_msg=sname)
     for r in (2, rows[2] - 2 if rows[2] > 3 else 3, n_rows - 3):
@@ -218,7 +219,7 @@ def test_every_kernel_addresses_rows_beyond_2_to_the_31_elements(tmp_path, confi
     assert grown < 4 * n_rows + 128 * MB, f"resident memory grew by {grown / MB:.0f} MB"
 
 
-# --------------------------------------------------------------------------- finding
+# --------------------------------------------------------------------------- state allocation
 
 
 STATE_CASES = {

@@ -1,4 +1,4 @@
-"""Property-based tests (issue 6, item 1): every optimizer and lazy mode against the oracle.
+"""Property-based tests: every optimizer and lazy mode against the oracle.
 
 For each optimizer, hypothesis draws a configuration (dtype, 1-D or 2-D parameters of random
 width, hyper-parameters and presets, lazy mode, bias correction, duplicate policy, non-finite
@@ -11,8 +11,8 @@ non-finite rows under ``nonfinite="skip"``, ``flush()`` calls). Three runs go si
 * the NumPy oracle;
 * a twin on two threads (every step forced parallel), fed the other index dtype, interrupted at
   a drawn step, saved with ``state_dict()`` through pickle and resumed in a new optimizer over
-  copies of its parameters. It must end *bitwise* equal to the first run (SPEC section 2: any
-  thread count and index dtype give the same bits; issue 6: exact resumption).
+  copies of its parameters. It must end *bitwise* equal to the first run (any
+  thread count and index dtype give the same bits, and a resumed run is exact).
 
 Profiles (``SPARSEOPT_HYPOTHESIS_PROFILE``): ``ci`` (default: 2,000 derandomized examples per
 optimizer, no example database, no deadline), ``large`` (25,000 random examples per optimizer,

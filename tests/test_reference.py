@@ -45,6 +45,8 @@ CONFIGS = [
     ("Adagrad", "lr_decay", dict(lr=0.1, lr_decay=0.1), None),
     ("Adagrad", "weight_decay", dict(lr=0.1, weight_decay=0.5), None),
     ("Adagrad", "rowwise_wd", dict(lr=0.1, rowwise=True, weight_decay=0.5), "every"),
+    # lr_t = lr / (1 + (t-1) lr_decay) scales the weight decay as well: 1 - lr_t * weight_decay
+    ("Adagrad", "lr_decay_wd", dict(lr=0.1, lr_decay=0.1, weight_decay=0.5), None),
     ("Adagrad", "tensorflow", dict(lr=0.1, preset="tensorflow"), None),
     ("Adagrad", "initial_acc", dict(lr=0.1, initial_accumulator_value=0.3, eps=1e-6), None),
     ("RMSprop", "default", dict(lr=0.01), None),
@@ -194,6 +196,81 @@ def test_trajectory_with_mixed_forms_and_skips(opt_name, cfg, kwargs, schedule, 
         compare(opt, oracle, dtype, f"step {t}")
     flush_both(opt, oracle)
     compare(opt, oracle, dtype, "after flush")
+
+
+# --------------------------------------------------------------------------- hyper-parameters
+
+# (optimizer, kwargs, hyper-parameter, new value): each of these bases has its own power table
+HYPER_CHANGES = [
+    ("Adam", dict(lr=0.05), "betas", (0.5, 0.9)),
+    ("Adam", dict(lr=0.05, amsgrad=True), "betas", (0.9, 0.5)),
+    ("Adam", dict(lr=0.05, lazy="decay", weight_decay=0.2), "betas", (0.6, 0.95)),
+    ("Adam", dict(lr=0.05, lazy="decay", bias_correction="global"), "betas", (0.8, 0.99)),
+    ("Adam", dict(lr=0.05, preset="torch"), "betas", (0.7, 0.9)),
+    ("RMSprop", dict(lr=0.01, lazy="decay"), "alpha", 0.5),
+    ("RMSprop", dict(lr=0.01, lazy="decay", centered=True, momentum=0.9), "alpha", 0.7),
+    ("RMSprop", dict(lr=0.01, lazy="decay", momentum=0.9), "momentum", 0.3),
+]
+HYPER_IDS = [f"{o}-{'-'.join(f'{k}={v}' for k, v in kw.items() if k != 'lr')}-{h}"
+             for o, kw, h, _ in HYPER_CHANGES]
+CHANGE_AT = 9
+
+
+def _hyper_run(opt_name, kwargs, rng, params, steps, targets, dtype):
+    for t in steps:
+        grads = {}
+        for key, p in params.items():
+            # rows 0-9 every step; the rest now and then, so rows skip steps across the change
+            idx = np.concatenate([rng.integers(0, 10, size=6),
+                                  rng.integers(10, N_ROWS, size=2 if t % 3 == 0 else 0)])
+            grads[key] = so.RowGrad(idx, rng.normal(size=(idx.size,) + p.shape[1:]).astype(dtype))
+        for o in targets:
+            o.step(grads)
+
+
+@pytest.mark.parametrize("opt_name,kwargs,hyper,value", HYPER_CHANGES, ids=HYPER_IDS)
+def test_changed_betas_alpha_momentum_follow_the_reference(opt_name, kwargs, hyper, value,
+                                                           dtype):
+    """A hyper-parameter whose powers come from a table, changed between steps through
+    ``param_groups``: later bias corrections and decay factors use the new value (as the
+    reference does), flushed or not."""
+    rng = np.random.default_rng(11)
+    params = make_params(rng, dtype, 3)
+    opt, oracle = build(opt_name, kwargs, params)
+    _hyper_run(opt_name, kwargs, rng, params, range(1, CHANGE_AT), (opt, oracle), dtype)
+    compare(opt, oracle, dtype, "before the change")
+    opt.param_groups[0][hyper] = value
+    oracle.h[hyper] = value
+    for t in range(CHANGE_AT, CHANGE_AT + 8):
+        _hyper_run(opt_name, kwargs, rng, params, [t], (opt, oracle), dtype)
+        compare(opt, oracle, dtype, f"step {t}, {hyper}={value}")
+    flush_both(opt, oracle)
+    compare(opt, oracle, dtype, "after flush")
+
+
+@pytest.mark.parametrize("opt_name,kwargs,hyper,value", HYPER_CHANGES, ids=HYPER_IDS)
+def test_hyper_parameters_loaded_with_state_replace_the_running_ones(opt_name, kwargs, hyper,
+                                                                    value, dtype):
+    """``load_state_dict`` from an optimizer with another ``hyper``: the loading optimizer,
+    which has stepped with its own value, continues exactly like the saved one (bitwise) and
+    like the reference built with the loaded value."""
+    rng = np.random.default_rng(12)
+    params = make_params(rng, dtype, 3)
+    mine = OPTIMIZERS[opt_name]({k: v.copy() for k, v in params.items()}, **kwargs)
+    theirs, oracle = build(opt_name, dict(kwargs, **{hyper: value}), params)
+    _hyper_run(opt_name, kwargs, np.random.default_rng(13), params, range(1, 6), (mine,),
+               dtype)
+    _hyper_run(opt_name, kwargs, rng, params, range(1, CHANGE_AT), (theirs, oracle), dtype)
+    mine.load_state_dict(theirs.state_dict())
+    for p, q in zip(mine.params, theirs.params):
+        p[...] = q
+    assert mine.param_groups[0][hyper] == value
+    for t in range(CHANGE_AT, CHANGE_AT + 8):
+        _hyper_run(opt_name, kwargs, rng, params, [t], (mine, theirs, oracle), dtype)
+    flush_both(mine, oracle)
+    theirs.flush()
+    assert_bitwise_equal(mine, theirs, f"loaded {hyper}={value}")
+    compare(mine, oracle, dtype, f"loaded {hyper}={value}")
 
 
 # --------------------------------------------------------------------------- gradient forms
@@ -583,7 +660,7 @@ def test_reference_merge_matches_definition(dtype):
 
 @pytest.mark.parametrize("opt_name", ["Adam", "RMSprop"])
 def test_reference_flush_is_noop_in_frozen_mode(opt_name):
-    """SPEC 4.1: flush is a no-op in "frozen" mode — for the oracle too (regression: the
+    """flush is a no-op in "frozen" mode — for the oracle too (regression: the
     reference keeps ``last_step`` in every mode and once decayed frozen state on flush)."""
     p = np.ones((3, 2))
     oracle = REFERENCES[opt_name]([p], lr=0.1)

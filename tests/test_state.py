@@ -1,4 +1,4 @@
-"""state_dict / load_state_dict, pickling and learning-rate changes (SPEC section 3).
+"""state_dict / load_state_dict, pickling and learning-rate changes.
 
 An interrupted run, saved and loaded into a new optimizer over a copy of the parameters, must
 continue *bitwise* like the run that was never interrupted, for every optimizer and lazy mode.
@@ -196,7 +196,10 @@ def test_state_dict_is_plain_and_loading_copies(config):
     assert sd["optimizer"] == type(opt).__name__
     for st in sd["state"].values():
         for name, val in st.items():
-            assert isinstance(val, (int, np.ndarray)), (name, type(val))
+            # the step is an int, the running weight-decay sum (lazy="decay") a float
+            assert isinstance(val, (int, float, np.ndarray)), (name, type(val))
+            if name == "wd_log_sum":
+                assert type(val) is float
     for v in sd["param_groups"][0].values():
         assert isinstance(v, (int, float, str, bool, tuple, list)), v
     other = _make(config, {k: p.copy() for k, p in zip(_params(), opt.params)})
@@ -281,6 +284,13 @@ def _delete(path):
     return fn
 
 
+def _legacy(sd, key, wd_log):
+    """``sd`` with parameter ``key``'s weight-decay state in the per-step ``wd_log`` form."""
+    st = sd["state"][key]
+    del st["wd_log_sum"], st["row_wd_log"]
+    st["wd_log"] = wd_log
+
+
 LOAD_ERRORS = {
     "state-shape": (_set(("state", "emb", "exp_avg"), np.zeros((N - 1, 5), np.float32)),
                     ValueError, [r"'exp_avg'", r"parameter 'emb'", re.escape(f"({N - 1}, 5)"),
@@ -293,7 +303,24 @@ LOAD_ERRORS = {
                       [r"'last_step'", r"int32", r"int64"]),
     "counter-shape": (_set(("state", "emb", "first_step"), np.zeros(N + 1, np.int64)),
                       ValueError, [r"'first_step'", re.escape(f"({N + 1},)")]),
-    "wd-log-shape": (_set(("state", "emb", "wd_log"), np.zeros(3)), ValueError, [r"'wd_log'"]),
+    "row-wd-log-shape": (_set(("state", "emb", "row_wd_log"), np.zeros(N - 1)), ValueError,
+                         [r"'row_wd_log'", re.escape(f"({N - 1},)"), re.escape(f"({N},)")]),
+    "row-wd-log-dtype": (_set(("state", "emb", "row_wd_log"), np.zeros(N, np.float32)),
+                         ValueError, [r"'row_wd_log'", r"float32", r"float64"]),
+    "wd-log-sum-positive": (_set(("state", "emb", "wd_log_sum"), 0.5), ValueError,
+                            [r"'wd_log_sum'", r"parameter 'emb'", r"<= 0"]),
+    "wd-log-sum-nan": (_set(("state", "emb", "wd_log_sum"), float("nan")), ValueError,
+                       [r"'wd_log_sum'", r"finite"]),
+    "wd-log-sum-type": (_set(("state", "emb", "wd_log_sum"), "0"), ValueError,
+                        [r"'wd_log_sum'"]),
+    "legacy-wd-log-shape": (lambda sd: _legacy(sd, "emb", np.zeros(3)), ValueError,
+                            [r"'wd_log'", r"\(3,\)"]),
+    "legacy-wd-log-positive": (lambda sd: _legacy(sd, "emb",
+                                                  np.full(sd["state"]["emb"]["step"] + 1, 0.25)),
+                               ValueError,
+                               [r"'wd_log'", r"parameter 'emb'", r"<= 0"]),
+    "legacy-and-new-wd-state": (_set(("state", "emb", "wd_log"), np.zeros(7)), KeyError,
+                                [r"unknown state 'wd_log'"]),
     "unknown-state-name": (_set(("state", "emb", "momentum_buffer"), np.zeros((N, 5),
                                                                              np.float32)),
                            KeyError, [r"unknown state 'momentum_buffer'", r"parameter 'emb'"]),

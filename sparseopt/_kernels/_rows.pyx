@@ -9,16 +9,27 @@ Preconditions (established by ``sparseopt.optim``, never checked here):
   halves of one ``(n, 2d)`` buffer that keeps a row's moments in 512 adjacent bytes;
 * ``rows`` holds unique, in-range row ids; ``src`` locates each row's merged gradient in
   ``values`` (``src >= 0``) or ``scratch`` (row ``-src - 1``), see ``_coalesce.pyx``;
-* unused optional arrays are passed as 1-row dummies and the matching flag is off;
-* every scalar is float64, computed in Python; per-row factors come from float64 tables
-  (``pow*[i] = beta**i``, ``wdlog[s] = sum_{i<=s} log1p(-lr_i * weight_decay)``).
+* unused optional arrays are passed as 1-row dummies and the matching flag is off (unused
+  power tables as a full-size table of ones, so a table is never too short);
+* every scalar is float64, computed in Python; per-row powers ``beta**n`` come from a
+  ``(POW_LEVELS, POW_RADIX)`` float64 table per base, ``pow[k, b] = beta**(b * 256**k)``
+  (see ``_power``), and weight-decay catch-up from running sums of ``log1p(-lr_s * wd_s)``:
+  ``wd_prev`` / ``wd_now`` for the parameter, ``row_wd[r]`` for the step a row was last brought
+  up to date.
+
+Counters are *not* trusted: ``state_dict()`` hands them out by reference, so any int64 may be
+written into them between steps. Every counter read is clamped to the range a real run could
+produce (``[0, t - 1]`` for the step a row was last current, ``[1, t]`` for a first touch) and
+every power is looked up digit by digit with masked indices, so no counter value can make a
+kernel read or write outside an array; a corrupt counter only gives that row a wrong (finite)
+factor. ``t`` itself is checked in Python (``1 <= t < 2**63``).
 
 The loop is ``prange`` over unique rows with a static schedule. Rows are independent, so the
 result is bitwise identical for any thread count. Each iteration prefetches the rows a few
 iterations ahead (random rows are latency-bound) and does one fused read-modify-write pass.
 """
 from libc.math cimport sqrt, exp
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -68,6 +79,46 @@ FLAGS = dict(AMSGRAD=F_AMSGRAD, DECAY=F_DECAY, ROW_BIAS=F_ROW_BIAS, EPS_RAW=F_EP
              WEIGHT_DECAY=F_WEIGHT_DECAY, CENTERED=F_CENTERED, MOMENTUM=F_MOMENTUM,
              ROWWISE=F_ROWWISE)
 
+# Power tables: one level per byte of a 64-bit counter, so every uint64 has a digit in every
+# level and the lookups of ``_power`` stay inside a (POW_LEVELS, POW_RADIX) table for any n.
+cdef enum:
+    POW_LEVELS = 8
+    POW_RADIX = 256
+    POW_DIGIT_BITS = 8
+
+POW_SHAPE = (POW_LEVELS, POW_RADIX)
+
+
+cdef inline double _power(const double* tab, int64_t n) noexcept nogil:
+    """``beta**n`` (``n >= 0``) from the table ``tab[k * 256 + b] = beta**(b * 256**k)``: the
+    entry of the lowest byte of ``n``, multiplied in float64 by the entry of each higher byte
+    in turn, up to the highest non-zero byte (entries for a zero byte are exactly 1.0, so
+    stopping there changes no bit). ``sparseopt._reference.power`` is the same rule."""
+    cdef uint64_t u = <uint64_t>n
+    cdef double f = tab[u & (POW_RADIX - 1)]
+    u >>= POW_DIGIT_BITS
+    while u != 0:  # at most POW_LEVELS - 1 more bytes
+        tab += POW_RADIX
+        f *= tab[u & (POW_RADIX - 1)]
+        u >>= POW_DIGIT_BITS
+    return f
+
+
+cdef inline int64_t _clamp(int64_t x, int64_t lo, int64_t hi) noexcept nogil:
+    if x < lo:
+        return lo
+    if x > hi:
+        return hi
+    return x
+
+
+def power(const double[:, ::1] tab, int64_t n):
+    """``beta**n`` exactly as the kernels compute it (for tests); ``tab`` must have
+    ``POW_SHAPE`` and ``n`` must be >= 0."""
+    if tab.shape[0] != POW_LEVELS or tab.shape[1] != POW_RADIX or n < 0:
+        raise ValueError(f"power() needs a table of shape {POW_SHAPE} and n >= 0")
+    return _power(&tab[0, 0], n)
+
 
 cdef inline const floating* _grad_row(const floating[:, ::1] values,
                                       const floating[:, ::1] scratch, int64_t s) noexcept nogil:
@@ -96,17 +147,21 @@ def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
                      floating[:, ::1] vmax, const floating[:, ::1] values,
                      const floating[:, ::1] scratch, const int64_t[::1] rows,
                      const int64_t[::1] src, int64_t[::1] row_step, int64_t[::1] last_step,
-                     int64_t[::1] first_step, const double[::1] pow1, const double[::1] pow2,
-                     const double[::1] wdlog, int64_t t, double lr, double beta1, double beta2,
-                     double eps, double pmul_now, int flags, int n_threads):
-    """Adam / AdamW / AMSGrad on the unique rows ``rows`` at step ``t`` (in place).
+                     int64_t[::1] first_step, const double[:, ::1] pow1,
+                     const double[:, ::1] pow2, double[::1] row_wd, int64_t t, double lr,
+                     double beta1, double beta2, double eps, double pmul_now, double wd_prev,
+                     double wd_now, int flags, int n_threads):
+    """Adam / AdamW / AMSGrad on the unique rows ``rows`` at step ``t >= 1`` (in place).
 
     ``row_step`` (frozen, row bias): steps that touched each row. ``last_step`` and
     ``first_step`` (decay mode): the step through which a row's state is current and its first
-    touch (0 = never). ``pmul_now`` = 1 - lr * weight_decay for this step.
+    touch (0 = never). ``pow1`` / ``pow2``: power tables of ``beta1`` / ``beta2``.
+    ``pmul_now`` = 1 - lr * weight_decay for this step. With ``F_WEIGHT_DECAY`` (decay mode) a
+    row also receives ``exp(wd_prev - row_wd[r])``, the factors of the steps it missed, and
+    ``row_wd[r]`` becomes ``wd_now``.
     """
     cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja
-    cdef int64_t r, ra, last, skipped, tau
+    cdef int64_t r, ra, last, first, tau
     cdef double b1e, b2e, pm, bc1, bc2, a, c
     cdef bint ams = flags & F_AMSGRAD, decay = flags & F_DECAY, rowb = flags & F_ROW_BIAS
     cdef bint raw = flags & F_EPS_RAW, wd = flags & F_WEIGHT_DECAY
@@ -114,6 +169,8 @@ def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
     cdef const floating* g
     cdef size_t rb = d * sizeof(floating)
     cdef double omb1 = 1.0 - beta1, omb2 = 1.0 - beta2
+    cdef const double* p1 = &pow1[0, 0]
+    cdef const double* p2 = &pow2[0, 0]
     with nogil:
         for j in prange(nr, num_threads=n_threads, schedule="static"):
             ja = j + PREFETCH_AHEAD
@@ -128,32 +185,39 @@ def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
                     so_prefetch_row(&last_step[ra], 8)
                     if rowb:
                         so_prefetch_row(&first_step[ra], 8)
+                    if wd:
+                        so_prefetch_row(&row_wd[ra], 8)
                 elif rowb:
                     so_prefetch_row(&row_step[ra], 8)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
             pm = pmul_now
             if decay:
-                last = last_step[r]
-                skipped = t - last - 1
-                if rowb and first_step[r] == 0:
-                    first_step[r] = t
-                b1e = beta1 * pow1[skipped]
-                b2e = beta2 * pow2[skipped]
+                last = _clamp(last_step[r], 0, t - 1)
+                b1e = beta1 * _power(p1, t - 1 - last)
+                b2e = beta2 * _power(p2, t - 1 - last)
                 if wd:
-                    pm = pmul_now * exp(wdlog[t - 1] - wdlog[last])
+                    pm = pmul_now * exp(wd_prev - row_wd[r])
+                    row_wd[r] = wd_now
                 last_step[r] = t
-                tau = t - first_step[r] + 1 if rowb else t
+                if rowb:
+                    first = first_step[r]
+                    if first < 1 or first > t:  # 0: first touch now (other values: corrupt)
+                        first = t
+                        first_step[r] = t
+                    tau = t - first + 1
+                else:
+                    tau = t
             else:
                 b1e = beta1
                 b2e = beta2
                 if rowb:
-                    tau = row_step[r] + 1
+                    tau = _clamp(row_step[r], 0, t - 1) + 1
                     row_step[r] = tau
                 else:
                     tau = t
-            bc1 = 1.0 - pow1[tau]
-            bc2 = 1.0 - pow2[tau]
+            bc1 = 1.0 - _power(p1, tau)
+            bc2 = 1.0 - _power(p2, tau)
             if raw:
                 a = lr * sqrt(bc2) / bc1
                 c = 1.0
@@ -219,13 +283,15 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
                         floating[:, ::1] buf, const floating[:, ::1] values,
                         const floating[:, ::1] scratch, const int64_t[::1] rows,
                         const int64_t[::1] src, int64_t[::1] last_step,
-                        const double[::1] powa, const double[::1] powmu,
-                        const double[::1] wdlog, int64_t t, double lr, double alpha,
-                        double momentum, double eps_in, double eps, double pmul_now, int flags,
-                        int n_threads):
-    """RMSprop (centred and/or with momentum) on the unique rows ``rows`` (in place)."""
+                        const double[:, ::1] powa, const double[:, ::1] powmu,
+                        double[::1] row_wd, int64_t t, double lr, double alpha,
+                        double momentum, double eps_in, double eps, double pmul_now,
+                        double wd_prev, double wd_now, int flags, int n_threads):
+    """RMSprop (centred and/or with momentum) on the unique rows ``rows`` at step ``t >= 1``
+    (in place). Decay mode: ``last_step``, the power tables ``powa`` / ``powmu`` of ``alpha``
+    / ``momentum`` and the weight-decay catch-up as in ``adam_rows_update``."""
     cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja
-    cdef int64_t r, ra, last, skipped
+    cdef int64_t r, ra, skipped
     cdef double ale, mue, pm
     cdef bint decay = flags & F_DECAY, wd = flags & F_WEIGHT_DECAY
     cdef bint centered = flags & F_CENTERED, mom = flags & F_MOMENTUM
@@ -234,6 +300,8 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
     cdef const floating* g
     cdef size_t rb = d * sizeof(floating)
     cdef double oma = 1.0 - alpha
+    cdef const double* pa = &powa[0, 0]
+    cdef const double* pmu = &powmu[0, 0]
     with nogil:
         for j in prange(nr, num_threads=n_threads, schedule="static"):
             ja = j + PREFETCH_AHEAD
@@ -247,6 +315,8 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
                     so_prefetch_row(&buf[ra, 0], rb)
                 if decay:
                     so_prefetch_row(&last_step[ra], 8)
+                    if wd:
+                        so_prefetch_row(&row_wd[ra], 8)
                 _prefetch_grad(values, scratch, src[ja], rb)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
@@ -254,13 +324,13 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
             ale = alpha
             mue = momentum
             if decay:
-                last = last_step[r]
-                skipped = t - last - 1
-                ale = alpha * powa[skipped]
-                if mom:  # powmu is a 1-element dummy without momentum
-                    mue = momentum * powmu[skipped]
+                skipped = t - 1 - _clamp(last_step[r], 0, t - 1)
+                ale = alpha * _power(pa, skipped)
+                if mom:
+                    mue = momentum * _power(pmu, skipped)
                 if wd:
-                    pm = pmul_now * exp(wdlog[t - 1] - wdlog[last])
+                    pm = pmul_now * exp(wd_prev - row_wd[r])
+                    row_wd[r] = wd_now
                 last_step[r] = t
             pga = &ga[r, 0] if centered else NULL
             pbuf = &buf[r, 0] if mom else NULL
@@ -297,26 +367,29 @@ def sgd_rows_update(floating[:, ::1] param, const floating[:, ::1] values,
 
 
 def flush_decay(floating[:, ::1] param, floating[:, :] s0, floating[:, :] s1,
-                floating[:, :] s2, const double[::1] pw0, const double[::1] pw1,
-                const double[::1] pw2, int n_states, int64_t[::1] last_step,
-                const double[::1] wdlog, int64_t t, bint wd, int n_threads):
-    """Bring every row's pending decay up to step ``t``: ``s_i *= pw_i[t - last]`` for the
-    first ``n_states`` state arrays, ``param *= exp(wdlog[t] - wdlog[last])`` when ``wd``,
-    then ``last = t``."""
+                floating[:, :] s2, const double[:, ::1] pw0, const double[:, ::1] pw1,
+                const double[:, ::1] pw2, int n_states, int64_t[::1] last_step,
+                double[::1] row_wd, int64_t t, double wd_now, bint wd, int n_threads):
+    """Bring every row's pending decay up to step ``t``: ``s_i *= beta_i**(t - last)`` for the
+    first ``n_states`` state arrays (``pw_i``: power tables), and when ``wd``
+    ``param *= exp(wd_now - row_wd[r])``, ``row_wd[r] = wd_now``; then ``last = t``."""
     cdef Py_ssize_t n = param.shape[0], d = param.shape[1], r
-    cdef int64_t last, sk
+    cdef int64_t sk
+    cdef const double* q0 = &pw0[0, 0]
+    cdef const double* q1 = &pw1[0, 0]
+    cdef const double* q2 = &pw2[0, 0]
     with nogil:
         for r in prange(n, num_threads=n_threads, schedule="static"):
-            last = last_step[r]
-            sk = t - last
-            if sk <= 0:
+            sk = t - _clamp(last_step[r], 0, t)
+            if sk == 0:
                 continue
             if n_states > 0:
-                _scale(s0.shape[1], &s0[r, 0], pw0[sk])
+                _scale(s0.shape[1], &s0[r, 0], _power(q0, sk))
             if n_states > 1:
-                _scale(s1.shape[1], &s1[r, 0], pw1[sk])
+                _scale(s1.shape[1], &s1[r, 0], _power(q1, sk))
             if n_states > 2:
-                _scale(s2.shape[1], &s2[r, 0], pw2[sk])
+                _scale(s2.shape[1], &s2[r, 0], _power(q2, sk))
             if wd:
-                _scale(d, &param[r, 0], exp(wdlog[t] - wdlog[last]))
+                _scale(d, &param[r, 0], exp(wd_now - row_wd[r]))
+                row_wd[r] = wd_now
             last_step[r] = t

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
+
 from .. import _validation as V
 from .._kernels import _rows
 from ._base import FLAGS, Optimizer, _width
@@ -27,7 +29,10 @@ class Adagrad(Optimizer):
     lr : float, default 1e-2
     lr_decay : float, default 0
     eps : float, optional
-        Default 1e-10 (0 with ``preset="tensorflow"``).
+        Default 1e-10 (0 with ``preset="tensorflow"``). ``eps=0`` is allowed only when ``G``
+        can never be zero: with ``initial_accumulator_value > 0`` (``G`` only grows), and then
+        state loaded or kept from before must have every ``G > 0``; otherwise a zero gradient
+        on a zero accumulator would compute 0 / 0. A ``ValueError`` naming ``eps`` says so.
     initial_accumulator_value : float, optional
         Starting value of ``G``; default 0 (0.1 with ``preset="tensorflow"``).
     weight_decay : float, default 0
@@ -55,6 +60,7 @@ class Adagrad(Optimizer):
                      weight_decay=0.0, rowwise=False)
     _PRESETS = {"torch": {}, "tensorflow": dict(initial_accumulator_value=0.1, eps=0.0)}
     _FIXED = ("rowwise",)
+    _NONNEGATIVE = ("sum",)
 
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0,
                  eps: Optional[float] = None, initial_accumulator_value: Optional[float] = None,
@@ -69,12 +75,55 @@ class Adagrad(Optimizer):
 
     def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
         g = dict(group)
-        for name in ("lr", "lr_decay", "eps", "initial_accumulator_value", "weight_decay"):
+        for name in ("lr", "lr_decay", "initial_accumulator_value", "weight_decay"):
             g[name] = V.check_real(name, g[name])
+        # G starts at initial_accumulator_value and only grows, so eps may be 0 exactly when
+        # that start is > 0 in every dtype the accumulator can have (float32 included).
+        positive_start = np.float32(g["initial_accumulator_value"]) > 0
+        g["eps"] = V.check_eps(
+            g["eps"], allow_zero=bool(positive_start),
+            zero_hint="Adagrad allows eps=0 only with initial_accumulator_value > 0, got "
+                      f"{g['initial_accumulator_value']!r}")
         g["rowwise"] = bool(g["rowwise"])
         V.check_lr_weight_decay(g["lr"], g["weight_decay"])
         self._check_fixed(g)
         return g
+
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        # parameter key -> the accumulator array known to hold only values > 0 (eps=0 needs it)
+        self._positive: Dict[Any, np.ndarray] = {}
+
+    _RUNTIME = Optimizer._RUNTIME + ("_positive",)
+
+    def _check_ready_extra(self, i: int, st: Dict[str, Any], group: Dict[str, Any]) -> None:
+        """With eps=0 every accumulator value must be > 0. Kept state is scanned once (when eps
+        becomes 0 or the array was replaced) and remembered; arrays this optimizer allocated
+        with a positive start, or loaded after a scan, are known to be positive."""
+        if group["eps"] != 0.0:
+            return
+        key = self._keys[i]
+        acc = st.get("sum")
+        if acc is None or self._positive.get(key) is acc:
+            return  # (a missing accumulator is allocated at initial_accumulator_value > 0)
+        if acc.size and not acc.min() > 0:
+            raise ValueError(
+                f"eps=0 needs every accumulator value > 0, but state 'sum' of "
+                f"{V.describe(key)} holds values <= 0 (it started at 0 or was edited); use "
+                "eps > 0"
+            )
+        self._positive[key] = acc
+
+    def _loaded(self, group: Dict[str, Any]) -> None:
+        self._positive = {}
+        if group["eps"] == 0.0:  # _check_loaded_values established sum > 0
+            self._positive = {k: st["sum"] for k, st in self.state.items() if "sum" in st}
+
+    def _check_loaded_values(self, name, arrays, scalars, step, group) -> None:
+        super()._check_loaded_values(name, arrays, scalars, step, group)
+        if group["eps"] == 0.0 and "sum" in arrays:
+            V.check_state_values(name, "sum", arrays["sum"], low=0.0, low_open=True,
+                                 what=" when eps=0 (a zero accumulator would divide 0 by 0)")
 
     def _array_state_shape(self, sname: str, p):
         if sname == "sum":
@@ -87,6 +136,9 @@ class Adagrad(Optimizer):
 
     def _apply(self, i: int, state: Dict[str, Any], merged: MergedRows,
                group: Dict[str, Any]) -> None:
+        if group["eps"] == 0.0:
+            # phase 1 checked kept state; new state started at initial_accumulator_value > 0
+            self._positive[self._keys[i]] = state["sum"]
         n = merged.rows.shape[0]
         if n == 0:
             return

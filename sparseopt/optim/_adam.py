@@ -5,7 +5,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import _validation as V
 from .._kernels import _rows
-from ._base import DUMMY_F64, DUMMY_I64, FLAGS, Optimizer, _Dummies, _width
+from ._base import (DUMMY_F64, DUMMY_I64, DUMMY_POW, FLAGS, ROW_WD, WD_SUM, Optimizer,
+                    _Dummies, _width)
 from ._grad import MergedRows
 
 
@@ -27,7 +28,8 @@ class Adam(Optimizer):
         Learning rate; may be changed between steps (``opt.lr = ...``).
     betas : (float, float), default (0.9, 0.999)
     eps : float, optional
-        Added to the denominator; default 1e-8 (1e-7 with ``preset="tensorflow"``).
+        Added to the denominator; default 1e-8 (1e-7 with ``preset="tensorflow"``). Must be
+        > 0: a row whose gradient and second moment are zero would otherwise compute 0 / 0.
     weight_decay : float, default 0
         Decoupled (AdamW, Loshchilov & Hutter 2019): a row is multiplied by
         ``1 - lr*weight_decay`` when it is updated; with ``lazy="decay"`` it first receives the
@@ -42,7 +44,9 @@ class Adam(Optimizer):
     bias_correction : {"row", "global"}, optional
         ``"row"`` (default): ``tau_r`` counts the row's own steps (frozen) or the steps since its
         first touch (decay), so a row first touched late takes a first step of size ``lr``.
-        ``"global"``: ``tau = t``, as PyTorch and TensorFlow do.
+        ``"global"``: ``tau = t``, as PyTorch and TensorFlow do. Powers ``beta**tau`` (and the
+        decay factors ``beta**s``) are computed in float64 from fixed 16 KiB tables, however
+        long training runs (see ``sparseopt._reference.power``).
     preset : {None, "torch", "tensorflow"}
         ``"torch"`` matches ``torch.optim.SparseAdam`` (global correction, frozen, eps added to
         the uncorrected ``sqrt(v)``); ``"tensorflow"`` matches TF-Addons LazyAdam (the same with
@@ -74,6 +78,7 @@ class Adam(Optimizer):
     }
     _FIXED = ("lazy", "bias_correction")
     _INTERLEAVED = ("exp_avg", "exp_avg_sq")
+    _NONNEGATIVE = ("exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: Optional[float] = None, weight_decay: float = 0.0, amsgrad: bool = False,
@@ -90,7 +95,7 @@ class Adam(Optimizer):
         g = dict(group)
         g["lr"] = V.check_real("lr", g["lr"])
         g["betas"] = V.check_betas(g["betas"])
-        g["eps"] = V.check_real("eps", g["eps"])
+        g["eps"] = V.check_eps(g["eps"])
         g["weight_decay"] = V.check_real("weight_decay", g["weight_decay"])
         g["amsgrad"] = bool(g["amsgrad"])
         V.check_choice("lazy", g["lazy"], ("frozen", "decay"))
@@ -110,7 +115,7 @@ class Adam(Optimizer):
         if group["amsgrad"]:
             spec.append(("max_exp_avg_sq", 0.0))
         if group["lazy"] == "decay":
-            spec += [("last_step", 0), ("wd_log", 0.0)]
+            spec += [("last_step", 0), (WD_SUM, 0.0), (ROW_WD, 0.0)]
             if group["bias_correction"] == "row":
                 spec.append(("first_step", 0))
         elif group["bias_correction"] == "row":
@@ -123,28 +128,25 @@ class Adam(Optimizer):
         lr, wd = group["lr"], group["weight_decay"]
         beta1, beta2 = group["betas"]
         decay = group["lazy"] == "decay"
-        wd_log = self._advance_wd_log(state, lr, wd) if decay else DUMMY_F64
+        wd_prev, wd_now = self._advance_wd_sum(state, lr, wd) if decay else (0.0, 0.0)
         n = merged.rows.shape[0]
         if n == 0:
             return
         p = self._params[i]
-        m, v = V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"])
-        if m.strides[1] != m.itemsize or v.strides[1] != v.itemsize:
-            raise ValueError("Adam state arrays must have contiguous rows (they were replaced "
-                             "by arrays of another layout); use load_state_dict to set state")
         flags = ((FLAGS["AMSGRAD"] if group["amsgrad"] else 0)
                  | (FLAGS["DECAY"] if decay else 0)
                  | (FLAGS["ROW_BIAS"] if group["bias_correction"] == "row" else 0)
                  | (FLAGS["EPS_RAW"] if group["eps_mode"] == "uncorrected" else 0)
-                 | (FLAGS["WEIGHT_DECAY"] if wd > 0 or (decay and wd_log[t] != 0.0) else 0))
+                 | (FLAGS["WEIGHT_DECAY"] if decay and (wd > 0 or wd_now != 0.0) else 0))
         _rows.adam_rows_update(
-            V.rows_view(p), m, v,
+            V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
             V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else _Dummies.rows(p.dtype),
             merged.values, merged.scratch, merged.rows, merged.src,
             state.get("row_step", DUMMY_I64), state.get("last_step", DUMMY_I64),
             state.get("first_step", DUMMY_I64),
-            self._pow_table("beta1", beta1, t), self._pow_table("beta2", beta2, t), wd_log,
-            t, lr, beta1, beta2, group["eps"], 1.0 - lr * wd, flags,
+            self._pow_table("beta1", beta1), self._pow_table("beta2", beta2),
+            state[ROW_WD] if decay else DUMMY_F64,
+            t, lr, beta1, beta2, group["eps"], 1.0 - lr * wd, wd_prev, wd_now, flags,
             self._threads(n, _width(p)))
 
     def _flush(self, i: int, state: Dict[str, Any], group: Dict[str, Any]) -> None:
@@ -154,6 +156,6 @@ class Adam(Optimizer):
         dummy = _Dummies.rows(p.dtype)
         _rows.flush_decay(
             V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
-            dummy, self._pow_table("beta1", beta1, t), self._pow_table("beta2", beta2, t),
-            DUMMY_F64, 2, state["last_step"], state["wd_log"], t,
-            bool(state["wd_log"][t] != 0.0), self._threads(p.shape[0], _width(p)))
+            dummy, self._pow_table("beta1", beta1), self._pow_table("beta2", beta2),
+            DUMMY_POW, 2, state["last_step"], state[ROW_WD], t, state[WD_SUM],
+            state[WD_SUM] != 0.0, self._threads(p.shape[0], _width(p)))

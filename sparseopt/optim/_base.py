@@ -1,6 +1,6 @@
 """The optimizer base class: parameters, per-parameter state, the step protocol.
 
-A step runs in two phases so that bad input changes nothing (SPEC section 5):
+A step runs in two phases so that bad input changes nothing:
 
 1. *prepare*: read and validate the hyper-parameters, then validate and merge every gradient
    (``_grad.merge``) — any error is raised here;
@@ -12,6 +12,8 @@ Subclasses define ``_DEFAULTS`` / ``_PRESETS``, ``_check_group`` (hyper-paramete
 """
 from __future__ import annotations
 
+import functools
+import math
 import threading
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -36,25 +38,49 @@ PARALLEL_MIN_ELEMENTS = 3 << 17
 MERGE_PARALLEL_SCALE = 8
 
 _COUNTERS = ("row_step", "last_step", "first_step")
+# Weight-decay catch-up (lazy="decay"): a float per parameter and a float64 per row.
+WD_SUM = "wd_log_sum"
+ROW_WD = "row_wd_log"
+# The per-step array that the two replace (one float64 per step); still accepted on load.
+LEGACY_WD_LOG = "wd_log"
+
+POW_SHAPE: Tuple[int, int] = tuple(_rows.POW_SHAPE)
+
+
+@functools.lru_cache(maxsize=64)
+def _power_levels(base: float) -> np.ndarray:
+    levels, radix = POW_SHAPE
+    bits = radix.bit_length() - 1
+    tab = np.empty(POW_SHAPE, dtype=np.float64)
+    for k in range(levels):
+        for b in range(radix):
+            tab[k, b] = math.pow(base, float(b << (bits * k)))
+    tab.flags.writeable = False
+    return tab
 
 
 class PowTable:
-    """``table[i] = base ** i`` in float64, grown by doubling as step counters grow.
+    """``beta**n`` for every int64 ``n`` in constant memory: ``table[k, b] = beta**(b * 256**k)``
+    (float64, from libm's ``pow``), one level per byte of ``n``, 16 KiB per base.
 
-    Bias corrections ``1 - beta**tau`` and lazy decay factors ``beta**skipped`` are looked up
-    here instead of calling ``pow`` per row (SPEC section 4: never float32 powers).
+    The kernels multiply the entries of the bytes of ``n`` from the lowest up (``_rows._power``,
+    the rule of ``sparseopt._reference.power``), so a bias correction ``1 - beta**tau`` or a lazy
+    decay factor ``beta**skipped`` costs one to eight lookups in a table that never grows, and
+    every index is a masked byte: no counter value can address outside it. Tables are shared
+    between optimizers with the same base (read-only); an optimizer keeps the one for each of
+    its bases and replaces it when the hyper-parameter changes.
     """
 
-    def __init__(self) -> None:
-        self.base: Optional[float] = None
-        self.table = np.ones(1)
+    __slots__ = ("base", "table")
 
-    def get(self, base: float, upto: int) -> np.ndarray:
-        if base != self.base or self.table.shape[0] <= upto:
-            size = max(64, 1 << int(upto + 1).bit_length())
-            self.table = np.power(float(base), np.arange(size, dtype=np.float64))
-            self.base = base
-        return self.table
+    def __init__(self, base: float) -> None:
+        self.base = float(base)
+        self.table = _power_levels(self.base)
+
+
+# Table argument of a kernel whose flag says it is unused (full size all the same).
+DUMMY_POW = np.ones(POW_SHAPE, dtype=np.float64)
+DUMMY_POW.flags.writeable = False
 
 
 # Large NumPy arrays start 16 bytes past a page boundary (glibc's mmap chunk header), so a
@@ -146,12 +172,18 @@ class Optimizer:
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()
         self._indexers = [RowIndexer(p.shape[0]) for p in self._params]
-        self._pow = {}
+        # what each parameter was at construction (it may be reshaped or locked in place later)
+        self._layouts = [(p.shape, p.dtype) for p in self._params]
+        self._pow: Dict[str, PowTable] = {}
+        self._layout_cache: Dict[int, Tuple[Dict[str, Any], Any]] = {}
         self._checked = None
+
+    # Attributes rebuilt by _init_runtime, never pickled.
+    _RUNTIME = ("_lock", "_indexers", "_layouts", "_pow", "_layout_cache", "_checked")
 
     def __getstate__(self) -> Dict[str, Any]:
         d = dict(self.__dict__)
-        for k in ("_lock", "_indexers", "_pow", "_checked"):
+        for k in self._RUNTIME:
             d.pop(k, None)
         return d
 
@@ -159,6 +191,8 @@ class Optimizer:
         self.__dict__.update(d)
         for key, p in zip(self._keys, self._params):  # unpickled arrays lose the layout
             st = self.state[key]
+            if isinstance(st.get(LEGACY_WD_LOG), np.ndarray) and "last_step" in st:
+                self._convert_wd_log(st, st.pop(LEGACY_WD_LOG), st["step"])
             for sname, arr in st.items():
                 if (isinstance(arr, np.ndarray) and arr.ndim and sname not in _COUNTERS
                         and arr.ctypes.data % STATE_ALIGNMENT):
@@ -175,11 +209,12 @@ class Optimizer:
             self._checked = (dict(raw), self._check_group(raw))
         return self._checked[1]
 
-    def _pow_table(self, name: str, base: float, upto: int) -> np.ndarray:
+    def _pow_table(self, name: str, base: float) -> np.ndarray:
+        """The power table of hyper-parameter ``name`` at its current value ``base``."""
         tab = self._pow.get(name)
-        if tab is None:
-            tab = self._pow[name] = PowTable()
-        return tab.get(base, upto)
+        if tab is None or tab.base != base:
+            tab = self._pow[name] = PowTable(base)
+        return tab.table
 
     # -- public API --------------------------------------------------------------------------
 
@@ -215,13 +250,16 @@ class Optimizer:
         Raises
         ------
         IndexError, ValueError, TypeError, KeyError, FloatingPointError
-            Before anything changes (SPEC section 5).
+            Before anything changes: bad gradients, hyper-parameters, a parameter that became
+            read-only or was reshaped, and state arrays replaced by ones of another shape,
+            dtype or layout are all refused before any parameter or counter moves.
         """
         with self._lock:
             group = self._current_group()
             pairs = V.match_grads(grads, self._keys, self._is_dict)
             prepared: List[Tuple[int, MergedRows]] = []
             for i in sorted(pairs):
+                self._check_ready(i, group, advancing=True)
                 prepared.append((i, merge(self._keys[i], pairs[i], self._params[i],
                                           self._indexers[i], self.duplicates, self.nonfinite,
                                           self._merge_threads)))
@@ -238,40 +276,61 @@ class Optimizer:
         """
         with self._lock:
             group = self._current_group()
-            for i, key in enumerate(self._keys):
-                state = self.state[key]
-                if state and "last_step" in state:
-                    self._flush(i, state, group)
+            if group.get("lazy") != "decay":
+                return
+            todo = [i for i, key in enumerate(self._keys) if self._state_of(i)]
+            for i in todo:
+                self._check_ready(i, group, advancing=False)
+            for i in todo:
+                self._flush(i, self._ensure_state(i, group), group)
 
     def state_dict(self) -> Dict[str, Any]:
         """State as plain NumPy arrays and Python scalars (picklable, ``np.savez``-able).
 
         Arrays are returned by reference, as ``torch.optim`` does; copy them to snapshot.
+        Whatever is written into them between steps cannot make a kernel read or write outside
+        an array (shapes, dtypes and layouts are checked at each step, counter values are
+        clamped to the range a real run produces), but values edited in place change results.
         """
         return {
             "optimizer": type(self).__name__,
-            "state": {k: self._export_state(self.state[k]) for k in self._keys if self.state[k]},
+            "state": {k: dict(self.state[k]) for k in self._keys if self.state[k]},
             "param_groups": [dict(g, params=list(g["params"])) for g in self.param_groups],
         }
 
-    @staticmethod
-    def _export_state(st: Dict[str, Any]) -> Dict[str, Any]:
-        out = dict(st)
-        if "wd_log" in out:
-            out["wd_log"] = out["wd_log"][: st["step"] + 1]
-        return out
-
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load state saved by ``state_dict`` (validated: names, shapes and dtypes must match).
+        """Load state saved by ``state_dict``, after checking all of it.
+
+        Names, shapes and dtypes must match this optimizer's settings, and the values must be
+        ones a run can produce: finite moments and accumulators, no negative second moment
+        (``exp_avg_sq``, ``max_exp_avg_sq``, ``square_avg``) or accumulator (``sum``; > 0
+        when ``eps=0``), step counters in ``[0, step]`` with a row's first touch no later than
+        its last. State saved with the per-step ``wd_log`` array of ``lazy="decay"`` is
+        converted. Anything else raises ``TypeError``, ``KeyError`` or ``ValueError`` naming the
+        state and the parameter, and the optimizer is left as it was.
 
         Arrays are copied, so the loaded optimizer never aliases ``state_dict``.
         """
-        if not isinstance(state_dict, Mapping) or "state" not in state_dict:
-            raise ValueError("load_state_dict expects a dict made by state_dict()")
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                "load_state_dict expects a dict made by state_dict(), got "
+                f"{type(state_dict).__name__}"
+            )
+        if "state" not in state_dict:
+            raise ValueError("load_state_dict expects a dict made by state_dict() (it has no "
+                             "'state' entry)")
         kind = state_dict.get("optimizer", type(self).__name__)
         if kind != type(self).__name__:
             raise ValueError(f"state_dict is from a {kind} optimizer, not {type(self).__name__}")
+        states = state_dict["state"]
+        if not isinstance(states, Mapping):
+            raise TypeError(f"state_dict['state'] must be a dict parameter -> state, got "
+                            f"{type(states).__name__}")
         groups = state_dict.get("param_groups", self.param_groups)
+        if not isinstance(groups, (list, tuple)) or \
+                not all(isinstance(g, Mapping) for g in groups):
+            raise TypeError("state_dict['param_groups'] must be a list holding one dict of "
+                            "hyper-parameters")
         if len(groups) != 1 or list(groups[0].get("params", self._keys)) != list(self._keys):
             raise ValueError(
                 f"state_dict's parameters {groups[0].get('params') if groups else None} do not "
@@ -283,15 +342,70 @@ class Optimizer:
             raise KeyError(f"state_dict has unknown hyper-parameters {sorted(unknown)}")
         group = self._check_group(dict(self.param_groups[0], **group))
         new_state: Dict[Any, Dict[str, Any]] = {k: {} for k in self._keys}
-        for key, st in state_dict["state"].items():
+        for key, st in states.items():
             if key not in new_state:
                 raise KeyError(f"state_dict has state for unknown parameter {key!r}")
+            if not isinstance(st, Mapping):
+                raise TypeError(f"state_dict: the state of {V.describe(key)} must be a dict, "
+                                f"got {type(st).__name__}")
             i = self._keys.index(key)
             new_state[key] = self._check_loaded_state(i, st, group)
         self.param_groups[0].update(group)
         self.state = new_state
+        self._loaded(group)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _loaded(self, group: Dict[str, Any]) -> None:
+        """Hook: state was just loaded (and checked) with the hyper-parameters ``group``."""
+
+    def _state_of(self, i: int) -> Dict[str, Any]:
+        """Parameter ``i``'s state dict (``opt.state`` is public: refuse what a step cannot
+        use, before anything changes)."""
+        key = self._keys[i]
+        try:
+            st = self.state[key]
+        except (KeyError, TypeError, IndexError):
+            raise ValueError(f"opt.state has no entry for {V.describe(key)} (opt.state must "
+                             "keep one dict per parameter; use load_state_dict to set state)"
+                             ) from None
+        if type(st) is not dict and not isinstance(st, dict):
+            raise ValueError(f"opt.state[{key!r}] must be a dict, got {type(st).__name__}")
+        return st
+
+    def _check_ready(self, i: int, group: Dict[str, Any], advancing: bool) -> None:
+        """Phase-1 check of parameter ``i`` and of every state array a kernel will be handed:
+        O(1) per array (shape, dtype, layout, writeable), never a scan of values."""
+        key = self._keys[i]
+        shape, dtype = self._layouts[i]
+        st = self._state_of(i)
+        if not st:  # state is allocated in phase 2
+            V.check_param_unchanged(key, self._params[i], shape, dtype)
+            return
+        V.check_step_ready(key, self._params[i], shape, dtype, st, self._state_layout(i, group),
+                           advancing=advancing)
+        self._check_ready_extra(i, st, group)
+
+    def _state_layout(self, i: int, group: Dict[str, Any]) -> "V.StateLayout":
+        """What ``V.check_state_layout`` expects of parameter ``i``'s state under ``group``
+        (kept until the hyper-parameters change)."""
+        cached = self._layout_cache.get(i)
+        if cached is not None and cached[0] is group:
+            return cached[1]
+        p = self._params[i]
+        rows_only = self._INTERLEAVED if p.ndim == 2 else ()
+        layout = []
+        for sname, _ in self._state_spec(group):
+            if sname == WD_SUM:
+                layout.append((sname, None, None, False))
+            else:
+                sshape, sdtype = self._state_shape(sname, p)
+                layout.append((sname, sshape, sdtype, sname in rows_only))
+        self._layout_cache[i] = (group, tuple(layout))
+        return self._layout_cache[i][1]
+
+    def _check_ready_extra(self, i: int, st: Dict[str, Any], group: Dict[str, Any]) -> None:
+        """Hook for a subclass's own phase-1 conditions on existing state."""
 
     def _check_loaded_state(self, i: int, st: Mapping[str, Any],
                             group: Dict[str, Any]) -> Dict[str, Any]:
@@ -299,15 +413,18 @@ class Optimizer:
         p = self._params[i]
         if "step" not in st:
             raise KeyError(f"state_dict: state of {name} has no 'step'")
-        step = st["step"]
-        if isinstance(step, np.ndarray):
-            step = step.item()
-        if not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"state_dict: {name} has an invalid step {step!r}")
-        step = int(step)
+        try:
+            step = V.check_step_count(self._keys[i], st["step"], advancing=False)
+        except ValueError:
+            raise ValueError(f"state_dict: {name} has an invalid step {st['step']!r} (an int "
+                             f"in [0, {V.MAX_STEP}] is expected)") from None
         out: Dict[str, Any] = {"step": step}
         expected = {sname for sname, _ in self._state_spec(group)}
         given = set(st) - {"step"}
+        legacy = (LEGACY_WD_LOG in given and WD_SUM in expected
+                  and not given & {WD_SUM, ROW_WD})
+        if legacy:
+            expected = (expected - {WD_SUM, ROW_WD}) | {LEGACY_WD_LOG}
         if given - expected:
             unknown = ", ".join(map(repr, sorted(given - expected)))
             raise KeyError(
@@ -316,26 +433,85 @@ class Optimizer:
             )
         if expected - given:
             raise KeyError(f"state_dict: state of {name} lacks {sorted(expected - given)}")
+        arrays: Dict[str, np.ndarray] = {}
         for sname in sorted(expected):
-            arr = np.asarray(st[sname])
-            shape, dtype = self._state_shape(sname, p, step)
+            if sname == WD_SUM:
+                out[sname] = V.check_state_log_sum(name, sname, st[sname])
+                continue
+            try:
+                arr = np.asarray(st[sname])
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"state_dict: state {sname!r} of {name} is not an array "
+                                 f"({e})") from None
+            if sname == LEGACY_WD_LOG:
+                shape, dtype = (step + 1,), np.dtype(np.float64)
+            else:
+                shape, dtype = self._state_shape(sname, p)
             if arr.shape != shape or arr.dtype != dtype:
                 raise ValueError(
                     f"state_dict: state {sname!r} of {name} has shape {arr.shape} and dtype "
                     f"{arr.dtype}, expected {shape} and {dtype}"
                 )
-            # Counters index float64 tables in the kernels: they must lie in [0, step].
-            if sname in _COUNTERS and arr.size and (arr.min() < 0 or arr.max() > step):
-                raise ValueError(
-                    f"state_dict: counter {sname!r} of {name} has values outside [0, {step}]"
-                )
-            if sname == "wd_log" and not (np.all(np.isfinite(arr)) and np.all(arr <= 0)):
-                raise ValueError(f"state_dict: 'wd_log' of {name} must be finite and <= 0")
-            copy = aligned_zeros(shape, dtype) if sname not in _COUNTERS + ("wd_log",) else \
-                np.empty(shape, dtype)
+            arrays[sname] = arr
+        self._check_loaded_values(name, arrays, out, step, group)
+        for sname, arr in arrays.items():
+            if sname in _COUNTERS or sname == LEGACY_WD_LOG:
+                copy = np.empty(arr.shape, arr.dtype)
+            else:
+                copy = aligned_zeros(arr.shape, arr.dtype)
             copy[...] = arr
             out[sname] = copy
+        if legacy:
+            self._convert_wd_log(out, out.pop(LEGACY_WD_LOG), step)
         return self._relayout(out, p)
+
+    # State that is a running average of squares or a sum of squares: never negative.
+    _NONNEGATIVE: Tuple[str, ...] = ()
+
+    def _check_loaded_values(self, name: str, arrays: Dict[str, np.ndarray],
+                             scalars: Dict[str, Any], step: int, group: Dict[str, Any]) -> None:
+        """The values of loaded state must be ones a run can produce (one scan per array)."""
+        for sname, arr in arrays.items():
+            if sname in _COUNTERS:
+                # Kernels clamp counters, but values outside [0, step] mean the state is not
+                # this parameter's (or was corrupted): refuse it rather than guess.
+                if arr.size and (arr.min() < 0 or arr.max() > step):
+                    raise ValueError(
+                        f"state_dict: counter {sname!r} of {name} has values outside "
+                        f"[0, {step}]"
+                    )
+            elif sname in (ROW_WD, LEGACY_WD_LOG):
+                V.check_state_values(name, sname, arr, high=0.0,
+                                     what=" (a sum of log(1 - lr * weight_decay))")
+            else:
+                V.check_state_values(name, sname, arr,
+                                     low=0.0 if sname in self._NONNEGATIVE else None,
+                                     what=" (a running average or sum of squared gradients)")
+        if "first_step" in arrays and "last_step" in arrays:
+            first, last = arrays["first_step"], arrays["last_step"]
+            bad = np.flatnonzero(first > last)
+            if bad.size:
+                r = int(bad[0])
+                raise ValueError(
+                    f"state_dict: counters of {name} are inconsistent: row {r} has 'first_step' "
+                    f"{int(first[r])} after its 'last_step' {int(last[r])}"
+                )
+        if ROW_WD in arrays and WD_SUM in scalars and arrays[ROW_WD].size and \
+                arrays[ROW_WD].min() < scalars[WD_SUM]:
+            raise ValueError(
+                f"state_dict: state {ROW_WD!r} of {name} has values below {WD_SUM!r} "
+                f"({scalars[WD_SUM]!r}): a row cannot owe a weight-decay factor above 1"
+            )
+
+    @staticmethod
+    def _convert_wd_log(st: Dict[str, Any], wd_log: np.ndarray, step: int) -> None:
+        """State saved with ``wd_log`` (``wd_log[s]``: the sum of ``log1p(-lr * wd)`` over steps
+        1..s) in today's form: the sum at ``step``, and per row the sum at its last step."""
+        last = np.clip(st["last_step"], 0, step)
+        st[WD_SUM] = float(wd_log[step])
+        row = aligned_zeros(last.shape, np.float64)
+        row[...] = wd_log[last]
+        st[ROW_WD] = row
 
     def _relayout(self, st: Dict[str, Any], p: np.ndarray) -> Dict[str, Any]:
         """Put loaded or unpickled state back into the kernels' layout (aligned, interleaved)."""
@@ -347,12 +523,12 @@ class Optimizer:
             st.update(fresh)
         return st
 
-    def _state_shape(self, sname: str, p: np.ndarray, step: int):
-        """(shape, dtype) that state ``sname`` must have, or (None, None) if unknown."""
+    def _state_shape(self, sname: str, p: np.ndarray):
+        """(shape, dtype) that state array ``sname`` must have, or (None, None) if unknown."""
         if sname in _COUNTERS:
             return (p.shape[0],), np.dtype(np.int64)
-        if sname == "wd_log":
-            return (step + 1,), np.dtype(np.float64)
+        if sname == ROW_WD:
+            return (p.shape[0],), np.dtype(np.float64)
         return self._array_state_shape(sname, p)
 
     def _array_state_shape(self, sname: str, p: np.ndarray):
@@ -371,13 +547,13 @@ class Optimizer:
             state.update(interleaved_zeros(pair, p.shape, p.dtype))
         for sname, fill in self._state_spec(group):
             if sname not in state:
-                if sname == "wd_log":
-                    arr = np.zeros(state["step"] + 1, dtype=np.float64)
-                else:
-                    shape, dtype = self._state_shape(sname, p, state["step"])
-                    arr = aligned_zeros(shape, dtype)
-                    if fill != 0:
-                        arr.fill(fill)
+                if sname == WD_SUM:
+                    state[sname] = 0.0
+                    continue
+                shape, dtype = self._state_shape(sname, p)
+                arr = aligned_zeros(shape, dtype)
+                if fill != 0:
+                    arr.fill(fill)
                 state[sname] = arr
         return state
 
@@ -420,21 +596,19 @@ class Optimizer:
         return self._threads(k, width)
 
     @staticmethod
-    def _advance_wd_log(state: Dict[str, Any], lr: float, weight_decay: float) -> np.ndarray:
-        """Append log(1 - lr*weight_decay) of this step to the running sum (lazy decay mode).
+    def _advance_wd_sum(state: Dict[str, Any], lr: float, weight_decay: float
+                        ) -> Tuple[float, float]:
+        """Add this step's ``log1p(-lr * weight_decay)`` to the parameter's running sum (lazy
+        decay mode); return the sums before and after it.
 
-        ``wd_log[s]`` is the log of the product of the weight-decay factors of steps 1..s, so a
-        row last current at step l, touched at t, misses exp(wd_log[t-1] - wd_log[l]). The
-        buffer grows by doubling; entries past ``step`` are unused.
+        A row brought up to date at a step whose sum was ``S_l`` (kept per row in
+        ``row_wd_log``) and touched at ``t`` misses ``exp(S_{t-1} - S_l)``, the product of the
+        factors of steps ``l+1 .. t-1``; the rule and its rounding are
+        ``sparseopt._reference.wd_catch_up``.
         """
-        t = state["step"]
-        log = state["wd_log"]
-        if log.shape[0] < t + 1:
-            grown = np.zeros(max(t + 1, 2 * log.shape[0]), dtype=np.float64)
-            grown[: log.shape[0]] = log
-            log = state["wd_log"] = grown
-        log[t] = log[t - 1] + np.log1p(-lr * weight_decay)
-        return log
+        prev = state[WD_SUM]
+        state[WD_SUM] = now = prev + math.log1p(-lr * weight_decay)
+        return prev, now
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())

@@ -5,7 +5,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import _validation as V
 from .._kernels import _rows
-from ._base import DUMMY_F64, DUMMY_I64, FLAGS, Optimizer, _Dummies, _width
+from ._base import (DUMMY_F64, DUMMY_I64, DUMMY_POW, FLAGS, ROW_WD, WD_SUM, Optimizer,
+                    _Dummies, _width)
 from ._grad import MergedRows
 
 
@@ -27,7 +28,9 @@ class RMSprop(Optimizer):
     alpha : float, optional
         Smoothing constant; default 0.99 (0.9 with ``preset="tensorflow"``).
     eps : float, optional
-        Default 1e-8 (1e-10, added inside the square root, with ``preset="tensorflow"``).
+        Default 1e-8 (1e-10, added inside the square root, with ``preset="tensorflow"``). Must
+        be > 0: ``v`` (and ``v - a**2`` when centred) can be zero, even when it starts at 1 (a
+        long run of zero gradients underflows it), and 0 / 0 would make the row NaN.
     momentum : float, default 0
     centered : bool, default False
     weight_decay : float, default 0
@@ -36,7 +39,8 @@ class RMSprop(Optimizer):
     lazy : {"frozen", "decay"}, default "frozen"
         ``"decay"``: a row touched after ``s`` skipped steps first has ``v, a *= alpha**s`` and
         ``buf *= mu**s``. Without momentum this is exactly a dense RMSprop; ``flush()`` brings
-        every row up to date.
+        every row up to date. The factors are float64 powers from fixed 16 KiB tables (see
+        ``sparseopt._reference.power``); catching up weight decay costs one float64 per row.
     preset : {None, "torch", "tensorflow"}
         ``"torch"``: ``torch.optim.RMSprop`` applied to touched rows (the defaults).
         ``"tensorflow"``: TF1 sparse RMSProp (alpha=0.9, eps=1e-10 inside the root, ``v``
@@ -63,6 +67,7 @@ class RMSprop(Optimizer):
         "tensorflow": dict(alpha=0.9, eps=1e-10, eps_mode="inside", initial_square_avg=1.0),
     }
     _FIXED = ("lazy",)
+    _NONNEGATIVE = ("square_avg",)
 
     def __init__(self, params: Any, lr: float = 1e-2, alpha: Optional[float] = None,
                  eps: Optional[float] = None, momentum: float = 0.0, centered: bool = False,
@@ -78,7 +83,7 @@ class RMSprop(Optimizer):
         g = dict(group)
         g["lr"] = V.check_real("lr", g["lr"])
         g["alpha"] = V.check_real("alpha", g["alpha"], high=1.0, high_open=True)
-        g["eps"] = V.check_real("eps", g["eps"])
+        g["eps"] = V.check_eps(g["eps"])
         g["momentum"] = V.check_real("momentum", g["momentum"], high=1.0, high_open=True)
         g["weight_decay"] = V.check_real("weight_decay", g["weight_decay"])
         g["initial_square_avg"] = V.check_real("initial_square_avg", g["initial_square_avg"])
@@ -101,7 +106,7 @@ class RMSprop(Optimizer):
         if group["momentum"] > 0:
             spec.append(("momentum_buffer", 0.0))
         if group["lazy"] == "decay":
-            spec += [("last_step", 0), ("wd_log", 0.0)]
+            spec += [("last_step", 0), (WD_SUM, 0.0), (ROW_WD, 0.0)]
         return spec
 
     def _apply(self, i: int, state: Dict[str, Any], merged: MergedRows,
@@ -109,7 +114,7 @@ class RMSprop(Optimizer):
         t = state["step"]
         lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
         decay = group["lazy"] == "decay"
-        wd_log = self._advance_wd_log(state, lr, wd) if decay else DUMMY_F64
+        wd_prev, wd_now = self._advance_wd_sum(state, lr, wd) if decay else (0.0, 0.0)
         n = merged.rows.shape[0]
         if n == 0:
             return
@@ -117,7 +122,7 @@ class RMSprop(Optimizer):
         dummy = _Dummies.rows(p.dtype)
         centered, mom = group["centered"], mu > 0
         flags = ((FLAGS["DECAY"] if decay else 0)
-                 | (FLAGS["WEIGHT_DECAY"] if wd > 0 or (decay and wd_log[t] != 0.0) else 0)
+                 | (FLAGS["WEIGHT_DECAY"] if decay and (wd > 0 or wd_now != 0.0) else 0)
                  | (FLAGS["CENTERED"] if centered else 0)
                  | (FLAGS["MOMENTUM"] if mom else 0))
         inside = group["eps_mode"] == "inside"
@@ -127,24 +132,26 @@ class RMSprop(Optimizer):
             V.rows_view(state["momentum_buffer"]) if mom else dummy,
             merged.values, merged.scratch, merged.rows, merged.src,
             state.get("last_step", DUMMY_I64),
-            self._pow_table("alpha", group["alpha"], t) if decay else DUMMY_F64,
-            self._pow_table("momentum", mu, t) if decay and mom else DUMMY_F64,
-            wd_log, t, lr, group["alpha"], mu, group["eps"] if inside else 0.0,
-            0.0 if inside else group["eps"], 1.0 - lr * wd, flags, self._threads(n, _width(p)))
+            self._pow_table("alpha", group["alpha"]) if decay else DUMMY_POW,
+            self._pow_table("momentum", mu) if decay and mom else DUMMY_POW,
+            state[ROW_WD] if decay else DUMMY_F64, t, lr, group["alpha"], mu,
+            group["eps"] if inside else 0.0, 0.0 if inside else group["eps"], 1.0 - lr * wd,
+            wd_prev, wd_now, flags, self._threads(n, _width(p)))
 
     def _flush(self, i: int, state: Dict[str, Any], group: Dict[str, Any]) -> None:
         t = state["step"]
         p = self._params[i]
         arrays, tables = [], []
-        for sname, base in (("square_avg", group["alpha"]), ("grad_avg", group["alpha"]),
-                            ("momentum_buffer", group["momentum"])):
-            if sname in state:
+        kept = dict(self._state_spec(group))  # the arrays phase 1 checked
+        for sname, hyper in (("square_avg", "alpha"), ("grad_avg", "alpha"),
+                             ("momentum_buffer", "momentum")):
+            if sname in kept:
                 arrays.append(V.rows_view(state[sname]))
-                tables.append(self._pow_table(sname, base, t))
+                tables.append(self._pow_table(hyper, group[hyper]))
         n_states = len(arrays)
         dummy = _Dummies.rows(p.dtype)
         arrays += [dummy] * (3 - n_states)
-        tables += [DUMMY_F64] * (3 - n_states)
+        tables += [DUMMY_POW] * (3 - n_states)
         _rows.flush_decay(V.rows_view(p), *arrays, *tables, n_states, state["last_step"],
-                          state["wd_log"], t, bool(state["wd_log"][t] != 0.0),
+                          state[ROW_WD], t, state[WD_SUM], state[WD_SUM] != 0.0,
                           self._threads(p.shape[0], _width(p)))
