@@ -19,22 +19,19 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from .. import _utils
 from .. import _validation as V
-from .._kernels import _info, _rows
+from .._kernels import _rows
 from ._grad import MergedRows, RowIndexer, merge
 
 FLAGS = _rows.FLAGS
 
-# Below this many updated elements (rows x width) a kernel runs on one thread: waking a team
-# costs more than it saves (suite, warm: 2,417 x 16 rows took 0.36 ms on 2 threads, 0.27 ms on
-# 1, with the threshold at 1 << 16), and on a loaded machine a parallel region can wait milliseconds for a descheduled thread (measured: a
-# 4,096-index step at width 32 took 0.15 ms on 1 thread, 2.3 ms on 2 while the other core was
-# busy). Benchmark suite, 2 threads vs 1 on a quiet machine: with 1 << 16, batches of 4,096 x 64
-# and 2,417 x 16 ran at 0.74-0.95x; 25,629 x 16 (410k elements) and larger at 1.2-1.7x.
-PARALLEL_MIN_ELEMENTS = 3 << 17
+# The thread threshold of the row kernels lives in sparseopt._utils (tests lower this module's
+# copy to force parallel steps on small tables).
+PARALLEL_MIN_ELEMENTS = _utils.PARALLEL_MIN_ELEMENTS
 # Duplicate sums go parallel only from MERGE_PARALLEL_SCALE times that (batch rows x width)
-# and only with few repeats (_grad.REPEATS_SERIAL_DIVISOR): a complete 2-thread step on
-# 65,536 x 64 uniform indices took 7.15 vs 7.63 ms; at width 16 the merge was 0.67 vs 0.53 ms.
+# and only with few repeats (_grad.REPEATS_SERIAL_DIVISOR): summing is cheaper per element than
+# an update, so a team pays off only on much larger batches.
 MERGE_PARALLEL_SCALE = 8
 
 _COUNTERS = ("row_step", "last_step", "first_step")
@@ -583,11 +580,10 @@ class Optimizer:
         raise NotImplementedError
 
     def _threads(self, n_rows: int, width: int) -> int:
-        """Threads for a kernel call: one for small work, else n_threads or OpenMP's default."""
-        if n_rows * width < PARALLEL_MIN_ELEMENTS:
-            return 1
-        n = self.n_threads if self.n_threads is not None else _info.max_threads()
-        return max(1, min(n, n_rows))
+        """Threads for a kernel call over ``n_rows`` rows (the shared rule, at most one per
+        row)."""
+        return min(_utils.threads_for(self.n_threads, n_rows * width, PARALLEL_MIN_ELEMENTS),
+                   max(1, n_rows))
 
     def _merge_threads(self, k: int, width: int) -> int:
         """Threads for summing the duplicates of a batch of ``k`` rows of ``width``."""
