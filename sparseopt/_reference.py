@@ -43,7 +43,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import scipy.sparse as sp
 
-from .optim._grad import RowGrad
+from ._rowgrad import RowGrad
 
 _PRESETS = {
     "Adam": {
