@@ -17,7 +17,8 @@ import sparseopt as so
 from sparseopt._kernels import _recommend as K
 from sparseopt.datasets import holdout_split, make_interactions, make_ratings
 from sparseopt.recommend import MatrixFactorization, metrics
-from sparseopt.recommend import _common, _mf
+from sparseopt import _utils
+from sparseopt.recommend import _mf
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
@@ -486,7 +487,7 @@ def test_mf_is_seeded_and_thread_independent(ratings, monkeypatch):
     tr, _ = ratings
     kw = dict(n_components=6, n_epochs=2, batch_size=128, random_state=5)
     a = MatrixFactorization(**kw, n_threads=1).fit(tr)
-    monkeypatch.setattr(_common, "KERNEL_PARALLEL_MIN", 0)
+    monkeypatch.setattr(_utils, "PARALLEL_MIN_MODEL_WORK", 0)
     from sparseopt.optim import _base
     monkeypatch.setattr(_base, "PARALLEL_MIN_ELEMENTS", 0)
     b = MatrixFactorization(**kw, n_threads=2).fit(tr)
