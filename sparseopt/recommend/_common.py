@@ -51,9 +51,11 @@ def check_verbose(value: Any) -> int:
     """``verbose``: a bool or a non-negative int (scikit-learn's convention)."""
     if isinstance(value, (bool, np.bool_)):
         return int(value)
-    if isinstance(value, numbers.Integral) and int(value) >= 0:
-        return int(value)
-    raise TypeError(f"verbose must be a bool or a non-negative int, got {value!r}")
+    if not isinstance(value, numbers.Integral):
+        raise TypeError(f"verbose must be a bool or a non-negative int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"verbose must be a bool or a non-negative int, got {value!r}")
+    return int(value)
 
 
 def check_ids(name: str, ids: Any, n: int, what: str) -> np.ndarray:

@@ -341,9 +341,10 @@ class MatrixFactorization:
             SciPy would add such duplicates (ratings 4 and 5 would train as 9), so they are
             refused: aggregate them first, e.g. to their mean::
 
-                S = X.tocsr(copy=True); S.sum_duplicates()          # sums, sorted
-                C = X.tocsr(copy=True); C.data[:] = 1; C.sum_duplicates()   # counts
-                S.data /= C.data                                     # same pattern
+                S = X.tocsr(copy=True); S.sum_duplicates()   # sums, indices sorted
+                C = X.copy(); C.data[:] = 1                    # one per stored entry
+                C = C.tocsr(); C.sum_duplicates()              # counts: S's pattern
+                S.data /= C.data                               # means
         """
         p = self._check_params()
         rng = check_random_state(self.random_state)
@@ -638,6 +639,12 @@ class MatrixFactorization:
         users = check_ids("user_ids", user_ids, st.n_users, "users")
         n = min(check_positive_int("n", n), st.n_items)
         exclude_seen = check_flag("exclude_seen", exclude_seen)
+        seen = self._seen
+        if exclude_seen and seen.shape != (st.n_users, st.n_items):
+            # a fit in another thread replaced the tables between the two reads: the kernel
+            # would exclude items by the other shape's ids
+            raise ValueError("the model was refitted during this call (its interactions no "
+                             "longer match item_table_); call recommend again")
         k = st.k
         P = st.U[:, :k]
         QT = np.ascontiguousarray(st.Q[:, :k].T)
@@ -655,7 +662,7 @@ class MatrixFactorization:
                 ub = st.U[bu, k] if st.user_bias else np.zeros(bu.shape[0], st.U.dtype)
                 S += (st.mu + ub).astype(S.dtype)[:, None]
             S = np.ascontiguousarray(S)
-            excl = self._seen[bu] if exclude_seen else None
+            excl = seen[bu] if exclude_seen else None
             bi, bs = self._topn(S, excl, n)
             ids[s:s + block] = bi
             scores[s:s + block] = bs
