@@ -826,7 +826,7 @@ def test_bench_mf_quick(capsys):
         assert "| torch (4 tables) |" in out and "Target vs torch (4 tables)" in out
 
 
-# =========================================================================== interactions seen later
+# =========================================================================== later data
 
 
 def _pattern(n_users, n_items, rows):
