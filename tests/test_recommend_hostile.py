@@ -359,9 +359,21 @@ for cls, t in ((FMRegressor, y), (FMClassifier, c)):
     f.predict(X)
     expect(ValueError, ["table_", "replaced"], lambda: f.partial_fit(X, t), f)
     f.table_ = W
-    if cls is FMClassifier:
-        f.classes_ = f.classes_[:1]
-        expect(ValueError, ["classes_"], lambda: f.predict(X), f)
+
+# the softmax kernel indexes its outputs by a label's position in classes_: a longer classes_
+# would make training write past them
+y3 = np.arange(X.shape[0]) % 3
+for labels in (c, y3):
+    f = fm(FMClassifier).fit(X, labels)
+    classes = f.classes_
+    for bad in (classes[:1], np.arange(7), list(classes)):
+        f.classes_ = bad
+        for use in (lambda: f.predict(X), lambda: f.decision_function(X),
+                    lambda: f.partial_fit(X, np.arange(X.shape[0]) % 7 % (len(classes))),
+                    lambda: f.partial_fit(X, np.arange(X.shape[0]) % 7)):
+            expect(ValueError, ["classes_"], use, f)
+    f.classes_ = classes
+    f.partial_fit(X, labels)
 """)
 
 

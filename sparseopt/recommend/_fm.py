@@ -83,12 +83,17 @@ _COMMON_DOC = """
         Threads of the kernels and of the optimizer.
     verbose : bool, default False
         Print the loss and samples per second of each epoch.
+"""
 
+_STATE_NOTES = """
+    Notes
+    -----
     ``fit`` and ``partial_fit`` run one at a time per model (a second thread waits), and a
-    call that raises leaves the model's attributes as they were. The fitted ``table_`` and
-    ``w0_`` may be edited in place; replacing them with arrays of another shape, dtype or
-    layout, or changing ``n_components_``, raises ``ValueError`` naming the attribute before
-    any kernel reads them.
+    call that raises on bad input leaves the model's attributes, table and optimizer state
+    as they were. ``table_`` and ``w0_`` may be edited in place; replacing them with arrays
+    of another shape, dtype or layout, or changing ``n_components_``, raises ``ValueError``
+    naming the attribute before any kernel reads them (a replacement of the right layout is
+    used for prediction but refused by further training: the optimizer trains the original).
 """
 
 
@@ -209,7 +214,6 @@ class _BaseFM(BaseEstimator):
         self.table_ = np.ascontiguousarray(T.reshape(n_features, n_out * (k + 1)), dtype=dtype)
         self.w0_ = np.ascontiguousarray(w0, dtype=dtype)
         self.n_components_ = k
-        self._n_out = n_out
         self.optimizer_ = make_optimizer(p["optimizer"], [self.table_, self.w0_], p["lr"],
                                          p["n_threads"], self.optimizer_params)
         self.loss_curve_: List[float] = []
@@ -319,7 +323,7 @@ class FMRegressor(RegressorMixin, _BaseFM):
     n_iter_ : int
     loss_curve_ : list of float
     optimizer_ : the sparseopt optimizer
-
+""" + _STATE_NOTES + """
     Examples
     --------
     >>> import numpy as np, scipy.sparse as sp
@@ -382,7 +386,7 @@ class FMClassifier(ClassifierMixin, _BaseFM):
     n_iter_ : int
     loss_curve_ : list of float
     optimizer_ : the sparseopt optimizer
-
+""" + _STATE_NOTES + """
     Examples
     --------
     >>> import numpy as np
@@ -396,9 +400,19 @@ class FMClassifier(ClassifierMixin, _BaseFM):
 
     _loss_name = "classification"
 
+    def _fitted(self, training: bool = False) -> _Fitted:
+        st = super()._fitted(training)
+        # the softmax kernel indexes its outputs by the position of a label in classes_
+        n_classes = 2 if st.n_out == 1 else st.n_out
+        classes = getattr(self, "classes_", None)
+        if not isinstance(classes, np.ndarray) or classes.shape != (n_classes,):
+            raise ValueError(f"classes_ must be an array of the {n_classes} classes the model "
+                             f"was fitted on, got {classes!r}")
+        return st
+
     @property
     def _loss_code(self) -> str:
-        return "logistic" if self._n_out == 1 else "softmax"
+        return "logistic" if self._layout[1] == 1 else "softmax"
 
     def _encode(self, y, sw, reset_classes: Optional[np.ndarray]):
         check_classification_targets(y)
@@ -455,6 +469,7 @@ class FMClassifier(ClassifierMixin, _BaseFM):
             n_out = 1 if classes.shape[0] == 2 else classes.shape[0]
             self._init_model(X.shape[1], X.dtype, n_out, w0, p)
         else:
+            self._fitted(training=True)  # classes_ included, before it encodes y
             if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
                 raise ValueError(f"classes {classes!r} differ from those of the first "
                                  f"partial_fit call, {self.classes_!r}")
@@ -466,11 +481,6 @@ class FMClassifier(ClassifierMixin, _BaseFM):
         """Raw scores: ``(n_samples,)`` for two classes (positive = ``classes_[1]``), else
         ``(n_samples, n_classes)``."""
         X, st = self._check_X(X)
-        n_classes = 2 if st.n_out == 1 else st.n_out
-        classes = getattr(self, "classes_", None)
-        if not isinstance(classes, np.ndarray) or classes.shape != (n_classes,):
-            raise ValueError(f"classes_ must be an array of the {n_classes} classes the model "
-                             f"was fitted on, got {classes!r}")
         d = self._decision(X, st)
         return d[:, 0] if st.n_out == 1 else d
 

@@ -177,7 +177,12 @@ class MatrixFactorization:
     global_mean_ : float
     optimizer_ : the sparseopt optimizer (its ``state_dict()`` resumes training)
     n_users_, n_items_, n_components_ : int
+    history_ : list of dict
+        Per epoch: ``loss``, ``train_rmse`` (squared), ``eval`` (metric or None),
+        ``seconds`` (training time, evaluation excluded) and ``rows_per_s``.
 
+    Notes
+    -----
     The tables may be edited in place (``mf.item_table_[i] = ...``). Replacing one, or
     changing ``n_components_``, ``n_users_`` or ``n_items_``, is checked before any kernel
     reads them: another shape or dtype, or a non-contiguous array, raises ``ValueError``
@@ -185,10 +190,8 @@ class MatrixFactorization:
     ``recommend`` but refused by ``partial_fit`` (the optimizer trains the original).
 
     ``fit`` and ``partial_fit`` run one at a time per model (a second thread waits), and a
-    call that raises leaves the model's attributes as they were.
-    history_ : list of dict
-        Per epoch: ``loss``, ``train_rmse`` (squared), ``eval`` (metric or None),
-        ``seconds`` (training time, evaluation excluded) and ``rows_per_s``.
+    call that raises on bad input leaves the model's attributes, tables and optimizer state
+    as they were.
 
     Examples
     --------
@@ -347,9 +350,9 @@ class MatrixFactorization:
                 S.data /= C.data                               # means
         """
         p = self._check_params()
-        rng = check_random_state(self.random_state)
         X = _check_interactions("X", X, p["loss"])
         E = self._check_eval_set(eval_set, X, p["loss"])
+        rng = check_random_state(self.random_state)
         for attr in ("user_table_", "item_table_"):  # free the old tables before new ones
             self.__dict__.pop(attr, None)
         self._init_model(X, p, rng)
