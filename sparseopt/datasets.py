@@ -24,7 +24,10 @@ looking at every cell, so a call costs O(n log n) for ``n`` stored pairs, howeve
 * otherwise, when a steep ``zipf`` saturates the popular rows (a round of draws yields fewer
   than one new pair in eight), the remaining pairs are drawn uniformly among the free cells
   (at least half of the matrix): the head users then hold most of their items and the other
-  samples go to the rest.
+  samples go to the rest. Should even those draws keep almost nothing (an extreme ``signal``
+  in :func:`make_interactions`, which gives the disliked pairs a keep probability that
+  rounds to 0), the sample is finished by one pass over the cells; a request for more pairs
+  than have a non-zero probability raises ``ValueError``.
 """
 from __future__ import annotations
 
@@ -136,9 +139,11 @@ def _new_in_draw_order(keys: np.ndarray, taken: np.ndarray) -> np.ndarray:
 
 
 def _all_cells(rng: np.random.Generator, zu: _Zipf, zi: _Zipf, n: int,
-               taste: Optional[_Taste]) -> np.ndarray:
+               taste: Optional[_Taste], taken: Optional[np.ndarray] = None) -> np.ndarray:
     """Keys of ``n`` cells drawn by weight without replacement, in one pass over all cells:
-    the ``n`` smallest of ``log E - log w`` (Efraimidis and Spirakis 2006), sorted."""
+    the ``n`` smallest of ``log E - log w`` (Efraimidis and Spirakis 2006), sorted. Cells in
+    ``taken`` are kept and the sample continues from them (the keys of the other cells order
+    them as sequential draws would)."""
     n_users, n_items = zu.logp.shape[0], zi.logp.shape[0]
     cells = n_users * n_items
     if n == 0:
@@ -153,6 +158,12 @@ def _all_cells(rng: np.random.Generator, zu: _Zipf, zi: _Zipf, n: int,
         with np.errstate(divide="ignore"):  # E = 0 has probability 0; -inf would still do
             block = np.log(rng.standard_exponential(logw.shape)) - logw
         keys[s * n_items:(s + users.shape[0]) * n_items] = block.reshape(-1)
+    if taken is not None:
+        keys[taken] = -np.inf
+    possible = int(np.count_nonzero(keys < np.inf))  # cells of weight 0 are never drawn
+    if possible < n:
+        raise ValueError(f"only {possible} (user, item) pairs have a non-zero probability of "
+                         f"being kept, fewer than the {n} asked for (lower signal)")
     if n < cells:
         chosen = np.argpartition(keys, n - 1)[:n]
     else:
@@ -186,6 +197,10 @@ def _sample_pairs(rng: np.random.Generator, n_users: int, n_items: int, n: int, 
         taken = np.sort(np.concatenate([taken, new[:need]]), kind="stable")
         if popular and rate < _MIN_YIELD:
             popular, rate = False, 1.0
+        elif not popular and rate < _MIN_YIELD / 8 and taken.shape[0] < n:
+            # free cells are there but almost none is kept (an extreme taste signal): the
+            # cells that can still be kept are few, and one pass over all of them finishes
+            taken = _all_cells(rng, zu, zi, n, taste, taken)
     return taken // n_items, taken % n_items
 
 

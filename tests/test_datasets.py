@@ -164,6 +164,10 @@ assert make_interactions(500, 500, 250000, random_state=0).nnz == 250000
 assert make_ratings(1000, 1000, 499000, zipf=3.0, random_state=0).nnz == 499000
 assert make_interactions(1000, 1000, 400000, zipf=2.0, signal=20.0,
                          random_state=0).nnz == 400000
+# more pairs than the liked ones, with a signal that rounds the others' keep probability to 0
+X, truth = make_interactions(60, 60, 1790, signal=1e4, random_state=0, return_truth=True)
+liked = truth["user_factors"] @ truth["item_factors"].T > 0
+assert X.nnz == 1790 and liked.sum() < 1790 and liked[X.toarray() != 0].sum() == liked.sum()
 print(time.perf_counter() - t)
 """
     env = dict(os.environ, PYTHONPATH=str(ROOT))
