@@ -128,14 +128,38 @@ class _Taste:
         return _log_sigmoid(self.signal * (self.P[users] @ self.Q.T))
 
 
-def _new_in_draw_order(keys: np.ndarray, taken: np.ndarray) -> np.ndarray:
-    """The distinct ``keys`` not in ``taken`` (sorted), in the order of their first draw."""
+def _sorted_distinct(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (a sort: NumPy's hash-based ``unique`` is several times slower
+    on millions of int64 keys)."""
+    c = np.sort(a)
+    if c.shape[0] == 0:
+        return c
+    keep = np.empty(c.shape[0], dtype=bool)
+    keep[0] = True
+    np.not_equal(c[1:], c[:-1], out=keep[1:])
+    return c[keep]
+
+
+def _not_in(uniq: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """Mask of the sorted distinct ``uniq`` that are not in the sorted ``taken``."""
+    if taken.shape[0] == 0:
+        return np.ones(uniq.shape[0], dtype=bool)
+    pos = np.minimum(np.searchsorted(taken, uniq), taken.shape[0] - 1)
+    return taken[pos] != uniq
+
+
+def _fresh_keys(keys: np.ndarray, taken: np.ndarray, need: int) -> Tuple[np.ndarray, int]:
+    """The distinct ``keys`` not in ``taken``, sorted, and how many there were; when there are
+    more than ``need``, only the ``need`` drawn first (sequential sampling keeps the first
+    distinct draws; ordering by first draw costs a second sort, so only this case pays it)."""
+    uniq = _sorted_distinct(keys)
+    uniq = uniq[_not_in(uniq, taken)]
+    if uniq.shape[0] <= need:
+        return uniq, uniq.shape[0]
     uniq, first = np.unique(keys, return_index=True)
-    if taken.shape[0]:
-        pos = np.minimum(np.searchsorted(taken, uniq), taken.shape[0] - 1)
-        fresh = taken[pos] != uniq
-        uniq, first = uniq[fresh], first[fresh]
-    return uniq[np.argsort(first, kind="stable")]
+    fresh = _not_in(uniq, taken)
+    uniq, first = uniq[fresh], first[fresh]
+    return np.sort(uniq[np.argsort(first)[:need]]), uniq.shape[0]
 
 
 def _all_cells(rng: np.random.Generator, zu: _Zipf, zi: _Zipf, n: int,
@@ -184,7 +208,8 @@ def _sample_pairs(rng: np.random.Generator, n_users: int, n_items: int, n: int, 
     popular, rate = True, 1.0
     while taken.shape[0] < n:
         need = n - taken.shape[0]
-        size = int(min(need / max(rate, 1e-3) * 1.1, _MAX_ROUND)) + 64
+        # aim a little short of `need`: the rounds that fall short need no ordering by draw
+        size = int(min(need / max(rate, 1e-3) * 0.9, _MAX_ROUND)) + 64
         if popular:
             u, i = zu.draw(rng, size), zi.draw(rng, size)
         else:  # at least half of the cells are free: one draw in two or more is new
@@ -192,9 +217,9 @@ def _sample_pairs(rng: np.random.Generator, n_users: int, n_items: int, n: int, 
         if taste is not None:
             keep = rng.random(size) < taste.pairs(u, i)
             u, i = u[keep], i[keep]
-        new = _new_in_draw_order(u.astype(np.int64) * n_items + i, taken)
-        rate = new.shape[0] / size
-        taken = np.sort(np.concatenate([taken, new[:need]]), kind="stable")
+        new, n_fresh = _fresh_keys(u.astype(np.int64) * n_items + i, taken, need)
+        rate = n_fresh / size
+        taken = np.sort(np.concatenate([taken, new]), kind="stable")  # merges two sorted runs
         if popular and rate < _MIN_YIELD:
             popular, rate = False, 1.0
         elif not popular and rate < _MIN_YIELD / 8 and taken.shape[0] < n:
