@@ -331,7 +331,8 @@ class MatrixFactorization:
         X : scipy.sparse matrix or array, shape (n_users, n_items)
             Ratings (``loss="squared"``; stored values are the ratings, explicit zeros
             included) or positive interactions (``loss="bpr"``; every stored non-zero is a
-            positive). Any SciPy format; its structure is checked before use.
+            positive, and a pair stored more than once is one positive: its entries are
+            summed first). Any SciPy format; its structure is checked before use.
         eval_set : scipy.sparse matrix, optional
             Held-out ratings or interactions of the same shape, scored after every epoch
             (RMSE, or precision@10 with training items excluded) into ``history_``.
