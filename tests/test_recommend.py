@@ -17,7 +17,8 @@ import sparseopt as so
 from sparseopt._kernels import _recommend as K
 from sparseopt.datasets import holdout_split, make_interactions, make_ratings
 from sparseopt.recommend import MatrixFactorization, metrics
-from sparseopt.recommend import _common, _mf
+from sparseopt import _utils
+from sparseopt.recommend import _mf
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
@@ -486,7 +487,7 @@ def test_mf_is_seeded_and_thread_independent(ratings, monkeypatch):
     tr, _ = ratings
     kw = dict(n_components=6, n_epochs=2, batch_size=128, random_state=5)
     a = MatrixFactorization(**kw, n_threads=1).fit(tr)
-    monkeypatch.setattr(_common, "KERNEL_PARALLEL_MIN", 0)
+    monkeypatch.setattr(_utils, "PARALLEL_MIN_MODEL_WORK", 0)
     from sparseopt.optim import _base
     monkeypatch.setattr(_base, "PARALLEL_MIN_ELEMENTS", 0)
     b = MatrixFactorization(**kw, n_threads=2).fit(tr)
@@ -823,3 +824,132 @@ def test_bench_mf_quick(capsys):
     assert len(results["sparseopt"]["errs"]) == 2
     if variants:
         assert "| torch (4 tables) |" in out and "Target vs torch (4 tables)" in out
+
+
+# =========================================================================== later data
+
+
+def _pattern(n_users, n_items, rows):
+    """A 0/1 interaction matrix: rows[u] lists the items of user u."""
+    r = [u for u, items in rows.items() for _ in items]
+    c = [i for items in rows.values() for i in items]
+    return sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n_users, n_items))
+
+
+@pytest.mark.parametrize("loss", ["squared", "bpr"])
+def test_later_partial_fit_interactions_are_excluded_from_recommend(loss):
+    # the second matrix has the same number of entries and the same indptr as the first,
+    # only other items: exclusion must follow the item ids, not the counts
+    X1 = _pattern(4, 30, {0: range(0, 10), 1: [3, 4], 3: [29]})
+    X2 = _pattern(4, 30, {0: range(10, 20), 1: [5, 6], 3: [0]})
+    assert X1.nnz == X2.nnz and np.array_equal(X1.indptr, X2.indptr)
+    mf = MatrixFactorization(n_components=3, loss=loss, random_state=0)
+    mf.partial_fit(X1)
+    mf.partial_fit(X2)
+    mf.partial_fit(X2)  # the same matrix again adds nothing
+    ids, _ = mf.recommend([0, 1, 2, 3], n=30)
+    for u in range(4):
+        seen = set(X1[u].indices) | set(X2[u].indices)
+        got = [i for i in ids[u] if i >= 0]
+        assert not seen & set(got), (u, seen & set(got))
+        assert sorted(got) == sorted(set(range(30)) - seen)   # every other item, once
+    all_ids, _ = mf.recommend([0], n=30, exclude_seen=False)
+    assert sorted(all_ids[0]) == list(range(30))
+
+
+def test_later_partial_fit_interactions_are_not_bpr_negatives(monkeypatch):
+    n_items = 1000
+    X1 = _pattern(3, n_items, {0: range(0, 10), 1: range(500, 520), 2: [7]})
+    X2 = _pattern(3, n_items, {0: range(10, 50), 1: range(520, 560), 2: [8]})
+    seen = [set(X1[u].indices) | set(X2[u].indices) for u in range(3)]
+    mf = MatrixFactorization(n_components=3, loss="bpr", batch_size=16, random_state=0)
+    mf.partial_fit(X1)
+    drawn = []
+    kernel = _mf._recommend.mf_bpr_batch
+
+    def spy(U, V, users, pos, neg, *args):
+        drawn.append((users.copy(), neg.copy()))
+        return kernel(U, V, users, pos, neg, *args)
+
+    monkeypatch.setattr(_mf._recommend, "mf_bpr_batch", spy)
+    for _ in range(20):
+        mf.partial_fit(X2)
+    users = np.concatenate([u for u, _ in drawn])
+    negs = np.concatenate([n for _, n in drawn])
+    assert users.shape[0] == 20 * X2.nnz
+    # a uniform draw would hit the second matrix's items of user 0 or 1 one time in 25
+    hits = [int(n) in seen[int(u)] for u, n in zip(users, negs)]
+    assert sum(hits) == 0
+    # and the sampler itself, for many users at once
+    u = np.repeat(np.arange(3), 3000).astype(np.int64)
+    neg = mf._sample_negatives(u, u.shape[0])
+    assert not any(int(n) in seen[int(x)] for x, n in zip(u, neg))
+
+
+# =========================================================================== metrics: ids
+
+
+def test_padding_and_out_of_range_ids_are_never_hits():
+    # row 0 holds the last item and row 2 the first: a -1 in row 1 read as "the item before
+    # 0" would hit row 0's last item, an id n_items in row 1 would hit row 2's item 0, and a
+    # -1 replaced by 0 would hit row 1's own item 0
+    n = 5
+    T = sp.csr_matrix(np.array([[0, 0, 0, 0, 1],
+                                [1, 0, 0, 0, 0],
+                                [1, 0, 0, 0, 0]]))
+    padded = np.array([[4, -1, -1],
+                       [-1, -1, n],
+                       [-1, -1, -1]])
+    assert metrics.precision_at_k(T, padded, 3) == pytest.approx((1 / 3 + 0 + 0) / 3)
+    assert metrics.recall_at_k(T, padded, 3) == pytest.approx(1 / 3)
+    assert metrics.ndcg_at_k(T, padded, 3) == pytest.approx(1 / 3)
+    # MF pads with -1 when a user has fewer candidates than n
+    X = sp.csr_matrix(np.array([[1.0, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]]))
+    mf = MatrixFactorization(n_components=2, loss="bpr", n_epochs=1, random_state=0).fit(X)
+    ids, scores = mf.recommend([0], n=4)
+    assert list(ids[0, 1:]) == [-1, -1, -1] and ids[0, 0] == 3
+    truth = sp.csr_matrix(np.array([[1, 1, 1, 0]]))   # everything but item 3
+    for metric in (metrics.precision_at_k, metrics.recall_at_k, metrics.ndcg_at_k):
+        assert metric(truth, ids, 4) == 0.0
+
+
+def test_repeated_recommended_ids_count_once():
+    T = sp.csr_matrix(np.array([[0, 1, 0, 0], [1, 0, 1, 0]]))
+    rec = np.array([[1, 1, 1], [2, 3, 2]])
+    # user 0: one hit (item 1 at rank 1); user 1: one hit (item 2 at rank 1), not two
+    assert metrics.precision_at_k(T, rec, 3) == pytest.approx((1 / 3 + 1 / 3) / 2)
+    assert metrics.recall_at_k(T, rec, 3) == pytest.approx((1.0 + 0.5) / 2)
+    idcg1 = 1 + 1 / np.log2(3)
+    assert metrics.ndcg_at_k(T, rec, 3) == pytest.approx((1.0 + 1 / idcg1) / 2)
+    # whatever the lists hold, every metric stays within [0, 1]
+    rng = np.random.default_rng(0)
+    T = sp.random(40, 8, density=0.3, random_state=0, format="csr")
+    for _ in range(20):
+        rec = rng.integers(-1, 9, size=(40, 6))
+        for metric in (metrics.precision_at_k, metrics.recall_at_k, metrics.ndcg_at_k):
+            assert 0.0 <= metric(T, rec, 6) <= 1.0
+    # a repeat after the first hit changes nothing, wherever it is
+    assert metrics.ndcg_at_k(T, np.tile([[0, 1, 2, 0, 1, 2]], (40, 1)), 6) == \
+        pytest.approx(metrics.ndcg_at_k(T, np.tile([[0, 1, 2, -1, -1, -1]], (40, 1)), 6))
+
+
+def test_metrics_check_their_sparse_inputs_and_leave_them_alone():
+    T = sp.csr_matrix((np.array([1.0, 0.0, 1.0]), np.array([2, 1, 0]), np.array([0, 2, 3])),
+                      shape=(2, 3))  # unsorted, with an explicit zero
+    before = (T.data.copy(), T.indices.copy(), T.indptr.copy())
+    rec = np.array([[2, 1], [0, 1]])
+    assert metrics.precision_at_k(T, rec, 2) == pytest.approx(0.5)   # the 0 is not relevant
+    E = sp.csr_matrix((np.array([1.0]), np.array([0]), np.array([0, 1, 1])), shape=(2, 3))
+    assert metrics.auc_score(T, np.array([[0.0, 0.5, 1.0], [1.0, 0.0, 0.0]]),
+                             exclude=E) == pytest.approx(1.0)
+    for a, b in zip(before, (T.data, T.indices, T.indptr)):
+        assert np.array_equal(a, b)
+    # duplicates are summed before relevance: 1 + (-1) stored twice is no relevant item
+    D = sp.coo_matrix((np.array([1.0, -1.0, 1.0]), (np.array([0, 0, 1]), np.array([2, 2, 0]))),
+                      shape=(2, 3))
+    assert metrics.recall_at_k(D, rec, 2) == pytest.approx(1.0)  # only user 1 counts
+    # data longer than indptr says is ignored
+    L = sp.csr_matrix((np.array([1.0, 1.0, 1.0]), np.array([2, 0, 1]), np.array([0, 1, 2])),
+                      shape=(2, 3))
+    assert L.nnz == 2
+    assert metrics.recall_at_k(L, rec, 2) == pytest.approx(1.0)

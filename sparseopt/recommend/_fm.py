@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -12,45 +12,41 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
+from .. import _utils
 from .. import _validation as V
 from .._kernels import _recommend
-from ..optim import RowGrad
-from ._common import (OPTIMIZERS, check_positive_int, check_random_state, kernel_threads,
-                      make_optimizer)
-
-try:  # scikit-learn >= 1.6
-    from sklearn.utils.validation import validate_data as _sk_validate_data
-except ImportError:  # pragma: no cover - older scikit-learn
-    _sk_validate_data = None
+from .._sklearn import fit_guard, validate_data
+from .._utils import check_random_state, threads_for
+from ..optim import OPTIMIZERS, RowGrad, make_optimizer
+from ._common import (check_flag, check_positive_int, check_recorded, check_table,
+                      check_trains, check_verbose, sparse_input)
 
 __all__ = ["FMRegressor", "FMClassifier"]
 
 _LOSS = _recommend.LOSSES
+_ACCEPT_SPARSE = ["csr", "csc", "coo"]
 
 
-def _validate_data(est, X, y="no_validation", reset=True, **kw):
-    if _sk_validate_data is not None:
-        return _sk_validate_data(est, X, y, reset=reset, **kw)
-    return est._validate_data(X, y, reset=reset, **kw)  # pragma: no cover
-
-
-def _to_csr(X, dtype) -> sp.csr_matrix:
-    """CSR with one index dtype for indptr and indices, data in ``dtype``."""
-    X = sp.csr_matrix(X, dtype=dtype)
-    if not X.has_canonical_format:
-        X = X.copy()
-        X.sum_duplicates()
-    itype = np.promote_types(X.indptr.dtype, X.indices.dtype)
-    if itype not in (np.int32, np.int64):
-        itype = np.dtype(np.int64)
-    X = sp.csr_matrix((np.ascontiguousarray(X.data, dtype=dtype),
-                       np.ascontiguousarray(X.indices, dtype=itype),
-                       np.ascontiguousarray(X.indptr, dtype=itype)), shape=X.shape, copy=False)
+def _csr(X: Any, dtype: np.dtype, n_cols: Optional[int] = None) -> sp.csr_matrix:
+    """The output of scikit-learn's checks as the CSR matrix the kernels trust (structure
+    checked, duplicates summed, one index dtype, data in ``dtype``)."""
+    if not sp.issparse(X):
+        X = sp.csr_matrix(np.asarray(X))  # dense: no index arrays to trust
+    X = sparse_input("X", X, dtype=dtype, n_cols=n_cols)
     if X.nnz and not X.data.all():
         # an explicitly stored 0 is no feature: it must not draw the L2 penalty of its row
-        X = X.copy()
+        X = X.copy()  # X may share the caller's arrays
         X.eliminate_zeros()
     return X
+
+
+class _Fitted(NamedTuple):
+    """What the kernels read, taken once per call from checked attributes."""
+    W: np.ndarray
+    w0: np.ndarray
+    k: int
+    n_out: int
+    n_features: int
 
 
 _COMMON_DOC = """
@@ -89,6 +85,17 @@ _COMMON_DOC = """
         Print the loss and samples per second of each epoch.
 """
 
+_STATE_NOTES = """
+    Notes
+    -----
+    ``fit`` and ``partial_fit`` run one at a time per model (a second thread waits), and a
+    call that raises on bad input leaves the model's attributes, table and optimizer state
+    as they were. ``table_`` and ``w0_`` may be edited in place; replacing them with arrays
+    of another shape, dtype or layout, or changing ``n_components_``, raises ``ValueError``
+    naming the attribute before any kernel reads them (a replacement of the right layout is
+    used for prediction but refused by further training: the optimizer trains the original).
+"""
+
 
 class _BaseFM(BaseEstimator):
     """Shared machinery: parameters, validation, the epoch loop over the fused kernel."""
@@ -123,26 +130,36 @@ class _BaseFM(BaseEstimator):
 
     # -- fitted views of the table -------------------------------------------------------------
 
-    def _table3(self) -> np.ndarray:
+    def _fitted(self, training: bool = False) -> _Fitted:
+        """The checked table, intercepts and sizes the kernels read."""
         check_is_fitted(self, "table_")
-        return self.table_.reshape(self.table_.shape[0], self._n_out, self.n_components_ + 1)
+        n_features, n_out, k, dtype = self._layout
+        check_recorded("n_components_", getattr(self, "n_components_", None), k)
+        W = check_table("table_", self.table_, (n_features, n_out * (k + 1)), dtype, training)
+        w0 = check_table("w0_", getattr(self, "w0_", None), (n_out,), dtype, training)
+        if training:
+            check_trains(getattr(self, "optimizer_", None), [("table_", W), ("w0_", w0)])
+        return _Fitted(W, w0, k, n_out, n_features)
+
+    def _table3(self) -> np.ndarray:
+        st = self._fitted()
+        return st.W.reshape(st.n_features, st.n_out, st.k + 1)
 
     @property
     def coef_(self) -> np.ndarray:
         """Linear weights: ``(n_features,)``, or ``(n_classes, n_features)`` for multiclass."""
         w = self._table3()[:, :, -1].T
-        return w[0] if self._n_out == 1 else w
+        return w[0] if w.shape[0] == 1 else w
 
     @property
     def factors_(self) -> np.ndarray:
         """Interaction factors: ``(n_features, k)``, or ``(n_classes, n_features, k)``."""
         v = self._table3()[:, :, :-1].transpose(1, 0, 2)
-        return v[0] if self._n_out == 1 else v
+        return v[0] if v.shape[0] == 1 else v
 
     @property
     def intercept_(self) -> np.ndarray:
-        check_is_fitted(self, "table_")
-        return self.w0_
+        return self._fitted().w0
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -157,26 +174,32 @@ class _BaseFM(BaseEstimator):
             n_iter_no_change=check_positive_int("n_iter_no_change", self.n_iter_no_change),
             init_std=V.check_real("init_std", self.init_std),
             n_threads=V.check_n_threads(self.n_threads),
+            warm_start=check_flag("warm_start", self.warm_start),
+            verbose=check_verbose(self.verbose),
         )
         p["tol"] = None if self.tol is None else V.check_real("tol", self.tol)
         return p
 
     def _validate_fit(self, X, y, sample_weight, reset):
-        X, y = _validate_data(self, X, y, reset=reset, accept_sparse=["csr", "csc", "coo"],
-                              dtype=[np.float64, np.float32], y_numeric=self._loss_name ==
-                              "squared", multi_output=False)
+        """``(X, y, sample_weight)`` checked; ``X`` as the CSR matrix the kernels trust (of the
+        fitted number of features when the model is trained further)."""
+        X, y = validate_data(self, X, y, reset=reset, accept_sparse=_ACCEPT_SPARSE,
+                             dtype=[np.float64, np.float32], y_numeric=self._loss_name ==
+                             "squared", multi_output=False)
         sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
         if np.any(sw < 0):
             raise ValueError("sample_weight must be non-negative")
         if not np.any(sw > 0):
             raise ValueError("sample_weight must contain at least one positive weight")
-        return _to_csr(X, X.dtype), y, np.ascontiguousarray(sw)
+        n_cols = None if reset else self._layout[0]
+        return _csr(X, X.dtype, n_cols), y, np.ascontiguousarray(sw)
 
-    def _check_X(self, X) -> sp.csr_matrix:
-        check_is_fitted(self, "table_")
-        X = _validate_data(self, X, reset=False, accept_sparse=["csr", "csc", "coo"],
-                           dtype=[np.float64, np.float32])
-        return _to_csr(X, self.table_.dtype)
+    def _check_X(self, X):
+        """``(X as a trusted CSR matrix, the checked fitted state)`` for prediction."""
+        st = self._fitted()
+        X = validate_data(self, X, reset=False, accept_sparse=_ACCEPT_SPARSE,
+                          dtype=[np.float64, np.float32])
+        return _csr(X, st.W.dtype, st.n_features), st
 
     # -- training ------------------------------------------------------------------------------
 
@@ -184,12 +207,13 @@ class _BaseFM(BaseEstimator):
                     p: Dict[str, Any]) -> None:
         k = p["k"]
         self._rng = check_random_state(self.random_state)
+        # the layout every later call checks the public attributes against
+        self._layout = (n_features, n_out, k, np.dtype(dtype))
         T = self._rng.normal(0.0, p["init_std"], size=(n_features, n_out, k + 1))
         T[:, :, k] = 0.0
         self.table_ = np.ascontiguousarray(T.reshape(n_features, n_out * (k + 1)), dtype=dtype)
         self.w0_ = np.ascontiguousarray(w0, dtype=dtype)
         self.n_components_ = k
-        self._n_out = n_out
         self.optimizer_ = make_optimizer(p["optimizer"], [self.table_, self.w0_], p["lr"],
                                          p["n_threads"], self.optimizer_params)
         self.loss_curve_: List[float] = []
@@ -197,22 +221,24 @@ class _BaseFM(BaseEstimator):
         self.t_ = 0
 
     def _compatible(self, n_features: int, dtype, n_out: int, p: Dict[str, Any]) -> bool:
-        return (hasattr(self, "table_") and self.table_.shape[0] == n_features
-                and self.table_.dtype == dtype and self._n_out == n_out
-                and self.n_components_ == p["k"])
+        """warm_start may continue: the recorded layout fits this data and these parameters
+        (whether the tables still match the record is checked before training)."""
+        return (hasattr(self, "table_") and
+                getattr(self, "_layout", None) == (n_features, n_out, p["k"], np.dtype(dtype)))
 
     def _run(self, X: sp.csr_matrix, y: np.ndarray, sw: np.ndarray, p: Dict[str, Any],
              n_epochs: int, early_stop: bool) -> None:
+        st = self._fitted(training=True)
         self.optimizer_.lr = p["lr"]
         best, stale = np.inf, 0
         for _ in range(n_epochs):
             t0 = time.perf_counter()
-            loss = self._epoch(X, y, sw, p)
+            loss = self._epoch(X, y, sw, p, st)
             seconds = time.perf_counter() - t0
             self.n_iter_ += 1
             self.t_ += X.shape[0]
             self.loss_curve_.append(loss)
-            if self.verbose:
+            if p["verbose"]:
                 rate = X.shape[0] / seconds if seconds > 0 else float("inf")
                 print(f"[{type(self).__name__}] epoch {self.n_iter_:3d}  loss {loss:.6f}  "
                       f"{rate:,.0f} rows/s  {seconds:.3f} s", file=sys.stdout, flush=True)
@@ -225,10 +251,11 @@ class _BaseFM(BaseEstimator):
                 if stale >= p["n_iter_no_change"]:
                     break
 
-    def _epoch(self, X: sp.csr_matrix, y: np.ndarray, sw: np.ndarray, p: Dict[str, Any]) -> float:
+    def _epoch(self, X: sp.csr_matrix, y: np.ndarray, sw: np.ndarray, p: Dict[str, Any],
+               st: _Fitted) -> float:
         n = X.shape[0]
         B = min(p["batch_size"], n)
-        k, W, w0, n_out = self.n_components_, self.table_, self.w0_, self._n_out
+        k, W, w0, n_out = st.k, st.W, st.w0, st.n_out
         indptr, indices, data = X.indptr, X.indices, X.data
         perm = self._rng.permutation(n).astype(np.int64)
         sums = np.empty((B, 2 * n_out * k), dtype=np.float64)
@@ -256,7 +283,8 @@ class _BaseFM(BaseEstimator):
             _recommend.fm_grads(data, indices, indptr, ids, offsets[:b + 1], W, w0, y, sw, k,
                                 code, 1.0 / bw, p["alpha"], sums[:b], pred[:b], G[:nnz],
                                 gidx[:nnz], g0[:b], loss[:b],
-                                kernel_threads(p["n_threads"], nnz * W.shape[1]))
+                                threads_for(p["n_threads"], nnz * W.shape[1],
+                                            _utils.PARALLEL_MIN_MODEL_WORK))
             try:
                 self.optimizer_.step([RowGrad(gidx[:nnz], G[:nnz]), g0[:b].sum(axis=0)])
             except FloatingPointError as exc:
@@ -267,12 +295,12 @@ class _BaseFM(BaseEstimator):
             wsum += bw
         return total / wsum if wsum > 0 else float("nan")
 
-    def _decision(self, X: sp.csr_matrix) -> np.ndarray:
-        out = np.empty((X.shape[0], self._n_out), dtype=np.float64)
+    def _decision(self, X: sp.csr_matrix, st: _Fitted) -> np.ndarray:
+        out = np.empty((X.shape[0], st.n_out), dtype=np.float64)
         if X.shape[0]:
-            _recommend.fm_predict(X.data, X.indices, X.indptr, self.table_, self.w0_,
-                                  self.n_components_, out,
-                                  kernel_threads(self.n_threads, X.nnz * self.n_components_))
+            n = threads_for(V.check_n_threads(self.n_threads), X.nnz * st.k,
+                            _utils.PARALLEL_MIN_MODEL_WORK)
+            _recommend.fm_predict(X.data, X.indices, X.indptr, st.W, st.w0, st.k, out, n)
         return out
 
 
@@ -295,7 +323,7 @@ class FMRegressor(RegressorMixin, _BaseFM):
     n_iter_ : int
     loss_curve_ : list of float
     optimizer_ : the sparseopt optimizer
-
+""" + _STATE_NOTES + """
     Examples
     --------
     >>> import numpy as np, scipy.sparse as sp
@@ -310,16 +338,18 @@ class FMRegressor(RegressorMixin, _BaseFM):
     _loss_name = "squared"
     _loss_code = "squared"
 
+    @fit_guard
     def fit(self, X, y, sample_weight=None):
         """Fit for up to ``n_epochs`` passes (from scratch unless ``warm_start``)."""
         p = self._check_params()
         X, y, sw = self._validate_fit(X, y, sample_weight, reset=True)
         y = np.ascontiguousarray(y, dtype=np.float64)
-        if not (self.warm_start and self._compatible(X.shape[1], X.dtype, 1, p)):
+        if not (p["warm_start"] and self._compatible(X.shape[1], X.dtype, 1, p)):
             self._init_model(X.shape[1], X.dtype, 1, np.array([np.average(y, weights=sw)]), p)
         self._run(X, y, sw, p, p["n_epochs"], early_stop=True)
         return self
 
+    @fit_guard
     def partial_fit(self, X, y, sample_weight=None):
         """One pass over ``(X, y)``; the first call initialises the model."""
         p = self._check_params()
@@ -333,8 +363,8 @@ class FMRegressor(RegressorMixin, _BaseFM):
 
     def predict(self, X):
         """Predicted targets, in the model's dtype."""
-        X = self._check_X(X)
-        return self._decision(X)[:, 0].astype(self.table_.dtype)
+        X, st = self._check_X(X)
+        return self._decision(X, st)[:, 0].astype(st.W.dtype)
 
 
 class FMClassifier(ClassifierMixin, _BaseFM):
@@ -356,7 +386,7 @@ class FMClassifier(ClassifierMixin, _BaseFM):
     n_iter_ : int
     loss_curve_ : list of float
     optimizer_ : the sparseopt optimizer
-
+""" + _STATE_NOTES + """
     Examples
     --------
     >>> import numpy as np
@@ -370,9 +400,19 @@ class FMClassifier(ClassifierMixin, _BaseFM):
 
     _loss_name = "classification"
 
+    def _fitted(self, training: bool = False) -> _Fitted:
+        st = super()._fitted(training)
+        # the softmax kernel indexes its outputs by the position of a label in classes_
+        n_classes = 2 if st.n_out == 1 else st.n_out
+        classes = getattr(self, "classes_", None)
+        if not isinstance(classes, np.ndarray) or classes.shape != (n_classes,):
+            raise ValueError(f"classes_ must be an array of the {n_classes} classes the model "
+                             f"was fitted on, got {classes!r}")
+        return st
+
     @property
     def _loss_code(self) -> str:
-        return "logistic" if self._n_out == 1 else "softmax"
+        return "logistic" if self._layout[1] == 1 else "softmax"
 
     def _encode(self, y, sw, reset_classes: Optional[np.ndarray]):
         check_classification_targets(y)
@@ -398,22 +438,24 @@ class FMClassifier(ClassifierMixin, _BaseFM):
             w0 -= w0.mean()
         return np.ascontiguousarray(yy), w0
 
+    @fit_guard
     def fit(self, X, y, sample_weight=None):
         """Fit for up to ``n_epochs`` passes (from scratch unless ``warm_start``)."""
         p = self._check_params()
         X, y, sw = self._validate_fit(X, y, sample_weight, reset=True)
         check_classification_targets(y)
         classes = np.unique(y)
-        if (self.warm_start and hasattr(self, "classes_")
+        if (p["warm_start"] and hasattr(self, "classes_")
                 and not np.array_equal(classes, self.classes_)):
             raise ValueError("warm_start: the classes differ from the previous fit")
         yy, w0 = self._encode(y, sw, classes)
         n_out = 1 if classes.shape[0] == 2 else classes.shape[0]
-        if not (self.warm_start and self._compatible(X.shape[1], X.dtype, n_out, p)):
+        if not (p["warm_start"] and self._compatible(X.shape[1], X.dtype, n_out, p)):
             self._init_model(X.shape[1], X.dtype, n_out, w0, p)
         self._run(X, yy, sw, p, p["n_epochs"], early_stop=True)
         return self
 
+    @fit_guard
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One pass over ``(X, y)``. The first call needs ``classes`` (all labels)."""
         p = self._check_params()
@@ -427,6 +469,7 @@ class FMClassifier(ClassifierMixin, _BaseFM):
             n_out = 1 if classes.shape[0] == 2 else classes.shape[0]
             self._init_model(X.shape[1], X.dtype, n_out, w0, p)
         else:
+            self._fitted(training=True)  # classes_ included, before it encodes y
             if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
                 raise ValueError(f"classes {classes!r} differ from those of the first "
                                  f"partial_fit call, {self.classes_!r}")
@@ -437,9 +480,9 @@ class FMClassifier(ClassifierMixin, _BaseFM):
     def decision_function(self, X):
         """Raw scores: ``(n_samples,)`` for two classes (positive = ``classes_[1]``), else
         ``(n_samples, n_classes)``."""
-        X = self._check_X(X)
-        d = self._decision(X)
-        return d[:, 0] if self._n_out == 1 else d
+        X, st = self._check_X(X)
+        d = self._decision(X, st)
+        return d[:, 0] if st.n_out == 1 else d
 
     def predict_proba(self, X):
         """Class probabilities, ``(n_samples, n_classes)``, in float64."""

@@ -1,19 +1,23 @@
 """Matrix factorisation trained by lazy row updates (explicit ratings or implicit BPR)."""
 from __future__ import annotations
 
+import math
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
 
+from .. import _utils
 from .. import _validation as V
 from .._kernels import _recommend
-from ..optim import RowGrad
+from .._sklearn import fit_guard
+from .._utils import check_random_state, threads_for
+from ..optim import OPTIMIZERS, RowGrad, make_optimizer
 from . import metrics as _metrics
-from ._common import (OPTIMIZERS, check_ids, check_positive_int, check_random_state,
-                      kernel_threads, make_optimizer)
+from ._common import (check_flag, check_ids, check_positive_int, check_recorded, check_table,
+                      check_trains, check_verbose, sparse_input)
 
 __all__ = ["MatrixFactorization"]
 
@@ -24,6 +28,62 @@ _EVAL_K = 10
 _BLOCK_ENTRIES = 1 << 22
 # Rounds of re-drawing a BPR negative that turned out to be a positive of its user.
 _NEG_ROUNDS = 10
+# Users and items are packed into 32-bit halves of one int64 per rating (pack_ratings).
+_MAX_IDS = 2**31 - 1
+
+
+class _Fitted(NamedTuple):
+    """What the kernels read, taken once per call from checked attributes: a ``fit`` running
+    in another thread may replace the attributes, never these references."""
+    U: np.ndarray
+    Q: np.ndarray
+    k: int
+    user_bias: bool
+    item_bias: bool
+    mu: float
+    n_users: int
+    n_items: int
+
+
+def _check_interactions(name: str, X: Any, loss: str) -> sp.csr_matrix:
+    """``X`` or ``eval_set`` as a checked CSR matrix (see ``fit`` for the rules)."""
+    if not sp.issparse(X):
+        raise TypeError(f"{name} must be a scipy.sparse users x items matrix, got "
+                        f"{type(X).__name__}")
+    V.check_sparse_structure(name, X)  # before X.shape is trusted and before any conversion
+    if max(X.shape) > _MAX_IDS:
+        raise ValueError(f"{name} has shape {X.shape}: at most 2**31 - 1 users and items")
+    if loss == "bpr":
+        # implicit data: an interaction stored twice is one interaction (summed, then a stored
+        # 0 is no interaction)
+        X = sparse_input(name, X, dtype=np.float64)
+        if X.nnz and not X.data.all():
+            X = X.copy()  # X may share the caller's index arrays
+            X.eliminate_zeros()
+    else:
+        if X.format == "coo":  # SciPy's COO -> CSR conversion would sum the duplicates
+            coords = X.coords if hasattr(X, "coords") else (X.row, X.col)
+            _refuse_duplicates(name, coords[0], coords[1], X.shape[1])
+        X = sparse_input(name, X, sum_duplicates=False)
+        rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+        _refuse_duplicates(name, rows, X.indices, X.shape[1])
+    if X.nnz and not np.all(np.isfinite(X.data)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return X
+
+
+def _refuse_duplicates(name: str, rows: np.ndarray, cols: np.ndarray, n_cols: int) -> None:
+    """A rating stored twice is ambiguous (SciPy would add the two: 4 and 5 would train as
+    9), so it is refused; the message says how to aggregate."""
+    keys = np.sort(rows.astype(np.int64) * n_cols + cols, kind="stable")  # CSR: sorted runs
+    dup = np.flatnonzero(keys[1:] == keys[:-1])
+    if dup.shape[0]:
+        u, i = divmod(int(keys[dup[0]]), n_cols)
+        raise ValueError(
+            f"{name} stores {dup.shape[0]} duplicate (user, item) entr"
+            f"{'y' if dup.shape[0] == 1 else 'ies'} (the first: user {u}, item {i}); each "
+            "rating must be stored once. Aggregate them first: X.sum_duplicates() adds them "
+            "up; the MatrixFactorization docstring shows how to average them")
 
 
 class MatrixFactorization:
@@ -104,17 +164,34 @@ class MatrixFactorization:
 
     Attributes
     ----------
+    user_table_ : ndarray (n_users, n_components + 1 if user biases else n_components)
+    item_table_ : ndarray (n_items, n_components + 1 if item biases else n_components)
+        The trained tables: one row per user or item, factors then bias, so one optimizer
+        row update covers both.
     user_factors_ : ndarray (n_users, n_components)
     item_factors_ : ndarray (n_items, n_components)
     user_bias_ : ndarray (n_users,)
     item_bias_ : ndarray (n_items,)
-        Views into the trained tables (``user_table_``, ``item_table_``: one row per user or
-        item, factors then bias, so one optimizer row update covers both).
+        Views into the tables (writing into them edits the model). Without biases,
+        ``user_bias_`` / ``item_bias_`` are read-only zeros.
     global_mean_ : float
     optimizer_ : the sparseopt optimizer (its ``state_dict()`` resumes training)
+    n_users_, n_items_, n_components_ : int
     history_ : list of dict
         Per epoch: ``loss``, ``train_rmse`` (squared), ``eval`` (metric or None),
         ``seconds`` (training time, evaluation excluded) and ``rows_per_s``.
+
+    Notes
+    -----
+    The tables may be edited in place (``mf.item_table_[i] = ...``). Replacing one, or
+    changing ``n_components_``, ``n_users_`` or ``n_items_``, is checked before any kernel
+    reads them: another shape or dtype, or a non-contiguous array, raises ``ValueError``
+    naming the attribute; a replaced table of the right layout is used by ``predict`` and
+    ``recommend`` but refused by ``partial_fit`` (the optimizer trains the original).
+
+    ``fit`` and ``partial_fit`` run one at a time per model (a second thread waits), and a
+    call that raises on bad input leaves the model's attributes, tables and optimizer state
+    as they were.
 
     Examples
     --------
@@ -174,33 +251,49 @@ class MatrixFactorization:
 
     # -- fitted attributes ---------------------------------------------------------------------
 
-    def _fitted(self) -> None:
+    def _fitted(self, training: bool = False) -> _Fitted:
+        """The checked tables and scalars the kernels read (see the class docstring)."""
         if not hasattr(self, "user_table_"):
             raise AttributeError("this MatrixFactorization is not fitted yet; call fit first")
+        n_users, n_items, k, ub, ib, dtype = self._layout
+        check_recorded("n_users_", getattr(self, "n_users_", None), n_users)
+        check_recorded("n_items_", getattr(self, "n_items_", None), n_items)
+        check_recorded("n_components_", getattr(self, "n_components_", None), k)
+        U = check_table("user_table_", self.user_table_, (n_users, k + ub), dtype, training)
+        Q = check_table("item_table_", getattr(self, "item_table_", None), (n_items, k + ib),
+                        dtype, training)
+        mu = V.check_real("global_mean_", getattr(self, "global_mean_", None),
+                          low=-math.inf)
+        if training:
+            check_trains(getattr(self, "optimizer_", None),
+                         [("user_table_", U), ("item_table_", Q)])
+        return _Fitted(U, Q, k, ub, ib, mu, n_users, n_items)
+
+    @staticmethod
+    def _zeros(n: int, dtype: np.dtype) -> np.ndarray:
+        z = np.zeros(n, dtype=dtype)
+        z.flags.writeable = False  # no bias is learnt: writing into it would change nothing
+        return z
 
     @property
     def user_factors_(self) -> np.ndarray:
-        self._fitted()
-        return self.user_table_[:, : self.n_components_]
+        st = self._fitted()
+        return st.U[:, : st.k]
 
     @property
     def item_factors_(self) -> np.ndarray:
-        self._fitted()
-        return self.item_table_[:, : self.n_components_]
+        st = self._fitted()
+        return st.Q[:, : st.k]
 
     @property
     def user_bias_(self) -> np.ndarray:
-        self._fitted()
-        if self._user_bias:
-            return self.user_table_[:, self.n_components_]
-        return np.zeros(self.n_users_, dtype=self.user_table_.dtype)
+        st = self._fitted()
+        return st.U[:, st.k] if st.user_bias else self._zeros(st.n_users, st.U.dtype)
 
     @property
     def item_bias_(self) -> np.ndarray:
-        self._fitted()
-        if self._item_bias:
-            return self.item_table_[:, self.n_components_]
-        return np.zeros(self.n_items_, dtype=self.item_table_.dtype)
+        st = self._fitted()
+        return st.Q[:, st.k] if st.item_bias else self._zeros(st.n_items, st.Q.dtype)
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -215,37 +308,21 @@ class MatrixFactorization:
             batch_size=check_positive_int("batch_size", self.batch_size),
             init_std=V.check_real("init_std", self.init_std),
             n_threads=V.check_n_threads(self.n_threads),
+            use_biases=check_flag("use_biases", self.use_biases),
+            verbose=check_verbose(self.verbose),
         )
-        dt = np.dtype(self.dtype)
+        try:
+            dt = np.dtype(self.dtype)
+        except TypeError:
+            dt = None
         if dt not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         p["dtype"] = dt
         return p
 
-    def _check_matrix(self, X: Any, loss: str, name: str = "X") -> sp.csr_matrix:
-        if not sp.issparse(X):
-            raise TypeError(f"{name} must be a scipy.sparse users x items matrix, got "
-                            f"{type(X).__name__}")
-        if X.ndim != 2:
-            raise ValueError(f"{name} must be 2-D, got shape {X.shape}")
-        if max(X.shape) >= 2**31:
-            raise ValueError(f"{name} has shape {X.shape}: at most 2**31 - 1 users and items")
-        if X.dtype.kind not in "fiub":
-            raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
-        X = sp.csr_matrix(X)
-        if not X.has_canonical_format:
-            X = X.copy()
-            X.sum_duplicates()
-        if loss == "bpr":
-            X = X.copy()
-            X.data = X.data.astype(np.float64)
-            X.eliminate_zeros()  # implicit data: a stored 0 is no interaction
-        if X.nnz and not np.all(np.isfinite(X.data)):
-            raise ValueError(f"{name} holds NaN or infinite values")
-        return X
-
     # -- fitting -------------------------------------------------------------------------------
 
+    @fit_guard
     def fit(self, X: Any, eval_set: Any = None) -> "MatrixFactorization":
         """Fit from scratch for ``n_epochs`` passes over ``X``.
 
@@ -253,38 +330,56 @@ class MatrixFactorization:
         ----------
         X : scipy.sparse matrix or array, shape (n_users, n_items)
             Ratings (``loss="squared"``; stored values are the ratings, explicit zeros
-            included, duplicates summed) or positive interactions (``loss="bpr"``; every stored
-            non-zero is a positive).
+            included) or positive interactions (``loss="bpr"``; every stored non-zero is a
+            positive, and a pair stored more than once is one positive: its entries are
+            summed first). Any SciPy format; its structure is checked before use.
         eval_set : scipy.sparse matrix, optional
             Held-out ratings or interactions of the same shape, scored after every epoch
             (RMSE, or precision@10 with training items excluded) into ``history_``.
+
+        Raises
+        ------
+        ValueError
+            A malformed sparse structure, NaN or infinite values, more than 2**31 - 1 users
+            or items, or (``loss="squared"``) a (user, item) pair stored more than once.
+            SciPy would add such duplicates (ratings 4 and 5 would train as 9), so they are
+            refused: aggregate them first, e.g. to their mean::
+
+                S = X.tocsr(copy=True); S.sum_duplicates()   # sums, indices sorted
+                C = X.copy(); C.data[:] = 1                    # one per stored entry
+                C = C.tocsr(); C.sum_duplicates()              # counts: S's pattern
+                S.data /= C.data                               # means
         """
         p = self._check_params()
-        X = self._check_matrix(X, p["loss"])
+        X = _check_interactions("X", X, p["loss"])
         E = self._check_eval_set(eval_set, X, p["loss"])
-        for attr in ("user_table_", "item_table_"):
+        rng = check_random_state(self.random_state)
+        for attr in ("user_table_", "item_table_"):  # free the old tables before new ones
             self.__dict__.pop(attr, None)
-        self._init_model(X, p)
+        self._init_model(X, p, rng)
         self._train(X, p, p["n_epochs"], E)
         return self
 
+    @fit_guard
     def partial_fit(self, X: Any, eval_set: Any = None) -> "MatrixFactorization":
         """One pass over ``X``; the first call initialises the model from ``X``'s shape.
 
         Later calls must pass a matrix of the same shape; their interactions are added to
         those excluded by ``recommend`` and from BPR negatives. The optimizer state, the
-        random generator and ``global_mean_`` carry over.
+        random generator and ``global_mean_`` carry over. ``X`` follows the rules of
+        :meth:`fit`.
         """
         p = self._check_params()
-        X = self._check_matrix(X, p["loss"])
+        X = _check_interactions("X", X, p["loss"])
         E = self._check_eval_set(eval_set, X, p["loss"])
         if not hasattr(self, "user_table_"):
-            self._init_model(X, p)
+            self._init_model(X, p, check_random_state(self.random_state))
         else:
-            if X.shape != (self.n_users_, self.n_items_):
+            st = self._fitted(training=True)
+            if X.shape != (st.n_users, st.n_items):
                 raise ValueError(f"X has shape {X.shape}, the model was fitted on "
-                                 f"({self.n_users_}, {self.n_items_})")
-            if p["loss"] != self._loss or p["k"] != self.n_components_:
+                                 f"({st.n_users}, {st.n_items})")
+            if p["loss"] != self._loss or p["k"] != st.k:
                 raise ValueError("loss and n_components cannot change between partial_fit "
                                  "calls; call fit to start over")
             self._add_seen(X)
@@ -292,14 +387,17 @@ class MatrixFactorization:
         self._train(X, p, 1, E)
         return self
 
-    def _init_model(self, X: sp.csr_matrix, p: Dict[str, Any]) -> None:
+    def _init_model(self, X: sp.csr_matrix, p: Dict[str, Any],
+                    rng: np.random.Generator) -> None:
         k, dt = p["k"], p["dtype"]
-        self._rng = check_random_state(self.random_state)
+        self._rng = rng
         self.n_users_, self.n_items_ = X.shape
         self.n_components_ = k
         self._loss = p["loss"]
-        self._user_bias = bool(self.use_biases) and p["loss"] == "squared"
-        self._item_bias = bool(self.use_biases)
+        self._user_bias = p["use_biases"] and p["loss"] == "squared"
+        self._item_bias = p["use_biases"]
+        # the layout every later call checks the public attributes against
+        self._layout = (self.n_users_, self.n_items_, k, self._user_bias, self._item_bias, dt)
         U = self._rng.normal(0.0, p["init_std"], size=(self.n_users_, k + self._user_bias))
         Q = self._rng.normal(0.0, p["init_std"], size=(self.n_items_, k + self._item_bias))
         if self._user_bias:
@@ -318,11 +416,13 @@ class MatrixFactorization:
         self.history_: List[Dict[str, Any]] = []
         self.n_epochs_ = 0
 
-    def _optimizer_kwargs(self, p: Dict[str, Any]) -> Dict[str, Any]:
-        kw = dict(self.optimizer_params or {})
-        if p["optimizer"] == "adam" and "preset" not in kw:
+    def _optimizer_kwargs(self, p: Dict[str, Any]) -> Any:
+        kw = self.optimizer_params
+        if p["optimizer"] == "adam" and (kw is None or isinstance(kw, dict)) and \
+                "preset" not in (kw or {}):
+            kw = dict(kw or {})
             kw.setdefault("bias_correction", "global")
-        return kw
+        return kw  # anything but a dict or None is refused by make_optimizer
 
     @staticmethod
     def _structure(X: sp.csr_matrix) -> sp.csr_matrix:
@@ -347,13 +447,14 @@ class MatrixFactorization:
     def _check_eval_set(self, eval_set: Any, X: sp.csr_matrix, loss: str):
         if eval_set is None:
             return None
-        E = self._check_matrix(eval_set, loss, "eval_set")
+        E = _check_interactions("eval_set", eval_set, loss)
         if E.shape != X.shape:
             raise ValueError(f"eval_set has shape {E.shape}, X has shape {X.shape}")
         return E
 
     def _train(self, X: sp.csr_matrix, p: Dict[str, Any], n_epochs: int,
                E: Optional[sp.csr_matrix]) -> None:
+        st = self._fitted(training=True)
         users = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
         items = np.ascontiguousarray(X.indices, dtype=np.int64)
         if self._loss == "squared":
@@ -364,16 +465,16 @@ class MatrixFactorization:
         for _ in range(n_epochs):
             t0 = time.perf_counter()
             if self._loss == "squared":
-                stats = self._epoch_squared(records, p)
+                stats = self._epoch_squared(records, p, st)
             else:
-                stats = self._epoch_bpr(users, items, p)
+                stats = self._epoch_bpr(users, items, p, st)
             seconds = time.perf_counter() - t0
             self.n_epochs_ += 1
             stats.update(epoch=self.n_epochs_, seconds=seconds,
                          rows_per_s=users.shape[0] / seconds if seconds > 0 else float("inf"),
                          eval=self._evaluate(E) if E is not None else None)
             self.history_.append(stats)
-            if self.verbose:
+            if p["verbose"]:
                 self._print(stats)
 
     def _step(self, grads: List[RowGrad]) -> None:
@@ -385,19 +486,19 @@ class MatrixFactorization:
                 f"{self.n_epochs_ + 1}; lower learning_rate (now {self.optimizer_.lr})"
             ) from exc
 
-    def _epoch_squared(self, records, p) -> Dict[str, Any]:
+    def _epoch_squared(self, records, p, st: _Fitted) -> Dict[str, Any]:
         n = records.shape[0]
         B = max(1, min(p["batch_size"], n))
-        k, U, Q = self.n_components_, self.user_table_, self.item_table_
+        k, U, Q = st.k, st.U, st.Q
         perm = self._rng.permutation(n)
         gu = np.empty((B, U.shape[1]), dtype=U.dtype)
         gi = np.empty((B, Q.shape[1]), dtype=Q.dtype)
         urows = np.empty(B, dtype=np.int64)
         irows = np.empty(B, dtype=np.int64)
-        uslot = np.full(self.n_users_, -1, dtype=np.int32)
-        islot = np.full(self.n_items_, -1, dtype=np.int32)
+        uslot = np.full(st.n_users, -1, dtype=np.int32)
+        islot = np.full(st.n_items, -1, dtype=np.int32)
         err = np.empty(B, dtype=np.float64)
-        mu, alpha, ub, ib = self.global_mean_, p["alpha"], self._user_bias, self._item_bias
+        mu, alpha, ub, ib = st.mu, p["alpha"], st.user_bias, st.item_bias
         sq = 0.0
         for s in range(0, n, B):
             e = min(s + B, n)
@@ -413,14 +514,14 @@ class MatrixFactorization:
     def _sample_negatives(self, u: np.ndarray, size: int) -> np.ndarray:
         """Uniform items that are not positives of their user (a few rejection rounds; a
         user holding nearly every item may keep a positive as its negative)."""
-        neg = self._rng.integers(0, self.n_items_, size=size, dtype=np.int64)
+        n_items = self._layout[1]
+        neg = self._rng.integers(0, n_items, size=size, dtype=np.int64)
         hit = np.empty(size, dtype=np.uint8)
         indptr, indices = self._seen64
         if _recommend.csr_contains(indptr, indices, u, neg, hit):
             for _ in range(_NEG_ROUNDS):
                 redo = np.flatnonzero(hit)
-                neg[redo] = self._rng.integers(0, self.n_items_, size=redo.shape[0],
-                                               dtype=np.int64)
+                neg[redo] = self._rng.integers(0, n_items, size=redo.shape[0], dtype=np.int64)
                 sub = np.empty(redo.shape[0], dtype=np.uint8)
                 if not _recommend.csr_contains(indptr, indices, u[redo], neg[redo], sub):
                     break
@@ -428,17 +529,17 @@ class MatrixFactorization:
                 hit[redo] = sub
         return neg
 
-    def _epoch_bpr(self, users, items, p) -> Dict[str, Any]:
+    def _epoch_bpr(self, users, items, p, st: _Fitted) -> Dict[str, Any]:
         n = users.shape[0]
         B = max(1, min(p["batch_size"], n))
-        k, U, Q = self.n_components_, self.user_table_, self.item_table_
+        k, U, Q = st.k, st.U, st.Q
         perm = self._rng.permutation(n)
         gu = np.empty((B, U.shape[1]), dtype=U.dtype)
         gi = np.empty((2 * B, Q.shape[1]), dtype=Q.dtype)
         urows = np.empty(B, dtype=np.int64)
         irows = np.empty(2 * B, dtype=np.int64)
-        uslot = np.full(self.n_users_, -1, dtype=np.int32)
-        islot = np.full(self.n_items_, -1, dtype=np.int32)
+        uslot = np.full(st.n_users, -1, dtype=np.int32)
+        islot = np.full(st.n_items, -1, dtype=np.int32)
         loss = np.empty(B, dtype=np.float64)
         total = 0.0
         for s in range(0, n, B):
@@ -447,7 +548,7 @@ class MatrixFactorization:
             u = users[perm[s:e]].astype(np.int64)
             neg = self._sample_negatives(u, b)
             nu, ni = _recommend.mf_bpr_batch(U, Q, u, items[perm[s:e]].astype(np.int64), neg,
-                                             k, self._item_bias, 1.0 / b, p["alpha"], uslot,
+                                             k, st.item_bias, 1.0 / b, p["alpha"], uslot,
                                              islot, urows, irows, gu, gi, loss[:b])
             self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])])
             total += float(loss[:b].sum())
@@ -480,24 +581,26 @@ class MatrixFactorization:
     # -- using the model -----------------------------------------------------------------------
 
     def _threads(self, work: int) -> int:
-        return kernel_threads(V.check_n_threads(self.n_threads), work)
+        return threads_for(V.check_n_threads(self.n_threads), work,
+                           _utils.PARALLEL_MIN_MODEL_WORK)
 
     def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
         """Predicted rating (or BPR score) of each ``(user_ids[s], item_ids[s])`` pair."""
-        self._fitted()
-        u = check_ids("user_ids", user_ids, self.n_users_, "users")
-        i = check_ids("item_ids", item_ids, self.n_items_, "items")
+        st = self._fitted()
+        u = check_ids("user_ids", user_ids, st.n_users, "users")
+        i = check_ids("item_ids", item_ids, st.n_items, "items")
         if u.shape != i.shape:
             raise ValueError(f"user_ids and item_ids differ in length: {u.shape[0]} vs "
                              f"{i.shape[0]}")
-        out = np.empty(u.shape[0], dtype=self.user_table_.dtype)
-        _recommend.mf_predict(self.user_table_, self.item_table_, u, i, self.n_components_,
-                              self._user_bias, self._item_bias, self.global_mean_, out,
-                              self._threads(u.shape[0] * self.n_components_))
+        out = np.empty(u.shape[0], dtype=st.U.dtype)
+        _recommend.mf_predict(st.U, st.Q, u, i, st.k, st.user_bias, st.item_bias, st.mu, out,
+                              self._threads(u.shape[0] * st.k))
         return out
 
     def _topn(self, scores: np.ndarray, excl: Optional[sp.csr_matrix], n: int
               ) -> Tuple[np.ndarray, np.ndarray]:
+        """Top ``n`` per row of ``scores`` (C-contiguous, scratch); ``excl`` is a CSR matrix
+        of ``scores``' shape built here from the model's own interaction pattern."""
         m = scores.shape[0]
         ids = np.empty((m, n), dtype=np.int64)
         out = np.empty((m, n), dtype=np.float64)
@@ -535,26 +638,35 @@ class MatrixFactorization:
         scores : ndarray, same shape, the model's dtype
             Predicted ratings (squared) or BPR scores ``<p_u, q_i> + c_i``; -inf for padding.
         """
-        self._fitted()
+        st = self._fitted()
         scalar = np.ndim(user_ids) == 0
-        users = check_ids("user_ids", user_ids, self.n_users_, "users")
-        n = min(check_positive_int("n", n), self.n_items_)
-        P, Q = self.user_factors_, self.item_factors_
-        QT = np.ascontiguousarray(Q.T)
-        ib = self.item_bias_ if self._item_bias else None
+        users = check_ids("user_ids", user_ids, st.n_users, "users")
+        n = min(check_positive_int("n", n), st.n_items)
+        exclude_seen = check_flag("exclude_seen", exclude_seen)
+        seen = self._seen
+        if exclude_seen and seen.shape != (st.n_users, st.n_items):
+            # a fit in another thread replaced the tables between the two reads: the kernel
+            # would exclude items by the other shape's ids
+            raise ValueError("the model was refitted during this call (its interactions no "
+                             "longer match item_table_); call recommend again")
+        k = st.k
+        P = st.U[:, :k]
+        QT = np.ascontiguousarray(st.Q[:, :k].T)
+        ib = st.Q[:, k] if st.item_bias else None
         m = users.shape[0]
         ids = np.empty((m, n), dtype=np.int64)
-        scores = np.empty((m, n), dtype=self.user_table_.dtype)
-        block = max(1, _BLOCK_ENTRIES // max(1, self.n_items_))
+        scores = np.empty((m, n), dtype=st.U.dtype)
+        block = max(1, _BLOCK_ENTRIES // max(1, st.n_items))
         for s in range(0, m, block):
             bu = users[s:s + block]
             S = P[bu] @ QT
             if ib is not None:
                 S += ib
             if self._loss == "squared":
-                S += (self.global_mean_ + self.user_bias_[bu]).astype(S.dtype)[:, None]
+                ub = st.U[bu, k] if st.user_bias else np.zeros(bu.shape[0], st.U.dtype)
+                S += (st.mu + ub).astype(S.dtype)[:, None]
             S = np.ascontiguousarray(S)
-            excl = self._seen[bu] if exclude_seen else None
+            excl = seen[bu] if exclude_seen else None
             bi, bs = self._topn(S, excl, n)
             ids[s:s + block] = bi
             scores[s:s + block] = bs
@@ -568,23 +680,23 @@ class MatrixFactorization:
         The item itself is left out; items with all-zero factors have similarity 0 to all.
         Returns ``(item_ids, similarities)`` shaped like :meth:`recommend`'s output.
         """
-        self._fitted()
+        st = self._fitted()
         scalar = np.ndim(item_ids) == 0
-        items = check_ids("item_ids", item_ids, self.n_items_, "items")
-        n = min(check_positive_int("n", n), max(1, self.n_items_ - 1))
-        Q = self.item_factors_.astype(np.float64)
+        items = check_ids("item_ids", item_ids, st.n_items, "items")
+        n = min(check_positive_int("n", n), max(1, st.n_items - 1))
+        Q = st.Q[:, :st.k].astype(np.float64)
         norms = np.sqrt(np.einsum("ij,ij->i", Q, Q))
         Qn = Q / np.where(norms > 0, norms, 1.0)[:, None]
         QnT = np.ascontiguousarray(Qn.T)
         m = items.shape[0]
         ids = np.empty((m, n), dtype=np.int64)
-        sims = np.empty((m, n), dtype=self.item_table_.dtype)
-        block = max(1, _BLOCK_ENTRIES // max(1, self.n_items_))
+        sims = np.empty((m, n), dtype=st.Q.dtype)
+        block = max(1, _BLOCK_ENTRIES // max(1, st.n_items))
         for s in range(0, m, block):
             bi = items[s:s + block]
             S = np.ascontiguousarray(Qn[bi] @ QnT)
             excl = sp.csr_matrix((np.ones(bi.shape[0]), bi, np.arange(bi.shape[0] + 1)),
-                                 shape=(bi.shape[0], self.n_items_))
+                                 shape=(bi.shape[0], st.n_items))
             ti, ts = self._topn(S, excl, n)
             ids[s:s + block] = ti
             sims[s:s + block] = ts

@@ -3,8 +3,12 @@
 Ranking metrics take the held-out interactions as a sparse matrix ``X_true`` whose row ``r``
 holds the relevant (stored, non-zero) items of the user whose ranked list is
 ``recommended[r]`` (e.g. ``X_test[users]`` and ``model.recommend(users)[0]``). Relevance is
-binary. Users without relevant items are left out of the average; if no user has any, the
-result is NaN. Padding ids (-1) never count as hits.
+binary (entries stored twice are summed first). Users without relevant items are left out of
+the average; if no user has any, the result is NaN. Within a list, an item id counts at its
+first position only (a repeated id is no second hit), and ids outside ``[0, n_items)`` --
+the -1 padding of ``recommend`` among them -- are never hits, so every per-user value lies in
+[0, 1]. Sparse inputs are structurally checked before use (``ValueError`` naming ``X_true``
+or ``exclude``).
 
 =================  ===========================================================================
 ``precision_at_k``  hits in the top k / k
@@ -23,6 +27,8 @@ from typing import Any, Optional, Tuple
 import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
+
+from ._common import sparse_input
 
 __all__ = ["rmse", "precision_at_k", "recall_at_k", "ndcg_at_k", "auc_score"]
 
@@ -43,22 +49,33 @@ def rmse(y_true: Any, y_pred: Any) -> float:
     return float(np.sqrt(np.dot(d, d) / d.shape[0]))
 
 
-def _relevant(X_true: Any) -> sp.csr_matrix:
-    if sp.issparse(X_true):
-        X = sp.csr_matrix(X_true, copy=True)
-    else:
-        X = sp.csr_matrix(np.asarray(X_true))
-    X.sum_duplicates()
-    X.eliminate_zeros()
-    X.sort_indices()
+def _relevant(name: str, X: Any) -> sp.csr_matrix:
+    """The relevant items: a checked canonical CSR matrix (sorted indices, duplicates
+    summed) without stored zeros."""
+    if not sp.issparse(X):
+        X = sp.csr_matrix(np.asarray(X))  # dense: no index arrays to trust
+    X = sparse_input(name, X)
+    if X.nnz and not X.data.all():
+        X = X.copy()  # X may share the caller's arrays
+        X.eliminate_zeros()
     return X
+
+
+def _first_occurrences(rec: np.ndarray) -> np.ndarray:
+    """``True`` where ``rec[r, j]`` is the first position of its id in row ``r``."""
+    order = np.argsort(rec, axis=1, kind="stable")  # equal ids keep their position order
+    ranked = np.take_along_axis(rec, order, axis=1)
+    first = np.ones(rec.shape, dtype=bool)
+    rows, cols = np.nonzero(ranked[:, 1:] == ranked[:, :-1])
+    first[rows, order[rows, cols + 1]] = False
+    return first
 
 
 def _hits(X_true: Any, recommended: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
     """(hits (m, k) bool, number of relevant items per row)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    X = _relevant(X_true)
+    X = _relevant("X_true", X_true)
     rec = np.asarray(recommended)
     if rec.ndim == 1:
         rec = rec[None, :]
@@ -78,7 +95,7 @@ def _hits(X_true: Any, recommended: Any, k: int) -> Tuple[np.ndarray, np.ndarray
     pos = np.searchsorted(keys, q)
     pos = np.minimum(pos, max(keys.shape[0] - 1, 0))
     hits = valid & (keys[pos] == q) if keys.shape[0] else np.zeros(rec.shape, dtype=bool)
-    return hits, np.diff(X.indptr)
+    return hits & _first_occurrences(rec), np.diff(X.indptr)
 
 
 def _mean_over(values: np.ndarray, n_rel: np.ndarray) -> float:
@@ -148,7 +165,7 @@ def auc_score(X_true: Any, scores: Any, exclude: Optional[Any] = None) -> float:
     >>> auc_score(sp.csr_matrix(np.array([[1, 0, 0]])), np.array([[0.5, 0.9, 0.1]]))
     0.5
     """
-    X = _relevant(X_true)
+    X = _relevant("X_true", X_true)
     S = np.array(scores, dtype=np.float64)  # a copy: excluded entries are overwritten
     if S.ndim != 2 or S.shape != X.shape:
         raise ValueError(f"scores must have the shape of X_true {X.shape}, got {S.shape}")
@@ -156,7 +173,7 @@ def auc_score(X_true: Any, scores: Any, exclude: Optional[Any] = None) -> float:
         raise ValueError("scores must be finite")
     rel = X.toarray() != 0
     if exclude is not None:
-        E = _relevant(exclude)
+        E = _relevant("exclude", exclude)
         if E.shape != X.shape:
             raise ValueError(f"exclude has shape {E.shape}, expected {X.shape}")
         excl = E.toarray() != 0
