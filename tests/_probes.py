@@ -1,27 +1,36 @@
-"""Run hostile-input probes in a child process, one forked process per probe.
+"""Run hostile-input probes in forked child processes, naming the probe behind every crash.
 
 A *probe* is a snippet of Python that builds an object (an optimizer, an estimator, ...),
 feeds it one bad input and reports what happened: the exception type and message, whether the
 watched objects kept every parameter, state array and ``__dict__`` attribute, and the value of
 a check expression. Bad input may make compiled code read or write out of bounds, so probes
-never run in the pytest process:
+never run in the pytest process.
 
-* ``run_probes`` starts ONE child Python (``python _probes.py``) that imports the libraries and
-  runs a shared *prelude* once (fitted models that probes copy), then forks once per probe and
-  runs the probe in the fork (up to ``jobs`` forks at a time). A fork that dies by a signal
-  (segfault, abort of a corrupted heap) or outlives the probe's time limit is reported as a
-  ``crash`` / ``hang`` *of that probe*; the child itself carries on with the next probe, so
-  every probe is named exactly and the libraries are imported once.
-* Without ``os.fork`` (or if the child itself dies) the probes run one after the other in the
-  child, each announced on stdout before it starts; when the child dies, the announced probe is
-  reported as the crash and the remaining probes are re-run in a fresh child.
-* Where glibc's debugging allocator exists, the child runs with it (``MALLOC_CHECK_=3``), so a
-  write past the end of a heap block aborts when the block is freed — at the end of the probe
-  that wrote it, instead of at some later, unrelated allocation.
+``run_probes`` starts ONE child Python (``python _probes.py``) that imports the libraries and
+runs a shared *prelude* once (small fitted models that probes deep-copy). The child is a fork
+server (``_Scheduler``): it forks *workers* (``jobs`` at a time) that each run a chunk of
+probes in order, writing one JSON line before and after each probe. A fork of a process that
+has imported scikit-learn costs about as much as twenty small probes, hence chunks.
 
-The child speaks JSON lines on stdout: ``{"start": name}`` (sequential mode) and one result per
-probe (see ``_run_one``). ``verdict`` turns a result and its probe's expectations into a list
-of problems, empty when the probe passed.
+* A worker that dies (signal, abort of a corrupted heap, non-zero exit) or outlives a probe's
+  time limit (``hang``) names the probe it was running. If that was not the first probe of
+  its chunk, the probe is re-run alone: if it dies again it is the culprit; if not, an
+  earlier probe of the chunk broke the process, and halving the earlier probes (each half run
+  before the crashed probe) finds which (the brief's "re-run one by one, or bisect").
+* Where glibc's debugging allocator exists, children run with it (``MALLOC_CHECK_=3``), so a
+  write past the end of a heap block aborts when the block is freed. Many overruns of small
+  NumPy buffers corrupt blocks that are only freed when the interpreter exits, so after the
+  first pass every probe that passed is run again by workers that exit through the
+  interpreter's finalisation (``verify``); a worker that dies while exiting is bisected the
+  same way, and the probe found is reported as a crash.
+* A crash that no search reproduces is reported as unattributed (``__unattributed__`` in the
+  results), never dropped.
+* Without ``os.fork`` the probes run one after the other in the child, each announced on
+  stdout before it starts; when the child dies, the announced probe is reported as the crash
+  and the remaining probes are re-run in a fresh child.
+
+``verdict`` turns a result and its probe's expectations into a list of problems, empty when
+the probe passed; ``assert_probe`` raises with a readable account (``describe``).
 """
 from __future__ import annotations
 
@@ -36,7 +45,7 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -372,6 +381,8 @@ class _Worker:
 
 # seconds a worker may take to exit (interpreter finalisation) after its last probe
 EXIT_LIMIT = 30.0
+# verification workers run this many times more probes than the first pass's workers
+VERIFY_CHUNK_FACTOR = 2
 
 
 def _worker_main(task: _Task, base: Dict[str, Any], res_path: str, err_path: str) -> None:
@@ -568,8 +579,9 @@ class _Scheduler:
             if not verdict(Probe(**{k: (tuple(v) if isinstance(v, list) else v)
                                     for k, v in p.items() if k in _PROBE_FIELDS}), rec):
                 passed.append(p)
-        for i in range(0, len(passed), self.chunk):
-            self.tasks.append(_Task("verify", passed[i:i + self.chunk], full_exit=True))
+        size = VERIFY_CHUNK_FACTOR * self.chunk  # an exit costs a copy of the shared pages
+        for i in range(0, len(passed), size):
+            self.tasks.append(_Task("verify", passed[i:i + size], full_exit=True))
 
     def loop(self) -> None:
         while self.tasks or self.running or self.verify:
@@ -652,10 +664,12 @@ def child_env(malloc_check: bool = True) -> Dict[str, str]:
 
 
 def run_probes(probes: Sequence[Probe], prelude: str = "", *, timeout: float = 300.0,
-               jobs: int = 2, chunk: int = 25, fork: bool = True,
-               malloc_check: bool = True, verify: bool = True, rounds: int = 50) -> Dict[str, Dict[str, Any]]:
+               jobs: int = 2, chunk: int = 30, fork: bool = True,
+               malloc_check: bool = True, verify: bool = True, rounds: int = 50
+               ) -> Dict[str, Dict[str, Any]]:
     """Run every probe in one child process (resumed in a new one if it dies); returns
-    {probe name: result}. Results have ``outcome`` in ok / raised / setup-error / crash / hang.
+    {probe name: result}. Results have ``outcome`` in ok / raised / setup-error / crash / hang;
+    ``chunk`` probes share a worker; ``verify`` re-runs the passing ones with a full exit.
     """
     names = [p.name for p in probes]
     if len(set(names)) != len(names):

@@ -15,7 +15,7 @@ SciPy's constructors never get to check them.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -360,6 +360,9 @@ def run_hypothesis_target(target: str, n_examples: int = 500, log=None) -> Dict[
         key = f"{kind} {describe_sparse(X)} {extra!r}"
         if key in failures:
             raise failures[key]
+        if log is not None:
+            log.write(f"{target}: {key}\n")
+            log.flush()
         try:
             one(X, kind, extra)
         except AssertionError as e:
@@ -369,9 +372,6 @@ def run_hypothesis_target(target: str, n_examples: int = 500, log=None) -> Dict[
     def one(X, kind, extra):
         # A valid call may change the model (a new fit); a refused one must not.
         obj = model
-        if log is not None:
-            log.write(f"{target}: kind={kind} X={describe_sparse(X)} extra={extra!r}\n")
-            log.flush()
         before = snapshot(obj) if obj is not None and kind is not None else None
         try:
             spec["call"](obj, X, extra)
@@ -408,11 +408,11 @@ def _fitted(kind: str):
         warnings.simplefilter("ignore")
         if kind == "sgdc":
             from sparseopt.linear_model import SGDClassifier
-            return SGDClassifier(loss="log_loss", max_iter=2, tol=None, random_state=0).fit(
+            return SGDClassifier(loss="log_loss", max_iter=1, tol=None, random_state=0).fit(
                 X, ycls)
         if kind == "sgdr":
             from sparseopt.linear_model import SGDRegressor
-            return SGDRegressor(max_iter=2, tol=None, random_state=0).fit(X, yreg)
+            return SGDRegressor(max_iter=1, tol=None, random_state=0).fit(X, yreg)
         if kind == "fmr":
             from sparseopt.recommend import FMRegressor
             return FMRegressor(n_components=2, n_epochs=1, random_state=0).fit(X, yreg)
