@@ -4,11 +4,11 @@
 ``sparse_inputs(...)`` is a Hypothesis strategy drawing a valid matrix of any SciPy format and
 container (``*_matrix`` / ``*_array``), then — most of the time — one corruption of its
 structure with drawn parameters. Every corruption here makes the matrix *definitely* invalid
-(SciPy's own ``check_format(full_check=True)`` would refuse it): an index outside the shape, an
-``indptr`` that does not start at 0, decreases, ends past the stored entries or has the wrong
-length, fewer values or indices than ``indptr`` promises, non-integer index arrays, a shape
-shrunk under the stored indices, DIA offsets that do not match the stored diagonals, LIL rows
-whose data lists are shorter, DOK keys outside the shape.
+(SciPy's ``check_format(full_check=True)`` refuses the compressed, COO and DIA ones): an index
+outside the shape, an ``indptr`` that does not start at 0, decreases, ends past the stored
+entries or has the wrong length, fewer values or indices than ``indptr`` promises, non-integer
+index arrays, a shape shrunk under the stored indices, DIA offsets that do not match the stored
+diagonals, LIL rows whose data lists are shorter, DOK keys outside the shape.
 
 Attributes are replaced directly (``m.indices = ...``), as a user editing a matrix would, so
 SciPy's constructors never get to check them.
@@ -22,8 +22,7 @@ import scipy.sparse as sp
 
 FORMATS = ("csr", "csc", "coo", "bsr", "dia", "lil", "dok")
 
-# corruption kinds per format; every one of them is invalid whatever the matrix (given the
-# preconditions in _APPLICABLE)
+# corruption kinds per format; each makes any matrix for which ``applicable`` holds invalid
 KINDS: Dict[str, Tuple[str, ...]] = {
     "csr": ("index-past-end", "index-huge", "index-negative", "indptr-start-1",
             "indptr-start-negative", "indptr-decreasing", "indptr-end-past-nnz",
@@ -326,8 +325,8 @@ def sparse_inputs(rows=(1, 10), cols=(1, 9), *, formats=("csr", "csc", "coo", "b
 
 
 # =========================================================================== Hypothesis targets
-# Each target: a model factory (called once), a call that feeds X to the model, the fixed
-# shape it needs, and the name its error messages must use. Run by run_hypothesis_target in a
+# Each target: a model factory (called once), a call that feeds X to the model, the strategy
+# of its inputs (shapes it accepts) and optional extra draws. Run by run_hypothesis_target in a
 # forked child (test_hostile_inputs.py), so a segfault fails one test instead of pytest.
 
 ALLOWED = (ValueError, TypeError, IndexError)
