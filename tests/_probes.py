@@ -713,6 +713,10 @@ def run_probes(probes: Sequence[Probe], prelude: str = "", *, timeout: float = 3
                     started = None
         if rc == 0 and all(p["name"] in results for p in pending):
             break
+        if rc in (-signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP) or (
+                rc == -signal.SIGKILL and fork):
+            # killed from outside (the run was interrupted): do not start it again
+            raise RuntimeError(f"the probe child was killed (status {rc}); run interrupted")
         if started is None and not any(p["name"] in results for p in pending):
             # the child died before the first probe: the prelude itself failed
             for p in pending:
