@@ -948,7 +948,10 @@ def _classify(probe, res):
     if any(p.startswith("state changed") for p in problems):
         kinds.append(f"changed the object ({res.get('changed')})")
     if any("expected success" in p for p in problems):
-        kinds.append(f"valid input refused ({res.get('type')}: {msg[:100]})")
+        if res.get("type") == "AssertionError":  # a Hypothesis run or a threaded probe
+            kinds.append(f"breach: {msg[:160]}")
+        else:
+            kinds.append(f"valid input refused ({res.get('type')}: {msg[:100]})")
     return "; ".join(kinds) or "; ".join(problems)
 
 
