@@ -57,6 +57,12 @@ _MALLOC_DEBUG = [p for p in ("/lib/x86_64-linux-gnu/libc_malloc_debug.so.0",
                              "/usr/lib64/libc_malloc_debug.so.0") if os.path.exists(p)]
 
 
+# A probe still running after its limit is interrupted (SIGALRM, in Python code) and reported as
+# a hang; one stuck in compiled code is killed KILL_MARGIN seconds later.
+DEFAULT_LIMIT = 8.0
+KILL_MARGIN = 5.0
+
+
 @dataclasses.dataclass
 class Probe:
     """One hostile input and what the contract says must happen.
@@ -78,7 +84,7 @@ class Probe:
     watch: Optional[str] = None
     check: Optional[str] = None
     success_ok: bool = False
-    limit: float = 20.0
+    limit: float = DEFAULT_LIMIT
     chunk: int = 0  # > 0: how many probes (this one first) share its worker process
     forbid: Tuple[str, ...] = ()  # words the message must not contain (a wrong diagnosis)
     note: str = ""
@@ -276,7 +282,7 @@ def _run_one(probe: Dict[str, Any], base: Dict[str, Any], collect: bool = True
     before = None
     if probe.get("watch"):
         before = snapshot(eval(probe["watch"], ns))
-    limit = float(probe.get("limit") or 20.0)
+    limit = float(probe.get("limit") or DEFAULT_LIMIT)
     old = signal.signal(signal.SIGALRM, _alarm) if hasattr(signal, "SIGALRM") else None
     if old is not None:
         signal.setitimer(signal.ITIMER_REAL, limit)
@@ -600,8 +606,10 @@ class _Scheduler:
                     if w.done:
                         lim = EXIT_LIMIT
                     elif w.current is not None:
-                        lim = next((float(p.get("limit") or 20.0) for p in w.task.to_run()
-                                    if p["name"] == w.current["start"]), 20.0) + 10.0
+                        lim = next((float(p.get("limit") or DEFAULT_LIMIT)
+                                    for p in w.task.to_run()
+                                    if p["name"] == w.current["start"]),
+                                   DEFAULT_LIMIT) + KILL_MARGIN
                     else:
                         continue
                     if now - w.started_at > lim:
