@@ -1,11 +1,15 @@
 """Smoke test of the benchmark suite (issue 3): its quick mode on a tiny configuration.
 
-It checks that the suite runs end to end and that the Markdown table has one row per
-(case, optimizer, implementation, thread count) with the documented columns, not the figures.
+It checks that the suite runs end to end, that the Markdown table has one row per
+(case, optimizer, implementation, thread count) with the documented columns, and that the
+figures are sane: finite and positive, derived columns consistent with the measured medians,
+and the table showing the JSON's numbers.
 """
 
 import importlib.util
 import json
+import math
+import statistics
 import sys
 
 import numpy as np
@@ -85,12 +89,60 @@ def test_quick_mode_writes_the_expected_table(tmp_path, capsys, monkeypatch, mis
     assert "## Per-call overhead (16 indices)" in markdown
     report = json.loads((tmp_path / "results.json").read_text())
     assert len(report["results"]) == len(rows)
+    _check_figures(report, rows, col)
     for name in ("speedup.png", "bandwidth.png"):
         if HAS_MATPLOTLIB and not missing:
             assert (tmp_path / name).stat().st_size > 0
             assert f"]({name})" in markdown
         elif missing:
             assert not (tmp_path / name).exists()
+
+
+def _close(a, b, rel=1e-9):
+    return abs(a - b) <= rel * max(abs(a), abs(b))
+
+
+def _check_figures(report, rows, col):
+    """The figures themselves: every timing finite and positive, the derived columns computed
+    from them (rows/s from the unique rows and the median, bandwidth from the bytes moved,
+    speed-ups from the torch twin's median), and the Markdown table showing the JSON's values."""
+    bandwidth = report["bandwidth"]
+    for threads, bw in bandwidth.items():
+        for key in ("gbs", "scale_gbs", "add_gbs"):
+            assert math.isfinite(bw[key]) and 0 < bw[key] < 1e4, (threads, bw)
+    by_key = {}
+    for r in report["results"]:
+        samples = r["samples_ms"]
+        assert len(samples) == r["repeats"] >= 1, r
+        assert all(math.isfinite(x) and x > 0 for x in samples), r
+        assert _close(r["median_ms"], statistics.median(samples)), r
+        assert _close(r["min_ms"], min(samples)) and _close(r["max_ms"], max(samples)), r
+        assert 1 <= r["unique"] <= min(r["batch"], r["n_rows"]), r
+        assert _close(r["mrows_s"], r["unique"] / (r["median_ms"] / 1e3) / 1e6), r
+        assert math.isfinite(r["gbs"]) and r["gbs"] > 0, r
+        # GB/s: the optimizer's bytes per element of every unique row, over the median
+        per_element = r["gbs"] * 1e9 * (r["median_ms"] / 1e3) / (r["unique"] * r["width"])
+        assert per_element == pytest.approx(_suite.BYTES_PER_ELEMENT[r["optimizer"]],
+                                            rel=1e-9), r
+        bw = bandwidth.get(str(r["threads"]), bandwidth.get(r["threads"], {})).get("gbs")
+        if r["pct_bw"] is not None:
+            assert bw and _close(r["pct_bw"], 100.0 * r["gbs"] / bw), (r, bw)
+        by_key[(r["table"], r["batch"], r["dist"], r["optimizer"], r["threads"],
+                r["impl"])] = r
+    for (table, batch, dist, opt, threads, impl), r in by_key.items():
+        twin = by_key.get((table, batch, dist, opt, threads, "torch"))
+        if twin is None or impl == "torch":
+            assert r["speedup_vs_torch"] is None or impl == "torch", r
+            continue
+        ratio = r["speedup_vs_torch"]
+        assert math.isfinite(ratio) and 1e-3 < ratio < 1e3, r
+        assert _close(ratio, twin["median_ms"] / r["median_ms"]), (r, twin)
+    # the Markdown rows show these numbers (in the JSON's order)
+    for r, row in zip(report["results"], rows):
+        assert row[col["ms/step"]] == _suite._fmt_ms(r["median_ms"]), (row, r)
+        assert row[col["M rows/s"]] == format(r["mrows_s"], ".2f"), (row, r)
+        if r["speedup_vs_torch"] is not None:
+            assert row[col["x torch"]] == format(r["speedup_vs_torch"], ".1f"), (row, r)
 
 
 @pytest.mark.parametrize("dist", ["zipf", "uniform"])

@@ -719,11 +719,35 @@ def test_learns_text_like_problem():
 
 # --------------------------------------------------------------------------- scripts
 
+def _markdown_rows(out, first_cell, n_cells):
+    """{first cell: [other cells]} of the Markdown table rows of ``n_cells`` cells whose first
+    cell starts with ``first_cell``."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == n_cells and cells[0].startswith(first_cell):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
 def test_example_runs(capsys):
     mod = runpy.run_path(str(ROOT / "examples" / "text_classification.py"), run_name="example")
     mod["main"](["--n-docs", "1500", "--n-features", "4096"])
     out = capsys.readouterr().out
     assert "sparseopt SGDClassifier" in out and "LogisticRegression" in out
+    # the figures: four topics (chance 0.25, uniform log-loss log 4); sparseopt learns about as
+    # well as scikit-learn's own models, in finite positive time and whole epochs
+    n_topics = int(re.search(r"(\d+) topics", out).group(1))
+    rows = {k: v for prefix in ("sparseopt", "sklearn") for k, v in
+            _markdown_rows(out, prefix, 5).items()}
+    assert len(rows) == 3, out
+    acc = {k: float(v[0]) for k, v in rows.items()}
+    for name, (accuracy, log_loss, seconds, epochs) in rows.items():
+        assert 2.0 / n_topics < float(accuracy) <= 1.0, (name, out)
+        assert 0 < float(log_loss) < np.log(n_topics), (name, out)
+        assert 0 < float(seconds) < 120 and int(epochs) >= 1, (name, out)
+    ours = next(v for k, v in acc.items() if k.startswith("sparseopt"))
+    assert ours >= max(acc.values()) - 0.05, acc
 
 
 def test_benchmark_quick_runs(capsys):
@@ -735,3 +759,13 @@ def test_benchmark_quick_runs(capsys):
                 "--repeats", "1", "--curve-epochs", "2", "--optimizers", "adam"])
     out = capsys.readouterr().out
     assert "| scikit-learn SGDClassifier |" in out and "Targets (issue 4)" in out
+    # the figures of the main table: better than chance, finite positive times, and the
+    # "vs scikit-learn" column 1.00x for scikit-learn itself
+    rows = {k: v for prefix in ("scikit-learn SGDClassifier", "sparseopt SGDClassifier")
+            for k, v in _markdown_rows(out, prefix, 7).items()}
+    assert "scikit-learn SGDClassifier" in rows and len(rows) >= 2, out
+    for name, (fit_s, cpu_s, ratio, epochs, auc, log_loss) in rows.items():
+        assert 0 < float(fit_s) < 120 and 0 <= float(cpu_s) < 240, (name, out)
+        assert float(ratio.rstrip("x")) > 0 and int(epochs) >= 1, (name, out)
+        assert 0.6 < float(auc) <= 1.0 and 0 < float(log_loss) < np.log(2), (name, out)
+    assert rows["scikit-learn SGDClassifier"][2] == "1.00x"

@@ -822,6 +822,15 @@ def test_bench_mf_quick(capsys):
     out = capsys.readouterr().out
     assert "| sparseopt |" in out and "time / epoch" in out
     assert len(results["sparseopt"]["errs"]) == 2
+    # the figures: held-out RMSEs finite, above the generator's noise floor (0.3) and below
+    # the spread of the ratings; the summary consistent with the per-epoch figures
+    for name, s in results.items():
+        errs = np.asarray(s["errs"], dtype=float)
+        assert np.all(np.isfinite(errs)) and np.all((0.27 < errs) & (errs < 1.6)), (name, s)
+        assert s["best"] == errs.min() and s["final"] == errs[-1], (name, s)
+        assert 1 <= s["best_epoch"] <= len(errs) and errs[s["best_epoch"] - 1] == s["best"]
+        assert np.isfinite(s["epoch_s"]) and 0 < s["epoch_s"] <= s["total_s"] < 300, (name, s)
+        assert s["cum"][-1] == pytest.approx(s["total_s"]), (name, s)
     if variants:
         assert "| torch (4 tables) |" in out and "Target vs torch (4 tables)" in out
 
