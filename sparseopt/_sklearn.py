@@ -19,7 +19,7 @@ try:  # scikit-learn >= 1.6
 except ImportError:  # pragma: no cover - scikit-learn 1.4 / 1.5
     _sk_validate_data = None
 
-__all__ = ["validate_data", "fit_guard"]
+__all__ = ["validate_data", "fit_guard", "serialised", "model_lock"]
 
 
 def validate_data(est: Any, X: Any = "no_validation", y: Any = "no_validation", **kwargs: Any):
@@ -76,3 +76,13 @@ def fit_guard(method: F) -> F:
                 self.__dict__.update(before)
                 raise
     return guarded  # type: ignore[return-value]
+
+
+def serialised(method: F) -> F:
+    """Run a method under the model's lock: a prediction never sees a model that a ``fit`` in
+    another thread has half replaced."""
+    @functools.wraps(method)
+    def locked(self, *args: Any, **kwargs: Any):
+        with model_lock(self):
+            return method(self, *args, **kwargs)
+    return locked  # type: ignore[return-value]

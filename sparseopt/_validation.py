@@ -181,6 +181,30 @@ def max_n_threads() -> int:
     return max(1, min(4 * _cores(), _info.thread_limit()))
 
 
+def relative_weights(name: str, weights: np.ndarray) -> np.ndarray:
+    """Non-negative float64 weights that count only relative to each other, scaled by a power
+    of two so that the largest lies in [0.5, 1).
+
+    A model that divides each batch's weighted gradient by the batch's total weight gives the
+    same result for any common scale; scaling by a power of two is exact, so results are bit for
+    bit those of the unscaled weights, while weights near the float64 limit can no longer
+    overflow a gradient or a sum. Weights that must be finite and non-negative are refused
+    otherwise (ValueError naming ``name``).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.size == 0:
+        return w
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"{name} must hold finite numbers")
+    if w.min() < 0:
+        raise ValueError(f"{name} must be non-negative")
+    top = float(w.max())
+    if top == 0.0:
+        return w
+    _, exponent = math.frexp(top)
+    return np.ldexp(w, -exponent)
+
+
 def check_lr_weight_decay(lr: float, weight_decay: float) -> None:
     """Decoupled weight decay multiplies rows by (1 - lr * weight_decay): it must stay positive."""
     if weight_decay > 0 and lr * weight_decay >= 1.0:

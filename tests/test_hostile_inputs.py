@@ -396,10 +396,9 @@ def _state_probes():
                  success_ok=True, check="opt_finite(opt)"))
     out.append(P("load_state_dict/Adam-decay step=2**62",
                  "opt = warmed('Adam-decay'); sd = copy.deepcopy(opt.state_dict()); "
-                 "st = sd['state']['emb']; st['step'] = 2**62; "
-                 "st['wd_log'] = np.concatenate([st['wd_log'], np.zeros(0)])",
+                 "st = sd['state']['emb']; st['step'] = 2**62",
                  f"opt.load_state_dict(sd)\n{g}\nopt.flush()", expect=("ValueError",),
-                 names=("step", "wd_log"), watch="opt", success_ok=True,
+                 names=("step",), watch="opt", success_ok=True,
                  check="opt_finite(opt)"))
     # counters edited in place after state_dict() (its arrays are the live state)
     for kind, counter in (("Adam", "row_step"), ("Adam-decay", "last_step"),
@@ -418,9 +417,10 @@ def _state_probes():
     out.append(P("edited state/Adagrad-rowwise sum replaced by a shorter array",
                  "opt = warmed('Adagrad-rowwise'); opt.state['emb']['sum'] = np.zeros(2, "
                  "np.float32)", g, names=("sum", "emb"), watch="opt"))
-    out.append(P("edited state/Adam-decay wd_log truncated",
-                 "opt = warmed('Adam-decay', steps=5); opt.state['emb']['wd_log'] = "
-                 "np.zeros(1)", f"{g}\nopt.flush()", names=("wd_log", "emb"), watch="opt"))
+    out.append(P("edited state/Adam-decay row_wd_log truncated",
+                 "opt = warmed('Adam-decay', steps=5); opt.state['emb']['row_wd_log'] = "
+                 "np.zeros(1)", f"{g}\nopt.flush()", names=("row_wd_log", "emb"),
+                 watch="opt"))
     return out
 
 
@@ -817,6 +817,8 @@ def _concurrency_probes():
                  "errors = run_threads([lambda: est.fit(A), lambda: est.fit(B), "
                  "lambda: est.predict([5, 8], [7, 7]), lambda: est.recommend([8], n=4), "
                  "lambda: est.partial_fit(B)], 1.5)\n"
+                 "errors = [e for e in errors if not (isinstance(e, ValueError) and "
+                 "'fitted on' in str(e))]\n"
                  "only_runtime_errors(errors)\n"
                  "assert est.user_table_.shape[0] == est.n_users_", expect=(), limit=30))
     out.append(P("threads/FMRegressor: fit with 7 and 40 features, predict at once",

@@ -962,3 +962,19 @@ def test_metrics_check_their_sparse_inputs_and_leave_them_alone():
                       shape=(2, 3))
     assert L.nnz == 2
     assert metrics.recall_at_k(L, rec, 2) == pytest.approx(1.0)
+
+
+def test_fm_sample_weights_count_only_relative_to_each_other():
+    """Weights are rescaled by a power of two before training: any common scale gives the same
+    bits, and weights near the float64 limit train like ordinary ones."""
+    rng = np.random.default_rng(3)
+    X = sp.random(120, 15, density=0.3, format="csr", random_state=3)
+    y = rng.normal(size=120)
+    sw = rng.uniform(0.5, 2.0, size=120)
+    tables = []
+    for scale in (1.0, 1024.0, 2.0 ** 900):
+        m = FMRegressor(n_components=3, n_epochs=2, random_state=0)
+        m.fit(X, y, sample_weight=sw * scale)
+        tables.append(m.table_.copy())
+    np.testing.assert_array_equal(tables[0], tables[1])
+    np.testing.assert_array_equal(tables[0], tables[2])

@@ -27,7 +27,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from .. import _validation as V
 from .._kernels import _linear
-from .._sklearn import model_lock, validate_data
+from .._sklearn import model_lock, serialised, validate_data
 from .._utils import PARALLEL_MIN_MODEL_WORK, check_random_state, threads_for
 from ..optim import OPTIMIZERS, RowGrad, make_optimizer
 from ._lazy import LazyRegularizer
@@ -536,6 +536,7 @@ class BaseSGD(BaseEstimator):
             self._intercept_fixed = None
         return self
 
+    @serialised
     def _decision(self, X) -> np.ndarray:
         """Scores ``X @ coef_.T + intercept_``, shape (n_samples, n_outputs)."""
         check_is_fitted(self)

@@ -328,10 +328,13 @@ class Optimizer:
                 not all(isinstance(g, Mapping) for g in groups):
             raise TypeError("state_dict['param_groups'] must be a list holding one dict of "
                             "hyper-parameters")
-        if len(groups) != 1 or list(groups[0].get("params", self._keys)) != list(self._keys):
+        if len(groups) != 1:
+            raise ValueError(f"state_dict['param_groups'] must hold exactly one group (this "
+                             f"optimizer has one), got {len(groups)}")
+        if list(groups[0].get("params", self._keys)) != list(self._keys):
             raise ValueError(
-                f"state_dict's parameters {groups[0].get('params') if groups else None} do not "
-                f"match this optimizer's {self._keys}"
+                f"state_dict['param_groups'][0]['params'] {groups[0].get('params')} do not "
+                f"match this optimizer's parameters {self._keys}"
             )
         group = {k: v for k, v in groups[0].items() if k != "params"}
         unknown = set(group) - set(self._DEFAULTS)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
+
 from .. import _validation as V
 from .._kernels import _rows
 from ._base import (DUMMY_F64, DUMMY_I64, DUMMY_POW, FLAGS, ROW_WD, WD_SUM, Optimizer,
@@ -93,6 +95,22 @@ class RMSprop(Optimizer):
         V.check_lr_weight_decay(g["lr"], g["weight_decay"])
         self._check_fixed(g)
         return g
+
+    def _check_loaded_values(self, name, arrays, scalars, step, group) -> None:
+        super()._check_loaded_values(name, arrays, scalars, step, group)
+        if "grad_avg" in arrays and arrays["grad_avg"].size:
+            # Centred RMSprop divides by sqrt(square_avg - grad_avg**2): a run keeps
+            # grad_avg**2 <= square_avg (up to rounding), so state far past it is corrupt.
+            sq = arrays["square_avg"].astype(np.float64, copy=False)
+            ga = arrays["grad_avg"].astype(np.float64, copy=False)
+            bad = np.flatnonzero(ga * ga > sq * (1 + 1e-3) + np.finfo(np.float32).tiny)
+            if bad.size:
+                j = int(bad[0])
+                raise ValueError(
+                    f"state_dict: states 'square_avg' and 'grad_avg' of {name} are "
+                    f"inconsistent: grad_avg**2 exceeds square_avg at flat position {j} "
+                    f"({float(ga.flat[j]) ** 2!r} > {float(sq.flat[j])!r}), which no run of "
+                    "centred RMSprop produces")
 
     def _array_state_shape(self, sname: str, p):
         if sname in ("square_avg", "grad_avg", "momentum_buffer"):

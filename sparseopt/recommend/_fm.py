@@ -15,7 +15,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from .. import _utils
 from .. import _validation as V
 from .._kernels import _recommend
-from .._sklearn import fit_guard, validate_data
+from .._sklearn import fit_guard, serialised, validate_data
 from .._utils import check_random_state, threads_for
 from ..optim import OPTIMIZERS, RowGrad, make_optimizer
 from ._common import (check_flag, check_positive_int, check_recorded, check_table,
@@ -191,6 +191,7 @@ class _BaseFM(BaseEstimator):
             raise ValueError("sample_weight must be non-negative")
         if not np.any(sw > 0):
             raise ValueError("sample_weight must contain at least one positive weight")
+        sw = V.relative_weights("sample_weight", sw)
         n_cols = None if reset else self._layout[0]
         return _csr(X, X.dtype, n_cols), y, np.ascontiguousarray(sw)
 
@@ -361,6 +362,7 @@ class FMRegressor(RegressorMixin, _BaseFM):
         self._run(X, y, sw, p, 1, early_stop=False)
         return self
 
+    @serialised
     def predict(self, X):
         """Predicted targets, in the model's dtype."""
         X, st = self._check_X(X)
@@ -477,6 +479,7 @@ class FMClassifier(ClassifierMixin, _BaseFM):
         self._run(X, yy, sw, p, 1, early_stop=False)
         return self
 
+    @serialised
     def decision_function(self, X):
         """Raw scores: ``(n_samples,)`` for two classes (positive = ``classes_[1]``), else
         ``(n_samples, n_classes)``."""
@@ -495,6 +498,7 @@ class FMClassifier(ClassifierMixin, _BaseFM):
     def predict_log_proba(self, X):
         return np.log(self.predict_proba(X))
 
+    @serialised
     def predict(self, X):
         d = self.decision_function(X)
         if d.ndim == 1:

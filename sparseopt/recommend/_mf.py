@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from .. import _utils
 from .. import _validation as V
 from .._kernels import _recommend
-from .._sklearn import fit_guard
+from .._sklearn import fit_guard, serialised
 from .._utils import check_random_state, threads_for
 from ..optim import OPTIMIZERS, RowGrad, make_optimizer
 from . import metrics as _metrics
@@ -584,6 +584,7 @@ class MatrixFactorization:
         return threads_for(V.check_n_threads(self.n_threads), work,
                            _utils.PARALLEL_MIN_MODEL_WORK)
 
+    @serialised
     def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
         """Predicted rating (or BPR score) of each ``(user_ids[s], item_ids[s])`` pair."""
         st = self._fitted()
@@ -615,6 +616,7 @@ class MatrixFactorization:
         _recommend.topn_rows(scores, indptr, indices, ids, out, self._threads(scores.size))
         return ids, out
 
+    @serialised
     def recommend(self, user_ids: Any, n: int = 10, exclude_seen: bool = True
                   ) -> Tuple[np.ndarray, np.ndarray]:
         """The ``n`` items of highest predicted score for each user, best first.
@@ -674,6 +676,7 @@ class MatrixFactorization:
             return ids[0], scores[0]
         return ids, scores
 
+    @serialised
     def similar_items(self, item_ids: Any, n: int = 10) -> Tuple[np.ndarray, np.ndarray]:
         """The ``n`` items most similar to each given item by cosine of their factors.
 
