@@ -172,7 +172,7 @@ MALFORMED = {
                          r"the state of parameter 'bias' must be a dict"),
     "groups-string": ({"state": {}, "param_groups": "lr"}, TypeError, r"param_groups"),
     "groups-of-none": ({"state": {}, "param_groups": [None]}, TypeError, r"param_groups"),
-    "groups-empty": ({"state": {}, "param_groups": []}, ValueError, r"parameters"),
+    "groups-empty": ({"state": {}, "param_groups": []}, ValueError, r"param_groups.*one group"),
     "step-string": ({"state": {"emb": {"step": "3"}}}, ValueError, r"invalid step '3'"),
     "step-float": ({"state": {"emb": {"step": 2.5}}}, ValueError, r"invalid step 2.5"),
     "step-bool": ({"state": {"emb": {"step": True}}}, ValueError, r"invalid step True"),
