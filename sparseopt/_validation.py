@@ -205,6 +205,75 @@ def relative_weights(name: str, weights: np.ndarray) -> np.ndarray:
     return np.ldexp(w, -exponent)
 
 
+def check_positive_int(name: str, value: Any) -> int:
+    """An int >= 1 (bools refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> int:
+    """An int in ``[low, high]`` (bools refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A bool (NumPy bools and the ints 0 and 1 count): a string such as ``"no"`` is truthy
+    and would silently mean True."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and int(value) in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def check_verbose(value: Any) -> int:
+    """``verbose``: a bool or a non-negative int (scikit-learn's convention)."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if not isinstance(value, numbers.Integral):
+        raise TypeError(f"verbose must be a bool or a non-negative int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"verbose must be a bool or a non-negative int, got {value!r}")
+    return int(value)
+
+
+def check_ids(name: str, ids: Any, n: int, what: str) -> np.ndarray:
+    """1-D integer ids in [0, n) as int64 (IndexError naming the first bad one)."""
+    arr = np.asarray(ids)
+    if arr.dtype.kind not in "iu":
+        if arr.size == 0:
+            arr = arr.astype(np.int64)
+        else:
+            raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) >= n:
+        pos = int(np.argmax(arr >= n))  # before the cast: uint64 ids past 2**63 would wrap
+        raise IndexError(f"{name}[{pos}] = {int(arr.reshape(-1)[pos])} is out of range: the "
+                         f"model has {n} {what}")
+    arr = np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
+    if arr.size:
+        bad = (arr < 0) | (arr >= n)
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise IndexError(f"{name}[{pos}] = {int(arr[pos])} is out of range: the model has "
+                             f"{n} {what}")
+    return arr
+
+
+# --------------------------------------------------------------------------- fitted state
+#
+# A model records the layout of its tables when it is initialised (private, never documented);
+# before a kernel runs, the public attributes it reads are compared with that record. The
+# comparisons are of shapes, dtypes and flags, never scans of the values, so they cost nothing
+# next to a prediction.
+
+
 def check_lr_weight_decay(lr: float, weight_decay: float) -> None:
     """Decoupled weight decay multiplies rows by (1 - lr * weight_decay): it must stay positive."""
     if weight_decay > 0 and lr * weight_decay >= 1.0:
@@ -539,7 +608,8 @@ def check_sparse_matrix(name: str, X: Any, *, dtype: Any = None,
     converted: to CSR with one int32/int64 index type for ``indptr`` and ``indices``
     (int64 when nnz or a dimension needs it), values of ``dtype`` (default: the input's
     floating type, float64 for other real types) and, with ``sum_duplicates``, sorted
-    column indices with duplicate entries summed (SciPy's canonical form).
+    column indices with duplicate entries summed (SciPy's canonical form). ``data`` and
+    ``indices`` hold exactly the stored entries, so kernels may read them whole.
 
     Parameters
     ----------
@@ -586,8 +656,9 @@ def check_sparse_matrix(name: str, X: Any, *, dtype: Any = None,
         csr = csr.copy()  # csr_matrix(X) may share X's arrays: never edit the caller's input
         csr.sum_duplicates()
     itype = index_dtype_for(csr.indptr, csr.indices, maxval=max(csr.nnz, *csr.shape))
-    return sp.csr_matrix((np.ascontiguousarray(csr.data, dtype=dtype),
-                          np.ascontiguousarray(csr.indices, dtype=itype),
+    end = int(csr.indptr[-1])  # SciPy allows data and indices longer than the stored entries
+    return sp.csr_matrix((np.ascontiguousarray(csr.data[:end], dtype=dtype),
+                          np.ascontiguousarray(csr.indices[:end], dtype=itype),
                           np.ascontiguousarray(csr.indptr, dtype=itype)),
                          shape=csr.shape, copy=False)
 

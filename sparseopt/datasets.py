@@ -55,18 +55,6 @@ _MAX_ROUND = 1 << 22
 _BLOCK_CELLS = 1 << 20
 
 
-def _check_int(name: str, value: Any, low: int, high: int = _MAX_IDS) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
-    return int(value)
-
-
-def _check_nonneg(name: str, value: Any) -> float:
-    return V.check_real(name, value, low=0.0)
-
-
 def _check_dtype(dtype: Any) -> np.dtype:
     try:
         dt = np.dtype(dtype)
@@ -84,7 +72,7 @@ def _check_flag(name: str, value: Any) -> bool:
 
 
 def _check_count(name: str, value: Any, n_users: int, n_items: int) -> int:
-    n = _check_int(name, value, 0, high=2**62)
+    n = V.check_int(name, value, 0, 2**62)
     if n > n_users * n_items:
         raise ValueError(f"{name}={n} exceeds n_users * n_items = {n_users * n_items}: pairs "
                          "are distinct")
@@ -283,13 +271,13 @@ def make_ratings(n_users: int = 1000, n_items: int = 500, n_ratings: int = 20_00
     >>> X.shape, X.nnz
     ((200, 100), 3000)
     """
-    n_users = _check_int("n_users", n_users, 1)
-    n_items = _check_int("n_items", n_items, 1)
+    n_users = V.check_int("n_users", n_users, 1, _MAX_IDS)
+    n_items = V.check_int("n_items", n_items, 1, _MAX_IDS)
     n_ratings = _check_count("n_ratings", n_ratings, n_users, n_items)
-    rank = _check_int("rank", rank, 1)
-    zipf, noise = _check_nonneg("zipf", zipf), _check_nonneg("noise", noise)
+    rank = V.check_int("rank", rank, 1, _MAX_IDS)
+    zipf, noise = V.check_real("zipf", zipf, low=0.0), V.check_real("noise", noise, low=0.0)
     mean = V.check_real("mean", mean, low=-math.inf)
-    bias_scale = _check_nonneg("bias_scale", bias_scale)
+    bias_scale = V.check_real("bias_scale", bias_scale, low=0.0)
     dtype = _check_dtype(dtype)
     return_truth = _check_flag("return_truth", return_truth)
     rng = check_random_state(random_state)
@@ -338,11 +326,11 @@ def make_interactions(n_users: int = 1000, n_items: int = 500, n_interactions: i
     >>> X.nnz, float(X.data.min()), float(X.data.max())
     (4000, 1.0, 1.0)
     """
-    n_users = _check_int("n_users", n_users, 1)
-    n_items = _check_int("n_items", n_items, 1)
+    n_users = V.check_int("n_users", n_users, 1, _MAX_IDS)
+    n_items = V.check_int("n_items", n_items, 1, _MAX_IDS)
     n_interactions = _check_count("n_interactions", n_interactions, n_users, n_items)
-    rank = _check_int("rank", rank, 1)
-    zipf, signal = _check_nonneg("zipf", zipf), _check_nonneg("signal", signal)
+    rank = V.check_int("rank", rank, 1, _MAX_IDS)
+    zipf, signal = V.check_real("zipf", zipf, low=0.0), V.check_real("signal", signal, low=0.0)
     dtype = _check_dtype(dtype)
     return_truth = _check_flag("return_truth", return_truth)
     rng = check_random_state(random_state)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 

@@ -18,8 +18,8 @@ from .._kernels import _recommend
 from .._sklearn import fit_guard, serialised, validate_data
 from .._utils import check_random_state, threads_for
 from ..optim import OPTIMIZERS, RowGrad, make_optimizer
-from ._common import (check_flag, check_positive_int, check_recorded, check_table,
-                      check_trains, check_verbose, sparse_input)
+from .._validation import check_flag, check_positive_int, check_verbose
+from ._common import check_recorded, check_table, check_trains
 
 __all__ = ["FMRegressor", "FMClassifier"]
 
@@ -32,7 +32,7 @@ def _csr(X: Any, dtype: np.dtype, n_cols: Optional[int] = None) -> sp.csr_matrix
     checked, duplicates summed, one index dtype, data in ``dtype``)."""
     if not sp.issparse(X):
         X = sp.csr_matrix(np.asarray(X))  # dense: no index arrays to trust
-    X = sparse_input("X", X, dtype=dtype, n_cols=n_cols)
+    X = V.check_sparse_matrix("X", X, dtype=dtype, n_cols=n_cols)
     if X.nnz and not X.data.all():
         # an explicitly stored 0 is no feature: it must not draw the L2 penalty of its row
         X = X.copy()  # X may share the caller's arrays

@@ -16,8 +16,8 @@ from .._sklearn import fit_guard, serialised
 from .._utils import check_random_state, threads_for
 from ..optim import OPTIMIZERS, RowGrad, make_optimizer
 from . import metrics as _metrics
-from ._common import (check_flag, check_ids, check_positive_int, check_recorded, check_table,
-                      check_trains, check_verbose, sparse_input)
+from .._validation import check_flag, check_ids, check_positive_int, check_verbose
+from ._common import check_recorded, check_table, check_trains
 
 __all__ = ["MatrixFactorization"]
 
@@ -56,7 +56,7 @@ def _check_interactions(name: str, X: Any, loss: str) -> sp.csr_matrix:
     if loss == "bpr":
         # implicit data: an interaction stored twice is one interaction (summed, then a stored
         # 0 is no interaction)
-        X = sparse_input(name, X, dtype=np.float64)
+        X = V.check_sparse_matrix(name, X, dtype=np.float64)
         if X.nnz and not X.data.all():
             X = X.copy()  # X may share the caller's index arrays
             X.eliminate_zeros()
@@ -64,7 +64,7 @@ def _check_interactions(name: str, X: Any, loss: str) -> sp.csr_matrix:
         if X.format == "coo":  # SciPy's COO -> CSR conversion would sum the duplicates
             coords = X.coords if hasattr(X, "coords") else (X.row, X.col)
             _refuse_duplicates(name, coords[0], coords[1], X.shape[1])
-        X = sparse_input(name, X, sum_duplicates=False)
+        X = V.check_sparse_matrix(name, X, sum_duplicates=False)
         rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
         _refuse_duplicates(name, rows, X.indices, X.shape[1])
     if X.nnz and not np.all(np.isfinite(X.data)):

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-from ._common import sparse_input
+from .. import _validation as V
 
 __all__ = ["rmse", "precision_at_k", "recall_at_k", "ndcg_at_k", "auc_score"]
 
@@ -54,7 +54,7 @@ def _relevant(name: str, X: Any) -> sp.csr_matrix:
     summed) without stored zeros."""
     if not sp.issparse(X):
         X = sp.csr_matrix(np.asarray(X))  # dense: no index arrays to trust
-    X = sparse_input(name, X)
+    X = V.check_sparse_matrix(name, X)
     if X.nnz and not X.data.all():
         X = X.copy()  # X may share the caller's arrays
         X.eliminate_zeros()
