@@ -135,22 +135,21 @@ def np_batch_gradient(Xb, yb, swb, W, n_feat, fit_intercept, loss, c, scale=None
 
 
 def run_kernel(X, y, sw, W, order, start, stop, fit_intercept, loss, c, n_threads=1):
-    """One call of the fused kernel as the estimators make it; returns (rows, G[:m], loss)."""
+    """One call of the fused kernel as the estimators make it, without lazy penalty; returns
+    (rows, G[:m], loss)."""
     n_feat = X.shape[1]
     # the matrix's own index type (int32 or int64), so both kernel specialisations run
     indptr, indices = X.indptr, X.indices
     data = np.ascontiguousarray(X.data, dtype=W.dtype)
-    nb = stop - start
-    sc = _base._Batches(W.shape[0], W.shape[1], nb, W.dtype)
-    sc.ensure(int(np.diff(indptr)[order[start:stop]].sum()))
-    d1, d2, ds = np.ones(1), np.zeros((1, 1)), np.zeros(1, dtype=np.int64)
-    m, ls = _linear.minibatch_gradient(
-        indptr, indices, data, order, start, stop, y, sw, W, n_feat, fit_intercept,
-        _linear.LOSSES[loss], c, 1.0 / nb, sc.hkeys, sc.hvals, sc.hpos, sc.hshift, sc.rows,
-        sc.G, sc.Wc, sc.pos2u, sc.offsets, sc.dz, sc.sample_loss, ds, d2, d1, d1, d1, d1, 1,
-        1 << 40, 0, 1.0, n_threads, 0)
-    assert np.all(sc.hkeys == -1), "the kernel must restore its hash table"
-    return sc.rows[:m].copy(), sc.G[:m].copy(), ls
+    samples = _linear.CSRSamples(indptr, indices, data, y, sw, order)
+    model = _linear.LinearModel(W, n_feat, _linear.LOSSES[loss], c)
+    assert model.fit_intercept == fit_intercept
+    scratch = _linear.BatchScratch(W.shape[0], W.shape[1], stop - start, W.dtype, n_threads, 0)
+    scratch.reserve(int(np.diff(indptr)[order[start:stop]].sum()))
+    kernel = _linear.gradient_kernel(W.dtype, indices.dtype)
+    m, ls = kernel(samples, model, scratch, _linear.LazyPenalty(0), start, stop)
+    assert scratch.hash_table_is_clear(), "the kernel must restore its hash table"
+    return scratch.rows[:m].copy(), scratch.G[:m].copy(), ls
 
 
 KERNEL_CASES = [("log", 1, 0.0), ("hinge", 1, 1.0), ("hinge", 1, 0.0), ("squared_hinge", 1, 1.0),
