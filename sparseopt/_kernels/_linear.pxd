@@ -3,8 +3,9 @@
 # A cdef attribute has one C type, so an array whose type follows the specialisation (the
 # float32/float64 values, the int32/int64 CSR indices) has one typed view per type; a bundle
 # binds exactly the one its dtype names and the kernel of that specialisation reads only it.
-# Everything the kernels read is bound once per training call in Python; only the scalars
-# marked "per step" change between calls.
+# Python binds the bundles once per training call (the scratch again when ``reserve`` grows
+# it, the penalty tables at each new segment of steps); between kernel calls only the scalars
+# marked "per step" change.
 from libc.stdint cimport int32_t, int64_t
 
 
