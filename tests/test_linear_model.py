@@ -135,22 +135,21 @@ def np_batch_gradient(Xb, yb, swb, W, n_feat, fit_intercept, loss, c, scale=None
 
 
 def run_kernel(X, y, sw, W, order, start, stop, fit_intercept, loss, c, n_threads=1):
-    """One call of the fused kernel as the estimators make it; returns (rows, G[:m], loss)."""
+    """One call of the fused kernel as the estimators make it, without lazy penalty; returns
+    (rows, G[:m], loss)."""
     n_feat = X.shape[1]
     # the matrix's own index type (int32 or int64), so both kernel specialisations run
     indptr, indices = X.indptr, X.indices
     data = np.ascontiguousarray(X.data, dtype=W.dtype)
-    nb = stop - start
-    sc = _base._Batches(W.shape[0], W.shape[1], nb, W.dtype)
-    sc.ensure(int(np.diff(indptr)[order[start:stop]].sum()))
-    d1, d2, ds = np.ones(1), np.zeros((1, 1)), np.zeros(1, dtype=np.int64)
-    m, ls = _linear.minibatch_gradient(
-        indptr, indices, data, order, start, stop, y, sw, W, n_feat, fit_intercept,
-        _linear.LOSSES[loss], c, 1.0 / nb, sc.hkeys, sc.hvals, sc.hpos, sc.hshift, sc.rows,
-        sc.G, sc.Wc, sc.pos2u, sc.offsets, sc.dz, sc.sample_loss, ds, d2, d1, d1, d1, d1, 1,
-        1 << 40, 0, 1.0, n_threads, 0)
-    assert np.all(sc.hkeys == -1), "the kernel must restore its hash table"
-    return sc.rows[:m].copy(), sc.G[:m].copy(), ls
+    samples = _linear.CSRSamples(indptr, indices, data, y, sw, order)
+    model = _linear.LinearModel(W, n_feat, _linear.LOSSES[loss], c)
+    assert model.fit_intercept == fit_intercept
+    scratch = _linear.BatchScratch(W.shape[0], W.shape[1], stop - start, W.dtype, n_threads, 0)
+    scratch.reserve(int(np.diff(indptr)[order[start:stop]].sum()))
+    kernel = _linear.gradient_kernel(W.dtype, indices.dtype)
+    m, ls = kernel(samples, model, scratch, _linear.LazyPenalty(0), start, stop)
+    assert scratch.hash_table_is_clear(), "the kernel must restore its hash table"
+    return scratch.rows[:m].copy(), scratch.G[:m].copy(), ls
 
 
 KERNEL_CASES = [("log", 1, 0.0), ("hinge", 1, 1.0), ("hinge", 1, 0.0), ("squared_hinge", 1, 1.0),
@@ -210,6 +209,197 @@ def test_kernel_first_appearance_order_and_duplicates():
     assert rows.tolist() == [6, 4, 1, 2]
     Gref, _ = np_batch_gradient(X.toarray(), y, np.ones(2), W, 6, True, "squared", 0.0)
     np.testing.assert_allclose(G, Gref[rows], rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- losses
+
+CLASSIFIER_LOSSES = {"hinge", "log_loss", "modified_huber", "squared_hinge", "perceptron"}
+REGRESSOR_LOSSES = {"squared_error", "huber", "epsilon_insensitive",
+                    "squared_epsilon_insensitive"}
+MAX_DLOSS = 1e12  # loss derivatives beyond this are clipped, as in scikit-learn
+
+
+def test_every_estimator_loss_is_covered():
+    """The loss tests below walk the estimators' loss tables: these are the documented
+    losses, so a loss added to an estimator gets compared with a formula or fails here."""
+    assert set(SGDClassifier._LOSSES) == CLASSIFIER_LOSSES
+    assert set(SGDRegressor._LOSSES) == REGRESSOR_LOSSES
+
+
+def _scalar_loss_cases():
+    """(estimator loss, kernel loss, parameter) as the estimators pass them; epsilon over
+    several values."""
+    cases = []
+    for est in (SGDClassifier, SGDRegressor):
+        for name, (kernel_loss, arg) in est._LOSSES.items():
+            for c in ([0.0, 0.1, 1.5] if arg == "epsilon" else [float(arg)]):
+                cases.append((name, kernel_loss, c))
+    return cases
+
+
+# margins: a fine grid, the kinks (0, +-1, +-c) and values whose derivative exceeds the clip
+_P = np.concatenate([np.linspace(-4, 4, 161), [-1.0, 1.0, -0.1, 0.1, -1.5, 1.5, -18.5, 18.5,
+                                               -40.0, 40.0, 7e11, -7e11, 1e13, -1e13, 3e15,
+                                               -3e15, 1e300, -1e300]])
+
+
+@pytest.mark.parametrize("name,kernel_loss,c", _scalar_loss_cases(), ids=lambda v: str(v))
+def test_py_loss_matches_numpy(name, kernel_loss, c):
+    """Every loss the estimators accept (log_loss with two classes; softmax below), value and
+    derivative, against the NumPy formulas of ``_np_dloss`` over a grid of margins and
+    targets; the derivative clipped to +-1e12 as the kernel clips it before weighting."""
+    classifier = name in CLASSIFIER_LOSSES
+    ys = [-1.0, 1.0] if classifier else [-2.5, -0.1, 0.0, 0.3, 1.0, 5e12]
+    code = _linear.LOSSES[kernel_loss]
+    P, Y = np.meshgrid(_P, ys)
+    P, Y = P.ravel(), Y.ravel()
+    got = np.array([_linear.py_loss(code, p, y, c) for p, y in zip(P, Y)])
+    with np.errstate(over="ignore", invalid="ignore"):
+        lref, dref = _np_dloss(kernel_loss, P, Y, c)
+    # the kernel's log(1 + exp(-z)) and its asymptotic forms beyond |z| = 18 (as
+    # scikit-learn's) agree with the exact log-loss to a relative e**-18
+    rtol = 1e-7 if kernel_loss == "log" else 1e-15
+    np.testing.assert_allclose(got[:, 0], lref, rtol=rtol, atol=0)
+    np.testing.assert_allclose(got[:, 1], np.clip(dref, -MAX_DLOSS, MAX_DLOSS), rtol=rtol,
+                               atol=0)
+    if kernel_loss in ("squared_hinge", "squared", "squared_epsilon_insensitive"):
+        # unbounded derivatives: the grid reaches the clip, so a missing clip fails above
+        assert np.abs(dref).max() > MAX_DLOSS
+        assert np.abs(got[:, 1]).max() == MAX_DLOSS
+
+
+@pytest.mark.parametrize("K", [2, 3, 7])
+def test_py_softmax_loss_matches_numpy(K):
+    """log_loss with more than two classes: the multinomial loss and its derivative
+    ``softmax(z) - onehot(cls)``, stable for large margins."""
+    rng = np.random.default_rng(K)
+    zs = [rng.normal(scale=3, size=K) for _ in range(20)]
+    zs += [np.full(K, 800.0), np.linspace(-1e4, 1e4, K), np.zeros(K)]
+    for z in zs:
+        for cls in range(K):
+            loss, d = _linear.py_softmax_loss(z, cls)
+            mx = z.max()
+            lse = mx + np.log(np.exp(z - mx).sum())
+            dref = np.exp(z - lse)
+            dref[cls] -= 1.0
+            np.testing.assert_allclose(loss, lse - z[cls], rtol=1e-13, atol=1e-13)
+            np.testing.assert_allclose(d, dref, rtol=1e-13, atol=1e-15)
+            assert d.shape == (K,) and np.isfinite(d).all()
+
+
+def test_py_loss_refuses_what_it_cannot_evaluate():
+    with pytest.raises(ValueError, match="softmax"):
+        _linear.py_loss(_linear.LOSSES["softmax"], 0.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="LOSSES"):
+        _linear.py_loss(99, 0.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="class 3"):
+        _linear.py_softmax_loss(np.zeros(3), 3)
+
+
+# --------------------------------------------------------------------------- kernel bundles
+
+def _bundles(dtype=np.float64, index_dtype=np.int32, n=12, n_feat=9, K=1, batch=6):
+    X = sp.random(n, n_feat, density=0.4, format="csr", random_state=3, dtype=np.float64)
+    indptr, indices = X.indptr.astype(index_dtype), X.indices.astype(index_dtype)
+    W = np.zeros((n_feat + 1, K), dtype=dtype)
+    samples = _linear.CSRSamples(indptr, indices, X.data.astype(dtype), np.ones(n),
+                                 np.ones(n), np.arange(n, dtype=np.int64))
+    model = _linear.LinearModel(W, n_feat, _linear.LOSSES["squared"], 0.0)
+    scratch = _linear.BatchScratch(n_feat + 1, K, batch, dtype, 1, 0)
+    scratch.reserve(int(np.diff(indptr).max()) * batch)
+    return samples, model, scratch
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_gradient_kernel_picks_one_specialisation_per_dtype_pair(dtype, index_dtype):
+    kernels = {(d, i): _linear.gradient_kernel(d, i) for d in (np.float32, np.float64)
+               for i in (np.int32, np.int64)}
+    assert len(set(map(id, kernels.values()))) == 4
+    kernel = _linear.gradient_kernel(np.dtype(dtype).name, index_dtype)  # names work too
+    assert kernel is kernels[dtype, index_dtype]
+    samples, model, scratch = _bundles(dtype, index_dtype)
+    m, _ = kernel(samples, model, scratch, _linear.LazyPenalty(0), 0, 6)
+    assert m >= 1 and scratch.G[:m].dtype == dtype
+    for other in kernels.values():  # every other specialisation refuses these bundles
+        if other is not kernel:
+            with pytest.raises(TypeError, match="gradient_kernel"):
+                other(samples, model, scratch, _linear.LazyPenalty(0), 0, 6)
+
+
+@pytest.mark.parametrize("dtype,index_dtype,match", [
+    (np.float16, np.int32, "dtype must be float32 or float64"),
+    (np.int64, np.int32, "dtype must be float32 or float64"),
+    ("not a dtype", np.int32, "dtype must be float32 or float64"),
+    (np.float64, np.uint32, "index_dtype must be int32 or int64"),
+    (np.float64, np.float64, "index_dtype must be int32 or int64"),
+    (np.float32, None, "index_dtype must be int32 or int64"),
+])
+def test_gradient_kernel_refuses_other_dtypes(dtype, index_dtype, match):
+    with pytest.raises(TypeError, match=match):
+        _linear.gradient_kernel(dtype, index_dtype)
+
+
+def test_kernel_bundles_refuse_mismatches_instead_of_crashing():
+    """The entry checks (O(1)) that bundles agree with each other and that the batch and the
+    penalty tables are in range: a caller's mistake is an exception, not a stray read."""
+    samples, model, scratch = _bundles()
+    kernel = _linear.gradient_kernel(np.float64, np.int32)
+    none = _linear.LazyPenalty(0)
+    with pytest.raises(ValueError, match="batch"):
+        kernel(samples, model, scratch, none, 0, 7)  # more samples than the scratch holds
+    with pytest.raises(ValueError, match="batch"):
+        kernel(samples, model, scratch, none, 10, 13)  # past the end of order
+    small = _linear.BatchScratch(5, 1, 6, np.float64, 1, 0)
+    with pytest.raises(ValueError, match="scratch"):
+        kernel(samples, model, small, none, 0, 6)
+    flags = _linear.PENALTY_FLAGS["L1"]
+    lazy = _linear.LazyPenalty(flags, np.zeros(10, dtype=np.int64))
+    lazy.step = 1
+    with pytest.raises(ValueError, match="segment tables"):
+        kernel(samples, model, scratch, lazy, 0, 6)  # flags on, no tables bound
+    with pytest.raises(ValueError, match="segment tables"):
+        _linear.catch_up_rows(model, lazy, 1, 1)
+    lazy.set_segment(np.ones(3), np.zeros(3), np.arange(1.0, 4.0), np.zeros(3))
+    lazy.step = 4  # catches up to step 3, beyond the two steps the tables cover
+    with pytest.raises(ValueError, match="segment tables"):
+        kernel(samples, model, scratch, lazy, 0, 6)
+    short = _linear.LazyPenalty(flags, np.zeros(4, dtype=np.int64))
+    short.set_segment(np.ones(3), np.zeros(3), np.arange(1.0, 4.0), np.zeros(3))
+    short.step = 1
+    with pytest.raises(ValueError, match="shape"):
+        kernel(samples, model, scratch, short, 0, 6)
+    with pytest.raises(ValueError, match="pen_step is required"):
+        _linear.LazyPenalty(flags)
+    with pytest.raises(ValueError, match="avg is required"):
+        _linear.LazyPenalty(_linear.PENALTY_FLAGS["AVG"], np.zeros(10, dtype=np.int64))
+    with pytest.raises(ValueError, match="rows"):
+        _linear.LinearModel(np.zeros((12, 1)), 9, _linear.LOSSES["log"], 0.0)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        _linear.LinearModel(np.zeros((2, 10)).T, 9, _linear.LOSSES["log"], 0.0)
+    with pytest.raises(TypeError, match="indptr"):
+        _linear.CSRSamples(np.zeros(3, dtype=np.int64), np.zeros(0, dtype=np.int32),
+                           np.zeros(0), np.ones(2), np.ones(2), np.zeros(0, dtype=np.int64))
+
+
+def test_lazy_penalty_bundle_catches_up_like_the_closed_form():
+    """One row through the bundle API: an L1+L2 segment of two steps, caught up by
+    ``catch_up_rows``, equals applying the proximal map step by step."""
+    eta, l1, l2 = np.array([0.5, 0.25]), 0.1, 0.2
+    q = np.concatenate([[1.0], np.cumprod(1 / (1 + eta * l2))])
+    cum_a = np.concatenate([[0.0], np.cumsum(eta * l1 / q[:-1])])
+    W = np.array([[0.8, -0.05], [0.3, -0.6]])  # row 1 is the intercept: not penalised
+    model = _linear.LinearModel(W, 1, _linear.LOSSES["log"], 0.0)
+    P = _linear.PENALTY_FLAGS
+    pen = _linear.LazyPenalty(P["L1"] | P["L2"], np.zeros(2, dtype=np.int64))
+    pen.set_segment(q, cum_a, np.cumsum(q), np.cumsum(cum_a * q))
+    expect = W[0].copy()
+    for e in eta:
+        expect = np.sign(expect) * np.maximum(np.abs(expect) - e * l1, 0) / (1 + e * l2)
+    _linear.catch_up_rows(model, pen, 2, 1)
+    np.testing.assert_allclose(W[0], expect, rtol=1e-14)
+    assert expect[1] == 0.0 and W[0, 1] == 0.0
+    np.testing.assert_array_equal(W[1], [0.3, -0.6])
 
 
 # --------------------------------------------------------------------------- dense reference

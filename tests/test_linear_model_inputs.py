@@ -691,9 +691,8 @@ def test_n_threads_at_the_machine_limit_is_accepted():
 def test_kernel_thread_counts_follow_the_shared_rule(monkeypatch):
     """Thread counts come from _utils.threads_for with the model-kernel threshold, and the
     kernel receives that threshold for its row loop (no local constant)."""
-    from types import SimpleNamespace
-
     from sparseopt import _utils
+    from sparseopt._kernels import _linear
     from sparseopt.linear_model import _base
     calls, row_thresholds = [], []
 
@@ -701,25 +700,18 @@ def test_kernel_thread_counts_follow_the_shared_rule(monkeypatch):
         calls.append((n_threads, min_work))
         return _utils.threads_for(n_threads, work, min_work)
 
-    real = _base._linear
+    real = _linear.gradient_kernel
 
-    class Signatures(dict):
-        def __getitem__(self, key):
-            kernel = real.minibatch_gradient.__signatures__[key]
+    def kernel_spy(dtype, index_dtype):
+        kernel = real(dtype, index_dtype)
 
-            def spy(*args):
-                row_thresholds.append(args[-1])
-                return kernel(*args)
-            return spy
-
-    class LinearSpy:
-        minibatch_gradient = SimpleNamespace(__signatures__=Signatures())
-
-        def __getattr__(self, name):
-            return getattr(real, name)
+        def spy(samples, model, scratch, penalty, start, stop):
+            row_thresholds.append(scratch.min_row_work)
+            return kernel(samples, model, scratch, penalty, start, stop)
+        return spy
 
     monkeypatch.setattr(_base, "threads_for", threads_spy)
-    monkeypatch.setattr(_base, "_linear", LinearSpy())
+    monkeypatch.setattr(_linear, "gradient_kernel", kernel_spy)
     X, y, _ = _data()
     SGDClassifier(n_threads=2, max_iter=2, tol=None).fit(X, y)
     assert calls and set(calls) == {(2, _utils.PARALLEL_MIN_MODEL_WORK)}

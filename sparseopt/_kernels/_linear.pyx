@@ -1,41 +1,58 @@
 """Fused mini-batch kernels of ``sparseopt.linear_model``.
 
-One call of ``minibatch_gradient`` does, for the samples ``order[start:stop]`` of a CSR matrix
+One call of the gradient kernel does, for the samples ``order[start:stop]`` of a CSR matrix
 and feature-major weights ``W`` of shape ``(n_rows, K)`` (row ``n_feat`` is the intercept when
-``fit_intercept``):
+the table has it):
 
 1. collect the unique features of the batch in order of first appearance (an open-addressing
    hash table sized to the batch), the intercept row first;
 2. catch those rows up on the lazy penalty and the running average they missed (see
    ``_catch_up``);
 3. compute every sample's margins ``wscale * (X_i @ W + b)``, its loss and the loss
-   derivative ``dloss``, scaled by ``sample_weight * scale`` (``scale`` = 1 / batch size);
+   derivative ``dloss``, scaled by ``sample_weight / (stop - start)``: the gradient is that of
+   the batch's sample-weighted mean loss;
 4. scatter ``X_batch.T @ dloss`` into ``G[:m]`` next to ``rows[:m]``: a row gradient ready for
    ``sparseopt.RowGrad`` and the optimizer's ``step`` (``optimizer="sgd"`` included).
 
+Its arguments are four bundles, bound once per training call (declared in ``_linear.pxd``):
+
+* ``CSRSamples``   X as CSR, targets, sample weights and the visiting order;
+* ``LinearModel``  the weight table, its number of feature rows and the loss;
+* ``BatchScratch`` work arrays sized for the call's batches, the thread plan, and the output
+  ``rows``/``G``;
+* ``LazyPenalty``  flags, per-row steps, running sum and segment tables of the lazy penalty
+  and averaging, plus the per-step scalars ``step``, ``avg_from`` and ``wscale``;
+
+and the batch ``start, stop``. ``gradient_kernel(dtype, index_dtype)`` returns the
+specialisation for float32/float64 values and int32/int64 indices; it checks in O(1) that the
+bundles it is given agree with it and with each other, so a mismatch is a TypeError or a
+ValueError, never a read of an unbound view.
+
 Preconditions (established by ``sparseopt.linear_model``, never checked here):
 
-* ``indptr``/``indices`` have one integer type, ``data`` the dtype of ``W``; every index lies in
-  ``[0, n_feat)``; ``order`` holds valid sample ids;
-* ``W`` and ``G`` are C-contiguous ``(*, K)`` of one floating dtype; ``G``/``rows`` can hold
-  every unique feature of the batch plus the intercept; ``dz`` is ``(>= stop - start, K)``;
-* the hash table ``hkeys`` (all -1, restored before returning) / ``hvals`` has a power-of-two
-  size ``2**(64 - hshift)`` larger than the batch's nonzeros; ``hpos`` can hold the unique rows;
+* every index of X lies in ``[0, n_feat)`` and ``indptr`` is non-decreasing; ``order`` holds
+  valid sample ids;
 * ``y`` is +1/-1 for binary losses, the class index for ``L_SOFTMAX`` and one-vs-rest
   (``K > 1``), the target for regression;
+* ``BatchScratch.reserve`` was given at least the largest number of stored entries of a batch;
 * the lazy-penalty tables (float64, built in Python for the current segment of steps):
   ``Q[s] = prod_{u<=s} 1/(1 + eta_u*l2)``, ``cum_a[s] = sum_{u<=s} eta_u*l1 / Q[u-1]``,
   ``cum_q[s] = sum_{u<=s} Q[u]``, ``cum_aq[s] = sum_{u<=s} cum_a[u]*Q[u]``; ``pen_step[j]`` is
-  the step through which row j is current.
+  the step through which row j is current, at most ``step - 1``.
 * ``wscale`` multiplies every row of ``W``: the weight-scaling trick of the L2-only penalty
   (see ``sparseopt/linear_model/_lazy.py``); 1 otherwise.
 
 Per-sample work runs in ``prange`` over samples (each writes only its own ``dz`` row and
 ``sample_loss`` entry), the catch-up in ``prange`` over unique rows; the scatter and the loss
 sum are serial, in sample order, so results are bitwise identical for any thread count.
+
+``py_loss`` and ``py_softmax_loss`` expose the loss functions themselves, so that each can be
+compared with its formula without running the whole kernel.
 """
+import numpy as np
+
 from libc.math cimport exp, log, fabs, copysign
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX
 from libc.string cimport memset
 from cython cimport floating
 from cython.parallel cimport prange
@@ -89,10 +106,14 @@ LOSSES = dict(log=L_LOG, hinge=L_HINGE, squared_hinge=L_SQUARED_HINGE,
               huber=L_HUBER, epsilon_insensitive=L_EPS_INSENSITIVE,
               squared_epsilon_insensitive=L_SQUARED_EPS_INSENSITIVE)
 PENALTY_FLAGS = dict(L2=P_L2, L1=P_L1, AVG=P_AVG)
+# ``LazyPenalty.avg_from`` while averaging has not started: later than any step of a segment
+AVERAGE_NOT_STARTED = INT64_MAX // 4
 
 # As scikit-learn's _sgd_fast: a derivative this large only comes from a diverging model.
 cdef double MAX_DLOSS = 1e12
 
+
+# --------------------------------------------------------------------------- losses
 
 cdef inline double _loss(int loss, double p, double y, double c, double* dl) noexcept nogil:
     """Loss of one output; writes d loss / d p to ``dl`` (scikit-learn's formulas)."""
@@ -173,13 +194,48 @@ cdef inline double _clip(double d) noexcept nogil:
     return d
 
 
+cdef inline double _softmax(double* z, Py_ssize_t K, Py_ssize_t cls,
+                            double wi) noexcept nogil:
+    """Multinomial log-loss of the margins ``z[:K]`` for class ``cls``; then
+    ``z[k] <- dloss_k * wi``. The derivative is bounded by 1, so it is not clipped."""
+    cdef Py_ssize_t k
+    cdef double mx, s, lse, d, lossv
+    mx = z[0]
+    for k in range(1, K):
+        if z[k] > mx:
+            mx = z[k]
+    s = 0.0
+    for k in range(K):
+        s = s + exp(z[k] - mx)
+    lse = mx + log(s)
+    lossv = lse - z[cls]
+    for k in range(K):
+        d = exp(z[k] - lse)
+        if k == cls:
+            d = d - 1.0
+        z[k] = d * wi
+    return lossv
+
+
+# What the margins of a sample need besides its entries: constant over a kernel call.
+cdef struct _Margins:
+    Py_ssize_t K            # outputs
+    bint intercept          # row 0 of the compact table is the intercept
+    double wscale           # the weight-scaling trick's factor
+    int loss
+    double loss_param
+
+
 cdef inline double _sample(const int32_t* ind, const floating* val, Py_ssize_t nnz,
-                           const floating* W, Py_ssize_t K, const floating* bias, double wscale,
-                           double* z, double yi, double wi, int loss, double c) noexcept nogil:
-    """Margins ``wscale * (x @ W + bias)`` of one sample into ``z[:K]``, then
-    ``z[k] <- dloss_k * wi``; returns the loss."""
-    cdef Py_ssize_t e, k, cls
-    cdef double acc, x, mx, s, lse, d, lossv, yk
+                           const floating* W, const _Margins* mg, double yi, double wi,
+                           double* z) noexcept nogil:
+    """Margins ``wscale * (x @ W + bias)`` of one sample into ``z[:K]`` (``ind`` indexes rows
+    of the compact table ``W``), then ``z[k] <- dloss_k * wi``; returns the loss."""
+    cdef Py_ssize_t K = mg.K, e, k, cls
+    cdef const floating* bias = W if mg.intercept else NULL
+    cdef double wscale = mg.wscale, c = mg.loss_param
+    cdef int loss = mg.loss
+    cdef double acc, x, d, lossv, yk
     cdef const floating* w
     if K == 1:
         acc = bias[0] if bias != NULL else 0.0
@@ -200,21 +256,7 @@ cdef inline double _sample(const int32_t* ind, const floating* val, Py_ssize_t n
         z[k] = z[k] * wscale
     cls = <Py_ssize_t>yi
     if loss == L_SOFTMAX:
-        mx = z[0]
-        for k in range(1, K):
-            if z[k] > mx:
-                mx = z[k]
-        s = 0.0
-        for k in range(K):
-            s = s + exp(z[k] - mx)
-        lse = mx + log(s)
-        lossv = lse - z[cls]
-        for k in range(K):
-            d = exp(z[k] - lse)
-            if k == cls:
-                d = d - 1.0
-            z[k] = d * wi
-        return lossv
+        return _softmax(z, K, cls, wi)
     # one-vs-rest: output k is the binary problem "class k against the rest"
     lossv = 0.0
     for k in range(K):
@@ -222,6 +264,18 @@ cdef inline double _sample(const int32_t* ind, const floating* val, Py_ssize_t n
         lossv = lossv + _loss(loss, z[k], yk, c, &d)
         z[k] = _clip(d) * wi
     return lossv
+
+
+# --------------------------------------------------------------------------- lazy catch-up
+
+# The current segment's tables and flags, as the per-row catch-up reads them.
+cdef struct _Segment:
+    const double* Q
+    const double* cum_a
+    const double* cum_q
+    const double* cum_aq
+    int64_t avg_from
+    int flags
 
 
 cdef inline int64_t _last_below(const double* cum_a, int64_t lo, int64_t hi,
@@ -240,17 +294,22 @@ cdef inline int64_t _last_below(const double* cum_a, int64_t lo, int64_t hi,
 
 
 cdef inline void _catch_up(floating* w, double* avg, Py_ssize_t K, int64_t p, int64_t q,
-                           bint penalized, const double* Q, const double* cum_a,
-                           const double* cum_q, const double* cum_aq, int64_t avg_from,
-                           int flags) noexcept nogil:
+                           bint penalized, const _Segment* seg) noexcept nogil:
     """Bring one row from step ``p`` to step ``q``: apply the proximal penalty steps
-    ``p+1..q`` and add the row's values at the end of each step ``s >= avg_from`` to ``avg``.
+    ``p+1..q`` and add the row's values at the end of each step ``s >= avg_from`` to ``avg``
+    (NULL: no average).
 
     One prox step is ``w <- sign(w) * max(|w| - eta*l1, 0) / (1 + eta*l2)``. Composed over
     steps ``p+1..s`` it is ``|w_s| = max(0, |w_p| - Q_p (A_s - A_p)) * Q_s / Q_p`` (``Q``, ``A``
     the tables above); the sum of ``w_s`` over a range of steps follows from the cumulative
     tables, with a binary search for the step where L1 reaches zero.
     """
+    cdef const double* Q = seg.Q
+    cdef const double* cum_a = seg.cum_a
+    cdef const double* cum_q = seg.cum_q
+    cdef const double* cum_aq = seg.cum_aq
+    cdef int64_t avg_from = seg.avg_from
+    cdef int flags = seg.flags
     cdef bint l1 = flags & P_L1, l2 = flags & P_L2, av = (flags & P_AVG) and avg != NULL
     cdef int64_t s1, ss
     cdef Py_ssize_t k
@@ -293,49 +352,67 @@ cdef inline void _catch_up(floating* w, double* avg, Py_ssize_t K, int64_t p, in
             w[k] = 0.0
 
 
-def minibatch_gradient(const index_t[::1] indptr, const index_t[::1] indices,
-                       const floating[::1] data, const int64_t[::1] order,
-                       Py_ssize_t start, Py_ssize_t stop, const double[::1] y,
-                       const double[::1] sw, floating[:, ::1] W, Py_ssize_t n_feat,
-                       bint fit_intercept, int loss, double loss_param, double scale,
-                       int64_t[::1] hkeys, int32_t[::1] hvals, int64_t[::1] hpos,
-                       int hshift, int64_t[::1] rows, floating[:, ::1] G,
-                       floating[:, ::1] Wc, int32_t[::1] pos2u, int64_t[::1] offsets,
-                       double[:, ::1] dz, double[::1] sample_loss, int64_t[::1] pen_step,
-                       double[:, ::1] avg, const double[::1] Q, const double[::1] cum_a,
-                       const double[::1] cum_q, const double[::1] cum_aq, int64_t t,
-                       int64_t avg_from, int flags, double wscale, int n_threads,
-                       Py_ssize_t min_row_work):
-    """Row gradient of one mini-batch; see the module docstring. In place: the hash table
-    (restored), ``rows``, ``G``, the scratch ``Wc`` (touched rows of ``W``, compact),
-    ``pos2u`` (unique id of each nonzero of the batch), ``offsets`` (where each sample's
-    nonzeros start in ``pos2u``), ``dz``, ``sample_loss`` and, with lazy penalty or averaging
-    (``flags``), the touched rows of ``W``, ``avg`` and ``pen_step`` (caught up to ``t - 1``).
+cdef inline _Segment _segment(LazyPenalty penalty) noexcept:
+    """The tables of ``penalty`` as raw pointers (NULL when none are bound)."""
+    cdef _Segment seg
+    seg.flags = penalty.flags
+    seg.avg_from = penalty.avg_from
+    if penalty.segment_length > 0:
+        seg.Q = &penalty.Q[0]
+        seg.cum_a = &penalty.cum_a[0]
+        seg.cum_q = &penalty.cum_q[0]
+        seg.cum_aq = &penalty.cum_aq[0]
+    else:
+        seg.Q = seg.cum_a = seg.cum_q = seg.cum_aq = NULL
+    return seg
 
-    Only one pass reads a large array at random: the catch-up/gather of every unique row;
-    margins and the scatter of ``X_batch.T @ dloss`` then work on the compact ``Wc``/``G``
-    (cache-resident for batches of a few thousand features), and the CSR rows of the samples
-    a few places ahead are prefetched.
 
-    ``n_threads`` is the team size for the per-sample loop, chosen in Python; the catch-up and
-    gather over unique rows uses it only when it has at least ``min_row_work`` elements
-    (unique rows x outputs, known only here), else one thread.
+# --------------------------------------------------------------------------- the kernels
 
-    Returns ``(m, loss_sum)``: the number of gradient rows and the sample-weighted sum of the
-    batch's losses (at the weights before the update).
-    """
+cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
+                      const floating[::1] data, floating[:, ::1] W, floating[:, ::1] G,
+                      floating[:, ::1] Wc, CSRSamples samples, LinearModel model,
+                      BatchScratch scratch, LazyPenalty penalty, Py_ssize_t start,
+                      Py_ssize_t stop):
+    """The gradient kernel (module docstring). The first six arguments are the typed views
+    of the bundles that follow, the ones whose type is the specialisation's."""
+    cdef const int64_t[::1] order = samples.order
+    cdef const double[::1] y = samples.y
+    cdef const double[::1] sw = samples.sample_weight
+    cdef int64_t[::1] hkeys = scratch.hkeys
+    cdef int32_t[::1] hvals = scratch.hvals
+    cdef int64_t[::1] hpos = scratch.hpos
+    cdef int64_t[::1] rows = scratch.rows_mv
+    cdef int32_t[::1] pos2u = scratch.pos2u
+    cdef int64_t[::1] offsets = scratch.offsets
+    cdef double[:, ::1] dz = scratch.dz
+    cdef double[::1] sample_loss = scratch.sample_loss
+    cdef int64_t[::1] pen_step = penalty.pen_step
+    cdef int hshift = scratch.hshift, n_threads = scratch.n_threads
+    cdef Py_ssize_t min_row_work = scratch.min_row_work
+    cdef Py_ssize_t n_feat = model.n_feat
+    cdef bint fit_intercept = model.fit_intercept
+    cdef int64_t t = penalty.step
+    cdef _Segment seg = _segment(penalty)
+    cdef _Margins mg
     cdef Py_ssize_t K = W.shape[1], nb = stop - start, b, k, u, m = 0, pos = 0
     cdef int64_t i, j, e, e0, e1, o0, o1
     cdef int32_t sl
-    cdef double x, loss_sum = 0.0
+    cdef double x, scale, loss_sum = 0.0
     cdef const double* zb
     cdef floating* gu
-    cdef bint lazy = (flags & (P_L1 | P_L2 | P_AVG)) != 0
-    cdef double* avg_p = &avg[0, 0] if flags & P_AVG else NULL
+    cdef bint lazy = (seg.flags & (P_L1 | P_L2 | P_AVG)) != 0
+    cdef double* avg_p = &penalty.avg[0, 0] if seg.flags & P_AVG else NULL
     cdef int nt_rows
     cdef uint64_t h, hmask = hkeys.shape[0] - 1
     if nb <= 0:
         return 0, 0.0
+    scale = 1.0 / <double>nb
+    mg.K = K
+    mg.intercept = fit_intercept
+    mg.wscale = penalty.wscale
+    mg.loss = model.loss
+    mg.loss_param = model.loss_param
     with nogil:
         # 1. unique rows (intercept first) and the unique id of every nonzero, through an
         #    open-addressing hash table sized to the batch (it stays in cache, where a
@@ -383,8 +460,7 @@ def minibatch_gradient(const index_t[::1] indptr, const index_t[::1] indices,
             j = rows[u]
             if lazy:
                 _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K,
-                          pen_step[j], t - 1, j < n_feat, &Q[0], &cum_a[0], &cum_q[0],
-                          &cum_aq[0], avg_from, flags)
+                          pen_step[j], t - 1, j < n_feat, &seg)
                 pen_step[j] = t - 1
             for k in range(K):
                 Wc[u, k] = W[j, k]
@@ -396,10 +472,8 @@ def minibatch_gradient(const index_t[::1] indptr, const index_t[::1] indices,
             e0 = indptr[i]
             sample_loss[b] = sw[i] * _sample(&pos2u[o0] if o1 > o0 else NULL,
                                              &data[e0] if o1 > o0 else NULL, o1 - o0,
-                                             &Wc[0, 0], K,
-                                             &Wc[0, 0] if fit_intercept else NULL, wscale,
-                                             &dz[b, 0], y[i], sw[i] * scale, loss,
-                                             loss_param)
+                                             &Wc[0, 0], &mg, y[i], sw[i] * scale,
+                                             &dz[b, 0])
         # 4. G = X_batch.T @ dz (serial, in sample order: deterministic)
         memset(&G[0, 0], 0, m * K * sizeof(floating))
         for b in range(nb):
@@ -424,17 +498,407 @@ def minibatch_gradient(const index_t[::1] indptr, const index_t[::1] indices,
     return m, loss_sum
 
 
-def catch_up_rows(floating[:, ::1] W, Py_ssize_t n_feat, int64_t[::1] pen_step,
-                  double[:, ::1] avg, const double[::1] Q, const double[::1] cum_a,
-                  const double[::1] cum_q, const double[::1] cum_aq, int64_t q,
-                  int64_t avg_from, int flags, int n_threads):
-    """Bring every row of ``W`` (and ``avg``) up to step ``q``, then set ``pen_step`` to 0:
-    the end of a segment of steps, after which the tables restart (in place)."""
+cdef void _catch_up_rows(floating[:, ::1] W, Py_ssize_t n_feat, LazyPenalty penalty,
+                         int64_t q, int n_threads) noexcept:
+    """Every row of ``W`` (and of the running sum) up to step ``q``, then ``pen_step`` to 0."""
+    cdef int64_t[::1] pen_step = penalty.pen_step
     cdef Py_ssize_t n = W.shape[0], K = W.shape[1], j
-    cdef double* avg_p = &avg[0, 0] if flags & P_AVG else NULL
+    cdef _Segment seg = _segment(penalty)
+    cdef double* avg_p = &penalty.avg[0, 0] if seg.flags & P_AVG else NULL
     with nogil:
         for j in prange(n, num_threads=n_threads, schedule="static"):
             _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, pen_step[j],
-                      q, j < n_feat, &Q[0], &cum_a[0], &cum_q[0], &cum_aq[0], avg_from,
-                      flags)
+                      q, j < n_feat, &seg)
             pen_step[j] = 0
+
+
+# --------------------------------------------------------------------------- bundles
+
+cdef int _float_bits(object dtype, str name) except -1:
+    """32 or 64 for a float32/float64 dtype; TypeError naming ``name`` otherwise."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt == np.float32:
+        return 32
+    if dt == np.float64:
+        return 64
+    raise TypeError(f"{name} must be float32 or float64, got {dtype!r}")
+
+
+cdef int _index_bits(object dtype, str name) except -1:
+    """32 or 64 for an int32/int64 dtype; TypeError naming ``name`` otherwise."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt == np.int32:
+        return 32
+    if dt == np.int64:
+        return 64
+    raise TypeError(f"{name} must be int32 or int64, got {dtype!r}")
+
+
+cdef object _array(object value, object dtype, int ndim, str name):
+    """``value`` itself when it is a C-contiguous ndarray of ``dtype`` and ``ndim``
+    dimensions (the bundles bind the caller's buffers, never a copy); TypeError otherwise."""
+    if not (isinstance(value, np.ndarray) and value.dtype == dtype and value.ndim == ndim
+            and value.flags.c_contiguous):
+        raise TypeError(f"{name} must be a C-contiguous {ndim}-D ndarray of "
+                        f"{np.dtype(dtype).name}, got {type(value).__name__} "
+                        f"{getattr(value, 'dtype', '')} {getattr(value, 'shape', '')}")
+    return value
+
+
+cdef class CSRSamples:
+    """The training samples as the gradient kernel reads them.
+
+    Parameters
+    ----------
+    indptr, indices : ndarray of int32 or int64 (one type for both)
+        A CSR structure whose column indices are valid for the model (checked in Python).
+    data : ndarray of float32 or float64
+        The stored values, of the weights' dtype.
+    y, sample_weight : ndarray of float64, one per row
+        Kernel targets (see the module docstring) and per-sample weights.
+    order : ndarray of int64
+        Sample ids in visiting order; a batch is ``order[start:stop]``. The bundle binds the
+        caller's array, so permuting it in place between calls (shuffling) needs no rebinding.
+    """
+
+    def __init__(self, indptr, indices, data, y, sample_weight, order):
+        self.index_bits = _index_bits(getattr(indices, "dtype", None), "indices")
+        self.float_bits = _float_bits(getattr(data, "dtype", None), "data")
+        self.index_dtype = np.dtype(np.int32 if self.index_bits == 32 else np.int64)
+        self.dtype = np.dtype(np.float32 if self.float_bits == 32 else np.float64)
+        if self.index_bits == 32:
+            self.indptr32 = _array(indptr, self.index_dtype, 1, "indptr")
+            self.indices32 = _array(indices, self.index_dtype, 1, "indices")
+        else:
+            self.indptr64 = _array(indptr, self.index_dtype, 1, "indptr")
+            self.indices64 = _array(indices, self.index_dtype, 1, "indices")
+        if self.float_bits == 32:
+            self.data32 = _array(data, self.dtype, 1, "data")
+        else:
+            self.data64 = _array(data, self.dtype, 1, "data")
+        self.n_samples = indptr.shape[0] - 1
+        if self.n_samples < 0 or indices.shape[0] != data.shape[0]:
+            raise ValueError("indptr must hold at least one entry and indices and data the "
+                             "same number")
+        self.y = _array(y, np.float64, 1, "y")
+        self.sample_weight = _array(sample_weight, np.float64, 1, "sample_weight")
+        if y.shape[0] != self.n_samples or sample_weight.shape[0] != self.n_samples:
+            raise ValueError(f"y and sample_weight must hold one value per row of X "
+                             f"({self.n_samples}), got {y.shape[0]} and "
+                             f"{sample_weight.shape[0]}")
+        self.order = _array(order, np.int64, 1, "order")
+        self.n_order = order.shape[0]
+
+
+cdef class LinearModel:
+    """The weight table a kernel trains and the loss it is trained for.
+
+    Parameters
+    ----------
+    W : ndarray of float32 or float64, shape (n_feat or n_feat + 1, K), C-contiguous
+        Feature-major weights, updated in place; a row ``n_feat`` is the intercept.
+    n_feat : int
+        Rows of features (the lazy penalty applies to them, never to the intercept).
+    loss : int
+        A value of ``LOSSES``.
+    loss_param : float
+        The hinge margin (``L_HINGE``, ``L_SQUARED_HINGE``) or epsilon (``L_HUBER`` and the
+        epsilon-insensitive losses); unused by the others.
+    """
+
+    def __init__(self, W, Py_ssize_t n_feat, int loss, double loss_param):
+        self.float_bits = _float_bits(getattr(W, "dtype", None), "W")
+        self.dtype = W.dtype
+        if self.float_bits == 32:
+            self.W32 = _array(W, self.dtype, 2, "W")
+        else:
+            self.W64 = _array(W, self.dtype, 2, "W")
+        if not (n_feat >= 0 and W.shape[0] in (n_feat, n_feat + 1)):
+            raise ValueError(f"W must have n_feat ({n_feat}) rows, or one more for the "
+                             f"intercept; got {W.shape[0]}")
+        if loss not in _LOSS_CODES:
+            raise ValueError(f"loss must be one of {sorted(_LOSS_CODES)}, got {loss}")
+        self.W = W
+        self.n_feat = n_feat
+        self.fit_intercept = W.shape[0] == n_feat + 1
+        self.loss = loss
+        self.loss_param = loss_param
+
+
+cdef int _bit_length(Py_ssize_t v) noexcept:
+    cdef int n = 0
+    while v > 0:
+        v >>= 1
+        n += 1
+    return n
+
+
+cdef class BatchScratch:
+    """Work arrays of the gradient kernel for one training call, and its thread plan.
+
+    Parameters
+    ----------
+    n_rows, n_outputs : int
+        Shape of the weight table.
+    max_batch : int
+        Samples per kernel call at most.
+    dtype : float32 or float64
+        The weights' dtype (of the gradient rows ``G`` and the compact copy of the touched
+        weights).
+    n_threads : int
+        Team of the per-sample loop (chosen in Python from the batch's work); the catch-up
+        and gather over unique rows uses it only when it has at least ``min_row_work``
+        elements (unique rows x outputs, known only inside the kernel), else one thread.
+    min_row_work : int
+
+    After a kernel call returning ``m``, ``rows[:m]`` are the unique rows of the batch
+    (intercept first, then features in order of first appearance) and ``G[:m]`` their
+    gradient rows. ``reserve`` sizes the arrays that grow with a batch's stored entries.
+    """
+
+    def __init__(self, Py_ssize_t n_rows, Py_ssize_t n_outputs, Py_ssize_t max_batch, dtype,
+                 int n_threads, Py_ssize_t min_row_work):
+        self.float_bits = _float_bits(dtype, "dtype")
+        self.dtype = np.dtype(dtype)
+        if n_rows < 1 or n_outputs < 1 or max_batch < 0 or n_threads < 1:
+            raise ValueError("BatchScratch needs n_rows, n_outputs, n_threads >= 1 and "
+                             "max_batch >= 0")
+        self.n_rows, self.n_outputs, self.max_batch = n_rows, n_outputs, max_batch
+        self.n_threads, self.min_row_work = n_threads, min_row_work
+        self.offsets = np.empty(max_batch + 1, dtype=np.int64)
+        self.dz = np.empty((max_batch, n_outputs), dtype=np.float64)
+        self.sample_loss = np.empty(max_batch, dtype=np.float64)
+        self.nnz_capacity = -1
+        self.reserve(0)
+
+    def reserve(self, Py_ssize_t max_batch_nnz):
+        """Make room for batches of up to ``max_batch_nnz`` stored entries. Growth is by at
+        least a quarter, so a later epoch whose largest batch is a little larger does not
+        reallocate every time.
+
+        The hash table has a power-of-two size at least twice the entries (plus the
+        intercept), so probe sequences stay short; the row arrays hold every row a batch can
+        touch: its entries plus the intercept, at most the table's rows.
+        """
+        cdef Py_ssize_t grown, cap
+        cdef int bits
+        if max_batch_nnz <= self.nnz_capacity:
+            return
+        grown = <Py_ssize_t>(1.25 * self.nnz_capacity)
+        self.nnz_capacity = max_batch_nnz if max_batch_nnz > grown else grown
+        cap = min(self.n_rows, self.nnz_capacity + 1)
+        self.pos2u = np.empty(max(self.nnz_capacity, 1), dtype=np.int32)
+        bits = max(4, _bit_length(2 * (self.nnz_capacity + 1)))
+        self.hkeys = np.full(1 << bits, -1, dtype=np.int64)
+        self.hvals = np.empty(1 << bits, dtype=np.int32)
+        self.hshift = 64 - bits
+        self.hpos = np.empty(cap, dtype=np.int64)
+        self.rows = np.empty(cap, dtype=np.int64)
+        self.rows_mv = self.rows
+        self.G = np.empty((cap, self.n_outputs), dtype=self.dtype)
+        Wc = np.empty((cap, self.n_outputs), dtype=self.dtype)
+        if self.float_bits == 32:
+            self.G32, self.Wc32 = self.G, Wc
+        else:
+            self.G64, self.Wc64 = self.G, Wc
+
+    def hash_table_is_clear(self):
+        """True when every slot of the hash table is empty, as every kernel call leaves it."""
+        return bool(np.all(np.asarray(self.hkeys) == -1))
+
+
+cdef class LazyPenalty:
+    """The lazy penalty and averaging state the kernels read and update in place.
+
+    Parameters
+    ----------
+    flags : int
+        ``PENALTY_FLAGS`` bits: ``L1``/``L2`` for a lazy proximal penalty, ``AVG`` for the
+        running sum of the average. 0: nothing is lazy, and no array is needed.
+    pen_step : ndarray of int64, one per weight row, or None
+        The step through which each row is current; required when ``flags`` is not 0.
+    avg : ndarray of float64 shaped like the weights, or None
+        The running sum of the average; required with ``AVG``.
+
+    ``set_segment`` binds the tables of the current segment of steps; the per-step scalars
+    ``step`` (this step's index in the segment, from 1), ``avg_from`` (first averaged step of
+    the segment, ``AVERAGE_NOT_STARTED`` before averaging starts) and ``wscale`` are plain
+    attributes, set in Python before every kernel call.
+    """
+
+    def __init__(self, int flags, pen_step=None, avg=None):
+        if flags & ~(P_L1 | P_L2 | P_AVG):
+            raise ValueError(f"flags must combine {PENALTY_FLAGS}, got {flags}")
+        self.flags = flags
+        if flags:
+            if pen_step is None:
+                raise ValueError("pen_step is required when flags is not 0")
+            self.pen_step = _array(pen_step, np.int64, 1, "pen_step")
+        if flags & P_AVG:
+            if avg is None:
+                raise ValueError("avg is required with the AVG flag")
+            self.avg = _array(avg, np.float64, 2, "avg")
+        self.segment_length = 0
+        self.step = 0
+        self.avg_from = AVERAGE_NOT_STARTED
+        self.wscale = 1.0
+
+    def set_segment(self, Q, cum_a, cum_q, cum_aq):
+        """Bind the float64 tables of a segment of ``len(Q) - 1`` steps (module docstring)."""
+        n = len(Q)
+        self.Q = _array(Q, np.float64, 1, "Q")
+        self.cum_a = _array(cum_a, np.float64, 1, "cum_a")
+        self.cum_q = _array(cum_q, np.float64, 1, "cum_q")
+        self.cum_aq = _array(cum_aq, np.float64, 1, "cum_aq")
+        if n < 2 or len(cum_a) < n or len(cum_q) < n or len(cum_aq) < n:
+            self.segment_length = 0
+            raise ValueError("the segment tables must have one entry per step plus one, and "
+                             "cover at least one step")
+        self.segment_length = n - 1
+
+
+# --------------------------------------------------------------------------- entry points
+
+cdef int _check_penalty(LazyPenalty penalty, Py_ssize_t n_rows, Py_ssize_t K,
+                        int64_t q) except -1:
+    """O(1): the penalty's arrays fit the table and its tables cover step ``q``."""
+    if not penalty.flags:
+        return 0
+    if penalty.pen_step.shape[0] != n_rows or (
+            penalty.flags & P_AVG and (penalty.avg.shape[0] != n_rows
+                                       or penalty.avg.shape[1] != K)):
+        raise ValueError("the LazyPenalty arrays do not match the weight table's shape")
+    if not 0 <= q <= penalty.segment_length or penalty.segment_length == 0:
+        raise ValueError(f"the segment tables ({penalty.segment_length} steps) do not cover "
+                         f"step {q}")
+    if penalty.avg_from < 1:
+        raise ValueError(f"avg_from must be >= 1, got {penalty.avg_from}")
+    return 0
+
+
+cdef int _check_call(CSRSamples samples, LinearModel model, BatchScratch scratch,
+                     LazyPenalty penalty, Py_ssize_t start, Py_ssize_t stop, int float_bits,
+                     int index_bits) except -1:
+    """O(1): the bundles suit this specialisation and each other, and the batch fits."""
+    if not (samples.float_bits == model.float_bits == scratch.float_bits == float_bits
+            and samples.index_bits == index_bits):
+        raise TypeError(
+            f"this kernel is for float{float_bits} values and int{index_bits} indices; got "
+            f"samples of {samples.dtype} with {samples.index_dtype} indices, weights of "
+            f"{model.dtype} and scratch of {scratch.dtype} (pick the kernel with "
+            "gradient_kernel(dtype, index_dtype))")
+    W = model.W
+    if scratch.n_rows != W.shape[0] or scratch.n_outputs != W.shape[1]:
+        raise ValueError(f"the scratch is for a ({scratch.n_rows}, {scratch.n_outputs}) "
+                         f"table, the model's is {W.shape}")
+    if not (0 <= start <= stop <= samples.n_order and stop - start <= scratch.max_batch):
+        raise ValueError(f"batch [{start}, {stop}) is outside order (length "
+                         f"{samples.n_order}) or larger than the scratch "
+                         f"({scratch.max_batch} samples)")
+    # the kernel catches rows up to step - 1
+    _check_penalty(penalty, W.shape[0], W.shape[1], penalty.step - 1)
+    if penalty.flags and penalty.step < 1:
+        raise ValueError(f"step must be >= 1, got {penalty.step}")
+    return 0
+
+
+# The four specialisations of the gradient kernel: one line each binds the typed views.
+def _gradient_f32_i32(CSRSamples samples not None, LinearModel model not None,
+                      BatchScratch scratch not None, LazyPenalty penalty not None,
+                      Py_ssize_t start, Py_ssize_t stop):
+    _check_call(samples, model, scratch, penalty, start, stop, 32, 32)
+    return _gradient(samples.indptr32, samples.indices32, samples.data32, model.W32,
+                     scratch.G32, scratch.Wc32, samples, model, scratch, penalty, start, stop)
+
+
+def _gradient_f32_i64(CSRSamples samples not None, LinearModel model not None,
+                      BatchScratch scratch not None, LazyPenalty penalty not None,
+                      Py_ssize_t start, Py_ssize_t stop):
+    _check_call(samples, model, scratch, penalty, start, stop, 32, 64)
+    return _gradient(samples.indptr64, samples.indices64, samples.data32, model.W32,
+                     scratch.G32, scratch.Wc32, samples, model, scratch, penalty, start, stop)
+
+
+def _gradient_f64_i32(CSRSamples samples not None, LinearModel model not None,
+                      BatchScratch scratch not None, LazyPenalty penalty not None,
+                      Py_ssize_t start, Py_ssize_t stop):
+    _check_call(samples, model, scratch, penalty, start, stop, 64, 32)
+    return _gradient(samples.indptr32, samples.indices32, samples.data64, model.W64,
+                     scratch.G64, scratch.Wc64, samples, model, scratch, penalty, start, stop)
+
+
+def _gradient_f64_i64(CSRSamples samples not None, LinearModel model not None,
+                      BatchScratch scratch not None, LazyPenalty penalty not None,
+                      Py_ssize_t start, Py_ssize_t stop):
+    _check_call(samples, model, scratch, penalty, start, stop, 64, 64)
+    return _gradient(samples.indptr64, samples.indices64, samples.data64, model.W64,
+                     scratch.G64, scratch.Wc64, samples, model, scratch, penalty, start, stop)
+
+
+_GRADIENT_KERNELS = {(32, 32): _gradient_f32_i32, (32, 64): _gradient_f32_i64,
+                     (64, 32): _gradient_f64_i32, (64, 64): _gradient_f64_i64}
+
+
+def gradient_kernel(dtype, index_dtype):
+    """The gradient kernel for weights and values of ``dtype`` (float32 or float64) and CSR
+    indices of ``index_dtype`` (int32 or int64); TypeError for any other combination.
+
+    The kernel is called as ``kernel(samples, model, scratch, penalty, start, stop)`` with the
+    bundles ``CSRSamples``, ``LinearModel``, ``BatchScratch`` and ``LazyPenalty`` and returns
+    ``(m, loss_sum)``: the number of gradient rows (``scratch.rows[:m]``, ``scratch.G[:m]``)
+    and the sample-weighted sum of the losses of ``order[start:stop]`` at the weights before
+    the update (module docstring). In place: the scratch (its hash table restored) and, with
+    lazy penalty or averaging, the touched rows of ``W``, the running sum and ``pen_step``
+    (caught up to ``step - 1``).
+    """
+    return _GRADIENT_KERNELS[_float_bits(dtype, "dtype"), _index_bits(index_dtype,
+                                                                       "index_dtype")]
+
+
+def catch_up_rows(LinearModel model not None, LazyPenalty penalty not None, int64_t q,
+                  int n_threads):
+    """Bring every row of ``model.W`` (and the running sum) up to step ``q`` of the current
+    segment, then mark every row current at step 0: the end of a segment, after which the
+    tables restart (in place). Nothing to do when ``penalty.flags`` is 0."""
+    if not penalty.flags:
+        return
+    W = model.W
+    _check_penalty(penalty, W.shape[0], W.shape[1], q)
+    if model.float_bits == 32:
+        _catch_up_rows(model.W32, model.n_feat, penalty, q, n_threads)
+    else:
+        _catch_up_rows(model.W64, model.n_feat, penalty, q, n_threads)
+
+
+# --------------------------------------------------------------------------- test hooks
+
+_LOSS_CODES = frozenset(LOSSES.values())
+
+
+def py_loss(int loss, double p, double y, double param):
+    """``(loss, dloss)`` of one output as the kernels compute them: ``p`` the margin, ``y``
+    the target (+1/-1 for the classification losses), ``param`` the hinge margin or
+    epsilon; ``dloss`` (d loss / d p) clipped to +-1e12, as the kernels clip it before
+    weighting. ``L_SOFTMAX`` needs every output: see ``py_softmax_loss``."""
+    cdef double d, value
+    if loss not in _LOSS_CODES or loss == L_SOFTMAX:
+        raise ValueError(f"loss must be a value of LOSSES other than softmax, got {loss}")
+    value = _loss(loss, p, y, param, &d)
+    return value, _clip(d)
+
+
+def py_softmax_loss(z, Py_ssize_t cls):
+    """``(loss, dloss)`` of the multinomial log-loss of margins ``z`` (1-D) for class
+    ``cls``, as the kernels compute them; ``dloss`` is a new float64 array."""
+    out = np.array(z, dtype=np.float64, copy=True)
+    if out.ndim != 1 or out.shape[0] < 1 or not 0 <= cls < out.shape[0]:
+        raise ValueError(f"z must be 1-D with an entry for class {cls}, got shape {out.shape}")
+    cdef double[::1] zv = out
+    value = _softmax(&zv[0], zv.shape[0], cls, 1.0)
+    return value, out

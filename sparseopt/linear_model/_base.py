@@ -6,23 +6,24 @@ last row is the intercept when ``fit_intercept``. A mini-batch touches only the 
 features it contains (plus the intercept row), so a step costs O(batch nonzeros), whatever the
 number of features:
 
-    _kernels/_linear.minibatch_gradient    margins, losses, dloss, G = X_batch.T @ dloss as
+    _kernels/_linear gradient kernel       margins, losses, dloss, G = X_batch.T @ dloss as
                                            unique rows (+ lazy penalty/average catch-up)
     sparseopt.Adam/Adagrad/RMSprop.step    RowGrad(rows, G): the optimizer core, lazy
     (or sparseopt.optim.SGD.step)          plain SGD for optimizer="sgd", same path
+
+``BaseSGD._run`` is the training loop; the step-size schedule, the batches and the kernel's
+bundles, the convergence test and the verbose output are in ``_training.py``, the lazy penalty
+and averaging in ``_lazy.py``.
 """
 from __future__ import annotations
 
 import math
 import numbers
-import time
-import warnings
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from .. import _validation as V
@@ -31,6 +32,7 @@ from .._sklearn import model_lock, serialised, validate_data
 from .._utils import PARALLEL_MIN_MODEL_WORK, check_random_state, threads_for
 from ..optim import OPTIMIZERS, RowGrad, make_optimizer
 from ._lazy import LazyRegularizer
+from ._training import Batches, Progress, Stopping, StepSizes
 
 # Default learning rates per optimizer (``learning_rate=None``), chosen on sparse text-like
 # problems (benchmarks/bench_text.py) and on the small dense problems of scikit-learn's
@@ -97,35 +99,6 @@ def _check_float(name, value, low=0.0, high=np.inf, low_open=False, high_open=Fa
                             high_open=high_open)
     except TypeError as exc:  # scikit-learn's parameter errors are ValueErrors
         raise ValueError(str(exc)) from None
-
-
-class _Batches:
-    """Per-fit scratch of the kernel: a hash table for unique rows, gradient rows, the compact
-    copy of the touched weights, the unique id of every nonzero, dloss and losses. Sized for
-    the largest batch of an epoch (``ensure``), grown when a later epoch needs more."""
-
-    def __init__(self, n_rows: int, n_outputs: int, batch: int, dtype):
-        self.n_rows, self.K, self.dtype = n_rows, n_outputs, dtype
-        self.offsets = np.empty(batch + 1, dtype=np.int64)
-        self.dz = np.empty((batch, n_outputs), dtype=np.float64)
-        self.sample_loss = np.empty(batch, dtype=np.float64)
-        self.nnz_cap = -1
-        self.ensure(0)
-
-    def ensure(self, max_batch_nnz: int) -> None:
-        if max_batch_nnz <= self.nnz_cap:
-            return
-        self.nnz_cap = max(max_batch_nnz, int(1.25 * self.nnz_cap))
-        cap = int(min(self.n_rows, self.nnz_cap + 1))
-        self.pos2u = np.empty(max(self.nnz_cap, 1), dtype=np.int32)
-        bits = max(4, int(2 * (self.nnz_cap + 1)).bit_length())
-        self.hkeys = np.full(1 << bits, -1, dtype=np.int64)
-        self.hvals = np.empty(1 << bits, dtype=np.int32)
-        self.hshift = 64 - bits
-        self.hpos = np.empty(cap, dtype=np.int64)
-        self.rows = np.empty(cap, dtype=np.int64)
-        self.G = np.empty((cap, self.K), dtype=self.dtype)
-        self.Wc = np.empty((cap, self.K), dtype=self.dtype)
 
 
 def _real_array(name: str, value: Any, dtype, *, finite: bool = False) -> np.ndarray:
@@ -210,11 +183,6 @@ class BaseSGD(BaseEstimator):
             "check_sample_weight_equivalence_on_dense_data": reason,
             "check_sample_weight_equivalence_on_sparse_data": reason,
         }}
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_scratch", None)
-        return state
 
     # -- parameters --------------------------------------------------------------------------
 
@@ -621,130 +589,99 @@ class BaseSGD(BaseEstimator):
              weight_label: str = "sample_weight") -> int:
         """Epochs of mini-batch steps over ``train_idx`` (all samples by default); returns the
         number of epochs run. ``Xk`` is ``kernel_csr(X)`` of the checked training data.
-        ``validation`` = (X_val, y_val, sw_val) turns on early stopping on the validation
-        score; otherwise the training objective is watched (``tol``).
+        ``validation`` = (X_val, y_val, val_idx) turns on early stopping on the validation
+        score; otherwise the training objective is watched (``tol``), unless
+        ``check_convergence`` is off (``partial_fit``: one epoch, no test).
 
         Everything that can be refused is refused before the first step; after it only a
         diverging model raises."""
-        W = self._W
-        indptr, indices, data = Xk
-        n_samples = indptr.shape[0] - 1
+        n_samples = Xk[0].shape[0] - 1
         order = (np.arange(n_samples, dtype=np.int64) if train_idx is None
                  else np.ascontiguousarray(train_idx, dtype=np.int64))
-        n_train = order.shape[0]
-        if n_train == 0:
+        if order.shape[0] == 0:
             return 0
         sw = self._normalised_weights(sw, order, weight_label)
         if validation is not None:
             validation = (validation[0], validation[1], sw[validation[2]])
-        B = params["batch_size"] or auto_batch_size(n_train)
-        B = min(B, n_train)
-        row_nnz = np.diff(indptr)
-        K = W.shape[1]
-        scratch = _Batches(W.shape[0], K, B, W.dtype)
-        batch_starts = np.arange(0, n_train, B)
-        kernel = _linear.minibatch_gradient.__signatures__[
-            f"{'int32_t' if indices.dtype == np.int32 else 'int64_t'}|"
-            f"{'float' if W.dtype == np.float32 else 'double'}"]
-        opt = self.optimizer_
-        reg = self._reg
-        lr, power_t = params["lr"], params["power_t"]
-
-        def etas(first, n):
-            if power_t == 0.0:
-                return np.full(n, lr)
-            return lr / np.arange(first, first + n, dtype=np.float64) ** power_t
-
-        loss_id, loss_arg = self._loss_args(params)
-        n_feat = self._n_feat
-        intercept = self._intercept_row
-        mean_nnz = float(row_nnz[order].mean()) if n_train else 0.0
-        min_work = PARALLEL_MIN_MODEL_WORK
-        nt = threads_for(params["n_threads"], int(B * mean_nnz * K), min_work)
-        nt_flush = threads_for(params["n_threads"], W.size, min_work)
-        rng = params["rng"]
-        y = np.ascontiguousarray(y, dtype=np.float64)
-        steps_per_epoch = -(-n_train // B)
-        tol = params["tol"]
-        best = np.inf
-        no_improvement = 0
+        batches = self._batches(Xk, y, sw, order, params)
+        schedule = StepSizes(params["lr"], params["power_t"])
+        stopping = (Stopping(params["tol"], params["n_iter_no_change"]) if check_convergence
+                    else None)
+        progress = Progress(self.verbose)
+        W, n_feat, reg = self._W, self._n_feat, self._reg
+        reg.bind()
         epoch = 0
-        t_start = time.perf_counter()
         for epoch in range(1, max_iter + 1):
-            if self.verbose:
-                print(f"-- Epoch {epoch}")
+            progress.epoch(epoch)
             if self.shuffle or epoch == 1:
-                if self.shuffle:
-                    rng.shuffle(order)
-                scratch.ensure(int(np.add.reduceat(row_nnz[order], batch_starts).max()))
-            loss_sum = 0.0
-            step_in_epoch = 0
-            for start in range(0, n_train, B):
-                stop = min(start + B, n_train)
-                nb = stop - start
-                reg.before_step(self.t_, etas, steps_per_epoch - step_in_epoch,
-                                self._samples_seen, nb)
-                eta = lr if power_t == 0.0 else lr / (self.t_ + 1.0) ** power_t
-                m, ls = kernel(indptr, indices, data, order, start, stop, y, sw, W, n_feat,
-                               intercept, loss_id, loss_arg, 1.0 / nb, scratch.hkeys,
-                               scratch.hvals, scratch.hpos, scratch.hshift, scratch.rows,
-                               scratch.G, scratch.Wc, scratch.pos2u, scratch.offsets,
-                               scratch.dz, scratch.sample_loss, reg.pen_step, reg.avg, reg.Q,
-                               reg.cum_a, reg.cum_q, reg.cum_aq, reg.step_index(),
-                               reg.avg_from(), reg.flags, reg.wscale, nt, min_work)
-                step_lr = eta * reg.lr_factor()
-                if step_lr != opt.lr:
-                    opt.lr = step_lr
-                opt.step([RowGrad(scratch.rows[:m], scratch.G[:m])])
-                self.t_ += 1
-                self._samples_seen += nb
-                step_in_epoch += 1
-                reg.after_step(W, n_feat, eta, self.t_, nt_flush)
-                loss_sum += ls
-            objective = loss_sum / n_train + reg.penalty(W, n_feat)
-            reg.flush(W, n_feat, nt_flush)
-            if not (np.isfinite(loss_sum) and np.isfinite(W).all()):
+                batches.new_epoch(params["rng"] if self.shuffle else None)
+            mean_loss = self._epoch(batches, schedule) / batches.n_samples
+            objective = mean_loss + reg.penalty(W, n_feat)
+            reg.flush(batches.model, batches.flush_threads)
+            if not (np.isfinite(mean_loss) and np.isfinite(W).all()):
                 raise ValueError(
                     f"Floating-point under-/overflow occurred at epoch #{epoch}. Scaling input "
                     "data with StandardScaler or MinMaxScaler might help, or a smaller "
                     "learning_rate.")
             if validation is not None:
                 self._finish_average()
-                Xv, yv, swv = validation
-                score = self.score(Xv, yv, swv)
-                if self.verbose:
-                    print(f"Avg. loss: {loss_sum / n_train:.6f}, validation score: {score:.6f}"
-                          f", T: {self.t_}")
-                if tol is not None and score < -best + tol:
-                    no_improvement += 1
-                else:
-                    no_improvement = 0
-                best = min(best, -score)
-            elif check_convergence:
-                if self.verbose:
-                    print(f"Norm: {np.linalg.norm(W[:n_feat]):.2f}, "
-                          f"NNZs: {np.count_nonzero(W[:n_feat])}, T: {self.t_}, "
-                          f"Avg. loss: {loss_sum / n_train:.6f}, Objective: {objective:.6f}")
-                if tol is not None and objective > best - tol:
-                    no_improvement += 1
-                else:
-                    no_improvement = 0
-                best = min(best, objective)
-            if self.verbose:
-                print(f"Total training time: {time.perf_counter() - t_start:.2f} seconds.")
-            if check_convergence and no_improvement >= params["n_iter_no_change"]:
-                if self.verbose:
-                    print(f"Convergence after {epoch} epochs took "
-                          f"{time.perf_counter() - t_start:.2f} seconds")
+                score = self.score(*validation)
+                progress.validation(mean_loss, score, self.t_)
+                if stopping is not None:
+                    stopping.update(-score)
+            elif stopping is not None:
+                progress.objective(W[:n_feat], mean_loss, objective, self.t_)
+                stopping.update(objective)
+            progress.epoch_done()
+            if stopping is not None and stopping.converged:
+                progress.converged(epoch)
                 break
         self._finish_average()
-        if opt is not None:
-            opt.lr = lr  # steps ran at eta / wscale (weight-scaling trick); show the real rate
-        if check_convergence and max_iter > 1 and epoch == max_iter and tol is not None \
-                and no_improvement < params["n_iter_no_change"]:
-            warnings.warn("Maximum number of iteration reached before convergence. Consider "
-                          "increasing max_iter to improve the fit.", ConvergenceWarning)
+        # steps ran at eta / wscale (weight-scaling trick); show the schedule's base rate
+        self.optimizer_.lr = schedule.lr
+        if stopping is not None:
+            stopping.warn_if_unconverged(epoch, max_iter)
         return epoch
+
+    def _batches(self, Xk, y: np.ndarray, sw: np.ndarray, order: np.ndarray,
+                 params) -> Batches:
+        """The batches of a training call over ``order`` and the kernel's bundles; thread
+        counts follow ``threads_for`` with the model-kernel threshold."""
+        W = self._W
+        n_train = order.shape[0]
+        size = min(params["batch_size"] or auto_batch_size(n_train), n_train)
+        mean_nnz = float(np.diff(Xk[0])[order].mean())
+        n_threads = threads_for(params["n_threads"], int(size * mean_nnz * W.shape[1]),
+                                PARALLEL_MIN_MODEL_WORK)
+        # the end-of-segment catch-up runs over every row of the table
+        flush_threads = threads_for(params["n_threads"], W.size, PARALLEL_MIN_MODEL_WORK)
+        loss, loss_param = self._loss_args(params)
+        model = _linear.LinearModel(W, self._n_feat, loss, loss_param)
+        return Batches(Xk, np.ascontiguousarray(y, dtype=np.float64), sw, order, size, model,
+                       n_threads, flush_threads, PARALLEL_MIN_MODEL_WORK)
+
+    def _epoch(self, batches: Batches, schedule: StepSizes) -> float:
+        """One pass over the batches, each a kernel call (margins, losses, row gradient and
+        the lazy catch-up of its rows), an optimizer step and the step's penalty; returns
+        the sample-weighted sum of the losses measured on the way (each batch at the weights
+        before its step)."""
+        reg, opt = self._reg, self.optimizer_
+        scratch = batches.scratch
+        loss_sum = 0.0
+        for step, (start, stop) in enumerate(batches):
+            eta = schedule.at(self.t_ + 1)
+            penalty = reg.before_step(self.t_, schedule.run, batches.steps - step,
+                                      self._samples_seen, stop - start)
+            m, batch_loss = batches.gradient(start, stop, penalty)
+            step_lr = eta * reg.lr_factor()
+            if step_lr != opt.lr:
+                opt.lr = step_lr
+            opt.step([RowGrad(scratch.rows[:m], scratch.G[:m])])
+            self.t_ += 1
+            self._samples_seen += stop - start
+            reg.after_step(batches.model, eta, self.t_, batches.flush_threads)
+            loss_sum += batch_loss
+        return loss_sum
 
     def _finish_average(self) -> None:
         self._W_avg = self._reg.averaged(self._W)

@@ -36,6 +36,11 @@ implementations:
 A segment is at most one epoch, and short enough that ``Q`` stays above
 ``exp(-MAX_LOG_DECAY)`` (``1/Q`` can neither overflow nor lose precision); its tables are
 float64, built here with NumPy for any learning-rate schedule.
+
+The kernels see this bookkeeping through one ``_kernels._linear.LazyPenalty`` bundle, bound
+by ``bind`` at the start of every training call (after the estimator has checked the arrays
+against its weight table) and kept current here: ``before_step`` binds a new segment's tables
+and sets the step's scalars, then hands the bundle to the gradient kernel.
 """
 from __future__ import annotations
 
@@ -52,11 +57,10 @@ MAX_LOG_DECAY = 30.0
 # The weight-scaling trick multiplies the table out when the scale falls below this.
 MIN_SCALE = 1e-6
 
-_DUMMY_TABLE = np.ones(1, dtype=np.float64)
-_DUMMY_STEP = np.zeros(1, dtype=np.int64)
-_DUMMY_AVG = np.zeros((1, 1), dtype=np.float64)
-# "averaging has not started": larger than any step of a segment
-_NEVER = np.iinfo(np.int64).max // 4
+
+def _no_segment():
+    """The tables of a segment of zero steps: ``Q[0] = 1`` (an empty product), sums 0."""
+    return np.ones(1), np.zeros(1), np.ones(1), np.zeros(1)
 
 
 class LazyRegularizer:
@@ -86,33 +90,59 @@ class LazyRegularizer:
             flags = (P["L1"] if self.l1 > 0 else 0) | (P["L2"] if self.l2 > 0 else 0)
         if self.average_from_sample > 0:
             flags |= P["AVG"]
-            self.avg = np.zeros((n_rows, n_outputs), dtype=np.float64)
-        else:
-            self.avg = _DUMMY_AVG
         self.flags = flags
-        self.pen_step = np.zeros(n_rows, dtype=np.int64) if flags else _DUMMY_STEP
+        # the running sum of the average and the step each row is current at: only when
+        # the kernels need them (flags), else absent
+        self.avg = (np.zeros((n_rows, n_outputs), dtype=np.float64) if flags & P["AVG"]
+                    else None)
+        self.pen_step = np.zeros(n_rows, dtype=np.int64) if flags else None
         self.n_avg = 0            # steps averaged so far
         self.avg_start: Optional[int] = None  # global step of the first averaged step
+        self.kernel_state: Optional[_linear.LazyPenalty] = None  # see bind()
         self._reset_tables()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["kernel_state"] = None  # a view of the arrays above, bound again by bind()
+        return state
 
     def _reset_tables(self) -> None:
         self.base = 0             # global step at which the current segment starts
         self.t = 0                # steps done in the current segment
         self.length = 0           # steps the current segment's tables cover
-        self.Q = self.cum_a = self.cum_q = self.cum_aq = _DUMMY_TABLE
+        self.Q, self.cum_a, self.cum_q, self.cum_aq = _no_segment()
+
+    def bind(self) -> None:
+        """Bind the kernels' view of this bookkeeping (``kernel_state``). Every training
+        call does it first, after the estimator checked the arrays against its weight table,
+        so the kernels never read an array through a view older than that check."""
+        state = _linear.LazyPenalty(self.flags, self.pen_step, self.avg)
+        if self.flags and self.length > 0:
+            state.set_segment(self.Q, self.cum_a, self.cum_q, self.cum_aq)
+        state.wscale = self.wscale
+        self.kernel_state = state
 
     # -- before a step ---------------------------------------------------------------------
 
     def before_step(self, global_step: int, etas: Callable[[int, int], np.ndarray],
-                    steps_wanted: int, seen_before: int, batch: int) -> None:
+                    steps_wanted: int, seen_before: int, batch: int) -> _linear.LazyPenalty:
         """Start a new segment when the current one is used up (``etas(first, n)`` gives the
         learning rates of global steps ``first .. first + n - 1``; ``global_step`` = steps taken
-        so far), and start averaging if this step's batch reaches the threshold."""
+        so far), and start averaging if this step's batch reaches the threshold. Returns the
+        kernels' bundle, current for this step."""
         if (self.average_from_sample > 0 and self.avg_start is None
                 and seen_before + batch >= self.average_from_sample):
             self.avg_start = global_step + 1
-        if not self.flags or self.t < self.length:
-            return
+        if self.flags and self.t >= self.length:
+            self._new_segment(global_step, etas, steps_wanted)
+        state = self.kernel_state
+        state.step = self.step_index()
+        state.avg_from = self.avg_from()
+        state.wscale = self.wscale
+        return state
+
+    def _new_segment(self, global_step: int, etas: Callable[[int, int], np.ndarray],
+                     steps_wanted: int) -> None:
         n = max(1, int(steps_wanted))
         eta = np.asarray(etas(global_step + 1, n), dtype=np.float64)
         decay = np.log1p(eta * self.l2) if self.l2 > 0 else np.zeros(n)
@@ -129,6 +159,7 @@ class LazyRegularizer:
         self.cum_q = np.cumsum(q)
         self.cum_aq = np.cumsum(cum_a * q)
         self.base, self.t, self.length = global_step, 0, n
+        self.kernel_state.set_segment(self.Q, self.cum_a, self.cum_q, self.cum_aq)
 
     def lr_factor(self) -> float:
         """Multiplier of the optimizer's learning rate for this step (1 / wscale)."""
@@ -141,12 +172,12 @@ class LazyRegularizer:
     def avg_from(self) -> int:
         """First averaged step, relative to the current segment."""
         if self.avg_start is None:
-            return _NEVER
+            return _linear.AVERAGE_NOT_STARTED
         return max(1, self.avg_start - self.base)
 
     # -- after a step ----------------------------------------------------------------------
 
-    def after_step(self, W: np.ndarray, n_feat: int, eta: float, global_step: int,
+    def after_step(self, model: _linear.LinearModel, eta: float, global_step: int,
                    n_threads: int) -> None:
         """Apply this step's penalty (scaled mode) or advance the segment (``global_step`` =
         steps taken, this one included)."""
@@ -155,26 +186,28 @@ class LazyRegularizer:
         if self.scaled:
             c = 1.0 / (1.0 + eta * self.l2)
             self.wscale *= c
-            if W.shape[0] > n_feat:  # the intercept row is not penalised
-                W[n_feat:] /= c
+            W = model.W
+            if W.shape[0] > model.n_feat:  # the intercept row is not penalised
+                W[model.n_feat:] /= c
             if self.wscale < MIN_SCALE:
-                self.flush(W, n_feat, n_threads)
+                self.flush(model, n_threads)
             return
         self.t += 1
         if self.flags and self.t >= self.length:
-            self.flush(W, n_feat, n_threads)
+            self.flush(model, n_threads)
 
-    def flush(self, W: np.ndarray, n_feat: int, n_threads: int) -> None:
-        """Bring every row up to the last step (true weights in ``W``) and restart."""
+    def flush(self, model: _linear.LinearModel, n_threads: int) -> None:
+        """Bring every row up to the last step (true weights in ``model.W``) and restart."""
         if self.scaled:
             if self.wscale != 1.0:
+                W = model.W
                 W *= self.wscale
                 self.wscale = 1.0
             return
         if self.flags and self.t > 0:
-            _linear.catch_up_rows(W, n_feat, self.pen_step, self.avg, self.Q, self.cum_a,
-                                  self.cum_q, self.cum_aq, self.t, self.avg_from(),
-                                  self.flags, n_threads)
+            state = self.kernel_state
+            state.avg_from = self.avg_from()
+            _linear.catch_up_rows(model, state, self.t, n_threads)
         self._reset_tables()
 
     def penalty(self, W: np.ndarray, n_feat: int) -> float:
