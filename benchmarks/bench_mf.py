@@ -1,6 +1,6 @@
 """Matrix factorisation: sparseopt.recommend vs nn.Embedding(sparse=True) + SparseAdam.
 
-Issue 5, item 7. One biased MF model, trained both ways on the same generated data, one
+One biased MF model, trained both ways on the same generated data, one
 thread each::
 
     rating(u, i) ~ mu + b_u + c_i + <p_u, q_i>      (32 factors)

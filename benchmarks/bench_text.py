@@ -22,7 +22,7 @@ It reports, for ``loss="log_loss"`` and otherwise **default parameters** on both
 2. learning curves: held-out AUC after each epoch of ``partial_fit`` (same defaults), and the
    training time each needs to reach 99% of the best AUC seen in the run.
 
-Issue 4's targets: AUC at least scikit-learn's, fit time at most 1.5x scikit-learn's. The
+Targets: AUC at least scikit-learn's, fit time at most 1.5x scikit-learn's. The
 machine's load average is printed with the results: other processes on a shared machine change
 timings, so the two sides are always measured alternately.
 """
@@ -207,7 +207,7 @@ def main(argv=None):
     ratio = float(np.median(ours["wall"])) / sk_wall
     lines += [
         "",
-        f"Targets (issue 4): held-out AUC >= scikit-learn's: "
+        f"Targets: held-out AUC >= scikit-learn's: "
         f"{'met' if ours['auc'] >= results[sk]['auc'] else 'MISSED'} "
         f"({ours['auc']:.4f} vs {results[sk]['auc']:.4f}); fit time <= 1.5x: "
         f"{'met' if ratio <= 1.5 else 'MISSED'} ({ratio:.2f}x).",

@@ -1,4 +1,4 @@
-"""Every input check and dtype decision of sparseopt (SPEC section 5).
+"""Every input check and dtype decision of sparseopt (docs/semantics.md, "Errors").
 
 Kernels never raise: anything that can be wrong is refused here, before a kernel runs, so a
 rejected step leaves parameters and optimizer state exactly as they were. Messages name the

@@ -1,7 +1,7 @@
 """Shared fixtures and helpers for the optimizer tests.
 
 * ``dtype`` / ``index_dtype`` / ``width`` / ``n_threads`` fixtures run a test over the grid of
-  ``STYLE.md`` (float32/float64, int32/int64 indices, row widths, thread counts).
+  kernels (float32/float64, int32/int64 indices, row widths with SIMD tails, thread counts).
 * ``force_parallel`` sets ``sparseopt.optim._base.PARALLEL_MIN_ELEMENTS`` to 0 so that even
   small steps run on a team of threads; without it the kernels run serially below that many
   updated elements and a thread test would compare one thread with itself.

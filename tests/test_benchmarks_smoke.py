@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark suite (issue 3): its quick mode on a tiny configuration.
+"""Smoke test of the benchmark suite: its quick mode on a tiny configuration.
 
 It checks that the suite runs end to end, that the Markdown table has one row per
 (case, optimizer, implementation, thread count) with the documented columns, and that the

@@ -1,4 +1,4 @@
-"""Python threads and sparseopt (issue 6, item 7).
+"""Python threads and sparseopt.
 
 * The kernels release the GIL: while one thread is inside a long ``step``, another Python thread
   keeps running (its longest stall is measured; a kernel holding the GIL would stall it for the

@@ -1,4 +1,4 @@
-"""SPEC section 5: bad input gets a clear error and changes nothing.
+"""Bad input gets a clear error and changes nothing (docs/semantics.md, "Errors").
 
 Every rejected step is checked to leave the parameters *and* the optimizer state (and the
 hyper-parameters) byte-for-byte as they were, also when the bad gradient comes after good ones
@@ -389,7 +389,7 @@ ALL_DTYPES = sorted(set(np.typecodes["All"]) - set("MmVSUOc")) + ["U3", "O", ">i
 @pytest.mark.parametrize("opt_id", ["Adam", "Adagrad", "RMSprop-decay-wd"])
 def test_no_dtype_combination_leaks_a_cython_error(opt_id):
     """Every NumPy dtype as indices or as values (RowGrad, dense, sparse) either works, exactly
-    when SPEC section 5 says it should, or raises our TypeError and changes nothing."""
+    when docs/semantics.md says it should, or raises our TypeError and changes nothing."""
     for code in ALL_DTYPES:
         dt = np.dtype(code)
         opt = _make(opt_id)

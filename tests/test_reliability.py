@@ -1,4 +1,4 @@
-"""Reliability (issue 6, items 2-5 and 8) beyond what test_errors.py, test_state.py and
+"""Reliability beyond what test_errors.py, test_state.py and
 test_reference.py already check.
 
 * Hostile inputs the other modules do not try: malformed sparse matrices whose index arrays

@@ -1,5 +1,5 @@
 """Plain SGD (``sparseopt.optim.SGD``, the optimizer of the estimators' ``optimizer="sgd"``)
-against its NumPy reference over the grid of STYLE.md: dtypes, index dtypes, row widths 1, 7,
+against its NumPy reference over the usual grid: dtypes, index dtypes, row widths 1, 7,
 8, 64, 257, thread counts (bitwise), duplicates, empty batches, every gradient form; untouched
 rows bitwise unchanged; bad input changes nothing."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``preset="torch"`` against the installed PyTorch optimizers (SPEC section 4.3).
+"""``preset="torch"`` against the installed PyTorch optimizers (docs/semantics.md, "Presets").
 
 The gradients are what ``nn.Embedding(sparse=True)`` hands to an optimizer: *uncoalesced*
 sparse COO tensors whose indices repeat. They are built two ways: directly with

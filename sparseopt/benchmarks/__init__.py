@@ -1,4 +1,4 @@
-"""Benchmarks of sparseopt against torch.optim and the NumPy reference (issue 3).
+"""Benchmarks of sparseopt against torch.optim and the NumPy reference.
 
 ``python -m sparseopt.benchmarks --help`` lists the options; ``benchmarks/README.md`` in the
 source tree explains the columns and the roofline. NumPy is the only hard requirement: torch

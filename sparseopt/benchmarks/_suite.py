@@ -64,7 +64,7 @@ WARM_UP_S = 0.03
 #: the NumPy reference runs on tables of at most this many elements (with --reference small)
 REFERENCE_MAX_ELEMENTS = 2_000_000
 REFERENCE_MAX_REPEATS = 3
-#: issue 3 targets, one thread
+#: the speed targets of the project, one thread
 TARGET_SPEEDUP = {65536: 10.0, 4096: 8.0}
 TARGET_MROWS = {"width64": 5.0, "10M_width16": 12.0}
 TARGET_OVERHEAD_US = 20.0
@@ -684,7 +684,7 @@ def background_note(results):
 
 
 def check_targets(results):
-    """Issue 3's targets, one row per check: (target, case, measured, required, ok)."""
+    """The speed targets, one row per check: (target, case, measured, required, ok)."""
     by = {(r["table"], r["batch"], r["dist"], r["optimizer"], r["impl"], r["threads"]): r
           for r in results}
     checks = []
@@ -761,7 +761,7 @@ def render_markdown(report, command=None):
         parts += [f"## Per-call overhead ({TINY_BATCH} indices)", "", overhead, ""]
     targets = targets_table(check_targets(report["results"]))
     if targets:
-        parts += ["## Issue 3 targets", "", targets, ""]
+        parts += ["## Speed targets", "", targets, ""]
     if report.get("plots"):
         parts += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})"
                                      for p in report["plots"]] + [""]
@@ -904,7 +904,7 @@ def build_parser(prog=None, default_out="benchmarks/results"):
                         "every step)")
     p.add_argument("--zipf", choices=("bounded", "folded"), default="folded",
                    help="Zipf sampler: unbounded Zipf(1.1) draws folded with %% n_rows (default; "
-                        "the workload issue 3 defines: ~29,000 unique rows of 65,536 on 1M rows) "
+                        "the target workload: ~29,000 unique rows of 65,536 on 1M rows) "
                         "or ranks bounded to the table (~17,000 unique rows)")
     p.add_argument("--min-sample-ms", type=float, default=2.0,
                    help="fast steps are repeated so one timed sample lasts at least this long")
