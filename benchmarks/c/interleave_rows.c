@@ -1,5 +1,5 @@
 /*
- * Layout experiment for issue 3 (not part of the package): one Adam update of 29,000 random
+ * Layout experiment of the speed work (not part of the package): one Adam update of 29,000 random
  * rows of a 1,000,000 x 64 float32 table, with m and v in separate arrays or interleaved per row
  * ([m | v], 512 contiguous bytes, the package's layout). Uses the package's row loop.
  *

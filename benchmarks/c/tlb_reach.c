@@ -1,5 +1,5 @@
 /*
- * Address-translation cost of random rows in a large table (issue 3, not part of the package).
+ * Address-translation cost of random rows in a large table (not part of the package).
  * Touches the same 4,096 random cache lines again and again (they stay in cache), spread over
  * a region of SPAN MB, with or without transparent huge pages; prints the best time per access.
  * If the lines are cached, the difference between a small and a large region is the cost of
