@@ -107,7 +107,6 @@ def snapshot(obj: Any, _memo: Optional[Dict[int, str]] = None, _path: str = "") 
     arrays, objects by their ``__dict__`` (minus ``IGNORED_ATTRS``), generators by state.
     Values are compared, not identities: an attribute replaced by an equal copy is unchanged."""
     import numpy as np
-    import scipy.sparse as sp
 
     memo = {} if _memo is None else _memo  # objects on the current path (cycle guard)
     if obj is None or isinstance(obj, (bool, int, str, bytes)):

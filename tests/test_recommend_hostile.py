@@ -18,7 +18,7 @@ import pytest
 import scipy.sparse as sp
 
 from sparseopt.datasets import make_ratings
-from sparseopt.recommend import MatrixFactorization, metrics
+from sparseopt.recommend import MatrixFactorization
 
 pytest.importorskip("sklearn")
 from sparseopt.recommend import FMClassifier, FMRegressor  # noqa: E402
