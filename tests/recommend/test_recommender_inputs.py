@@ -23,7 +23,7 @@ from sparseopt.recommend import MatrixFactorization
 pytest.importorskip("sklearn")
 from sparseopt.recommend import FMClassifier, FMRegressor  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Shared by every child: the models, a snapshot of a model's state and an `expect` helper.
 PRELUDE = r'''

@@ -32,8 +32,8 @@ from sparseopt.optim._base import PowTable
 
 from conftest import assert_bitwise_equal, assert_close
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parents[1] / "data"
 INT64_MAX = 2**63 - 1
 MB = 1 << 20
 

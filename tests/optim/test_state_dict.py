@@ -537,3 +537,102 @@ def test_reference_flush_is_a_no_op_in_frozen_mode(cls):
     np.testing.assert_array_equal(a[1:], 1.0)  # untouched rows: never decayed in frozen mode
     np.testing.assert_array_equal(b[1:], 1.0)
     np.testing.assert_allclose(b, a, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- resumption via files
+
+
+def _save(sd, how, directory):
+    """Write a state_dict to ``directory`` and read it back (plain arrays only)."""
+    flat = flatten(sd)
+    if how in ("savez", "savez_compressed"):
+        path = directory / "state.npz"
+        getattr(np, how)(path, **flat)
+        with np.load(path, allow_pickle=False) as f:
+            return unflatten({k: f[k] for k in f.files})
+    # one .npy per array, reopened as read-only memory maps
+    names = sorted(flat)
+    for i, name in enumerate(names):
+        np.save(directory / f"{i}.npy", flat[name], allow_pickle=False)
+    loaded = {}
+    for i, name in enumerate(names):
+        arr = np.load(directory / f"{i}.npy", mmap_mode="r", allow_pickle=False)
+        if arr.ndim and arr.size:
+            assert isinstance(arr, np.memmap) and not arr.flags.writeable
+        loaded[name] = arr
+    return unflatten(loaded)
+
+
+@pytest.mark.parametrize("how", ["savez", "savez_compressed", "npy-mmap"])
+@pytest.mark.parametrize("config", CONFIG_IDS)
+def test_resume_from_files_is_bitwise(config, how, tmp_path):
+    """Interrupted at step CUT, state saved to disk; with "npy-mmap" the parameters are saved
+    too and training resumes on them as writable memory maps."""
+    full = _make(config, _params())
+    _run(full, range(N_STEPS), 0.05)
+    full.flush()
+    first = _make(config, _params())
+    _run(first, range(CUT), 0.05)
+    saved = _save(first.state_dict(), how, tmp_path)
+    if how == "npy-mmap":
+        params = {}
+        for key, p in zip(first._keys, first.params):
+            np.save(tmp_path / f"param-{key}.npy", p)
+            params[key] = np.load(tmp_path / f"param-{key}.npy", mmap_mode="r+")
+    else:
+        params = {k: p.copy() for k, p in zip(first._keys, first.params)}
+    del first
+    second = _make(config, params, lr=0.01)
+    second.load_state_dict(saved)
+    _run(second, range(CUT, N_STEPS), 0.05)
+    second.flush()
+    assert_identical(second, full)
+    if how == "npy-mmap":
+        for key, p in zip(second._keys, second.params):
+            assert isinstance(p, np.memmap)
+            p.flush()
+            np.testing.assert_array_equal(np.load(tmp_path / f"param-{key}.npy"), p)
+
+
+@pytest.mark.parametrize("config", ["Adam-decay-row-wd", "Adagrad-rowwise-wd",
+                                    "RMSprop-decay-wd-centered-momentum"])
+def test_deepcopy_of_an_optimizer_resumes_bitwise(config):
+    full = _make(config, _params())
+    _run(full, range(N_STEPS), 0.05)
+    full.flush()
+    first = _make(config, _params())
+    _run(first, range(CUT), 0.05)
+    second = copy.deepcopy(first)
+    assert all(p is not q and not np.may_share_memory(p, q)
+               for p, q in zip(first.params, second.params))
+    _run(second, range(CUT, N_STEPS), 0.05)
+    second.flush()
+    assert_identical(second, full)
+    # the original was not touched by the copy's steps, and still resumes identically
+    _run(first, range(CUT, N_STEPS), 0.05)
+    first.flush()
+    assert_identical(first, full)
+
+
+def test_load_state_dict_accepts_non_contiguous_state_arrays():
+    """State arrays from other tools may be Fortran-ordered or strided views; they are copied
+    into C order on load."""
+    config = "Adam-decay-row-wd"
+    full = _make(config, _params())
+    _run(full, range(N_STEPS), 0.05)
+    first = _make(config, _params())
+    _run(first, range(CUT), 0.05)
+    sd = first.state_dict()
+    odd = {"optimizer": sd["optimizer"], "param_groups": sd["param_groups"], "state": {}}
+    for key, st in sd["state"].items():
+        odd["state"][key] = {}
+        for name, val in st.items():
+            if isinstance(val, np.ndarray) and val.ndim == 2:
+                val = np.asfortranarray(val)
+            elif isinstance(val, np.ndarray) and val.ndim == 1:
+                val = np.repeat(val, 2)[::2]
+            odd["state"][key][name] = val
+    second = _make(config, {k: p.copy() for k, p in zip(first._keys, first.params)})
+    second.load_state_dict(odd)
+    _run(second, range(CUT, N_STEPS), 0.05)
+    assert_identical(second, full)

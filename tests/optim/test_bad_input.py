@@ -14,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 import sparseopt as so
+from sparseopt import _reference as ref
 
 N = 12  # rows of every test parameter
 
@@ -621,3 +622,170 @@ def test_infinite_lr_or_weight_decay_rejected(cls, kw):
         assert re.search(r"(lr|weight_decay)", str(e))
     else:
         pytest.fail(f"{kw} accepted; row 0 became {E[0]}")
+
+
+# --------------------------------------------------------------------------- malformed sparse
+
+# N: rows of the parameters above: "first" (8, 4) f32, "emb" (N, 4) f32, "bias" (N,) f64
+
+
+def _raw_csr(indices, indptr, shape, cls=sp.csr_matrix):
+    indices = np.asarray(indices)
+    return cls((np.ones(indices.size, np.float32), indices, np.asarray(indptr)), shape=shape)
+
+
+def _indptr(*counts):
+    """indptr of N rows whose first rows hold ``counts`` entries (the rest none)."""
+    c = list(counts) + [0] * (N - len(counts))
+    return np.concatenate([[0], np.cumsum(c)])
+
+
+def _edited(make, edit):
+    m = make()
+    edit(m)
+    return m
+
+
+def _set_item(attr, pos, value):
+    def edit(m):
+        getattr(m, attr)[pos] = value
+    return edit
+
+
+MALFORMED = {
+    "csr-column-past-width": ("emb", lambda: _raw_csr([1, 4], _indptr(1, 1), (N, 4))),
+    "csr-column-huge": ("emb", lambda: _raw_csr([1, 10**6], _indptr(2), (N, 4))),
+    "csr-column-negative": ("emb", lambda: _raw_csr([-5, 1], _indptr(1, 1), (N, 4))),
+    "csr-array-column-past-width": ("emb", lambda: _raw_csr([0, 7], _indptr(0, 2), (N, 4),
+                                                           sp.csr_array)),
+    "csr-indptr-decreasing": ("emb", lambda: _raw_csr([0, 1, 2], [0, 2, 1] + [3] * (N - 2),
+                                                      (N, 4))),
+    "csr-edited-indices": ("emb", lambda: _edited(lambda: sp.csr_matrix(np.eye(N, 4)),
+                                                  _set_item("indices", 0, 9))),
+    "csr-edited-indptr-end": ("emb", lambda: _edited(lambda: sp.csr_matrix(np.eye(N, 4)),
+                                                     _set_item("indptr", -1, 10**6))),
+    "csr-edited-indptr-middle": ("emb", lambda: _edited(lambda: sp.csr_matrix(np.eye(N, 4)),
+                                                        _set_item("indptr", 2, 10**6))),
+    "csc-row-past-height": ("emb", lambda: sp.csc_matrix(
+        (np.ones(2, np.float32), np.array([0, N + 3]), np.array([0, 1, 2, 2, 2])),
+        shape=(N, 4))),
+    "csr-(1,n)-for-1d-param": ("bias", lambda: sp.csr_matrix(
+        (np.ones(2), np.array([2, N]), np.array([0, 2])), shape=(1, N))),
+    "coo-edited-row": ("emb", lambda: _edited(lambda: sp.coo_matrix(np.eye(N, 4)),
+                                              _set_item("row", 0, N + 5))),
+    "coo-edited-col-negative": ("bias", lambda: _edited(lambda: sp.coo_matrix(np.ones((N, 1))),
+                                                        _set_item("col", 3, -1))),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+@pytest.mark.parametrize("opt_id", OPT_IDS)
+def test_malformed_sparse_gradient_is_refused(opt_id, case):
+    """A sparse gradient whose indices contradict its shape raises our ValueError and changes
+    nothing, also as the second of three gradients; the optimizer then goes on like a twin."""
+    key, factory = MALFORMED[case]
+    for form in ("dict", "list"):
+        opt, twin = _make(opt_id, form), _make(opt_id, form)
+        _warm(opt, 2)
+        _warm(twin, 2)
+        snap = snapshot(opt)
+        rng = np.random.default_rng(0)
+        grads = {n: (factory() if n == key else _good(n, rng)) for n in NAMES}
+        _raises_ours(ValueError, [re.escape(_name(opt, key)), r"sparse gradient is malformed"],
+                       lambda: _step(opt, grads))
+        assert_unchanged(opt, snap)
+        _good_step(opt, np.random.default_rng(9))
+        _good_step(twin, np.random.default_rng(9))
+        assert_same_optimizer(opt, twin)
+
+
+def test_malformed_sparse_messages_name_the_problem():
+    opt = so.Adam({"emb": np.zeros((N, 4), np.float32)})
+    cases = {
+        "csr-column-huge": r"column index 1000000 is out of range for 4 columns",
+        "csr-column-negative": r"column index -5 is out of range",
+        "csc-row-past-height": rf"row index {N + 3} is out of range for {N} rows",
+        "csr-indptr-decreasing": r"indptr must start at 0 and never decrease",
+        "csr-edited-indptr-end": r"indptr ends at 1000000 but only 4 indices",
+        "coo-edited-row": rf"row index {N + 5} is out of range for {N} rows",
+    }
+    for case, pattern in cases.items():
+        with pytest.raises(ValueError, match=pattern):
+            opt.step({"emb": MALFORMED[case][1]()})
+    assert opt.state["emb"] == {}
+
+
+# --------------------------------------------------------------------------- other hostile input
+
+
+@pytest.mark.parametrize("opt_id", OPT_IDS)
+def test_ragged_lists_get_our_message(opt_id):
+    opt = _make(opt_id)
+    _warm(opt, 1)
+    snap = snapshot(opt)
+    bad = {
+        "values": so.RowGrad([0, 1], [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0]]),
+        "indices": so.RowGrad([[0], [1, 2]], np.ones((2, 4), np.float32)),
+    }
+    for what, grad in bad.items():
+        _raises_ours(ValueError, [r"parameter 'emb'", rf"gradient {what} are not a "
+                                                        r"rectangular array"],
+                       lambda: opt.step({"first": _good("first", np.random.default_rng(0)),
+                                         "emb": grad}))
+    assert_unchanged(opt, snap)
+
+
+@pytest.mark.usefixtures("force_parallel")
+@pytest.mark.parametrize("opt_id", OPT_IDS)
+def test_gradient_that_is_a_view_of_its_parameter(opt_id):
+    """``RowGrad(idx, E[:k])`` and ``step([w])`` (the gradient of ``0.5 * ||w||**2``) mean the
+    parameter's values *before* the step, as for any other array. The values used to be read in
+    place while other rows were being written (on several threads), so row 1 could be updated
+    with row 0's new value (RMSprop: off by 10 in a 6-row example)."""
+    a, b = _make(opt_id), _make(opt_id)
+    _warm(a, 2)
+    _warm(b, 2)
+    emb_a, emb_b = a.params[1], b.params[1]
+    bias_a, bias_b = a.params[2], b.params[2]
+    idx = np.arange(N)[::-1].copy()  # row r gets row N-1-r's values: every row a neighbour's
+    a.step({"emb": so.RowGrad(idx, emb_a), "bias": so.RowGrad(idx[:6], bias_a[3:9])})
+    b.step({"emb": so.RowGrad(idx, emb_b.copy()),
+            "bias": so.RowGrad(idx[:6], bias_b[3:9].copy())})
+    assert_same_optimizer(a, b)
+    a.step({"emb": emb_a, "bias": bias_a, "first": a.params[0]})
+    b.step({"emb": emb_b.copy(), "bias": bias_b.copy(), "first": b.params[0].copy()})
+    assert_same_optimizer(a, b)
+
+
+def test_gradient_view_of_parameter_matches_reference():
+    """The reference copies every gradient; the optimizer must agree with it."""
+    for cls, rcls in ((so.Adam, ref.Adam), (so.Adagrad, ref.Adagrad), (so.RMSprop, ref.RMSprop)):
+        p = np.arange(12, dtype=np.float64).reshape(6, 2) + 1
+        q = p.copy()
+        opt, oracle = cls([p], lr=0.5), rcls([q], lr=0.5)
+        for _ in range(3):
+            opt.step([so.RowGrad([1, 0, 3, 2], p[:4])])
+            oracle.step([so.RowGrad([1, 0, 3, 2], q[:4].copy())])
+        np.testing.assert_allclose(p, q, rtol=1e-12, err_msg=cls.__name__)
+
+
+@pytest.mark.parametrize("cls", [so.Adam, so.Adagrad, so.RMSprop], ids=lambda c: c.__name__)
+def test_parameters_sharing_memory_are_refused(cls):
+    table = np.zeros((10, 4), np.float32)
+    vec = np.zeros(10)
+    cases = [
+        ([table, table[:]], r"parameter 1 shares memory with parameter 0"),
+        ({"a": table[:6], "b": table[4:]}, r"parameter 'b' shares memory with parameter 'a'"),
+        ([vec, table, table.reshape(-1)], r"parameter 2 shares memory with parameter 1"),
+        ({"late": table[9:], "early": table}, r"parameter 'late' shares memory with "
+                                               r"parameter 'early'|parameter 'early' shares "
+                                               r"memory with parameter 'late'"),
+    ]
+    for params, pattern in cases:
+        _raises_ours(ValueError, [pattern, r"updated twice"], lambda: cls(params))
+    # disjoint views of one table are separate parameters
+    base = np.ones((10, 4), np.float32)
+    opt = cls({"top": base[:6], "rest": base[6:], "empty": base[6:6]})
+    opt.step({"top": so.RowGrad([5], np.ones((1, 4), np.float32)),
+              "rest": so.RowGrad([0], np.ones((1, 4), np.float32))})
+    assert np.all(base[[5, 6]] != 1) and np.all(np.delete(base, [5, 6], axis=0) == 1)

@@ -22,7 +22,7 @@ import pytest
 
 import sparseopt as so
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 20
 
 

@@ -779,3 +779,19 @@ def test_sum_duplicates_without_repeats_still_checks():
     values[2, 1] = np.inf
     assert _coalesce.sum_duplicates(values, empty, pos2u, src, count, 3, False, True)
     assert not _coalesce.sum_duplicates(values, empty, pos2u, src, count, 3, False, False)
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+@pytest.mark.usefixtures("force_parallel")
+@pytest.mark.parametrize("opt_name,cfg,kwargs,schedule", CONFIGS, ids=CONFIG_IDS)
+def test_int32_on_4_threads_equals_int64_on_1_thread(opt_name, cfg, kwargs, schedule, dtype):
+    """test_reference checks threads and index dtypes one at a time (and together for one Adam
+    configuration); here every configuration, with ``duplicates="mean"``, both at once."""
+    kw = dict(kwargs, duplicates="mean")
+    base = run_threads(opt_name, kw, schedule, dtype, 17, 1, n_rows=150, seed=4,
+                         index_dtype=np.int64)
+    other = run_threads(opt_name, kw, schedule, dtype, 17, 4, n_rows=150, seed=4,
+                          index_dtype=np.int32)
+    assert_bitwise_equal(base, other, "int32 on 4 threads vs int64 on 1 thread")

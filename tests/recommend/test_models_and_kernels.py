@@ -794,7 +794,7 @@ def test_metrics_match_a_loop_on_random_data():
 
 # =========================================================================== scripts
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """The estimators refuse bad input the way scikit-learn does, reject unseen classes in
 partial_fit, and never hand back NaN weights from finite input (they either train or stop
-with a clear error). scikit-learn's own input checks run in test_linear_model.py and
-test_recommend.py through parametrize_with_checks; hostile input (malformed sparse X, replaced
-fitted attributes) is in test_linear_model_inputs.py."""
+with a clear error). scikit-learn's own input checks run in test_sgd_estimators.py (and in
+tests/recommend/) through parametrize_with_checks; hostile input (malformed sparse X, replaced
+fitted attributes) is in test_estimator_inputs.py."""
 import warnings
 
 import numpy as np

@@ -35,7 +35,7 @@ from sparseopt._kernels import _linear  # noqa: E402
 from sparseopt.linear_model import SGDClassifier, SGDRegressor  # noqa: E402
 from sparseopt.linear_model import _base  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OPTIMIZERS = ["adam", "adagrad", "rmsprop", "sgd"]
 
 # --------------------------------------------------------------------------- estimator checks

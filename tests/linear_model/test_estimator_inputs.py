@@ -29,7 +29,7 @@ pytest.importorskip("sklearn")
 from sparseopt.linear_model import SGDClassifier, SGDRegressor  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 N_FEATURES = 6
 
 
@@ -418,7 +418,7 @@ def results(group: str) -> dict:
     """The child's results for ``group`` (run once per test session)."""
     if group not in _RESULTS:
         code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); "
-                f"import test_linear_model_inputs as T; T.child_main({group!r})")
+                f"import test_estimator_inputs as T; T.child_main({group!r})")
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get(
             "PYTHONPATH", ""))
         proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
