@@ -16,14 +16,14 @@ import scipy.sparse as sp
 import sparseopt as so
 from sparseopt._kernels import _recommend as K
 from sparseopt.datasets import holdout_split, make_interactions, make_ratings
-from sparseopt.recommend import MatrixFactorization, metrics
+from sparseopt.recommend import metrics
 from sparseopt import _utils
-from sparseopt.recommend import _mf, _serving
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from sparseopt.recommend import FMClassifier, FMRegressor  # noqa: E402
+from sparseopt.recommend import FMClassifier, FMRegressor, MatrixFactorization  # noqa: E402
+from sparseopt.recommend import _mf, _serving  # noqa: E402
 
 RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
 
