@@ -174,10 +174,7 @@ class BaseRecommender(BaseEstimator):
         -------
         self
         """
-        p = self._check_params()
-        implicit = self._implicit_feedback(p)
-        X = check_interactions("X", X, implicit)
-        E = self._check_eval_set(eval_set, X, implicit)
+        p, X, E = self._check_call(X, eval_set)
         rng = check_random_state(self.random_state)
         for attr in self._tables:  # free the old tables before allocating the new ones
             self.__dict__.pop(attr, None)
@@ -198,10 +195,7 @@ class BaseRecommender(BaseEstimator):
         -------
         self
         """
-        p = self._check_params()
-        implicit = self._implicit_feedback(p)
-        X = check_interactions("X", X, implicit)
-        E = self._check_eval_set(eval_set, X, implicit)
+        p, X, E = self._check_call(X, eval_set)
         if not hasattr(self, self._tables[0]):
             self._init_model(X, p, check_random_state(self.random_state))
         else:
@@ -215,14 +209,19 @@ class BaseRecommender(BaseEstimator):
         self._train(X, p, 1, E)
         return self
 
-    def _check_eval_set(self, eval_set: Any, X: sp.csr_matrix,
-                        implicit: bool) -> Optional[sp.csr_matrix]:
+    def _check_call(self, X: Any, eval_set: Any
+                    ) -> Tuple[Dict[str, Any], sp.csr_matrix, Optional[sp.csr_matrix]]:
+        """The checks of a training call, all before anything changes: the parameters, then
+        ``X`` and ``eval_set`` (of ``X``'s shape) by the rules the parameters choose."""
+        p = self._check_params()
+        implicit = self._implicit_feedback(p)
+        X = check_interactions("X", X, implicit)
         if eval_set is None:
-            return None
+            return p, X, None
         E = check_interactions("eval_set", eval_set, implicit)
         if E.shape != X.shape:
             raise ValueError(f"eval_set has shape {E.shape}, X has shape {X.shape}")
-        return E
+        return p, X, E
 
     def _init_model(self, X: sp.csr_matrix, p: Dict[str, Any],
                     rng: np.random.Generator) -> None:
