@@ -1,30 +1,46 @@
 """Recommenders trained by lazy row updates: matrix factorisation and factorisation machines.
 
 * :class:`MatrixFactorization`: biased MF on explicit ratings (squared loss) or implicit
-  positives (BPR), with ``recommend`` and ``similar_items``;
+  positives (BPR), with ``recommend``, ``similar_items`` and ``score``;
 * :class:`FMRegressor`, :class:`FMClassifier`: second-order factorisation machines on sparse
-  features with the scikit-learn API (need scikit-learn, ``pip install sparseopt[sklearn]``);
+  features;
 * :mod:`sparseopt.recommend.metrics`: RMSE, precision / recall / NDCG at k, AUC.
+
+The models follow scikit-learn's estimator API and need scikit-learn
+(``pip install sparseopt[sklearn]``); they are imported on first use, so this package and
+:mod:`~sparseopt.recommend.metrics` work without it.
 
 Every model is an embedding table updated by a sparseopt optimizer: a fused Cython kernel
 turns a mini-batch into one gradient row per sample and touched row, and the optimizer merges
 duplicates and updates only those rows.
 """
+from importlib import import_module
+from typing import Any, List
+
 from . import metrics
-from ._mf import MatrixFactorization
 
 __all__ = ["MatrixFactorization", "FMRegressor", "FMClassifier", "metrics"]
 
+# public name -> private module holding it; each module subclasses scikit-learn's
+# BaseEstimator, so it is imported on first use rather than with the package
+_MODELS = {"MatrixFactorization": "_mf", "FMRegressor": "_fm", "FMClassifier": "_fm"}
 
-def __getattr__(name):
-    # The factorisation machines subclass scikit-learn's estimators; import them on first use
-    # so that sparseopt.recommend works without scikit-learn.
-    if name in ("FMRegressor", "FMClassifier"):
-        try:
-            from . import _fm
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                f"sparseopt.recommend.{name} needs scikit-learn: pip install scikit-learn"
-            ) from exc
-        return getattr(_fm, name)
-    raise AttributeError(f"module 'sparseopt.recommend' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _MODELS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sparseopt.recommend' has no attribute {name!r}")
+    try:
+        mod = import_module(f".{module}", __name__)
+    except ImportError as exc:
+        # only a missing scikit-learn is the optional extra; any other failed import (an
+        # unbuilt kernel, a broken install) is reported as it is
+        if (exc.name or "").split(".")[0] != "sklearn":
+            raise
+        raise ImportError(f"sparseopt.recommend.{name} needs scikit-learn: "
+                          f"pip install sparseopt[sklearn]") from exc
+    return getattr(mod, name)
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,17 +1,43 @@
-"""Checks only the recommenders need: the fitted tables and attributes their kernels read.
+"""Checks only the recommenders need: the hyper-parameters every recommender shares, and the
+fitted tables and attributes their kernels read.
 
 Input rules (sparse structure, ids, counts, flags, thread counts) live in
-``sparseopt._validation``; random state in ``sparseopt._utils``; this module holds the rules
-that only make sense for embedding tables.
+``sparseopt._validation``; random state in ``sparseopt._utils``; the rules of an interaction
+matrix in ``_interactions``; this module holds the rules that only make sense for models
+trained as embedding tables. No scikit-learn here.
 """
 from __future__ import annotations
 
 import numbers
-from typing import Any, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["check_table", "check_recorded", "check_trains"]
+from .. import _validation as V
+from ..optim import OPTIMIZERS
+
+__all__ = ["check_training_params", "check_table", "check_recorded", "check_trains"]
+
+
+def check_training_params(est: Any) -> Dict[str, Any]:
+    """The hyper-parameters every recommender has, checked, under the names the training
+    code uses: ``k`` (``n_components``), ``optimizer``, ``lr`` (``learning_rate``),
+    ``alpha``, ``n_epochs``, ``batch_size``, ``init_std``, ``n_threads``, ``verbose``.
+
+    A model adds its own parameters to the returned dict; each raises ``ValueError`` /
+    ``TypeError`` naming the parameter.
+    """
+    return dict(
+        k=V.check_positive_int("n_components", est.n_components),
+        optimizer=V.check_choice("optimizer", est.optimizer, OPTIMIZERS),
+        lr=V.check_real("learning_rate", est.learning_rate, low_open=True),
+        alpha=V.check_real("alpha", est.alpha),
+        n_epochs=V.check_positive_int("n_epochs", est.n_epochs),
+        batch_size=V.check_positive_int("batch_size", est.batch_size),
+        init_std=V.check_real("init_std", est.init_std),
+        n_threads=V.check_n_threads(est.n_threads),
+        verbose=V.check_verbose(est.verbose),
+    )
 
 
 def check_recorded(name: str, value: Any, recorded: Any) -> None:

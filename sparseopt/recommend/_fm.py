@@ -1,8 +1,6 @@
 """Second-order factorisation machines (Rendle 2010) with the scikit-learn API."""
 from __future__ import annotations
 
-import sys
-import time
 from typing import Any, Dict, List, NamedTuple, Optional
 
 import numpy as np
@@ -17,9 +15,10 @@ from .. import _validation as V
 from .._kernels import _recommend
 from .._sklearn import fit_guard, serialised, validate_data
 from .._utils import check_random_state, threads_for
-from ..optim import OPTIMIZERS, RowGrad, make_optimizer
-from .._validation import check_flag, check_positive_int, check_verbose
-from ._common import check_recorded, check_table, check_trains
+from ..optim import RowGrad, make_optimizer
+from .._validation import check_flag, check_positive_int
+from ._common import check_recorded, check_table, check_trains, check_training_params
+from ._training import Stopping, optimizer_step, print_epoch, run_epochs
 
 __all__ = ["FMRegressor", "FMClassifier"]
 
@@ -164,19 +163,9 @@ class _BaseFM(BaseEstimator):
     # -- checks --------------------------------------------------------------------------------
 
     def _check_params(self) -> Dict[str, Any]:
-        p = dict(
-            k=check_positive_int("n_components", self.n_components),
-            optimizer=V.check_choice("optimizer", self.optimizer, OPTIMIZERS),
-            lr=V.check_real("learning_rate", self.learning_rate, low_open=True),
-            alpha=V.check_real("alpha", self.alpha),
-            n_epochs=check_positive_int("n_epochs", self.n_epochs),
-            batch_size=check_positive_int("batch_size", self.batch_size),
-            n_iter_no_change=check_positive_int("n_iter_no_change", self.n_iter_no_change),
-            init_std=V.check_real("init_std", self.init_std),
-            n_threads=V.check_n_threads(self.n_threads),
-            warm_start=check_flag("warm_start", self.warm_start),
-            verbose=check_verbose(self.verbose),
-        )
+        p = check_training_params(self)
+        p["n_iter_no_change"] = check_positive_int("n_iter_no_change", self.n_iter_no_change)
+        p["warm_start"] = check_flag("warm_start", self.warm_start)
         p["tol"] = None if self.tol is None else V.check_real("tol", self.tol)
         return p
 
@@ -231,26 +220,21 @@ class _BaseFM(BaseEstimator):
              n_epochs: int, early_stop: bool) -> None:
         st = self._fitted(training=True)
         self.optimizer_.lr = p["lr"]
-        best, stale = np.inf, 0
-        for _ in range(n_epochs):
-            t0 = time.perf_counter()
-            loss = self._epoch(X, y, sw, p, st)
-            seconds = time.perf_counter() - t0
+        n = X.shape[0]
+
+        def record(loss: float, seconds: float, rows_per_s: float) -> float:
             self.n_iter_ += 1
-            self.t_ += X.shape[0]
+            self.t_ += n
             self.loss_curve_.append(loss)
             if p["verbose"]:
-                rate = X.shape[0] / seconds if seconds > 0 else float("inf")
-                print(f"[{type(self).__name__}] epoch {self.n_iter_:3d}  loss {loss:.6f}  "
-                      f"{rate:,.0f} rows/s  {seconds:.3f} s", file=sys.stdout, flush=True)
-            if early_stop and p["tol"] is not None:
-                if loss > best - p["tol"]:
-                    stale += 1
-                else:
-                    stale = 0
-                best = min(best, loss)
-                if stale >= p["n_iter_no_change"]:
-                    break
+                print_epoch(type(self).__name__, self.n_iter_,
+                            [f"loss {loss:.6f}", f"{rows_per_s:,.0f} rows/s",
+                             f"{seconds:.3f} s"])
+            return loss
+
+        # early stopping watches the mean training loss (tol=None: never stops)
+        stopping = Stopping(p["tol"], p["n_iter_no_change"]) if early_stop else None
+        run_epochs(n_epochs, lambda: self._epoch(X, y, sw, p, st), n, record, stopping)
 
     def _epoch(self, X: sp.csr_matrix, y: np.ndarray, sw: np.ndarray, p: Dict[str, Any],
                st: _Fitted) -> float:
@@ -286,12 +270,8 @@ class _BaseFM(BaseEstimator):
                                 gidx[:nnz], g0[:b], loss[:b],
                                 threads_for(p["n_threads"], nnz * W.shape[1],
                                             _utils.PARALLEL_MIN_MODEL_WORK))
-            try:
-                self.optimizer_.step([RowGrad(gidx[:nnz], G[:nnz]), g0[:b].sum(axis=0)])
-            except FloatingPointError as exc:
-                raise FloatingPointError(
-                    f"{type(self).__name__} diverged (non-finite gradient); lower "
-                    f"learning_rate (now {self.optimizer_.lr})") from exc
+            optimizer_step(self.optimizer_, [RowGrad(gidx[:nnz], G[:nnz]), g0[:b].sum(axis=0)],
+                           type(self).__name__, self.n_iter_ + 1)
             total += float(np.dot(loss[:b], swb))
             wsum += bw
         return total / wsum if wsum > 0 else float("nan")

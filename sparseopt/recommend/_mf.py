@@ -1,35 +1,26 @@
-"""Matrix factorisation trained by lazy row updates (explicit ratings or implicit BPR)."""
+"""Matrix factorisation trained by lazy row updates (explicit ratings or implicit BPR).
+
+The class holds what is particular to MF: its parameters, its two tables (factors, then
+bias, one row per user or item), the two fused training kernels and the scores they define.
+Fitting, evaluation and serving follow ``BaseRecommender`` (``_base.py``).
+"""
 from __future__ import annotations
 
 import math
-import sys
-import time
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
 
-from .. import _utils
 from .. import _validation as V
 from .._kernels import _recommend
-from .._sklearn import fit_guard, serialised
-from .._utils import check_random_state, threads_for
-from ..optim import OPTIMIZERS, RowGrad, make_optimizer
-from . import metrics as _metrics
-from .._validation import check_flag, check_ids, check_positive_int, check_verbose
-from ._common import check_recorded, check_table, check_trains
+from ..optim import RowGrad, make_optimizer
+from .._validation import check_flag
+from ._base import BaseRecommender
+from ._common import check_recorded, check_table, check_trains, check_training_params
+from ._sampling import pack_ratings, sample_negatives, user_item_ids
 
 __all__ = ["MatrixFactorization"]
-
-# Users whose held-out items score the BPR eval_set metric each epoch (a fixed sample).
-_EVAL_USERS = 2000
-_EVAL_K = 10
-# Scores computed at once by recommend / similar_items (entries of the dense block).
-_BLOCK_ENTRIES = 1 << 22
-# Rounds of re-drawing a BPR negative that turned out to be a positive of its user.
-_NEG_ROUNDS = 10
-# Users and items are packed into 32-bit halves of one int64 per rating (pack_ratings).
-_MAX_IDS = 2**31 - 1
 
 
 class _Fitted(NamedTuple):
@@ -44,49 +35,26 @@ class _Fitted(NamedTuple):
     n_users: int
     n_items: int
 
-
-def _check_interactions(name: str, X: Any, loss: str) -> sp.csr_matrix:
-    """``X`` or ``eval_set`` as a checked CSR matrix (see ``fit`` for the rules)."""
-    if not sp.issparse(X):
-        raise TypeError(f"{name} must be a scipy.sparse users x items matrix, got "
-                        f"{type(X).__name__}")
-    V.check_sparse_structure(name, X)  # before X.shape is trusted and before any conversion
-    if max(X.shape) > _MAX_IDS:
-        raise ValueError(f"{name} has shape {X.shape}: at most 2**31 - 1 users and items")
-    if loss == "bpr":
-        # implicit data: an interaction stored twice is one interaction (summed, then a stored
-        # 0 is no interaction)
-        X = V.check_sparse_matrix(name, X, dtype=np.float64)
-        if X.nnz and not X.data.all():
-            X = X.copy()  # X may share the caller's index arrays
-            X.eliminate_zeros()
-    else:
-        if X.format == "coo":  # SciPy's COO -> CSR conversion would sum the duplicates
-            coords = X.coords if hasattr(X, "coords") else (X.row, X.col)
-            _refuse_duplicates(name, coords[0], coords[1], X.shape[1])
-        X = V.check_sparse_matrix(name, X, sum_duplicates=False)
-        rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
-        _refuse_duplicates(name, rows, X.indices, X.shape[1])
-    if X.nnz and not np.all(np.isfinite(X.data)):
-        raise ValueError(f"{name} holds NaN or infinite values")
-    return X
+    @property
+    def dtype(self) -> np.dtype:
+        return self.U.dtype
 
 
-def _refuse_duplicates(name: str, rows: np.ndarray, cols: np.ndarray, n_cols: int) -> None:
-    """A rating stored twice is ambiguous (SciPy would add the two: 4 and 5 would train as
-    9), so it is refused; the message says how to aggregate."""
-    keys = np.sort(rows.astype(np.int64) * n_cols + cols, kind="stable")  # CSR: sorted runs
-    dup = np.flatnonzero(keys[1:] == keys[:-1])
-    if dup.shape[0]:
-        u, i = divmod(int(keys[dup[0]]), n_cols)
-        raise ValueError(
-            f"{name} stores {dup.shape[0]} duplicate (user, item) entr"
-            f"{'y' if dup.shape[0] == 1 else 'ies'} (the first: user {u}, item {i}); each "
-            "rating must be stored once. Aggregate them first: X.sum_duplicates() adds them "
-            "up; the MatrixFactorization docstring shows how to average them")
+def _scratch(st: _Fitted, batch: int, items_per_sample: int) -> Tuple[np.ndarray, ...]:
+    """Scratch of the MF training kernels for batches of up to ``batch`` samples, allocated
+    once per epoch: gradient rows and row ids of the users and items a batch touches, and
+    the row -> slot maps the kernels merge duplicates with. The maps start at -1 and the
+    kernels leave them so, which is why one allocation serves every batch."""
+    gu = np.empty((batch, st.U.shape[1]), dtype=st.U.dtype)
+    gi = np.empty((items_per_sample * batch, st.Q.shape[1]), dtype=st.Q.dtype)
+    urows = np.empty(batch, dtype=np.int64)
+    irows = np.empty(items_per_sample * batch, dtype=np.int64)
+    uslot = np.full(st.n_users, -1, dtype=np.int32)
+    islot = np.full(st.n_items, -1, dtype=np.int32)
+    return gu, gi, urows, irows, uslot, islot
 
 
-class MatrixFactorization:
+class MatrixFactorization(BaseRecommender):
     """Biased matrix factorisation, fitted by mini-batch gradients and lazy row updates.
 
     Each mini-batch is one pass of a fused Cython kernel (``sparseopt._kernels._recommend``)
@@ -130,9 +98,9 @@ class MatrixFactorization:
         For ``"adam"`` this estimator defaults to ``bias_correction="global"`` (the rule of
         PyTorch's SparseAdam and TF's LazyAdam; override it in ``optimizer_params``): with
         frozen lazy updates it gives rarely seen users and items larger steps, and on Zipfian
-        data (``benchmarks/bench_mf.py``: 1M ratings, lr 0.01, 10 epochs) it reached a test
-        RMSE of 0.586 against 0.630 for the library's default per-row correction (0.605 at
-        that rule's best learning rate).
+        data it reaches a lower held-out RMSE than the library's default per-row correction,
+        even at that rule's best learning rate (``benchmarks/bench_mf.py`` measures both;
+        the figures are in the changelog's decisions).
     learning_rate : float, default 0.01
         The optimizer's ``lr``. The gradient is that of the batch *mean*, as
         ``loss.mean()`` in PyTorch, so Adam learning rates carry over from torch code; plain
@@ -193,6 +161,23 @@ class MatrixFactorization:
     call that raises on bad input leaves the model's attributes, tables and optimizer state
     as they were.
 
+    ``X`` may be in any SciPy format; its structure is checked before use. With
+    ``loss="squared"`` a (user, item) pair stored more than once is refused, because SciPy
+    would add the two ratings (4 and 5 would train as 9). Aggregate such duplicates first,
+    e.g. to their mean::
+
+        S = X.tocsr(copy=True); S.sum_duplicates()   # sums, indices sorted
+        C = X.copy(); C.data[:] = 1                    # one per stored entry
+        C = C.tocsr(); C.sum_duplicates()              # counts: S's pattern
+        S.data /= C.data                               # means
+
+    With ``loss="bpr"`` a pair stored more than once is one positive.
+
+    :meth:`score` returns minus the RMSE (squared) or the precision at 10 (BPR), the metric
+    ``eval_set`` records in ``history_``: higher is better, as scikit-learn expects. The
+    parameters follow scikit-learn's conventions (``get_params``, ``set_params``,
+    ``sklearn.base.clone``), and a fitted model pickles.
+
     Examples
     --------
     >>> from sparseopt.datasets import make_ratings
@@ -204,12 +189,14 @@ class MatrixFactorization:
     >>> items, scores = mf.recommend([0, 1], n=3)
     >>> items.shape
     (2, 3)
+    >>> mf.score(X) < 0   # minus the RMSE on these ratings
+    True
     """
 
     def __init__(self, n_components: int = 32, loss: str = "squared", optimizer: str = "adam",
                  learning_rate: float = 0.01, alpha: float = 0.02, n_epochs: int = 10,
                  batch_size: int = 4096, use_biases: bool = True, init_std: float = 0.1,
-                 optimizer_params: Optional[Dict[str, Any]] = None, dtype=np.float32,
+                 optimizer_params: Optional[Dict[str, Any]] = None, dtype: Any = np.float32,
                  random_state: Any = None, n_threads: Optional[int] = None,
                  verbose: bool = False) -> None:
         self.n_components = n_components
@@ -227,34 +214,11 @@ class MatrixFactorization:
         self.n_threads = n_threads
         self.verbose = verbose
 
-    # -- scikit-learn style parameters ---------------------------------------------------------
-
-    _PARAMS = ("n_components", "loss", "optimizer", "learning_rate", "alpha", "n_epochs",
-               "batch_size", "use_biases", "init_std", "optimizer_params", "dtype",
-               "random_state", "n_threads", "verbose")
-
-    def get_params(self, deep: bool = True) -> Dict[str, Any]:
-        return {k: getattr(self, k) for k in self._PARAMS}
-
-    def set_params(self, **params: Any) -> "MatrixFactorization":
-        for k, v in params.items():
-            if k not in self._PARAMS:
-                raise ValueError(f"invalid parameter {k!r} for MatrixFactorization")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = MatrixFactorization().get_params()
-        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()
-                            if v is not defaults[k] and v != defaults[k])
-        return f"MatrixFactorization({changed})"
-
     # -- fitted attributes ---------------------------------------------------------------------
 
     def _fitted(self, training: bool = False) -> _Fitted:
         """The checked tables and scalars the kernels read (see the class docstring)."""
-        if not hasattr(self, "user_table_"):
-            raise AttributeError("this MatrixFactorization is not fitted yet; call fit first")
+        self._check_fitted()
         n_users, n_items, k, ub, ib, dtype = self._layout
         check_recorded("n_users_", getattr(self, "n_users_", None), n_users)
         check_recorded("n_items_", getattr(self, "n_items_", None), n_items)
@@ -295,22 +259,12 @@ class MatrixFactorization:
         st = self._fitted()
         return st.Q[:, st.k] if st.item_bias else self._zeros(st.n_items, st.Q.dtype)
 
-    # -- checks --------------------------------------------------------------------------------
+    # -- hooks of BaseRecommender: parameters and initialisation -------------------------------
 
     def _check_params(self) -> Dict[str, Any]:
-        p = dict(
-            k=check_positive_int("n_components", self.n_components),
-            loss=V.check_choice("loss", self.loss, ("squared", "bpr")),
-            optimizer=V.check_choice("optimizer", self.optimizer, OPTIMIZERS),
-            lr=V.check_real("learning_rate", self.learning_rate, low_open=True),
-            alpha=V.check_real("alpha", self.alpha),
-            n_epochs=check_positive_int("n_epochs", self.n_epochs),
-            batch_size=check_positive_int("batch_size", self.batch_size),
-            init_std=V.check_real("init_std", self.init_std),
-            n_threads=V.check_n_threads(self.n_threads),
-            use_biases=check_flag("use_biases", self.use_biases),
-            verbose=check_verbose(self.verbose),
-        )
+        p = check_training_params(self)
+        p["loss"] = V.check_choice("loss", self.loss, ("squared", "bpr"))
+        p["use_biases"] = check_flag("use_biases", self.use_biases)
         try:
             dt = np.dtype(self.dtype)
         except TypeError:
@@ -320,80 +274,14 @@ class MatrixFactorization:
         p["dtype"] = dt
         return p
 
-    # -- fitting -------------------------------------------------------------------------------
+    def _implicit_feedback(self, p: Dict[str, Any]) -> bool:
+        return p["loss"] == "bpr"
 
-    @fit_guard
-    def fit(self, X: Any, eval_set: Any = None) -> "MatrixFactorization":
-        """Fit from scratch for ``n_epochs`` passes over ``X``.
-
-        Parameters
-        ----------
-        X : scipy.sparse matrix or array, shape (n_users, n_items)
-            Ratings (``loss="squared"``; stored values are the ratings, explicit zeros
-            included) or positive interactions (``loss="bpr"``; every stored non-zero is a
-            positive, and a pair stored more than once is one positive: its entries are
-            summed first). Any SciPy format; its structure is checked before use.
-        eval_set : scipy.sparse matrix, optional
-            Held-out ratings or interactions of the same shape, scored after every epoch
-            (RMSE, or precision@10 with training items excluded) into ``history_``.
-
-        Raises
-        ------
-        ValueError
-            A malformed sparse structure, NaN or infinite values, more than 2**31 - 1 users
-            or items, or (``loss="squared"``) a (user, item) pair stored more than once.
-            SciPy would add such duplicates (ratings 4 and 5 would train as 9), so they are
-            refused: aggregate them first, e.g. to their mean::
-
-                S = X.tocsr(copy=True); S.sum_duplicates()   # sums, indices sorted
-                C = X.copy(); C.data[:] = 1                    # one per stored entry
-                C = C.tocsr(); C.sum_duplicates()              # counts: S's pattern
-                S.data /= C.data                               # means
-        """
-        p = self._check_params()
-        X = _check_interactions("X", X, p["loss"])
-        E = self._check_eval_set(eval_set, X, p["loss"])
-        rng = check_random_state(self.random_state)
-        for attr in ("user_table_", "item_table_"):  # free the old tables before new ones
-            self.__dict__.pop(attr, None)
-        self._init_model(X, p, rng)
-        self._train(X, p, p["n_epochs"], E)
-        return self
-
-    @fit_guard
-    def partial_fit(self, X: Any, eval_set: Any = None) -> "MatrixFactorization":
-        """One pass over ``X``; the first call initialises the model from ``X``'s shape.
-
-        Later calls must pass a matrix of the same shape; their interactions are added to
-        those excluded by ``recommend`` and from BPR negatives. The optimizer state, the
-        random generator and ``global_mean_`` carry over. ``X`` follows the rules of
-        :meth:`fit`.
-        """
-        p = self._check_params()
-        X = _check_interactions("X", X, p["loss"])
-        E = self._check_eval_set(eval_set, X, p["loss"])
-        if not hasattr(self, "user_table_"):
-            self._init_model(X, p, check_random_state(self.random_state))
-        else:
-            st = self._fitted(training=True)
-            if X.shape != (st.n_users, st.n_items):
-                raise ValueError(f"X has shape {X.shape}, the model was fitted on "
-                                 f"({st.n_users}, {st.n_items})")
-            if p["loss"] != self._loss or p["k"] != st.k:
-                raise ValueError("loss and n_components cannot change between partial_fit "
-                                 "calls; call fit to start over")
-            self._add_seen(X)
-        self.optimizer_.lr = p["lr"]
-        self._train(X, p, 1, E)
-        return self
-
-    def _init_model(self, X: sp.csr_matrix, p: Dict[str, Any],
-                    rng: np.random.Generator) -> None:
+    def _init_tables(self, X: sp.csr_matrix, p: Dict[str, Any]) -> None:
         k, dt = p["k"], p["dtype"]
-        self._rng = rng
-        self.n_users_, self.n_items_ = X.shape
         self.n_components_ = k
         self._loss = p["loss"]
+        # BPR compares two items of one user: a user bias would cancel, so it has none
         self._user_bias = p["use_biases"] and p["loss"] == "squared"
         self._item_bias = p["use_biases"]
         # the layout every later call checks the public attributes against
@@ -412,9 +300,6 @@ class MatrixFactorization:
             self.global_mean_ = 0.0
         self.optimizer_ = make_optimizer(p["optimizer"], [self.user_table_, self.item_table_],
                                          p["lr"], p["n_threads"], self._optimizer_kwargs(p))
-        self._set_seen(self._structure(X))
-        self.history_: List[Dict[str, Any]] = []
-        self.n_epochs_ = 0
 
     def _optimizer_kwargs(self, p: Dict[str, Any]) -> Any:
         kw = self.optimizer_params
@@ -424,79 +309,31 @@ class MatrixFactorization:
             kw.setdefault("bias_correction", "global")
         return kw  # anything but a dict or None is refused by make_optimizer
 
-    @staticmethod
-    def _structure(X: sp.csr_matrix) -> sp.csr_matrix:
-        """The pattern of X (values 1, indices sorted), for exclusion and negatives."""
-        S = sp.csr_matrix((np.ones(X.nnz, dtype=np.int8), X.indices, X.indptr), shape=X.shape)
-        S.sort_indices()
-        return S
+    def _check_continue(self, p: Dict[str, Any], st: _Fitted) -> None:
+        if p["loss"] != self._loss or p["k"] != st.k:
+            raise ValueError("loss and n_components cannot change between partial_fit "
+                             "calls; call fit to start over")
 
-    def _set_seen(self, S: sp.csr_matrix) -> None:
-        self._seen = S
-        # int64 copies for the negative-sampling kernel (made once, not per batch)
-        self._seen64 = (S.indptr.astype(np.int64), S.indices.astype(np.int64))
+    # -- hooks of BaseRecommender: training ----------------------------------------------------
 
-    def _add_seen(self, X: sp.csr_matrix) -> None:
-        S = self._seen
-        if X.nnz == S.nnz and X.has_sorted_indices and np.array_equal(X.indptr, S.indptr) \
-                and np.array_equal(X.indices, S.indices):
-            return  # the same interactions again (another epoch of the same matrix)
-        merged = (self._seen.astype(np.int32) + self._structure(X).astype(np.int32)).tocsr()
-        self._set_seen(self._structure(merged))
-
-    def _check_eval_set(self, eval_set: Any, X: sp.csr_matrix, loss: str):
-        if eval_set is None:
-            return None
-        E = _check_interactions("eval_set", eval_set, loss)
-        if E.shape != X.shape:
-            raise ValueError(f"eval_set has shape {E.shape}, X has shape {X.shape}")
-        return E
-
-    def _train(self, X: sp.csr_matrix, p: Dict[str, Any], n_epochs: int,
-               E: Optional[sp.csr_matrix]) -> None:
-        st = self._fitted(training=True)
-        users = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
-        items = np.ascontiguousarray(X.indices, dtype=np.int64)
+    def _training_data(self, X: sp.csr_matrix, p: Dict[str, Any]) -> Any:
+        users, items = user_item_ids(X)
         if self._loss == "squared":
-            # one 16-byte record per rating: a shuffled epoch reads one cache line per sample
-            records = np.empty((users.shape[0], 2), dtype=np.int64)
-            _recommend.pack_ratings(users, items, np.ascontiguousarray(X.data, np.float64),
-                                    records)
-        for _ in range(n_epochs):
-            t0 = time.perf_counter()
-            if self._loss == "squared":
-                stats = self._epoch_squared(records, p, st)
-            else:
-                stats = self._epoch_bpr(users, items, p, st)
-            seconds = time.perf_counter() - t0
-            self.n_epochs_ += 1
-            stats.update(epoch=self.n_epochs_, seconds=seconds,
-                         rows_per_s=users.shape[0] / seconds if seconds > 0 else float("inf"),
-                         eval=self._evaluate(E) if E is not None else None)
-            self.history_.append(stats)
-            if p["verbose"]:
-                self._print(stats)
+            return pack_ratings(users, items, X.data)
+        return users, items
 
-    def _step(self, grads: List[RowGrad]) -> None:
-        try:
-            self.optimizer_.step(grads)
-        except FloatingPointError as exc:
-            raise FloatingPointError(
-                f"MatrixFactorization diverged (non-finite gradient) in epoch "
-                f"{self.n_epochs_ + 1}; lower learning_rate (now {self.optimizer_.lr})"
-            ) from exc
+    def _epoch(self, data: Any, p: Dict[str, Any], st: _Fitted) -> Dict[str, Any]:
+        if self._loss == "squared":
+            return self._epoch_squared(data, p, st)
+        return self._epoch_bpr(*data, p, st)
 
-    def _epoch_squared(self, records, p, st: _Fitted) -> Dict[str, Any]:
+    def _epoch_squared(self, records: np.ndarray, p: Dict[str, Any],
+                       st: _Fitted) -> Dict[str, Any]:
         n = records.shape[0]
         B = max(1, min(p["batch_size"], n))
         k, U, Q = st.k, st.U, st.Q
         perm = self._rng.permutation(n)
-        gu = np.empty((B, U.shape[1]), dtype=U.dtype)
-        gi = np.empty((B, Q.shape[1]), dtype=Q.dtype)
-        urows = np.empty(B, dtype=np.int64)
-        irows = np.empty(B, dtype=np.int64)
-        uslot = np.full(st.n_users, -1, dtype=np.int32)
-        islot = np.full(st.n_items, -1, dtype=np.int32)
+        gu, gi, urows, irows, uslot, islot = _scratch(st, B, 1)
         err = np.empty(B, dtype=np.float64)
         mu, alpha, ub, ib = st.mu, p["alpha"], st.user_bias, st.item_bias
         sq = 0.0
@@ -512,34 +349,16 @@ class MatrixFactorization:
         return dict(loss=0.5 * mse, train_rmse=mse ** 0.5)
 
     def _sample_negatives(self, u: np.ndarray, size: int) -> np.ndarray:
-        """Uniform items that are not positives of their user (a few rejection rounds; a
-        user holding nearly every item may keep a positive as its negative)."""
-        n_items = self._layout[1]
-        neg = self._rng.integers(0, n_items, size=size, dtype=np.int64)
-        hit = np.empty(size, dtype=np.uint8)
-        indptr, indices = self._seen64
-        if _recommend.csr_contains(indptr, indices, u, neg, hit):
-            for _ in range(_NEG_ROUNDS):
-                redo = np.flatnonzero(hit)
-                neg[redo] = self._rng.integers(0, n_items, size=redo.shape[0], dtype=np.int64)
-                sub = np.empty(redo.shape[0], dtype=np.uint8)
-                if not _recommend.csr_contains(indptr, indices, u[redo], neg[redo], sub):
-                    break
-                hit[:] = 0
-                hit[redo] = sub
-        return neg
+        """BPR negatives for the users ``u`` from the model's generator (``_sampling``)."""
+        return sample_negatives(self._rng, self._seen, self._layout[1], u, size)
 
-    def _epoch_bpr(self, users, items, p, st: _Fitted) -> Dict[str, Any]:
+    def _epoch_bpr(self, users: np.ndarray, items: np.ndarray, p: Dict[str, Any],
+                   st: _Fitted) -> Dict[str, Any]:
         n = users.shape[0]
         B = max(1, min(p["batch_size"], n))
         k, U, Q = st.k, st.U, st.Q
         perm = self._rng.permutation(n)
-        gu = np.empty((B, U.shape[1]), dtype=U.dtype)
-        gi = np.empty((2 * B, Q.shape[1]), dtype=Q.dtype)
-        urows = np.empty(B, dtype=np.int64)
-        irows = np.empty(2 * B, dtype=np.int64)
-        uslot = np.full(st.n_users, -1, dtype=np.int32)
-        islot = np.full(st.n_items, -1, dtype=np.int32)
+        gu, gi, urows, irows, uslot, islot = _scratch(st, B, 2)  # a positive and a negative
         loss = np.empty(B, dtype=np.float64)
         total = 0.0
         for s in range(0, n, B):
@@ -554,155 +373,31 @@ class MatrixFactorization:
             total += float(loss[:b].sum())
         return dict(loss=total / n if n else float("nan"))
 
-    def _evaluate(self, E: sp.csr_matrix) -> float:
-        if self._loss == "squared":
-            users = np.repeat(np.arange(E.shape[0], dtype=np.int64), np.diff(E.indptr))
-            pred = self.predict(users, E.indices.astype(np.int64))
-            return _metrics.rmse(E.data, pred)
-        users = np.flatnonzero(np.diff(E.indptr))
-        if users.shape[0] > _EVAL_USERS:  # the same sample every epoch (fixed seed)
-            users = np.sort(np.random.default_rng(0).choice(users, _EVAL_USERS, replace=False))
-        if users.shape[0] == 0:
-            return float("nan")
-        recs, _ = self.recommend(users, n=_EVAL_K, exclude_seen=True)
-        return _metrics.precision_at_k(E[users], recs, k=_EVAL_K)
+    # -- hooks of BaseRecommender: scores ------------------------------------------------------
 
-    def _print(self, st: Dict[str, Any]) -> None:
-        parts = [f"epoch {st['epoch']:3d}", f"loss {st['loss']:.5f}"]
-        if "train_rmse" in st:
-            parts.append(f"train rmse {st['train_rmse']:.4f}")
-        if st["eval"] is not None:
-            name = "eval rmse" if self._loss == "squared" else f"eval precision@{_EVAL_K}"
-            parts.append(f"{name} {st['eval']:.4f}")
-        parts.append(f"{st['rows_per_s']:,.0f} rows/s")
-        parts.append(f"{st['seconds']:.2f} s")
-        print("[MatrixFactorization] " + "  ".join(parts), file=sys.stdout, flush=True)
-
-    # -- using the model -----------------------------------------------------------------------
-
-    def _threads(self, work: int) -> int:
-        return threads_for(V.check_n_threads(self.n_threads), work,
-                           _utils.PARALLEL_MIN_MODEL_WORK)
-
-    @serialised
-    def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
-        """Predicted rating (or BPR score) of each ``(user_ids[s], item_ids[s])`` pair."""
-        st = self._fitted()
-        u = check_ids("user_ids", user_ids, st.n_users, "users")
-        i = check_ids("item_ids", item_ids, st.n_items, "items")
-        if u.shape != i.shape:
-            raise ValueError(f"user_ids and item_ids differ in length: {u.shape[0]} vs "
-                             f"{i.shape[0]}")
-        out = np.empty(u.shape[0], dtype=st.U.dtype)
-        _recommend.mf_predict(st.U, st.Q, u, i, st.k, st.user_bias, st.item_bias, st.mu, out,
-                              self._threads(u.shape[0] * st.k))
+    def _predict_pairs(self, st: _Fitted, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        out = np.empty(users.shape[0], dtype=st.U.dtype)
+        _recommend.mf_predict(st.U, st.Q, users, items, st.k, st.user_bias, st.item_bias,
+                              st.mu, out, self._threads(users.shape[0] * st.k))
         return out
 
-    def _topn(self, scores: np.ndarray, excl: Optional[sp.csr_matrix], n: int
-              ) -> Tuple[np.ndarray, np.ndarray]:
-        """Top ``n`` per row of ``scores`` (C-contiguous, scratch); ``excl`` is a CSR matrix
-        of ``scores``' shape built here from the model's own interaction pattern."""
-        m = scores.shape[0]
-        ids = np.empty((m, n), dtype=np.int64)
-        out = np.empty((m, n), dtype=np.float64)
-        if excl is None:
-            indptr = np.zeros(m + 1, dtype=np.int64)
-            indices = np.zeros(1, dtype=np.int64)
-        else:
-            indptr = excl.indptr.astype(np.int64, copy=False)
-            indices = excl.indices.astype(np.int64, copy=False)
-            if indices.shape[0] == 0:
-                indices = np.zeros(1, dtype=np.int64)
-        _recommend.topn_rows(scores, indptr, indices, ids, out, self._threads(scores.size))
-        return ids, out
-
-    @serialised
-    def recommend(self, user_ids: Any, n: int = 10, exclude_seen: bool = True
-                  ) -> Tuple[np.ndarray, np.ndarray]:
-        """The ``n`` items of highest predicted score for each user, best first.
-
-        Scores are computed for blocks of users as one matrix product (BLAS), then a Cython
-        kernel selects the top ``n`` of each row in parallel over users with a bounded heap
-        (ties go to the lower item id). With ``exclude_seen`` the items of the user's training
-        interactions (every matrix given to ``fit`` / ``partial_fit``) are left out.
-
-        Parameters
-        ----------
-        user_ids : int or array-like of int
-        n : int, default 10
-            At most ``n_items`` columns are returned.
-        exclude_seen : bool, default True
-
-        Returns
-        -------
-        item_ids : ndarray of int64, shape (n_users_asked, n) (or (n,) for a single id)
-            Padded with -1 when a user has fewer than ``n`` candidate items.
-        scores : ndarray, same shape, the model's dtype
-            Predicted ratings (squared) or BPR scores ``<p_u, q_i> + c_i``; -inf for padding.
-        """
-        st = self._fitted()
-        scalar = np.ndim(user_ids) == 0
-        users = check_ids("user_ids", user_ids, st.n_users, "users")
-        n = min(check_positive_int("n", n), st.n_items)
-        exclude_seen = check_flag("exclude_seen", exclude_seen)
-        seen = self._seen
-        if exclude_seen and seen.shape != (st.n_users, st.n_items):
-            # a fit in another thread replaced the tables between the two reads: the kernel
-            # would exclude items by the other shape's ids
-            raise ValueError("the model was refitted during this call (its interactions no "
-                             "longer match item_table_); call recommend again")
+    def _scorer(self, st: _Fitted) -> Callable[[np.ndarray], np.ndarray]:
         k = st.k
         P = st.U[:, :k]
-        QT = np.ascontiguousarray(st.Q[:, :k].T)
+        QT = np.ascontiguousarray(st.Q[:, :k].T)  # once per call: every block reads it
         ib = st.Q[:, k] if st.item_bias else None
-        m = users.shape[0]
-        ids = np.empty((m, n), dtype=np.int64)
-        scores = np.empty((m, n), dtype=st.U.dtype)
-        block = max(1, _BLOCK_ENTRIES // max(1, st.n_items))
-        for s in range(0, m, block):
-            bu = users[s:s + block]
-            S = P[bu] @ QT
+        squared = self._loss == "squared"
+
+        def scores(users: np.ndarray) -> np.ndarray:
+            S = P[users] @ QT
             if ib is not None:
                 S += ib
-            if self._loss == "squared":
-                ub = st.U[bu, k] if st.user_bias else np.zeros(bu.shape[0], st.U.dtype)
+            if squared:  # BPR scores rank items: the user's constant terms are left out
+                ub = st.U[users, k] if st.user_bias else np.zeros(users.shape[0], st.U.dtype)
                 S += (st.mu + ub).astype(S.dtype)[:, None]
-            S = np.ascontiguousarray(S)
-            excl = seen[bu] if exclude_seen else None
-            bi, bs = self._topn(S, excl, n)
-            ids[s:s + block] = bi
-            scores[s:s + block] = bs
-        if scalar:
-            return ids[0], scores[0]
-        return ids, scores
+            return np.ascontiguousarray(S)
 
-    @serialised
-    def similar_items(self, item_ids: Any, n: int = 10) -> Tuple[np.ndarray, np.ndarray]:
-        """The ``n`` items most similar to each given item by cosine of their factors.
+        return scores
 
-        The item itself is left out; items with all-zero factors have similarity 0 to all.
-        Returns ``(item_ids, similarities)`` shaped like :meth:`recommend`'s output.
-        """
-        st = self._fitted()
-        scalar = np.ndim(item_ids) == 0
-        items = check_ids("item_ids", item_ids, st.n_items, "items")
-        n = min(check_positive_int("n", n), max(1, st.n_items - 1))
-        Q = st.Q[:, :st.k].astype(np.float64)
-        norms = np.sqrt(np.einsum("ij,ij->i", Q, Q))
-        Qn = Q / np.where(norms > 0, norms, 1.0)[:, None]
-        QnT = np.ascontiguousarray(Qn.T)
-        m = items.shape[0]
-        ids = np.empty((m, n), dtype=np.int64)
-        sims = np.empty((m, n), dtype=st.Q.dtype)
-        block = max(1, _BLOCK_ENTRIES // max(1, st.n_items))
-        for s in range(0, m, block):
-            bi = items[s:s + block]
-            S = np.ascontiguousarray(Qn[bi] @ QnT)
-            excl = sp.csr_matrix((np.ones(bi.shape[0]), bi, np.arange(bi.shape[0] + 1)),
-                                 shape=(bi.shape[0], st.n_items))
-            ti, ts = self._topn(S, excl, n)
-            ids[s:s + block] = ti
-            sims[s:s + block] = ts
-        if scalar:
-            return ids[0], sims[0]
-        return ids, sims
+    def _item_vectors(self, st: _Fitted) -> np.ndarray:
+        return st.Q[:, :st.k]

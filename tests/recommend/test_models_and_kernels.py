@@ -16,14 +16,14 @@ import scipy.sparse as sp
 import sparseopt as so
 from sparseopt._kernels import _recommend as K
 from sparseopt.datasets import holdout_split, make_interactions, make_ratings
-from sparseopt.recommend import MatrixFactorization, metrics
+from sparseopt.recommend import metrics
 from sparseopt import _utils
-from sparseopt.recommend import _mf
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from sparseopt.recommend import FMClassifier, FMRegressor  # noqa: E402
+from sparseopt.recommend import FMClassifier, FMRegressor, MatrixFactorization  # noqa: E402
+from sparseopt.recommend import _mf, _serving  # noqa: E402
 
 RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
 
@@ -559,7 +559,7 @@ def test_recommend_matches_brute_force(loss, monkeypatch):
     X = make_ratings(60, 40, 700, random_state=2, dtype=np.float64)
     mf = MatrixFactorization(n_components=5, loss=loss, n_epochs=3, dtype=np.float64,
                              random_state=0).fit(X)
-    monkeypatch.setattr(_mf, "_BLOCK_ENTRIES", 40 * 7)      # several blocks of 7 users
+    monkeypatch.setattr(_serving, "_BLOCK_ENTRIES", 40 * 7)      # several blocks of 7 users
     users = np.array([0, 59, 3, 3, 17, 42, 8, 9, 10, 11])
     allu = np.repeat(users, 40)
     alli = np.tile(np.arange(40), users.shape[0])

@@ -18,10 +18,9 @@ import pytest
 import scipy.sparse as sp
 
 from sparseopt.datasets import make_ratings
-from sparseopt.recommend import MatrixFactorization
 
 pytest.importorskip("sklearn")
-from sparseopt.recommend import FMClassifier, FMRegressor  # noqa: E402
+from sparseopt.recommend import FMClassifier, FMRegressor, MatrixFactorization  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

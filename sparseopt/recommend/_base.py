@@ -1,0 +1,433 @@
+"""``BaseRecommender``: what every user x item model shares, whatever its tables hold.
+
+A model subclasses it, keeps its hyper-parameters in ``__init__`` (scikit-learn's rule: store
+them unchanged, check them in ``fit``) and implements the hooks listed in the class
+docstring; the base owns the public calls (``fit``, ``partial_fit``, ``predict``,
+``recommend``, ``similar_items``, ``score``) and their checks, the epoch loop, ``eval_set``
+and ``verbose``. Needs scikit-learn (``BaseEstimator`` gives ``get_params`` / ``set_params``
+/ ``clone`` / repr).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from .. import _utils
+from .. import _validation as V
+from .._sklearn import fit_guard, serialised
+from .._utils import check_random_state, threads_for
+from ..optim import RowGrad
+from . import _serving
+from . import metrics as _metrics
+from ._interactions import SeenItems, check_interactions
+from ._training import Stopping, optimizer_step, print_epoch, run_epochs
+
+__all__ = ["BaseRecommender"]
+
+# The eval_set metric of implicit data, precision at _EVAL_K, is computed on at most
+# _EVAL_USERS users with held-out items: a fixed sample (seed 0), so that evaluating every
+# epoch stays cheap and the figures of successive epochs compare the same users.
+_EVAL_USERS = 2000
+_EVAL_K = 10
+
+
+class BaseRecommender(BaseEstimator):
+    """Base class of the recommenders trained on a users x items interaction matrix.
+
+    It owns the calls every such model offers and the rules they follow; a subclass supplies
+    its tables and its arithmetic through the hooks below.
+
+    **Training.** ``fit(X)`` starts from scratch and makes ``n_epochs`` passes;
+    ``partial_fit(X)`` makes one pass, initialising the model on its first call and
+    continuing it (tables, optimizer state, random generator) afterwards. Both run under
+    ``fit_guard`` (one call at a time per model; a call that raises leaves the attributes as
+    they were) and check every input before any table changes. After each pass a dict is
+    appended to ``history_`` (the hook's statistics, then ``epoch``, ``seconds``,
+    ``rows_per_s``, ``eval``) and, with ``verbose``, printed.
+
+    **Explicit or implicit data.** ``_implicit_feedback(params)`` says whether ``X`` holds
+    ratings (stored values, duplicates refused) or positives (stored non-zeros, duplicates
+    merged); it fixes how ``X`` is checked and which metric ``eval_set`` and :meth:`score`
+    use:
+
+    ============  ==================================================================
+    explicit      RMSE of :meth:`predict` on the stored ratings
+                  (``score`` returns minus the RMSE: higher is better)
+    implicit      precision at 10 of :meth:`recommend` (training items excluded) on at
+                  most 2000 users with held-out items (a fixed sample, seed 0)
+    ============  ==================================================================
+
+    **Serving.** :meth:`recommend` scores blocks of users as one dense product and keeps the
+    top ``n`` per user (``_serving``); :meth:`similar_items` ranks items by the cosine of the
+    vectors ``_item_vectors`` returns.
+
+    Notes
+    -----
+    **Writing a model.** A subclass defines the hyper-parameters ``n_epochs``, ``learning_rate``,
+    ``random_state``, ``n_threads`` and ``verbose`` (the base reads them) and implements:
+
+    ``_check_params() -> dict``
+        Every hyper-parameter checked; at least the keys of
+        ``_common.check_training_params`` (``n_epochs``, ``lr``, ``verbose``, ...).
+    ``_implicit_feedback(params) -> bool``
+        See above.
+    ``_init_tables(X, params)``
+        Draw the tables from ``self._rng``, build ``self.optimizer_`` over them, record the
+        layout ``_fitted`` checks against. ``self.n_users_`` / ``self.n_items_`` are set.
+    ``_fitted(training=False)``
+        The checked tables the kernels will read, as one object with at least ``n_users``,
+        ``n_items`` and ``dtype``; raise ``ValueError`` naming an attribute that no longer
+        matches its record (call :meth:`_check_fitted` first for the not-fitted error).
+    ``_check_continue(params, fitted)``
+        ``partial_fit`` on a fitted model: refuse parameters that cannot change.
+    ``_training_data(X, params)``
+        The checked ``X`` as the epoch hook takes it (built once per call).
+    ``_epoch(data, params, fitted) -> dict``
+        One shuffled pass; returns at least ``{"loss": mean training loss}``. Each
+        mini-batch goes to the optimizer through :meth:`_step`.
+    ``_predict_pairs(fitted, users, items) -> ndarray``
+        The score of each (checked) pair.
+    ``_scorer(fitted) -> callable``
+        ``scores(users)``: the C-contiguous ``(len(users), n_items)`` scores of a block of
+        users (called once per block of :meth:`recommend`; precompute in the hook).
+    ``_item_vectors(fitted) -> ndarray``
+        ``(n_items, d)`` vectors whose cosine :meth:`similar_items` ranks by.
+
+    Optional: ``_stopping(params)`` returns a ``_training.Stopping`` to end ``fit`` early
+    (default: never), and ``_tables`` names the table attributes (freed before a refit; the
+    first one marks a fitted model).
+
+    Examples
+    --------
+    >>> from sklearn.base import clone
+    >>> from sparseopt.recommend import MatrixFactorization
+    >>> from sparseopt.recommend._base import BaseRecommender
+    >>> mf = MatrixFactorization(n_components=4, random_state=0)
+    >>> isinstance(mf, BaseRecommender), clone(mf).get_params()["n_components"]
+    (True, 4)
+    """
+
+    _tables: Tuple[str, ...] = ("user_table_", "item_table_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    # -- hooks (see the class docstring) ---------------------------------------------------------
+
+    def _check_params(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def _implicit_feedback(self, p: Dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def _init_tables(self, X: sp.csr_matrix, p: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _fitted(self, training: bool = False) -> Any:
+        raise NotImplementedError
+
+    def _check_continue(self, p: Dict[str, Any], st: Any) -> None:
+        raise NotImplementedError
+
+    def _training_data(self, X: sp.csr_matrix, p: Dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _epoch(self, data: Any, p: Dict[str, Any], st: Any) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def _predict_pairs(self, st: Any, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _scorer(self, st: Any) -> Callable[[np.ndarray], np.ndarray]:
+        raise NotImplementedError
+
+    def _item_vectors(self, st: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _stopping(self, p: Dict[str, Any]) -> Optional[Stopping]:
+        return None
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    @fit_guard
+    def fit(self, X: Any, eval_set: Any = None) -> "BaseRecommender":
+        """Fit from scratch for ``n_epochs`` passes over ``X``.
+
+        Parameters
+        ----------
+        X : scipy.sparse matrix or array, shape (n_users, n_items)
+            Ratings (explicit models; stored values are the ratings, explicit zeros
+            included) or positive interactions (implicit models; every stored non-zero is a
+            positive, and a pair stored more than once is one positive: its entries are
+            summed first). Any SciPy format; its structure is checked before use.
+        eval_set : scipy.sparse matrix, optional
+            Held-out ratings or interactions of the same shape, scored after every epoch
+            (RMSE, or precision@10 with training items excluded) into ``history_``.
+
+        Returns
+        -------
+        self
+        """
+        p, X, E = self._check_call(X, eval_set)
+        rng = check_random_state(self.random_state)
+        for attr in self._tables:  # free the old tables before allocating the new ones
+            self.__dict__.pop(attr, None)
+        self._init_model(X, p, rng)
+        self._train(X, p, p["n_epochs"], E)
+        return self
+
+    @fit_guard
+    def partial_fit(self, X: Any, eval_set: Any = None) -> "BaseRecommender":
+        """One pass over ``X``; the first call initialises the model from ``X``'s shape.
+
+        Later calls must pass a matrix of the same shape; their interactions are added to
+        those excluded by ``recommend`` (and, for implicit models, from the negatives). The
+        optimizer state and the random generator carry over. ``X`` and ``eval_set`` follow
+        the rules of :meth:`fit`.
+
+        Returns
+        -------
+        self
+        """
+        p, X, E = self._check_call(X, eval_set)
+        if not hasattr(self, self._tables[0]):
+            self._init_model(X, p, check_random_state(self.random_state))
+        else:
+            st = self._fitted(training=True)
+            if X.shape != (st.n_users, st.n_items):
+                raise ValueError(f"X has shape {X.shape}, the model was fitted on "
+                                 f"({st.n_users}, {st.n_items})")
+            self._check_continue(p, st)
+            self._seen = self._seen.union(X)
+        self.optimizer_.lr = p["lr"]
+        self._train(X, p, 1, E)
+        return self
+
+    def _check_call(self, X: Any, eval_set: Any
+                    ) -> Tuple[Dict[str, Any], sp.csr_matrix, Optional[sp.csr_matrix]]:
+        """The checks of a training call, all before anything changes: the parameters, then
+        ``X`` and ``eval_set`` (of ``X``'s shape) by the rules the parameters choose."""
+        p = self._check_params()
+        implicit = self._implicit_feedback(p)
+        X = check_interactions("X", X, implicit)
+        if eval_set is None:
+            return p, X, None
+        E = check_interactions("eval_set", eval_set, implicit)
+        if E.shape != X.shape:
+            raise ValueError(f"eval_set has shape {E.shape}, X has shape {X.shape}")
+        return p, X, E
+
+    def _init_model(self, X: sp.csr_matrix, p: Dict[str, Any],
+                    rng: np.random.Generator) -> None:
+        """The state of a new model: the subclass's tables, then what every model records.
+        The generator is the model's from here on (initialisation, shuffling, sampling), so
+        a seeded model trains to the same bits every time."""
+        self._rng = rng
+        self.n_users_, self.n_items_ = X.shape
+        self._implicit = self._implicit_feedback(p)
+        self._init_tables(X, p)
+        self._seen = SeenItems(X)
+        self.history_: List[Dict[str, Any]] = []
+        self.n_epochs_ = 0
+
+    def _train(self, X: sp.csr_matrix, p: Dict[str, Any], n_epochs: int,
+               E: Optional[sp.csr_matrix]) -> None:
+        st = self._fitted(training=True)
+        data = self._training_data(X, p)
+
+        def record(stats: Dict[str, Any], seconds: float, rows_per_s: float) -> float:
+            self.n_epochs_ += 1
+            # evaluated after the epoch's clock stopped: `seconds` is training time only
+            stats.update(epoch=self.n_epochs_, seconds=seconds, rows_per_s=rows_per_s,
+                         eval=self._evaluate(E) if E is not None else None)
+            self.history_.append(stats)
+            if p["verbose"]:
+                self._print(stats)
+            return stats["loss"]
+
+        run_epochs(n_epochs, lambda: self._epoch(data, p, st), X.nnz, record,
+                   self._stopping(p))
+
+    def _step(self, grads: List[RowGrad]) -> None:
+        """One optimizer step of the epoch in progress (see ``_training.optimizer_step``)."""
+        optimizer_step(self.optimizer_, grads, type(self).__name__, self.n_epochs_ + 1)
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    @property
+    def _metric_name(self) -> str:
+        return f"precision@{_EVAL_K}" if self._implicit else "rmse"
+
+    def _evaluate(self, E: sp.csr_matrix) -> float:
+        """The ``eval_set`` metric of the checked matrix ``E`` (see the class docstring)."""
+        if not self._implicit:
+            users = np.repeat(np.arange(E.shape[0], dtype=np.int64), np.diff(E.indptr))
+            pred = self.predict(users, E.indices.astype(np.int64))
+            return _metrics.rmse(E.data, pred)
+        users = np.flatnonzero(np.diff(E.indptr))
+        if users.shape[0] > _EVAL_USERS:
+            users = np.sort(np.random.default_rng(0).choice(users, _EVAL_USERS, replace=False))
+        if users.shape[0] == 0:
+            return float("nan")
+        recs, _ = self.recommend(users, n=_EVAL_K, exclude_seen=True)
+        return _metrics.precision_at_k(E[users], recs, k=_EVAL_K)
+
+    @serialised
+    def score(self, X: Any, y: None = None) -> float:
+        """How well the model predicts the held-out interactions ``X``; higher is better.
+
+        The metric ``eval_set`` records in ``history_``, with the sign scikit-learn expects
+        of a score: for explicit ratings (``loss="squared"``) minus the RMSE of
+        :meth:`predict` on the stored ratings; for implicit data (``loss="bpr"``) the
+        precision at 10 of :meth:`recommend` with the training interactions excluded,
+        averaged over the users with held-out items (at most 2000 of them, a fixed sample
+        drawn with seed 0). NaN when ``X`` holds no interaction.
+
+        Parameters
+        ----------
+        X : scipy.sparse matrix, shape (n_users_, n_items_)
+            Held-out ratings or interactions, checked as in :meth:`fit`.
+        y : None
+            Ignored; present for the scikit-learn API.
+
+        Returns
+        -------
+        float
+        """
+        st = self._fitted()
+        E = check_interactions("X", X, self._implicit)
+        if E.shape != (st.n_users, st.n_items):
+            raise ValueError(f"X has shape {E.shape}, the model was fitted on "
+                             f"({st.n_users}, {st.n_items})")
+        value = self._evaluate(E)
+        return value if self._implicit else -value
+
+    def _print(self, stats: Dict[str, Any]) -> None:
+        fields = [f"loss {stats['loss']:.5f}"]
+        if "train_rmse" in stats:
+            fields.append(f"train rmse {stats['train_rmse']:.4f}")
+        if stats["eval"] is not None:
+            fields.append(f"eval {self._metric_name} {stats['eval']:.4f}")
+        fields.append(f"{stats['rows_per_s']:,.0f} rows/s")
+        fields.append(f"{stats['seconds']:.2f} s")
+        print_epoch(type(self).__name__, stats["epoch"], fields)
+
+    # -- using the model -----------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        """``NotFittedError`` (an ``AttributeError`` and a ``ValueError``) before the first
+        ``fit``."""
+        check_is_fitted(self, self._tables[0],
+                        msg=f"this {type(self).__name__} is not fitted yet; call fit first")
+
+    def _threads(self, work: int) -> int:
+        """Threads of a kernel call doing ``work`` units (the model's checked ``n_threads``,
+        fewer for small work)."""
+        return threads_for(V.check_n_threads(self.n_threads), work,
+                           _utils.PARALLEL_MIN_MODEL_WORK)
+
+    @serialised
+    def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
+        """Predicted score of each ``(user_ids[s], item_ids[s])`` pair.
+
+        Parameters
+        ----------
+        user_ids, item_ids : array-like of int, same length
+            Ids in ``[0, n_users_)`` and ``[0, n_items_)``.
+
+        Returns
+        -------
+        ndarray, the model's dtype
+            A predicted rating (explicit models) or a ranking score (implicit models).
+        """
+        st = self._fitted()
+        u = V.check_ids("user_ids", user_ids, st.n_users, "users")
+        i = V.check_ids("item_ids", item_ids, st.n_items, "items")
+        if u.shape != i.shape:
+            raise ValueError(f"user_ids and item_ids differ in length: {u.shape[0]} vs "
+                             f"{i.shape[0]}")
+        return self._predict_pairs(st, u, i)
+
+    @serialised
+    def recommend(self, user_ids: Any, n: int = 10, exclude_seen: bool = True
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``n`` items of highest predicted score for each user, best first.
+
+        Scores are computed for blocks of users as one matrix product (BLAS), then a Cython
+        kernel selects the top ``n`` of each row in parallel over users with a bounded heap
+        (ties go to the lower item id). With ``exclude_seen`` the items of the user's training
+        interactions (every matrix given to ``fit`` / ``partial_fit``) are left out.
+
+        Parameters
+        ----------
+        user_ids : int or array-like of int
+        n : int, default 10
+            At most ``n_items`` columns are returned.
+        exclude_seen : bool, default True
+
+        Returns
+        -------
+        item_ids : ndarray of int64, shape (n_users_asked, n) (or (n,) for a single id)
+            Padded with -1 when a user has fewer than ``n`` candidate items.
+        scores : ndarray, same shape, the model's dtype
+            The scores :meth:`predict` gives (up to rounding: they come from a matrix
+            product); -inf for padding.
+        """
+        st = self._fitted()
+        scalar = np.ndim(user_ids) == 0
+        users = V.check_ids("user_ids", user_ids, st.n_users, "users")
+        n = min(V.check_positive_int("n", n), st.n_items)
+        exclude_seen = V.check_flag("exclude_seen", exclude_seen)
+        seen = self._seen
+        if exclude_seen and seen.shape != (st.n_users, st.n_items):
+            # a fit in another thread replaced the tables between the two reads: the kernel
+            # would exclude items by the other shape's ids
+            raise ValueError("the model was refitted during this call (its interactions no "
+                             "longer match item_table_); call recommend again")
+        n_threads = V.check_n_threads(self.n_threads)
+        ids, scores = _serving.top_n_by_blocks(
+            users, n, st.n_items, st.dtype, self._scorer(st),
+            seen.rows if exclude_seen else (lambda block: None), n_threads)
+        if scalar:
+            return ids[0], scores[0]
+        return ids, scores
+
+    @serialised
+    def similar_items(self, item_ids: Any, n: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``n`` items most similar to each given item by cosine of their factors.
+
+        The item itself is left out; items with all-zero factors have similarity 0 to all.
+
+        Parameters
+        ----------
+        item_ids : int or array-like of int
+        n : int, default 10
+            At most ``n_items - 1`` columns are returned.
+
+        Returns
+        -------
+        item_ids, similarities : ndarray
+            Shaped like :meth:`recommend`'s output; similarities in the model's dtype.
+        """
+        st = self._fitted()
+        scalar = np.ndim(item_ids) == 0
+        items = V.check_ids("item_ids", item_ids, st.n_items, "items")
+        n = min(V.check_positive_int("n", n), max(1, st.n_items - 1))
+        Q = self._item_vectors(st).astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", Q, Q))
+        Qn = Q / np.where(norms > 0, norms, 1.0)[:, None]
+        QnT = np.ascontiguousarray(Qn.T)
+        n_threads = V.check_n_threads(self.n_threads)
+        ids, sims = _serving.top_n_by_blocks(
+            items, n, st.n_items, st.dtype,
+            lambda block: np.ascontiguousarray(Qn[block] @ QnT),
+            lambda block: _serving.self_exclusions(block, st.n_items), n_threads)
+        if scalar:
+            return ids[0], sims[0]
+        return ids, sims

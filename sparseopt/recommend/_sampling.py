@@ -1,0 +1,66 @@
+"""Training samples of the user x item models, as their kernels take them.
+
+* :func:`user_item_ids` lists the (user, item) pair of every stored interaction;
+* :func:`pack_ratings` packs explicit ratings into 16-byte records;
+* :func:`sample_negatives` draws BPR negatives that avoid the user's seen items.
+
+Random draws come from the model's own generator, in a fixed order, so a seeded model
+trains to the same bits every time.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._kernels import _recommend
+from ._interactions import SeenItems
+
+__all__ = ["user_item_ids", "pack_ratings", "sample_negatives"]
+
+# Rounds of re-drawing a BPR negative that turned out to be a positive of its user.
+_NEG_ROUNDS = 10
+
+
+def user_item_ids(X: sp.csr_matrix) -> Tuple[np.ndarray, np.ndarray]:
+    """``(users, items)``: int64 ids of every stored entry of the checked CSR ``X``, in
+    storage order."""
+    users = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+    items = np.ascontiguousarray(X.indices, dtype=np.int64)
+    return users, items
+
+
+def pack_ratings(users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+    """One ``(2,)`` int64 record per rating: both ids in the first word, the float64 rating
+    in the second, so a shuffled epoch reads one cache line per sample.
+
+    Ids must be below ``2**31`` (``_interactions.MAX_IDS``, checked with the matrix).
+    """
+    records = np.empty((users.shape[0], 2), dtype=np.int64)
+    _recommend.pack_ratings(users, items, np.ascontiguousarray(ratings, np.float64), records)
+    return records
+
+
+def sample_negatives(rng: np.random.Generator, seen: SeenItems, n_items: int,
+                     users: np.ndarray, size: int) -> np.ndarray:
+    """One negative item per entry of ``users`` (int64, checked ids), drawn uniformly from
+    the items that user has not interacted with.
+
+    A draw that hits a seen item is redrawn, up to ``_NEG_ROUNDS`` rounds: a user who holds
+    nearly every item may keep a positive as its negative rather than loop without end.
+    ``size`` is ``users.shape[0]``.
+    """
+    neg = rng.integers(0, n_items, size=size, dtype=np.int64)
+    hit = np.empty(size, dtype=np.uint8)
+    indptr, indices = seen.indptr64, seen.indices64
+    if _recommend.csr_contains(indptr, indices, users, neg, hit):
+        for _ in range(_NEG_ROUNDS):
+            redo = np.flatnonzero(hit)
+            neg[redo] = rng.integers(0, n_items, size=redo.shape[0], dtype=np.int64)
+            sub = np.empty(redo.shape[0], dtype=np.uint8)
+            if not _recommend.csr_contains(indptr, indices, users[redo], neg[redo], sub):
+                break
+            hit[:] = 0
+            hit[redo] = sub
+    return neg
