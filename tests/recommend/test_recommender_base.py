@@ -35,7 +35,7 @@ from sparseopt.recommend import FMRegressor, MatrixFactorization  # noqa: E402
 from sparseopt.recommend._base import BaseRecommender  # noqa: E402
 from sparseopt.recommend._common import check_table, check_training_params  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
