@@ -181,27 +181,97 @@ def max_n_threads() -> int:
     return max(1, min(4 * _cores(), _info.thread_limit()))
 
 
+def check_sample_weight(sample_weight: Any, n_samples: int, *,
+                        non_negative: bool = False) -> np.ndarray:
+    """The ``sample_weight`` argument of a model's ``fit`` / ``partial_fit``: one finite
+    float64 weight per sample, as a new C-contiguous array.
+
+    ``None`` means a weight of 1 for every sample and a real scalar the same weight for every
+    sample (as in scikit-learn); anything else must be a 1-D array-like of ``n_samples`` real
+    numbers. Models that divide each batch by its total weight need ``non_negative`` weights
+    (a batch whose weights cancel has no scale); the linear estimators, like scikit-learn's,
+    also accept negative ones.
+
+    Raises
+    ------
+    ValueError
+        Naming ``sample_weight``: a sparse matrix; values that are not real numbers; another
+        shape or length; NaN or infinity; every weight zero; with ``non_negative``, a weight
+        below zero. The message for each is the same for every model.
+
+    Examples
+    --------
+    >>> check_sample_weight(None, 3)
+    array([1., 1., 1.])
+    >>> check_sample_weight([0, 0], 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: sample_weight must contain at least one non-zero weight
+    """
+    if sp.issparse(sample_weight):
+        raise ValueError("sample_weight must be a dense array or a scalar, got a sparse "
+                         "matrix; pass sample_weight.toarray().ravel()")
+    if sample_weight is None:
+        return np.ones(n_samples, dtype=np.float64)
+    try:
+        arr = np.asarray(sample_weight)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sample_weight must be an array of real numbers ({exc})") from None
+    if arr.dtype.kind not in "fiubO":
+        raise ValueError(f"sample_weight must hold real numbers, got dtype {arr.dtype}")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = arr.astype(np.float64)  # a new array: the caller's is never modified
+    except (TypeError, ValueError):  # an object array holding something else than numbers
+        raise ValueError("sample_weight must hold real numbers, got objects that are "
+                         "not") from None
+    if arr.ndim == 0:
+        arr = np.full(n_samples, arr.item(), dtype=np.float64)
+    if arr.shape != (n_samples,):
+        raise ValueError(f"sample_weight must be a scalar or a 1-D array of {n_samples} "
+                         f"weights (one per sample), got shape {arr.shape}")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        pos = int(np.argmin(finite))
+        raise ValueError(f"sample_weight must be finite, got {float(arr[pos])} at position "
+                         f"{pos}")
+    if non_negative and arr.size and arr.min() < 0:
+        pos = int(np.argmin(arr))
+        raise ValueError(f"sample_weight must be non-negative, got {float(arr[pos])} at "
+                         f"position {pos}")
+    if arr.size and not arr.any():
+        raise ValueError("sample_weight must contain at least one non-zero weight")
+    return arr
+
+
+# The smallest positive weight a batch may carry, relative to the largest weight scaled into
+# [0.5, 1): the reciprocal of any batch total at or above it is a finite float64.
+_MIN_RELATIVE_WEIGHT = float(np.finfo(np.float64).tiny)
+
+
 def relative_weights(name: str, weights: np.ndarray) -> np.ndarray:
-    """Non-negative float64 weights that count only relative to each other, scaled by a power
-    of two so that the largest lies in [0.5, 1).
+    """Checked non-negative weights (:func:`check_sample_weight` with ``non_negative``) that
+    count only relative to each other, scaled by a power of two so that the largest lies in
+    [0.5, 1).
 
     A model that divides each batch's weighted gradient by the batch's total weight gives the
     same result for any common scale; scaling by a power of two is exact, so results are bit for
     bit those of the unscaled weights, while weights near the float64 limit can no longer
-    overflow a gradient or a sum. Weights that must be finite and non-negative are refused
-    otherwise (ValueError naming ``name``).
+    overflow a gradient or a sum. A batch holding only the smallest positive weights must still
+    have a total whose reciprocal is finite, so a positive weight more than about 2**1021 times
+    smaller than the largest is refused (ValueError naming ``name``).
     """
     w = np.asarray(weights, dtype=np.float64)
-    if w.size == 0:
-        return w
-    if not np.all(np.isfinite(w)):
-        raise ValueError(f"{name} must hold finite numbers")
-    if w.min() < 0:
-        raise ValueError(f"{name} must be non-negative")
-    top = float(w.max())
-    if top == 0.0:
+    top = float(w.max()) if w.size else 0.0
+    if top <= 0.0:
         return w
     _, exponent = math.frexp(top)
+    low = float(w[w > 0].min())
+    if low < math.ldexp(_MIN_RELATIVE_WEIGHT, exponent):  # before scaling, which could round
+        raise ValueError(
+            f"{name} holds a positive weight ({low:.3g}) more than 2**1021 times smaller than "
+            f"the largest ({top:.3g}); each batch is divided by its total weight, whose "
+            "reciprocal would overflow. Set such weights to 0 (they count as nothing)")
     return np.ldexp(w, -exponent)
 
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
 from .. import _validation as V
 from .._kernels import _linear
@@ -116,19 +116,6 @@ def _real_array(name: str, value: Any, dtype, *, finite: bool = False) -> np.nda
         raise ValueError(f"{name} must be finite (in {np.dtype(dtype).name}), got NaN or "
                          "infinity")
     return arr
-
-
-def check_sample_weight(sample_weight: Any, X: Any) -> np.ndarray:
-    """Per-sample weights as float64, one per row of X (scikit-learn's rules: None for ones,
-    a scalar for a constant, else an array of the right length) and finite; every error names
-    ``sample_weight``."""
-    try:
-        return _check_sample_weight(sample_weight, X, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        msg = str(exc)
-        if "sample_weight" not in msg:
-            msg = f"sample_weight: {msg}"
-        raise ValueError(msg) from None
 
 
 class BaseSGD(BaseEstimator):

@@ -15,9 +15,10 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
+from .. import _validation as V
 from .._kernels import _linear
 from .._sklearn import fit_guard, validate_data
-from ._base import BaseSGD, check_sample_weight, kernel_csr
+from ._base import BaseSGD, kernel_csr
 
 _ACCEPT_SPARSE = ["csr"]  # CSC, COO, ... are converted
 _DTYPES = [np.float64, np.float32]
@@ -304,7 +305,7 @@ default='hinge'
 
     def _weights(self, X, y_idx, sample_weight, for_partial_fit):
         """sample_weight times the class weight of each sample (finite, checked)."""
-        sw = check_sample_weight(sample_weight, X)
+        sw = V.check_sample_weight(sample_weight, X.shape[0])
         with np.errstate(over="ignore", invalid="ignore"):
             w = sw * self._class_weights(y_idx, for_partial_fit)[y_idx]
         if not np.isfinite(w).all():
@@ -561,7 +562,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         coef_init, intercept_init = self._warm_init(coef_init, intercept_init)
         X, y = _prepare_training_data(self, X, y, reset=True)
         y = np.asarray(y, dtype=np.float64)
-        sw = check_sample_weight(sample_weight, X)
+        sw = V.check_sample_weight(sample_weight, X.shape[0])
         Xk = kernel_csr(X, X.dtype, X.shape[1])
         self._start_training(params, X.shape[1], 1, X.dtype, keep_weights=False,
                              coef_init=coef_init, intercept_init=intercept_init)
@@ -590,7 +591,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
             self._check_continue()
         X, y = _prepare_training_data(self, X, y, reset=first)
         y = np.asarray(y, dtype=np.float64)
-        sw = check_sample_weight(sample_weight, X)
+        sw = V.check_sample_weight(sample_weight, X.shape[0])
         Xk = kernel_csr(X, X.dtype if first else self._W.dtype,
                         X.shape[1] if first else self._n_feat)
         if first:
