@@ -155,6 +155,21 @@ class _Reference:
             if len(rows):
                 self._update(st, P, rows, G, st["step"], sums)
 
+    def _catch_up(self, st: Dict[str, Any], r: int, t: int, bases: Tuple[float, ...],
+                  sums: Tuple[float, float]) -> Tuple[Tuple[float, ...], float]:
+        """Row ``r``, touched at step ``t``: the decay factors of this update, one per base
+        (``base * base**skipped`` with ``lazy="decay"``, else ``base``), and the factor the row
+        is multiplied by (``1 - lr * weight_decay``, times the missed factors with
+        ``lazy="decay"``); the row is then current through step ``t``."""
+        shrink = 1.0 - self.h["lr"] * self.h["weight_decay"]
+        if self.h["lazy"] != "decay":
+            return bases, shrink
+        skipped = t - int(st["last_step"][r]) - 1
+        factors = tuple(b * power(b, skipped) for b in bases)
+        shrink *= self._wd_catch_up(st, r, sums)
+        st["last_step"][r] = t
+        return factors, shrink
+
     @staticmethod
     def _wd_catch_up(st: Dict[str, Any], r: int, sums: Tuple[float, float]) -> float:
         """The weight-decay factor row ``r`` missed: ``exp(sums[0] - row_wd_log[r])`` (see the
@@ -204,18 +219,12 @@ class Adam(_Reference):
     def _update(self, st, P, rows, G, t, wd_sums) -> None:
         h = self.h
         b1, b2 = h["betas"]
-        lr, eps, wd = h["lr"], h["eps"], h["weight_decay"]
+        lr, eps = h["lr"], h["eps"]
         T = P.dtype.type
         m, v, vmax = st["exp_avg"], st["exp_avg_sq"], st["max_exp_avg_sq"]
         for r, g in zip(rows, G):
-            shrink = 1.0 - lr * wd
-            b1e, b2e = b1, b2
+            (b1e, b2e), shrink = self._catch_up(st, r, t, (b1, b2), wd_sums)
             if h["lazy"] == "decay":
-                skipped = t - int(st["last_step"][r]) - 1
-                b1e = b1 * power(b1, skipped)
-                b2e = b2 * power(b2, skipped)
-                shrink *= self._wd_catch_up(st, r, wd_sums)
-                st["last_step"][r] = t
                 if st["first_step"][r] == 0:
                     st["first_step"][r] = t
                 tau = t - int(st["first_step"][r]) + 1
@@ -287,18 +296,11 @@ class RMSprop(_Reference):
     def _update(self, st, P, rows, G, t, wd_sums) -> None:
         h = self.h
         T = P.dtype.type
-        a, mu, lr, wd = h["alpha"], h["momentum"], h["lr"], h["weight_decay"]
+        a, mu, lr = h["alpha"], h["momentum"], h["lr"]
         inside = h["eps_mode"] == "inside"
         v, ga, buf = st["square_avg"], st["grad_avg"], st["momentum_buffer"]
         for r, g in zip(rows, G):
-            shrink = 1.0 - lr * wd
-            ae, mue = a, mu
-            if h["lazy"] == "decay":
-                skipped = t - int(st["last_step"][r]) - 1
-                ae = a * power(a, skipped)
-                mue = mu * power(mu, skipped)
-                shrink *= self._wd_catch_up(st, r, wd_sums)
-                st["last_step"][r] = t
+            (ae, mue), shrink = self._catch_up(st, r, t, (a, mu), wd_sums)
             v[r] = T(ae) * v[r] + T(1 - a) * g * g
             var = v[r]
             if h["centered"]:

@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils.validation import check_is_fitted
 
 from .. import _validation as V
@@ -572,8 +573,7 @@ class BaseSGD(BaseEstimator):
 
     def _run(self, Xk: Tuple[np.ndarray, np.ndarray, np.ndarray], y: np.ndarray,
              sw: np.ndarray, params, *, max_iter: int, train_idx: Optional[np.ndarray] = None,
-             validation=None, check_convergence: bool = True,
-             weight_label: str = "sample_weight") -> int:
+             validation=None, check_convergence: bool = True) -> int:
         """Epochs of mini-batch steps over ``train_idx`` (all samples by default); returns the
         number of epochs run. ``Xk`` is ``kernel_csr(X)`` of the checked training data.
         ``validation`` = (X_val, y_val, val_idx) turns on early stopping on the validation
@@ -587,7 +587,7 @@ class BaseSGD(BaseEstimator):
                  else np.ascontiguousarray(train_idx, dtype=np.int64))
         if order.shape[0] == 0:
             return 0
-        sw = self._normalised_weights(sw, order, weight_label)
+        sw = self._normalised_weights(sw, order, self._weight_label())
         if validation is not None:
             validation = (validation[0], validation[1], sw[validation[2]])
         batches = self._batches(Xk, y, sw, order, params)
@@ -629,6 +629,72 @@ class BaseSGD(BaseEstimator):
         if stopping is not None:
             stopping.warn_if_unconverged(epoch, max_iter)
         return epoch
+
+    def _weight_label(self) -> str:
+        """How the refusal of too large a weight names the weights the model trains with."""
+        return "sample_weight"
+
+    def _fit_epochs(self, X, y, targets: np.ndarray, sw: np.ndarray, params, coef_init,
+                    intercept_init, strata: Optional[np.ndarray] = None):
+        """The training of ``fit`` on checked data: new weights (``coef_init`` /
+        ``intercept_init``, or zeros), the validation split of ``early_stopping``, then up to
+        ``max_iter`` epochs. ``y`` is what the validation score compares predictions with,
+        ``targets`` what the kernel's loss reads, ``strata`` the classes a classifier's split
+        keeps in proportion."""
+        Xk = kernel_csr(X, X.dtype, X.shape[1])
+        self._start_training(params, X.shape[1], self._n_outputs(), X.dtype,
+                             keep_weights=False, coef_init=coef_init,
+                             intercept_init=intercept_init)
+        train_idx, validation = self._split(X, y, sw, params, strata)
+        self.n_iter_ = self._run(Xk, targets, sw, params, max_iter=params["max_iter"],
+                                 train_idx=train_idx, validation=validation)
+        return self
+
+    def _partial_fit_epoch(self, X, targets: np.ndarray, sw: np.ndarray, params,
+                           first: bool):
+        """The training of ``partial_fit`` on checked data: one epoch, continuing from the
+        current weights (a fresh optimizer after ``densify()`` or a change of ``optimizer``),
+        or from zeros on the ``first`` call."""
+        Xk = kernel_csr(X, X.dtype if first else self._W.dtype,
+                        X.shape[1] if first else self._n_feat)
+        if first:
+            self._start_training(params, X.shape[1], self._n_outputs(), X.dtype,
+                                 keep_weights=False)
+        elif self._needs_restart():
+            self._start_training(params, X.shape[1], self._n_outputs(), self._W.dtype,
+                                 keep_weights=True)
+        self._run(Xk, targets, sw, params, max_iter=1, check_convergence=False)
+        self.n_iter_ = 1
+        return self
+
+    def _split(self, X, y, sw: np.ndarray, params, strata: Optional[np.ndarray]):
+        """``(train indices, (X_val, y_val, val indices))`` for ``early_stopping``, else
+        ``(None, None)``: a shuffled split, stratified by ``strata`` when given, seeded from
+        the call's generator."""
+        if not self.early_stopping:
+            return None, None
+        fraction = params["validation_fraction"]
+        seed = int(params["rng"].integers(2**31 - 1))
+        cv = (ShuffleSplit(test_size=fraction, random_state=seed) if strata is None
+              else StratifiedShuffleSplit(test_size=fraction, random_state=seed))
+        try:
+            idx_train, idx_val = next(cv.split(np.zeros((len(y), 1)), strata))
+        except ValueError as exc:
+            raise ValueError(
+                f"Splitting {len(y)} samples into a train set and a validation set with "
+                f"validation_fraction={fraction!r} failed ({exc}). Please either change "
+                "validation_fraction, increase number of samples, or disable "
+                "early_stopping.") from None
+        if idx_train.shape[0] == 0 or idx_val.shape[0] == 0:
+            raise ValueError(
+                f"Splitting {len(y)} samples into a train set and a validation set with "
+                f"validation_fraction={fraction!r} led to an empty set "
+                f"({idx_train.shape[0]} and {idx_val.shape[0]} samples). Please either change "
+                "validation_fraction, increase number of samples, or disable early_stopping.")
+        if not np.any(sw[idx_val] > 0):
+            raise ValueError("The sample weights for validation set are all zero, consider "
+                             "using a different random state.")
+        return idx_train, (X[idx_val], y[idx_val], idx_val)
 
     def _batches(self, Xk, y: np.ndarray, sw: np.ndarray, order: np.ndarray,
                  params) -> Batches:

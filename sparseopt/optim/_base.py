@@ -594,20 +594,41 @@ class Optimizer:
             return 1
         return self._threads(k, width)
 
-    @staticmethod
-    def _advance_wd_sum(state: Dict[str, Any], lr: float, weight_decay: float
-                        ) -> Tuple[float, float]:
-        """Add this step's ``log1p(-lr * weight_decay)`` to the parameter's running sum (lazy
-        decay mode); return the sums before and after it.
+    def _start_lazy_step(self, state: Dict[str, Any], group: Dict[str, Any]
+                         ) -> Tuple[int, float, float]:
+        """The lazy-mode part of a step of Adam or RMSprop, run before anything else of
+        ``_apply`` (an empty step counts too): ``(flags, S_prev, S_now)``.
 
-        A row brought up to date at a step whose sum was ``S_l`` (kept per row in
-        ``row_wd_log``) and touched at ``t`` misses ``exp(S_{t-1} - S_l)``, the product of the
-        factors of steps ``l+1 .. t-1``; the rule and its rounding are
-        ``sparseopt._reference.wd_catch_up``.
+        With ``lazy="decay"``, this step's ``log1p(-lr * weight_decay)`` is added to the
+        parameter's running sum ``S`` (``wd_log_sum``); ``flags`` holds ``DECAY``, and
+        ``WEIGHT_DECAY`` while rows may owe weight-decay factors. A row brought up to date at a
+        step whose sum was ``S_l`` (kept per row in ``row_wd_log``) and touched now misses
+        ``exp(S_prev - S_l)``, the product of the factors of the steps in between (the rule
+        and its rounding: ``sparseopt._reference``, "Weight-decay catch-up"). With
+        ``lazy="frozen"``: ``(0, 0.0, 0.0)``.
         """
+        if group["lazy"] != "decay":
+            return 0, 0.0, 0.0
+        wd = group["weight_decay"]
         prev = state[WD_SUM]
-        state[WD_SUM] = now = prev + math.log1p(-lr * weight_decay)
-        return prev, now
+        state[WD_SUM] = now = prev + math.log1p(-group["lr"] * wd)
+        return FLAGS["DECAY"] | (FLAGS["WEIGHT_DECAY"] if wd > 0 or now != 0.0 else 0), prev, now
+
+    def _flush_lazy(self, i: int, state: Dict[str, Any],
+                    decaying: List[Tuple[str, str, float]]) -> None:
+        """``flush()`` for a lazy-decay optimizer: every row of parameter ``i`` owes the decay
+        of its skipped steps to each ``(state name, hyper-parameter, base)`` in ``decaying``
+        (at most three) and its missed weight decay; bring them all up to date."""
+        p = self._params[i]
+        dummy = _Dummies.rows(p.dtype)
+        arrays = [V.rows_view(state[sname]) for sname, _, _ in decaying]
+        tables = [self._pow_table(hyper, base) for _, hyper, base in decaying]
+        n_states = len(arrays)
+        arrays += [dummy] * (3 - n_states)
+        tables += [DUMMY_POW] * (3 - n_states)
+        _rows.flush_decay(V.rows_view(p), *arrays, *tables, n_states, state["last_step"],
+                          state[ROW_WD], state["step"], state[WD_SUM], state[WD_SUM] != 0.0,
+                          self._threads(p.shape[0], _width(p)))
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
