@@ -181,6 +181,39 @@ def max_n_threads() -> int:
     return max(1, min(4 * _cores(), _info.thread_limit()))
 
 
+def check_real_array(name: str, value: Any, dtype: Any, *, finite: bool = False
+                     ) -> np.ndarray:
+    """``value`` (an array-like or a scalar) as a new array of the float ``dtype``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``: values that are not real numbers (complex, strings, objects that
+        are not numbers, ragged nesting) and, with ``finite``, NaN or infinity, also where the
+        cast to ``dtype`` overflows.
+    """
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of real numbers ({exc})") from None
+    if arr.dtype.kind not in "fiubO":
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = arr.astype(dtype)  # a new array: the caller's is never modified
+    except (TypeError, ValueError):  # an object array holding something else than numbers
+        raise ValueError(f"{name} must hold real numbers, got objects that are not") from None
+    if finite and arr.size:
+        ok = np.isfinite(arr)
+        if not ok.all():
+            flat = int(np.argmin(ok.reshape(-1)))
+            where = (f"position {flat}" if arr.ndim <= 1 else
+                     f"index {tuple(int(i) for i in np.unravel_index(flat, arr.shape))}")
+            raise ValueError(f"{name} must be finite (in {arr.dtype.name}), got "
+                             f"{float(arr.reshape(-1)[flat])} at {where}")
+    return arr
+
+
 def check_sample_weight(sample_weight: Any, n_samples: int, *,
                         non_negative: bool = False) -> np.ndarray:
     """The ``sample_weight`` argument of a model's ``fit`` / ``partial_fit``: one finite
@@ -213,28 +246,12 @@ def check_sample_weight(sample_weight: Any, n_samples: int, *,
                          "matrix; pass sample_weight.toarray().ravel()")
     if sample_weight is None:
         return np.ones(n_samples, dtype=np.float64)
-    try:
-        arr = np.asarray(sample_weight)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"sample_weight must be an array of real numbers ({exc})") from None
-    if arr.dtype.kind not in "fiubO":
-        raise ValueError(f"sample_weight must hold real numbers, got dtype {arr.dtype}")
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            arr = arr.astype(np.float64)  # a new array: the caller's is never modified
-    except (TypeError, ValueError):  # an object array holding something else than numbers
-        raise ValueError("sample_weight must hold real numbers, got objects that are "
-                         "not") from None
+    arr = check_real_array("sample_weight", sample_weight, np.float64, finite=True)
     if arr.ndim == 0:
         arr = np.full(n_samples, arr.item(), dtype=np.float64)
     if arr.shape != (n_samples,):
         raise ValueError(f"sample_weight must be a scalar or a 1-D array of {n_samples} "
                          f"weights (one per sample), got shape {arr.shape}")
-    finite = np.isfinite(arr)
-    if not finite.all():
-        pos = int(np.argmin(finite))
-        raise ValueError(f"sample_weight must be finite, got {float(arr[pos])} at position "
-                         f"{pos}")
     if non_negative and arr.size and arr.min() < 0:
         pos = int(np.argmin(arr))
         raise ValueError(f"sample_weight must be non-negative, got {float(arr[pos])} at "

@@ -57,11 +57,11 @@ def _call(est, method, name, sample_weight):
 
 BAD = [
     ("nan", np.r_[np.ones(N - 1), np.nan],
-     f"sample_weight must be finite, got nan at position {N - 1}"),
+     f"sample_weight must be finite (in float64), got nan at position {N - 1}"),
     ("inf", np.r_[np.ones(3), np.inf, np.ones(N - 4)],
-     "sample_weight must be finite, got inf at position 3"),
+     "sample_weight must be finite (in float64), got inf at position 3"),
     ("-inf", np.r_[-np.inf, np.ones(N - 1)],
-     "sample_weight must be finite, got -inf at position 0"),
+     "sample_weight must be finite (in float64), got -inf at position 0"),
     ("short", np.ones(N - 1),
      f"sample_weight must be a scalar or a 1-D array of {N} weights (one per sample), got "
      f"shape ({N - 1},)"),

@@ -102,23 +102,6 @@ def _check_float(name, value, low=0.0, high=np.inf, low_open=False, high_open=Fa
         raise ValueError(str(exc)) from None
 
 
-def _real_array(name: str, value: Any, dtype, *, finite: bool = False) -> np.ndarray:
-    """``value`` as an array of ``dtype``; ValueError naming ``name`` for values that are not
-    real numbers (and, with ``finite``, for NaN or infinity, also after the cast)."""
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be an array of real numbers ({exc})") from None
-    if arr.dtype.kind not in "fiub":
-        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        arr = arr.astype(dtype)
-    if finite and arr.size and not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite (in {np.dtype(dtype).name}), got NaN or "
-                         "infinity")
-    return arr
-
-
 class BaseSGD(BaseEstimator):
     """Base class of the scikit-learn estimators; see ``SGDClassifier``."""
 
@@ -264,7 +247,7 @@ class BaseSGD(BaseEstimator):
         n_rows = n_features + (1 if intercept_row else 0)
         W = np.zeros((n_rows, n_outputs), dtype=dtype)
         if coef_init is not None:
-            coef = _real_array("coef_init", coef_init, dtype, finite=True)
+            coef = V.check_real_array("coef_init", coef_init, dtype, finite=True)
             coef = coef.reshape(n_outputs, -1) if coef.ndim == 1 and n_outputs == 1 else coef
             if coef.shape != (n_outputs, n_features):
                 raise ValueError(
@@ -273,7 +256,7 @@ class BaseSGD(BaseEstimator):
                     "warm_start=True, coef_init is the previous fit's coef_)")
             W[:n_features] = coef.T
         if intercept_init is not None and intercept_row:
-            b = _real_array("intercept_init", intercept_init, dtype, finite=True).reshape(-1)
+            b = V.check_real_array("intercept_init", intercept_init, dtype, finite=True).reshape(-1)
             if b.shape != (n_outputs,):
                 raise ValueError(
                     f"Provided intercept_init does not match dataset: shape {b.shape}, "
@@ -324,7 +307,7 @@ class BaseSGD(BaseEstimator):
                     self.sparsify()
                 self._coef_sparse = csr
                 return
-            arr = _real_array("coef_", value, self._model_dtype())
+            arr = V.check_real_array("coef_", value, self._model_dtype())
             if arr.shape not in expected:
                 raise ValueError(f"coef_ must have shape "
                                  f"{' or '.join(map(str, expected))}, got {arr.shape}")
@@ -355,7 +338,7 @@ class BaseSGD(BaseEstimator):
         with model_lock(self):
             self._check_layout()
             K = self._n_outputs()
-            b = _real_array("intercept_", value, np.float64).reshape(-1)
+            b = V.check_real_array("intercept_", value, np.float64).reshape(-1)
             if b.shape != (K,):
                 raise ValueError(f"intercept_ must hold {K} value(s) (shape ({K},)), got "
                                  f"shape {np.shape(value)}")
