@@ -137,6 +137,17 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     return value
 
 
+def check_float_dtype(name: str, dtype: Any) -> np.dtype:
+    """A ``dtype`` argument naming float32 or float64 (anything ``np.dtype`` reads)."""
+    try:
+        dt = np.dtype(dtype)  # None reads as float64, NumPy's default
+    except TypeError:
+        raise ValueError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dt not in _FLOAT_DTYPES:
+        raise ValueError(f"{name} must be float32 or float64, got {dtype!r}")
+    return dt
+
+
 def check_betas(betas: Any) -> Tuple[float, float]:
     try:
         b1, b2 = betas
@@ -353,14 +364,6 @@ def check_ids(name: str, ids: Any, n: int, what: str) -> np.ndarray:
     return arr
 
 
-# --------------------------------------------------------------------------- fitted state
-#
-# A model records the layout of its tables when it is initialised (private, never documented);
-# before a kernel runs, the public attributes it reads are compared with that record. The
-# comparisons are of shapes, dtypes and flags, never scans of the values, so they cost nothing
-# next to a prediction.
-
-
 def check_lr_weight_decay(lr: float, weight_decay: float) -> None:
     """Decoupled weight decay multiplies rows by (1 - lr * weight_decay): it must stay positive."""
     if weight_decay > 0 and lr * weight_decay >= 1.0:
@@ -467,8 +470,8 @@ def check_sparse(name: str, grad: Any, param: np.ndarray):
     if grad.format in ("lil", "dok", "dia"):
         grad = grad.tocoo()  # safe once the structure is checked; COO is compacted below
     if grad.format == "coo":
-        # Compact first: a CSR of the whole table would cost O(n_rows) per step (1.6 s for a
-        # 3-entry gradient on 67M rows); this costs O(nnz log nnz).
+        # Compact first: a CSR of the whole table would cost O(n_rows) per step, however few
+        # entries the gradient holds; this costs O(nnz log nnz).
         row, col = (grad.coords if hasattr(grad, "coords") else (grad.row, grad.col))
         rows, local_of_entry = np.unique(np.asarray(row), return_inverse=True)
         csr = sp.csr_matrix((grad.data, (local_of_entry.reshape(-1), np.asarray(col))),
@@ -497,7 +500,9 @@ def _check_sparse_structure(name: str, grad: Any) -> None:
 def match_grads(grads: Any, keys: List[ParamKey], is_dict: bool) -> Dict[int, Any]:
     """Pair the ``grads`` argument of ``step`` with parameter positions (``None`` dropped)."""
     if type(grads) is list and not is_dict and len(grads) == len(keys):
-        # the common case first: an ABC isinstance check costs ~2 us of a ~15 us tiny step
+        # the common case first, by exact type: a tiny step costs little more than its
+        # Python overhead, of which an isinstance check against an abstract base class
+        # would be a visible part (benchmarks/README.md, "Per-call overhead")
         return {i: g for i, g in enumerate(grads) if g is not None}
     if sp.issparse(grads) or isinstance(grads, np.ndarray):
         # one gradient (a DOK matrix is also a dict: it must not be read as one per name)
