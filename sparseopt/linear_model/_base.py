@@ -46,7 +46,7 @@ AUTO_BATCH_SIZE = 1024
 # needs a decaying step to settle (scikit-learn's 'invscaling'); the adaptive ones do not.
 DEFAULT_POWER_T = {"adam": 0.0, "adagrad": 0.0, "rmsprop": 0.0, "sgd": 0.5}
 
-# Sample weights are divided by their mean (see ``_BaseSGD._normalised_weights``). Relative to
+# Sample weights are divided by their mean (see ``BaseSGD._normalised_weights``). Relative to
 # that mean, a weight is at most the number of samples when all weights are >= 0; one that is
 # larger still (a later partial_fit batch weighted far above the first, or weights of mixed
 # signs whose mean is nearly zero) multiplies the clipped loss derivatives (up to 1e12) into

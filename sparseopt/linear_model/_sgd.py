@@ -63,9 +63,8 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         Epochs without improvement before stopping. scikit-learn's default is 5; here an
         epoch is ``n_samples / batch_size`` adaptive steps, each of which moves every touched
         coefficient by about ``learning_rate``, so training makes most of its progress in the
-        first epochs and 2 epochs of patience suffice (on the text benchmark,
-        ``benchmarks/bench_text.py``, the held-out AUC after 3 epochs is within 0.2% of its
-        best). Pass 5 for scikit-learn's behaviour.
+        first epochs and 2 epochs of patience suffice (``benchmarks/bench_text.py`` prints the
+        held-out AUC after each epoch). Pass 5 for scikit-learn's behaviour.
     warm_start : bool, default=False
         ``fit`` starts from the previous coefficients (the optimizer state and ``t_`` start
         afresh, as scikit-learn's schedule does).
