@@ -287,6 +287,44 @@ def test_py_softmax_loss_matches_numpy(K):
             assert d.shape == (K,) and np.isfinite(d).all()
 
 
+@pytest.mark.parametrize("name,kernel_loss,c", _scalar_loss_cases(), ids=lambda v: str(v))
+def test_py_loss_derivative_is_the_slope_of_its_value(name, kernel_loss, c):
+    """The derivative each hook returns is the slope of the value it returns (a central
+    difference), away from the kinks, so value and derivative describe the same loss."""
+    classifier = name in CLASSIFIER_LOSSES
+    code = _linear.LOSSES[kernel_loss]
+    rng = np.random.default_rng(len(name))
+    h = 1e-6
+    checked = 0
+    for y in ([-1.0, 1.0] if classifier else [-1.3, 0.0, 0.7]):
+        for p in rng.uniform(-3.0, 3.0, size=60):
+            # kinks: the margin z = p*y (classification) or the residual r = p - y (regression)
+            at, kinks = (p * y, (c, 1.0, -1.0)) if classifier else (p - y, (c, -c, 0.0))
+            if min(abs(at - k) for k in kinks) < 1e-3:
+                continue
+            hi, lo = _linear.py_loss(code, p + h, y, c)[0], _linear.py_loss(code, p - h, y, c)[0]
+            slope = (hi - lo) / (2 * h)
+            d = _linear.py_loss(code, p, y, c)[1]
+            np.testing.assert_allclose(d, slope, rtol=1e-6, atol=1e-7, err_msg=f"p={p}, y={y}")
+            checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize("K", [2, 3, 5])
+def test_py_softmax_loss_derivative_is_the_gradient_of_its_value(K):
+    rng = np.random.default_rng(K)
+    h = 1e-6
+    for z in [rng.normal(scale=2, size=K) for _ in range(5)]:
+        for cls in range(K):
+            _, d = _linear.py_softmax_loss(z, cls)
+            for j in range(K):
+                step = np.zeros(K)
+                step[j] = h
+                slope = (_linear.py_softmax_loss(z + step, cls)[0]
+                         - _linear.py_softmax_loss(z - step, cls)[0]) / (2 * h)
+                np.testing.assert_allclose(d[j], slope, rtol=1e-6, atol=1e-8)
+
+
 def test_py_loss_refuses_what_it_cannot_evaluate():
     with pytest.raises(ValueError, match="softmax"):
         _linear.py_loss(_linear.LOSSES["softmax"], 0.0, 1.0, 0.0)

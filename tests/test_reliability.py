@@ -2,8 +2,8 @@
 test_reference.py already check.
 
 * Hostile inputs the other modules do not try: malformed sparse matrices whose index arrays
-  contradict their shape (scipy only checks them in ``check_format(full_check=True)``; they
-  used to corrupt the heap), ragged nested lists, gradients that are views of the parameter
+  contradict their shape (scipy only checks them in ``check_format(full_check=True)``; its
+  compiled routines would read and write out of bounds), ragged nested lists, gradients that are views of the parameter
   being updated, parameters that share memory.
 * Exact resumption through real files: ``np.savez`` / ``np.savez_compressed`` on disk, and a
   checkpoint of ``.npy`` files reopened with ``mmap_mode`` (read-only state, memmapped
@@ -151,9 +151,8 @@ def test_ragged_lists_get_our_message(opt_id):
 @pytest.mark.parametrize("opt_id", E.OPT_IDS)
 def test_gradient_that_is_a_view_of_its_parameter(opt_id):
     """``RowGrad(idx, E[:k])`` and ``step([w])`` (the gradient of ``0.5 * ||w||**2``) mean the
-    parameter's values *before* the step, as for any other array. The values used to be read in
-    place while other rows were being written (on several threads), so row 1 could be updated
-    with row 0's new value (RMSprop: off by 10 in a 6-row example)."""
+    parameter's values *before* the step, as for any other array: read in place while other
+    rows are written (on several threads), row 1 could be updated with row 0's new value."""
     a, b = E._make(opt_id), E._make(opt_id)
     E._warm(a, 2)
     E._warm(b, 2)
