@@ -1,5 +1,6 @@
-"""The update rules of sparseopt's optimizers in plain NumPy: the specification in code, and
-the oracle the kernels are tested against.
+"""The update rules of sparseopt's optimizers, and the losses and mini-batch gradient of its
+linear models, in plain NumPy: the specification in code, and the oracle the kernels are tested
+against.
 
 Written for clarity, not speed: dense state, one step at a time, duplicates merged with
 ``np.add.at`` (which adds in position order), lazy catch-up spelled out row by row. The classes
@@ -155,6 +156,21 @@ class _Reference:
             if len(rows):
                 self._update(st, P, rows, G, st["step"], sums)
 
+    def _catch_up(self, st: Dict[str, Any], r: int, t: int, bases: Tuple[float, ...],
+                  sums: Tuple[float, float]) -> Tuple[Tuple[float, ...], float]:
+        """Row ``r``, touched at step ``t``: the decay factors of this update, one per base
+        (``base * base**skipped`` with ``lazy="decay"``, else ``base``), and the factor the row
+        is multiplied by (``1 - lr * weight_decay``, times the missed factors with
+        ``lazy="decay"``); the row is then current through step ``t``."""
+        shrink = 1.0 - self.h["lr"] * self.h["weight_decay"]
+        if self.h["lazy"] != "decay":
+            return bases, shrink
+        skipped = t - int(st["last_step"][r]) - 1
+        factors = tuple(b * power(b, skipped) for b in bases)
+        shrink *= self._wd_catch_up(st, r, sums)
+        st["last_step"][r] = t
+        return factors, shrink
+
     @staticmethod
     def _wd_catch_up(st: Dict[str, Any], r: int, sums: Tuple[float, float]) -> float:
         """The weight-decay factor row ``r`` missed: ``exp(sums[0] - row_wd_log[r])`` (see the
@@ -204,18 +220,12 @@ class Adam(_Reference):
     def _update(self, st, P, rows, G, t, wd_sums) -> None:
         h = self.h
         b1, b2 = h["betas"]
-        lr, eps, wd = h["lr"], h["eps"], h["weight_decay"]
+        lr, eps = h["lr"], h["eps"]
         T = P.dtype.type
         m, v, vmax = st["exp_avg"], st["exp_avg_sq"], st["max_exp_avg_sq"]
         for r, g in zip(rows, G):
-            shrink = 1.0 - lr * wd
-            b1e, b2e = b1, b2
+            (b1e, b2e), shrink = self._catch_up(st, r, t, (b1, b2), wd_sums)
             if h["lazy"] == "decay":
-                skipped = t - int(st["last_step"][r]) - 1
-                b1e = b1 * power(b1, skipped)
-                b2e = b2 * power(b2, skipped)
-                shrink *= self._wd_catch_up(st, r, wd_sums)
-                st["last_step"][r] = t
                 if st["first_step"][r] == 0:
                     st["first_step"][r] = t
                 tau = t - int(st["first_step"][r]) + 1
@@ -287,18 +297,11 @@ class RMSprop(_Reference):
     def _update(self, st, P, rows, G, t, wd_sums) -> None:
         h = self.h
         T = P.dtype.type
-        a, mu, lr, wd = h["alpha"], h["momentum"], h["lr"], h["weight_decay"]
+        a, mu, lr = h["alpha"], h["momentum"], h["lr"]
         inside = h["eps_mode"] == "inside"
         v, ga, buf = st["square_avg"], st["grad_avg"], st["momentum_buffer"]
         for r, g in zip(rows, G):
-            shrink = 1.0 - lr * wd
-            ae, mue = a, mu
-            if h["lazy"] == "decay":
-                skipped = t - int(st["last_step"][r]) - 1
-                ae = a * power(a, skipped)
-                mue = mu * power(mu, skipped)
-                shrink *= self._wd_catch_up(st, r, wd_sums)
-                st["last_step"][r] = t
+            (ae, mue), shrink = self._catch_up(st, r, t, (a, mu), wd_sums)
             v[r] = T(ae) * v[r] + T(1 - a) * g * g
             var = v[r]
             if h["centered"]:
@@ -325,3 +328,90 @@ class SGD(_Reference):
         T = P.dtype.type
         for r, g in zip(rows, G):
             P[r] = P[r] - T(self.h["lr"]) * g
+
+
+# --------------------------------------------------------------------------- linear models
+# The losses of ``SGDClassifier`` / ``SGDRegressor`` by the kernel's names
+# (``sparseopt._kernels._linear.LOSSES``) and the gradient of a mini-batch, as the fused kernel
+# ``_kernels/_linear.pyx`` computes them (it clips each derivative to +-1e12 before weighting).
+
+
+def linear_loss(loss: str, p: Any, y: Any, c: float) -> Tuple[np.ndarray, np.ndarray]:
+    """``(loss, d loss / d p)`` of scikit-learn's formulas, element-wise: ``p`` the margin,
+    ``y`` the target (+1/-1 for the classification losses), ``c`` the hinge margin or
+    epsilon."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if loss == "log":
+        z = p * y
+        return np.logaddexp(0, -z), -y / (np.exp(z) + 1.0)
+    if loss == "hinge":
+        z = p * y
+        return np.where(z <= c, c - z, 0.0), np.where(z <= c, -y, 0.0)
+    if loss == "squared_hinge":
+        z = c - p * y
+        return np.where(z > 0, z * z, 0.0), np.where(z > 0, -2 * y * z, 0.0)
+    if loss == "modified_huber":
+        z = p * y
+        lv = np.where(z >= 1, 0.0, np.where(z >= -1, (1 - z) ** 2, -4 * z))
+        dl = np.where(z >= 1, 0.0, np.where(z >= -1, -2 * (1 - z) * y, -4 * y))
+        return lv, dl
+    r = p - y
+    if loss == "squared":
+        return 0.5 * r * r, r
+    if loss == "huber":
+        small = np.abs(r) <= c
+        return (np.where(small, 0.5 * r * r, c * np.abs(r) - 0.5 * c * c),
+                np.where(small, r, c * np.sign(r)))
+    if loss == "epsilon_insensitive":
+        lv = np.maximum(0, np.abs(r) - c)
+        return lv, np.where(-r > c, -1.0, np.where(r > c, 1.0, 0.0))
+    if loss == "squared_epsilon_insensitive":
+        e = np.maximum(0, np.abs(r) - c)
+        return e * e, np.where(-r > c, -2 * (-r - c), np.where(r > c, 2 * (r - c), 0.0))
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def softmax_loss(Z: Any, cls: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """The multinomial log-loss of each row of margins ``Z`` (n, K) for the class indices
+    ``cls`` (n,), and its derivative ``softmax(Z) - onehot(cls)``, computed stably."""
+    Z = np.asarray(Z, dtype=np.float64)
+    cls = np.asarray(cls).astype(int)
+    rows = np.arange(Z.shape[0])
+    mx = Z.max(axis=1, keepdims=True)
+    lse = mx[:, 0] + np.log(np.exp(Z - mx).sum(axis=1))
+    D = np.exp(Z - lse[:, None])
+    D[rows, cls] -= 1.0
+    return lse - Z[rows, cls], D
+
+
+def linear_batch_gradient(Xb: Any, yb: np.ndarray, swb: np.ndarray, W: np.ndarray,
+                          n_feat: int, fit_intercept: bool, loss: str, c: float,
+                          scale: Optional[float] = None) -> Tuple[np.ndarray, float]:
+    """The dense ``(n_rows, K)`` gradient of the weighted loss of a mini-batch times ``scale``
+    (default ``1 / batch size``), and the weighted loss sum.
+
+    ``W`` is the feature-major weight table (row ``n_feat`` the intercept when
+    ``fit_intercept``); ``yb`` holds +1/-1 targets for one output, class indices for several
+    (one-vs-rest, or multinomial with ``loss="softmax"``), real targets for regression.
+    """
+    Xb = np.asarray(Xb.todense()) if sp.issparse(Xb) else np.asarray(Xb)
+    K = W.shape[1]
+    Z = Xb @ W[:n_feat].astype(np.float64)
+    if fit_intercept:
+        Z = Z + W[n_feat].astype(np.float64)
+    if loss == "softmax":
+        lv, D = softmax_loss(Z, yb)
+    elif K == 1:
+        lv, d = linear_loss(loss, Z[:, 0], yb, c)
+        D = d[:, None]
+    else:  # one-vs-rest
+        Y = np.where(np.arange(K)[None, :] == yb.astype(int)[:, None], 1.0, -1.0)
+        lv, D = linear_loss(loss, Z, Y, c)
+        lv = lv.sum(axis=1)
+    scale = 1.0 / Xb.shape[0] if scale is None else scale
+    D = D * (swb * scale)[:, None]
+    G = np.zeros((W.shape[0], K))
+    G[:n_feat] = Xb.T @ D
+    if fit_intercept:
+        G[n_feat] = D.sum(axis=0)
+    return G, float((lv * swb).sum())

@@ -13,13 +13,20 @@ import numpy as np
 from ._kernels import _info
 from ._validation import max_n_threads
 
-__all__ = ["PARALLEL_MIN_ELEMENTS", "PARALLEL_MIN_MODEL_WORK", "threads_for",
-           "check_random_state"]
+__all__ = ["PARALLEL_MIN_ELEMENTS", "MERGE_PARALLEL_SCALE", "REPEATS_SERIAL_DIVISOR",
+           "PARALLEL_MIN_MODEL_WORK", "threads_for", "check_random_state"]
 
 # Below this many updated elements (rows x width) an optimizer's row kernel runs on one thread:
 # waking a team costs more than a small update, and on a loaded machine a parallel region can
-# wait for a descheduled thread. The figures behind it are in benchmarks/README.md.
+# wait for a descheduled thread. The measurements: benchmarks/README.md, "Thread thresholds".
 PARALLEL_MIN_ELEMENTS = 3 << 17
+# Summing the duplicate rows of a batch costs less per element than an update, so the merge
+# goes parallel only from MERGE_PARALLEL_SCALE times PARALLEL_MIN_ELEMENTS (batch positions x
+# width), and only while at most 1 / REPEATS_SERIAL_DIVISOR of the positions repeat an earlier
+# row: sums stay in position order, so a row first seen in an earlier thread's block makes its
+# later repeats wait for that block (benchmarks/README.md, "Thread thresholds").
+MERGE_PARALLEL_SCALE = 8
+REPEATS_SERIAL_DIVISOR = 4
 # The models' fused kernels (margins, loss derivatives, gradient rows, top-n) do several times
 # more arithmetic per element than an optimizer row update, so they go parallel earlier.
 PARALLEL_MIN_MODEL_WORK = 1 << 15

@@ -137,6 +137,17 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     return value
 
 
+def check_float_dtype(name: str, dtype: Any) -> np.dtype:
+    """A ``dtype`` argument naming float32 or float64 (anything ``np.dtype`` reads)."""
+    try:
+        dt = np.dtype(dtype)  # None reads as float64, NumPy's default
+    except TypeError:
+        raise ValueError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dt not in _FLOAT_DTYPES:
+        raise ValueError(f"{name} must be float32 or float64, got {dtype!r}")
+    return dt
+
+
 def check_betas(betas: Any) -> Tuple[float, float]:
     try:
         b1, b2 = betas
@@ -181,27 +192,114 @@ def max_n_threads() -> int:
     return max(1, min(4 * _cores(), _info.thread_limit()))
 
 
+def check_real_array(name: str, value: Any, dtype: Any, *, finite: bool = False
+                     ) -> np.ndarray:
+    """``value`` (an array-like or a scalar) as a new array of the float ``dtype``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``: values that are not real numbers (complex, strings, objects that
+        are not numbers, ragged nesting) and, with ``finite``, NaN or infinity, also where the
+        cast to ``dtype`` overflows.
+    """
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of real numbers ({exc})") from None
+    if arr.dtype.kind not in "fiubO":
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = arr.astype(dtype)  # a new array: the caller's is never modified
+    except (TypeError, ValueError):  # an object array holding something else than numbers
+        raise ValueError(f"{name} must hold real numbers, got objects that are not") from None
+    if finite and arr.size:
+        ok = np.isfinite(arr)
+        if not ok.all():
+            flat = int(np.argmin(ok.reshape(-1)))
+            where = (f"position {flat}" if arr.ndim <= 1 else
+                     f"index {tuple(int(i) for i in np.unravel_index(flat, arr.shape))}")
+            raise ValueError(f"{name} must be finite (in {arr.dtype.name}), got "
+                             f"{float(arr.reshape(-1)[flat])} at {where}")
+    return arr
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int, *,
+                        non_negative: bool = False) -> np.ndarray:
+    """The ``sample_weight`` argument of a model's ``fit`` / ``partial_fit``: one finite
+    float64 weight per sample, as a new C-contiguous array.
+
+    ``None`` means a weight of 1 for every sample and a real scalar the same weight for every
+    sample (as in scikit-learn); anything else must be a 1-D array-like of ``n_samples`` real
+    numbers. Models that divide each batch by its total weight need ``non_negative`` weights
+    (a batch whose weights cancel has no scale); the linear estimators, like scikit-learn's,
+    also accept negative ones.
+
+    Raises
+    ------
+    ValueError
+        Naming ``sample_weight``: a sparse matrix; values that are not real numbers; another
+        shape or length; NaN or infinity; every weight zero; with ``non_negative``, a weight
+        below zero. The message for each is the same for every model.
+
+    Examples
+    --------
+    >>> check_sample_weight(None, 3)
+    array([1., 1., 1.])
+    >>> check_sample_weight([0, 0], 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: sample_weight must contain at least one non-zero weight
+    """
+    if sp.issparse(sample_weight):
+        raise ValueError("sample_weight must be a dense array or a scalar, got a sparse "
+                         "matrix; pass sample_weight.toarray().ravel()")
+    if sample_weight is None:
+        return np.ones(n_samples, dtype=np.float64)
+    arr = check_real_array("sample_weight", sample_weight, np.float64, finite=True)
+    if arr.ndim == 0:
+        arr = np.full(n_samples, arr.item(), dtype=np.float64)
+    if arr.shape != (n_samples,):
+        raise ValueError(f"sample_weight must be a scalar or a 1-D array of {n_samples} "
+                         f"weights (one per sample), got shape {arr.shape}")
+    if non_negative and arr.size and arr.min() < 0:
+        pos = int(np.argmin(arr))
+        raise ValueError(f"sample_weight must be non-negative, got {float(arr[pos])} at "
+                         f"position {pos}")
+    if arr.size and not arr.any():
+        raise ValueError("sample_weight must contain at least one non-zero weight")
+    return arr
+
+
+# The smallest positive weight a batch may carry, relative to the largest weight scaled into
+# [0.5, 1): the reciprocal of any batch total at or above it is a finite float64.
+_MIN_RELATIVE_WEIGHT = float(np.finfo(np.float64).tiny)
+
+
 def relative_weights(name: str, weights: np.ndarray) -> np.ndarray:
-    """Non-negative float64 weights that count only relative to each other, scaled by a power
-    of two so that the largest lies in [0.5, 1).
+    """Checked non-negative weights (:func:`check_sample_weight` with ``non_negative``) that
+    count only relative to each other, scaled by a power of two so that the largest lies in
+    [0.5, 1).
 
     A model that divides each batch's weighted gradient by the batch's total weight gives the
     same result for any common scale; scaling by a power of two is exact, so results are bit for
     bit those of the unscaled weights, while weights near the float64 limit can no longer
-    overflow a gradient or a sum. Weights that must be finite and non-negative are refused
-    otherwise (ValueError naming ``name``).
+    overflow a gradient or a sum. A batch holding only the smallest positive weights must still
+    have a total whose reciprocal is finite, so a positive weight more than about 2**1021 times
+    smaller than the largest is refused (ValueError naming ``name``).
     """
     w = np.asarray(weights, dtype=np.float64)
-    if w.size == 0:
-        return w
-    if not np.all(np.isfinite(w)):
-        raise ValueError(f"{name} must hold finite numbers")
-    if w.min() < 0:
-        raise ValueError(f"{name} must be non-negative")
-    top = float(w.max())
-    if top == 0.0:
+    top = float(w.max()) if w.size else 0.0
+    if top <= 0.0:
         return w
     _, exponent = math.frexp(top)
+    low = float(w[w > 0].min())
+    if low < math.ldexp(_MIN_RELATIVE_WEIGHT, exponent):  # before scaling, which could round
+        raise ValueError(
+            f"{name} holds a positive weight ({low:.3g}) more than 2**1021 times smaller than "
+            f"the largest ({top:.3g}); each batch is divided by its total weight, whose "
+            "reciprocal would overflow. Set such weights to 0 (they count as nothing)")
     return np.ldexp(w, -exponent)
 
 
@@ -264,14 +362,6 @@ def check_ids(name: str, ids: Any, n: int, what: str) -> np.ndarray:
             raise IndexError(f"{name}[{pos}] = {int(arr[pos])} is out of range: the model has "
                              f"{n} {what}")
     return arr
-
-
-# --------------------------------------------------------------------------- fitted state
-#
-# A model records the layout of its tables when it is initialised (private, never documented);
-# before a kernel runs, the public attributes it reads are compared with that record. The
-# comparisons are of shapes, dtypes and flags, never scans of the values, so they cost nothing
-# next to a prediction.
 
 
 def check_lr_weight_decay(lr: float, weight_decay: float) -> None:
@@ -380,8 +470,8 @@ def check_sparse(name: str, grad: Any, param: np.ndarray):
     if grad.format in ("lil", "dok", "dia"):
         grad = grad.tocoo()  # safe once the structure is checked; COO is compacted below
     if grad.format == "coo":
-        # Compact first: a CSR of the whole table would cost O(n_rows) per step (1.6 s for a
-        # 3-entry gradient on 67M rows); this costs O(nnz log nnz).
+        # Compact first: a CSR of the whole table would cost O(n_rows) per step, however few
+        # entries the gradient holds; this costs O(nnz log nnz).
         row, col = (grad.coords if hasattr(grad, "coords") else (grad.row, grad.col))
         rows, local_of_entry = np.unique(np.asarray(row), return_inverse=True)
         csr = sp.csr_matrix((grad.data, (local_of_entry.reshape(-1), np.asarray(col))),
@@ -410,7 +500,9 @@ def _check_sparse_structure(name: str, grad: Any) -> None:
 def match_grads(grads: Any, keys: List[ParamKey], is_dict: bool) -> Dict[int, Any]:
     """Pair the ``grads`` argument of ``step`` with parameter positions (``None`` dropped)."""
     if type(grads) is list and not is_dict and len(grads) == len(keys):
-        # the common case first: an ABC isinstance check costs ~2 us of a ~15 us tiny step
+        # the common case first, by exact type: a tiny step costs little more than its
+        # Python overhead, of which an isinstance check against an abstract base class
+        # would be a visible part (benchmarks/README.md, "Per-call overhead")
         return {i: g for i, g in enumerate(grads) if g is not None}
     if sp.issparse(grads) or isinstance(grads, np.ndarray):
         # one gradient (a DOK matrix is also a dict: it must not be read as one per name)

@@ -153,8 +153,9 @@ def test_dataset_errors_name_the_argument(call, exc, word):
 
 
 def test_dense_and_saturated_requests_finish_quickly():
-    # a full or nearly full matrix used to take minutes (uniform draws rejected on a full
-    # matrix); in a child so that a regression fails on the timeout instead of hanging
+    # a full or nearly full matrix must not fall back to uniform draws that a full matrix
+    # almost always rejects; in a child so that such a fall-back fails on the timeout
+    # instead of hanging
     code = """
 import time
 from sparseopt.datasets import make_interactions, make_ratings

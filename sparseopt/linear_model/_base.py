@@ -24,7 +24,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+from sklearn.utils.validation import check_is_fitted
 
 from .. import _validation as V
 from .._kernels import _linear
@@ -45,7 +46,7 @@ AUTO_BATCH_SIZE = 1024
 # needs a decaying step to settle (scikit-learn's 'invscaling'); the adaptive ones do not.
 DEFAULT_POWER_T = {"adam": 0.0, "adagrad": 0.0, "rmsprop": 0.0, "sgd": 0.5}
 
-# Sample weights are divided by their mean (see ``_BaseSGD._normalised_weights``). Relative to
+# Sample weights are divided by their mean (see ``BaseSGD._normalised_weights``). Relative to
 # that mean, a weight is at most the number of samples when all weights are >= 0; one that is
 # larger still (a later partial_fit batch weighted far above the first, or weights of mixed
 # signs whose mean is nearly zero) multiplies the clipped loss derivatives (up to 1e12) into
@@ -99,36 +100,6 @@ def _check_float(name, value, low=0.0, high=np.inf, low_open=False, high_open=Fa
                             high_open=high_open)
     except TypeError as exc:  # scikit-learn's parameter errors are ValueErrors
         raise ValueError(str(exc)) from None
-
-
-def _real_array(name: str, value: Any, dtype, *, finite: bool = False) -> np.ndarray:
-    """``value`` as an array of ``dtype``; ValueError naming ``name`` for values that are not
-    real numbers (and, with ``finite``, for NaN or infinity, also after the cast)."""
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be an array of real numbers ({exc})") from None
-    if arr.dtype.kind not in "fiub":
-        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        arr = arr.astype(dtype)
-    if finite and arr.size and not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite (in {np.dtype(dtype).name}), got NaN or "
-                         "infinity")
-    return arr
-
-
-def check_sample_weight(sample_weight: Any, X: Any) -> np.ndarray:
-    """Per-sample weights as float64, one per row of X (scikit-learn's rules: None for ones,
-    a scalar for a constant, else an array of the right length) and finite; every error names
-    ``sample_weight``."""
-    try:
-        return _check_sample_weight(sample_weight, X, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        msg = str(exc)
-        if "sample_weight" not in msg:
-            msg = f"sample_weight: {msg}"
-        raise ValueError(msg) from None
 
 
 class BaseSGD(BaseEstimator):
@@ -276,7 +247,7 @@ class BaseSGD(BaseEstimator):
         n_rows = n_features + (1 if intercept_row else 0)
         W = np.zeros((n_rows, n_outputs), dtype=dtype)
         if coef_init is not None:
-            coef = _real_array("coef_init", coef_init, dtype, finite=True)
+            coef = V.check_real_array("coef_init", coef_init, dtype, finite=True)
             coef = coef.reshape(n_outputs, -1) if coef.ndim == 1 and n_outputs == 1 else coef
             if coef.shape != (n_outputs, n_features):
                 raise ValueError(
@@ -285,7 +256,7 @@ class BaseSGD(BaseEstimator):
                     "warm_start=True, coef_init is the previous fit's coef_)")
             W[:n_features] = coef.T
         if intercept_init is not None and intercept_row:
-            b = _real_array("intercept_init", intercept_init, dtype, finite=True).reshape(-1)
+            b = V.check_real_array("intercept_init", intercept_init, dtype, finite=True).reshape(-1)
             if b.shape != (n_outputs,):
                 raise ValueError(
                     f"Provided intercept_init does not match dataset: shape {b.shape}, "
@@ -336,7 +307,7 @@ class BaseSGD(BaseEstimator):
                     self.sparsify()
                 self._coef_sparse = csr
                 return
-            arr = _real_array("coef_", value, self._model_dtype())
+            arr = V.check_real_array("coef_", value, self._model_dtype())
             if arr.shape not in expected:
                 raise ValueError(f"coef_ must have shape "
                                  f"{' or '.join(map(str, expected))}, got {arr.shape}")
@@ -367,7 +338,7 @@ class BaseSGD(BaseEstimator):
         with model_lock(self):
             self._check_layout()
             K = self._n_outputs()
-            b = _real_array("intercept_", value, np.float64).reshape(-1)
+            b = V.check_real_array("intercept_", value, np.float64).reshape(-1)
             if b.shape != (K,):
                 raise ValueError(f"intercept_ must hold {K} value(s) (shape ({K},)), got "
                                  f"shape {np.shape(value)}")
@@ -585,8 +556,7 @@ class BaseSGD(BaseEstimator):
 
     def _run(self, Xk: Tuple[np.ndarray, np.ndarray, np.ndarray], y: np.ndarray,
              sw: np.ndarray, params, *, max_iter: int, train_idx: Optional[np.ndarray] = None,
-             validation=None, check_convergence: bool = True,
-             weight_label: str = "sample_weight") -> int:
+             validation=None, check_convergence: bool = True) -> int:
         """Epochs of mini-batch steps over ``train_idx`` (all samples by default); returns the
         number of epochs run. ``Xk`` is ``kernel_csr(X)`` of the checked training data.
         ``validation`` = (X_val, y_val, val_idx) turns on early stopping on the validation
@@ -600,7 +570,7 @@ class BaseSGD(BaseEstimator):
                  else np.ascontiguousarray(train_idx, dtype=np.int64))
         if order.shape[0] == 0:
             return 0
-        sw = self._normalised_weights(sw, order, weight_label)
+        sw = self._normalised_weights(sw, order, self._weight_label())
         if validation is not None:
             validation = (validation[0], validation[1], sw[validation[2]])
         batches = self._batches(Xk, y, sw, order, params)
@@ -642,6 +612,72 @@ class BaseSGD(BaseEstimator):
         if stopping is not None:
             stopping.warn_if_unconverged(epoch, max_iter)
         return epoch
+
+    def _weight_label(self) -> str:
+        """How the refusal of too large a weight names the weights the model trains with."""
+        return "sample_weight"
+
+    def _fit_epochs(self, X, y, targets: np.ndarray, sw: np.ndarray, params, coef_init,
+                    intercept_init, strata: Optional[np.ndarray] = None):
+        """The training of ``fit`` on checked data: new weights (``coef_init`` /
+        ``intercept_init``, or zeros), the validation split of ``early_stopping``, then up to
+        ``max_iter`` epochs. ``y`` is what the validation score compares predictions with,
+        ``targets`` what the kernel's loss reads, ``strata`` the classes a classifier's split
+        keeps in proportion."""
+        Xk = kernel_csr(X, X.dtype, X.shape[1])
+        self._start_training(params, X.shape[1], self._n_outputs(), X.dtype,
+                             keep_weights=False, coef_init=coef_init,
+                             intercept_init=intercept_init)
+        train_idx, validation = self._split(X, y, sw, params, strata)
+        self.n_iter_ = self._run(Xk, targets, sw, params, max_iter=params["max_iter"],
+                                 train_idx=train_idx, validation=validation)
+        return self
+
+    def _partial_fit_epoch(self, X, targets: np.ndarray, sw: np.ndarray, params,
+                           first: bool):
+        """The training of ``partial_fit`` on checked data: one epoch, continuing from the
+        current weights (a fresh optimizer after ``densify()`` or a change of ``optimizer``),
+        or from zeros on the ``first`` call."""
+        Xk = kernel_csr(X, X.dtype if first else self._W.dtype,
+                        X.shape[1] if first else self._n_feat)
+        if first:
+            self._start_training(params, X.shape[1], self._n_outputs(), X.dtype,
+                                 keep_weights=False)
+        elif self._needs_restart():
+            self._start_training(params, X.shape[1], self._n_outputs(), self._W.dtype,
+                                 keep_weights=True)
+        self._run(Xk, targets, sw, params, max_iter=1, check_convergence=False)
+        self.n_iter_ = 1
+        return self
+
+    def _split(self, X, y, sw: np.ndarray, params, strata: Optional[np.ndarray]):
+        """``(train indices, (X_val, y_val, val indices))`` for ``early_stopping``, else
+        ``(None, None)``: a shuffled split, stratified by ``strata`` when given, seeded from
+        the call's generator."""
+        if not self.early_stopping:
+            return None, None
+        fraction = params["validation_fraction"]
+        seed = int(params["rng"].integers(2**31 - 1))
+        cv = (ShuffleSplit(test_size=fraction, random_state=seed) if strata is None
+              else StratifiedShuffleSplit(test_size=fraction, random_state=seed))
+        try:
+            idx_train, idx_val = next(cv.split(np.zeros((len(y), 1)), strata))
+        except ValueError as exc:
+            raise ValueError(
+                f"Splitting {len(y)} samples into a train set and a validation set with "
+                f"validation_fraction={fraction!r} failed ({exc}). Please either change "
+                "validation_fraction, increase number of samples, or disable "
+                "early_stopping.") from None
+        if idx_train.shape[0] == 0 or idx_val.shape[0] == 0:
+            raise ValueError(
+                f"Splitting {len(y)} samples into a train set and a validation set with "
+                f"validation_fraction={fraction!r} led to an empty set "
+                f"({idx_train.shape[0]} and {idx_val.shape[0]} samples). Please either change "
+                "validation_fraction, increase number of samples, or disable early_stopping.")
+        if not np.any(sw[idx_val] > 0):
+            raise ValueError("The sample weights for validation set are all zero, consider "
+                             "using a different random state.")
+        return idx_train, (X[idx_val], y[idx_val], idx_val)
 
     def _batches(self, Xk, y: np.ndarray, sw: np.ndarray, order: np.ndarray,
                  params) -> Batches:

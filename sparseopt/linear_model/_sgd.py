@@ -8,16 +8,16 @@ from collections.abc import Mapping
 
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
-from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.extmath import softmax
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
+from .. import _validation as V
 from .._kernels import _linear
 from .._sklearn import fit_guard, validate_data
-from ._base import BaseSGD, check_sample_weight, kernel_csr
+from ._base import BaseSGD
 
 _ACCEPT_SPARSE = ["csr"]  # CSC, COO, ... are converted
 _DTYPES = [np.float64, np.float32]
@@ -63,9 +63,8 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         Epochs without improvement before stopping. scikit-learn's default is 5; here an
         epoch is ``n_samples / batch_size`` adaptive steps, each of which moves every touched
         coefficient by about ``learning_rate``, so training makes most of its progress in the
-        first epochs and 2 epochs of patience suffice (on the text benchmark,
-        ``benchmarks/bench_text.py``, the held-out AUC after 3 epochs is within 0.2% of its
-        best). Pass 5 for scikit-learn's behaviour.
+        first epochs and 2 epochs of patience suffice (``benchmarks/bench_text.py`` prints the
+        held-out AUC after each epoch). Pass 5 for scikit-learn's behaviour.
     warm_start : bool, default=False
         ``fit`` starts from the previous coefficients (the optimizer state and ``t_`` start
         afresh, as scikit-learn's schedule does).
@@ -131,11 +130,6 @@ def _prepare_training_data(est, X, y, reset):
     X, y = validate_data(est, X, y, accept_sparse=_ACCEPT_SPARSE, dtype=_DTYPES,
                          order="C", accept_large_sparse=True, reset=reset)
     return X, y
-
-
-def _split_seed(params) -> int:
-    """The seed of the validation split, drawn from the call's generator."""
-    return int(params["rng"].integers(2**31 - 1))
 
 
 @_fill_doc
@@ -304,7 +298,7 @@ default='hinge'
 
     def _weights(self, X, y_idx, sample_weight, for_partial_fit):
         """sample_weight times the class weight of each sample (finite, checked)."""
-        sw = check_sample_weight(sample_weight, X)
+        sw = V.check_sample_weight(sample_weight, X.shape[0])
         with np.errstate(over="ignore", invalid="ignore"):
             w = sw * self._class_weights(y_idx, for_partial_fit)[y_idx]
         if not np.isfinite(w).all():
@@ -345,15 +339,8 @@ default='hinge'
                 f"{len(self.classes_)} class")
         y_idx = self._encode(y)
         sw = self._weights(X, y_idx, sample_weight, False)
-        Xk = kernel_csr(X, X.dtype, X.shape[1])
-        self._start_training(params, X.shape[1], self._n_outputs(), X.dtype,
-                             keep_weights=False, coef_init=coef_init,
-                             intercept_init=intercept_init)
-        train_idx, validation = self._split(X, y, y_idx, sw, params)
-        self.n_iter_ = self._run(Xk, self._kernel_targets(y_idx), sw, params,
-                                 max_iter=params["max_iter"], train_idx=train_idx,
-                                 validation=validation, weight_label=self._weight_label())
-        return self
+        return self._fit_epochs(X, y, self._kernel_targets(y_idx), sw, params, coef_init,
+                                intercept_init, strata=y_idx)
 
     @fit_guard
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -391,36 +378,7 @@ default='hinge'
                 f"partial_fit, was: {self.classes_!r}")
         y_idx = self._encode(y)
         sw = self._weights(X, y_idx, sample_weight, True)
-        Xk = kernel_csr(X, X.dtype if first else self._W.dtype,
-                        X.shape[1] if first else self._n_feat)
-        if first:
-            self._start_training(params, X.shape[1], self._n_outputs(), X.dtype,
-                                 keep_weights=False)
-        elif self._needs_restart():
-            self._start_training(params, X.shape[1], self._n_outputs(), self._W.dtype,
-                                 keep_weights=True)
-        self._run(Xk, self._kernel_targets(y_idx), sw, params, max_iter=1,
-                  check_convergence=False, weight_label=self._weight_label())
-        self.n_iter_ = 1
-        return self
-
-    def _split(self, X, y, y_idx, sw, params):
-        if not self.early_stopping:
-            return None, None
-        cv = StratifiedShuffleSplit(test_size=params["validation_fraction"],
-                                    random_state=_split_seed(params))
-        try:
-            idx_train, idx_val = next(cv.split(np.zeros((len(y), 1)), y_idx))
-        except ValueError as exc:
-            raise ValueError(
-                f"Splitting {len(y)} samples into a train set and a validation set with "
-                f"validation_fraction={params['validation_fraction']!r} failed ({exc}). Please "
-                "either change validation_fraction, increase number of samples, or disable "
-                "early_stopping.") from None
-        if not np.any(sw[idx_val] > 0):
-            raise ValueError("The sample weights for validation set are all zero, consider "
-                             "using a different random state.")
-        return idx_train, (X[idx_val], y[idx_val], idx_val)
+        return self._partial_fit_epoch(X, self._kernel_targets(y_idx), sw, params, first)
 
     # -- prediction --------------------------------------------------------------------------
 
@@ -561,14 +519,8 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         coef_init, intercept_init = self._warm_init(coef_init, intercept_init)
         X, y = _prepare_training_data(self, X, y, reset=True)
         y = np.asarray(y, dtype=np.float64)
-        sw = check_sample_weight(sample_weight, X)
-        Xk = kernel_csr(X, X.dtype, X.shape[1])
-        self._start_training(params, X.shape[1], 1, X.dtype, keep_weights=False,
-                             coef_init=coef_init, intercept_init=intercept_init)
-        train_idx, validation = self._split(X, y, sw, params)
-        self.n_iter_ = self._run(Xk, y, sw, params, max_iter=params["max_iter"],
-                                 train_idx=train_idx, validation=validation)
-        return self
+        sw = V.check_sample_weight(sample_weight, X.shape[0])
+        return self._fit_epochs(X, y, y, sw, params, coef_init, intercept_init)
 
     @fit_guard
     def partial_fit(self, X, y, sample_weight=None):
@@ -590,33 +542,8 @@ class SGDRegressor(RegressorMixin, BaseSGD):
             self._check_continue()
         X, y = _prepare_training_data(self, X, y, reset=first)
         y = np.asarray(y, dtype=np.float64)
-        sw = check_sample_weight(sample_weight, X)
-        Xk = kernel_csr(X, X.dtype if first else self._W.dtype,
-                        X.shape[1] if first else self._n_feat)
-        if first:
-            self._start_training(params, X.shape[1], 1, X.dtype, keep_weights=False)
-        elif self._needs_restart():
-            self._start_training(params, X.shape[1], 1, self._W.dtype, keep_weights=True)
-        self._run(Xk, y, sw, params, max_iter=1, check_convergence=False)
-        self.n_iter_ = 1
-        return self
-
-    def _split(self, X, y, sw, params):
-        if not self.early_stopping:
-            return None, None
-        cv = ShuffleSplit(test_size=params["validation_fraction"],
-                          random_state=_split_seed(params))
-        idx_train, idx_val = next(cv.split(np.zeros((len(y), 1))))
-        if idx_train.shape[0] == 0 or idx_val.shape[0] == 0:
-            raise ValueError(
-                f"Splitting {len(y)} samples into a train set and a validation set with "
-                f"validation_fraction={params['validation_fraction']!r} led to an empty set "
-                f"({idx_train.shape[0]} and {idx_val.shape[0]} samples). Please either change "
-                "validation_fraction, increase number of samples, or disable early_stopping.")
-        if not np.any(sw[idx_val] > 0):
-            raise ValueError("The sample weights for validation set are all zero, consider "
-                             "using a different random state.")
-        return idx_train, (X[idx_val], y[idx_val], idx_val)
+        sw = V.check_sample_weight(sample_weight, X.shape[0])
+        return self._partial_fit_epoch(X, y, sw, params, first)
 
     def predict(self, X):
         """Predicted targets, shape (n_samples,)."""

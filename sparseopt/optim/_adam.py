@@ -5,8 +5,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import _validation as V
 from .._kernels import _rows
-from ._base import (DUMMY_F64, DUMMY_I64, DUMMY_POW, FLAGS, ROW_WD, WD_SUM, Optimizer,
-                    _Dummies, _width)
+from ._base import DUMMY_F64, DUMMY_I64, FLAGS, ROW_WD, WD_SUM, Optimizer, _Dummies, _width
 from ._grad import MergedRows
 
 
@@ -124,20 +123,17 @@ class Adam(Optimizer):
 
     def _apply(self, i: int, state: Dict[str, Any], merged: MergedRows,
                group: Dict[str, Any]) -> None:
-        t = state["step"]
-        lr, wd = group["lr"], group["weight_decay"]
-        beta1, beta2 = group["betas"]
-        decay = group["lazy"] == "decay"
-        wd_prev, wd_now = self._advance_wd_sum(state, lr, wd) if decay else (0.0, 0.0)
+        lazy_flags, wd_prev, wd_now = self._start_lazy_step(state, group)
         n = merged.rows.shape[0]
         if n == 0:
             return
         p = self._params[i]
-        flags = ((FLAGS["AMSGRAD"] if group["amsgrad"] else 0)
-                 | (FLAGS["DECAY"] if decay else 0)
+        lr, wd = group["lr"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        flags = (lazy_flags
+                 | (FLAGS["AMSGRAD"] if group["amsgrad"] else 0)
                  | (FLAGS["ROW_BIAS"] if group["bias_correction"] == "row" else 0)
-                 | (FLAGS["EPS_RAW"] if group["eps_mode"] == "uncorrected" else 0)
-                 | (FLAGS["WEIGHT_DECAY"] if decay and (wd > 0 or wd_now != 0.0) else 0))
+                 | (FLAGS["EPS_RAW"] if group["eps_mode"] == "uncorrected" else 0))
         _rows.adam_rows_update(
             V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
             V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else _Dummies.rows(p.dtype),
@@ -145,17 +141,11 @@ class Adam(Optimizer):
             state.get("row_step", DUMMY_I64), state.get("last_step", DUMMY_I64),
             state.get("first_step", DUMMY_I64),
             self._pow_table("beta1", beta1), self._pow_table("beta2", beta2),
-            state[ROW_WD] if decay else DUMMY_F64,
-            t, lr, beta1, beta2, group["eps"], 1.0 - lr * wd, wd_prev, wd_now, flags,
+            state[ROW_WD] if lazy_flags else DUMMY_F64,
+            state["step"], lr, beta1, beta2, group["eps"], 1.0 - lr * wd, wd_prev, wd_now, flags,
             self._threads(n, _width(p)))
 
     def _flush(self, i: int, state: Dict[str, Any], group: Dict[str, Any]) -> None:
-        t = state["step"]
-        p = self._params[i]
         beta1, beta2 = group["betas"]
-        dummy = _Dummies.rows(p.dtype)
-        _rows.flush_decay(
-            V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
-            dummy, self._pow_table("beta1", beta1), self._pow_table("beta2", beta2),
-            DUMMY_POW, 2, state["last_step"], state[ROW_WD], t, state[WD_SUM],
-            state[WD_SUM] != 0.0, self._threads(p.shape[0], _width(p)))
+        self._flush_lazy(i, state, [("exp_avg", "beta1", beta1),
+                                    ("exp_avg_sq", "beta2", beta2)])

@@ -8,7 +8,9 @@ A step runs in two phases so that bad input changes nothing:
    float64 scalars and call the kernel.
 
 Subclasses define ``_DEFAULTS`` / ``_PRESETS``, ``_check_group`` (hyper-parameter checks),
-``_state_spec`` (which state arrays a parameter needs) and ``_apply`` (the kernel call).
+``_state_spec`` (which state arrays a parameter needs), ``_array_state_shape`` (their shapes),
+``_apply`` (the kernel call) and ``_flush``; optimizers with lazy modes start ``_apply`` with
+``_start_lazy_step`` and flush with ``_flush_lazy``.
 """
 from __future__ import annotations
 
@@ -19,26 +21,21 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .. import _utils
 from .. import _validation as V
 from .._kernels import _rows
+# The thread rules live in sparseopt._utils; _threads and _merge_threads read this module's
+# name for the threshold, which tests lower to force parallel steps on small tables.
+from .._utils import MERGE_PARALLEL_SCALE, PARALLEL_MIN_ELEMENTS, threads_for
 from ._grad import MergedRows, RowIndexer, merge
 
 FLAGS = _rows.FLAGS
-
-# The thread threshold of the row kernels lives in sparseopt._utils (tests lower this module's
-# copy to force parallel steps on small tables).
-PARALLEL_MIN_ELEMENTS = _utils.PARALLEL_MIN_ELEMENTS
-# Duplicate sums go parallel only from MERGE_PARALLEL_SCALE times that (batch rows x width)
-# and only with few repeats (_grad.REPEATS_SERIAL_DIVISOR): summing is cheaper per element than
-# an update, so a team pays off only on much larger batches.
-MERGE_PARALLEL_SCALE = 8
 
 _COUNTERS = ("row_step", "last_step", "first_step")
 # Weight-decay catch-up (lazy="decay"): a float per parameter and a float64 per row.
 WD_SUM = "wd_log_sum"
 ROW_WD = "row_wd_log"
-# The per-step array that the two replace (one float64 per step); still accepted on load.
+# A state_dict may hold, in place of the two, the running sum at every step (one float64 per
+# step, so it grows without bound); loading and unpickling convert it to the two.
 LEGACY_WD_LOG = "wd_log"
 
 POW_SHAPE: Tuple[int, int] = tuple(_rows.POW_SHAPE)
@@ -104,8 +101,8 @@ def interleaved_zeros(names: Tuple[str, ...], shape: Tuple[int, int], dtype) -> 
     (n, len(names) * d) buffer, so a row's entries of every array sit in adjacent memory.
 
     An update reads and writes these arrays at the same random rows; adjacent rows mean fewer
-    scattered cache-line fetches (Adam steps 1.01-1.17x faster with torch's step in between;
-    the C driver benchmarks/c/interleave_rows.c shows the kernel-only effect).
+    scattered cache-line fetches (the measurement: benchmarks/README.md, "Interleaved
+    moments", and the C driver benchmarks/c/interleave_rows.c).
     """
     n, d = shape
     buf = aligned_zeros((n, len(names) * d), dtype)
@@ -505,8 +502,9 @@ class Optimizer:
 
     @staticmethod
     def _convert_wd_log(st: Dict[str, Any], wd_log: np.ndarray, step: int) -> None:
-        """State saved with ``wd_log`` (``wd_log[s]``: the sum of ``log1p(-lr * wd)`` over steps
-        1..s) in today's form: the sum at ``step``, and per row the sum at its last step."""
+        """State holding ``wd_log`` (``wd_log[s]``: the sum of ``log1p(-lr * wd)`` over steps
+        1..s) converted to the kept form: the sum at ``step``, and per row the sum at its last
+        step."""
         last = np.clip(st["last_step"], 0, step)
         st[WD_SUM] = float(wd_log[step])
         row = aligned_zeros(last.shape, np.float64)
@@ -585,7 +583,7 @@ class Optimizer:
     def _threads(self, n_rows: int, width: int) -> int:
         """Threads for a kernel call over ``n_rows`` rows (the shared rule, at most one per
         row)."""
-        return min(_utils.threads_for(self.n_threads, n_rows * width, PARALLEL_MIN_ELEMENTS),
+        return min(threads_for(self.n_threads, n_rows * width, PARALLEL_MIN_ELEMENTS),
                    max(1, n_rows))
 
     def _merge_threads(self, k: int, width: int) -> int:
@@ -594,20 +592,41 @@ class Optimizer:
             return 1
         return self._threads(k, width)
 
-    @staticmethod
-    def _advance_wd_sum(state: Dict[str, Any], lr: float, weight_decay: float
-                        ) -> Tuple[float, float]:
-        """Add this step's ``log1p(-lr * weight_decay)`` to the parameter's running sum (lazy
-        decay mode); return the sums before and after it.
+    def _start_lazy_step(self, state: Dict[str, Any], group: Dict[str, Any]
+                         ) -> Tuple[int, float, float]:
+        """The lazy-mode part of a step of Adam or RMSprop, run before anything else of
+        ``_apply`` (an empty step counts too): ``(flags, S_prev, S_now)``.
 
-        A row brought up to date at a step whose sum was ``S_l`` (kept per row in
-        ``row_wd_log``) and touched at ``t`` misses ``exp(S_{t-1} - S_l)``, the product of the
-        factors of steps ``l+1 .. t-1``; the rule and its rounding are
-        ``sparseopt._reference.wd_catch_up``.
+        With ``lazy="decay"``, this step's ``log1p(-lr * weight_decay)`` is added to the
+        parameter's running sum ``S`` (``wd_log_sum``); ``flags`` holds ``DECAY``, and
+        ``WEIGHT_DECAY`` while rows may owe weight-decay factors. A row brought up to date at a
+        step whose sum was ``S_l`` (kept per row in ``row_wd_log``) and touched now misses
+        ``exp(S_prev - S_l)``, the product of the factors of the steps in between (the rule
+        and its rounding: ``sparseopt._reference``, "Weight-decay catch-up"). With
+        ``lazy="frozen"``: ``(0, 0.0, 0.0)``.
         """
+        if group["lazy"] != "decay":
+            return 0, 0.0, 0.0
+        wd = group["weight_decay"]
         prev = state[WD_SUM]
-        state[WD_SUM] = now = prev + math.log1p(-lr * weight_decay)
-        return prev, now
+        state[WD_SUM] = now = prev + math.log1p(-group["lr"] * wd)
+        return FLAGS["DECAY"] | (FLAGS["WEIGHT_DECAY"] if wd > 0 or now != 0.0 else 0), prev, now
+
+    def _flush_lazy(self, i: int, state: Dict[str, Any],
+                    decaying: List[Tuple[str, str, float]]) -> None:
+        """``flush()`` for a lazy-decay optimizer: every row of parameter ``i`` owes the decay
+        of its skipped steps to each ``(state name, hyper-parameter, base)`` in ``decaying``
+        (at most three) and its missed weight decay; bring them all up to date."""
+        p = self._params[i]
+        dummy = _Dummies.rows(p.dtype)
+        arrays = [V.rows_view(state[sname]) for sname, _, _ in decaying]
+        tables = [self._pow_table(hyper, base) for _, hyper, base in decaying]
+        n_states = len(arrays)
+        arrays += [dummy] * (3 - n_states)
+        tables += [DUMMY_POW] * (3 - n_states)
+        _rows.flush_decay(V.rows_view(p), *arrays, *tables, n_states, state["last_step"],
+                          state[ROW_WD], state["step"], state[WD_SUM], state[WD_SUM] != 0.0,
+                          self._threads(p.shape[0], _width(p)))
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from .. import _validation as V
 from .._kernels import _coalesce
 from .._rowgrad import RowGrad
+from .._utils import REPEATS_SERIAL_DIVISOR
 
 __all__ = ["RowGrad", "MergedRows", "RowIndexer", "merge"]
 
@@ -54,11 +55,6 @@ class RowIndexer:
         if self._arange is None:
             self._arange = np.arange(self.n_rows, dtype=np.int64)
         return self._arange
-
-
-# Duplicate sums run serially when more than 1 / REPEATS_SERIAL_DIVISOR of the positions
-# repeat an earlier row (see _merge_rowgrad).
-REPEATS_SERIAL_DIVISOR = 4
 
 
 def _empty_scratch(values: np.ndarray) -> np.ndarray:
@@ -128,9 +124,8 @@ def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool,
     scratch = np.empty((ndup, values.shape[1]), dtype=values.dtype)
     if ndup:
         # checks single rows and sums in the same pass. On several threads, the repeats of
-        # rows first seen in an earlier block wait for that block: with many repeats (a Zipf
-        # batch) that wait costs more than the second thread saves (65,536 x 64 Zipf: 4.63
-        # vs 4.48 ms; uniform, 3% repeats: 7.32 vs 8.00 ms), so those batches stay serial.
+        # rows first seen in an earlier block wait for that block, so batches with many
+        # repeats stay serial (the rule: sparseopt._utils.REPEATS_SERIAL_DIVISOR).
         if nb > 1 and (k - m) * REPEATS_SERIAL_DIVISOR > k:
             mstart = None
         deferred = np.empty(k, dtype=np.int32) if mstart is not None else None

@@ -129,18 +129,16 @@ class RMSprop(Optimizer):
 
     def _apply(self, i: int, state: Dict[str, Any], merged: MergedRows,
                group: Dict[str, Any]) -> None:
-        t = state["step"]
-        lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
-        decay = group["lazy"] == "decay"
-        wd_prev, wd_now = self._advance_wd_sum(state, lr, wd) if decay else (0.0, 0.0)
+        lazy_flags, wd_prev, wd_now = self._start_lazy_step(state, group)
         n = merged.rows.shape[0]
         if n == 0:
             return
         p = self._params[i]
+        lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
+        decay = bool(lazy_flags)
         dummy = _Dummies.rows(p.dtype)
         centered, mom = group["centered"], mu > 0
-        flags = ((FLAGS["DECAY"] if decay else 0)
-                 | (FLAGS["WEIGHT_DECAY"] if decay and (wd > 0 or wd_now != 0.0) else 0)
+        flags = (lazy_flags
                  | (FLAGS["CENTERED"] if centered else 0)
                  | (FLAGS["MOMENTUM"] if mom else 0))
         inside = group["eps_mode"] == "inside"
@@ -152,24 +150,14 @@ class RMSprop(Optimizer):
             state.get("last_step", DUMMY_I64),
             self._pow_table("alpha", group["alpha"]) if decay else DUMMY_POW,
             self._pow_table("momentum", mu) if decay and mom else DUMMY_POW,
-            state[ROW_WD] if decay else DUMMY_F64, t, lr, group["alpha"], mu,
+            state[ROW_WD] if decay else DUMMY_F64, state["step"], lr, group["alpha"], mu,
             group["eps"] if inside else 0.0, 0.0 if inside else group["eps"], 1.0 - lr * wd,
             wd_prev, wd_now, flags, self._threads(n, _width(p)))
 
     def _flush(self, i: int, state: Dict[str, Any], group: Dict[str, Any]) -> None:
-        t = state["step"]
-        p = self._params[i]
-        arrays, tables = [], []
         kept = dict(self._state_spec(group))  # the arrays phase 1 checked
-        for sname, hyper in (("square_avg", "alpha"), ("grad_avg", "alpha"),
-                             ("momentum_buffer", "momentum")):
-            if sname in kept:
-                arrays.append(V.rows_view(state[sname]))
-                tables.append(self._pow_table(hyper, group[hyper]))
-        n_states = len(arrays)
-        dummy = _Dummies.rows(p.dtype)
-        arrays += [dummy] * (3 - n_states)
-        tables += [DUMMY_POW] * (3 - n_states)
-        _rows.flush_decay(V.rows_view(p), *arrays, *tables, n_states, state["last_step"],
-                          state[ROW_WD], t, state[WD_SUM], state[WD_SUM] != 0.0,
-                          self._threads(p.shape[0], _width(p)))
+        self._flush_lazy(i, state, [
+            (sname, hyper, group[hyper])
+            for sname, hyper in (("square_avg", "alpha"), ("grad_avg", "alpha"),
+                                 ("momentum_buffer", "momentum"))
+            if sname in kept])

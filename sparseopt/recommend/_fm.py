@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
 from .. import _utils
 from .. import _validation as V
@@ -175,11 +175,7 @@ class _BaseFM(BaseEstimator):
         X, y = validate_data(self, X, y, reset=reset, accept_sparse=_ACCEPT_SPARSE,
                              dtype=[np.float64, np.float32], y_numeric=self._loss_name ==
                              "squared", multi_output=False)
-        sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        if np.any(sw < 0):
-            raise ValueError("sample_weight must be non-negative")
-        if not np.any(sw > 0):
-            raise ValueError("sample_weight must contain at least one positive weight")
+        sw = V.check_sample_weight(sample_weight, X.shape[0], non_negative=True)
         sw = V.relative_weights("sample_weight", sw)
         n_cols = None if reset else self._layout[0]
         return _csr(X, X.dtype, n_cols), y, np.ascontiguousarray(sw)

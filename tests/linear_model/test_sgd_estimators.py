@@ -31,6 +31,7 @@ from sklearn.datasets import make_blobs, make_classification  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import sparseopt as so  # noqa: E402
+from sparseopt import _reference as ref  # noqa: E402
 from sparseopt._kernels import _linear  # noqa: E402
 from sparseopt.linear_model import SGDClassifier, SGDRegressor  # noqa: E402
 from sparseopt.linear_model import _base  # noqa: E402
@@ -69,69 +70,6 @@ except TypeError:  # pragma: no cover - scikit-learn < 1.6 reads _more_tags()["_
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
-
-# --------------------------------------------------------------------------- NumPy reference
-
-def _np_dloss(loss, p, y, c):
-    """(loss, dloss/dp) of scikit-learn's formulas, vectorised; y is +-1 for classifiers."""
-    if loss == "log":
-        z = p * y
-        return np.logaddexp(0, -z), -y / (np.exp(z) + 1.0)
-    if loss == "hinge":
-        z = p * y
-        return np.where(z <= c, c - z, 0.0), np.where(z <= c, -y, 0.0)
-    if loss == "squared_hinge":
-        z = c - p * y
-        return np.where(z > 0, z * z, 0.0), np.where(z > 0, -2 * y * z, 0.0)
-    if loss == "modified_huber":
-        z = p * y
-        lv = np.where(z >= 1, 0.0, np.where(z >= -1, (1 - z) ** 2, -4 * z))
-        dl = np.where(z >= 1, 0.0, np.where(z >= -1, -2 * (1 - z) * y, -4 * y))
-        return lv, dl
-    r = p - y
-    if loss == "squared":
-        return 0.5 * r * r, r
-    if loss == "huber":
-        small = np.abs(r) <= c
-        return (np.where(small, 0.5 * r * r, c * np.abs(r) - 0.5 * c * c),
-                np.where(small, r, c * np.sign(r)))
-    if loss == "epsilon_insensitive":
-        lv = np.maximum(0, np.abs(r) - c)
-        return lv, np.where(-r > c, -1.0, np.where(r > c, 1.0, 0.0))
-    if loss == "squared_epsilon_insensitive":
-        e = np.maximum(0, np.abs(r) - c)
-        return e * e, np.where(-r > c, -2 * (-r - c), np.where(r > c, 2 * (r - c), 0.0))
-    raise AssertionError(loss)
-
-
-def np_batch_gradient(Xb, yb, swb, W, n_feat, fit_intercept, loss, c, scale=None):
-    """Dense (n_rows, K) gradient of the mean weighted loss of a batch, and the loss sum."""
-    Xb = np.asarray(Xb.todense()) if sp.issparse(Xb) else np.asarray(Xb)
-    K = W.shape[1]
-    Z = Xb @ W[:n_feat].astype(np.float64)
-    if fit_intercept:
-        Z = Z + W[n_feat].astype(np.float64)
-    if loss == "softmax":
-        cls = yb.astype(int)
-        mx = Z.max(axis=1, keepdims=True)
-        lse = mx[:, 0] + np.log(np.exp(Z - mx).sum(axis=1))
-        lv = lse - Z[np.arange(len(cls)), cls]
-        D = np.exp(Z - lse[:, None])
-        D[np.arange(len(cls)), cls] -= 1.0
-    elif K == 1:
-        lv, d = _np_dloss(loss, Z[:, 0], yb, c)
-        D = d[:, None]
-    else:  # one-vs-rest
-        Y = np.where(np.arange(K)[None, :] == yb.astype(int)[:, None], 1.0, -1.0)
-        lv, D = _np_dloss(loss, Z, Y, c)
-        lv = lv.sum(axis=1)
-    scale = 1.0 / Xb.shape[0] if scale is None else scale
-    D = D * (swb * scale)[:, None]
-    G = np.zeros((W.shape[0], K))
-    G[:n_feat] = Xb.T @ D
-    if fit_intercept:
-        G[n_feat] = D.sum(axis=0)
-    return G, float((lv * swb).sum())
 
 
 def run_kernel(X, y, sw, W, order, start, stop, fit_intercept, loss, c, n_threads=1):
@@ -182,8 +120,8 @@ def test_kernel_matches_numpy(loss, K, c, dtype, index_dtype, fit_intercept):
     start, stop = 7, 45
     rows, G, ls = run_kernel(X, y, sw, W, order, start, stop, fit_intercept, loss, c)
     idx = order[start:stop]
-    Gref, lref = np_batch_gradient(X[idx].astype(np.float64), y[idx], sw[idx], W, n_feat,
-                                   fit_intercept, loss, c)
+    Gref, lref = ref.linear_batch_gradient(X[idx].astype(np.float64), y[idx], sw[idx], W,
+                                           n_feat, fit_intercept, loss, c)
     assert len(np.unique(rows)) == len(rows)
     touched = np.unique(X[idx].indices)
     expect_rows = set(touched.tolist()) | ({n_feat} if fit_intercept else set())
@@ -207,7 +145,7 @@ def test_kernel_first_appearance_order_and_duplicates():
     rows, G, _ = run_kernel(X, y, np.ones(2), W, np.arange(2, dtype=np.int64), 0, 2, True,
                             "squared", 0.0)
     assert rows.tolist() == [6, 4, 1, 2]
-    Gref, _ = np_batch_gradient(X.toarray(), y, np.ones(2), W, 6, True, "squared", 0.0)
+    Gref, _ = ref.linear_batch_gradient(X.toarray(), y, np.ones(2), W, 6, True, "squared", 0.0)
     np.testing.assert_allclose(G, Gref[rows], rtol=1e-12)
 
 
@@ -246,8 +184,9 @@ _P = np.concatenate([np.linspace(-4, 4, 161), [-1.0, 1.0, -0.1, 0.1, -1.5, 1.5, 
 @pytest.mark.parametrize("name,kernel_loss,c", _scalar_loss_cases(), ids=lambda v: str(v))
 def test_py_loss_matches_numpy(name, kernel_loss, c):
     """Every loss the estimators accept (log_loss with two classes; softmax below), value and
-    derivative, against the NumPy formulas of ``_np_dloss`` over a grid of margins and
-    targets; the derivative clipped to +-1e12 as the kernel clips it before weighting."""
+    derivative, against the NumPy formulas of ``sparseopt._reference.linear_loss`` over a grid
+    of margins and targets; the derivative clipped to +-1e12 as the kernel clips it before
+    weighting."""
     classifier = name in CLASSIFIER_LOSSES
     ys = [-1.0, 1.0] if classifier else [-2.5, -0.1, 0.0, 0.3, 1.0, 5e12]
     code = _linear.LOSSES[kernel_loss]
@@ -255,7 +194,7 @@ def test_py_loss_matches_numpy(name, kernel_loss, c):
     P, Y = P.ravel(), Y.ravel()
     got = np.array([_linear.py_loss(code, p, y, c) for p, y in zip(P, Y)])
     with np.errstate(over="ignore", invalid="ignore"):
-        lref, dref = _np_dloss(kernel_loss, P, Y, c)
+        lref, dref = ref.linear_loss(kernel_loss, P, Y, c)
     # the kernel's log(1 + exp(-z)) and its asymptotic forms beyond |z| = 18 (as
     # scikit-learn's) agree with the exact log-loss to a relative e**-18
     rtol = 1e-7 if kernel_loss == "log" else 1e-15
@@ -278,13 +217,48 @@ def test_py_softmax_loss_matches_numpy(K):
     for z in zs:
         for cls in range(K):
             loss, d = _linear.py_softmax_loss(z, cls)
-            mx = z.max()
-            lse = mx + np.log(np.exp(z - mx).sum())
-            dref = np.exp(z - lse)
-            dref[cls] -= 1.0
-            np.testing.assert_allclose(loss, lse - z[cls], rtol=1e-13, atol=1e-13)
-            np.testing.assert_allclose(d, dref, rtol=1e-13, atol=1e-15)
+            lref, dref = ref.softmax_loss(z[None, :], [cls])
+            np.testing.assert_allclose(loss, lref[0], rtol=1e-13, atol=1e-13)
+            np.testing.assert_allclose(d, dref[0], rtol=1e-13, atol=1e-15)
             assert d.shape == (K,) and np.isfinite(d).all()
+
+
+@pytest.mark.parametrize("name,kernel_loss,c", _scalar_loss_cases(), ids=lambda v: str(v))
+def test_py_loss_derivative_is_the_slope_of_its_value(name, kernel_loss, c):
+    """The derivative each hook returns is the slope of the value it returns (a central
+    difference), away from the kinks, so value and derivative describe the same loss."""
+    classifier = name in CLASSIFIER_LOSSES
+    code = _linear.LOSSES[kernel_loss]
+    rng = np.random.default_rng(len(name))
+    h = 1e-6
+    checked = 0
+    for y in ([-1.0, 1.0] if classifier else [-1.3, 0.0, 0.7]):
+        for p in rng.uniform(-3.0, 3.0, size=60):
+            # kinks: the margin z = p*y (classification) or the residual r = p - y (regression)
+            at, kinks = (p * y, (c, 1.0, -1.0)) if classifier else (p - y, (c, -c, 0.0))
+            if min(abs(at - k) for k in kinks) < 1e-3:
+                continue
+            hi, lo = _linear.py_loss(code, p + h, y, c)[0], _linear.py_loss(code, p - h, y, c)[0]
+            slope = (hi - lo) / (2 * h)
+            d = _linear.py_loss(code, p, y, c)[1]
+            np.testing.assert_allclose(d, slope, rtol=1e-6, atol=1e-7, err_msg=f"p={p}, y={y}")
+            checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize("K", [2, 3, 5])
+def test_py_softmax_loss_derivative_is_the_gradient_of_its_value(K):
+    rng = np.random.default_rng(K)
+    h = 1e-6
+    for z in [rng.normal(scale=2, size=K) for _ in range(5)]:
+        for cls in range(K):
+            _, d = _linear.py_softmax_loss(z, cls)
+            for j in range(K):
+                step = np.zeros(K)
+                step[j] = h
+                slope = (_linear.py_softmax_loss(z + step, cls)[0]
+                         - _linear.py_softmax_loss(z - step, cls)[0]) / (2 * h)
+                np.testing.assert_allclose(d[j], slope, rtol=1e-6, atol=1e-8)
 
 
 def test_py_loss_refuses_what_it_cannot_evaluate():
@@ -438,8 +412,8 @@ def reference_fit(X, yk, sw, *, loss, c, K, optimizer, lr, power_t, l1, l2, batc
             if average and avg_start is None and seen + len(idx) >= average:
                 avg_start = t
             seen += len(idx)
-            G, ls = np_batch_gradient(X[idx], yk[idx], sw[idx] / wmean, W, n_feat,
-                                      fit_intercept, loss, c)
+            G, ls = ref.linear_batch_gradient(X[idx], yk[idx], sw[idx] / wmean, W, n_feat,
+                                              fit_intercept, loss, c)
             loss_sum += ls
             rows = np.unique(X[idx].indices).astype(np.int64)
             if fit_intercept:

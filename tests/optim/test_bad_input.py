@@ -739,9 +739,8 @@ def test_ragged_lists_get_our_message(opt_id):
 @pytest.mark.parametrize("opt_id", OPT_IDS)
 def test_gradient_that_is_a_view_of_its_parameter(opt_id):
     """``RowGrad(idx, E[:k])`` and ``step([w])`` (the gradient of ``0.5 * ||w||**2``) mean the
-    parameter's values *before* the step, as for any other array. The values used to be read in
-    place while other rows were being written (on several threads), so row 1 could be updated
-    with row 0's new value (RMSprop: off by 10 in a 6-row example)."""
+    parameter's values *before* the step, as for any other array: read in place while other
+    rows are written (on several threads), row 1 could be updated with row 0's new value."""
     a, b = _make(opt_id), _make(opt_id)
     _warm(a, 2)
     _warm(b, 2)

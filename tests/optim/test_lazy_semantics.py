@@ -570,13 +570,11 @@ print("ok")
 def test_rmsprop_decay_row_skipped_for_millions_of_steps(momentum):
     """A row untouched for 4 million steps (a rare embedding row) updates normally.
 
-    Regression (fixed in d7f4433): ``rmsprop_rows_update`` evaluated ``momentum *
-    powmu[skipped]`` for every row in decay mode, but without momentum ``powmu`` is the
-    1-element ``DUMMY_F64``, so the kernel read ``DUMMY_F64[skipped]`` out of bounds; from
-    ``skipped`` ~2e5 on the read left the heap and the process died with SIGSEGV (also with
-    plain steps: 1e6 steps touching row 1, then one touching row 0). Runs in a subprocess so a
-    crash fails this test only. An out-of-bounds read does not always crash (heap layout), so
-    a pass here is necessary, not sufficient.
+    In decay mode ``rmsprop_rows_update`` gets a stand-in power table for the momentum when
+    there is none; no skip count may make it read that table (or any other) out of bounds.
+    A read that leaves the heap ends the process, so this runs in a subprocess and a crash
+    fails this test only. An out-of-bounds read does not always crash (heap layout), so a pass
+    here is necessary, not sufficient.
     """
     code = _LONG_SKIP.format(skipped=4_000_000, momentum=momentum)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

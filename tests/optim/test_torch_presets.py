@@ -218,8 +218,8 @@ def _dense(g, shape, dtype):
 ], ids=["plain", "centered", "centered-custom", "decoupled-wd"])
 def test_rmsprop_decay_flush_equals_dense_torch(variant, dtype, width):
     """``lazy="decay"`` + ``flush()`` is a dense RMSprop that saw zero gradients on untouched
-    rows (SPEC 4.1). Decoupled weight decay is emulated on the torch side by multiplying the
-    whole table by (1 - lr*wd) before each step."""
+    rows (docs/semantics.md, "Lazy modes"). Decoupled weight decay is emulated on the torch
+    side by multiplying the whole table by (1 - lr*wd) before each step."""
     rng = np.random.default_rng(11)
     n = 30
     shape = (n,) if width == 1 else (n, width)
