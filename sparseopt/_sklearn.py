@@ -1,5 +1,5 @@
 """What the scikit-learn-style models share: input validation in front of scikit-learn's own,
-and the guard every ``fit`` / ``partial_fit`` runs under.
+the guard every ``fit`` / ``partial_fit`` runs under, and the early-stopping rule.
 
 Requires scikit-learn (the ``[sklearn]`` extra); importing :mod:`sparseopt` does not import it.
 """
@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import functools
 import threading
+import warnings
 import weakref
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
+import numpy as np
 import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
 
 from . import _validation as V
 
@@ -19,7 +22,7 @@ try:  # scikit-learn >= 1.6
 except ImportError:  # pragma: no cover - scikit-learn 1.4 / 1.5
     _sk_validate_data = None
 
-__all__ = ["validate_data", "fit_guard", "serialised", "model_lock"]
+__all__ = ["validate_data", "fit_guard", "serialised", "model_lock", "Stopping"]
 
 
 def validate_data(est: Any, X: Any = "no_validation", y: Any = "no_validation", **kwargs: Any):
@@ -86,3 +89,34 @@ def serialised(method: F) -> F:
         with model_lock(self):
             return method(self, *args, **kwargs)
     return locked  # type: ignore[return-value]
+
+
+class Stopping:
+    """Training stops when a value to minimise (the epoch's objective, or minus the
+    validation score) has not improved on the best so far by ``tol`` for
+    ``n_iter_no_change`` epochs in a row; ``tol=None`` never stops."""
+
+    def __init__(self, tol: Optional[float], n_iter_no_change: int) -> None:
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.best = np.inf
+        self.no_improvement = 0
+
+    def update(self, value: float) -> None:
+        """Record one epoch's value."""
+        if self.tol is not None and value > self.best - self.tol:
+            self.no_improvement += 1
+        else:
+            self.no_improvement = 0
+        self.best = min(self.best, value)
+
+    @property
+    def converged(self) -> bool:
+        return self.no_improvement >= self.n_iter_no_change
+
+    def warn_if_unconverged(self, epochs: int, max_iter: int) -> None:
+        """ConvergenceWarning when ``max_iter`` (> 1) epochs ran without convergence."""
+        if max_iter > 1 and epochs == max_iter and self.tol is not None \
+                and not self.converged:
+            warnings.warn("Maximum number of iteration reached before convergence. Consider "
+                          "increasing max_iter to improve the fit.", ConvergenceWarning)

@@ -29,11 +29,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import _validation as V
 from .._kernels import _linear
-from .._sklearn import model_lock, serialised, validate_data
+from .._sklearn import Stopping, model_lock, serialised, validate_data
 from .._utils import PARALLEL_MIN_MODEL_WORK, check_random_state, threads_for
 from ..optim import OPTIMIZERS, RowGrad, make_optimizer
 from ._lazy import LazyRegularizer
-from ._training import Batches, Progress, Stopping, StepSizes
+from ._training import Batches, Progress, StepSizes
 
 # Default learning rates per optimizer (``learning_rate=None``), chosen on sparse text-like
 # problems (benchmarks/bench_text.py) and on the small dense problems of scikit-learn's

@@ -6,20 +6,17 @@
                  lazy penalty's tables need the rates of the steps ahead);
 * ``Batches``    the visiting order, the batch boundaries and the kernel bundles of the call;
                  ``gradient`` runs the fused kernel on one batch;
-* ``Stopping``   the convergence test on the epoch's objective or validation score, and the
-                 warning when ``max_iter`` ends training first;
 * ``Progress``   what ``verbose`` prints.
 
-The lazy penalty and averaging have their own home, ``_lazy.LazyRegularizer``.
+The lazy penalty and averaging have their own home, ``_lazy.LazyRegularizer``; the
+convergence test (``Stopping``) is shared with the recommenders in ``sparseopt._sklearn``.
 """
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 
 from .._kernels import _linear
 
@@ -104,37 +101,6 @@ class Batches:
         """Run the kernel on one batch: ``(m, loss_sum)``, the gradient rows being
         ``scratch.rows[:m]`` and ``scratch.G[:m]``."""
         return self._kernel(self.samples, self.model, self.scratch, penalty, start, stop)
-
-
-class Stopping:
-    """Training stops when a value to minimise (the epoch's objective, or minus the
-    validation score) has not improved on the best so far by ``tol`` for
-    ``n_iter_no_change`` epochs in a row; ``tol=None`` never stops."""
-
-    def __init__(self, tol: Optional[float], n_iter_no_change: int) -> None:
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.best = np.inf
-        self.no_improvement = 0
-
-    def update(self, value: float) -> None:
-        """Record one epoch's value."""
-        if self.tol is not None and value > self.best - self.tol:
-            self.no_improvement += 1
-        else:
-            self.no_improvement = 0
-        self.best = min(self.best, value)
-
-    @property
-    def converged(self) -> bool:
-        return self.no_improvement >= self.n_iter_no_change
-
-    def warn_if_unconverged(self, epochs: int, max_iter: int) -> None:
-        """ConvergenceWarning when ``max_iter`` (> 1) epochs ran without convergence."""
-        if max_iter > 1 and epochs == max_iter and self.tol is not None \
-                and not self.converged:
-            warnings.warn("Maximum number of iteration reached before convergence. Consider "
-                          "increasing max_iter to improve the fit.", ConvergenceWarning)
 
 
 class Progress:

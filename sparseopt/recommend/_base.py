@@ -97,7 +97,7 @@ class BaseRecommender(BaseEstimator):
     ``_item_vectors(fitted) -> ndarray``
         ``(n_items, d)`` vectors whose cosine :meth:`similar_items` ranks by.
 
-    Optional: ``_stopping(params)`` returns a ``_training.Stopping`` to end ``fit`` early
+    Optional: ``_stopping(params)`` returns a ``sparseopt._sklearn.Stopping`` to end ``fit`` early
     (default: never), and ``_tables`` names the table attributes (freed before a refit; the
     first one marks a fitted model).
 

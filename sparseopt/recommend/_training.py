@@ -12,8 +12,7 @@ import sys
 import time
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
-# The early-stopping rule of the linear estimators, used unchanged: one rule, one home.
-from ..linear_model._training import Stopping
+from .._sklearn import Stopping
 
 __all__ = ["run_epochs", "Stopping", "optimizer_step", "print_epoch"]
 
