@@ -43,7 +43,7 @@ from ._utils import check_random_state
 __all__ = ["make_ratings", "make_interactions", "holdout_split"]
 
 # Ids are stored in CSR indices and hashed as user * n_items + item in int64.
-_MAX_IDS = 2**31 - 1
+_MAX_IDS = V.MAX_IDS
 # Matrices holding at least this share of stored pairs are sampled in one pass over the cells.
 _DENSE_SHARE = 0.5
 # A round of popularity draws yielding fewer new pairs per draw than this means the popular

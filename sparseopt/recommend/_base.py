@@ -23,7 +23,7 @@ from .._utils import check_random_state, threads_for
 from ..optim import RowGrad
 from . import _serving
 from . import metrics as _metrics
-from ._interactions import SeenItems, check_interactions
+from ._interactions import SeenItems
 from ._training import Stopping, optimizer_step, print_epoch, run_epochs
 
 __all__ = ["BaseRecommender"]
@@ -215,10 +215,10 @@ class BaseRecommender(BaseEstimator):
         ``X`` and ``eval_set`` (of ``X``'s shape) by the rules the parameters choose."""
         p = self._check_params()
         implicit = self._implicit_feedback(p)
-        X = check_interactions("X", X, implicit)
+        X = V.check_interactions("X", X, implicit)
         if eval_set is None:
             return p, X, None
-        E = check_interactions("eval_set", eval_set, implicit)
+        E = V.check_interactions("eval_set", eval_set, implicit)
         if E.shape != X.shape:
             raise ValueError(f"eval_set has shape {E.shape}, X has shape {X.shape}")
         return p, X, E
@@ -272,7 +272,8 @@ class BaseRecommender(BaseEstimator):
             return _metrics.rmse(E.data, pred)
         users = np.flatnonzero(np.diff(E.indptr))
         if users.shape[0] > _EVAL_USERS:
-            users = np.sort(np.random.default_rng(0).choice(users, _EVAL_USERS, replace=False))
+            # a fixed sample (seed 0), so every epoch and every model is scored on the same users
+            users = np.sort(check_random_state(0).choice(users, _EVAL_USERS, replace=False))
         if users.shape[0] == 0:
             return float("nan")
         recs, _ = self.recommend(users, n=_EVAL_K, exclude_seen=True)
@@ -301,7 +302,7 @@ class BaseRecommender(BaseEstimator):
         float
         """
         st = self._fitted()
-        E = check_interactions("X", X, self._implicit)
+        E = V.check_interactions("X", X, self._implicit)
         if E.shape != (st.n_users, st.n_items):
             raise ValueError(f"X has shape {E.shape}, the model was fitted on "
                              f"({st.n_users}, {st.n_items})")

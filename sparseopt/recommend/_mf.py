@@ -265,13 +265,7 @@ class MatrixFactorization(BaseRecommender):
         p = check_training_params(self)
         p["loss"] = V.check_choice("loss", self.loss, ("squared", "bpr"))
         p["use_biases"] = check_flag("use_biases", self.use_biases)
-        try:
-            dt = np.dtype(self.dtype)
-        except TypeError:
-            dt = None
-        if dt not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        p["dtype"] = dt
+        p["dtype"] = V.check_float_dtype("dtype", self.dtype)
         return p
 
     def _implicit_feedback(self, p: Dict[str, Any]) -> bool:

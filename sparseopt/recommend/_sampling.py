@@ -35,7 +35,7 @@ def pack_ratings(users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> n
     """One ``(2,)`` int64 record per rating: both ids in the first word, the float64 rating
     in the second, so a shuffled epoch reads one cache line per sample.
 
-    Ids must be below ``2**31`` (``_interactions.MAX_IDS``, checked with the matrix).
+    Ids must be below ``2**31`` (``_validation.MAX_IDS``, checked with the matrix).
     """
     records = np.empty((users.shape[0], 2), dtype=np.int64)
     _recommend.pack_ratings(users, items, np.ascontiguousarray(ratings, np.float64), records)
