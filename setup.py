@@ -8,6 +8,9 @@
   the fast-math family: wider ISAs are reached by runtime dispatch (``target_clones`` in
   ``_kernels/_simd.h``), and every clone computes the same bits.
 * No generated C is committed: Cython runs at build time.
+* The distribution holds the package and, as ``sparseopt.examples``, the scripts of
+  ``examples/``: ``python -m sparseopt demo`` runs ``examples/demo.py``, so every install needs
+  it. ``benchmarks/`` and ``tests/`` stay in the source tree.
 """
 import os
 import shutil
@@ -19,7 +22,7 @@ import warnings
 
 import numpy as np
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_namespace_packages, setup
 
 COMPILER_DIRECTIVES = {
     "language_level": 3,
@@ -103,4 +106,12 @@ def _extensions():
     ]
 
 
-setup(ext_modules=cythonize(_extensions(), compiler_directives=COMPILER_DIRECTIVES))
+# examples/ is mapped into the package rather than moved there: in the source tree it stays a
+# top-level directory of scripts to read and copy.
+PACKAGES = find_namespace_packages(include=["sparseopt", "sparseopt.*"]) + ["sparseopt.examples"]
+
+setup(
+    packages=PACKAGES,
+    package_dir={"sparseopt.examples": "examples"},
+    ext_modules=cythonize(_extensions(), compiler_directives=COMPILER_DIRECTIVES),
+)

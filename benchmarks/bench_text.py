@@ -1,6 +1,6 @@
 """Text-like benchmark of ``sparseopt.linear_model.SGDClassifier`` against scikit-learn.
 
-    python benchmarks/bench_text.py            # 200,000 x 2**20, about 2 minutes on 2 cores
+    python benchmarks/bench_text.py            # 200,000 x 2**20
     python benchmarks/bench_text.py --quick    # 20,000 rows, a smoke test
 
 The problem (generated, nothing downloaded) imitates hashed bag-of-words features:
@@ -34,11 +34,16 @@ import platform
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from sparseopt.benchmarks._suite import _cpu_model
+# run as a script (python benchmarks/bench_text.py): make the benchmarks package importable
+if not __package__:
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.report import cpu_model  # noqa: E402
 
 
 def make_text_data(n_samples, n_features=2**20, tokens=66, zipf=1.1, seed=0, sigma=3.0):
@@ -172,7 +177,7 @@ def main(argv=None):
         f"Data: {args.n_train:,} training / {args.n_test:,} held-out rows x "
         f"{args.n_features:,} hashed features, {Xtr.nnz / Xtr.shape[0]:.1f} nonzeros per row, "
         "Zipf(1.1) feature frequencies, logistic labels.  ",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} CPUs; load average "
+        f"Machine: {cpu_model()}, {os.cpu_count()} CPUs; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after.  ",
         f"Versions: sparseopt {sparseopt.__version__}, scikit-learn {sklearn.__version__}, "
         f"numpy {np.__version__}, Python {platform.python_version()}.  ",

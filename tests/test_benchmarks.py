@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark suite: its quick mode on a tiny configuration.
+"""Smoke test of the benchmark suite (``python -m benchmarks``): its quick mode on a tiny
+configuration.
 
 It checks that the suite runs end to end, that the Markdown table has one row per
 (case, optimizer, implementation, thread count) with the documented columns, and that the
@@ -10,12 +11,21 @@ import importlib.util
 import json
 import math
 import statistics
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sparseopt.benchmarks import _suite
+# The suite lives at the root of the source tree (benchmarks/), not in the installed package.
+ROOT = next(p for p in Path(__file__).resolve().parents
+            if (p / "benchmarks" / "__main__.py").is_file())
+if not any(Path(p or ".").resolve() == ROOT for p in sys.path):
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import cli, timing, workloads  # noqa: E402
+from benchmarks.report import BYTES_PER_ELEMENT, COLUMNS, fmt_ms  # noqa: E402
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -60,7 +70,7 @@ def test_quick_mode_writes_the_expected_table(tmp_path, capsys, monkeypatch, mis
         monkeypatch.setitem(sys.modules, "torch", None)
         monkeypatch.setitem(sys.modules, "matplotlib", None)
         extra = ["--reference", "none"]
-    status = _suite.main([*TINY_ARGS, "--out", str(tmp_path), *extra])
+    status = cli.main([*TINY_ARGS, "--out", str(tmp_path), *extra])
     assert status == 0
 
     use_torch = HAS_TORCH and not missing
@@ -69,7 +79,7 @@ def test_quick_mode_writes_the_expected_table(tmp_path, capsys, monkeypatch, mis
     assert markdown.strip() in capsys.readouterr().out  # printed as well as saved
 
     header, rows = _results_rows(markdown)
-    assert tuple(header) == _suite.COLUMNS
+    assert tuple(header) == COLUMNS
     col = {name: i for i, name in enumerate(header)}
     got = [(r[col["batch"]], r[col["dist"]], r[col["optimizer"]], r[col["impl"]],
             r[col["threads"]]) for r in rows]
@@ -122,7 +132,7 @@ def _check_figures(report, rows, col):
         assert math.isfinite(r["gbs"]) and r["gbs"] > 0, r
         # GB/s: the optimizer's bytes per element of every unique row, over the median
         per_element = r["gbs"] * 1e9 * (r["median_ms"] / 1e3) / (r["unique"] * r["width"])
-        assert per_element == pytest.approx(_suite.BYTES_PER_ELEMENT[r["optimizer"]],
+        assert per_element == pytest.approx(BYTES_PER_ELEMENT[r["optimizer"]],
                                             rel=1e-9), r
         bw = bandwidth.get(str(r["threads"]), bandwidth.get(r["threads"], {})).get("gbs")
         if r["pct_bw"] is not None:
@@ -139,7 +149,7 @@ def _check_figures(report, rows, col):
         assert _close(ratio, twin["median_ms"] / r["median_ms"]), (r, twin)
     # the Markdown rows show these numbers (in the JSON's order)
     for r, row in zip(report["results"], rows):
-        assert row[col["ms/step"]] == _suite._fmt_ms(r["median_ms"]), (row, r)
+        assert row[col["ms/step"]] == fmt_ms(r["median_ms"]), (row, r)
         assert row[col["M rows/s"]] == format(r["mrows_s"], ".2f"), (row, r)
         if r["speedup_vs_torch"] is not None:
             assert row[col["x torch"]] == format(r["speedup_vs_torch"], ".1f"), (row, r)
@@ -149,7 +159,7 @@ def _check_figures(report, rows, col):
 @pytest.mark.parametrize("zipf", ["bounded", "folded"])
 def test_index_sampler_stays_in_the_table(dist, zipf):
     n = 1000
-    sampler = _suite.IndexSampler(n, np.random.default_rng(0), zipf=zipf)
+    sampler = workloads.IndexSampler(n, np.random.default_rng(0), zipf=zipf)
     idx = sampler.draw(20_000, dist, np.int32)
     assert idx.dtype == np.int32 and idx.shape == (20_000,)
     assert idx.min() >= 0 and idx.max() < n
@@ -167,15 +177,31 @@ def test_sample_order(order):
     calls = []
 
     def contender(name, max_repeats=None):
-        c = _suite.Contender("Adam", name, 1, lambda: calls.append(name),
+        c = timing.Contender("Adam", name, 1, lambda: calls.append(name),
                              max_repeats=max_repeats, fixed_number=1)
         return c
 
     cs = [contender("a"), contender("b"), contender("ref", max_repeats=2)]
-    _suite.interleave(cs, 3, 1, 0.0, warm_s=0.0, pause_s=0.0, order=order)
+    timing.interleave(cs, 3, 1, 0.0, warm_s=0.0, pause_s=0.0, order=order)
     timed = calls[-8:]  # after the warm-up steps (two rounds each, plus the fixed number)
     if order == "blocked":
         assert timed == ["a", "a", "a", "b", "b", "b", "ref", "ref"]
     else:
         assert timed == ["a", "b", "ref", "a", "b", "ref", "a", "b"]
     assert [len(c.samples) for c in cs] == [3, 3, 2]
+
+
+def test_runs_as_a_module_from_the_checkout():
+    """``python -m benchmarks`` from the root of the source tree: the documented command."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert text.startswith("usage: python -m benchmarks "), text
+    # every option of the suite, and the report's default home next to the suite
+    for option in ("--quick", "--repeats", "--out", "--threads", "--tables", "--batches",
+                   "--dists", "--optimizers", "--reference", "--no-torch", "--no-tiny",
+                   "--no-plots", "--bw-mb", "--index-dtype", "--distinct-batches", "--zipf",
+                   "--min-sample-ms", "--warm-up-ms", "--order", "--seed"):
+        assert f"{option} " in text, option
+    assert "(default benchmarks/results)" in text, text

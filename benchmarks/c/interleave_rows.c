@@ -1,16 +1,16 @@
 /*
- * Layout experiment of the speed work (not part of the package): one Adam update of 29,000 random
- * rows of a 1,000,000 x 64 float32 table, with m and v in separate arrays or interleaved per row
- * ([m | v], 512 contiguous bytes, the package's layout). Uses the package's row loop.
+ * Layout experiment (not part of the package): one Adam update of 29,000 random rows of a
+ * 1,000,000 x 64 float32 table, with m and v in separate arrays or interleaved per row
+ * ([m | v], 512 contiguous bytes, the package's layout). Uses the package's row loop. From this
+ * directory:
  *
  *   gcc -O3 -fno-math-errno -ffp-contract=off -std=gnu11 -I../../sparseopt/_kernels \
  *       interleave_rows.c -o /tmp/interleave_rows -lm && /tmp/interleave_rows
  *
- * Between updates a 1 GB buffer is written line by line, which evicts the rows. (An earlier
- * version used memset for that; glibc's memset of a large buffer uses non-temporal stores that
- * bypass the caches, so the rows stayed cached and it reported 2.25-2.46 ms, a warm figure.)
- * Measured with the eviction (2 runs, 4 KB pages as aligned_alloc gives them): separate
- * 11.39 / 9.24 ms, interleaved 8.70 / 7.98 ms.
+ * Between updates a 1 GB buffer is written line by line, which evicts the rows. memset would
+ * not do: glibc's memset of a large buffer uses non-temporal stores that bypass the caches, so
+ * the rows would stay cached and the figure would be a warm one. The figures and what they
+ * mean are in benchmarks/README.md.
  */
 #include "_simd.h"
 #include <stdio.h>

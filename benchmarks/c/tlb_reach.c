@@ -3,13 +3,13 @@
  * Touches the same 4,096 random cache lines again and again (they stay in cache), spread over
  * a region of SPAN MB, with or without transparent huge pages; prints the best time per access.
  * If the lines are cached, the difference between a small and a large region is the cost of
- * TLB misses (page walks; two-dimensional ones in a virtual machine).
+ * TLB misses (page walks; two-dimensional ones in a virtual machine). A 10M x 16 float32 table
+ * with Adam's state spans about 2 GB, and each updated row touches three or four such random
+ * addresses. From this directory:
  *
  *   gcc -O2 tlb_reach.c -o /tmp/tlb_reach && for s in 8 64 512 2048; do /tmp/tlb_reach $s 1; done
  *
- * Measured on the 2-core dev VM: 8 MB 1.0 ns, 64 MB 4.1 ns, 512 MB 6.3 ns, 2048 MB 6.9 ns per
- * access with huge pages; 2048 MB with 4 KB pages 10.3 ns. A 10M x 16 float32 table with Adam's
- * state spans about 2 GB, and each updated row touches three or four such random addresses.
+ * The figures and what they mean are in benchmarks/README.md.
  */
 #include <stdio.h>
 #include <stdlib.h>
