@@ -6,7 +6,7 @@
 * Flags are portable: ``-O3 -fno-math-errno`` (GCC will not vectorise loops that call ``sqrt``
   while ``errno`` must be set) and ``-ffp-contract=off``. Never a host-specific -march or
   the fast-math family: wider ISAs are reached by runtime dispatch (``target_clones`` in
-  ``_kernels/_simd.h``), and every clone computes the same bits.
+  ``_kernels/_rowops.h``), and every clone computes the same bits.
 * No generated C is committed: Cython runs at build time.
 """
 import os

@@ -18,40 +18,17 @@ from cython cimport floating
 from cython.parallel cimport prange
 import numpy as np
 
+from ._rowops cimport _add_row, _any_nonfinite, index_t, so_prefetch_read_l2, so_prefetch_write_l2
+
 # Positions looked ahead when prefetching the per-row slot of a future index.
 cdef enum:
     SLOT_AHEAD = 24
     VALUES_AHEAD = 8
 
-ctypedef fused index_t:
-    int32_t
-    int64_t
-
-cdef extern from "_simd.h" nogil:
-    void so_prefetch_row(const void* ptr, size_t nbytes)
-    void so_add_row_f(Py_ssize_t d, float* dst, const float* src)
-    void so_add_row_d(Py_ssize_t d, double* dst, const double* src)
-    int so_any_nonfinite_f(Py_ssize_t n, const float* x)
-    int so_any_nonfinite_d(Py_ssize_t n, const double* x)
-
 
 cdef inline Py_ssize_t _block_start(Py_ssize_t k, Py_ssize_t b, Py_ssize_t nb) noexcept nogil:
     """First position of block ``b`` when ``k`` positions are cut into ``nb`` blocks."""
     return <Py_ssize_t>((<long long>k * b) // nb)
-
-
-cdef inline void _add_row(Py_ssize_t d, floating* dst, const floating* x) noexcept nogil:
-    if floating is float:
-        so_add_row_f(d, dst, x)
-    else:
-        so_add_row_d(d, dst, x)
-
-
-cdef inline int _any_nonfinite(Py_ssize_t n, const floating* x) noexcept nogil:
-    if floating is float:
-        return so_any_nonfinite_f(n, x)
-    else:
-        return so_any_nonfinite_d(n, x)
 
 
 def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
@@ -85,7 +62,7 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
             if i + SLOT_AHEAD < k:
                 r = idx[i + SLOT_AHEAD]
                 if r >= 0 and r < n_rows:
-                    so_prefetch_row(&slot[r], 4)
+                    so_prefetch_write_l2(&slot[r], 4)
             r = idx[i]
             if r < 0 or r >= n_rows:
                 bad = i
@@ -106,7 +83,7 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
                 pos2u[i] = s
         for j in range(m):
             if j + SLOT_AHEAD < m:
-                so_prefetch_row(&slot[rows[j + SLOT_AHEAD]], 4)
+                so_prefetch_write_l2(&slot[rows[j + SLOT_AHEAD]], 4)
             slot[rows[j]] = 0
     if bad >= 0:
         return -1, bad
@@ -158,7 +135,7 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
         if nb == 1:
             for i in range(k):
                 if wide and i + VALUES_AHEAD < k:
-                    so_prefetch_row(&values[i + VALUES_AHEAD, 0], rb)
+                    so_prefetch_read_l2(&values[i + VALUES_AHEAD, 0], rb)
                 s = src[pos2u[i]]
                 if s < 0:
                     _add_row(d, &scratch[-s - 1, 0], &values[i, 0])
@@ -176,7 +153,7 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
                 nd = 0
                 for i in range(lo, hi):
                     if wide and i + VALUES_AHEAD < hi:
-                        so_prefetch_row(&values[i + VALUES_AHEAD, 0], rb)
+                        so_prefetch_read_l2(&values[i + VALUES_AHEAD, 0], rb)
                     u = pos2u[i]
                     s = src[u]
                     if s < 0:
