@@ -89,7 +89,9 @@ def _extensions():
         cflags = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=c11"]
         if os.environ.get("SPARSEOPT_VEC_REPORT"):
             cflags.append("-fopt-info-vec-optimized")
-    kernels = ["_rows", "_coalesce", "_info", "_recommend", "_linear"]
+    # One extension per kernel module; the C they share is the header ``_rowops.h``, declared
+    # in ``_rowops.pxd`` (cimported, not an extension: it has no module of its own).
+    kernels = ["_rows", "_coalesce", "_info", "_linear", "_mf", "_topk", "_fm"]
     return [
         Extension(
             f"sparseopt._kernels.{name}",

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from .. import _utils
 from .. import _validation as V
-from .._kernels import _recommend
+from .._kernels import _mf as _mf_kernel, _topk
 from .._sklearn import fit_guard, serialised
 from .._utils import check_random_state, threads_for
 from ..optim import OPTIMIZERS, RowGrad, make_optimizer
@@ -460,7 +460,7 @@ class MatrixFactorization:
         if self._loss == "squared":
             # one 16-byte record per rating: a shuffled epoch reads one cache line per sample
             records = np.empty((users.shape[0], 2), dtype=np.int64)
-            _recommend.pack_ratings(users, items, np.ascontiguousarray(X.data, np.float64),
+            _mf_kernel.pack_ratings(users, items, np.ascontiguousarray(X.data, np.float64),
                                     records)
         for _ in range(n_epochs):
             t0 = time.perf_counter()
@@ -503,7 +503,7 @@ class MatrixFactorization:
         for s in range(0, n, B):
             e = min(s + B, n)
             b = e - s
-            nu, ni = _recommend.mf_squared_batch(U, Q, perm[s:e], records, k, ub, ib, mu,
+            nu, ni = _mf_kernel.mf_squared_batch(U, Q, perm[s:e], records, k, ub, ib, mu,
                                                  1.0 / b, alpha, uslot, islot, urows, irows, gu,
                                                  gi, err)
             self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])])
@@ -518,12 +518,12 @@ class MatrixFactorization:
         neg = self._rng.integers(0, n_items, size=size, dtype=np.int64)
         hit = np.empty(size, dtype=np.uint8)
         indptr, indices = self._seen64
-        if _recommend.csr_contains(indptr, indices, u, neg, hit):
+        if _mf_kernel.csr_contains(indptr, indices, u, neg, hit):
             for _ in range(_NEG_ROUNDS):
                 redo = np.flatnonzero(hit)
                 neg[redo] = self._rng.integers(0, n_items, size=redo.shape[0], dtype=np.int64)
                 sub = np.empty(redo.shape[0], dtype=np.uint8)
-                if not _recommend.csr_contains(indptr, indices, u[redo], neg[redo], sub):
+                if not _mf_kernel.csr_contains(indptr, indices, u[redo], neg[redo], sub):
                     break
                 hit[:] = 0
                 hit[redo] = sub
@@ -547,7 +547,7 @@ class MatrixFactorization:
             b = e - s
             u = users[perm[s:e]].astype(np.int64)
             neg = self._sample_negatives(u, b)
-            nu, ni = _recommend.mf_bpr_batch(U, Q, u, items[perm[s:e]].astype(np.int64), neg,
+            nu, ni = _mf_kernel.mf_bpr_batch(U, Q, u, items[perm[s:e]].astype(np.int64), neg,
                                              k, st.item_bias, 1.0 / b, p["alpha"], uslot,
                                              islot, urows, irows, gu, gi, loss[:b])
             self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])])
@@ -594,7 +594,7 @@ class MatrixFactorization:
             raise ValueError(f"user_ids and item_ids differ in length: {u.shape[0]} vs "
                              f"{i.shape[0]}")
         out = np.empty(u.shape[0], dtype=st.U.dtype)
-        _recommend.mf_predict(st.U, st.Q, u, i, st.k, st.user_bias, st.item_bias, st.mu, out,
+        _mf_kernel.mf_predict(st.U, st.Q, u, i, st.k, st.user_bias, st.item_bias, st.mu, out,
                               self._threads(u.shape[0] * st.k))
         return out
 
@@ -613,7 +613,7 @@ class MatrixFactorization:
             indices = excl.indices.astype(np.int64, copy=False)
             if indices.shape[0] == 0:
                 indices = np.zeros(1, dtype=np.int64)
-        _recommend.topn_rows(scores, indptr, indices, ids, out, self._threads(scores.size))
+        _topk.topn_rows(scores, indptr, indices, ids, out, self._threads(scores.size))
         return ids, out
 
     @serialised
