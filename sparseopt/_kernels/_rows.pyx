@@ -110,9 +110,8 @@ cdef inline const floating* _grad_row(const floating[:, ::1] values,
 
 cdef inline void _prefetch_grad(const floating[:, ::1] values, const floating[:, ::1] scratch,
                                 int64_t s, size_t rb) noexcept nogil:
-    """Prefetch the merged gradient row ``s`` when it spans two cache lines or more (1M x 64,
-    cold rows: 7.6 vs 8.3 ms a step); one-line rows are read nearly in order and the hardware
-    prefetcher has them (no measurable gain at width 16)."""
+    """Prefetch the merged gradient row ``s`` when it spans two cache lines or more; one-line
+    rows are read nearly in order and the hardware prefetcher already has them."""
     if rb >= WIDE_ROW_BYTES:
         so_prefetch_read_l2(_grad_row(values, scratch, s), rb)
 
