@@ -19,9 +19,9 @@
  *
  * The optimizer row updates get all scalars from the caller in float64 (bias corrections,
  * decay factors, weight-decay multipliers), cast here to the parameter's type; nothing is
- * recomputed in float32. The embedding-row helpers are static inline at the baseline ISA: they
- * run once or twice per sample inside a batch loop, where a call through a clone's dispatch
- * would cost more than the wider vectors win at a few dozen factors.
+ * recomputed in float32. The embedding-row helpers are static inline at the baseline ISA, so
+ * they inline into the batch loops that call them once or twice per sample (a clone is always an
+ * out-of-line call through its dispatcher).
  *
  * Preconditions (checked in Python, never here): pointers address d valid elements; the rows
  * an optimizer update writes do not overlap its other rows.
