@@ -57,8 +57,8 @@ def topn_rows(floating[:, ::1] scores, const index_t[::1] excl_indptr,
     output row itself, so nothing is allocated.
     """
     cdef Py_ssize_t m = scores.shape[0], n_cols = scores.shape[1], n = out_ids.shape[1]
-    cdef Py_ssize_t r, c, p, cnt, pos, last
-    cdef double sc, ts
+    cdef Py_ssize_t r, c, c2, p, cnt, pos, last
+    cdef double sc, ts, worst
     cdef int64_t ti
     cdef double* hs
     cdef int64_t* hi
@@ -71,12 +71,11 @@ def topn_rows(floating[:, ::1] scores, const index_t[::1] excl_indptr,
             hs = &out_scores[r, 0]
             hi = &out_ids[r, 0]
             cnt = 0
-            for c in range(n_cols):
+            c = 0
+            # the first n candidates fill the heap
+            while c < n_cols and cnt < n:
                 sc = scores[r, c]
-                if isnan(sc) or sc == -INFINITY:
-                    continue
-                if cnt < n:
-                    # sift up
+                if not (isnan(sc) or sc == -INFINITY):
                     pos = cnt
                     hs[pos] = sc
                     hi[pos] = c
@@ -86,10 +85,19 @@ def topn_rows(floating[:, ::1] scores, const index_t[::1] excl_indptr,
                         ts = hs[pos]; hs[pos] = hs[(pos - 1) >> 1]; hs[(pos - 1) >> 1] = ts
                         ti = hi[pos]; hi[pos] = hi[(pos - 1) >> 1]; hi[(pos - 1) >> 1] = ti
                         pos = (pos - 1) >> 1
-                elif _worse(hs[0], hi[0], sc, c):
-                    hs[0] = sc
-                    hi[0] = c
-                    _sift_down(hs, hi, n, 0)
+                c = c + 1
+            # Then a column replaces the root (the worst kept) only with a higher score: every
+            # kept id is lower than the column's, so a tie keeps the root, and neither NaN nor
+            # -inf compares higher than a root (the heap holds neither). One compare per column.
+            if cnt == n:
+                worst = hs[0]
+                for c2 in range(c, n_cols):
+                    sc = scores[r, c2]
+                    if sc > worst:
+                        hs[0] = sc
+                        hi[0] = c2
+                        _sift_down(hs, hi, n, 0)
+                        worst = hs[0]
             # heap sort: repeatedly move the worst to the end -> best first
             last = cnt - 1
             while last > 0:
