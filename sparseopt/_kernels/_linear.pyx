@@ -57,7 +57,7 @@ from libc.string cimport memset
 from cython cimport floating
 from cython.parallel cimport prange
 
-from ._rowops cimport index_t, so_prefetch_read, so_prefetch_write
+from ._rowops cimport index_t, so_prefetch_line_write, so_prefetch_read
 
 cdef enum:
     L_LOG = 0                        # log(1 + exp(-y p)), y in {-1, +1}
@@ -435,7 +435,7 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
         nt_rows = n_threads if m * K >= min_row_work else 1
         for u in prange(m, num_threads=nt_rows, schedule="static"):
             if u + PREFETCH_ROWS < m:
-                so_prefetch_write(&W[rows[u + PREFETCH_ROWS], 0], 1)  # the row's first line
+                so_prefetch_line_write(&W[rows[u + PREFETCH_ROWS], 0])
             j = rows[u]
             if lazy:
                 _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K,

@@ -68,8 +68,8 @@
 #define SO_PREFETCH(ptr, rw, locality) ((void)(ptr))
 #endif
 
-/* Prefetch every cache line of the nbytes at ptr (nbytes = 1: the line holding ptr). Random
- * rows are latency-bound: the kernels ask for them a few samples or rows ahead. */
+/* Prefetch every cache line of the nbytes at ptr. Random rows are latency-bound: the kernels
+ * ask for them a few samples or rows ahead. */
 #define SO_DEFINE_PREFETCH(NAME, RW, LOCALITY)                                                  \
 SO_UNUSED static inline void NAME(const void *ptr, size_t nbytes)                               \
 {                                                                                               \
@@ -79,9 +79,12 @@ SO_UNUSED static inline void NAME(const void *ptr, size_t nbytes)               
 }
 
 SO_DEFINE_PREFETCH(so_prefetch_read, 0, 3)
-SO_DEFINE_PREFETCH(so_prefetch_write, 1, 3)
 SO_DEFINE_PREFETCH(so_prefetch_read_l2, 0, 2)
 SO_DEFINE_PREFETCH(so_prefetch_write_l2, 1, 2)
+
+/* The one line holding ptr, for writing: straight-line code where the span loop's single
+ * iteration would be a branch of its own. */
+SO_UNUSED static inline void so_prefetch_line_write(const void *ptr) { SO_PREFETCH(ptr, 1, 3); }
 
 /* -------------------------------------------------------------------------------- ISA dispatch */
 /* Name of the instruction set the clones dispatch to on this CPU (for show_config). */

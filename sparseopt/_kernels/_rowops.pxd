@@ -20,11 +20,12 @@ cdef extern from "_rowops.h" nogil:
     const char* so_simd_dispatch()
     int so_simd_has_clones()
 
-    # prefetch every cache line of a span, for reading / writing, into L1 / into L2
+    # prefetch every cache line of a span (read into L1; read or write into L2), or the one
+    # line holding ptr (write into L1)
     void so_prefetch_read(const void* ptr, size_t nbytes)
-    void so_prefetch_write(const void* ptr, size_t nbytes)
     void so_prefetch_read_l2(const void* ptr, size_t nbytes)
     void so_prefetch_write_l2(const void* ptr, size_t nbytes)
+    void so_prefetch_line_write(const void* ptr)
 
     # optimizer row updates (one row in place; scalars already in the row's type)
     void so_adam_row_f(Py_ssize_t d, float* p, float* m, float* v, float* vmax, const float* g,
