@@ -7,10 +7,12 @@ the C the kernels share has one home.
   file would pass here and fail on a clean build.
 * The C row helpers live in ``_rowops.h`` (declared in ``_rowops.pxd``): no kernel source
   carries C of its own, and ``__builtin_prefetch`` appears only behind the header's guard.
-  ``_openmp.pxd`` keeps the OpenMP runtime shim, the one other piece of verbatim C.
+  ``_openmp.pxd`` keeps the OpenMP runtime shim, the one other piece of verbatim C. The C
+  drivers under ``benchmarks/c`` include that header by name, so the name they use must exist.
 """
 import ast
 import pathlib
+import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "sparseopt" / "_kernels"
@@ -71,3 +73,11 @@ def test_kernel_sources_carry_no_c_of_their_own():
     assert headers == ["_rowops.h"]
     assert "#if defined(__GNUC__) || defined(__clang__)\n#define SO_PREFETCH" in (
         KERNELS / "_rowops.h").read_text()
+
+
+def test_benchmark_c_drivers_include_existing_kernel_headers():
+    drivers = sorted((ROOT / "benchmarks" / "c").glob("*.c"))
+    included = {m for p in drivers
+                for m in re.findall(r'#include\s+"([^"]+)"', p.read_text())}
+    assert included, "no C driver includes a kernel header"
+    assert {h for h in included if not (KERNELS / h).is_file()} == set()
