@@ -6,7 +6,7 @@
 * Flags are portable: ``-O3 -fno-math-errno`` (GCC will not vectorise loops that call ``sqrt``
   while ``errno`` must be set) and ``-ffp-contract=off``. Never a host-specific -march or
   the fast-math family: wider ISAs are reached by runtime dispatch (``target_clones`` in
-  ``_kernels/_simd.h``), and every clone computes the same bits.
+  ``_kernels/_rowops.h``), and every clone computes the same bits.
 * No generated C is committed: Cython runs at build time.
 * The distribution holds the package and, as ``sparseopt.examples``, the scripts of
   ``examples/``: ``python -m sparseopt demo`` runs ``examples/demo.py``, so every install needs
@@ -92,7 +92,9 @@ def _extensions():
         cflags = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=c11"]
         if os.environ.get("SPARSEOPT_VEC_REPORT"):
             cflags.append("-fopt-info-vec-optimized")
-    kernels = ["_rows", "_coalesce", "_info", "_recommend", "_linear"]
+    # One extension per kernel module; the C they share is the header ``_rowops.h``, declared
+    # in ``_rowops.pxd`` (cimported, not an extension: it has no module of its own).
+    kernels = ["_rows", "_coalesce", "_info", "_linear", "_mf", "_topk", "_fm"]
     return [
         Extension(
             f"sparseopt._kernels.{name}",

@@ -12,7 +12,7 @@
  * the rows would stay cached and the figure would be a warm one. The figures and what they
  * mean are in benchmarks/README.md.
  */
-#include "_simd.h"
+#include "_rowops.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,12 +29,12 @@ int main(){
   for(int rep=0;rep<15;rep++){
     EVICT(rep);
     double t0=now();
-    for(long j=0;j<R;j++){ if(j+16<R){long ra=rows[j+16]; so_prefetch_row(p+ra*d,256); so_prefetch_row(m+ra*d,256); so_prefetch_row(v+ra*d,256);}
+    for(long j=0;j<R;j++){ if(j+16<R){long ra=rows[j+16]; so_prefetch_write_l2(p+ra*d,256); so_prefetch_write_l2(m+ra*d,256); so_prefetch_write_l2(v+ra*d,256);}
       long r=rows[j]; so_adam_row_f(d,p+r*d,m+r*d,v+r*d,NULL,g+j*d,.9f,.1f,.999f,.001f,1e-3f,1.f,1e-8f,1.f);}
     tA+=now()-t0;
     EVICT(rep+1);
     t0=now();
-    for(long j=0;j<R;j++){ if(j+16<R){long ra=rows[j+16]; so_prefetch_row(p+ra*d,256); so_prefetch_row(mv+ra*2*d,512);}
+    for(long j=0;j<R;j++){ if(j+16<R){long ra=rows[j+16]; so_prefetch_write_l2(p+ra*d,256); so_prefetch_write_l2(mv+ra*2*d,512);}
       long r=rows[j]; so_adam_row_f(d,p+r*d,mv+r*2*d,mv+r*2*d+d,NULL,g+j*d,.9f,.1f,.999f,.001f,1e-3f,1.f,1e-8f,1.f);}
     tB+=now()-t0;
   }

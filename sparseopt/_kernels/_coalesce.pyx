@@ -9,8 +9,9 @@ A merged gradient is described by three arrays (see ``_kernels/_rows.pyx``):
 
 Merging uses a per-table-row ``slot`` array (int32, 0 everywhere between calls, unique id + 1
 while a call runs) instead of a sort. Zero as the resting value lets the array come from
-``np.zeros`` (calloc): only the pages of rows ever touched become resident. Then: one pass over the indices assigns slots, a second pass sums repeated rows in position
-order, so the result does not depend on threads or on any sort's stability.
+``np.zeros`` (calloc): only the pages of rows ever touched become resident. Then: one pass
+over the indices assigns slots, a second pass sums repeated rows in position order, so the
+result does not depend on threads or on any sort's stability.
 """
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
@@ -18,40 +19,17 @@ from cython cimport floating
 from cython.parallel cimport prange
 import numpy as np
 
+from ._rowops cimport _add_row, _any_nonfinite, index_t, so_prefetch_read_l2, so_prefetch_write_l2
+
 # Positions looked ahead when prefetching the per-row slot of a future index.
 cdef enum:
     SLOT_AHEAD = 24
     VALUES_AHEAD = 8
 
-ctypedef fused index_t:
-    int32_t
-    int64_t
-
-cdef extern from "_simd.h" nogil:
-    void so_prefetch_row(const void* ptr, size_t nbytes)
-    void so_add_row_f(Py_ssize_t d, float* dst, const float* src)
-    void so_add_row_d(Py_ssize_t d, double* dst, const double* src)
-    int so_any_nonfinite_f(Py_ssize_t n, const float* x)
-    int so_any_nonfinite_d(Py_ssize_t n, const double* x)
-
 
 cdef inline Py_ssize_t _block_start(Py_ssize_t k, Py_ssize_t b, Py_ssize_t nb) noexcept nogil:
     """First position of block ``b`` when ``k`` positions are cut into ``nb`` blocks."""
     return <Py_ssize_t>((<long long>k * b) // nb)
-
-
-cdef inline void _add_row(Py_ssize_t d, floating* dst, const floating* x) noexcept nogil:
-    if floating is float:
-        so_add_row_f(d, dst, x)
-    else:
-        so_add_row_d(d, dst, x)
-
-
-cdef inline int _any_nonfinite(Py_ssize_t n, const floating* x) noexcept nogil:
-    if floating is float:
-        return so_any_nonfinite_f(n, x)
-    else:
-        return so_any_nonfinite_d(n, x)
 
 
 def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
@@ -81,11 +59,11 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
                 b += 1
                 next_start = _block_start(k, b, nb)
             # the slot of an index a few positions ahead: a random access into a table-sized
-            # array (warm: 0.69 -> 0.58 ms, cold: 1.15 -> 0.90 ms on 65,536 indices, 1M rows)
+            # array, latency-bound without it
             if i + SLOT_AHEAD < k:
                 r = idx[i + SLOT_AHEAD]
                 if r >= 0 and r < n_rows:
-                    so_prefetch_row(&slot[r], 4)
+                    so_prefetch_write_l2(&slot[r], 4)
             r = idx[i]
             if r < 0 or r >= n_rows:
                 bad = i
@@ -106,7 +84,7 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
                 pos2u[i] = s
         for j in range(m):
             if j + SLOT_AHEAD < m:
-                so_prefetch_row(&slot[rows[j + SLOT_AHEAD]], 4)
+                so_prefetch_write_l2(&slot[rows[j + SLOT_AHEAD]], 4)
             slot[rows[j]] = 0
     if bad >= 0:
         return -1, bad
@@ -144,13 +122,13 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
     cdef int bad = 0
     cdef Py_ssize_t ndup = scratch.shape[0]
     cdef size_t rb = d * sizeof(floating)
-    # rows of two lines or more are prefetched a few positions ahead (65,536 x 64 cold:
-    # 1.66-1.80 vs 2.25 ms); one-line rows stream in without help
+    # rows of two lines or more are prefetched a few positions ahead; one-line rows are read
+    # in order and the hardware prefetcher streams them in
     cdef bint wide = rb >= 128
     if ndup == 0:
         return bool(check and k and _any_nonfinite(k * d, &values[0, 0]))
     cdef int32_t[::1] ndef, flags
-    if nb > 1:  # (allocated only here: a tiny step pays ~1 us per array)
+    if nb > 1:  # allocated only here, so a serial (small) call allocates nothing
         ndef = np.zeros(nb, dtype=np.int32)
         flags = np.zeros(nb, dtype=np.int32)
     with nogil:
@@ -158,7 +136,7 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
         if nb == 1:
             for i in range(k):
                 if wide and i + VALUES_AHEAD < k:
-                    so_prefetch_row(&values[i + VALUES_AHEAD, 0], rb)
+                    so_prefetch_read_l2(&values[i + VALUES_AHEAD, 0], rb)
                 s = src[pos2u[i]]
                 if s < 0:
                     _add_row(d, &scratch[-s - 1, 0], &values[i, 0])
@@ -167,7 +145,7 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
         else:
             # Two parallel regions, not two loops in one: Cython emits a prange inside
             # `with parallel()` as `omp for nowait`, so nothing would make the second loop
-            # wait for the first (found in review; only GCC's handling of lastprivate hid it).
+            # wait for the first.
             # The second loop also uses its own variables, so no variable is shared by both.
             for b in prange(nb, num_threads=nb, schedule="static", chunksize=1):
                 lo = _block_start(k, b, nb)
@@ -176,7 +154,7 @@ def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,
                 nd = 0
                 for i in range(lo, hi):
                     if wide and i + VALUES_AHEAD < hi:
-                        so_prefetch_row(&values[i + VALUES_AHEAD, 0], rb)
+                        so_prefetch_read_l2(&values[i + VALUES_AHEAD, 0], rb)
                     u = pos2u[i]
                     s = src[u]
                     if s < 0:
@@ -235,8 +213,8 @@ def nonfinite_rows(const floating[:, ::1] values, const floating[:, ::1] scratch
 def any_nonfinite(const floating[:, ::1] x):
     """True when any value of ``x`` is NaN or infinite (one vectorised pass).
 
-    Measured on 65,536 x 64 float32: 0.57 ms, against 0.86 ms for ``np.isfinite(x).all()`` and
-    more when fused into the index pass (the read is bandwidth-bound either way).
+    One read of ``x`` and no temporary, where ``np.isfinite(x).all()`` writes a boolean array
+    as large as ``x`` first; the pass is bandwidth-bound.
     """
     cdef int bad = 0
     if x.shape[0] == 0:

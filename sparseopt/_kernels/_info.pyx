@@ -1,9 +1,6 @@
 """Build facts for ``sparseopt.show_config()``."""
 from ._openmp cimport SO_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_limit
-
-cdef extern from "_simd.h":
-    const char* so_simd_dispatch()
-    int so_simd_has_clones()
+from ._rowops cimport so_simd_dispatch, so_simd_has_clones
 
 
 def openmp_enabled():

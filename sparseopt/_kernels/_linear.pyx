@@ -57,9 +57,7 @@ from libc.string cimport memset
 from cython cimport floating
 from cython.parallel cimport prange
 
-ctypedef fused index_t:
-    int32_t
-    int64_t
+from ._rowops cimport index_t, so_prefetch_line_write, so_prefetch_read
 
 cdef enum:
     L_LOG = 0                        # log(1 + exp(-y p)), y in {-1, +1}
@@ -72,29 +70,10 @@ cdef enum:
     L_EPS_INSENSITIVE = 7            # param = epsilon
     L_SQUARED_EPS_INSENSITIVE = 8    # param = epsilon
 
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define so_lin_prefetch(p) __builtin_prefetch((const void*)(p), 1, 3)
-    #else
-    #define so_lin_prefetch(p) ((void)0)
-    #endif
-    """
-    void _prefetch "so_lin_prefetch"(const void* p) noexcept nogil
-
 cdef enum:
-    # Nonzeros / rows looked up ahead of the one being processed (random accesses).
-    PREFETCH_NNZ = 12
+    # Rows / samples looked up ahead of the one being processed (random accesses).
     PREFETCH_ROWS = 8
     PREFETCH_SAMPLES = 6   # samples whose CSR rows are prefetched ahead
-
-
-cdef inline void _prefetch_span(const void* p, size_t nbytes) noexcept nogil:
-    cdef size_t off = 0
-    cdef const char* c = <const char*>p
-    while off < nbytes:
-        _prefetch(c + off)
-        off += 64
 
 cdef enum:
     P_L2 = 1
@@ -425,8 +404,8 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
                 i = order[start + b + PREFETCH_SAMPLES]
                 e0 = indptr[i]
                 e1 = indptr[i + 1]
-                _prefetch_span(&indices[e0], (e1 - e0) * sizeof(index_t))
-                _prefetch_span(&data[e0], (e1 - e0) * sizeof(floating))
+                so_prefetch_read(&indices[e0], (e1 - e0) * sizeof(index_t))
+                so_prefetch_read(&data[e0], (e1 - e0) * sizeof(floating))
             i = order[start + b]
             e0 = indptr[i]
             e1 = indptr[i + 1]
@@ -456,7 +435,7 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
         nt_rows = n_threads if m * K >= min_row_work else 1
         for u in prange(m, num_threads=nt_rows, schedule="static"):
             if u + PREFETCH_ROWS < m:
-                _prefetch(&W[rows[u + PREFETCH_ROWS], 0])
+                so_prefetch_line_write(&W[rows[u + PREFETCH_ROWS], 0])
             j = rows[u]
             if lazy:
                 _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K,

@@ -33,30 +33,11 @@ from libc.stdint cimport int64_t, uint64_t
 from cython cimport floating
 from cython.parallel cimport prange
 
-cdef extern from "_simd.h" nogil:
-    void so_prefetch_row(const void* ptr, size_t nbytes)
-    void so_adam_row_f(Py_ssize_t d, float* p, float* m, float* v, float* vmax, const float* g,
-                       float b1, float omb1, float b2, float omb2, float a, float c, float eps,
-                       float pmul)
-    void so_adam_row_d(Py_ssize_t d, double* p, double* m, double* v, double* vmax,
-                       const double* g, double b1, double omb1, double b2, double omb2,
-                       double a, double c, double eps, double pmul)
-    void so_adagrad_row_f(Py_ssize_t d, float* p, float* s, const float* g, float a, float eps,
-                          float pmul)
-    void so_adagrad_row_d(Py_ssize_t d, double* p, double* s, const double* g, double a,
-                          double eps, double pmul)
-    void so_axpby_row_f(Py_ssize_t d, float* p, const float* g, float k, float pmul)
-    void so_axpby_row_d(Py_ssize_t d, double* p, const double* g, double k, double pmul)
-    void so_rmsprop_row_f(Py_ssize_t d, float* p, float* v, float* ga, float* buf, const float* g,
-                          float al, float oma, float mu, float lr, float eps_in, float eps,
-                          float pmul)
-    void so_rmsprop_row_d(Py_ssize_t d, double* p, double* v, double* ga, double* buf,
-                          const double* g, double al, double oma, double mu, double lr,
-                          double eps_in, double eps, double pmul)
-    void so_scale_row_f(Py_ssize_t d, float* x, float f)
-    void so_scale_row_d(Py_ssize_t d, double* x, double f)
-    double so_row_sumsq_f(Py_ssize_t d, const float* x)
-    double so_row_sumsq_d(Py_ssize_t d, const double* x)
+from ._rowops cimport (
+    _scale, so_adagrad_row_d, so_adagrad_row_f, so_adam_row_d, so_adam_row_f, so_axpby_row_d,
+    so_axpby_row_f, so_prefetch_read_l2, so_prefetch_write_l2, so_rmsprop_row_d,
+    so_rmsprop_row_f, so_row_sumsq_d, so_row_sumsq_f,
+)
 
 # Flags shared with sparseopt/optim (keep in sync with optim/_base.py).
 cdef enum:
@@ -129,18 +110,10 @@ cdef inline const floating* _grad_row(const floating[:, ::1] values,
 
 cdef inline void _prefetch_grad(const floating[:, ::1] values, const floating[:, ::1] scratch,
                                 int64_t s, size_t rb) noexcept nogil:
-    """Prefetch the merged gradient row ``s`` when it spans two cache lines or more (1M x 64,
-    cold rows: 7.6 vs 8.3 ms a step); one-line rows are read nearly in order and the hardware
-    prefetcher has them (no measurable gain at width 16)."""
+    """Prefetch the merged gradient row ``s`` when it spans two cache lines or more; one-line
+    rows are read nearly in order and the hardware prefetcher already has them."""
     if rb >= WIDE_ROW_BYTES:
-        so_prefetch_row(_grad_row(values, scratch, s), rb)
-
-
-cdef inline void _scale(Py_ssize_t d, floating* x, double f) noexcept nogil:
-    if floating is float:
-        so_scale_row_f(d, x, <float>f)
-    else:
-        so_scale_row_d(d, x, f)
+        so_prefetch_read_l2(_grad_row(values, scratch, s), rb)
 
 
 def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
@@ -176,19 +149,19 @@ def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
             ja = j + PREFETCH_AHEAD
             if ja < nr:
                 ra = rows[ja]
-                so_prefetch_row(&param[ra, 0], rb)
-                so_prefetch_row(&m[ra, 0], rb)
-                so_prefetch_row(&v[ra, 0], rb)
+                so_prefetch_write_l2(&param[ra, 0], rb)
+                so_prefetch_write_l2(&m[ra, 0], rb)
+                so_prefetch_write_l2(&v[ra, 0], rb)
                 _prefetch_grad(values, scratch, src[ja], rb)
                 # the per-row counters are one more random access per row
                 if decay:
-                    so_prefetch_row(&last_step[ra], 8)
+                    so_prefetch_write_l2(&last_step[ra], 8)
                     if rowb:
-                        so_prefetch_row(&first_step[ra], 8)
+                        so_prefetch_write_l2(&first_step[ra], 8)
                     if wd:
-                        so_prefetch_row(&row_wd[ra], 8)
+                        so_prefetch_write_l2(&row_wd[ra], 8)
                 elif rowb:
-                    so_prefetch_row(&row_step[ra], 8)
+                    so_prefetch_write_l2(&row_step[ra], 8)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
             pm = pmul_now
@@ -255,9 +228,9 @@ def adagrad_rows_update(floating[:, ::1] param, floating[:, ::1] state_sum,
             ja = j + PREFETCH_AHEAD
             if ja < nr:
                 ra = rows[ja]
-                so_prefetch_row(&param[ra, 0], rb)
+                so_prefetch_write_l2(&param[ra, 0], rb)
                 if not rowwise:
-                    so_prefetch_row(&state_sum[ra, 0], rb)
+                    so_prefetch_write_l2(&state_sum[ra, 0], rb)
                 _prefetch_grad(values, scratch, src[ja], rb)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
@@ -307,16 +280,16 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
             ja = j + PREFETCH_AHEAD
             if ja < nr:
                 ra = rows[ja]
-                so_prefetch_row(&param[ra, 0], rb)
-                so_prefetch_row(&v[ra, 0], rb)
+                so_prefetch_write_l2(&param[ra, 0], rb)
+                so_prefetch_write_l2(&v[ra, 0], rb)
                 if centered:
-                    so_prefetch_row(&ga[ra, 0], rb)
+                    so_prefetch_write_l2(&ga[ra, 0], rb)
                 if mom:
-                    so_prefetch_row(&buf[ra, 0], rb)
+                    so_prefetch_write_l2(&buf[ra, 0], rb)
                 if decay:
-                    so_prefetch_row(&last_step[ra], 8)
+                    so_prefetch_write_l2(&last_step[ra], 8)
                     if wd:
-                        so_prefetch_row(&row_wd[ra], 8)
+                        so_prefetch_write_l2(&row_wd[ra], 8)
                 _prefetch_grad(values, scratch, src[ja], rb)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
@@ -355,7 +328,7 @@ def sgd_rows_update(floating[:, ::1] param, const floating[:, ::1] values,
         for j in prange(nr, num_threads=n_threads, schedule="static"):
             ja = j + PREFETCH_AHEAD
             if ja < nr:
-                so_prefetch_row(&param[rows[ja], 0], rb)
+                so_prefetch_write_l2(&param[rows[ja], 0], rb)
                 _prefetch_grad(values, scratch, src[ja], rb)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])

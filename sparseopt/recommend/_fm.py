@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import _utils
 from .. import _validation as V
-from .._kernels import _recommend
+from .._kernels import _fm as _fm_kernel
 from .._sklearn import fit_guard, serialised, validate_data
 from .._utils import check_random_state, threads_for
 from ..optim import RowGrad, make_optimizer
@@ -22,7 +22,7 @@ from ._training import Stopping, optimizer_step, print_epoch, run_epochs
 
 __all__ = ["FMRegressor", "FMClassifier"]
 
-_LOSS = _recommend.LOSSES
+_LOSS = _fm_kernel.LOSSES
 _ACCEPT_SPARSE = ["csr", "csc", "coo"]
 
 
@@ -261,7 +261,7 @@ class _BaseFM(BaseEstimator):
             if G.shape[0] < nnz:
                 G = np.empty((max(nnz, 2 * G.shape[0]), W.shape[1]), dtype=W.dtype)
                 gidx = np.empty(G.shape[0], dtype=indices.dtype)
-            _recommend.fm_grads(data, indices, indptr, ids, offsets[:b + 1], W, w0, y, sw, k,
+            _fm_kernel.fm_grads(data, indices, indptr, ids, offsets[:b + 1], W, w0, y, sw, k,
                                 code, 1.0 / bw, p["alpha"], sums[:b], pred[:b], G[:nnz],
                                 gidx[:nnz], g0[:b], loss[:b],
                                 threads_for(p["n_threads"], nnz * W.shape[1],
@@ -277,7 +277,7 @@ class _BaseFM(BaseEstimator):
         if X.shape[0]:
             n = threads_for(V.check_n_threads(self.n_threads), X.nnz * st.k,
                             _utils.PARALLEL_MIN_MODEL_WORK)
-            _recommend.fm_predict(X.data, X.indices, X.indptr, st.W, st.w0, st.k, out, n)
+            _fm_kernel.fm_predict(X.data, X.indices, X.indptr, st.W, st.w0, st.k, out, n)
         return out
 
 

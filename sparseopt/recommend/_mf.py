@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _validation as V
-from .._kernels import _recommend
+from .._kernels import _mf as _mf_kernel
 from ..optim import RowGrad, make_optimizer
 from .._validation import check_flag
 from ._base import BaseRecommender
@@ -57,7 +57,7 @@ def _scratch(st: _Fitted, batch: int, items_per_sample: int) -> Tuple[np.ndarray
 class MatrixFactorization(BaseRecommender):
     """Biased matrix factorisation, fitted by mini-batch gradients and lazy row updates.
 
-    Each mini-batch is one pass of a fused Cython kernel (``sparseopt._kernels._recommend``)
+    Each mini-batch is one pass of a fused Cython kernel (``sparseopt._kernels._mf``)
     that gathers the shuffled samples, computes the predictions, the loss derivatives and the
     gradient of every user and item row the batch touches, duplicates summed in sample order;
     the unique rows go to a sparseopt optimizer as ``RowGrad``, which updates only them. There
@@ -334,7 +334,7 @@ class MatrixFactorization(BaseRecommender):
         for s in range(0, n, B):
             e = min(s + B, n)
             b = e - s
-            nu, ni = _recommend.mf_squared_batch(U, Q, perm[s:e], records, k, ub, ib, mu,
+            nu, ni = _mf_kernel.mf_squared_batch(U, Q, perm[s:e], records, k, ub, ib, mu,
                                                  1.0 / b, alpha, uslot, islot, urows, irows, gu,
                                                  gi, err)
             self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])])
@@ -360,7 +360,7 @@ class MatrixFactorization(BaseRecommender):
             b = e - s
             u = users[perm[s:e]].astype(np.int64)
             neg = self._sample_negatives(u, b)
-            nu, ni = _recommend.mf_bpr_batch(U, Q, u, items[perm[s:e]].astype(np.int64), neg,
+            nu, ni = _mf_kernel.mf_bpr_batch(U, Q, u, items[perm[s:e]].astype(np.int64), neg,
                                              k, st.item_bias, 1.0 / b, p["alpha"], uslot,
                                              islot, urows, irows, gu, gi, loss[:b])
             self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])])
@@ -371,7 +371,7 @@ class MatrixFactorization(BaseRecommender):
 
     def _predict_pairs(self, st: _Fitted, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         out = np.empty(users.shape[0], dtype=st.U.dtype)
-        _recommend.mf_predict(st.U, st.Q, users, items, st.k, st.user_bias, st.item_bias,
+        _mf_kernel.mf_predict(st.U, st.Q, users, items, st.k, st.user_bias, st.item_bias,
                               st.mu, out, self._threads(users.shape[0] * st.k))
         return out
 

@@ -14,7 +14,7 @@ from typing import Tuple
 import numpy as np
 import scipy.sparse as sp
 
-from .._kernels import _recommend
+from .._kernels import _mf as _mf_kernel
 from ._interactions import SeenItems
 
 __all__ = ["user_item_ids", "pack_ratings", "sample_negatives"]
@@ -38,7 +38,7 @@ def pack_ratings(users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> n
     Ids must be below ``2**31`` (``_validation.MAX_IDS``, checked with the matrix).
     """
     records = np.empty((users.shape[0], 2), dtype=np.int64)
-    _recommend.pack_ratings(users, items, np.ascontiguousarray(ratings, np.float64), records)
+    _mf_kernel.pack_ratings(users, items, np.ascontiguousarray(ratings, np.float64), records)
     return records
 
 
@@ -54,12 +54,12 @@ def sample_negatives(rng: np.random.Generator, seen: SeenItems, n_items: int,
     neg = rng.integers(0, n_items, size=size, dtype=np.int64)
     hit = np.empty(size, dtype=np.uint8)
     indptr, indices = seen.indptr64, seen.indices64
-    if _recommend.csr_contains(indptr, indices, users, neg, hit):
+    if _mf_kernel.csr_contains(indptr, indices, users, neg, hit):
         for _ in range(_NEG_ROUNDS):
             redo = np.flatnonzero(hit)
             neg[redo] = rng.integers(0, n_items, size=redo.shape[0], dtype=np.int64)
             sub = np.empty(redo.shape[0], dtype=np.uint8)
-            if not _recommend.csr_contains(indptr, indices, users[redo], neg[redo], sub):
+            if not _mf_kernel.csr_contains(indptr, indices, users[redo], neg[redo], sub):
                 break
             hit[:] = 0
             hit[redo] = sub

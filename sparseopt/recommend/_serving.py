@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _utils
-from .._kernels import _recommend
+from .._kernels import _topk
 from .._utils import threads_for
 
 __all__ = ["top_n", "top_n_by_blocks", "self_exclusions"]
@@ -58,7 +58,7 @@ def top_n(scores: np.ndarray, exclude: Optional[sp.csr_matrix], n: int,
         if indices.shape[0] == 0:  # the kernel takes a non-empty array even when unused
             indices = np.zeros(1, dtype=np.int64)
     threads = threads_for(n_threads, scores.size, _utils.PARALLEL_MIN_MODEL_WORK)
-    _recommend.topn_rows(scores, indptr, indices, ids, out, threads)
+    _topk.topn_rows(scores, indptr, indices, ids, out, threads)
     return ids, out
 
 

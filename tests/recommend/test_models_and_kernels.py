@@ -14,7 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 import sparseopt as so
-from sparseopt._kernels import _recommend as K
+from sparseopt._kernels import _fm as KFM, _mf as KMF, _topk as KTOP
 from sparseopt.datasets import holdout_split, make_interactions, make_ratings
 from sparseopt.recommend import metrics
 from sparseopt import _utils
@@ -75,16 +75,16 @@ def run_mf_squared(U, V, users, items, ratings, k, ub, ib, mu, scale, alpha, ord
     n = users.shape[0]
     order = np.arange(n, dtype=np.int64) if order is None else order
     rec = np.empty((n, 2), dtype=np.int64)
-    K.pack_ratings(users.astype(np.int64), items.astype(np.int64),
-                   ratings.astype(np.float64), rec)
+    KMF.pack_ratings(users.astype(np.int64), items.astype(np.int64),
+                     ratings.astype(np.float64), rec)
     B = order.shape[0]
     uslot = np.full(U.shape[0], -1, np.int32)
     islot = np.full(V.shape[0], -1, np.int32)
     urows, irows = np.empty(B, np.int64), np.empty(B, np.int64)
     gu, gi = np.empty((B, U.shape[1]), U.dtype), np.empty((B, V.shape[1]), V.dtype)
     err = np.empty(B)
-    nu, ni = K.mf_squared_batch(U, V, order, rec, k, ub, ib, mu, scale, alpha, uslot, islot,
-                                urows, irows, gu, gi, err)
+    nu, ni = KMF.mf_squared_batch(U, V, order, rec, k, ub, ib, mu, scale, alpha, uslot, islot,
+                                  urows, irows, gu, gi, err)
     assert np.all(uslot == -1) and np.all(islot == -1), "slots must be restored"
     return urows[:nu], gu[:nu], irows[:ni], gi[:ni], err
 
@@ -205,8 +205,8 @@ def run_bpr(U, V, users, pos, neg, k, ib, scale, alpha):
     urows, irows = np.empty(B, np.int64), np.empty(2 * B, np.int64)
     gu, gi = np.empty((B, U.shape[1]), U.dtype), np.empty((2 * B, V.shape[1]), V.dtype)
     loss = np.empty(B)
-    nu, ni = K.mf_bpr_batch(U, V, users, pos, neg, k, ib, scale, alpha, uslot, islot, urows,
-                            irows, gu, gi, loss)
+    nu, ni = KMF.mf_bpr_batch(U, V, users, pos, neg, k, ib, scale, alpha, uslot, islot, urows,
+                              irows, gu, gi, loss)
     assert np.all(uslot == -1) and np.all(islot == -1)
     return urows[:nu], gu[:nu], irows[:ni], gi[:ni], loss
 
@@ -297,9 +297,9 @@ def run_fm_grads(X, y, sw, W, w0, k, loss, scale, alpha, samples, n_threads=1):
     gidx = np.empty(nnz, X.indices.dtype)
     g0 = np.empty((B, n_out))
     lo = np.empty(B)
-    K.fm_grads(X.data.astype(W.dtype), X.indices, X.indptr, samples, offsets, W, w0, y, sw, k,
-               K.LOSSES[loss], scale, alpha, np.empty((B, 2 * n_out * k)),
-               np.empty((B, n_out)), G, gidx, g0, lo, n_threads)
+    KFM.fm_grads(X.data.astype(W.dtype), X.indices, X.indptr, samples, offsets, W, w0, y, sw,
+                 k, KFM.LOSSES[loss], scale, alpha, np.empty((B, 2 * n_out * k)),
+                 np.empty((B, n_out)), G, gidx, g0, lo, n_threads)
     GW = np.zeros(W.shape)
     np.add.at(GW, gidx, G.astype(np.float64))
     return GW, g0.sum(0), lo
@@ -329,7 +329,7 @@ def test_fm_kernels_finite_differences(loss, n_out, k):
     GW, g0, lo = run_fm_grads(*args)
     # predictions: the kernel's O(k nnz) formula vs the pairwise definition
     out = np.empty((12, n_out))
-    K.fm_predict(X.data, X.indices, X.indptr, W, w0, k, out, 1)
+    KFM.fm_predict(X.data, X.indices, X.indptr, W, w0, k, out, 1)
     np.testing.assert_allclose(out, fm_dense_predict(X.toarray(), W, w0, k), rtol=1e-12,
                                atol=1e-12)
     h = 1e-6
@@ -390,8 +390,8 @@ def test_topn_kernel_ties_exclusion_padding(n):
     for threads in (1, 2):
         ids = np.empty((6, n), np.int64)
         out = np.empty((6, n))
-        K.topn_rows(S.copy(), excl.indptr.astype(np.int64), excl.indices.astype(np.int64), ids,
-                    out, threads)
+        KTOP.topn_rows(S.copy(), excl.indptr.astype(np.int64), excl.indices.astype(np.int64),
+                       ids, out, threads)
         bi, bs = brute_topn(np.where(np.isnan(S), -np.inf, S), n, excl.toarray() != 0)
         assert np.array_equal(ids, bi)
         assert np.array_equal(out, bs)
@@ -874,13 +874,13 @@ def test_later_partial_fit_interactions_are_not_bpr_negatives(monkeypatch):
     mf = MatrixFactorization(n_components=3, loss="bpr", batch_size=16, random_state=0)
     mf.partial_fit(X1)
     drawn = []
-    kernel = _mf._recommend.mf_bpr_batch
+    kernel = _mf._mf_kernel.mf_bpr_batch
 
     def spy(U, V, users, pos, neg, *args):
         drawn.append((users.copy(), neg.copy()))
         return kernel(U, V, users, pos, neg, *args)
 
-    monkeypatch.setattr(_mf._recommend, "mf_bpr_batch", spy)
+    monkeypatch.setattr(_mf._mf_kernel, "mf_bpr_batch", spy)
     for _ in range(20):
         mf.partial_fit(X2)
     users = np.concatenate([u for u, _ in drawn])

@@ -1,22 +1,39 @@
 /*
- * Per-row inner loops of the optimizer kernels, written in C so that
- *   - the loops vectorise predictably (restrict pointers, sqrtf for float, no reductions), and
- *   - GCC can build AVX2/AVX-512 clones with runtime dispatch (target_clones) while the
- *     default build stays portable (no -march=native, no -ffast-math).
+ * The C row helpers of every sparseopt kernel, in one place (declared for Cython, with typed
+ * fronts, in _rowops.pxd):
  *
- * Every function updates ONE row of width d in place. All scalars are computed by the caller in
- * float64 (bias corrections, decay factors, weight-decay multipliers) and only cast to the
- * parameter's type here; nothing is recomputed in float32.
+ *   1. portability: restrict, unused, and the AVX2/AVX-512 clones of the optimizer row updates
+ *      (target_clones, GCC >= 12 on x86-64 Linux) with the name of the ISA they dispatch to;
+ *   2. prefetch: one guarded macro, and helpers that prefetch every cache line of a span for
+ *      reading or for writing;
+ *   3. optimizer row updates (SO_DEFINE_ROWOPS): Adam, Adagrad, RMSprop, axpby, scale, add,
+ *      the non-finite test and the sum of squares, each on ONE row of width d in place;
+ *   4. embedding-row algebra of the fused batch kernels (SO_DEFINE_EMBOPS): dot products
+ *      accumulated in float64, out = x*a + y*b and its variants, and the bit cast of a packed
+ *      rating.
  *
- * Preconditions (checked in Python, never here): pointers address d valid elements; parameter,
- * state and gradient rows do not overlap.
+ * The loops are written in C so that they vectorise predictably (restrict pointers, sqrtf for
+ * float, reductions only in a fixed order) while the default build stays portable (no
+ * -march=native, no -ffast-math): wider ISAs are reached by the clones, and every clone
+ * computes the same bits (the build sets -ffp-contract=off, so no clone fuses a*b+c).
+ *
+ * The optimizer row updates get all scalars from the caller in float64 (bias corrections,
+ * decay factors, weight-decay multipliers), cast here to the parameter's type; nothing is
+ * recomputed in float32. The embedding-row helpers are static inline at the baseline ISA, so
+ * they inline into the batch loops that call them once or twice per sample (a clone is always an
+ * out-of-line call through its dispatcher).
+ *
+ * Preconditions (checked in Python, never here): pointers address d valid elements; the rows
+ * an optimizer update writes do not overlap its other rows.
  */
-#ifndef SPARSEOPT_SIMD_H
-#define SPARSEOPT_SIMD_H
+#ifndef SPARSEOPT_ROWOPS_H
+#define SPARSEOPT_ROWOPS_H
 
 #include <math.h>
 #include <float.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SO_UNUSED __attribute__((unused))
@@ -35,20 +52,41 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SO_RESTRICT __restrict__
-#define SO_PREFETCH_W(ptr) __builtin_prefetch((ptr), 1, 2)
 #else
 #define SO_RESTRICT
-#define SO_PREFETCH_W(ptr) ((void)0)
 #endif
 
-/* Prefetch (for writing, into L2) every cache line of a row that will be updated soon. */
-SO_UNUSED static inline void so_prefetch_row(const void *ptr, size_t nbytes)
-{
-    const char *c = (const char *)ptr;
-    size_t off;
-    for (off = 0; off < nbytes; off += 64) SO_PREFETCH_W(c + off);
+/* ---------------------------------------------------------------------------------- prefetch
+ * SO_PREFETCH(ptr, rw, locality): rw 0 = the line will be read, 1 = written; locality 3 = into
+ * every cache level (data needed a few iterations ahead), 2 = into L2 and beyond (needed
+ * further ahead: it should not push the current rows out of L1). A hint only: it never faults
+ * and never changes a result, and compilers without __builtin_prefetch get a no-op. */
+#define SO_CACHE_LINE 64
+#if defined(__GNUC__) || defined(__clang__)
+#define SO_PREFETCH(ptr, rw, locality) __builtin_prefetch((const void *)(ptr), (rw), (locality))
+#else
+#define SO_PREFETCH(ptr, rw, locality) ((void)(ptr))
+#endif
+
+/* Prefetch every cache line of the nbytes at ptr. Random rows are latency-bound: the kernels
+ * ask for them a few samples or rows ahead. */
+#define SO_DEFINE_PREFETCH(NAME, RW, LOCALITY)                                                  \
+SO_UNUSED static inline void NAME(const void *ptr, size_t nbytes)                               \
+{                                                                                               \
+    const char *c = (const char *)ptr;                                                          \
+    size_t off;                                                                                 \
+    for (off = 0; off < nbytes; off += SO_CACHE_LINE) SO_PREFETCH(c + off, RW, LOCALITY);       \
 }
 
+SO_DEFINE_PREFETCH(so_prefetch_read, 0, 3)
+SO_DEFINE_PREFETCH(so_prefetch_read_l2, 0, 2)
+SO_DEFINE_PREFETCH(so_prefetch_write_l2, 1, 2)
+
+/* The one line holding ptr, for writing: straight-line code where the span loop's single
+ * iteration would be a branch of its own. */
+SO_UNUSED static inline void so_prefetch_line_write(const void *ptr) { SO_PREFETCH(ptr, 1, 3); }
+
+/* -------------------------------------------------------------------------------- ISA dispatch */
 /* Name of the instruction set the clones dispatch to on this CPU (for show_config). */
 SO_UNUSED static const char *so_simd_dispatch(void)
 {
@@ -64,6 +102,7 @@ SO_UNUSED static const char *so_simd_dispatch(void)
 
 SO_UNUSED static int so_simd_has_clones(void) { return SO_HAVE_CLONES; }
 
+/* ------------------------------------------------------------------- optimizer row updates */
 #define SO_DEFINE_ROWOPS(T, SUF, SQRT, FABS, TMAX)                                              \
 /* Adam: m <- b1*m + omb1*g; v <- b2*v + omb2*g^2; p <- pmul*p - a*m/(sqrt(v')*c + eps)      \
  * with v' = v, or v' = vmax <- max(vmax, v) when vmax != NULL (AMSGrad). */                   \
@@ -200,4 +239,76 @@ SO_UNUSED static double so_row_sumsq_##SUF(ptrdiff_t d, const T *SO_RESTRICT x) 
 SO_DEFINE_ROWOPS(float, f, sqrtf, fabsf, FLT_MAX)
 SO_DEFINE_ROWOPS(double, d, sqrt, fabs, DBL_MAX)
 
-#endif /* SPARSEOPT_SIMD_H */
+/* ---------------------------------------------------------------- embedding-row algebra
+ * Dot products with eight independent float64 accumulators, combined in a fixed order: they
+ * vectorise without -ffast-math (no reassociation is needed) and give the same result on every
+ * ISA. The linear combinations run in the table's precision (the precision the optimizer keeps
+ * gradient rows in); the "add" forms accumulate into a row already in the batch, in sample
+ * order. */
+#define SO_DEFINE_EMBOPS(T, SUF)                                                                \
+/* sum_f a[f] * b[f] */                                                                         \
+SO_UNUSED static inline double so_dot_##SUF(ptrdiff_t d, const T *a, const T *b)              \
+{                                                                                               \
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tail = 0.0;                                      \
+    ptrdiff_t f = 0;                                                                            \
+    for (; f + 8 <= d; f += 8)                                                                  \
+        for (int j = 0; j < 8; j++) acc[j] += (double)a[f + j] * (double)b[f + j];              \
+    for (; f < d; f++) tail += (double)a[f] * (double)b[f];                                     \
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))   \
+           + tail;                                                                              \
+}                                                                                               \
+                                                                                                \
+/* sum_f a[f] * (b[f] - c[f]) */                                                                \
+SO_UNUSED static inline double so_dot_diff_##SUF(ptrdiff_t d, const T *a, const T *b,          \
+        const T *c)                                                                             \
+{                                                                                               \
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tail = 0.0;                                      \
+    ptrdiff_t f = 0;                                                                            \
+    for (; f + 8 <= d; f += 8)                                                                  \
+        for (int j = 0; j < 8; j++)                                                             \
+            acc[j] += (double)a[f + j] * ((double)b[f + j] - (double)c[f + j]);                 \
+    for (; f < d; f++) tail += (double)a[f] * ((double)b[f] - (double)c[f]);                    \
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))   \
+           + tail;                                                                              \
+}                                                                                               \
+                                                                                                \
+/* out[f] = x * a[f] + y * b[f] */                                                              \
+SO_UNUSED static inline void so_set_axpby_##SUF(ptrdiff_t d, T *out, T x, const T *a, T y,     \
+        const T *b)                                                                             \
+{                                                                                               \
+    for (ptrdiff_t f = 0; f < d; f++) out[f] = x * a[f] + y * b[f];                             \
+}                                                                                               \
+                                                                                                \
+/* out[f] += x * a[f] + y * b[f] */                                                             \
+SO_UNUSED static inline void so_add_axpby_##SUF(ptrdiff_t d, T *out, T x, const T *a, T y,     \
+        const T *b)                                                                             \
+{                                                                                               \
+    for (ptrdiff_t f = 0; f < d; f++) out[f] += x * a[f] + y * b[f];                            \
+}                                                                                               \
+                                                                                                \
+/* out[f] = x * (a[f] - b[f]) + y * c[f] */                                                     \
+SO_UNUSED static inline void so_set_axmbpy_##SUF(ptrdiff_t d, T *out, T x, const T *a,         \
+        const T *b, T y, const T *c)                                                            \
+{                                                                                               \
+    for (ptrdiff_t f = 0; f < d; f++) out[f] = x * (a[f] - b[f]) + y * c[f];                    \
+}                                                                                               \
+                                                                                                \
+/* out[f] += x * (a[f] - b[f]) + y * c[f] */                                                    \
+SO_UNUSED static inline void so_add_axmbpy_##SUF(ptrdiff_t d, T *out, T x, const T *a,         \
+        const T *b, T y, const T *c)                                                            \
+{                                                                                               \
+    for (ptrdiff_t f = 0; f < d; f++) out[f] += x * (a[f] - b[f]) + y * c[f];                   \
+}
+
+SO_DEFINE_EMBOPS(float, f)
+SO_DEFINE_EMBOPS(double, d)
+
+/* The float64 whose bits are stored in an int64 (the rating word of a packed record). */
+SO_UNUSED static inline double so_bits_to_double(int64_t bits)
+{
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+#endif /* SPARSEOPT_ROWOPS_H */
