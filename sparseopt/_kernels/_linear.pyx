@@ -36,14 +36,16 @@ Preconditions (established by ``sparseopt.linear_model``, never checked here):
   (``K > 1``), the target for regression;
 * ``BatchScratch.reserve`` was given at least the largest number of stored entries of a batch;
 * the lazy-penalty tables (float64, built in Python for the current segment of steps, whose
-  rates are ``eta_1, eta_2, ...``): ``E[s] = sum_{u<=s} eta_u``, ``Q[s] = exp(-l2*E[s])``,
-  ``cum_a[s] = l1*(1/Q[s] - 1)/l2`` (``l1*E[s]`` without L2), ``cum_q[s] = sum_{u<=s} Q[u]``,
-  ``cum_aq[s] = sum_{u<=s} cum_a[u]*Q[u]``; ``pen_step[j]`` is the step through which row j
-  is current, at most ``step - 1``. The penalty of step ``u`` moves a coefficient along the
-  flow ``dw/dtau = -h*(l1*sign(w) + l2*w)`` for ``tau`` in ``[0, eta_u]`` (0 stays 0), where
-  ``h`` is 1, or with the ``PRE`` flag the optimizer's step multiplier of that coefficient,
-  read from the bound optimizer state (constant between two updates of the row, because the
-  optimizer leaves untouched rows and their state unchanged);
+  rates are ``eta_1, eta_2, ...``): ``E[s] = sum_{u<=s} eta_u``, ``Q[s] = prod_{u<=s} c_u``
+  with ``c_u = 1 - eta_u*l2``, ``cum_a[s] = sum_{u<=s} eta_u*l1 / Q[u]``,
+  ``cum_q[s] = sum_{u<=s} Q[u]``, ``cum_aq[s] = sum_{u<=s} cum_a[u]*Q[u]``; ``pen_step[j]`` is
+  the step through which row j is current, at most ``step - 1``. Plain SGD's penalty step
+  scales by ``c_u`` and soft-thresholds by ``eta_u*l1``; with the ``PRE`` flag (adaptive
+  optimizers) it moves a coefficient along the flow ``dw/dtau = -(l1*sign(w) + l2*w)`` for
+  ``tau`` in ``[0, h*eta_u]`` instead, ``h`` the optimizer's step multiplier of that
+  coefficient, read from the bound optimizer state (constant between two updates of the row,
+  because the optimizer leaves untouched rows and their state unchanged), and only ``E`` is
+  read. Either way L1 is scikit-learn's cumulative penalty (``_pay_debt``);
 * ``wscale`` multiplies every row of ``W``: the weight-scaling trick of the L2-only penalty
   (see ``sparseopt/linear_model/_lazy.py``); 1 otherwise.
 
@@ -67,7 +69,7 @@ ctypedef fused index_t:
     int64_t
 
 cdef enum:
-    L_LOG = 0                        # log(1 + exp(-y p)), y in {-1, +1}
+    L_LOG = 0                        # log(1 + exp(-y p)), y in {-1, +1} (as scikit-learn)
     L_HINGE = 1                      # max(0, param - y p); the perceptron has param 0
     L_SQUARED_HINGE = 2              # max(0, param - y p)**2
     L_MODIFIED_HUBER = 3
@@ -127,20 +129,32 @@ cdef double MAX_DLOSS = 1e12
 
 # --------------------------------------------------------------------------- losses
 
+cdef inline double _log1pexp(double x) noexcept nogil:
+    """``log(1 + exp(x))``, piecewise as scikit-learn computes it."""
+    if x <= -37.0:
+        return exp(x)
+    if x <= -2.0:
+        return log1p(exp(x))
+    if x <= 18.0:
+        return log(1.0 + exp(x))
+    if x <= 33.3:
+        return x + exp(-x)
+    return x
+
+
 cdef inline double _loss(int loss, double p, double y, double c, double* dl) noexcept nogil:
     """Loss of one output; writes d loss / d p to ``dl`` (scikit-learn's formulas)."""
     cdef double z, r
     if loss == L_LOG:
-        z = p * y
-        if z > 18.0:
-            r = exp(-z)
-            dl[0] = -y * r
-            return r
-        if z < -18.0:
-            dl[0] = -y
-            return -z
-        dl[0] = -y / (exp(z) + 1.0)
-        return log(1.0 + exp(-z))
+        # scikit-learn's half binomial loss of y_true = (y + 1) / 2, term for term, so that
+        # plain SGD with batch_size=1 retraces scikit-learn's steps
+        z = 0.5 * (y + 1.0)
+        if p > -37.0:
+            r = exp(-p)
+            dl[0] = ((1.0 - z) - z * r) / (1.0 + r)
+        else:
+            dl[0] = exp(p) - z
+        return _log1pexp(p) - z * p
     if loss == L_HINGE:
         z = p * y
         if z <= c:
@@ -435,15 +449,16 @@ cdef inline void _catch_up(floating* w, double* avg, Py_ssize_t K, int64_t j, in
     ``p+1..q`` and add the row's values at the end of each step ``s >= avg_from`` to ``avg``
     (NULL: no average).
 
-    The penalty of a step first takes the L1 debt a coefficient owes (``_pay_debt``), then
-    moves it along the penalty's flow for the step's rate ``eta_s`` (``_flow``) while both
-    debts grow by the L1 of that time and its sign's side pays what the flow applied
-    (``_accrue``). Only the first of the steps can find debt to pay (after it the coefficient
-    is 0 or owes nothing), after which the flows compose: ``|w_s| = max(0, |w_p| - Q_p (A_s - A_p)) * Q_s / Q_p`` with
-    ``Q_s = exp(-l2 E_s)`` and ``A_s`` the L1 tables above; the sum of ``w_s`` over a range of
+    The penalty of a step first takes the L1 debt a coefficient owes (``_pay_debt``); both
+    debts then grow by the step's L1 and its sign's side pays the L1 the step applies
+    (``_charge``). Only the first of the steps can find debt to pay (after it the coefficient
+    is 0 or owes nothing). Plain SGD's steps (this function; ``h = 1``) scale by
+    ``c_s = 1 - eta_s*l2`` and then soft-threshold by ``eta_s*l1``, so that over steps
+    ``p+1..s`` ``|w_s| = max(0, |w_p| - Q_p (A_s - A_p)) * Q_s / Q_p`` with
+    ``Q_s = prod c_u`` and ``A_s = sum eta_u*l1 / Q_u``; the sum of ``w_s`` over a range of
     steps follows from the cumulative tables, with a binary search for the step where L1
-    reaches zero. With a multiplier per coefficient (``P_PRE``) see
-    ``_catch_up_preconditioned``.
+    reaches zero. With a multiplier per coefficient (``P_PRE``) the step is the penalty's
+    flow instead: see ``_catch_up_preconditioned``.
     """
     cdef const double* Q = seg.Q
     cdef const double* cum_a = seg.cum_a
@@ -455,7 +470,7 @@ cdef inline void _catch_up(floating* w, double* avg, Py_ssize_t K, int64_t j, in
     cdef double* debt = (seg.debt + j * 2 * K) if (l1 and seg.debt != NULL) else NULL
     cdef int64_t s1, ss
     cdef Py_ssize_t k
-    cdef double ratio, f, qp, shrink, wabs, r, tot, nw, dE
+    cdef double ratio, f, qp, shrink, wabs, r, tot, nw, dE, sign, applied
     if q <= p:
         return
     s1 = p + 1 if p + 1 > avg_from else avg_from
@@ -482,24 +497,32 @@ cdef inline void _catch_up(floating* w, double* avg, Py_ssize_t K, int64_t j, in
     dE = seg.E[q] - seg.E[p]
     for k in range(K):
         wabs = fabs(<double>w[k])
+        sign = copysign(1.0, <double>w[k])
         if debt != NULL:
-            wabs = _pay_debt(wabs, copysign(1.0, <double>w[k]), &debt[k], K)
-            _accrue(&debt[k], wabs, copysign(1.0, <double>w[k]), dE, seg.l1, seg.l2, K)
+            wabs = _pay_debt(wabs, sign, &debt[k], K)
+            debt[k] += seg.l1 * dE
+            debt[k + K] += seg.l1 * dE
         if wabs == 0.0:
             w[k] = 0.0
             continue
+        r = wabs / qp + cum_a[p]
         if av:
-            r = wabs / qp + cum_a[p]
             ss = _last_below(cum_a, s1, q, r)
             if ss >= s1:
                 tot = r * (cum_q[ss] - cum_q[s1 - 1]) - (cum_aq[ss] - cum_aq[s1 - 1])
                 if tot > 0.0:
-                    avg[k] += copysign(tot, <double>w[k])
+                    avg[k] += sign * tot
         nw = wabs - shrink
         if nw > 0.0:
-            w[k] = <floating>copysign(nw * ratio, <double>w[k])
+            w[k] = <floating>(sign * nw * ratio)
+            applied = seg.l1 * dE
         else:
             w[k] = 0.0
+            # steps p+1..ss keep it positive; step ss+1 takes what its shrink left of it
+            ss = _last_below(cum_a, p + 1, q, r)
+            applied = seg.l1 * (seg.E[ss] - seg.E[p]) + Q[ss + 1] * (r - cum_a[ss])
+        if debt != NULL:
+            _charge(&debt[k], sign, applied, K)
 
 
 cdef inline _Segment _segment(LazyPenalty penalty) noexcept:

@@ -35,12 +35,14 @@ from ..optim import OPTIMIZERS, RowGrad, make_optimizer
 from ._lazy import LazyRegularizer
 from ._training import SCHEDULES, Batches, Progress, Schedule
 
-# learning_rate="optimal" with an adaptive optimizer: the optimizer's own step size, constant.
-# scikit-learn's 'optimal' is the 1/(alpha*t) rate of plain SGD on a strongly convex objective;
-# an adaptive optimizer scales each coefficient's step by its own gradient history instead, and
-# these base rates are the ones that worked on sparse text-like problems
-# (benchmarks/bench_text.py) and on the small dense problems of scikit-learn's estimator checks.
-OPTIMAL_BASE_RATE = {"adam": 5e-2, "adagrad": 3e-1, "rmsprop": 5e-2}
+# An adaptive optimizer's base rate: the default of eta0 (scikit-learn's 0.01 is plain SGD's
+# default, a step far too small for Adagrad) and its learning_rate="optimal". scikit-learn's
+# 'optimal' is the 1/(alpha*t) rate of plain SGD on a strongly convex objective; an adaptive
+# optimizer scales each coefficient's step by its own gradient history instead, so 'optimal' is
+# its own rate, constant. These base rates are the ones that worked on sparse text-like
+# problems (benchmarks/bench_text.py) and on the small dense problems of scikit-learn's
+# estimator checks.
+BASE_RATE = {"adam": 5e-2, "adagrad": 3e-1, "rmsprop": 5e-2, "sgd": 1e-2}
 # batch_size="auto" on large data (see auto_batch_size)
 AUTO_BATCH_SIZE = 1024
 
@@ -112,7 +114,7 @@ class BaseSGD(BaseEstimator):
                  max_iter=1000, tol=1e-3, shuffle=True, verbose=0, epsilon=0.1,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, warm_start=False, average=False,
-                 learning_rate="optimal", eta0=0.01, power_t=0.5, optimizer="adagrad",
+                 learning_rate="optimal", eta0=None, power_t=0.5, optimizer="adagrad",
                  batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99, eps=None,
                  n_threads=None):
         self.loss = loss
@@ -184,7 +186,9 @@ class BaseSGD(BaseEstimator):
                              f"supported; use one of {SCHEDULES}")
         if schedule not in SCHEDULES:
             raise ValueError(f"learning_rate must be one of {SCHEDULES}, got {schedule!r}")
-        eta0 = _check_float("eta0", self.eta0, low_open=True)
+        eta0 = _check_float("eta0", self.eta0, low_open=True, allow_none=True)
+        if eta0 is None:
+            eta0 = BASE_RATE[self.optimizer]
         power_t = _check_float("power_t", self.power_t)
         alpha = _check_float("alpha", self.alpha)
         if schedule == "optimal" and alpha == 0:
@@ -242,12 +246,13 @@ class BaseSGD(BaseEstimator):
         the batch-mean gradient, and ``'optimal'`` is scikit-learn's ``1 / (alpha * (t0 + k -
         1))`` with Bottou's ``t0``: the first step gets ``typw / max(1, dloss(1, -typw))``,
         ``typw = alpha**-0.25``. For the adaptive optimizers the rate is their ``lr``, and
-        ``'optimal'`` is their own constant base rate (``OPTIMAL_BASE_RATE``).
+        ``'optimal'`` is their own constant base rate (``BASE_RATE``, also the default of
+        ``eta0``).
         """
         kind = params["schedule"]
         if kind == "optimal":
             if self.optimizer != "sgd":
-                return Schedule("constant", OPTIMAL_BASE_RATE[self.optimizer])
+                return Schedule("constant", BASE_RATE[self.optimizer])
             alpha = params["alpha"]
             typw = math.sqrt(1.0 / math.sqrt(alpha))
             loss, loss_param = self._loss_args(params)
@@ -559,13 +564,14 @@ class BaseSGD(BaseEstimator):
 
     def _start_training(self, params, n_features, n_outputs, dtype, *, keep_weights: bool,
                         coef_init=None, intercept_init=None, state_from=None) -> None:
-        """A new training run (``fit``, or a first ``partial_fit``): fresh (or kept) weights, a
-        new optimizer (taking over ``state_from``'s state) and new lazy-penalty bookkeeping;
-        the schedule starts again at step 1 (``t_ = 0``), as scikit-learn's ``fit`` does."""
+        """A new training run (``fit``, or a first ``partial_fit``): fresh weights, or a copy of
+        the current (averaged) ones with ``keep_weights``, a new optimizer (taking over a copy
+        of ``state_from``'s state) and new lazy-penalty bookkeeping; the schedule starts again
+        at step 1 (``t_ = 0``), as scikit-learn's ``fit`` does."""
         if not keep_weights:
             self._init_weights(n_features, n_outputs, dtype, coef_init, intercept_init)
-        elif self._W_avg is not None:  # a warm start continues from the averaged solution
-            self._W[...] = self._W_avg
+        else:  # a copy: a fit that fails leaves the previous model (and its state) intact
+            self._W = (self._W_avg if self._W_avg is not None else self._W).copy()
         self._intercept_fixed = None
         self.optimizer_ = self._make_optimizer(self._W, params, params["eta0"], state_from)
         self._optimizer_kind = self.optimizer
@@ -821,21 +827,23 @@ class BaseSGD(BaseEstimator):
         fitted model: the previous solution (the averaged one with ``average``, as
         scikit-learn), and, when the model kept its optimizer (a ``warm_start`` fit or
         ``partial_fit``) of the same kind and its table is dense, that optimizer: training
-        then continues in place with its state (``state_from``, when the new data has the
+        then continues from a copy of its state (``state_from``, when the new data has the
         same layout; ``_fit_epochs`` decides), else from the copy of the coefficients with a
         fresh optimizer. An explicit ``coef_init`` starts afresh."""
         fitted = getattr(self, "_W", None) is not None or \
             getattr(self, "_coef_sparse", None) is not None
         if not (self.warm_start and fitted) or coef_init is not None:
             return coef_init, intercept_init, None
-        self._check_layout(training=getattr(self, "_coef_sparse", None) is None)
+        self._check_layout()
         coef = self.coef_
         coef = coef.toarray() if sp.issparse(coef) else np.array(coef)
         intercept = np.array(self.intercept_) if intercept_init is None else intercept_init
         opt = getattr(self, "optimizer_", None)
+        # the state carries over only from the optimizer of this very table
         if (opt is not None and self._coef_sparse is None and intercept_init is None
                 and getattr(self, "_optimizer_kind", None) == self.optimizer
-                and bool(self.fit_intercept) == self._intercept_row):
+                and bool(self.fit_intercept) == self._intercept_row
+                and getattr(opt, "params", None) and opt.params[0] is self._W):
             return coef, intercept, opt
         return coef, intercept, None
 

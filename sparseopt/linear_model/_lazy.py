@@ -77,7 +77,6 @@ pickled.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Tuple
 
 import numpy as np
@@ -90,6 +89,9 @@ P = _linear.PENALTY_FLAGS
 MAX_LOG_DECAY = 30.0
 # The weight-scaling trick multiplies the table out when the scale falls below this.
 MIN_SCALE = 1e-6
+# The smallest L2 factor of a plain SGD step: the coefficients vanish, and 1/Q stays finite
+# within a segment (which ends as soon as Q falls below exp(-MAX_LOG_DECAY)).
+TINY = 1e-300
 
 
 def _no_segment():
@@ -247,38 +249,46 @@ class LazyRegularizer:
         eta = np.asarray(etas(global_step + 1, n), dtype=np.float64)
         E = np.zeros(n + 1)
         np.cumsum(eta, out=E[1:])
-        if self.l2 * E[-1] > MAX_LOG_DECAY:
-            n = max(1, int(np.searchsorted(self.l2 * E, MAX_LOG_DECAY, side="right")) - 1)
-            E = E[: n + 1]
-        q = np.exp(-self.l2 * E)
+        logq = np.zeros(n + 1)
+        if self.preconditioned:  # the flow: only E is read
+            logq[1:] = -self.l2 * E[1:]
+        elif self.l2 > 0:  # plain SGD scales by c = 1 - eta*l2 (0 at the least)
+            np.cumsum(np.log(np.maximum(1.0 - eta * self.l2, TINY)), out=logq[1:])
+        if logq[-1] < -MAX_LOG_DECAY:
+            n = max(1, int(np.searchsorted(-logq, MAX_LOG_DECAY, side="right")) - 1)
+            logq, E, eta = logq[: n + 1], E[: n + 1], eta[:n]
+        q = np.exp(logq)
+        cum_a = np.zeros(n + 1)
         if self.l1 > 0:
-            cum_a = (self.l1 * np.expm1(self.l2 * E) / self.l2 if self.l2 > 0
-                     else self.l1 * E)
-        else:
-            cum_a = np.zeros(n + 1)
+            np.cumsum(eta * self.l1 / q[1:], out=cum_a[1:])
         self.E, self.Q, self.cum_a = E, q, cum_a
         self.cum_q = np.cumsum(q)
         self.cum_aq = np.cumsum(cum_a * q)
         self.base, self.t, self.length = global_step, 0, n
         self.kernel_state.set_segment(self.Q, self.cum_a, self.cum_q, self.cum_aq, self.E)
 
+    def shrink(self, eta: float) -> float:
+        """Plain SGD's L2 factor for a step of rate ``eta``: ``c = 1 - eta * l2``, at least
+        ``TINY`` (scikit-learn's is at least 0: either way the coefficients vanish)."""
+        return max(1.0 - eta * self.l2, TINY)
+
     def lr_factor(self, eta: float) -> float:
         """Multiplier of the optimizer's learning rate for a step of rate ``eta``:
-        ``1 / wscale`` (weight-scaling trick), times ``1 / c`` with plain SGD and L2, where
-        ``c = exp(-eta * l2)`` is the step's L2 shrink. That shrink then leaves the step's
-        own update whole, ``w <- c * w - eta * g`` as in scikit-learn, where the adaptive
-        optimizers' steps are ``w <- flow(w - eta * h * g)``. The intercept, which the shrink
-        does not touch, takes ``c`` back through ``intercept_factor``."""
+        ``1 / wscale`` (weight-scaling trick), times ``1 / c`` with plain SGD and L2. The
+        step's shrink ``c`` then leaves the step's own update whole, ``w <- c * w - eta * g``
+        as in scikit-learn (the adaptive optimizers' steps are ``w <- flow(w - eta * h * g)``).
+        The intercept, which the shrink does not touch, takes ``c`` back through
+        ``intercept_factor``."""
         f = 1.0 / self.wscale
         if self.l2 > 0 and not self.preconditioned:
-            f *= math.exp(eta * self.l2)
+            f /= self.shrink(eta)
         return f
 
     def intercept_factor(self, eta: float) -> float:
         """Multiplier of the intercept's gradient for a step of rate ``eta`` (see
         ``lr_factor``): ``c`` with plain SGD and L2, else 1."""
         if self.l2 > 0 and not self.preconditioned:
-            return math.exp(-eta * self.l2)
+            return self.shrink(eta)
         return 1.0
 
     def step_index(self) -> int:
@@ -300,9 +310,13 @@ class LazyRegularizer:
         if self.avg_start is not None:
             self.n_avg = global_step - self.avg_start + 1
         if self.scaled:
-            c = math.exp(-eta * self.l2)
-            self.wscale *= c
+            c = self.shrink(eta)
             W = model.W
+            if c < MIN_SCALE:  # dividing the intercept by c could overflow: shrink in place
+                self.flush(model, n_threads)
+                W[:model.n_feat] *= c
+                return
+            self.wscale *= c
             if W.shape[0] > model.n_feat:  # the intercept row is not penalised
                 W[model.n_feat:] /= c
             if self.wscale < MIN_SCALE:

@@ -66,12 +66,13 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         being met for ``n_iter_no_change`` epochs (training stops when it falls below 1e-6);
         'optimal' with ``optimizer='sgd'``: ``1 / (alpha * (t0 + k - 1))``, ``t0`` from
         Bottou's heuristic as in scikit-learn, and with an adaptive optimizer its own
-        constant base rate (0.3 for 'adagrad', 0.05 for 'adam' and 'rmsprop'), which
-        already adapts per coefficient. With 'sgd' the rate is the step size of the batch's
-        mean gradient (with ``batch_size=1`` exactly scikit-learn's per-sample rate), with the
-        adaptive optimizers their ``lr``.
-    eta0 : float, default=0.01
-        The base rate of 'constant', 'invscaling' and 'adaptive' (unused by 'optimal').
+        constant base rate (see ``eta0``), which already adapts per coefficient. With 'sgd'
+        the rate is the step size of the batch's mean gradient (with ``batch_size=1``
+        scikit-learn's per-sample steps), with the adaptive optimizers their ``lr``.
+    eta0 : float or None, default=None
+        The base rate of 'constant', 'invscaling' and 'adaptive' (unused by 'optimal'). None:
+        scikit-learn's 0.01 for 'sgd', the optimizer's own base rate for the others (0.3 for
+        'adagrad', 0.05 for 'adam' and 'rmsprop').
     power_t : float, default=%(power_t_default)r
         Exponent of 'invscaling' (>= 0).
     early_stopping : bool, default=False
@@ -241,7 +242,7 @@ default='hinge'
     def __init__(self, loss="hinge", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, shuffle=True, verbose=0,
                  epsilon=0.1, n_jobs=None, random_state=None, learning_rate="optimal",
-                 eta0=0.01, power_t=0.5, early_stopping=False, validation_fraction=0.1,
+                 eta0=None, power_t=0.5, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, class_weight=None, warm_start=False, average=False,
                  optimizer="adagrad", batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99,
                  eps=None, n_threads=None):
@@ -523,7 +524,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
 
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, shuffle=True, verbose=0,
-                 epsilon=0.1, random_state=None, learning_rate="invscaling", eta0=0.01,
+                 epsilon=0.1, random_state=None, learning_rate="invscaling", eta0=None,
                  power_t=0.25, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, warm_start=False, average=False, optimizer="adagrad",
                  batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99, eps=None,
