@@ -649,6 +649,12 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
         for u in prange(m, num_threads=nt_rows, schedule="static"):
             if u + PREFETCH_ROWS < m:
                 _prefetch(&W[rows[u + PREFETCH_ROWS], 0])
+                if lazy:  # what the penalty's catch-up reads: the row's step and state
+                    _prefetch(&pen_step[rows[u + PREFETCH_ROWS]])
+                    if seg.S != NULL:
+                        _prefetch(seg.S + rows[u + PREFETCH_ROWS] * seg.s_stride)
+                    if seg.debt != NULL:
+                        _prefetch(seg.debt + rows[u + PREFETCH_ROWS] * 2 * K)
             j = rows[u]
             if lazy:
                 _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, j,
