@@ -64,15 +64,16 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         ``fit`` started, ``partial_fit`` continues): 'constant' ``eta0``; 'invscaling'
         ``eta0 / k**power_t``; 'adaptive' ``eta0``, divided by 5 each time ``tol`` stops
         being met for ``n_iter_no_change`` epochs (training stops when it falls below 1e-6);
-        'optimal' with ``optimizer='sgd'``: ``1 / (alpha * (t0 + k - 1))``, ``t0`` from
-        Bottou's heuristic as in scikit-learn, and with an adaptive optimizer its own
-        constant base rate (see ``eta0``), which already adapts per coefficient. With 'sgd'
-        the rate is the step size of the batch's mean gradient (with ``batch_size=1``
-        scikit-learn's per-sample steps), with the adaptive optimizers their ``lr``.
+        'optimal' ``1 / (alpha * (t0 + k - 1))`` with ``t0`` from Bottou's heuristic as in
+        scikit-learn (the first rate is ``alpha**-0.25`` for the usual losses), and with an
+        adaptive optimizer its own base rate (see ``eta0``) times the same decay
+        ``t0 / (t0 + k - 1)``. With 'sgd' the rate is the step size of the batch's mean
+        gradient (with ``batch_size=1`` scikit-learn's per-sample steps), with the adaptive
+        optimizers their ``lr``.
     eta0 : float or None, default=None
         The base rate of 'constant', 'invscaling' and 'adaptive' (unused by 'optimal'). None:
         scikit-learn's 0.01 for 'sgd', the optimizer's own base rate for the others (0.3 for
-        'adagrad', 0.05 for 'adam' and 'rmsprop').
+        'adagrad', 0.05 for 'adam' and 'rmsprop'), which 'optimal' starts from.
     power_t : float, default=%(power_t_default)r
         Exponent of 'invscaling' (>= 0).
     early_stopping : bool, default=False

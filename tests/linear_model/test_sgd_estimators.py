@@ -635,14 +635,13 @@ def test_schedules_match_dense_reference(optimizer, schedule):
                         batch_size=8, shuffle=False, max_iter=3, tol=None).fit(X, y)
     if schedule == "invscaling":
         etas = invscaling(eta0, power_t)
-    elif optimizer == "sgd":
+    else:
         typw = np.sqrt(1.0 / np.sqrt(alpha))
         t0 = 1.0 / (alpha * typw)  # hinge: dloss(1, -typw) = -1, so the first rate is typw
+        base = typw if optimizer == "sgd" else _base.BASE_RATE[optimizer]
 
-        def etas(k):
-            return 1.0 / (alpha * (t0 + k - 1))
-    else:
-        etas = constant(_base.BASE_RATE[optimizer])
+        def etas(k):  # scikit-learn's 1 / (alpha (t0 + k - 1)) for plain SGD
+            return base * t0 / (t0 + k - 1)
     W, _ = reference_fit(X, np.where(y == 1, 1.0, -1.0), np.ones(len(y)), loss="hinge", c=1.0,
                          K=1, optimizer=optimizer, etas=etas, l1=alpha * l1_ratio,
                          l2=alpha * (1 - l1_ratio), batch_size=8, epochs=3, fit_intercept=True)
@@ -1057,7 +1056,8 @@ def test_sample_weights_count_against_alpha():
     a = SGDClassifier(optimizer="sgd", **kw).fit(X, y)
     b = SGDClassifier(optimizer="sgd", **kw).fit(X, y, sample_weight=np.ones(len(y)))
     np.testing.assert_array_equal(a.coef_, b.coef_)
-    kw.update(optimizer="adam", eps=1e-30, penalty="elasticnet", l1_ratio=0.3)
+    kw.update(optimizer="adam", eps=1e-30, penalty="elasticnet", l1_ratio=0.3,
+              learning_rate="constant")  # 'optimal' would take its decay from alpha
     c = SGDClassifier(alpha=0.08, **kw).fit(X, y, sample_weight=np.full(len(y), 8.0))
     d = SGDClassifier(alpha=0.01, **kw).fit(X, y)
     np.testing.assert_allclose(c.coef_, d.coef_, rtol=1e-9, atol=1e-12)
