@@ -697,6 +697,7 @@ class BaseSGD(BaseEstimator):
                     progress.converged(epoch)
                     break
         self._finish_average()
+        reg.unbind()
         # steps ran at eta / wscale (weight-scaling trick); show the schedule's base rate
         self.optimizer_.lr = schedule.lr
         if stopping is not None:

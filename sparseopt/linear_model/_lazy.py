@@ -211,6 +211,15 @@ class LazyRegularizer:
         self._optimizer = optimizer if self.preconditioned else None
         self._bind_preconditioner()
 
+    def unbind(self) -> None:
+        """The end of a training call (every row current): release the kernels' view and the
+        per-call arrays (per-row steps, L1 debts), which ``bind`` makes again."""
+        self.kernel_state = None
+        self._optimizer = None
+        self.debt = None
+        if self.t == 0:
+            self.pen_step = None
+
     def _bind_preconditioner(self) -> bool:
         """Hand the kernels the optimizer state that gives the multipliers (True once bound);
         before the optimizer's first step there is none, and nothing to catch up either."""

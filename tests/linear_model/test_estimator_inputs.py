@@ -210,7 +210,7 @@ def _tamper(name):
         est._reg.pen_step = np.zeros(2, dtype=np.int64)
     elif name == "penalty_steps_out_of_range":
         est = _fitted("clf", penalty="l1")
-        est._reg.pen_step[:] = 10**9
+        est._reg.pen_step = np.full(est._W.shape[0], 10**9, dtype=np.int64)
     elif name == "running_average_short":
         est = _fitted("clf")
         est._reg.avg = np.zeros((2, 3))
