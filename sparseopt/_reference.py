@@ -415,3 +415,109 @@ def linear_batch_gradient(Xb: Any, yb: np.ndarray, swb: np.ndarray, W: np.ndarra
     if fit_intercept:
         G[n_feat] = D.sum(axis=0)
     return G, float((lv * swb).sum())
+
+
+# --------------------------------------------------------------------------- linear penalty
+# The penalty step of ``SGDClassifier`` / ``SGDRegressor`` applied to every coefficient, as the
+# lazy catch-up of ``_kernels/_linear.pyx`` composes it (``sparseopt/linear_model/_lazy.py``):
+# ``linear_penalty_step`` with an adaptive optimizer, ``sgd_penalty_step`` with plain SGD.
+
+
+def penalty_flow(a: Any, T: Any, l1: float, l2: float) -> np.ndarray:
+    """``|w|`` after the flow ``dw/dtau = -(l1 sign(w) + l2 w)`` for a time ``T`` from
+    ``|w| = a`` (0 once it reaches 0): ``max(0, a e^-x - (l1/l2)(1 - e^-x))`` with ``x = l2 T``,
+    or ``max(0, a - l1 T)`` without L2."""
+    a, T = np.asarray(a, dtype=np.float64), np.asarray(T, dtype=np.float64)
+    if l2 > 0:
+        x = l2 * T
+        r = a * np.exp(-x)
+        if l1 > 0:
+            r = r + (l1 / l2) * np.expm1(-x)
+    else:
+        r = a - l1 * T
+    return np.where(r > 0, r, 0.0)
+
+
+def penalty_zero_time(a: Any, l1: float, l2: float) -> np.ndarray:
+    """The time the flow takes to bring ``|w| = a`` to 0 (``l1 > 0``)."""
+    a = np.asarray(a, dtype=np.float64)
+    if l2 > 0:
+        return np.log1p(a * l2 / l1) / l2
+    return a / l1
+
+
+def step_multipliers(kind: str, S: Any, row_step: Any = None, eps: float = 0.0,
+                     beta2: float = 0.0) -> np.ndarray:
+    """Each coefficient's step multiplier ``h`` from an adaptive optimizer's state (float64,
+    shaped like ``S``): ``1 / (sqrt(v) + eps)`` with ``v = S`` (``kind='sqrt'``: Adagrad's
+    ``sum``, RMSprop's ``square_avg``) or ``v = S / (1 - beta2**row_step)`` per row
+    (``kind='adam'``: ``exp_avg_sq``; ``v = 0`` while ``row_step`` is 0), and ``h = 0`` where
+    ``v`` is 0."""
+    v = np.array(S, dtype=np.float64)
+    if kind == "adam":
+        tau = np.asarray(row_step, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            bias = np.where(tau > 0, 1.0 / (1.0 - beta2 ** tau), 0.0)
+        v = v * bias[:, None]
+    with np.errstate(divide="ignore"):
+        return np.where(v > 0, 1.0 / (np.sqrt(v) + eps), 0.0)
+
+
+def _charge(debt: np.ndarray, sign: np.ndarray, amount: np.ndarray) -> None:
+    """Coefficients of ``sign`` took ``amount`` of L1: their side's debt falls by it, the
+    other side's rises by it (in place)."""
+    debt[0] -= np.where(sign > 0, amount, -amount) * (sign != 0)
+    debt[1] -= np.where(sign < 0, amount, -amount) * (sign != 0)
+
+
+def _pay(a: np.ndarray, sign: np.ndarray, debt: np.ndarray) -> np.ndarray:
+    """``|w|`` after paying its sign's debt as far as it goes (in place on ``debt``)."""
+    owed = np.where(sign > 0, debt[0], debt[1])
+    pay = np.where((a > 0) & (owed > 0), np.minimum(a, np.maximum(owed, 0.0)), 0.0)
+    _charge(debt, sign, pay)
+    return a - pay
+
+
+def sgd_penalty_step(W: Any, debt: np.ndarray, eta: float, l1: float,
+                     l2: float) -> np.ndarray:
+    """Plain SGD's penalty step of rate ``eta`` on coefficients ``W`` (float64, any shape),
+    after the step's update: pay the L1 debt (``debt`` as in ``linear_penalty_step``), scale
+    by ``c = max(1 - eta*l2, 1e-300)``, soft-threshold by ``eta*l1``. Both debts grow by
+    ``eta*l1`` and the L1 the threshold takes is paid from its sign's side. Returns the new
+    coefficients. (The step's update was divided by ``c`` beforehand, so that with the scaling
+    it enters whole: ``w <- c*w - eta*g``, as in scikit-learn.)"""
+    w = np.asarray(W, dtype=np.float64)
+    sign = np.sign(w)
+    a = np.abs(w)
+    if l1 > 0:
+        a = _pay(a, sign, debt)
+    a = a * (max(1.0 - eta * l2, 1e-300) if l2 > 0 else 1.0)
+    if l1 > 0:
+        debt += eta * l1
+        _charge(debt, sign, np.minimum(a, eta * l1))
+        a = np.maximum(a - eta * l1, 0.0)
+    return sign * a
+
+
+def linear_penalty_step(W: Any, debt: np.ndarray, T: Any, l1: float, l2: float) -> np.ndarray:
+    """An adaptive optimizer's penalty step on coefficients ``W`` (float64, any shape) whose
+    flow time is ``T`` (the step's rate times each one's multiplier ``h``, see
+    ``step_multipliers``), with scikit-learn's cumulative L1:
+    ``debt`` (shape ``(2,) + W.shape``, updated in place) holds what each coefficient owes when
+    positive (``debt[0]``) and when negative (``debt[1]``).
+
+    A non-zero coefficient first pays its sign's debt, as far as it goes; then both debts grow
+    by ``l1 * T``, the coefficient follows ``penalty_flow`` for ``T``, and the L1 that flow
+    applies (``l1`` times its time until 0) is paid from its sign's debt. Whatever a side pays
+    is added to the other side's debt. Returns the new coefficients."""
+    w = np.asarray(W, dtype=np.float64)
+    T = np.broadcast_to(np.asarray(T, dtype=np.float64), w.shape)
+    sign = np.sign(w)
+    a = np.abs(w)
+    if l1 > 0:
+        a = _pay(a, sign, debt)
+        debt += l1 * T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            applied = np.where(a > 0, l1 * np.minimum(T, penalty_zero_time(a, l1, l2)), 0.0)
+        _charge(debt, sign, applied)
+    return sign * penalty_flow(a, T, l1, l2)

@@ -990,3 +990,25 @@ def _refuse_duplicates(name: str, rows: np.ndarray, cols: np.ndarray, n_cols: in
             f"{'y' if dup.shape[0] == 1 else 'ies'} (the first: user {u}, item {i}); each "
             "rating must be stored once. Aggregate them first: X.sum_duplicates() adds them "
             "up; the MatrixFactorization docstring shows how to average them")
+
+
+def check_n_jobs(n_jobs: Any, name: str = "n_jobs") -> Union[int, None]:
+    """scikit-learn's ``n_jobs`` as a thread count for :func:`check_n_threads`: None stays
+    None (the default threads), a positive int is itself, a negative one counts back from the
+    available cores as joblib does (-1: every core, -2: all but one; at least 1). 0 and
+    anything but an int raise ``ValueError`` naming ``name``; so does a count above
+    :func:`max_n_threads`."""
+    if n_jobs is None:
+        return None
+    if isinstance(n_jobs, (bool, np.bool_)) or not isinstance(n_jobs, numbers.Integral):
+        raise ValueError(f"{name} must be None or a non-zero int, got {n_jobs!r}")
+    n = int(n_jobs)
+    if n == 0:
+        raise ValueError(f"{name} == 0 has no meaning (None, a positive count, or -1 for "
+                         "every core)")
+    if n < 0:
+        n = max(1, _cores() + 1 + n)
+    try:
+        return check_n_threads(n, name)
+    except TypeError as exc:  # pragma: no cover - n is an int here
+        raise ValueError(str(exc)) from None

@@ -4,8 +4,8 @@ Bad weights get the same ValueError, with the same message, from SGDClassifier, 
 FMRegressor and FMClassifier, from ``fit`` and ``partial_fit``, and leave a fitted model exactly
 as it was. The models differ only where their training differs: the factorisation machines
 divide each batch by its total weight, so they need non-negative weights whose batch totals
-have a finite reciprocal; the linear estimators divide by the mean weight and, like
-scikit-learn's, accept negative weights.
+have a finite reciprocal; the linear estimators use the weights as given (against alpha) and,
+like scikit-learn's, accept negative weights.
 """
 import pickle
 
@@ -135,7 +135,7 @@ def test_fm_refuses_weights_whose_batch_total_has_no_finite_reciprocal(name):
     with pytest.raises(ValueError, match=r"^sample_weight holds a positive weight \(1e-320\)"):
         _call(est, "fit", name, sw)
     assert pickle.dumps(est) == before
-    # the same ratio stays fine for the linear models (they divide by the mean weight)
+    # the same weights are fine for the linear models (no batch total is divided by)
     linear = "SGDClassifier" if name == "FMClassifier" else "SGDRegressor"
     X, y = _target(linear)
     assert np.isfinite(MODELS[linear]().fit(X, y, sample_weight=sw).coef_).all()

@@ -70,11 +70,14 @@ cdef class BatchScratch:
 cdef class LazyPenalty:
     # The kernel's view of the lazy penalty and averaging bookkeeping
     # (``sparseopt/linear_model/_lazy.py``): flags, per-row steps, the running sum for the
-    # average and the current segment's tables.
-    cdef readonly int flags               # P_L1 | P_L2 | P_AVG; 0: nothing lazy
+    # average, the current segment's tables and, with the PRE flag, the optimizer state that
+    # gives each coefficient's step multiplier.
+    cdef readonly int flags               # P_L1 | P_L2 | P_AVG | P_PRE; 0: nothing lazy
     cdef int64_t[::1] pen_step            # bound when flags != 0
     cdef double[:, ::1] avg               # bound when flags & P_AVG
-    cdef const double[::1] Q              # bound by ``set_segment`` when flags != 0
+    cdef double[:, ::1] debt              # (n_rows, 2K), bound when flags & P_L1
+    cdef const double[::1] E              # bound by ``set_segment`` when flags != 0
+    cdef const double[::1] Q
     cdef const double[::1] cum_a
     cdef const double[::1] cum_q
     cdef const double[::1] cum_aq
@@ -82,3 +85,11 @@ cdef class LazyPenalty:
     cdef public int64_t step              # per step: this step's index in the segment
     cdef public int64_t avg_from          # per step: first averaged step of the segment
     cdef public double wscale             # per step: scale of every row of W (1 if unused)
+    cdef public double l1, l2             # the penalty (read by the P_PRE path)
+    cdef readonly int precond             # PRE_NONE until ``set_preconditioner``
+    cdef int s_bits                       # 32 or 64: which view of S is bound
+    cdef readonly Py_ssize_t s_rows, s_cols
+    cdef const float[:, :] S32            # optimizer state (rows of unit stride)
+    cdef const double[:, :] S64
+    cdef const int64_t[::1] row_step      # bound with PRE_ADAM
+    cdef readonly double eps, beta2

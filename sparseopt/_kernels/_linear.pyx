@@ -35,10 +35,17 @@ Preconditions (established by ``sparseopt.linear_model``, never checked here):
 * ``y`` is +1/-1 for binary losses, the class index for ``L_SOFTMAX`` and one-vs-rest
   (``K > 1``), the target for regression;
 * ``BatchScratch.reserve`` was given at least the largest number of stored entries of a batch;
-* the lazy-penalty tables (float64, built in Python for the current segment of steps):
-  ``Q[s] = prod_{u<=s} 1/(1 + eta_u*l2)``, ``cum_a[s] = sum_{u<=s} eta_u*l1 / Q[u-1]``,
+* the lazy-penalty tables (float64, built in Python for the current segment of steps, whose
+  rates are ``eta_1, eta_2, ...``): ``E[s] = sum_{u<=s} eta_u``, ``Q[s] = prod_{u<=s} c_u``
+  with ``c_u = 1 - eta_u*l2``, ``cum_a[s] = sum_{u<=s} eta_u*l1 / Q[u]``,
   ``cum_q[s] = sum_{u<=s} Q[u]``, ``cum_aq[s] = sum_{u<=s} cum_a[u]*Q[u]``; ``pen_step[j]`` is
-  the step through which row j is current, at most ``step - 1``.
+  the step through which row j is current, at most ``step - 1``. Plain SGD's penalty step
+  scales by ``c_u`` and soft-thresholds by ``eta_u*l1``; with the ``PRE`` flag (adaptive
+  optimizers) it moves a coefficient along the flow ``dw/dtau = -(l1*sign(w) + l2*w)`` for
+  ``tau`` in ``[0, h*eta_u]`` instead, ``h`` the optimizer's step multiplier of that
+  coefficient, read from the bound optimizer state (constant between two updates of the row,
+  because the optimizer leaves untouched rows and their state unchanged), and only ``E`` is
+  read. Either way L1 is scikit-learn's cumulative penalty (``_pay_debt``);
 * ``wscale`` multiplies every row of ``W``: the weight-scaling trick of the L2-only penalty
   (see ``sparseopt/linear_model/_lazy.py``); 1 otherwise.
 
@@ -51,7 +58,7 @@ compared with its formula without running the whole kernel.
 """
 import numpy as np
 
-from libc.math cimport exp, log, fabs, copysign
+from libc.math cimport exp, expm1, log, log1p, fabs, copysign, sqrt, pow
 from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX
 from libc.string cimport memset
 from cython cimport floating
@@ -60,7 +67,7 @@ from cython.parallel cimport prange
 from ._rowops cimport index_t, so_prefetch_line_write, so_prefetch_read
 
 cdef enum:
-    L_LOG = 0                        # log(1 + exp(-y p)), y in {-1, +1}
+    L_LOG = 0                        # log(1 + exp(-y p)), y in {-1, +1} (as scikit-learn)
     L_HINGE = 1                      # max(0, param - y p); the perceptron has param 0
     L_SQUARED_HINGE = 2              # max(0, param - y p)**2
     L_MODIFIED_HUBER = 3
@@ -79,12 +86,19 @@ cdef enum:
     P_L2 = 1
     P_L1 = 2
     P_AVG = 4
+    P_PRE = 8        # the penalty's step carries the optimizer's per-coefficient multiplier
+
+cdef enum:
+    PRE_NONE = 0
+    PRE_SQRT = 1     # h = 1 / (sqrt(S) + eps): Adagrad's sum, RMSprop's square_avg
+    PRE_ADAM = 2     # h = 1 / (sqrt(S / (1 - beta2**row_step)) + eps): Adam's exp_avg_sq
 
 LOSSES = dict(log=L_LOG, hinge=L_HINGE, squared_hinge=L_SQUARED_HINGE,
               modified_huber=L_MODIFIED_HUBER, softmax=L_SOFTMAX, squared=L_SQUARED,
               huber=L_HUBER, epsilon_insensitive=L_EPS_INSENSITIVE,
               squared_epsilon_insensitive=L_SQUARED_EPS_INSENSITIVE)
-PENALTY_FLAGS = dict(L2=P_L2, L1=P_L1, AVG=P_AVG)
+PENALTY_FLAGS = dict(L2=P_L2, L1=P_L1, AVG=P_AVG, PRE=P_PRE)
+PRECONDITIONERS = dict(sqrt=PRE_SQRT, adam=PRE_ADAM)
 # ``LazyPenalty.avg_from`` while averaging has not started: later than any step of a segment
 AVERAGE_NOT_STARTED = INT64_MAX // 4
 
@@ -94,20 +108,32 @@ cdef double MAX_DLOSS = 1e12
 
 # --------------------------------------------------------------------------- losses
 
+cdef inline double _log1pexp(double x) noexcept nogil:
+    """``log(1 + exp(x))``, piecewise as scikit-learn computes it."""
+    if x <= -37.0:
+        return exp(x)
+    if x <= -2.0:
+        return log1p(exp(x))
+    if x <= 18.0:
+        return log(1.0 + exp(x))
+    if x <= 33.3:
+        return x + exp(-x)
+    return x
+
+
 cdef inline double _loss(int loss, double p, double y, double c, double* dl) noexcept nogil:
     """Loss of one output; writes d loss / d p to ``dl`` (scikit-learn's formulas)."""
     cdef double z, r
     if loss == L_LOG:
-        z = p * y
-        if z > 18.0:
-            r = exp(-z)
-            dl[0] = -y * r
-            return r
-        if z < -18.0:
-            dl[0] = -y
-            return -z
-        dl[0] = -y / (exp(z) + 1.0)
-        return log(1.0 + exp(-z))
+        # scikit-learn's half binomial loss of y_true = (y + 1) / 2, term for term, so that
+        # plain SGD with batch_size=1 retraces scikit-learn's steps
+        z = 0.5 * (y + 1.0)
+        if p > -37.0:
+            r = exp(-p)
+            dl[0] = ((1.0 - z) - z * r) / (1.0 + r)
+        else:
+            dl[0] = exp(p) - z
+        return _log1pexp(p) - z * p
     if loss == L_HINGE:
         z = p * y
         if z <= c:
@@ -249,12 +275,22 @@ cdef inline double _sample(const int32_t* ind, const floating* val, Py_ssize_t n
 
 # The current segment's tables and flags, as the per-row catch-up reads them.
 cdef struct _Segment:
+    const double* E         # E[s]: the sum of the step rates of steps 1..s of the segment
+    double* debt            # L1 debts, row j at debt + j * 2K: K owed by positive values,
+                            # then K by negative ones (with P_L1)
     const double* Q
     const double* cum_a
     const double* cum_q
     const double* cum_aq
     int64_t avg_from
     int flags
+    # the optimizer's step multipliers (flag P_PRE): h = 1 / (sqrt(S[j, k] * bias_j) + eps)
+    int precond             # PRE_SQRT or PRE_ADAM (bias_j = 1 / (1 - beta2**row_step[j]))
+    const char* S           # row j of S starts at S + j * s_stride (bytes); unit inner stride
+    Py_ssize_t s_stride
+    const int64_t* row_step
+    double eps, beta2
+    double l1, l2
 
 
 cdef inline int64_t _last_below(const double* cum_a, int64_t lo, int64_t hi,
@@ -272,16 +308,136 @@ cdef inline int64_t _last_below(const double* cum_a, int64_t lo, int64_t hi,
     return lo
 
 
-cdef inline void _catch_up(floating* w, double* avg, Py_ssize_t K, int64_t p, int64_t q,
-                           bint penalized, const _Segment* seg) noexcept nogil:
-    """Bring one row from step ``p`` to step ``q``: apply the proximal penalty steps
+cdef inline double _flow(double a, double T, double l1, double l2) noexcept nogil:
+    """``|w|`` after the penalty's flow ``dw/dtau = -(l1 sign(w) + l2 w)`` for a time ``T``
+    from ``|w| = a`` (0 once it reaches 0): ``a e^-x - (l1/l2)(1 - e^-x)`` with
+    ``x = l2 T`` (``expm1`` keeps small ``x`` exact), or ``a - l1 T`` without L2. NaN -> 0."""
+    cdef double x, r
+    if l2 > 0.0:
+        x = l2 * T
+        r = a * exp(-x)
+        if l1 > 0.0:
+            r = r + (l1 / l2) * expm1(-x)
+    else:
+        r = a - l1 * T
+    return r if r > 0.0 else 0.0
+
+
+cdef inline double _row_bias(const _Segment* seg, int64_t j) noexcept nogil:
+    """Adam's ``1 / (1 - beta2**tau)`` of row ``j`` (0 before its first update, whose second
+    moment is 0); 1 for the accumulators that need no correction."""
+    cdef int64_t tau
+    if seg.precond != PRE_ADAM:
+        return 1.0
+    tau = seg.row_step[j]
+    if tau <= 0:
+        return 0.0
+    return 1.0 / (1.0 - pow(seg.beta2, <double>tau))
+
+
+cdef inline double _zero_time(double a, double l1, double l2) noexcept nogil:
+    """The time the penalty's flow takes to bring ``|w| = a`` to 0 (L1 needed)."""
+    if l2 > 0.0:
+        return log1p(a * l2 / l1) / l2
+    return a / l1
+
+
+cdef inline void _charge(double* debt, double sign, double paid, Py_ssize_t K) noexcept nogil:
+    """A coefficient of ``sign`` took ``paid`` of L1: its side owes that much less, the other
+    side that much more (scikit-learn's signed record of the penalty received)."""
+    if sign > 0.0:
+        debt[0] -= paid
+        debt[K] += paid
+    else:
+        debt[K] -= paid
+        debt[0] += paid
+
+
+cdef inline double _pay_debt(double wabs, double sign, double* debt,
+                             Py_ssize_t K) noexcept nogil:
+    """``|w|`` after paying the L1 debt of its sign, as far as it goes: ``debt[0]`` is what a
+    positive value owes, ``debt[K]`` what a negative one owes (scikit-learn's cumulative L1
+    penalty, Tsuruoka, Tsujii & Ananiadou 2009)."""
+    cdef double pay, d
+    if wabs == 0.0:
+        return 0.0
+    d = debt[0] if sign > 0.0 else debt[K]
+    if not d > 0.0:
+        return wabs
+    pay = wabs if wabs < d else d
+    _charge(debt, sign, pay, K)
+    return wabs - pay
+
+
+cdef inline void _accrue(double* debt, double wabs, double sign, double T, double l1,
+                         double l2, Py_ssize_t K) noexcept nogil:
+    """L1 time ``T`` passes: both sides owe ``l1 * T`` more, and the flow from ``wabs`` pays
+    what it applies (until it reaches 0)."""
+    cdef double applied
+    debt[0] += l1 * T
+    debt[K] += l1 * T
+    if wabs > 0.0:
+        applied = T
+        if T > _zero_time(wabs, l1, l2):
+            applied = _zero_time(wabs, l1, l2)
+        _charge(debt, sign, l1 * applied, K)
+
+
+cdef inline void _catch_up_preconditioned(floating* w, double* avg, double* debt,
+                                          Py_ssize_t K, int64_t j, int64_t p, int64_t q,
+                                          int64_t s1, const _Segment* seg) noexcept nogil:
+    """``_catch_up`` with a step multiplier ``h`` per coefficient (flag ``P_PRE``): the
+    coefficient pays its debt, then follows the penalty's flow for ``h * (E[q] - E[p])``.
+    With the average, the value at the end of each step ``s1..q`` is added, one step at a time
+    (``h`` differs per coefficient, so no table sums the exponentials)."""
+    cdef const floating* srow = <const floating*>(seg.S + j * seg.s_stride)
+    cdef double bias = _row_bias(seg, j)
+    cdef double l1 = seg.l1, l2 = seg.l2, dE = seg.E[q] - seg.E[p], ep = seg.E[p]
+    cdef double h, wabs, v, sign, T
+    cdef Py_ssize_t k
+    cdef int64_t s
+    for k in range(K):
+        wabs = fabs(<double>w[k])
+        sign = copysign(1.0, <double>w[k])
+        if debt != NULL:
+            wabs = _pay_debt(wabs, sign, &debt[k], K)
+        elif wabs == 0.0:
+            continue
+        # h is 0 while the second moment is 0: no step size yet, no penalty (nor debt)
+        v = <double>srow[k] * bias
+        h = 1.0 / (sqrt(v) + seg.eps) if v > 0.0 else 0.0
+        T = h * dE
+        if debt != NULL:
+            _accrue(&debt[k], wabs, sign, T, l1, l2, K)
+        if wabs == 0.0:
+            w[k] = 0.0
+            continue
+        if avg != NULL:
+            for s in range(s1, q + 1):
+                v = _flow(wabs, h * (seg.E[s] - ep), l1, l2)
+                if v == 0.0:
+                    break
+                avg[k] += sign * v
+        v = _flow(wabs, T, l1, l2)
+        w[k] = <floating>(sign * v) if v > 0.0 else 0.0
+
+
+cdef inline void _catch_up(floating* w, double* avg, Py_ssize_t K, int64_t j, int64_t p,
+                           int64_t q, bint penalized, const _Segment* seg) noexcept nogil:
+    """Bring row ``j`` (``w``) from step ``p`` to step ``q``: apply the penalty of steps
     ``p+1..q`` and add the row's values at the end of each step ``s >= avg_from`` to ``avg``
     (NULL: no average).
 
-    One prox step is ``w <- sign(w) * max(|w| - eta*l1, 0) / (1 + eta*l2)``. Composed over
-    steps ``p+1..s`` it is ``|w_s| = max(0, |w_p| - Q_p (A_s - A_p)) * Q_s / Q_p`` (``Q``, ``A``
-    the tables above); the sum of ``w_s`` over a range of steps follows from the cumulative
-    tables, with a binary search for the step where L1 reaches zero.
+    The penalty of a step first takes the L1 debt a coefficient owes (``_pay_debt``); both
+    debts then grow by the step's L1 and its sign's side pays the L1 the step applies
+    (``_charge``). Only the first of the steps can find debt to pay (after it the coefficient
+    is 0 or owes nothing). Plain SGD's steps (this function; ``h = 1``) scale by
+    ``c_s = 1 - eta_s*l2`` and then soft-threshold by ``eta_s*l1``, so that over steps
+    ``p+1..s`` ``|w_s| = max(0, |w_p| - Q_p (A_s - A_p)) * Q_s / Q_p`` with
+    ``Q_s = prod c_u`` and ``A_s = sum eta_u*l1 / Q_u``; the sum of ``w_s`` over a range of
+    steps follows from the cumulative tables, with a binary search for the step where L1
+    reaches zero. With a multiplier per coefficient (``P_PRE``) the step is the penalty's
+    flow instead: see ``_catch_up_preconditioned``.
     """
     cdef const double* Q = seg.Q
     cdef const double* cum_a = seg.cum_a
@@ -290,9 +446,10 @@ cdef inline void _catch_up(floating* w, double* avg, Py_ssize_t K, int64_t p, in
     cdef int64_t avg_from = seg.avg_from
     cdef int flags = seg.flags
     cdef bint l1 = flags & P_L1, l2 = flags & P_L2, av = (flags & P_AVG) and avg != NULL
+    cdef double* debt = (seg.debt + j * 2 * K) if (l1 and seg.debt != NULL) else NULL
     cdef int64_t s1, ss
     cdef Py_ssize_t k
-    cdef double ratio, f, qp, shrink, wabs, r, tot, nw
+    cdef double ratio, f, qp, shrink, wabs, r, tot, nw, dE, sign, applied
     if q <= p:
         return
     s1 = p + 1 if p + 1 > avg_from else avg_from
@@ -301,6 +458,9 @@ cdef inline void _catch_up(floating* w, double* avg, Py_ssize_t K, int64_t p, in
         if av:
             for k in range(K):
                 avg[k] += <double>w[k] * <double>(q - s1 + 1)
+        return
+    if flags & P_PRE:
+        _catch_up_preconditioned(w, avg if av else NULL, debt, K, j, p, q, s1, seg)
         return
     qp = Q[p]
     ratio = Q[q] / qp if l2 else 1.0
@@ -313,22 +473,35 @@ cdef inline void _catch_up(floating* w, double* avg, Py_ssize_t K, int64_t p, in
             w[k] = <floating>(<double>w[k] * ratio)
         return
     shrink = qp * (cum_a[q] - cum_a[p])
+    dE = seg.E[q] - seg.E[p]
     for k in range(K):
         wabs = fabs(<double>w[k])
+        sign = copysign(1.0, <double>w[k])
+        if debt != NULL:
+            wabs = _pay_debt(wabs, sign, &debt[k], K)
+            debt[k] += seg.l1 * dE
+            debt[k + K] += seg.l1 * dE
         if wabs == 0.0:
+            w[k] = 0.0
             continue
+        r = wabs / qp + cum_a[p]
         if av:
-            r = wabs / qp + cum_a[p]
             ss = _last_below(cum_a, s1, q, r)
             if ss >= s1:
                 tot = r * (cum_q[ss] - cum_q[s1 - 1]) - (cum_aq[ss] - cum_aq[s1 - 1])
                 if tot > 0.0:
-                    avg[k] += copysign(tot, <double>w[k])
+                    avg[k] += sign * tot
         nw = wabs - shrink
         if nw > 0.0:
-            w[k] = <floating>copysign(nw * ratio, <double>w[k])
+            w[k] = <floating>(sign * nw * ratio)
+            applied = seg.l1 * dE
         else:
             w[k] = 0.0
+            # steps p+1..ss keep it positive; step ss+1 takes what its shrink left of it
+            ss = _last_below(cum_a, p + 1, q, r)
+            applied = seg.l1 * (seg.E[ss] - seg.E[p]) + Q[ss + 1] * (r - cum_a[ss])
+        if debt != NULL:
+            _charge(&debt[k], sign, applied, K)
 
 
 cdef inline _Segment _segment(LazyPenalty penalty) noexcept:
@@ -336,13 +509,32 @@ cdef inline _Segment _segment(LazyPenalty penalty) noexcept:
     cdef _Segment seg
     seg.flags = penalty.flags
     seg.avg_from = penalty.avg_from
+    seg.l1 = penalty.l1
+    seg.l2 = penalty.l2
     if penalty.segment_length > 0:
+        seg.E = &penalty.E[0]
         seg.Q = &penalty.Q[0]
         seg.cum_a = &penalty.cum_a[0]
         seg.cum_q = &penalty.cum_q[0]
         seg.cum_aq = &penalty.cum_aq[0]
     else:
-        seg.Q = seg.cum_a = seg.cum_q = seg.cum_aq = NULL
+        seg.E = seg.Q = seg.cum_a = seg.cum_q = seg.cum_aq = NULL
+    seg.debt = &penalty.debt[0, 0] if penalty.flags & P_L1 else NULL
+    seg.precond = penalty.precond
+    seg.S = NULL
+    seg.s_stride = 0
+    seg.row_step = NULL
+    seg.eps = penalty.eps
+    seg.beta2 = penalty.beta2
+    if penalty.precond != PRE_NONE:
+        if penalty.s_bits == 32:
+            seg.S = <const char*>&penalty.S32[0, 0]
+            seg.s_stride = penalty.S32.strides[0]
+        else:
+            seg.S = <const char*>&penalty.S64[0, 0]
+            seg.s_stride = penalty.S64.strides[0]
+        if penalty.precond == PRE_ADAM:
+            seg.row_step = &penalty.row_step[0]
     return seg
 
 
@@ -436,9 +628,15 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
         for u in prange(m, num_threads=nt_rows, schedule="static"):
             if u + PREFETCH_ROWS < m:
                 so_prefetch_line_write(&W[rows[u + PREFETCH_ROWS], 0])
+                if lazy:  # what the penalty's catch-up reads: the row's step and state
+                    so_prefetch_line_write(&pen_step[rows[u + PREFETCH_ROWS]])
+                    if seg.S != NULL:
+                        so_prefetch_line_write(seg.S + rows[u + PREFETCH_ROWS] * seg.s_stride)
+                    if seg.debt != NULL:
+                        so_prefetch_line_write(seg.debt + rows[u + PREFETCH_ROWS] * 2 * K)
             j = rows[u]
             if lazy:
-                _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K,
+                _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, j,
                           pen_step[j], t - 1, j < n_feat, &seg)
                 pen_step[j] = t - 1
             for k in range(K):
@@ -486,8 +684,8 @@ cdef void _catch_up_rows(floating[:, ::1] W, Py_ssize_t n_feat, LazyPenalty pena
     cdef double* avg_p = &penalty.avg[0, 0] if seg.flags & P_AVG else NULL
     with nogil:
         for j in prange(n, num_threads=n_threads, schedule="static"):
-            _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, pen_step[j],
-                      q, j < n_feat, &seg)
+            _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, j,
+                      pen_step[j], q, j < n_feat, &seg)
             pen_step[j] = 0
 
 
@@ -698,12 +896,19 @@ cdef class LazyPenalty:
     Parameters
     ----------
     flags : int
-        ``PENALTY_FLAGS`` bits: ``L1``/``L2`` for a lazy proximal penalty, ``AVG`` for the
-        running sum of the average. 0: nothing is lazy, and no array is needed.
+        ``PENALTY_FLAGS`` bits: ``L1``/``L2`` for a lazy penalty, ``AVG`` for the running sum
+        of the average, ``PRE`` when each coefficient's penalty step carries the optimizer's
+        step multiplier (``set_preconditioner``). 0: nothing is lazy, and no array is needed.
     pen_step : ndarray of int64, one per weight row, or None
         The step through which each row is current; required when ``flags`` is not 0.
     avg : ndarray of float64 shaped like the weights, or None
         The running sum of the average; required with ``AVG``.
+    debt : ndarray of float64 of shape (n_rows, 2 * K), or None
+        The L1 penalty each coefficient owes if positive (first K columns) and if negative
+        (last K): scikit-learn's cumulative penalty (``_pay_debt``); required with ``L1``.
+    l1, l2 : float
+        ``alpha * l1_ratio`` and ``alpha * (1 - l1_ratio)``; the ``PRE`` path reads them (the
+        others read the tables, built from them).
 
     ``set_segment`` binds the tables of the current segment of steps; the per-step scalars
     ``step`` (this step's index in the segment, from 1), ``avg_from`` (first averaged step of
@@ -711,9 +916,12 @@ cdef class LazyPenalty:
     attributes, set in Python before every kernel call.
     """
 
-    def __init__(self, int flags, pen_step=None, avg=None):
-        if flags & ~(P_L1 | P_L2 | P_AVG):
+    def __init__(self, int flags, pen_step=None, avg=None, double l1=0.0, double l2=0.0,
+                 debt=None):
+        if flags & ~(P_L1 | P_L2 | P_AVG | P_PRE):
             raise ValueError(f"flags must combine {PENALTY_FLAGS}, got {flags}")
+        if not (l1 >= 0.0 and l2 >= 0.0):
+            raise ValueError(f"l1 and l2 must be >= 0, got {l1} and {l2}")
         self.flags = flags
         if flags:
             if pen_step is None:
@@ -723,41 +931,108 @@ cdef class LazyPenalty:
             if avg is None:
                 raise ValueError("avg is required with the AVG flag")
             self.avg = _array(avg, np.float64, 2, "avg")
+        if flags & P_L1:
+            if debt is None:
+                raise ValueError("debt is required with the L1 flag")
+            self.debt = _array(debt, np.float64, 2, "debt")
+        self.l1, self.l2 = l1, l2
         self.segment_length = 0
         self.step = 0
         self.avg_from = AVERAGE_NOT_STARTED
         self.wscale = 1.0
+        self.precond = PRE_NONE
+        self.eps = 0.0
+        self.beta2 = 0.0
 
-    def set_segment(self, Q, cum_a, cum_q, cum_aq):
-        """Bind the float64 tables of a segment of ``len(Q) - 1`` steps (module docstring)."""
+    def set_segment(self, Q, cum_a, cum_q, cum_aq, E=None):
+        """Bind the float64 tables of a segment of ``len(Q) - 1`` steps (module docstring);
+        ``E``, the cumulative step rates, is required with the ``PRE`` flag."""
         n = len(Q)
+        if E is None:
+            if self.flags & P_PRE:
+                raise ValueError("the PRE flag needs E, the cumulative step rates")
+            E = np.zeros(n)
+        self.segment_length = 0
+        self.E = _array(E, np.float64, 1, "E")
         self.Q = _array(Q, np.float64, 1, "Q")
         self.cum_a = _array(cum_a, np.float64, 1, "cum_a")
         self.cum_q = _array(cum_q, np.float64, 1, "cum_q")
         self.cum_aq = _array(cum_aq, np.float64, 1, "cum_aq")
-        if n < 2 or len(cum_a) < n or len(cum_q) < n or len(cum_aq) < n:
-            self.segment_length = 0
+        if n < 2 or len(cum_a) < n or len(cum_q) < n or len(cum_aq) < n or len(E) < n:
             raise ValueError("the segment tables must have one entry per step plus one, and "
                              "cover at least one step")
         self.segment_length = n - 1
+
+    def set_preconditioner(self, str kind, S, row_step=None, double eps=0.0,
+                           double beta2=0.0):
+        """Bind the optimizer state that gives each coefficient's step multiplier ``h``
+        (``PRE`` flag): ``kind='sqrt'``: ``h = 1 / (sqrt(S) + eps)`` (Adagrad's ``sum``,
+        RMSprop's ``square_avg``); ``kind='adam'``: ``h = 1 / (sqrt(S / (1 - beta2**tau)) +
+        eps)`` with ``tau = row_step[j]`` (``exp_avg_sq`` and ``row_step`` of Adam with
+        per-row bias correction; ``h = 1 / eps`` while ``tau`` is 0).
+
+        ``S`` is the optimizer's array itself (float32 or float64, 2-D, rows of unit stride:
+        a row-interleaved view is fine), never a copy, so the kernels read the state as the
+        optimizer left it. Its shape is checked against the weight table at every call."""
+        if kind not in PRECONDITIONERS:
+            raise ValueError(f"kind must be one of {sorted(PRECONDITIONERS)}, got {kind!r}")
+        if not (eps >= 0.0 and 0.0 <= beta2 < 1.0):
+            raise ValueError(f"eps must be >= 0 and beta2 in [0, 1), got {eps} and {beta2}")
+        bits = _float_bits(getattr(S, "dtype", None), "S")
+        if not (isinstance(S, np.ndarray) and S.ndim == 2 and S.shape[0] >= 1
+                and S.shape[1] >= 1 and S.strides[1] == S.itemsize
+                and S.strides[0] >= S.shape[1] * S.itemsize):
+            raise TypeError("S must be a 2-D ndarray with at least one row and column, whose "
+                            "rows are contiguous and do not overlap")
+        code = PRECONDITIONERS[kind]
+        if code == PRE_ADAM:
+            if row_step is None:
+                raise ValueError("kind='adam' needs row_step")
+            self.row_step = _array(row_step, np.int64, 1, "row_step")
+            if row_step.shape[0] != S.shape[0]:
+                raise ValueError(f"row_step must hold one counter per row of S "
+                                 f"({S.shape[0]}), got {row_step.shape[0]}")
+        self.precond = PRE_NONE
+        if bits == 32:
+            self.S32 = S
+        else:
+            self.S64 = S
+        self.s_bits, self.s_rows, self.s_cols = bits, S.shape[0], S.shape[1]
+        self.eps, self.beta2 = eps, beta2
+        self.precond = code
 
 
 # --------------------------------------------------------------------------- entry points
 
 cdef int _check_penalty(LazyPenalty penalty, Py_ssize_t n_rows, Py_ssize_t K,
-                        int64_t q) except -1:
+                        int float_bits, int64_t q) except -1:
     """O(1): the penalty's arrays fit the table and its tables cover step ``q``."""
     if not penalty.flags:
         return 0
     if penalty.pen_step.shape[0] != n_rows or (
             penalty.flags & P_AVG and (penalty.avg.shape[0] != n_rows
-                                       or penalty.avg.shape[1] != K)):
+                                       or penalty.avg.shape[1] != K)) or (
+            penalty.flags & P_L1 and (penalty.debt.shape[0] != n_rows
+                                      or penalty.debt.shape[1] != 2 * K)):
         raise ValueError("the LazyPenalty arrays do not match the weight table's shape")
     if not 0 <= q <= penalty.segment_length or penalty.segment_length == 0:
         raise ValueError(f"the segment tables ({penalty.segment_length} steps) do not cover "
                          f"step {q}")
     if penalty.avg_from < 1:
         raise ValueError(f"avg_from must be >= 1, got {penalty.avg_from}")
+    if penalty.flags & P_PRE:
+        if penalty.precond == PRE_NONE:
+            if q > 0:  # a row may have steps to catch up: it needs its multipliers
+                raise ValueError("the PRE flag is set but no optimizer state is bound "
+                                 "(set_preconditioner)")
+        elif (penalty.s_rows != n_rows or penalty.s_cols != K
+              or penalty.s_bits != float_bits):
+            raise ValueError(f"the optimizer state bound for the penalty "
+                             f"({penalty.s_rows}, {penalty.s_cols}) of float"
+                             f"{penalty.s_bits} does not match the weight table "
+                             f"({n_rows}, {K}) of float{float_bits}")
+    elif penalty.precond != PRE_NONE:
+        raise ValueError("optimizer state is bound for the penalty but the PRE flag is off")
     return 0
 
 
@@ -781,7 +1056,7 @@ cdef int _check_call(CSRSamples samples, LinearModel model, BatchScratch scratch
                          f"{samples.n_order}) or larger than the scratch "
                          f"({scratch.max_batch} samples)")
     # the kernel catches rows up to step - 1
-    _check_penalty(penalty, W.shape[0], W.shape[1], penalty.step - 1)
+    _check_penalty(penalty, W.shape[0], W.shape[1], float_bits, penalty.step - 1)
     if penalty.flags and penalty.step < 1:
         raise ValueError(f"step must be >= 1, got {penalty.step}")
     return 0
@@ -848,7 +1123,7 @@ def catch_up_rows(LinearModel model not None, LazyPenalty penalty not None, int6
     if not penalty.flags:
         return
     W = model.W
-    _check_penalty(penalty, W.shape[0], W.shape[1], q)
+    _check_penalty(penalty, W.shape[0], W.shape[1], model.float_bits, q)
     if model.float_bits == 32:
         _catch_up_rows(model.W32, model.n_feat, penalty, q, n_threads)
     else:

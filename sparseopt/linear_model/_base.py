@@ -33,25 +33,27 @@ from .._sklearn import Stopping, model_lock, serialised, validate_data
 from .._utils import PARALLEL_MIN_MODEL_WORK, check_random_state, threads_for
 from ..optim import OPTIMIZERS, RowGrad, make_optimizer
 from ._lazy import LazyRegularizer
-from ._training import Batches, Progress, StepSizes
+from ._training import SCHEDULES, Batches, Progress, Schedule
 
-# Default learning rates per optimizer (``learning_rate=None``), chosen on sparse text-like
-# problems (benchmarks/bench_text.py) and on the small dense problems of scikit-learn's
-# estimator checks; see the class docstrings.
-DEFAULT_LEARNING_RATE = {"adam": 5e-2, "adagrad": 3e-1, "rmsprop": 5e-2, "sgd": 1e-1}
+# An adaptive optimizer's base rate: the default of eta0 (scikit-learn's 0.01 is plain SGD's
+# default, a step far too small for Adagrad) and the first rate of learning_rate="optimal",
+# which then decays as scikit-learn's 'optimal' does, by t0 / (t0 + k - 1) with Bottou's t0
+# (a constant base rate scored the same with Adagrad and up to 0.015 AUC lower with Adam and
+# RMSprop on the real-data quick suite). These base rates are the ones that worked on sparse
+# text-like problems (benchmarks/bench_text.py) and on the small dense problems of
+# scikit-learn's estimator checks.
+BASE_RATE = {"adam": 5e-2, "adagrad": 3e-1, "rmsprop": 5e-2, "sgd": 1e-2}
 # batch_size="auto" on large data (see auto_batch_size)
 AUTO_BATCH_SIZE = 1024
 
-# Step t (1-based, counted over the estimator's life) uses learning_rate / t**power_t. Plain SGD
-# needs a decaying step to settle (scikit-learn's 'invscaling'); the adaptive ones do not.
-DEFAULT_POWER_T = {"adam": 0.0, "adagrad": 0.0, "rmsprop": 0.0, "sgd": 0.5}
+# Weights (sample_weight times class_weight) count as given, as in scikit-learn: they scale the
+# loss against alpha. A weight times a clipped loss derivative (up to 1e12) must stay far
+# inside the range of the gradients (float32 for float32 data), so larger weights are refused
+# naming them; only their ratio to alpha matters, so any weighting can be rescaled below it.
+MAX_SAMPLE_WEIGHT = 1e15
 
-# Sample weights are divided by their mean (see ``BaseSGD._normalised_weights``). Relative to
-# that mean, a weight is at most the number of samples when all weights are >= 0; one that is
-# larger still (a later partial_fit batch weighted far above the first, or weights of mixed
-# signs whose mean is nearly zero) multiplies the clipped loss derivatives (up to 1e12) into
-# gradients that overflow, so it is refused with a message naming sample_weight.
-MAX_RELATIVE_WEIGHT = 1e12
+# scikit-learn's names that the estimators refuse with a pointer to what replaces them
+_RENAMED_LOSSES = {"log": "log_loss", "squared_loss": "squared_error"}
 
 
 def auto_batch_size(n_samples: int) -> int:
@@ -111,9 +113,10 @@ class BaseSGD(BaseEstimator):
     def __init__(self, loss, *, penalty="l2", alpha=1e-4, l1_ratio=0.15, fit_intercept=True,
                  max_iter=1000, tol=1e-3, shuffle=True, verbose=0, epsilon=0.1,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=2, warm_start=False, average=False, optimizer="adagrad",
-                 learning_rate=None, power_t=None, batch_size="auto", beta1=0.9, beta2=0.999,
-                 rho=0.99, eps=None, n_threads=None):
+                 n_iter_no_change=5, warm_start=False, average=False,
+                 learning_rate="optimal", eta0=None, power_t=0.5, optimizer="adagrad",
+                 batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99, eps=None,
+                 n_threads=None):
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -132,6 +135,7 @@ class BaseSGD(BaseEstimator):
         self.average = average
         self.optimizer = optimizer
         self.learning_rate = learning_rate
+        self.eta0 = eta0
         self.power_t = power_t
         self.batch_size = batch_size
         self.beta1 = beta1
@@ -160,25 +164,36 @@ class BaseSGD(BaseEstimator):
     def _check_params(self) -> Dict[str, Any]:
         """Check every parameter (at fit time, as scikit-learn does); return derived values,
         among them ``rng``: this call's random generator (shuffling, validation split)."""
-        if self.loss not in self._LOSSES:
+        if self.loss in _RENAMED_LOSSES and _RENAMED_LOSSES[self.loss] in self._LOSSES:
+            raise ValueError(f"loss={self.loss!r} was renamed {_RENAMED_LOSSES[self.loss]!r} "
+                             "(scikit-learn 1.1 renamed it and 1.3 removed the old name); pass "
+                             f"loss={_RENAMED_LOSSES[self.loss]!r}")
+        if not isinstance(self.loss, str) or self.loss not in self._LOSSES:
             raise ValueError(f"loss must be one of {sorted(self._LOSSES)}; got {self.loss!r}")
         if self.penalty not in ("l2", "l1", "elasticnet", None):
             raise ValueError(
                 f"penalty must be 'l2', 'l1', 'elasticnet' or None; got {self.penalty!r}")
         if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
-        if isinstance(self.learning_rate, str):
-            raise ValueError(
-                "learning_rate is the optimizer's step size, a float (or None for the "
-                f"optimizer's default); got {self.learning_rate!r}. scikit-learn's schedules "
-                "('optimal', 'invscaling', ...) do not apply to adaptive optimizers")
-        lr = _check_float("learning_rate", self.learning_rate, low_open=True, allow_none=True)
-        if lr is None:
-            lr = DEFAULT_LEARNING_RATE[self.optimizer]
-        power_t = _check_float("power_t", self.power_t, allow_none=True)
-        if power_t is None:
-            power_t = DEFAULT_POWER_T[self.optimizer]
+        schedule = self.learning_rate
+        if not isinstance(schedule, str):
+            hint = (f"; for a fixed step size of {schedule!r} pass learning_rate='constant', "
+                    f"eta0={schedule!r}") if isinstance(schedule, numbers.Real) else ""
+            raise ValueError(f"learning_rate must be one of {SCHEDULES} (scikit-learn's "
+                             f"schedules, whose step size is eta0), got {schedule!r}{hint}")
+        if schedule in ("pa1", "pa2"):
+            raise ValueError(f"learning_rate={schedule!r} (passive-aggressive updates) is not "
+                             f"supported; use one of {SCHEDULES}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"learning_rate must be one of {SCHEDULES}, got {schedule!r}")
+        eta0 = _check_float("eta0", self.eta0, low_open=True, allow_none=True)
+        if eta0 is None:
+            eta0 = BASE_RATE[self.optimizer]
+        power_t = _check_float("power_t", self.power_t)
         alpha = _check_float("alpha", self.alpha)
+        if schedule == "optimal" and alpha == 0:
+            raise ValueError("alpha must be > 0 since learning_rate is 'optimal'. alpha is used "
+                             "to compute the optimal learning rate.")
         l1_ratio = _check_float("l1_ratio", self.l1_ratio, high=1.0)
         if self.penalty is None:
             l1 = l2 = 0.0
@@ -196,12 +211,13 @@ class BaseSGD(BaseEstimator):
         _check_int("verbose", int(verbose) if isinstance(verbose, (bool, np.bool_)) else verbose,
                    0)
         try:  # scikit-learn's parameter errors are ValueErrors
-            n_threads = V.check_n_threads(self.n_threads, "n_threads")
+            n_threads = self._thread_request()
             rng = check_random_state(self.random_state)
         except TypeError as exc:
             raise ValueError(str(exc)) from None
         return dict(
-            lr=lr, power_t=power_t, l1=l1, l2=l2, average=average,
+            schedule=schedule, eta0=eta0, power_t=power_t, alpha=alpha, l1=l1, l2=l2,
+            average=average,
             max_iter=_check_int("max_iter", self.max_iter, 1),
             tol=_check_float("tol", self.tol, allow_none=True),
             batch_size=(None if isinstance(self.batch_size, str) and self.batch_size == "auto"
@@ -218,12 +234,46 @@ class BaseSGD(BaseEstimator):
             rng=rng,
         )
 
+    def _thread_request(self) -> Optional[int]:
+        """The checked ``n_threads`` (``None``: OpenMP's default)."""
+        return V.check_n_threads(self.n_threads, "n_threads")
+
+    def _schedule(self, params) -> Schedule:
+        """The learning-rate schedule of a training call (``_training.Schedule``).
+
+        ``eta0`` and ``power_t`` mean what they mean in scikit-learn, with a step (a
+        mini-batch) in place of a sample. For ``optimizer='sgd'`` the rate is the step size of
+        the batch-mean gradient, and ``'optimal'`` is scikit-learn's ``1 / (alpha * (t0 + k -
+        1))`` with Bottou's ``t0``: the first step gets ``typw / max(1, dloss(1, -typw))``,
+        ``typw = alpha**-0.25``. For the adaptive optimizers the rate is their ``lr``, and
+        ``'optimal'`` starts at their own base rate (``BASE_RATE``, also the default of
+        ``eta0``) and decays by the same ``t0 / (t0 + k - 1)``.
+        """
+        kind = params["schedule"]
+        if kind == "optimal":
+            alpha = params["alpha"]
+            typw = math.sqrt(1.0 / math.sqrt(alpha))
+            loss, loss_param = self._loss_args(params)
+            if loss == _linear.LOSSES["softmax"]:  # the derivative of its binary form
+                loss = _linear.LOSSES["log"]
+            dloss = _linear.py_loss(loss, -typw, 1.0, loss_param)[1]
+            eta_first = typw / max(1.0, dloss)
+            if self.optimizer == "sgd":
+                return Schedule.optimal(alpha, eta_first)
+            # the same decay, t0 / (t0 + k - 1), of the optimizer's own base rate
+            base, t0 = BASE_RATE[self.optimizer], 1.0 / (alpha * eta_first)
+            return Schedule.optimal(1.0 / (base * t0), base)
+        return Schedule(kind, params["eta0"], params["power_t"])
+
     def _loss_args(self, params) -> Tuple[int, float]:
         kernel_loss, arg = self._LOSSES[self.loss]
         value = params["epsilon"] if arg == "epsilon" else float(arg)
         return _linear.LOSSES[kernel_loss], value
 
-    def _make_optimizer(self, W: np.ndarray, params):
+    def _make_optimizer(self, W: np.ndarray, params, lr: float, state_from=None):
+        """The optimizer of ``W``; ``state_from`` (an optimizer of the same kind over ``W``)
+        hands over its state (accumulators, moments, counters), with this call's
+        hyper-parameters."""
         fixed: Dict[str, Any] = dict(nonfinite="ignore")
         if self.optimizer == "adam":
             fixed.update(betas=(params["beta1"], params["beta2"]), eps=params["eps"])
@@ -231,8 +281,13 @@ class BaseSGD(BaseEstimator):
             fixed.update(eps=params["eps"])
         elif self.optimizer == "rmsprop":
             fixed.update(alpha=params["rho"], eps=params["eps"])
-        return make_optimizer(self.optimizer, {"coef": W}, params["lr"], params["n_threads"],
-                              None, **fixed)
+        opt = make_optimizer(self.optimizer, {"coef": W}, lr, params["n_threads"], None,
+                             **fixed)
+        if state_from is not None:
+            saved = state_from.state_dict()
+            saved["param_groups"] = opt.state_dict()["param_groups"]
+            opt.load_state_dict(saved)
+        return opt
 
     # -- coefficients ------------------------------------------------------------------------
 
@@ -408,11 +463,14 @@ class BaseSGD(BaseEstimator):
                                  "the table or the optimizer replaced?); call fit again")
         reg = getattr(self, "_reg", None)
         if reg is not None and reg.flags:
-            # the kernels index the segment tables with every touched row's last step
+            # the kernels index the segment tables with every touched row's last step (the
+            # per-row steps are absent after unpickling: bind() makes them, all current)
             st = reg.pen_step
-            tables = (reg.Q, reg.cum_a, reg.cum_q, reg.cum_aq)
+            tables = (reg.E, reg.Q, reg.cum_a, reg.cum_q, reg.cum_aq)
+            if st is None:
+                st = np.zeros(rows, dtype=np.int64)
             if not isinstance(st, np.ndarray) or st.dtype != np.int64 or st.shape != (rows,) \
-                    or not 0 <= reg.t <= reg.length \
+                    or not 0 <= reg.t <= reg.length or reg.n_rows != rows \
                     or any(tab.shape[0] < reg.length + 1 for tab in tables) \
                     or (rows and not 0 <= int(st.min()) <= int(st.max()) <= reg.t):
                 raise ValueError("the lazy penalty bookkeeping does not match the weight "
@@ -508,50 +566,77 @@ class BaseSGD(BaseEstimator):
                 "intercept (call fit to train a new model)")
 
     def _start_training(self, params, n_features, n_outputs, dtype, *, keep_weights: bool,
-                        coef_init=None, intercept_init=None) -> None:
-        """Fresh (or kept) weights, a new optimizer and new lazy-penalty bookkeeping."""
+                        coef_init=None, intercept_init=None, state_from=None) -> None:
+        """A new training run (``fit``, or a first ``partial_fit``): fresh weights, or a copy of
+        the current (averaged) ones with ``keep_weights``, a new optimizer (taking over a copy
+        of ``state_from``'s state) and new lazy-penalty bookkeeping; the schedule starts again
+        at step 1 (``t_ = 0``), as scikit-learn's ``fit`` does."""
         if not keep_weights:
             self._init_weights(n_features, n_outputs, dtype, coef_init, intercept_init)
+        else:  # a copy: a fit that fails leaves the previous model (and its state) intact
+            self._W = (self._W_avg if self._W_avg is not None else self._W).copy()
         self._intercept_fixed = None
-        self.optimizer_ = self._make_optimizer(self._W, params)
+        self.optimizer_ = self._make_optimizer(self._W, params, params["eta0"], state_from)
         self._optimizer_kind = self.optimizer
-        self._reg = LazyRegularizer(self._W.shape[0], n_outputs, params["l1"], params["l2"],
-                                    params["average"])
+        self._reg = None
+        self._regularizer(params)
         self._W_avg = None
         self.t_ = 0
         self._samples_seen = 0
-        self._weight_unit = None
 
-    def _normalised_weights(self, sw: np.ndarray, order: np.ndarray, label: str) -> np.ndarray:
-        """Sample weights divided by the weight unit: the mean weight of the training samples
-        of fit (of the first partial_fit call), so that a step's size does not depend on the
-        weights' overall scale (only plain SGD would notice it; Adam & co. are scale-invariant)
-        while batches keep their relative weights. Unit weights stay exactly 1.
+    def _continue_training(self, params) -> None:
+        """``partial_fit`` on a fitted model: the weights, ``t_`` and the average go on; a
+        fresh optimizer replaces one that was released (after ``fit`` without
+        ``warm_start``, ``sparsify``/``densify``) or is of another kind than ``optimizer``;
+        the penalty follows the current ``alpha``, ``l1_ratio`` and ``penalty``."""
+        if getattr(self, "optimizer_", None) is None or \
+                getattr(self, "_optimizer_kind", None) != self.optimizer:
+            self.optimizer_ = self._make_optimizer(self._W, params, params["eta0"])
+            self._optimizer_kind = self.optimizer
+        self._regularizer(params)
 
-        The mean is taken without overflow (weights near the float64 maximum are fine); a
-        weight more than ``MAX_RELATIVE_WEIGHT`` times the unit is refused (ValueError naming
-        ``label``) before anything changes.
-        """
-        unit = self._weight_unit
-        if unit is None:
-            w = sw[order]
-            with np.errstate(over="ignore", invalid="ignore"):
-                mean = float(w.mean())
-            if not math.isfinite(mean):  # the sum overflowed: take the mean of scaled weights
-                top = float(np.abs(w).max())
-                mean = float((w / top).mean()) * top
-            unit = mean if mean > 0 and math.isfinite(mean) else 1.0
-        with np.errstate(over="ignore"):
-            out = np.ascontiguousarray(sw / unit, dtype=np.float64)
+    def _regularizer(self, params) -> LazyRegularizer:
+        """The lazy-penalty bookkeeping for this call's penalty: the current one when its
+        settings are unchanged, else a new one (every row is current between calls, so the
+        change is exact), which keeps the running average when ``average`` is unchanged."""
+        old = getattr(self, "_reg", None)
+        pre = self.optimizer != "sgd"
+        key = (params["l1"], params["l2"], params["average"])
+        if old is not None and (old.l1, old.l2, old.average_from_sample) == key and \
+                old.preconditioned == (pre and (old.l1 > 0 or old.l2 > 0)):
+            return old
+        reg = LazyRegularizer(self._W.shape[0], self._W.shape[1], params["l1"], params["l2"],
+                              params["average"], preconditioned=pre)
+        if old is not None and old.average_from_sample == reg.average_from_sample and \
+                old.avg is not None and reg.avg is not None:
+            reg.avg[...] = old.avg
+            reg.n_avg, reg.avg_start = old.n_avg, old.avg_start
+        self._reg = reg
+        return reg
+
+    def _release_training_state(self) -> None:
+        """After ``fit`` without ``warm_start``: drop the optimizer state (for Adam two more
+        tables of the weights' size, for Adagrad and RMSprop one) and the penalty
+        bookkeeping, so that the model in memory and in a pickle holds the coefficients (and,
+        with ``average``, the running average that a ``partial_fit`` continues). A later
+        ``partial_fit`` starts a fresh optimizer from these coefficients."""
+        self.optimizer_ = None
+        reg = self._reg
+        if reg is not None and reg.avg is None:
+            self._reg = None
+
+    def _checked_weights(self, sw: np.ndarray, label: str) -> np.ndarray:
+        """The weights the model trains with (sample weights times class weights), as given:
+        as in scikit-learn they weigh the loss against ``alpha``. A weight above
+        ``MAX_SAMPLE_WEIGHT`` in magnitude is refused (ValueError naming ``label``) before
+        anything changes."""
+        out = np.ascontiguousarray(sw, dtype=np.float64)
         top = float(np.abs(out).max()) if out.size else 0.0
-        if not top <= MAX_RELATIVE_WEIGHT:
-            first = "the first partial_fit call" if self._weight_unit is not None else "fit"
+        if not top <= MAX_SAMPLE_WEIGHT:
             raise ValueError(
-                f"{label}: a weight of {top * unit:.3g} is {top:.3g} times the mean weight of "
-                f"the training samples of {first} ({unit:.3g}); weights are relative, and "
-                f"ratios above {MAX_RELATIVE_WEIGHT:.0e} would overflow the gradients. Rescale "
-                "the weights (or refit)")
-        self._weight_unit = unit
+                f"{label}: a weight of {top:.3g} is above {MAX_SAMPLE_WEIGHT:.0e}, where the "
+                "gradients could overflow. Weights count relative to alpha (scaling all of "
+                "them by c is the same as dividing alpha by c): rescale them")
         return out
 
     def _run(self, Xk: Tuple[np.ndarray, np.ndarray, np.ndarray], y: np.ndarray,
@@ -561,7 +646,9 @@ class BaseSGD(BaseEstimator):
         number of epochs run. ``Xk`` is ``kernel_csr(X)`` of the checked training data.
         ``validation`` = (X_val, y_val, val_idx) turns on early stopping on the validation
         score; otherwise the training objective is watched (``tol``), unless
-        ``check_convergence`` is off (``partial_fit``: one epoch, no test).
+        ``check_convergence`` is off (``partial_fit``: one epoch, no test). When the test
+        fails, ``learning_rate='adaptive'`` divides its rate by 5 and goes on (while the rate
+        is above 1e-6); every other schedule stops.
 
         Everything that can be refused is refused before the first step; after it only a
         diverging model raises."""
@@ -570,29 +657,29 @@ class BaseSGD(BaseEstimator):
                  else np.ascontiguousarray(train_idx, dtype=np.int64))
         if order.shape[0] == 0:
             return 0
-        sw = self._normalised_weights(sw, order, self._weight_label())
+        sw = self._checked_weights(sw, self._weight_label())
         if validation is not None:
             validation = (validation[0], validation[1], sw[validation[2]])
         batches = self._batches(Xk, y, sw, order, params)
-        schedule = StepSizes(params["lr"], params["power_t"])
+        schedule = self._schedule(params)
         stopping = (Stopping(params["tol"], params["n_iter_no_change"]) if check_convergence
                     else None)
         progress = Progress(self.verbose)
         W, n_feat, reg = self._W, self._n_feat, self._reg
-        reg.bind()
+        reg.bind(self.optimizer_)
         epoch = 0
         for epoch in range(1, max_iter + 1):
             progress.epoch(epoch)
             if self.shuffle or epoch == 1:
                 batches.new_epoch(params["rng"] if self.shuffle else None)
             mean_loss = self._epoch(batches, schedule) / batches.n_samples
-            objective = mean_loss + reg.penalty(W, n_feat)
             reg.flush(batches.model, batches.flush_threads)
+            objective = mean_loss + reg.penalty(W, n_feat)
             if not (np.isfinite(mean_loss) and np.isfinite(W).all()):
                 raise ValueError(
                     f"Floating-point under-/overflow occurred at epoch #{epoch}. Scaling input "
                     "data with StandardScaler or MinMaxScaler might help, or a smaller "
-                    "learning_rate.")
+                    "eta0 (learning_rate='constant', 'invscaling' or 'adaptive').")
             if validation is not None:
                 self._finish_average()
                 score = self.score(*validation)
@@ -604,9 +691,13 @@ class BaseSGD(BaseEstimator):
                 stopping.update(objective)
             progress.epoch_done()
             if stopping is not None and stopping.converged:
-                progress.converged(epoch)
-                break
+                if schedule.plateau():
+                    stopping.no_improvement = 0
+                else:
+                    progress.converged(epoch)
+                    break
         self._finish_average()
+        reg.unbind()
         # steps ran at eta / wscale (weight-scaling trick); show the schedule's base rate
         self.optimizer_.lr = schedule.lr
         if stopping is not None:
@@ -618,34 +709,42 @@ class BaseSGD(BaseEstimator):
         return "sample_weight"
 
     def _fit_epochs(self, X, y, targets: np.ndarray, sw: np.ndarray, params, coef_init,
-                    intercept_init, strata: Optional[np.ndarray] = None):
+                    intercept_init, strata: Optional[np.ndarray] = None,
+                    state_from=None):
         """The training of ``fit`` on checked data: new weights (``coef_init`` /
-        ``intercept_init``, or zeros), the validation split of ``early_stopping``, then up to
-        ``max_iter`` epochs. ``y`` is what the validation score compares predictions with,
-        ``targets`` what the kernel's loss reads, ``strata`` the classes a classifier's split
-        keeps in proportion."""
+        ``intercept_init``, or zeros; with ``state_from``, the current weights and the
+        optimizer state of a ``warm_start``), the validation split of ``early_stopping``, then
+        up to ``max_iter`` epochs. ``y`` is what the validation score compares predictions
+        with, ``targets`` what the kernel's loss reads, ``strata`` the classes a classifier's
+        split keeps in proportion. Without ``warm_start`` the optimizer state is released at
+        the end (``_release_training_state``)."""
         Xk = kernel_csr(X, X.dtype, X.shape[1])
+        rows = X.shape[1] + (1 if self.fit_intercept else 0)
+        if state_from is not None and (self._W.shape != (rows, self._n_outputs())
+                                       or self._W.dtype != X.dtype):
+            state_from = None  # another layout: start from (a check of) the coefficients
         self._start_training(params, X.shape[1], self._n_outputs(), X.dtype,
-                             keep_weights=False, coef_init=coef_init,
-                             intercept_init=intercept_init)
+                             keep_weights=state_from is not None, coef_init=coef_init,
+                             intercept_init=intercept_init, state_from=state_from)
         train_idx, validation = self._split(X, y, sw, params, strata)
         self.n_iter_ = self._run(Xk, targets, sw, params, max_iter=params["max_iter"],
                                  train_idx=train_idx, validation=validation)
+        if not self.warm_start:
+            self._release_training_state()
         return self
 
     def _partial_fit_epoch(self, X, targets: np.ndarray, sw: np.ndarray, params,
                            first: bool):
         """The training of ``partial_fit`` on checked data: one epoch, continuing from the
-        current weights (a fresh optimizer after ``densify()`` or a change of ``optimizer``),
-        or from zeros on the ``first`` call."""
+        current weights (``_continue_training``), or from zeros on the ``first`` call. The
+        optimizer state is kept for the next call."""
         Xk = kernel_csr(X, X.dtype if first else self._W.dtype,
                         X.shape[1] if first else self._n_feat)
         if first:
             self._start_training(params, X.shape[1], self._n_outputs(), X.dtype,
                                  keep_weights=False)
-        elif self._needs_restart():
-            self._start_training(params, X.shape[1], self._n_outputs(), self._W.dtype,
-                                 keep_weights=True)
+        else:
+            self._continue_training(params)
         self._run(Xk, targets, sw, params, max_iter=1, check_convergence=False)
         self.n_iter_ = 1
         return self
@@ -696,22 +795,27 @@ class BaseSGD(BaseEstimator):
         return Batches(Xk, np.ascontiguousarray(y, dtype=np.float64), sw, order, size, model,
                        n_threads, flush_threads, PARALLEL_MIN_MODEL_WORK)
 
-    def _epoch(self, batches: Batches, schedule: StepSizes) -> float:
+    def _epoch(self, batches: Batches, schedule: Schedule) -> float:
         """One pass over the batches, each a kernel call (margins, losses, row gradient and
         the lazy catch-up of its rows), an optimizer step and the step's penalty; returns
         the sample-weighted sum of the losses measured on the way (each batch at the weights
         before its step)."""
         reg, opt = self._reg, self.optimizer_
         scratch = batches.scratch
+        intercept = self._intercept_row
         loss_sum = 0.0
         for step, (start, stop) in enumerate(batches):
             eta = schedule.at(self.t_ + 1)
             penalty = reg.before_step(self.t_, schedule.run, batches.steps - step,
                                       self._samples_seen, stop - start)
             m, batch_loss = batches.gradient(start, stop, penalty)
-            step_lr = eta * reg.lr_factor()
+            step_lr = eta * reg.lr_factor(eta)
             if step_lr != opt.lr:
                 opt.lr = step_lr
+            if intercept:
+                c = reg.intercept_factor(eta)
+                if c != 1.0:
+                    scratch.G[0] *= c  # the kernel puts the intercept's row first
             opt.step([RowGrad(scratch.rows[:m], scratch.G[:m])])
             self.t_ += 1
             self._samples_seen += stop - start
@@ -722,23 +826,30 @@ class BaseSGD(BaseEstimator):
     def _finish_average(self) -> None:
         self._W_avg = self._reg.averaged(self._W)
 
-    def _warm_init(self, coef_init, intercept_init):
-        """(coef_init, intercept_init) for fit: the previous solution with ``warm_start``."""
+    def _warm_start_state(self, coef_init, intercept_init):
+        """``(coef_init, intercept_init, state_from)`` for ``fit``. With ``warm_start`` and a
+        fitted model: the previous solution (the averaged one with ``average``, as
+        scikit-learn), and, when the model kept its optimizer (a ``warm_start`` fit or
+        ``partial_fit``) of the same kind and its table is dense, that optimizer: training
+        then continues from a copy of its state (``state_from``, when the new data has the
+        same layout; ``_fit_epochs`` decides), else from the copy of the coefficients with a
+        fresh optimizer. An explicit ``coef_init`` starts afresh."""
         fitted = getattr(self, "_W", None) is not None or \
             getattr(self, "_coef_sparse", None) is not None
         if not (self.warm_start and fitted) or coef_init is not None:
-            return coef_init, intercept_init
+            return coef_init, intercept_init, None
         self._check_layout()
         coef = self.coef_
         coef = coef.toarray() if sp.issparse(coef) else np.array(coef)
-        return coef, np.array(self.intercept_)
-
-    def _needs_restart(self) -> bool:
-        """partial_fit after densify() or after set_params(optimizer=...): keep the weights,
-        start a fresh optimizer."""
-        return (getattr(self, "_reg", None) is None
-                or getattr(self, "_optimizer_kind", None) != self.optimizer
-                or self.optimizer_ is None)
+        intercept = np.array(self.intercept_) if intercept_init is None else intercept_init
+        opt = getattr(self, "optimizer_", None)
+        # the state carries over only from the optimizer of this very table
+        if (opt is not None and self._coef_sparse is None and intercept_init is None
+                and getattr(self, "_optimizer_kind", None) == self.optimizer
+                and bool(self.fit_intercept) == self._intercept_row
+                and getattr(opt, "params", None) and opt.params[0] is self._W):
+            return coef, intercept, opt
+        return coef, intercept, None
 
 
 def _check_fitted_array(name: str, arr: Any, shape: Tuple[int, ...], dtype) -> None:

@@ -1,5 +1,6 @@
-"""``SGDClassifier`` and ``SGDRegressor``: scikit-learn's linear SGD estimators, trained in
-mini-batches by sparseopt's lazy Adam, Adagrad or RMSprop (or plain SGD)."""
+"""``SGDClassifier`` and ``SGDRegressor``: scikit-learn's linear SGD estimators, with
+scikit-learn's parameters and objective, trained in mini-batches by sparseopt's lazy Adam,
+Adagrad or RMSprop (or plain SGD)."""
 from __future__ import annotations
 
 import math
@@ -23,20 +24,21 @@ _ACCEPT_SPARSE = ["csr"]  # CSC, COO, ... are converted
 _DTYPES = [np.float64, np.float32]
 
 _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
-        Regularisation, applied lazily and exactly as a decoupled proximal step: after every
-        optimizer step with learning rate ``eta``, every coefficient (not the intercept) is
-        mapped to ``sign(w) * max(|w| - eta*alpha*l1_ratio, 0) / (1 + eta*alpha*(1-l1_ratio))``
-        (``l1_ratio`` is 0 for 'l2' and 1 for 'l1'). A coefficient receives the maps it missed
-        when a mini-batch next touches it, and all are brought up to date at the end of every
-        epoch and call, so ``coef_`` is exactly what applying the map to every coefficient at
-        every step would give (up to rounding) -- without touching every weight per step. As
-        in AdamW (Loshchilov & Hutter, 2019) the penalty does not pass through the adaptive
-        optimizer, so ``alpha`` is a decay rate per unit of learning rate, not on the scale
-        of scikit-learn's ``alpha``: the default 1e-4 regularises much more lightly than it
-        does in scikit-learn (rely on the few epochs of ``n_iter_no_change`` /
-        ``early_stopping``, or raise ``alpha``, to control overfitting).
+        The regulariser of scikit-learn's objective (see ``alpha``). It is applied lazily and
+        exactly as a proximal step after every optimizer step: each coefficient (never the
+        intercept) follows the penalty's flow for the step's rate times the step multiplier
+        the optimizer gives that coefficient (1 for 'sgd'; ``1/(sqrt(G)+eps)`` for Adagrad and
+        the like), so ``alpha`` weighs against the loss as it does in scikit-learn whatever
+        the optimizer. A coefficient receives the steps it missed when a mini-batch next
+        touches it, and all are brought up to date at the end of every epoch and call, so
+        ``coef_`` is exactly what applying the step to every coefficient at every step would
+        give (up to rounding): see ``sparseopt/linear_model/_lazy.py``.
     alpha : float, default=1e-4
-        Regularisation strength.
+        Regularisation strength, on scikit-learn's objective: the mean over the samples of
+        the loss (times the sample and class weights) plus ``alpha * (l1_ratio * |w|_1 +
+        (1 - l1_ratio) / 2 * |w|_2**2)`` (``alpha/2 |w|^2`` for 'l2', ``alpha |w|_1`` for
+        'l1'), so a value tuned for scikit-learn transfers. Also sets the 'optimal' schedule
+        of 'sgd'.
     l1_ratio : float, default=0.15
         Elastic-net mixing (0 = L2, 1 = L1); used with ``penalty='elasticnet'``.
     fit_intercept : bool, default=True
@@ -44,10 +46,12 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
     max_iter : int, default=1000
         Maximum number of epochs of ``fit`` (``partial_fit`` makes one).
     tol : float or None, default=1e-3
-        Training stops when the epoch's objective (sample-weighted mean training loss, measured
-        during the epoch as scikit-learn does, plus the penalty of the weights at its end) has
-        not improved by ``tol`` for ``n_iter_no_change`` epochs in a row (with
-        ``early_stopping``: the validation score). ``None`` runs ``max_iter`` epochs.
+        Training stops when the epoch's objective (the sample-weighted mean loss, measured
+        during the epoch as scikit-learn does, plus ``alpha`` times the penalty of the
+        weights at its end; ``verbose`` prints it) has not improved on its best by ``tol``
+        for ``n_iter_no_change`` epochs in a row (with ``early_stopping``: the validation
+        score). ``learning_rate='adaptive'`` then divides its rate by 5 instead, until the
+        rate falls below 1e-6. ``None`` runs ``max_iter`` epochs.
     shuffle : bool, default=True
         Shuffle the samples before every epoch.
     verbose : int, default=0
@@ -55,39 +59,50 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
     random_state : int, RandomState instance, numpy Generator or None, default=None
         Seeds the shuffling and the validation split: an int in [0, 2**32) gives the same
         model on every call; a RandomState or Generator is drawn from (and advanced).
+    learning_rate : {'optimal', 'constant', 'invscaling', 'adaptive'}, default=%(lr_default)r
+        scikit-learn's schedules, for step ``k`` (a mini-batch; 1-based, counted since
+        ``fit`` started, ``partial_fit`` continues): 'constant' ``eta0``; 'invscaling'
+        ``eta0 / k**power_t``; 'adaptive' ``eta0``, divided by 5 each time ``tol`` stops
+        being met for ``n_iter_no_change`` epochs (training stops when it falls below 1e-6);
+        'optimal' ``1 / (alpha * (t0 + k - 1))`` with ``t0`` from Bottou's heuristic as in
+        scikit-learn (the first rate is ``alpha**-0.25`` for the usual losses), and with an
+        adaptive optimizer its own base rate (see ``eta0``) times the same decay
+        ``t0 / (t0 + k - 1)``. With 'sgd' the rate is the step size of the batch's mean
+        gradient (with ``batch_size=1`` scikit-learn's per-sample steps), with the adaptive
+        optimizers their ``lr``.
+    eta0 : float or None, default=None
+        The base rate of 'constant', 'invscaling' and 'adaptive' (unused by 'optimal'). None:
+        scikit-learn's 0.01 for 'sgd', the optimizer's own base rate for the others (0.3 for
+        'adagrad', 0.05 for 'adam' and 'rmsprop'), which 'optimal' starts from.
+    power_t : float, default=%(power_t_default)r
+        Exponent of 'invscaling' (>= 0).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified for classifiers)
         and stop when its score stops improving.
     validation_fraction : float, default=0.1
-    n_iter_no_change : int, default=2
-        Epochs without improvement before stopping. scikit-learn's default is 5; here an
-        epoch is ``n_samples / batch_size`` adaptive steps, each of which moves every touched
-        coefficient by about ``learning_rate``, so training makes most of its progress in the
-        first epochs and 2 epochs of patience suffice (``benchmarks/bench_text.py`` prints the
-        held-out AUC after each epoch). Pass 5 for scikit-learn's behaviour.
+    n_iter_no_change : int, default=5
+        Epochs without improvement (by ``tol``) before stopping or, with 'adaptive', before
+        the rate is divided by 5.
     warm_start : bool, default=False
-        ``fit`` starts from the previous coefficients (the optimizer state and ``t_`` start
-        afresh, as scikit-learn's schedule does).
+        ``fit`` starts from the previous solution (the averaged one with ``average``), as in
+        scikit-learn, and ``t_`` (the schedule) restarts. The optimizer state is kept after
+        ``fit`` only with ``warm_start=True`` (or after ``partial_fit``), and a warm-started
+        ``fit`` continues from it; without it ``fit`` releases the state at its end, so the
+        fitted model (and its pickle) holds only the coefficients.
     average : bool or int, default=False
         ``True``: ``coef_``/``intercept_`` are the average of the weights after every step
         (Polyak-Ruppert); an int ``n`` starts averaging at the step that sees the ``n``-th
-        sample. Lazy and exact like the penalty.
+        sample. Lazy and exact like the penalty (with an adaptive optimizer and a penalty,
+        catching a coefficient up costs one flow evaluation per step it missed).
     optimizer : {'adagrad', 'adam', 'rmsprop', 'sgd'}, default='adagrad'
         The update rule: sparseopt's lazy ``Adagrad``, ``Adam`` or ``RMSprop`` (untouched
         coefficients and their optimizer state stay unchanged, ``lazy='frozen'``), or plain
-        mini-batch SGD. Adagrad is the default: per-feature step sizes suit sparse features
-        (Duchi et al., 2011; McMahan et al., 2013), it keeps one state table where Adam keeps
-        two plus a counter per feature, and it is the fastest of the three per step.
-        Plain SGD takes the mean gradient of a batch, so a feature seen once in a batch of
-        1024 moves 1024 times less than with per-sample SGD: it is a poor choice for sparse
-        data and is provided as a baseline.
-    learning_rate : float or None, default=None
-        The optimizer's step size; ``None`` picks 0.3 for 'adagrad', 0.05 for 'adam' and
-        'rmsprop', 0.1 for 'sgd'.
-    power_t : float or None, default=None
-        Step ``t`` (counted over the estimator's life) uses ``learning_rate / t**power_t``
-        (scikit-learn's 'invscaling'). ``None``: 0.5 for 'sgd' (plain SGD needs a decaying
-        step to settle), 0 (constant) for the adaptive optimizers.
+        mini-batch SGD (scikit-learn's updates for ``batch_size=1``). Adagrad is the default:
+        per-feature step sizes suit sparse features (Duchi et al., 2011; McMahan et al.,
+        2013), it keeps one state table where Adam keeps two plus a counter per feature, and
+        it is the fastest of the three per step. Plain SGD takes the mean gradient of a batch,
+        so a feature seen once in a batch of 1024 moves 1024 times less than with per-sample
+        SGD: on sparse data use a small ``batch_size`` with it.
     batch_size : int or 'auto', default='auto'
         Samples per step; the gradient of a step is their (sample-weighted) mean. 'auto' aims
         at about 128 steps per epoch, with at most 1024 and (unless the data is tiny) at
@@ -101,8 +116,8 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         Adagrad).
     n_threads : int or None, default=None
         Threads for large batches (the kernels run one thread on small ones); ``None``
-        follows OpenMP's default and threadpoolctl. At most four per available core (a
-        ValueError above). Results do not depend on it.
+        follows %(threads_default)s. At most four per available core (a ValueError above).
+        Results do not depend on it.
 """
 
 _ATTRIBUTES_DOC = """    n_iter_ : int
@@ -113,13 +128,24 @@ _ATTRIBUTES_DOC = """    n_iter_ : int
     feature_names_in_ : ndarray of str
         Defined when X has string column names.
     optimizer_ : sparseopt.Adam, Adagrad, RMSprop, sparseopt.optim.SGD or None
-        The optimizer (``None`` after ``sparsify()``); its single parameter ``'coef'`` is the
-        feature-major weight table.
+        The optimizer, whose single parameter ``'coef'`` is the feature-major weight table;
+        kept after ``partial_fit`` and after ``fit`` with ``warm_start=True``, ``None`` after
+        any other ``fit`` and after ``sparsify()``.
 """
 
 
+_THREADS_DEFAULT = {
+    "SGDClassifier": "``n_jobs`` when it is set (as in joblib: -1 is every available core, "
+                     "-2 all but one, ...), else OpenMP's default and threadpoolctl",
+    "SGDRegressor": "OpenMP's default and threadpoolctl",
+}
+
+
 def _fill_doc(cls):
-    cls.__doc__ = cls.__doc__.replace("    %(shared)s\n", _SHARED_DOC).replace(
+    kw = cls.__init__.__kwdefaults__
+    shared = _SHARED_DOC % dict(lr_default=kw["learning_rate"], power_t_default=kw["power_t"],
+                                threads_default=_THREADS_DEFAULT[cls.__name__])
+    cls.__doc__ = cls.__doc__.replace("    %(shared)s\n", shared).replace(
         "    %(attributes)s\n", _ATTRIBUTES_DOC)
     return cls
 
@@ -144,18 +170,26 @@ class SGDClassifier(ClassifierMixin, BaseSGD):
 
     Parameters
     ----------
-    loss : {'hinge', 'log_loss', 'modified_huber', 'squared_hinge', 'perceptron'}, \
+    loss : {'hinge', 'log_loss', 'modified_huber', 'squared_hinge', 'perceptron', \
+'squared_error', 'huber', 'epsilon_insensitive', 'squared_epsilon_insensitive'}, \
 default='hinge'
+        scikit-learn's losses with its meanings: the regression losses fit the targets +1/-1.
         'log_loss' is logistic regression, **multinomial** (softmax) with more than two
-        classes; the others are one-vs-rest with more than two classes (one output per
-        class, trained together). ``predict_proba`` needs 'log_loss' or 'modified_huber'.
+        classes, where scikit-learn fits one-vs-rest; the others are one-vs-rest with more
+        than two classes (one output per class, trained together). ``predict_proba`` needs
+        'log_loss' or 'modified_huber'.
     %(shared)s
     epsilon : float, default=0.1
-        Unused by the classification losses; kept for scikit-learn compatibility.
+        Width of the 'huber', 'epsilon_insensitive' and 'squared_epsilon_insensitive' losses.
     class_weight : dict, 'balanced' or None, default=None
         Weights per class (finite numbers), multiplied into the sample weights (every output
-        of a sample gets its class's weight). 'balanced' uses
-        ``n_samples / (n_classes * bincount(y))``.
+        of a sample gets its class's weight), as in scikit-learn. 'balanced' uses
+        ``n_samples / (n_classes * bincount(y))`` of the training data of ``fit``.
+    n_jobs : int or None, default=None
+        scikit-learn's parallelism parameter, here the number of threads when ``n_threads``
+        is None (``n_threads`` takes precedence): -1 is every available core, -2 all but
+        one, and so on. ``None`` leaves the choice to ``n_threads``'s default. Results do not
+        depend on it.
 
     Attributes
     ----------
@@ -172,16 +206,15 @@ default='hinge'
     accepted (converted to CSR once per call; a feature whose value is 0 in every row of a
     batch is not touched by that step). One fused Cython kernel computes the margins, loss
     derivatives and the row gradient ``X_batch.T @ (dloss * w) / batch_size`` of a batch
-    (``sparseopt/_kernels/_linear.pyx``). Sample weights (times class weights) are divided by
-    their mean over the training data (of the first ``partial_fit`` call), so multiplying all
-    of them by a constant changes nothing; unit weights stay 1. A weight more than 1e12 times
-    that mean (a later batch weighted far above the first) is refused. Every method checks a
-    sparse ``X`` (indices, index pointers) before SciPy or a kernel reads it, and the fitted
-    attributes (weights, ``coef_``, ``intercept_``, ``classes_``) against the shapes recorded
-    at fit; ``fit`` and ``partial_fit`` run one at a time per estimator and leave it unchanged
-    when they raise on bad input. The penalty and averaging are
-    lazy and exact: see ``sparseopt/linear_model/_lazy.py``. Results do not depend on
-    ``n_threads``.
+    (``sparseopt/_kernels/_linear.pyx``). Sample weights times class weights count as given,
+    as in scikit-learn (they weigh the loss against ``alpha``); a weight above 1e15 in
+    magnitude is refused. Every method checks a sparse ``X`` (indices, index pointers) before
+    SciPy or a kernel reads it, and the fitted attributes (weights, ``coef_``,
+    ``intercept_``, ``classes_``) against the shapes recorded at fit; ``fit`` and
+    ``partial_fit`` run one at a time per estimator and leave it unchanged when they raise on
+    bad input. The penalty and averaging are lazy and exact: see
+    ``sparseopt/linear_model/_lazy.py``. ``docs/semantics.md`` ("Estimators") maps every
+    scikit-learn parameter. Results do not depend on ``n_threads``.
 
     Examples
     --------
@@ -200,25 +233,37 @@ default='hinge'
         "squared_hinge": ("squared_hinge", 1.0),
         "log_loss": ("log", 0.0),
         "modified_huber": ("modified_huber", 0.0),
+        # scikit-learn's classifier also fits the +1/-1 targets with the regression losses
+        "squared_error": ("squared", 0.0),
+        "huber": ("huber", "epsilon"),
+        "epsilon_insensitive": ("epsilon_insensitive", "epsilon"),
+        "squared_epsilon_insensitive": ("squared_epsilon_insensitive", "epsilon"),
     }
 
     def __init__(self, loss="hinge", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, shuffle=True, verbose=0,
-                 epsilon=0.1, random_state=None, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=2, class_weight=None,
-                 warm_start=False, average=False, optimizer="adagrad", learning_rate=None,
-                 power_t=None, batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99, eps=None,
-                 n_threads=None):
+                 epsilon=0.1, n_jobs=None, random_state=None, learning_rate="optimal",
+                 eta0=None, power_t=0.5, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=5, class_weight=None, warm_start=False, average=False,
+                 optimizer="adagrad", batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99,
+                 eps=None, n_threads=None):
         super().__init__(loss, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
                          fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
                          shuffle=shuffle, verbose=verbose, epsilon=epsilon,
                          random_state=random_state, early_stopping=early_stopping,
                          validation_fraction=validation_fraction,
                          n_iter_no_change=n_iter_no_change, warm_start=warm_start,
-                         average=average, optimizer=optimizer, learning_rate=learning_rate,
-                         power_t=power_t, batch_size=batch_size, beta1=beta1, beta2=beta2,
-                         rho=rho, eps=eps, n_threads=n_threads)
+                         average=average, learning_rate=learning_rate, eta0=eta0,
+                         power_t=power_t, optimizer=optimizer, batch_size=batch_size,
+                         beta1=beta1, beta2=beta2, rho=rho, eps=eps, n_threads=n_threads)
+        self.n_jobs = n_jobs
         self.class_weight = class_weight
+
+    def _thread_request(self):
+        """``n_threads`` when set, else ``n_jobs`` (joblib's convention), else None."""
+        if self.n_threads is not None:
+            return V.check_n_threads(self.n_threads, "n_threads")
+        return V.check_n_jobs(self.n_jobs)
 
     # -- targets -----------------------------------------------------------------------------
 
@@ -329,7 +374,8 @@ default='hinge'
         self
         """
         params = self._check_params()
-        coef_init, intercept_init = self._warm_init(coef_init, intercept_init)
+        coef_init, intercept_init, state_from = self._warm_start_state(coef_init,
+                                                                       intercept_init)
         X, y = _prepare_training_data(self, X, y, reset=True)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
@@ -340,7 +386,7 @@ default='hinge'
         y_idx = self._encode(y)
         sw = self._weights(X, y_idx, sample_weight, False)
         return self._fit_epochs(X, y, self._kernel_targets(y_idx), sw, params, coef_init,
-                                intercept_init, strata=y_idx)
+                                intercept_init, strata=y_idx, state_from=state_from)
 
     @fit_guard
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -479,19 +525,20 @@ class SGDRegressor(RegressorMixin, BaseSGD):
 
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, shuffle=True, verbose=0,
-                 epsilon=0.1, random_state=None, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=2, warm_start=False,
-                 average=False, optimizer="adagrad", learning_rate=None, power_t=None,
-                 batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99, eps=None, n_threads=None):
+                 epsilon=0.1, random_state=None, learning_rate="invscaling", eta0=None,
+                 power_t=0.25, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=5, warm_start=False, average=False, optimizer="adagrad",
+                 batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99, eps=None,
+                 n_threads=None):
         super().__init__(loss, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
                          fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
                          shuffle=shuffle, verbose=verbose, epsilon=epsilon,
                          random_state=random_state, early_stopping=early_stopping,
                          validation_fraction=validation_fraction,
                          n_iter_no_change=n_iter_no_change, warm_start=warm_start,
-                         average=average, optimizer=optimizer, learning_rate=learning_rate,
-                         power_t=power_t, batch_size=batch_size, beta1=beta1, beta2=beta2,
-                         rho=rho, eps=eps, n_threads=n_threads)
+                         average=average, learning_rate=learning_rate, eta0=eta0,
+                         power_t=power_t, optimizer=optimizer, batch_size=batch_size,
+                         beta1=beta1, beta2=beta2, rho=rho, eps=eps, n_threads=n_threads)
 
     def _n_outputs(self) -> int:
         return 1
@@ -516,11 +563,13 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         self
         """
         params = self._check_params()
-        coef_init, intercept_init = self._warm_init(coef_init, intercept_init)
+        coef_init, intercept_init, state_from = self._warm_start_state(coef_init,
+                                                                       intercept_init)
         X, y = _prepare_training_data(self, X, y, reset=True)
         y = np.asarray(y, dtype=np.float64)
         sw = V.check_sample_weight(sample_weight, X.shape[0])
-        return self._fit_epochs(X, y, y, sw, params, coef_init, intercept_init)
+        return self._fit_epochs(X, y, y, sw, params, coef_init, intercept_init,
+                                state_from=state_from)
 
     @fit_guard
     def partial_fit(self, X, y, sample_weight=None):

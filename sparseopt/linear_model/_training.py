@@ -2,7 +2,7 @@
 
 ``BaseSGD._run`` (``_base.py``) is the loop that uses them:
 
-* ``StepSizes``  the learning-rate schedule, for one step and for a run of steps (the
+* ``Schedule``   the learning-rate schedule, for one step and for a run of steps (the
                  lazy penalty's tables need the rates of the steps ahead);
 * ``Batches``    the visiting order, the batch boundaries and the kernel bundles of the call;
                  ``gradient`` runs the fused kernel on one batch;
@@ -21,26 +21,73 @@ import numpy as np
 from .._kernels import _linear
 
 
-class StepSizes:
-    """Step ``t`` (1-based, counted over the estimator's life) uses ``lr / t**power_t``:
-    constant for ``power_t == 0`` (the adaptive optimizers), scikit-learn's 'invscaling'
-    otherwise (plain SGD needs a decaying step to settle)."""
+SCHEDULES = ("constant", "optimal", "invscaling", "adaptive")
+# learning_rate="adaptive" (as scikit-learn): when the convergence test fails, the rate is
+# divided by ADAPTIVE_DIVISOR and training goes on, unless it is already below ADAPTIVE_MIN.
+ADAPTIVE_DIVISOR = 5.0
+ADAPTIVE_MIN = 1e-6
 
-    def __init__(self, lr: float, power_t: float) -> None:
-        self.lr = lr
-        self.power_t = power_t
 
-    def at(self, t: int) -> float:
-        """The step size of step ``t``."""
-        if self.power_t == 0.0:
-            return self.lr
-        return self.lr / float(t) ** self.power_t
+class Schedule:
+    """The rate ``eta_k`` of step ``k`` (1-based, counted since ``fit`` started; ``partial_fit``
+    continues the count), scikit-learn's schedules with a step in place of a sample:
+
+    * ``'constant'``: ``eta0``;
+    * ``'optimal'``: ``1 / (alpha * (t0 + k - 1))`` (``Schedule.optimal``);
+    * ``'invscaling'``: ``eta0 / k**power_t``;
+    * ``'adaptive'``: ``eta0``, divided by 5 each time the convergence test fails
+      (``plateau``).
+
+    For ``optimizer='sgd'`` ``eta_k`` is the step size of the batch-mean gradient; for the
+    adaptive optimizers it is their ``lr`` (see ``BaseSGD._schedule``).
+    """
+
+    def __init__(self, kind: str, eta0: float, power_t: float = 0.0, alpha: float = 0.0,
+                 t0: float = 1.0) -> None:
+        self.kind = kind
+        self.eta0 = float(eta0)
+        self.eta = float(eta0)  # the current rate of 'constant' and 'adaptive'
+        self.power_t = float(power_t)
+        self.alpha = float(alpha)
+        self.t0 = float(t0)
+
+    @classmethod
+    def optimal(cls, alpha: float, eta_first: float) -> "Schedule":
+        """``'optimal'``: ``eta_k = 1 / (alpha * (t0 + k - 1))`` with ``t0 = 1 / (alpha *
+        eta_first)``, so that the first step has the rate ``eta_first`` (Bottou's heuristic
+        picks it from the loss; see ``BaseSGD._schedule``)."""
+        return cls("optimal", eta_first, alpha=alpha, t0=1.0 / (alpha * eta_first))
+
+    @property
+    def lr(self) -> float:
+        """The base rate (``eta0``, the current rate of 'adaptive', the first of 'optimal')."""
+        return self.eta
+
+    def at(self, k: int) -> float:
+        """The rate of step ``k``."""
+        if self.kind == "optimal":
+            return 1.0 / (self.alpha * (self.t0 + k - 1))
+        if self.kind == "invscaling":
+            return self.eta0 / float(k) ** self.power_t
+        return self.eta
 
     def run(self, first: int, n: int) -> np.ndarray:
-        """The step sizes of steps ``first .. first + n - 1`` (float64)."""
-        if self.power_t == 0.0:
-            return np.full(n, self.lr)
-        return self.lr / np.arange(first, first + n, dtype=np.float64) ** self.power_t
+        """The rates of steps ``first .. first + n - 1`` (float64), each as ``at`` gives it."""
+        k = np.arange(first, first + n, dtype=np.float64)
+        if self.kind == "optimal":
+            return 1.0 / (self.alpha * (self.t0 + k - 1))
+        if self.kind == "invscaling":
+            return self.eta0 / k ** self.power_t
+        return np.full(n, self.eta)
+
+    def plateau(self) -> bool:
+        """The convergence test failed: ``'adaptive'`` divides its rate by 5 and returns True
+        (training goes on) while the rate is above 1e-6; every schedule else returns False
+        (training stops)."""
+        if self.kind != "adaptive" or not self.eta > ADAPTIVE_MIN:
+            return False
+        self.eta /= ADAPTIVE_DIVISOR
+        return True
 
 
 class Batches:

@@ -151,17 +151,39 @@ def test_kernel_first_appearance_order_and_duplicates():
 
 # --------------------------------------------------------------------------- losses
 
-CLASSIFIER_LOSSES = {"hinge", "log_loss", "modified_huber", "squared_hinge", "perceptron"}
 REGRESSOR_LOSSES = {"squared_error", "huber", "epsilon_insensitive",
                     "squared_epsilon_insensitive"}
+# scikit-learn's classifier accepts the regression losses too (fitting the targets +1/-1)
+CLASSIFIER_LOSSES = {"hinge", "log_loss", "modified_huber", "squared_hinge",
+                     "perceptron"} | REGRESSOR_LOSSES
 MAX_DLOSS = 1e12  # loss derivatives beyond this are clipped, as in scikit-learn
 
 
 def test_every_estimator_loss_is_covered():
     """The loss tests below walk the estimators' loss tables: these are the documented
-    losses, so a loss added to an estimator gets compared with a formula or fails here."""
-    assert set(SGDClassifier._LOSSES) == CLASSIFIER_LOSSES
-    assert set(SGDRegressor._LOSSES) == REGRESSOR_LOSSES
+    losses, and every loss name the installed scikit-learn accepts, so a loss added to an
+    estimator (or to scikit-learn) gets compared with a formula or fails here."""
+    from sklearn.linear_model import SGDClassifier as SkClassifier, SGDRegressor as SkRegressor
+    assert set(SGDClassifier._LOSSES) == CLASSIFIER_LOSSES == set(SkClassifier.loss_functions)
+    assert set(SGDRegressor._LOSSES) == REGRESSOR_LOSSES == set(SkRegressor.loss_functions)
+
+
+@pytest.mark.parametrize("loss", sorted(REGRESSOR_LOSSES))
+def test_classifier_regression_losses_fit_the_signed_targets(loss):
+    """The classifier's regression losses have scikit-learn's meaning: the loss of the margin
+    against +1/-1 (one-vs-rest with more classes). With plain SGD and batch_size=1 the model
+    is scikit-learn's (dense X: scikit-learn damps the intercept's steps on sparse X)."""
+    from sklearn.linear_model import SGDClassifier as SkClassifier
+    X, y = make_classification(300, 6, random_state=1)
+    kw = dict(loss=loss, learning_rate="constant", eta0=0.01, alpha=1e-3, epsilon=0.2,
+              shuffle=False, max_iter=5, tol=None)
+    ours = SGDClassifier(optimizer="sgd", batch_size=1, **kw).fit(X, y)
+    theirs = SkClassifier(**kw).fit(X, y)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-10, atol=1e-13)
+    multi = SGDClassifier(loss=loss, random_state=0, max_iter=3, tol=None).fit(
+        X, np.arange(len(y)) % 3)
+    assert multi.coef_.shape == (3, 6) and not hasattr(multi, "predict_proba")
 
 
 def _scalar_loss_cases():
@@ -195,10 +217,11 @@ def test_py_loss_matches_numpy(name, kernel_loss, c):
     got = np.array([_linear.py_loss(code, p, y, c) for p, y in zip(P, Y)])
     with np.errstate(over="ignore", invalid="ignore"):
         lref, dref = ref.linear_loss(kernel_loss, P, Y, c)
-    # the kernel's log(1 + exp(-z)) and its asymptotic forms beyond |z| = 18 (as
-    # scikit-learn's) agree with the exact log-loss to a relative e**-18
+    # the kernel's log-loss is scikit-learn's piecewise log1pexp(p) - y_true p: within a
+    # relative e**-18 of the exact value, and within 1e-14 where it cancels (large y p)
     rtol = 1e-7 if kernel_loss == "log" else 1e-15
-    np.testing.assert_allclose(got[:, 0], lref, rtol=rtol, atol=0)
+    atol = 1e-14 if kernel_loss == "log" else 0
+    np.testing.assert_allclose(got[:, 0], lref, rtol=rtol, atol=atol)
     np.testing.assert_allclose(got[:, 1], np.clip(dref, -MAX_DLOSS, MAX_DLOSS), rtol=rtol,
                                atol=0)
     if kernel_loss in ("squared_hinge", "squared", "squared_epsilon_insensitive"):
@@ -327,8 +350,12 @@ def test_kernel_bundles_refuse_mismatches_instead_of_crashing():
     small = _linear.BatchScratch(5, 1, 6, np.float64, 1, 0)
     with pytest.raises(ValueError, match="scratch"):
         kernel(samples, model, small, none, 0, 6)
-    flags = _linear.PENALTY_FLAGS["L1"]
-    lazy = _linear.LazyPenalty(flags, np.zeros(10, dtype=np.int64))
+    P = _linear.PENALTY_FLAGS
+    flags = P["L1"]
+    with pytest.raises(ValueError, match="debt"):
+        _linear.LazyPenalty(flags, np.zeros(10, dtype=np.int64))
+    lazy = _linear.LazyPenalty(flags, np.zeros(10, dtype=np.int64), None, 0.1, 0.0,
+                               np.zeros((10, 2)))
     lazy.step = 1
     with pytest.raises(ValueError, match="segment tables"):
         kernel(samples, model, scratch, lazy, 0, 6)  # flags on, no tables bound
@@ -338,11 +365,44 @@ def test_kernel_bundles_refuse_mismatches_instead_of_crashing():
     lazy.step = 4  # catches up to step 3, beyond the two steps the tables cover
     with pytest.raises(ValueError, match="segment tables"):
         kernel(samples, model, scratch, lazy, 0, 6)
-    short = _linear.LazyPenalty(flags, np.zeros(4, dtype=np.int64))
+    short = _linear.LazyPenalty(flags, np.zeros(4, dtype=np.int64), None, 0.1, 0.0,
+                                np.zeros((4, 2)))
     short.set_segment(np.ones(3), np.zeros(3), np.arange(1.0, 4.0), np.zeros(3))
     short.step = 1
     with pytest.raises(ValueError, match="shape"):
         kernel(samples, model, scratch, short, 0, 6)
+    narrow = _linear.LazyPenalty(flags, np.zeros(10, dtype=np.int64), None, 0.1, 0.0,
+                                 np.zeros((10, 1)))  # one debt per coefficient: two needed
+    narrow.set_segment(np.ones(3), np.zeros(3), np.arange(1.0, 4.0), np.zeros(3))
+    narrow.step = 1
+    with pytest.raises(ValueError, match="shape"):
+        kernel(samples, model, scratch, narrow, 0, 6)
+    # the PRE flag: no optimizer state bound while a row may have steps to catch up, or state
+    # of another shape or dtype than the table
+    pre = _linear.LazyPenalty(P["L2"] | P["PRE"], np.zeros(10, dtype=np.int64), None, 0.0, 0.1)
+    with pytest.raises(ValueError, match="E, the cumulative"):
+        pre.set_segment(np.ones(3), np.zeros(3), np.arange(1.0, 4.0), np.zeros(3))
+    pre.set_segment(np.ones(3), np.zeros(3), np.arange(1.0, 4.0), np.zeros(3), np.zeros(3))
+    pre.step = 1
+    kernel(samples, model, scratch, pre, 0, 6)  # step 1: nothing to catch up yet
+    pre.step = 2
+    with pytest.raises(ValueError, match="no optimizer state"):
+        kernel(samples, model, scratch, pre, 0, 6)
+    for S in (np.ones((9, 1)), np.ones((10, 1), dtype=np.float32), np.ones((10, 2))):
+        pre.set_preconditioner("sqrt", S, None, 1e-8, 0.0)
+        with pytest.raises(ValueError, match="optimizer state bound"):
+            kernel(samples, model, scratch, pre, 0, 6)
+    with pytest.raises(TypeError, match="rows are contiguous"):
+        pre.set_preconditioner("sqrt", np.ones((10, 2))[:, ::2], None, 1e-8, 0.0)
+    with pytest.raises(ValueError, match="row_step"):
+        pre.set_preconditioner("adam", np.ones((10, 1)), np.zeros(9, dtype=np.int64), 1e-8,
+                               0.9)
+    plain = _linear.LazyPenalty(P["L2"], np.zeros(10, dtype=np.int64), None, 0.0, 0.1)
+    plain.set_preconditioner("sqrt", np.ones((10, 1)), None, 1e-8, 0.0)
+    plain.set_segment(np.ones(3), np.zeros(3), np.arange(1.0, 4.0), np.zeros(3))
+    plain.step = 1
+    with pytest.raises(ValueError, match="PRE flag is off"):
+        kernel(samples, model, scratch, plain, 0, 6)
     with pytest.raises(ValueError, match="pen_step is required"):
         _linear.LazyPenalty(flags)
     with pytest.raises(ValueError, match="avg is required"):
@@ -357,23 +417,79 @@ def test_kernel_bundles_refuse_mismatches_instead_of_crashing():
 
 
 def test_lazy_penalty_bundle_catches_up_like_the_closed_form():
-    """One row through the bundle API: an L1+L2 segment of two steps, caught up by
-    ``catch_up_rows``, equals applying the proximal map step by step."""
+    """One row through the bundle API: an L1+L2 segment of two plain-SGD steps, caught up by
+    ``catch_up_rows``, equals applying the documented step (debt, shrink, threshold) step by
+    step, and the intercept row is left alone."""
     eta, l1, l2 = np.array([0.5, 0.25]), 0.1, 0.2
-    q = np.concatenate([[1.0], np.cumprod(1 / (1 + eta * l2))])
-    cum_a = np.concatenate([[0.0], np.cumsum(eta * l1 / q[:-1])])
-    W = np.array([[0.8, -0.05], [0.3, -0.6]])  # row 1 is the intercept: not penalised
+    E = np.concatenate([[0.0], np.cumsum(eta)])
+    q = np.concatenate([[1.0], np.cumprod(1.0 - eta * l2)])
+    cum_a = np.concatenate([[0.0], np.cumsum(eta * l1 / q[1:])])
+    W = np.array([[0.8, -0.04, 0.0], [0.3, -0.6, 0.2]])  # row 1 is the intercept
     model = _linear.LinearModel(W, 1, _linear.LOSSES["log"], 0.0)
     P = _linear.PENALTY_FLAGS
-    pen = _linear.LazyPenalty(P["L1"] | P["L2"], np.zeros(2, dtype=np.int64))
-    pen.set_segment(q, cum_a, np.cumsum(q), np.cumsum(cum_a * q))
-    expect = W[0].copy()
+    debt = np.zeros((2, 6))
+    debt[0, 2] = 0.07  # the third coefficient owes 0.07 if positive: it is 0, so it keeps owing
+    pen = _linear.LazyPenalty(P["L1"] | P["L2"], np.zeros(2, dtype=np.int64), None, l1, l2,
+                              debt)
+    pen.set_segment(q, cum_a, np.cumsum(q), np.cumsum(cum_a * q), E)
+    expect, ref_debt = W[0].copy(), np.stack([debt[0, :3], debt[0, 3:]])
     for e in eta:
-        expect = np.sign(expect) * np.maximum(np.abs(expect) - e * l1, 0) / (1 + e * l2)
+        expect = ref.sgd_penalty_step(expect, ref_debt, e, l1, l2)
     _linear.catch_up_rows(model, pen, 2, 1)
-    np.testing.assert_allclose(W[0], expect, rtol=1e-14)
+    np.testing.assert_allclose(W[0], expect, rtol=1e-13)
     assert expect[1] == 0.0 and W[0, 1] == 0.0
-    np.testing.assert_array_equal(W[1], [0.3, -0.6])
+    np.testing.assert_allclose(debt[0, :3], ref_debt[0], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(debt[0, 3:], ref_debt[1], rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(W[1], [0.3, -0.6, 0.2])
+
+
+def test_lazy_penalty_bundle_pays_debt_first():
+    """A coefficient pushed off 0 pays its sign's debt before the flow: here the debt eats it
+    whole, and the rest of the step's L1 adds to the debt."""
+    W = np.array([[0.04], [0.0]])
+    model = _linear.LinearModel(W, 1, _linear.LOSSES["log"], 0.0)
+    P = _linear.PENALTY_FLAGS
+    debt = np.array([[0.1, 0.0], [0.0, 0.0]])
+    pen = _linear.LazyPenalty(P["L1"], np.zeros(2, dtype=np.int64), None, 0.5, 0.0, debt)
+    E = np.array([0.0, 0.2])
+    pen.set_segment(np.ones(2), 0.5 * E, np.cumsum(np.ones(2)), np.cumsum(0.5 * E), E)
+    _linear.catch_up_rows(model, pen, 1, 1)
+    assert W[0, 0] == 0.0
+    # paid 0.04 (0.06 left), then 0.5 * 0.2 more owed; the negative side gained the 0.04
+    np.testing.assert_allclose(debt[0], [0.06 + 0.1, 0.04 + 0.1], rtol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["sqrt", "adam"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lazy_penalty_bundle_reads_the_optimizer_state(kind, dtype):
+    """With the PRE flag each coefficient's flow time is its step multiplier times the rates
+    it missed, the multiplier read from optimizer state of the table's dtype, also through a
+    row-interleaved view (Adam's layout); a zero second moment means no penalty, no debt."""
+    rng = np.random.default_rng(3)
+    l1, l2, n, K = 0.05, 0.3, 5, 3
+    W = rng.normal(size=(n + 1, K)).astype(dtype)
+    W0 = W.copy()
+    buf = rng.uniform(0.1, 2.0, size=(n + 1, 2 * K)).astype(dtype)
+    S = buf[:, K:]  # strided rows, as Adam's exp_avg_sq
+    S[1, 2] = 0.0
+    row_step = np.array([3, 1, 7, 2, 9, 4], dtype=np.int64)
+    E = np.array([0.0, 0.1, 0.35, 0.45])
+    P = _linear.PENALTY_FLAGS
+    debt = np.zeros((n + 1, 2 * K))
+    pen = _linear.LazyPenalty(P["L1"] | P["L2"] | P["PRE"], np.zeros(n + 1, dtype=np.int64),
+                              None, l1, l2, debt)
+    pen.set_segment(np.exp(-l2 * E), l1 * np.expm1(l2 * E) / l2, np.ones(4), np.ones(4), E)
+    pen.set_preconditioner(kind, S, row_step if kind == "adam" else None, 1e-3, 0.99)
+    model = _linear.LinearModel(W, n, _linear.LOSSES["log"], 0.0)
+    _linear.catch_up_rows(model, pen, 3, 2)
+    h = ref.step_multipliers(kind, S, row_step, 1e-3, 0.99)
+    ref_debt = np.zeros((2, n, K))
+    expect = ref.linear_penalty_step(W0[:n].astype(np.float64), ref_debt, h[:n] * E[3], l1, l2)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(W[:n], expect, rtol=tol, atol=tol * 1e-2)
+    np.testing.assert_array_equal(W[n], W0[n])
+    assert W[1, 2] == W0[1, 2] and debt[1, 2] == debt[1, 5] == 0.0
+    np.testing.assert_allclose(debt[:n, :K], ref_debt[0], rtol=tol, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- dense reference
@@ -388,10 +504,25 @@ def make_optimizer(name, W, lr, **kw):
     return None
 
 
-def reference_fit(X, yk, sw, *, loss, c, K, optimizer, lr, power_t, l1, l2, batch_size,
-                  epochs, fit_intercept, average=0, dtype=np.float64, objectives=None):
-    """The semantics in plain NumPy: mini-batches in order, the optimizer updates the touched
-    rows, then the proximal map of the penalty is applied to **every** coefficient.
+def _multipliers(opt):
+    """``h`` of every coefficient from a real optimizer's state (dense), as documented."""
+    st = opt.state["coef"]
+    group = opt.param_groups[0]
+    if isinstance(opt, so.Adam):
+        return ref.step_multipliers("adam", st["exp_avg_sq"], st["row_step"], group["eps"],
+                                    group["betas"][1])
+    return ref.step_multipliers("sqrt", st["sum" if isinstance(opt, so.Adagrad)
+                                           else "square_avg"], eps=group["eps"])
+
+
+def reference_fit(X, yk, sw, *, loss, c, K, optimizer, etas, l1, l2, batch_size, epochs,
+                  fit_intercept, average=0, dtype=np.float64, objectives=None):
+    """The semantics in plain NumPy: mini-batches in order; step ``k`` (rate ``etas(k)``)
+    updates the touched rows, then the penalty step acts on **every** coefficient: plain SGD
+    updates ``w <- w - eta/c g`` with ``c = 1 - eta*l2`` for features (the step's shrink then
+    leaves its own update whole) and ``b <- b - eta g``, then ``_reference.sgd_penalty_step``;
+    an adaptive optimizer updates with ``lr = eta``, then ``_reference.linear_penalty_step``
+    with flow time ``eta * h``.
 
     ``objectives``, a list, receives the documented objective of every epoch: the
     sample-weighted mean of the losses measured during the epoch (each batch at the weights
@@ -399,33 +530,35 @@ def reference_fit(X, yk, sw, *, loss, c, K, optimizer, lr, power_t, l1, l2, batc
     X = sp.csr_matrix(X).astype(np.float64)
     n, n_feat = X.shape
     W = np.zeros((n_feat + fit_intercept, K), dtype=dtype)
-    opt = make_optimizer(optimizer, W, lr)
+    opt = make_optimizer(optimizer, W, 1.0)
     avg = np.zeros_like(W, dtype=np.float64)
+    debt = np.zeros((2, n_feat, K))
     t, n_avg, seen, avg_start = 0, 0, 0, None
-    wmean = sw.mean()
     for _ in range(epochs):
         loss_sum = 0.0
         for s in range(0, n, batch_size):
             idx = np.arange(s, min(s + batch_size, n))
             t += 1
-            eta = lr / t ** power_t
+            eta = etas(t)
             if average and avg_start is None and seen + len(idx) >= average:
                 avg_start = t
             seen += len(idx)
-            G, ls = ref.linear_batch_gradient(X[idx], yk[idx], sw[idx] / wmean, W, n_feat,
+            G, ls = ref.linear_batch_gradient(X[idx], yk[idx], sw[idx], W, n_feat,
                                               fit_intercept, loss, c)
             loss_sum += ls
             rows = np.unique(X[idx].indices).astype(np.int64)
             if fit_intercept:
                 rows = np.append(rows, n_feat)
             if opt is None:
-                W[rows] -= (eta * G[rows]).astype(dtype)
+                step = np.full((len(rows), 1), eta / max(1.0 - eta * l2, 1e-300))
+                step[rows >= n_feat] = eta
+                W[rows] -= (step * G[rows]).astype(dtype)
+                W[:n_feat] = ref.sgd_penalty_step(W[:n_feat], debt, eta, l1, l2)
             else:
                 opt.lr = eta
                 opt.step([so.RowGrad(rows, G[rows].astype(dtype))])
-            Wf = W[:n_feat].astype(np.float64)
-            Wf = np.sign(Wf) * np.maximum(np.abs(Wf) - eta * l1, 0) / (1 + eta * l2)
-            W[:n_feat] = Wf
+                h = _multipliers(opt)[:n_feat]
+                W[:n_feat] = ref.linear_penalty_step(W[:n_feat], debt, eta * h, l1, l2)
             if avg_start is not None:
                 avg += W
                 n_avg += 1
@@ -434,6 +567,14 @@ def reference_fit(X, yk, sw, *, loss, c, K, optimizer, lr, power_t, l1, l2, batc
             objectives.append(loss_sum / n + 0.5 * l2 * float(np.vdot(Wf, Wf))
                               + l1 * float(np.abs(Wf).sum()))
     return W, (avg / n_avg if n_avg else None)
+
+
+def constant(eta0):
+    return lambda k: eta0
+
+
+def invscaling(eta0, power_t):
+    return lambda k: eta0 / k ** power_t
 
 
 PENALTIES = [("l2", 1e-2, 0.15), ("l1", 2e-2, 0.15), ("elasticnet", 3e-2, 0.5), (None, 0, 0)]
@@ -465,24 +606,53 @@ def test_lazy_penalty_and_average_match_dense_reference(optimizer, penalty, alph
                                                         average):
     X, y = _sparse_problem()
     lr = {"adam": 0.05, "adagrad": 0.3, "rmsprop": 0.05, "sgd": 0.5}[optimizer]
-    est = SGDClassifier(loss="log_loss", optimizer=optimizer, learning_rate=lr, penalty=penalty,
+    # plain SGD decays its rate ('invscaling'), so the tables see varying rates
+    schedule = dict(learning_rate="invscaling", power_t=0.5) if optimizer == "sgd" else \
+        dict(learning_rate="constant")
+    est = SGDClassifier(loss="log_loss", optimizer=optimizer, eta0=lr, penalty=penalty,
                         alpha=alpha, l1_ratio=l1_ratio, batch_size=16, shuffle=False,
-                        max_iter=4, tol=None, average=average)
+                        max_iter=4, tol=None, average=average, **schedule)
     est.fit(X, y)
     l1, l2 = _lp(penalty, alpha, l1_ratio)
-    power_t = 0.5 if optimizer == "sgd" else 0.0
+    etas = invscaling(lr, 0.5) if optimizer == "sgd" else constant(lr)
     W, avg = reference_fit(X, np.where(y == 1, 1.0, -1.0), np.ones(len(y)), loss="log", c=0,
-                           K=1, optimizer=optimizer, lr=lr, power_t=power_t, l1=l1, l2=l2,
-                           batch_size=16, epochs=4, fit_intercept=True, average=average)
+                           K=1, optimizer=optimizer, etas=etas, l1=l1, l2=l2, batch_size=16,
+                           epochs=4, fit_intercept=True, average=average)
     expect = avg if average else W
     np.testing.assert_allclose(est.coef_, expect[:-1].T, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(est.intercept_, expect[-1], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+@pytest.mark.parametrize("schedule", ["optimal", "invscaling"])
+def test_schedules_match_dense_reference(optimizer, schedule):
+    """Rates that change every step ('optimal' of plain SGD, 'invscaling'), with the elastic
+    net and its debts, through several segments of the lazy tables."""
+    X, y = _sparse_problem(seed=13)
+    alpha, l1_ratio, eta0, power_t = 0.02, 0.4, 0.2, 0.3
+    est = SGDClassifier(loss="hinge", optimizer=optimizer, learning_rate=schedule, eta0=eta0,
+                        power_t=power_t, penalty="elasticnet", alpha=alpha, l1_ratio=l1_ratio,
+                        batch_size=8, shuffle=False, max_iter=3, tol=None).fit(X, y)
+    if schedule == "invscaling":
+        etas = invscaling(eta0, power_t)
+    else:
+        typw = np.sqrt(1.0 / np.sqrt(alpha))
+        t0 = 1.0 / (alpha * typw)  # hinge: dloss(1, -typw) = -1, so the first rate is typw
+        base = typw if optimizer == "sgd" else _base.BASE_RATE[optimizer]
+
+        def etas(k):  # scikit-learn's 1 / (alpha (t0 + k - 1)) for plain SGD
+            return base * t0 / (t0 + k - 1)
+    W, _ = reference_fit(X, np.where(y == 1, 1.0, -1.0), np.ones(len(y)), loss="hinge", c=1.0,
+                         K=1, optimizer=optimizer, etas=etas, l1=alpha * l1_ratio,
+                         l2=alpha * (1 - l1_ratio), batch_size=8, epochs=3, fit_intercept=True)
+    np.testing.assert_allclose(est.coef_, W[:-1].T, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(est.intercept_, W[-1], rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_l1_gives_exact_zeros(optimizer):
     X, y = _sparse_problem(seed=11, n=300, n_feat=200, density=0.05)
-    est = SGDClassifier(optimizer=optimizer, penalty="l1", alpha=0.5, random_state=0,
+    est = SGDClassifier(optimizer=optimizer, penalty="l1", alpha=0.05, random_state=0,
                         max_iter=5, tol=None).fit(X, y)
     dense = SGDClassifier(optimizer=optimizer, penalty=None, random_state=0, max_iter=5,
                           tol=None).fit(X, y)
@@ -492,15 +662,15 @@ def test_l1_gives_exact_zeros(optimizer):
 def test_lazy_penalty_multiclass_float32_segments(monkeypatch):
     """Softmax with 3 outputs, float32, and segments forced short (tables restart)."""
     from sparseopt.linear_model import _lazy
-    monkeypatch.setattr(_lazy, "MAX_LOG_DECAY", 0.01)  # segments of about 5 steps
+    monkeypatch.setattr(_lazy, "MAX_LOG_DECAY", 0.01)  # segments of a few steps
     X, y = _sparse_problem(seed=3, classes=3)
-    est = SGDClassifier(loss="log_loss", optimizer="adam", learning_rate=0.05,
-                        penalty="elasticnet", alpha=0.05, l1_ratio=0.3, batch_size=10,
-                        shuffle=False, max_iter=3, tol=None, average=50)
+    est = SGDClassifier(loss="log_loss", optimizer="adam", learning_rate="constant",
+                        eta0=0.05, penalty="elasticnet", alpha=0.05, l1_ratio=0.3,
+                        batch_size=10, shuffle=False, max_iter=3, tol=None, average=50)
     est.fit(X.astype(np.float32), y)
     assert est.coef_.dtype == np.float32 and est.coef_.shape == (3, 50)
     W, avg = reference_fit(X, y.astype(np.float64), np.ones(len(y)), loss="softmax", c=0, K=3,
-                           optimizer="adam", lr=0.05, power_t=0.0, l1=0.015, l2=0.035,
+                           optimizer="adam", etas=constant(0.05), l1=0.015, l2=0.035,
                            batch_size=10, epochs=3, fit_intercept=True, average=50,
                            dtype=np.float32)
     np.testing.assert_allclose(est.coef_, avg[:-1].T, rtol=2e-4, atol=2e-5)
@@ -508,15 +678,17 @@ def test_lazy_penalty_multiclass_float32_segments(monkeypatch):
 
 def test_weight_scaling_rescales_when_small(monkeypatch):
     from sparseopt.linear_model import _lazy
-    monkeypatch.setattr(_lazy, "MIN_SCALE", 0.96)  # multiply the table out every 3 steps
+    monkeypatch.setattr(_lazy, "MIN_SCALE", 0.96)  # multiply the table out every few steps
     X, y = _sparse_problem(seed=5)
-    kw = dict(loss="hinge", optimizer="adagrad", learning_rate=0.3, penalty="l2", alpha=0.05,
-              batch_size=8, shuffle=False, max_iter=3, tol=None)
+    kw = dict(loss="hinge", optimizer="sgd", learning_rate="constant", eta0=0.3,
+              penalty="l2", alpha=0.05, batch_size=8, shuffle=False, max_iter=3, tol=None)
     est = SGDClassifier(**kw).fit(X, y)
+    assert est._reg is None or est._reg.scaled
     W, _ = reference_fit(X, np.where(y == 1, 1.0, -1.0), np.ones(len(y)), loss="hinge", c=1.0,
-                         K=1, optimizer="adagrad", lr=0.3, power_t=0.0, l1=0, l2=0.05,
+                         K=1, optimizer="sgd", etas=constant(0.3), l1=0, l2=0.05,
                          batch_size=8, epochs=3, fit_intercept=True)
     np.testing.assert_allclose(est.coef_, W[:-1].T, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(est.intercept_, W[-1], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("loss", ["squared_error", "huber", "epsilon_insensitive",
@@ -525,13 +697,13 @@ def test_regressor_matches_reference(loss):
     X, _ = _sparse_problem(seed=2)
     y = np.asarray(X @ np.linspace(-1, 1, X.shape[1])).ravel() + 0.3
     sw = np.random.default_rng(0).uniform(0.5, 3, size=len(y))
-    est = SGDRegressor(loss=loss, optimizer="rmsprop", learning_rate=0.02, penalty="l2",
-                       alpha=0.01, epsilon=0.05, batch_size=12, shuffle=False, max_iter=3,
-                       tol=None, fit_intercept=False)
+    est = SGDRegressor(loss=loss, optimizer="rmsprop", learning_rate="constant", eta0=0.02,
+                       penalty="l2", alpha=0.01, epsilon=0.05, batch_size=12, shuffle=False,
+                       max_iter=3, tol=None, fit_intercept=False)
     est.fit(X, y, sample_weight=sw)
     kernel_loss = {"squared_error": "squared"}.get(loss, loss)
     W, _ = reference_fit(X, y, sw, loss=kernel_loss, c=0.05, K=1, optimizer="rmsprop",
-                         lr=0.02, power_t=0.0, l1=0, l2=0.01, batch_size=12, epochs=3,
+                         etas=constant(0.02), l1=0, l2=0.01, batch_size=12, epochs=3,
                          fit_intercept=False)
     np.testing.assert_allclose(est.coef_, W[:, 0], rtol=1e-9, atol=1e-12)
     assert est.intercept_.tolist() == [0.0]
@@ -553,7 +725,7 @@ def _reference_objectives(X, y, sw, lr, penalty, alpha, l1_ratio, epochs):
     l1, l2 = _lp(penalty, alpha, l1_ratio)
     objectives = []
     W, _ = reference_fit(X, np.where(y == 1, 1.0, -1.0), sw, loss="log", c=0, K=1,
-                         optimizer="adagrad", lr=lr, power_t=0.0, l1=l1, l2=l2,
+                         optimizer="adagrad", etas=constant(lr), l1=l1, l2=l2,
                          batch_size=16, epochs=epochs, fit_intercept=True,
                          objectives=objectives)
     Wf = W[:-1]
@@ -571,8 +743,9 @@ def test_reported_objective_matches_numpy(capsys, penalty, alpha, l1_ratio):
     ``l2/2 ||w||^2 + l1 |w|_1`` of the coefficients at its end. With the L2 penalty alone the
     table holds ``w / wscale`` (weight-scaling trick), so its penalty needs ``wscale**2``."""
     X, y, sw = _objective_problem()
-    SGDClassifier(learning_rate=0.3, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio, tol=None,
-                  max_iter=6, verbose=1, **OBJECTIVE_KW).fit(X, y, sample_weight=sw)
+    SGDClassifier(learning_rate="constant", eta0=0.3, penalty=penalty, alpha=alpha,
+                  l1_ratio=l1_ratio, tol=None, max_iter=6, verbose=1,
+                  **OBJECTIVE_KW).fit(X, y, sample_weight=sw)
     reported = _reported_objectives(capsys.readouterr().out)
     expected, final_penalty = _reference_objectives(X, y, sw, 0.3, penalty, alpha, l1_ratio, 6)
     assert final_penalty > 0.02, "the penalty must weigh enough for an error in it to show"
@@ -586,9 +759,10 @@ def test_n_iter_follows_the_documented_stopping_rule(penalty, alpha, l1_ratio):
     """``n_iter_`` is the epoch after which the objective has failed to improve on its best by
     ``tol`` for ``n_iter_no_change`` epochs in a row, computed here from the NumPy objectives."""
     X, y, sw = _objective_problem()
-    lr, tol, patience, max_iter = 0.05, 1e-5, 2, 40
-    est = SGDClassifier(learning_rate=lr, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
-                        tol=tol, n_iter_no_change=patience, max_iter=max_iter, **OBJECTIVE_KW)
+    lr, tol, patience, max_iter = 0.05, 1e-3, 2, 40
+    est = SGDClassifier(learning_rate="constant", eta0=lr, penalty=penalty, alpha=alpha,
+                        l1_ratio=l1_ratio, tol=tol, n_iter_no_change=patience,
+                        max_iter=max_iter, **OBJECTIVE_KW)
     est.fit(X, y, sample_weight=sw)
     objectives, _ = _reference_objectives(X, y, sw, lr, penalty, alpha, l1_ratio, max_iter)
     best, bad = np.inf, 0
@@ -618,7 +792,7 @@ def test_full_batch_sgd_reaches_the_ridge_optimum():
     unpenalised): ridge regression with alpha * n, solved here in closed form."""
     X, y = _regression_problem()
     n, alpha = X.shape[0], 0.1
-    est = SGDRegressor(optimizer="sgd", learning_rate=0.2, power_t=0.0, batch_size=n,
+    est = SGDRegressor(optimizer="sgd", learning_rate="constant", eta0=0.2, batch_size=n,
                        penalty="l2", alpha=alpha, shuffle=False, tol=None, max_iter=400)
     est.fit(X, y)
     Xc, yc = X - X.mean(axis=0), y - y.mean()
@@ -634,7 +808,7 @@ def test_full_batch_sgd_reaches_the_elastic_net_optimum():
     from sklearn.linear_model import ElasticNet
     X, y = _regression_problem(seed=1)
     n, alpha, l1_ratio = X.shape[0], 0.2, 0.5
-    est = SGDRegressor(optimizer="sgd", learning_rate=0.2, power_t=0.0, batch_size=n,
+    est = SGDRegressor(optimizer="sgd", learning_rate="constant", eta0=0.2, batch_size=n,
                        penalty="elasticnet", alpha=alpha, l1_ratio=l1_ratio, shuffle=False,
                        tol=None, max_iter=400).fit(X, y)
     ref = ElasticNet(alpha=alpha, l1_ratio=l1_ratio, tol=1e-14, max_iter=100_000).fit(X, y)
@@ -652,7 +826,7 @@ def test_full_batch_sgd_reaches_the_logistic_regression_optimum():
     n, alpha = 300, 0.02
     X = rng.normal(size=(n, 4))
     y = (X @ [1.5, -1.0, 0.5, 0.0] + 0.7 + rng.logistic(size=n) > 0).astype(int)
-    est = SGDClassifier(loss="log_loss", optimizer="sgd", learning_rate=2.0, power_t=0.0,
+    est = SGDClassifier(loss="log_loss", optimizer="sgd", learning_rate="constant", eta0=2.0,
                         batch_size=n, alpha=alpha, shuffle=False, tol=None, max_iter=1500)
     est.fit(X, y)
     ref = LogisticRegression(C=1.0 / (n * alpha), tol=1e-12, max_iter=10_000).fit(X, y)
@@ -795,21 +969,59 @@ def test_sparsify_densify_roundtrip():
 
 
 def test_warm_start_and_coef_init():
+    """``warm_start`` starts ``fit`` from the previous solution, as scikit-learn does, and
+    continues the optimizer state that such a model keeps; ``coef_init`` starts afresh."""
     X, y = make_classification(200, 5, random_state=0)
-    a = SGDClassifier(max_iter=3, tol=None, random_state=0).fit(X, y)
-    b = SGDClassifier(max_iter=3, tol=None, random_state=0, warm_start=True).fit(X, y)
+    kw = dict(max_iter=3, tol=None, random_state=0)
+    a = SGDClassifier(**kw).fit(X, y)
+    b = SGDClassifier(warm_start=True, **kw).fit(X, y)
     np.testing.assert_array_equal(a.coef_, b.coef_)
-    start = b.coef_.copy()
+    assert a.optimizer_ is None and b.optimizer_ is not None  # only warm_start keeps it
+    start, start_b = b.coef_.copy(), b.intercept_.copy()
+    acc = b.optimizer_.state["coef"]["sum"].copy()
     b.fit(X, y)
-    c = SGDClassifier(max_iter=3, tol=None, random_state=0).fit(
-        X, y, coef_init=start, intercept_init=a.intercept_)
-    np.testing.assert_allclose(b.coef_, c.coef_)
+    assert b.t_ == a.t_, "the schedule restarts, as scikit-learn's fit does"
+    assert np.all(b.optimizer_.state["coef"]["sum"] >= acc) and \
+        np.any(b.optimizer_.state["coef"]["sum"] > acc), "Adagrad's sums carry on"
+    c = SGDClassifier(**kw).fit(X, y, coef_init=start, intercept_init=start_b)
+    assert not np.allclose(b.coef_, c.coef_), "a fresh optimizer takes other steps"
+    # plain SGD keeps no state: a warm start is coef_init with the previous solution
+    s1 = SGDClassifier(optimizer="sgd", warm_start=True, **kw).fit(X, y)
+    first, first_b = s1.coef_.copy(), s1.intercept_.copy()
+    s1.fit(X, y)
+    s2 = SGDClassifier(optimizer="sgd", **kw).fit(X, y, coef_init=first,
+                                                  intercept_init=first_b)
+    np.testing.assert_allclose(s1.coef_, s2.coef_, rtol=1e-12)
     with pytest.raises(ValueError, match="coef_init"):
         SGDClassifier().fit(X, y, coef_init=np.zeros((1, 3)))
-    # warm start from sparsified coefficients
-    d = SGDClassifier(max_iter=3, tol=None, random_state=0, warm_start=True).fit(X, y)
+    # warm start from sparsified coefficients: a fresh optimizer from them
+    d = SGDClassifier(warm_start=True, **kw).fit(X, y)
     d.sparsify().fit(X, y)
-    np.testing.assert_allclose(d.coef_, b.coef_)
+    np.testing.assert_allclose(d.coef_, c.coef_)
+
+
+def test_fit_releases_optimizer_state_unless_kept():
+    """After ``fit`` the model (and its pickle) holds the coefficients, not the optimizer
+    state, unless ``warm_start=True`` or the model was trained by ``partial_fit``; a
+    ``partial_fit`` after ``fit`` starts a fresh optimizer from the coefficients."""
+    rng = np.random.default_rng(0)
+    X = sp.random(400, 20_000, density=0.002, format="csr", random_state=1)
+    y = rng.integers(0, 2, size=400)
+    coef_bytes = 8 * (X.shape[1] + 1)
+    kw = dict(loss="log_loss", optimizer="adam", max_iter=2, tol=None, random_state=0)
+    sizes = {}
+    for name, est in [("fit", SGDClassifier(**kw).fit(X, y)),
+                      ("warm_start", SGDClassifier(warm_start=True, **kw).fit(X, y)),
+                      ("partial_fit", SGDClassifier(**kw).partial_fit(X, y, classes=[0, 1]))]:
+        sizes[name] = len(pickle.dumps(est)) / coef_bytes
+    assert sizes["fit"] < 1.2, sizes  # the weights and small bookkeeping
+    assert sizes["warm_start"] > 2.9 and sizes["partial_fit"] > 2.9, sizes  # Adam: 2 more
+    est = SGDClassifier(**kw).fit(X, y)
+    est.partial_fit(X, y)
+    assert est.optimizer_ is not None and est.t_ > 0
+    # with averaging the running average is kept, as scikit-learn keeps both coefficients
+    avg = SGDClassifier(average=True, **kw).fit(X, y)
+    assert avg.optimizer_ is None and avg._reg is not None and avg._reg.avg is not None
 
 
 def test_early_stopping_and_convergence():
@@ -818,7 +1030,8 @@ def test_early_stopping_and_convergence():
     assert clf.n_iter_ < 200
     with pytest.warns(Warning, match="Maximum number of iteration"):
         SGDClassifier(max_iter=2, tol=1e-12, n_iter_no_change=5).fit(X, y)
-    reg = SGDRegressor(early_stopping=True, random_state=0).fit(X, X[:, 0] * 2)
+    reg = SGDRegressor(early_stopping=True, learning_rate="constant", eta0=0.1,
+                       random_state=0).fit(X, X[:, 0] * 2)
     assert reg.score(X, X[:, 0] * 2) > 0.9
 
 
@@ -834,20 +1047,32 @@ def test_class_weight_balanced_equals_dict():
     np.testing.assert_allclose(a, b)
 
 
-def test_sample_weight_scale_invariance_and_ones():
+def test_sample_weights_count_against_alpha():
+    """Weights are used as given, as in scikit-learn: unit weights are no weights, and
+    multiplying every weight by 8 is dividing alpha by 8 (exactly so for Adam, whose steps do
+    not depend on the gradient's scale, with an eps too small to matter)."""
     X, y = make_classification(150, 6, random_state=0)
-    a = SGDClassifier(optimizer="sgd", random_state=0, max_iter=4, tol=None).fit(X, y)
-    b = SGDClassifier(optimizer="sgd", random_state=0, max_iter=4, tol=None).fit(
-        X, y, sample_weight=np.ones(len(y)))
+    kw = dict(random_state=0, max_iter=4, tol=None)
+    a = SGDClassifier(optimizer="sgd", **kw).fit(X, y)
+    b = SGDClassifier(optimizer="sgd", **kw).fit(X, y, sample_weight=np.ones(len(y)))
     np.testing.assert_array_equal(a.coef_, b.coef_)
-    c = SGDClassifier(optimizer="sgd", random_state=0, max_iter=4, tol=None).fit(
-        X, y, sample_weight=np.full(len(y), 8.0))
-    np.testing.assert_allclose(a.coef_, c.coef_, rtol=1e-12)
+    kw.update(optimizer="adam", eps=1e-30, penalty="elasticnet", l1_ratio=0.3,
+              learning_rate="constant")  # 'optimal' would take its decay from alpha
+    c = SGDClassifier(alpha=0.08, **kw).fit(X, y, sample_weight=np.full(len(y), 8.0))
+    d = SGDClassifier(alpha=0.01, **kw).fit(X, y)
+    np.testing.assert_allclose(c.coef_, d.coef_, rtol=1e-9, atol=1e-12)
+    e = SGDClassifier(alpha=0.01, **kw).fit(X, y, sample_weight=np.full(len(y), 8.0))
+    assert not np.allclose(d.coef_, e.coef_, rtol=1e-3), "the weights' scale counts"
 
 
 @pytest.mark.parametrize("params,match", [
-    (dict(optimizer="lbfgs"), "optimizer"), (dict(learning_rate="optimal"), "learning_rate"),
-    (dict(learning_rate=-1.0), "learning_rate"), (dict(loss="squared_error"), "loss"),
+    (dict(optimizer="lbfgs"), "optimizer"), (dict(learning_rate="fast"), "learning_rate"),
+    (dict(learning_rate=-1.0), "learning_rate"), (dict(loss="squared_loss"), "loss"),
+    (dict(learning_rate=0.05), "learning_rate='constant', eta0=0.05"),
+    (dict(learning_rate=None), "learning_rate"), (dict(learning_rate="pa1"), "pa1"),
+    (dict(loss="log"), "loss='log_loss'"), (dict(eta0=0.0), "eta0"),
+    (dict(power_t=-0.5), "power_t"), (dict(alpha=0.0), "alpha must be > 0"),
+    (dict(n_jobs=0), "n_jobs"), (dict(n_jobs=1.5), "n_jobs"), (dict(n_jobs=10**6), "n_jobs"),
     (dict(penalty="l3"), "penalty"), (dict(batch_size=0), "batch_size"),
     (dict(l1_ratio=2.0), "l1_ratio"), (dict(beta1=1.0), "beta1"),
     (dict(n_threads=0), "n_threads"), (dict(average=-1), "average"),
