@@ -18,7 +18,7 @@ from sklearn.utils.validation import column_or_1d
 from .. import _validation as V
 from .._kernels import _linear
 from .._sklearn import fit_guard, validate_data
-from ._base import BaseSGD
+from ._base import DEFAULT_ALPHA, DEFAULT_TOL, BaseSGD
 
 _ACCEPT_SPARSE = ["csr"]  # CSC, COO, ... are converted
 _DTYPES = [np.float64, np.float32]
@@ -33,25 +33,30 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         touches it, and all are brought up to date at the end of every epoch and call, so
         ``coef_`` is exactly what applying the step to every coefficient at every step would
         give (up to rounding): see ``sparseopt/linear_model/_lazy.py``.
-    alpha : float, default=1e-4
+    alpha : float, default=5e-6
         Regularisation strength, on scikit-learn's objective: the mean over the samples of
         the loss (times the sample and class weights) plus ``alpha * (l1_ratio * |w|_1 +
         (1 - l1_ratio) / 2 * |w|_2**2)`` (``alpha/2 |w|^2`` for 'l2', ``alpha |w|_1`` for
         'l1'), so a value tuned for scikit-learn transfers. Also sets the 'optimal' schedule
-        of 'sgd'.
+        of 'sgd'. The default is smaller than scikit-learn's 1e-4: chosen on real text,
+        tabular and regression data, where 1e-4 over-regularises wide sparse problems (up to
+        0.05 ROC-AUC lost on hashed text with 2**20 columns); pass ``alpha=1e-4`` for
+        scikit-learn's.
     l1_ratio : float, default=0.15
         Elastic-net mixing (0 = L2, 1 = L1); used with ``penalty='elasticnet'``.
     fit_intercept : bool, default=True
         Learn an (unpenalised) intercept, stored as one more row of the weight table.
     max_iter : int, default=1000
         Maximum number of epochs of ``fit`` (``partial_fit`` makes one).
-    tol : float or None, default=1e-3
+    tol : float or None, default=1e-2
         Training stops when the epoch's objective (the sample-weighted mean loss, measured
         during the epoch as scikit-learn does, plus ``alpha`` times the penalty of the
         weights at its end; ``verbose`` prints it) has not improved on its best by ``tol``
         for ``n_iter_no_change`` epochs in a row (with ``early_stopping``: the validation
         score). ``learning_rate='adaptive'`` then divides its rate by 5 instead, until the
-        rate falls below 1e-6. ``None`` runs ``max_iter`` epochs.
+        rate falls below 1e-6. ``None`` runs ``max_iter`` epochs. The default is larger than
+        scikit-learn's 1e-3: on real data the held-out score stops improving long before the
+        training objective does, so 1e-2 reaches the same scores in about half the epochs.
     shuffle : bool, default=True
         Shuffle the samples before every epoch.
     verbose : int, default=0
@@ -240,9 +245,9 @@ default='hinge'
         "squared_epsilon_insensitive": ("squared_epsilon_insensitive", "epsilon"),
     }
 
-    def __init__(self, loss="hinge", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
-                 fit_intercept=True, max_iter=1000, tol=1e-3, shuffle=True, verbose=0,
-                 epsilon=0.1, n_jobs=None, random_state=None, learning_rate="optimal",
+    def __init__(self, loss="hinge", *, penalty="l2", alpha=DEFAULT_ALPHA,
+                 l1_ratio=0.15, fit_intercept=True, max_iter=1000, tol=DEFAULT_TOL, shuffle=True,
+                 verbose=0, epsilon=0.1, n_jobs=None, random_state=None, learning_rate="optimal",
                  eta0=None, power_t=0.5, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, class_weight=None, warm_start=False, average=False,
                  optimizer="adagrad", batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99,
@@ -523,9 +528,9 @@ class SGDRegressor(RegressorMixin, BaseSGD):
         "squared_epsilon_insensitive": ("squared_epsilon_insensitive", "epsilon"),
     }
 
-    def __init__(self, loss="squared_error", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
-                 fit_intercept=True, max_iter=1000, tol=1e-3, shuffle=True, verbose=0,
-                 epsilon=0.1, random_state=None, learning_rate="invscaling", eta0=None,
+    def __init__(self, loss="squared_error", *, penalty="l2", alpha=DEFAULT_ALPHA,
+                 l1_ratio=0.15, fit_intercept=True, max_iter=1000, tol=DEFAULT_TOL, shuffle=True,
+                 verbose=0, epsilon=0.1, random_state=None, learning_rate="invscaling", eta0=None,
                  power_t=0.25, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, warm_start=False, average=False, optimizer="adagrad",
                  batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99, eps=None,

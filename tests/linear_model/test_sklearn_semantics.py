@@ -82,7 +82,7 @@ def test_adaptive_schedule_stops_as_scikit_learn(tol, patience):
     (with tol=10 nothing improves enough: 1 + 6 divisions of 0.01 ... + the stop)."""
     X, y = _dense_problem()
     kw = dict(loss="hinge", learning_rate="adaptive", eta0=0.01, tol=tol,
-              n_iter_no_change=patience, shuffle=False, max_iter=300)
+              n_iter_no_change=patience, shuffle=False, max_iter=300, alpha=1e-4)
     theirs = SkClassifier(**kw).fit(X, y)
     ours = SGDClassifier(optimizer="sgd", batch_size=1, **kw).fit(X, y)
     assert ours.n_iter_ == theirs.n_iter_
@@ -93,12 +93,12 @@ def test_adaptive_schedule_stops_as_scikit_learn(tol, patience):
 
 
 def test_regressor_defaults_retrace_scikit_learn():
-    """SGDRegressor's defaults ('invscaling', eta0=0.01, power_t=0.25) with plain SGD and
-    batches of one are scikit-learn's SGDRegressor."""
+    """SGDRegressor's schedule defaults ('invscaling', eta0=0.01, power_t=0.25) with plain
+    SGD, batches of one and scikit-learn's alpha are scikit-learn's SGDRegressor."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 6))
     y = X @ np.linspace(-2, 2, 6) + 0.5 + 0.1 * rng.normal(size=400)
-    kw = dict(shuffle=False, max_iter=6, tol=None)
+    kw = dict(shuffle=False, max_iter=6, tol=None, alpha=1e-4)
     theirs = SkRegressor(**kw).fit(X, y)
     ours = SGDRegressor(optimizer="sgd", batch_size=1, **kw).fit(X, y)
     np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-10)
@@ -189,10 +189,13 @@ def test_n_jobs_is_the_thread_count_unless_n_threads_is_set():
 
 def test_parameters_are_scikit_learns():
     """Every parameter of scikit-learn's estimators exists here with its default, except the
-    documented ones (``eta0``: the optimizer's base rate when None)."""
+    documented ones (``eta0``: the optimizer's base rate when None; ``alpha`` 5e-6 and
+    ``tol`` 1e-2, chosen on real data)."""
     for ours, theirs in ((SGDClassifier(), SkClassifier()), (SGDRegressor(), SkRegressor())):
         mine, sk = ours.get_params(), theirs.get_params()
         assert set(sk) <= set(mine), set(sk) - set(mine)
         differ = {k for k in sk if mine[k] != sk[k]}
-        assert differ == {"eta0"}, differ
+        assert differ == {"eta0", "alpha", "tol"}, differ
+        assert (mine["alpha"], sk["alpha"]) == (5e-6, 1e-4)
+        assert (mine["tol"], sk["tol"]) == (1e-2, 1e-3)
         assert ours.set_params(optimizer="sgd")._check_params()["eta0"] == sk["eta0"]
