@@ -202,3 +202,25 @@ def test_datasets_option_rejects_unknown_names(capsys):
     with pytest.raises(SystemExit):
         quality.main(["--datasets", "no_such_set"])
     assert "unknown data set" in capsys.readouterr().err
+
+
+def test_grid_search_script_runs_both_libraries_unchanged():
+    """benchmarks/gridsearch.py's search is plain scikit-learn code: it runs every candidate
+    of its grid on both estimator classes (the same 24 parameter sets, scored), and
+    sparseopt's candidates learn on a separable problem."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import SGDClassifier as SkSGD
+
+    from benchmarks import gridsearch
+    from sparseopt.linear_model import SGDClassifier
+    X, y = make_classification(240, 12, n_informative=6, random_state=0)
+    results = {}
+    for cls in (SkSGD, SGDClassifier):
+        grid = gridsearch.search(cls, X, y)
+        assert isinstance(grid.best_estimator_, cls)
+        results[cls] = grid.cv_results_
+    params = [gridsearch._describe(p) for p in results[SGDClassifier]["params"]]
+    assert len(params) == len(set(params)) == 24
+    assert params == [gridsearch._describe(p) for p in results[SkSGD]["params"]]
+    scores = results[SGDClassifier]["mean_test_score"]
+    assert np.all(np.isfinite(scores)) and scores.min() > 0.75, scores

@@ -8,6 +8,7 @@ mini-batch step touches only the features it contains; the penalty and averaging
 lazily and exactly. ``docs/semantics.md`` ("Estimators") maps every parameter. Requires
 scikit-learn (``pip install sparseopt[sklearn]``).
 """
+from ._base import eta0_for_rate, optimizer_rate
 from ._sgd import SGDClassifier, SGDRegressor
 
-__all__ = ["SGDClassifier", "SGDRegressor"]
+__all__ = ["SGDClassifier", "SGDRegressor", "optimizer_rate", "eta0_for_rate"]

@@ -75,10 +75,16 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         ``t0 / (t0 + k - 1)``. With 'sgd' the rate is the step size of the batch's mean
         gradient (with ``batch_size=1`` scikit-learn's per-sample steps), with the adaptive
         optimizers their ``lr``.
-    eta0 : float or None, default=None
-        The base rate of 'constant', 'invscaling' and 'adaptive' (unused by 'optimal'). None:
-        scikit-learn's 0.01 for 'sgd', the optimizer's own base rate for the others (0.3 for
-        'adagrad', 0.05 for 'adam' and 'rmsprop'), which 'optimal' starts from.
+    eta0 : float, default=0.01
+        The base rate of 'constant', 'invscaling' and 'adaptive' (unused by 'optimal'), on
+        plain SGD's scale for every optimizer, so a value or grid written for scikit-learn
+        transfers: 'sgd' steps at ``eta0`` (scikit-learn's rate); an adaptive optimizer runs
+        at ``lr = base * sqrt(eta0 / 0.01)``, its own base rate (0.3 'adagrad', 0.05 'adam'
+        and 'rmsprop'; also the first rate of 'optimal') at scikit-learn's default 0.01. Its
+        steps are normalised by the gradients' history, so its useful range of rates is far
+        narrower than plain SGD's and the square root keeps the usual grid 1e-3 .. 1 inside
+        it (``linear_model.optimizer_rate``; ``eta0_for_rate`` is the inverse). None means
+        0.01.
     power_t : float, default=%(power_t_default)r
         Exponent of 'invscaling' (>= 0).
     early_stopping : bool, default=False
@@ -248,7 +254,7 @@ default='hinge'
     def __init__(self, loss="hinge", *, penalty="l2", alpha=DEFAULT_ALPHA,
                  l1_ratio=0.15, fit_intercept=True, max_iter=1000, tol=DEFAULT_TOL, shuffle=True,
                  verbose=0, epsilon=0.1, n_jobs=None, random_state=None, learning_rate="optimal",
-                 eta0=None, power_t=0.5, early_stopping=False, validation_fraction=0.1,
+                 eta0=0.01, power_t=0.5, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, class_weight=None, warm_start=False, average=False,
                  optimizer="adagrad", batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99,
                  eps=None, n_threads=None):
@@ -530,7 +536,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
 
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=DEFAULT_ALPHA,
                  l1_ratio=0.15, fit_intercept=True, max_iter=1000, tol=DEFAULT_TOL, shuffle=True,
-                 verbose=0, epsilon=0.1, random_state=None, learning_rate="invscaling", eta0=None,
+                 verbose=0, epsilon=0.1, random_state=None, learning_rate="invscaling", eta0=0.01,
                  power_t=0.25, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, warm_start=False, average=False, optimizer="adagrad",
                  batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99, eps=None,

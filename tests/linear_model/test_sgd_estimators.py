@@ -34,7 +34,7 @@ import sparseopt as so  # noqa: E402
 from sparseopt import _reference as ref  # noqa: E402
 from sparseopt._kernels import _linear  # noqa: E402
 from sparseopt.linear_model import SGDClassifier, SGDRegressor  # noqa: E402
-from sparseopt.linear_model import _base  # noqa: E402
+from sparseopt.linear_model import _base, eta0_for_rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIMIZERS = ["adam", "adagrad", "rmsprop", "sgd"]
@@ -609,7 +609,8 @@ def test_lazy_penalty_and_average_match_dense_reference(optimizer, penalty, alph
     # plain SGD decays its rate ('invscaling'), so the tables see varying rates
     schedule = dict(learning_rate="invscaling", power_t=0.5) if optimizer == "sgd" else \
         dict(learning_rate="constant")
-    est = SGDClassifier(loss="log_loss", optimizer=optimizer, eta0=lr, penalty=penalty,
+    est = SGDClassifier(loss="log_loss", optimizer=optimizer, eta0=eta0_for_rate(optimizer, lr),
+                        penalty=penalty,
                         alpha=alpha, l1_ratio=l1_ratio, batch_size=16, shuffle=False,
                         max_iter=4, tol=None, average=average, **schedule)
     est.fit(X, y)
@@ -630,9 +631,10 @@ def test_schedules_match_dense_reference(optimizer, schedule):
     net and its debts, through several segments of the lazy tables."""
     X, y = _sparse_problem(seed=13)
     alpha, l1_ratio, eta0, power_t = 0.02, 0.4, 0.2, 0.3
-    est = SGDClassifier(loss="hinge", optimizer=optimizer, learning_rate=schedule, eta0=eta0,
-                        power_t=power_t, penalty="elasticnet", alpha=alpha, l1_ratio=l1_ratio,
-                        batch_size=8, shuffle=False, max_iter=3, tol=None).fit(X, y)
+    est = SGDClassifier(loss="hinge", optimizer=optimizer, learning_rate=schedule,
+                        eta0=eta0_for_rate(optimizer, eta0), power_t=power_t,
+                        penalty="elasticnet", alpha=alpha, l1_ratio=l1_ratio, batch_size=8,
+                        shuffle=False, max_iter=3, tol=None).fit(X, y)
     if schedule == "invscaling":
         etas = invscaling(eta0, power_t)
     else:
@@ -665,8 +667,9 @@ def test_lazy_penalty_multiclass_float32_segments(monkeypatch):
     monkeypatch.setattr(_lazy, "MAX_LOG_DECAY", 0.01)  # segments of a few steps
     X, y = _sparse_problem(seed=3, classes=3)
     est = SGDClassifier(loss="log_loss", optimizer="adam", learning_rate="constant",
-                        eta0=0.05, penalty="elasticnet", alpha=0.05, l1_ratio=0.3,
-                        batch_size=10, shuffle=False, max_iter=3, tol=None, average=50)
+                        eta0=eta0_for_rate("adam", 0.05), penalty="elasticnet", alpha=0.05,
+                        l1_ratio=0.3, batch_size=10, shuffle=False, max_iter=3, tol=None,
+                        average=50)
     est.fit(X.astype(np.float32), y)
     assert est.coef_.dtype == np.float32 and est.coef_.shape == (3, 50)
     W, avg = reference_fit(X, y.astype(np.float64), np.ones(len(y)), loss="softmax", c=0, K=3,
@@ -697,7 +700,8 @@ def test_regressor_matches_reference(loss):
     X, _ = _sparse_problem(seed=2)
     y = np.asarray(X @ np.linspace(-1, 1, X.shape[1])).ravel() + 0.3
     sw = np.random.default_rng(0).uniform(0.5, 3, size=len(y))
-    est = SGDRegressor(loss=loss, optimizer="rmsprop", learning_rate="constant", eta0=0.02,
+    est = SGDRegressor(loss=loss, optimizer="rmsprop", learning_rate="constant",
+                       eta0=eta0_for_rate("rmsprop", 0.02),
                        penalty="l2", alpha=0.01, epsilon=0.05, batch_size=12, shuffle=False,
                        max_iter=3, tol=None, fit_intercept=False)
     est.fit(X, y, sample_weight=sw)
@@ -743,7 +747,8 @@ def test_reported_objective_matches_numpy(capsys, penalty, alpha, l1_ratio):
     ``l2/2 ||w||^2 + l1 |w|_1`` of the coefficients at its end. With the L2 penalty alone the
     table holds ``w / wscale`` (weight-scaling trick), so its penalty needs ``wscale**2``."""
     X, y, sw = _objective_problem()
-    SGDClassifier(learning_rate="constant", eta0=0.3, penalty=penalty, alpha=alpha,
+    SGDClassifier(learning_rate="constant", eta0=eta0_for_rate("adagrad", 0.3),
+                  penalty=penalty, alpha=alpha,
                   l1_ratio=l1_ratio, tol=None, max_iter=6, verbose=1,
                   **OBJECTIVE_KW).fit(X, y, sample_weight=sw)
     reported = _reported_objectives(capsys.readouterr().out)
@@ -760,7 +765,8 @@ def test_n_iter_follows_the_documented_stopping_rule(penalty, alpha, l1_ratio):
     ``tol`` for ``n_iter_no_change`` epochs in a row, computed here from the NumPy objectives."""
     X, y, sw = _objective_problem()
     lr, tol, patience, max_iter = 0.05, 1e-3, 2, 40
-    est = SGDClassifier(learning_rate="constant", eta0=lr, penalty=penalty, alpha=alpha,
+    est = SGDClassifier(learning_rate="constant", eta0=eta0_for_rate("adagrad", lr),
+                        penalty=penalty, alpha=alpha,
                         l1_ratio=l1_ratio, tol=tol, n_iter_no_change=patience,
                         max_iter=max_iter, **OBJECTIVE_KW)
     est.fit(X, y, sample_weight=sw)

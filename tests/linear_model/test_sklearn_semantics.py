@@ -189,13 +189,12 @@ def test_n_jobs_is_the_thread_count_unless_n_threads_is_set():
 
 def test_parameters_are_scikit_learns():
     """Every parameter of scikit-learn's estimators exists here with its default, except the
-    documented ones (``eta0``: the optimizer's base rate when None; ``alpha`` 5e-6 and
-    ``tol`` 1e-2, chosen on real data)."""
+    documented ones (``alpha`` 5e-6 and ``tol`` 1e-2, chosen on real data)."""
     for ours, theirs in ((SGDClassifier(), SkClassifier()), (SGDRegressor(), SkRegressor())):
         mine, sk = ours.get_params(), theirs.get_params()
         assert set(sk) <= set(mine), set(sk) - set(mine)
         differ = {k for k in sk if mine[k] != sk[k]}
-        assert differ == {"eta0", "alpha", "tol"}, differ
+        assert differ == {"alpha", "tol"}, differ
         assert (mine["alpha"], sk["alpha"]) == (5e-6, 1e-4)
         assert (mine["tol"], sk["tol"]) == (1e-2, 1e-3)
         assert ours.set_params(optimizer="sgd")._check_params()["eta0"] == sk["eta0"]
