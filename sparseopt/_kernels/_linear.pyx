@@ -721,11 +721,25 @@ cdef void _catch_up_rows(floating[:, ::1] W, Py_ssize_t n_feat, LazyPenalty pena
     cdef Py_ssize_t n = W.shape[0], K = W.shape[1], j
     cdef _Segment seg = _segment(penalty)
     cdef double* avg_p = &penalty.avg[0, 0] if seg.flags & P_AVG else NULL
+    # the flow of an adaptive optimizer's penalty leaves a zero coefficient without L1 debt
+    # as it is, and adds nothing to its average (_catch_up_preconditioned): such rows, most
+    # rows of a wide table, are skipped
+    cdef bint skip_zero = (seg.flags & P_PRE) != 0 and seg.debt == NULL
     with nogil:
         for j in prange(n, num_threads=n_threads, schedule="static"):
-            _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, j,
-                      pen_step[j], q, j < n_feat, &seg)
-            pen_step[j] = 0
+            if not (skip_zero and j < n_feat and _row_is_zero(&W[j, 0], K)):
+                _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, j,
+                          pen_step[j], q, j < n_feat, &seg)
+            if pen_step[j] != 0:  # the rows never touched keep their pages clean
+                pen_step[j] = 0
+
+
+cdef inline bint _row_is_zero(const floating* w, Py_ssize_t K) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(K):
+        if w[k] != 0:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- bundles
