@@ -14,7 +14,7 @@ from ._kernels import _info
 from ._validation import max_n_threads
 
 __all__ = ["PARALLEL_MIN_ELEMENTS", "MERGE_PARALLEL_SCALE", "REPEATS_SERIAL_DIVISOR",
-           "PARALLEL_MIN_MODEL_WORK", "CATCH_UP_WORK", "threads_for", "check_random_state"]
+           "PARALLEL_MIN_MODEL_WORK", "threads_for", "check_random_state"]
 
 # Below this many updated elements (rows x width) an optimizer's row kernel runs on one thread:
 # waking a team costs more than a small update, and on a loaded machine a parallel region can
@@ -28,16 +28,8 @@ PARALLEL_MIN_ELEMENTS = 3 << 17
 MERGE_PARALLEL_SCALE = 8
 REPEATS_SERIAL_DIVISOR = 4
 # The models' fused kernels (margins, loss derivatives, gradient rows, top-n) do several times
-# more arithmetic per element than an optimizer row update, so they go parallel earlier. An
-# element is one stored entry times one output of a batch (a multiply-add of the margins).
+# more arithmetic per element than an optimizer row update, so they go parallel earlier.
 PARALLEL_MIN_MODEL_WORK = 1 << 15
-# The linear models' gradient kernel first brings every unique row of its batch up to date on
-# the lazy penalty (and average): per coefficient a square root, a division and an
-# exponential on rows read at random, which costs about CATCH_UP_WORK elements. Its thread
-# rule counts that work: a batch's rows (at most one per stored entry) for the team, and the
-# kernel's row loop goes parallel from PARALLEL_MIN_MODEL_WORK / (1 + CATCH_UP_WORK) unique
-# rows x outputs.
-CATCH_UP_WORK = 16
 
 
 def threads_for(n_threads: Optional[int], work: int,

@@ -51,10 +51,8 @@ Preconditions (established by ``sparseopt.linear_model``, never checked here):
   (see ``sparseopt/linear_model/_lazy.py``); 1 otherwise.
 
 Per-sample work runs in ``prange`` over samples (each writes only its own ``dz`` row and
-``sample_loss`` entry), the catch-up over unique rows on the team when the rows are many enough
-(``BatchScratch.min_row_work``), each thread taking the rows of its own blocks of row ids;
-the scatter and the loss sum are serial, in sample order, so results are bitwise identical for
-any thread count.
+``sample_loss`` entry), the catch-up in ``prange`` over unique rows; the scatter and the loss
+sum are serial, in sample order, so results are bitwise identical for any thread count.
 
 ``py_loss`` and ``py_softmax_loss`` expose the loss functions themselves, so that each can be
 compared with its formula without running the whole kernel.
@@ -83,8 +81,6 @@ cdef enum:
 cdef enum:
     # Rows / samples looked up ahead of the one being processed (random accesses).
     PREFETCH_ROWS = 8
-    # The parallel catch-up hands out rows in blocks of 2**ROW_BLOCK_SHIFT consecutive ids.
-    ROW_BLOCK_SHIFT = 6
     PREFETCH_SAMPLES = 6   # samples whose CSR rows are prefetched ahead
 
 cdef enum:
@@ -586,8 +582,7 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
     cdef floating* gu
     cdef bint lazy = (seg.flags & (P_L1 | P_L2 | P_AVG)) != 0
     cdef double* avg_p = &penalty.avg[0, 0] if seg.flags & P_AVG else NULL
-    cdef int nt_rows, c
-    cdef int64_t jn
+    cdef int nt_rows
     cdef uint64_t h, hmask = hkeys.shape[0] - 1
     if nb <= 0:
         return 0, 0.0
@@ -664,50 +659,22 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
                 hkeys[hpos[u]] = -1
         # 2. lazy penalty and average up to the end of the previous step; gather into Wc
         nt_rows = n_threads if m * K >= min_row_work else 1
-        if nt_rows > 1 and lazy:
-            # Thread c catches up the rows of the blocks of ROW_BLOCK row ids whose index is c
-            # modulo the team, so the lines of W, pen_step and the state that the catch-up
-            # writes or reads are touched by one thread (the batch's rows, in order of first
-            # appearance, would share lines between threads); then the gather, by position.
-            for c in prange(nt_rows, num_threads=nt_rows, schedule="static", chunksize=1):
-                for u in range(m):
-                    if u + PREFETCH_ROWS < m:
-                        jn = rows[u + PREFETCH_ROWS]
-                        if (jn >> ROW_BLOCK_SHIFT) % nt_rows == c:
-                            so_prefetch_line_write(&W[jn, 0])
-                            so_prefetch_line_write(&pen_step[jn])
-                            if seg.S != NULL:
-                                so_prefetch_line_write(seg.S + jn * seg.s_stride)
-                            if seg.debt != NULL:
-                                so_prefetch_line_write(seg.debt + jn * 2 * K)
-                    j = rows[u]
-                    if (j >> ROW_BLOCK_SHIFT) % nt_rows != c:
-                        continue
-                    _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, j,
-                              pen_step[j], t - 1, j < n_feat, &seg)
-                    pen_step[j] = t - 1
-            for u in prange(m, num_threads=nt_rows, schedule="static"):
-                j = rows[u]
-                for k in range(K):
-                    Wc[u, k] = W[j, k]
-        else:
-            for u in prange(m, num_threads=nt_rows, schedule="static"):
-                if u + PREFETCH_ROWS < m:
-                    so_prefetch_line_write(&W[rows[u + PREFETCH_ROWS], 0])
-                    if lazy:  # what the penalty's catch-up reads: the row's step and state
-                        so_prefetch_line_write(&pen_step[rows[u + PREFETCH_ROWS]])
-                        if seg.S != NULL:
-                            so_prefetch_line_write(seg.S + rows[u + PREFETCH_ROWS]
-                                                   * seg.s_stride)
-                        if seg.debt != NULL:
-                            so_prefetch_line_write(seg.debt + rows[u + PREFETCH_ROWS] * 2 * K)
-                j = rows[u]
-                if lazy:
-                    _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, j,
-                              pen_step[j], t - 1, j < n_feat, &seg)
-                    pen_step[j] = t - 1
-                for k in range(K):
-                    Wc[u, k] = W[j, k]
+        for u in prange(m, num_threads=nt_rows, schedule="static"):
+            if u + PREFETCH_ROWS < m:
+                so_prefetch_line_write(&W[rows[u + PREFETCH_ROWS], 0])
+                if lazy:  # what the penalty's catch-up reads: the row's step and state
+                    so_prefetch_line_write(&pen_step[rows[u + PREFETCH_ROWS]])
+                    if seg.S != NULL:
+                        so_prefetch_line_write(seg.S + rows[u + PREFETCH_ROWS] * seg.s_stride)
+                    if seg.debt != NULL:
+                        so_prefetch_line_write(seg.debt + rows[u + PREFETCH_ROWS] * 2 * K)
+            j = rows[u]
+            if lazy:
+                _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, j,
+                          pen_step[j], t - 1, j < n_feat, &seg)
+                pen_step[j] = t - 1
+            for k in range(K):
+                Wc[u, k] = W[j, k]
         # 3. margins, losses and scaled loss derivatives, one sample per iteration
         for b in prange(nb, num_threads=n_threads, schedule="static"):
             if b + PREFETCH_SAMPLES < nb:  # the batch's entries left the cache in step 2

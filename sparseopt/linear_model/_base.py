@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 from .. import _validation as V
 from .._kernels import _linear
 from .._sklearn import Stopping, model_lock, serialised, validate_data
-from .._utils import CATCH_UP_WORK, PARALLEL_MIN_MODEL_WORK, check_random_state, threads_for
+from .._utils import PARALLEL_MIN_MODEL_WORK, check_random_state, threads_for
 from ..optim import OPTIMIZERS, make_optimizer
 from ._lazy import LazyRegularizer
 from ._training import SCHEDULES, Batches, Progress, Schedule
@@ -788,18 +788,14 @@ class BaseSGD(BaseEstimator):
         n_train = order.shape[0]
         size = min(params["batch_size"] or auto_batch_size(n_train), n_train)
         mean_nnz = float(np.diff(Xk[0])[order].mean())
-        work = int(size * mean_nnz * W.shape[1])
-        # with a lazy penalty or average, each unique row is caught up first (_utils)
-        row_cost = CATCH_UP_WORK if self._reg.flags else 0
-        n_threads = threads_for(params["n_threads"], work * (1 + row_cost),
+        n_threads = threads_for(params["n_threads"], int(size * mean_nnz * W.shape[1]),
                                 PARALLEL_MIN_MODEL_WORK)
-        min_row_work = -(-PARALLEL_MIN_MODEL_WORK // (1 + row_cost))
         # the end-of-segment catch-up runs over every row of the table
         flush_threads = threads_for(params["n_threads"], W.size, PARALLEL_MIN_MODEL_WORK)
         loss, loss_param = self._loss_args(params)
         model = _linear.LinearModel(W, self._n_feat, loss, loss_param)
         return Batches(Xk, np.ascontiguousarray(y, dtype=np.float64), sw, order, size, model,
-                       n_threads, flush_threads, min_row_work)
+                       n_threads, flush_threads, PARALLEL_MIN_MODEL_WORK)
 
     def _epoch(self, batches: Batches, schedule: Schedule) -> float:
         """One pass over the batches, each a kernel call (margins, losses, row gradient and

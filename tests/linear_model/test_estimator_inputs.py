@@ -690,8 +690,7 @@ def test_n_threads_at_the_machine_limit_is_accepted():
 
 def test_kernel_thread_counts_follow_the_shared_rule(monkeypatch):
     """Thread counts come from _utils.threads_for with the model-kernel threshold, and the
-    kernel receives that threshold for its row loop (no local constant), divided by the cost
-    of a row's lazy catch-up when there is one (_utils.CATCH_UP_WORK)."""
+    kernel receives that threshold for its row loop (no local constant)."""
     from sparseopt import _utils
     from sparseopt._kernels import _linear
     from sparseopt.linear_model import _base
@@ -716,8 +715,4 @@ def test_kernel_thread_counts_follow_the_shared_rule(monkeypatch):
     X, y, _ = _data()
     SGDClassifier(n_threads=2, max_iter=2, tol=None).fit(X, y)
     assert calls and set(calls) == {(2, _utils.PARALLEL_MIN_MODEL_WORK)}
-    per_row = -(-_utils.PARALLEL_MIN_MODEL_WORK // (1 + _utils.CATCH_UP_WORK))
-    assert row_thresholds and set(row_thresholds) == {per_row}
-    row_thresholds.clear()
-    SGDClassifier(n_threads=2, max_iter=2, tol=None, penalty=None).fit(X, y)
     assert row_thresholds and set(row_thresholds) == {_utils.PARALLEL_MIN_MODEL_WORK}

@@ -922,40 +922,6 @@ def test_threads_do_not_change_results(monkeypatch, optimizer):
     assert np.array_equal(a.coef_, b.coef_) and np.array_equal(a.intercept_, b.intercept_)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(penalty="elasticnet", average=True),
-                                dict(optimizer="adam", alpha=1e-5)], ids=str)
-def test_large_batches_go_parallel_with_the_default_rule_and_match_one_thread(monkeypatch,
-                                                                               kw):
-    """With the default thresholds a large batch's lazy catch-up counts as work: the kernel
-    gets a team of 2 and its row loop goes parallel (unique rows x outputs above its
-    threshold), and the fit is bitwise the one of a single thread."""
-    from sparseopt._validation import max_n_threads
-    if max_n_threads() < 2:
-        pytest.skip("needs 2 threads")
-    teams = []
-    real = _linear.gradient_kernel
-
-    def kernel_spy(dtype, index_dtype):
-        kernel = real(dtype, index_dtype)
-
-        def spy(samples, model, scratch, penalty, start, stop):
-            m, ls = kernel(samples, model, scratch, penalty, start, stop)
-            teams.append((scratch.n_threads, m * scratch.n_outputs >= scratch.min_row_work))
-            return m, ls
-        return spy
-
-    monkeypatch.setattr(_linear, "gradient_kernel", kernel_spy)
-    X, y = _sparse_problem(seed=11, n=3000, n_feat=4000, density=0.005)
-    kw = dict(dict(loss="log_loss", max_iter=2, tol=None, random_state=0, batch_size=1000),
-              **kw)
-    a = SGDClassifier(n_threads=1, **kw).fit(X, y)
-    assert teams and all(t == 1 for t, _ in teams)
-    teams.clear()
-    b = SGDClassifier(n_threads=2, **kw).fit(X, y)
-    assert teams and all(t == 2 and rows for t, rows in teams)
-    assert np.array_equal(a.coef_, b.coef_) and np.array_equal(a.intercept_, b.intercept_)
-
-
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_pickle_and_resume_partial_fit(optimizer):
     X, y = _sparse_problem(seed=7, classes=3)
