@@ -61,6 +61,8 @@ cdef class BatchScratch:
     cdef int32_t[::1] hvals
     cdef int64_t[::1] hpos
     cdef int hshift
+    cdef readonly bint direct
+    cdef int32_t[::1] dslot
     cdef int32_t[::1] pos2u
     cdef int64_t[::1] offsets
     cdef double[:, ::1] dz

@@ -4,8 +4,9 @@ One call of the gradient kernel does, for the samples ``order[start:stop]`` of a
 and feature-major weights ``W`` of shape ``(n_rows, K)`` (row ``n_feat`` is the intercept when
 the table has it):
 
-1. collect the unique features of the batch in order of first appearance (an open-addressing
-   hash table sized to the batch), the intercept row first;
+1. collect the unique features of the batch in order of first appearance (a slot per row of
+   a narrow table, else an open-addressing hash table sized to the batch), the intercept row
+   first;
 2. catch those rows up on the lazy penalty and the running average they missed (see
    ``_catch_up``);
 3. compute every sample's margins ``wscale * (X_i @ W + b)``, its loss and the loss
@@ -101,6 +102,11 @@ PENALTY_FLAGS = dict(L2=P_L2, L1=P_L1, AVG=P_AVG, PRE=P_PRE)
 PRECONDITIONERS = dict(sqrt=PRE_SQRT, adam=PRE_ADAM)
 # ``LazyPenalty.avg_from`` while averaging has not started: later than any step of a segment
 AVERAGE_NOT_STARTED = INT64_MAX // 4
+
+# Tables of at most this many rows find a batch's unique rows through a slot per row (an int32
+# array of at most 256 KiB, which stays in cache): one load per stored entry, where the hash
+# table costs a multiply, a probe loop and a key table twice the batch's entries.
+DIRECT_MAX_ROWS = 1 << 16
 
 # As scikit-learn's _sgd_fast: a derivative this large only comes from a diverging model.
 cdef double MAX_DLOSS = 1e12
@@ -553,6 +559,8 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
     cdef int64_t[::1] hkeys = scratch.hkeys
     cdef int32_t[::1] hvals = scratch.hvals
     cdef int64_t[::1] hpos = scratch.hpos
+    cdef bint direct = scratch.direct
+    cdef int32_t* dslot = &scratch.dslot[0] if direct else NULL
     cdef int64_t[::1] rows = scratch.rows_mv
     cdef int32_t[::1] pos2u = scratch.pos2u
     cdef int64_t[::1] offsets = scratch.offsets
@@ -585,13 +593,23 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
     mg.loss = model.loss
     mg.loss_param = model.loss_param
     with nogil:
-        # 1. unique rows (intercept first) and the unique id of every nonzero, through an
-        #    open-addressing hash table sized to the batch (it stays in cache, where a
-        #    per-feature slot array would miss on every lookup of a wide table)
+        # 1. unique rows (intercept first) and the unique id of every nonzero, through a
+        #    slot per row on narrow tables (DIRECT_MAX_ROWS) and otherwise an open-addressing
+        #    hash table sized to the batch (it stays in cache, where a per-feature slot array
+        #    would miss on every lookup of a wide table); either leaves the rows in order of
+        #    first appearance
         if fit_intercept:
             rows[0] = n_feat
             m = 1
         for b in range(nb):
+            # two stages, as the samples are read at random: first the sample's indptr
+            # entries and the target and weight that step 3 reads, then, once its indptr is
+            # in cache, its stored entries
+            if b + 2 * PREFETCH_SAMPLES < nb:
+                i = order[start + b + 2 * PREFETCH_SAMPLES]
+                so_prefetch_read(&indptr[i], 2 * sizeof(index_t))
+                so_prefetch_read(&y[i], sizeof(double))
+                so_prefetch_read(&sw[i], sizeof(double))
             if b + PREFETCH_SAMPLES < nb:
                 i = order[start + b + PREFETCH_SAMPLES]
                 e0 = indptr[i]
@@ -602,6 +620,18 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
             e0 = indptr[i]
             e1 = indptr[i + 1]
             offsets[b] = pos
+            if direct:
+                for e in range(e0, e1):
+                    j = indices[e]
+                    sl = dslot[j]
+                    if sl < 0:
+                        sl = <int32_t>m
+                        dslot[j] = sl
+                        rows[m] = j
+                        m += 1
+                    pos2u[pos] = sl
+                    pos += 1
+                continue
             for e in range(e0, e1):
                 j = indices[e]
                 h = (<uint64_t>j * 0x9E3779B97F4A7C15ULL) >> hshift
@@ -621,8 +651,12 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
                 pos2u[pos] = sl
                 pos += 1
         offsets[nb] = pos
-        for u in range(1 if fit_intercept else 0, m):
-            hkeys[hpos[u]] = -1
+        if direct:
+            for u in range(1 if fit_intercept else 0, m):
+                dslot[rows[u]] = -1
+        else:
+            for u in range(1 if fit_intercept else 0, m):
+                hkeys[hpos[u]] = -1
         # 2. lazy penalty and average up to the end of the previous step; gather into Wc
         nt_rows = n_threads if m * K >= min_row_work else 1
         for u in prange(m, num_threads=nt_rows, schedule="static"):
@@ -643,6 +677,11 @@ cdef object _gradient(const index_t[::1] indptr, const index_t[::1] indices,
                 Wc[u, k] = W[j, k]
         # 3. margins, losses and scaled loss derivatives, one sample per iteration
         for b in prange(nb, num_threads=n_threads, schedule="static"):
+            if b + PREFETCH_SAMPLES < nb:  # the batch's entries left the cache in step 2
+                i = order[start + b + PREFETCH_SAMPLES]
+                e0 = indptr[i]
+                so_prefetch_read(&data[e0], (offsets[b + PREFETCH_SAMPLES + 1]
+                                             - offsets[b + PREFETCH_SAMPLES]) * sizeof(floating))
             i = order[start + b]
             o0 = offsets[b]
             o1 = offsets[b + 1]
@@ -682,11 +721,25 @@ cdef void _catch_up_rows(floating[:, ::1] W, Py_ssize_t n_feat, LazyPenalty pena
     cdef Py_ssize_t n = W.shape[0], K = W.shape[1], j
     cdef _Segment seg = _segment(penalty)
     cdef double* avg_p = &penalty.avg[0, 0] if seg.flags & P_AVG else NULL
+    # the flow of an adaptive optimizer's penalty leaves a zero coefficient without L1 debt
+    # as it is, and adds nothing to its average (_catch_up_preconditioned): such rows, most
+    # rows of a wide table, are skipped
+    cdef bint skip_zero = (seg.flags & P_PRE) != 0 and seg.debt == NULL
     with nogil:
         for j in prange(n, num_threads=n_threads, schedule="static"):
-            _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, j,
-                      pen_step[j], q, j < n_feat, &seg)
-            pen_step[j] = 0
+            if not (skip_zero and j < n_feat and _row_is_zero(&W[j, 0], K)):
+                _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, j,
+                          pen_step[j], q, j < n_feat, &seg)
+            if pen_step[j] != 0:  # the rows never touched keep their pages clean
+                pen_step[j] = 0
+
+
+cdef inline bint _row_is_zero(const floating* w, Py_ssize_t K) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(K):
+        if w[k] != 0:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- bundles
@@ -852,6 +905,9 @@ cdef class BatchScratch:
         self.dz = np.empty((max_batch, n_outputs), dtype=np.float64)
         self.sample_loss = np.empty(max_batch, dtype=np.float64)
         self.nnz_capacity = -1
+        self.direct = n_rows <= DIRECT_MAX_ROWS
+        if self.direct:
+            self.dslot = np.full(n_rows, -1, dtype=np.int32)
         self.reserve(0)
 
     def reserve(self, Py_ssize_t max_batch_nnz):
@@ -886,8 +942,12 @@ cdef class BatchScratch:
             self.G64, self.Wc64 = self.G, Wc
 
     def hash_table_is_clear(self):
-        """True when every slot of the hash table is empty, as every kernel call leaves it."""
-        return bool(np.all(np.asarray(self.hkeys) == -1))
+        """True when every slot of the hash table (and of the per-row slots of a narrow
+        table) is empty, as every kernel call leaves it."""
+        clear = bool(np.all(np.asarray(self.hkeys) == -1))
+        if self.direct:
+            clear = clear and bool(np.all(np.asarray(self.dslot) == -1))
+        return clear
 
 
 cdef class LazyPenalty:

@@ -8,8 +8,10 @@ number of features:
 
     _kernels/_linear gradient kernel       margins, losses, dloss, G = X_batch.T @ dloss as
                                            unique rows (+ lazy penalty/average catch-up)
-    sparseopt.Adam/Adagrad/RMSprop.step    RowGrad(rows, G): the optimizer core, lazy
-    (or sparseopt.optim.SGD.step)          plain SGD for optimizer="sgd", same path
+    sparseopt.Adam/Adagrad/RMSprop         (rows, G) through Optimizer._step_trusted: the
+    (or sparseopt.optim.SGD)               update of step([RowGrad(rows, G)]) without
+                                           re-validating the kernel's unique rows; lazy plain
+                                           SGD for optimizer="sgd", same path
 
 ``BaseSGD._run`` is the training loop; the step-size schedule, the batches and the kernel's
 bundles, the convergence test and the verbose output are in ``_training.py``, the lazy penalty
@@ -31,7 +33,7 @@ from .. import _validation as V
 from .._kernels import _linear
 from .._sklearn import Stopping, model_lock, serialised, validate_data
 from .._utils import PARALLEL_MIN_MODEL_WORK, check_random_state, threads_for
-from ..optim import OPTIMIZERS, RowGrad, make_optimizer
+from ..optim import OPTIMIZERS, make_optimizer
 from ._lazy import LazyRegularizer
 from ._training import SCHEDULES, Batches, Progress, Schedule
 
@@ -856,27 +858,38 @@ class BaseSGD(BaseEstimator):
         """One pass over the batches, each a kernel call (margins, losses, row gradient and
         the lazy catch-up of its rows), an optimizer step and the step's penalty; returns
         the sample-weighted sum of the losses measured on the way (each batch at the weights
-        before its step)."""
+        before its step).
+
+        The kernel's gradient rows are unique and in range, so they go to the optimizer's
+        trusted step (``Optimizer._step_trusted``: ``step`` without validating and merging
+        the gradient, bitwise the same update)."""
         reg, opt = self._reg, self.optimizer_
+        opt._begin_trusted()
+        step_trusted = opt._step_trusted
+        before_step, after_step = reg.before_step, reg.after_step
+        lr_factor, intercept_factor = reg.lr_factor, reg.intercept_factor
+        at, run = schedule.at, schedule.run
+        gradient, model, flush_threads = batches.gradient, batches.model, batches.flush_threads
         scratch = batches.scratch
+        rows, G = scratch.rows, scratch.G
         intercept = self._intercept_row
+        n_steps = batches.steps
         loss_sum = 0.0
         for step, (start, stop) in enumerate(batches):
-            eta = schedule.at(self.t_ + 1)
-            penalty = reg.before_step(self.t_, schedule.run, batches.steps - step,
-                                      self._samples_seen, stop - start)
-            m, batch_loss = batches.gradient(start, stop, penalty)
-            step_lr = eta * reg.lr_factor(eta)
-            if step_lr != opt.lr:
-                opt.lr = step_lr
+            if scratch.G is not G:  # pragma: no cover - the scratch only grows in new_epoch
+                rows, G = scratch.rows, scratch.G
+            t = self.t_
+            eta = at(t + 1)
+            penalty = before_step(t, run, n_steps - step, self._samples_seen, stop - start)
+            m, batch_loss = gradient(start, stop, penalty)
             if intercept:
-                c = reg.intercept_factor(eta)
+                c = intercept_factor(eta)
                 if c != 1.0:
-                    scratch.G[0] *= c  # the kernel puts the intercept's row first
-            opt.step([RowGrad(scratch.rows[:m], scratch.G[:m])])
-            self.t_ += 1
+                    G[0] *= c  # the kernel puts the intercept's row first
+            step_trusted(rows[:m], G[:m], eta * lr_factor(eta))
+            self.t_ = t + 1
             self._samples_seen += stop - start
-            reg.after_step(batches.model, eta, self.t_, batches.flush_threads)
+            after_step(model, eta, t + 1, flush_threads)
             loss_sum += batch_loss
         return loss_sum
 

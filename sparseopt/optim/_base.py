@@ -171,9 +171,13 @@ class Optimizer:
         self._pow: Dict[str, PowTable] = {}
         self._layout_cache: Dict[int, Tuple[Dict[str, Any], Any]] = {}
         self._checked = None
+        self._trusted = None
+        self._src_cache = np.arange(0, dtype=np.int64)
+        self._scratch_cache = None
 
     # Attributes rebuilt by _init_runtime, never pickled.
-    _RUNTIME = ("_lock", "_indexers", "_layouts", "_pow", "_layout_cache", "_checked")
+    _RUNTIME = ("_lock", "_indexers", "_layouts", "_pow", "_layout_cache", "_checked",
+                "_trusted", "_src_cache", "_scratch_cache")
 
     def __getstate__(self) -> Dict[str, Any]:
         d = dict(self.__dict__)
@@ -261,6 +265,80 @@ class Optimizer:
                 state = self._ensure_state(i, group)
                 state["step"] += 1
                 self._apply(i, state, merged, group)
+
+    # -- the models' trusted step -----------------------------------------------------------
+
+    def _begin_trusted(self) -> None:
+        """Phase-1 checks of ``_step_trusted``, run once before a run of trusted steps (the
+        models call it at the start of every epoch): the hyper-parameters, the parameter and
+        its state, as ``step`` checks them. Nothing but the trusted steps may change the
+        optimizer until the run ends."""
+        with self._lock:
+            self._check_trusted()
+
+    def _check_trusted(self) -> None:
+        """``_begin_trusted`` with the lock held."""
+        group = self._current_group()
+        self._check_ready(0, group, advancing=True)
+        # the hyper-parameters as checked, to tell when one changes (see _trusted_group)
+        self._trusted = (dict(self.param_groups[0]), group)
+
+    def _trusted_group(self, lr: float) -> Dict[str, Any]:
+        """The checked hyper-parameters with learning rate ``lr``: ``_check_group`` of
+        ``param_groups[0]`` with ``lr`` in it, without re-checking the others while they are
+        unchanged since ``_begin_trusted``. ``lr`` is checked as ``step`` checks it, and
+        written to ``param_groups[0]`` as the ``lr`` setter does."""
+        raw = self.param_groups[0]
+        if lr != raw["lr"]:
+            raw["lr"] = V.check_real("lr", lr)
+        if self._trusted is None:
+            self._check_trusted()
+        snap, base = self._trusted
+        snap["lr"] = raw["lr"]
+        if raw != snap:  # another hyper-parameter changed: check them all (as step does)
+            self._check_trusted()
+            snap, base = self._trusted
+        group = dict(base)
+        group["lr"] = lr = raw["lr"]
+        wd = group.get("weight_decay")
+        if wd is not None:
+            V.check_lr_weight_decay(lr, wd)
+        return group
+
+    def _src(self, m: int) -> np.ndarray:
+        """``arange(m)`` (int64, shared between steps): a unique-row gradient's sources."""
+        src = self._src_cache
+        if src.shape[0] < m:
+            src = self._src_cache = np.arange(max(m, 2 * src.shape[0]), dtype=np.int64)
+        return src[:m]
+
+    def _step_trusted(self, rows: np.ndarray, values: np.ndarray, lr: float) -> None:
+        """One step of the single parameter (index 0) with learning rate ``lr``, from a
+        gradient the caller guarantees: ``rows`` unique int64 row ids in range (C-contiguous,
+        any order), ``values`` the C-contiguous ``(len(rows), width)`` gradient rows of the
+        parameter's dtype, not a view of the parameter, and no hyper-parameter other than
+        ``lr`` changed since ``_begin_trusted``, nor the parameter or its state.
+
+        Bitwise the same update, counters and state as ``step([RowGrad(rows, values)])``
+        after ``lr = lr``, with ``nonfinite="ignore"`` (the models' setting: rows are applied
+        whatever their values), without validating or merging the gradient: such a gradient
+        merges into itself, each row its own source (``_grad.merge``). The models' inner
+        loop, where ``step``'s checks would cost more than the update."""
+        with self._lock:
+            group = self._trusted_group(lr)
+            m = rows.shape[0]
+            merged = MergedRows(rows, self._src(m), values, self._empty_scratch(values),
+                                False)
+            state = self._ensure_state(0, group)
+            state["step"] += 1
+            self._apply(0, state, merged, group)
+
+    def _empty_scratch(self, values: np.ndarray) -> np.ndarray:
+        scratch = self._scratch_cache
+        if scratch is None or scratch.dtype != values.dtype or \
+                scratch.shape[1] != values.shape[1]:
+            scratch = self._scratch_cache = np.empty((0, values.shape[1]), dtype=values.dtype)
+        return scratch
 
     def flush(self) -> None:
         """Bring every row's pending lazy decay up to the current step (``lazy="decay"``).

@@ -149,6 +149,33 @@ def test_kernel_first_appearance_order_and_duplicates():
     np.testing.assert_allclose(G, Gref[rows], rtol=1e-12)
 
 
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64], ids=["i32", "i64"])
+@pytest.mark.parametrize("fit_intercept", [True, False], ids=["icpt", "noicpt"])
+def test_kernel_row_slots_and_hash_table_agree(monkeypatch, index_dtype, fit_intercept):
+    """Narrow tables find unique rows through a slot per row, wide ones through the hash
+    table: the same rows in the same order, bitwise the same gradient, both left clear."""
+    rng = np.random.default_rng(3)
+    n, n_feat = 200, 90
+    X = sp.random(n, n_feat, density=0.2, format="csr", random_state=4, dtype=np.float64)
+    X.data = rng.normal(size=X.nnz)
+    X.indices = X.indices.astype(index_dtype)
+    X.indptr = X.indptr.astype(index_dtype)
+    y = rng.choice([-1.0, 1.0], size=n)
+    sw = rng.uniform(0.5, 2.0, size=n)
+    W = rng.normal(size=(n_feat + fit_intercept, 1))
+    order = rng.permutation(n).astype(np.int64)
+    out = {}
+    for limit in (n_feat + 1, 0):
+        monkeypatch.setattr(_linear, "DIRECT_MAX_ROWS", limit)
+        assert _linear.BatchScratch(W.shape[0], 1, 1, W.dtype, 1, 0).direct == (limit > 0)
+        for start, stop in ((0, 70), (70, 200), (5, 6)):
+            out[limit, start] = run_kernel(X, y, sw, W, order, start, stop, fit_intercept,
+                                           "log", 0.0)
+    for start in (0, 70, 5):
+        (ra, Ga, la), (rb, Gb, lb) = out[n_feat + 1, start], out[0, start]
+        assert ra.tolist() == rb.tolist() and np.array_equal(Ga, Gb) and la == lb
+
+
 # --------------------------------------------------------------------------- losses
 
 REGRESSOR_LOSSES = {"squared_error", "huber", "epsilon_insensitive",

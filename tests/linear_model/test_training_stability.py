@@ -60,13 +60,13 @@ def test_divergence_raises_a_clear_error():
     X, _, yr = _data()
     reg = SGDRegressor(optimizer="adam", random_state=0)
     reg.partial_fit(X, yr)
-    real_step = reg.optimizer_.step
+    real_step = reg.optimizer_._step_trusted  # the models' step (see BaseSGD._epoch)
 
-    def overflowing_step(grads):
-        real_step(grads)
+    def overflowing_step(rows, values, lr):
+        real_step(rows, values, lr)
         reg._W[0, 0] = np.inf
 
-    reg.optimizer_.step = overflowing_step
+    reg.optimizer_._step_trusted = overflowing_step
     with pytest.raises(ValueError, match="Floating-point under-/overflow occurred at epoch"):
         reg.partial_fit(X, yr)
 
