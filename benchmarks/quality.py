@@ -46,10 +46,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # before numpy loads: one thread everywhere
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -61,7 +58,7 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:  # run as a script: the benchmarks package; an installed sparseopt wins
     sys.path.append(ROOT)
 
-from benchmarks import quality_data  # noqa: E402
+from benchmarks import _suite_io, quality_data  # noqa: E402
 
 ALPHAS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
 SEED = 0
@@ -285,25 +282,13 @@ COLUMNS = ["dataset", "model", "alpha", "auc", "logloss", "accuracy", "rmse", "r
            "epochs", "t99_s", "note"]
 
 
-def _fmt(value, col):
-    if value is None or value == "":
-        return ""
-    if col in ("fit_s", "t99_s"):
-        return f"{value:.3g}"
-    if col == "alpha":
-        return f"{value:g}"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
 def markdown_table(results):
     head = ["data set", "model", "alpha", "ROC-AUC", "log-loss", "accuracy", "RMSE", "R^2",
             "fit s", "epochs", "time to 99% s", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for res in results:
         for r in res["rows"]:
-            cells = [_fmt(r.get(c), c) for c in COLUMNS]
+            cells = [_suite_io.cell(r.get(c), c, ("fit_s", "t99_s")) for c in COLUMNS]
             if r.get("t99_s") is None:
                 cells[COLUMNS.index("t99_s")] = "not reached"
             elif r["t99_from"] == "fit" and r["model"] in res["curves"]:
@@ -373,31 +358,12 @@ def plot(results, path):
 
 
 def write_outputs(results, out_dir, img, command, notes=()):
-    os.makedirs(out_dir, exist_ok=True)
-    import sklearn
-    import sparseopt
-    try:
-        import vowpalwabbit
-        vw_version = getattr(vowpalwabbit, "__version__", "installed")
-    except ImportError:
-        vw_version = "not installed"
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-               f"Python {platform.python_version()}, sparseopt {sparseopt.__version__}, "
-               f"scikit-learn {sklearn.__version__}, vowpalwabbit {vw_version}")
-    table = markdown_table(results)
+    machine = _suite_io.machine([("sparseopt", "sparseopt"), ("sklearn", "scikit-learn"),
+                                 ("vowpalwabbit", "vowpalwabbit")])
     md = "\n".join([f"Command: `{command}`", "", f"Machine: {machine}", "",
-                    datasets_table(results), "", table, ""] + [f"* {n}" for n in notes])
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(md + "\n")
-    with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for res in results:
-            for r in res["rows"]:
-                w.writerow(r)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"command": command, "machine": machine, "results": results}, f, indent=1,
-                  default=str)
+                    datasets_table(results), "", markdown_table(results), ""]
+                   + [f"* {n}" for n in notes])
+    _suite_io.write(out_dir, md, results, COLUMNS, command, machine)
     png = plot(results, img) if img else None
     return md, png
 

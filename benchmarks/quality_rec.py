@@ -49,10 +49,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # before numpy loads: one thread everywhere
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import importlib.util  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -64,7 +61,7 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:  # run as a script: the benchmarks package; an installed sparseopt wins
     sys.path.append(ROOT)
 
-from benchmarks import quality_rec_data  # noqa: E402
+from benchmarks import _suite_io, quality_rec_data  # noqa: E402
 
 SEED = 0
 K = 10
@@ -416,16 +413,6 @@ HEAD = ["data set", "model", "RMSE", "P@10", "R@10", "NDCG@10", "MAP@10", "fit s
         "note"]
 
 
-def _fmt(value, col):
-    if value is None or value == "":
-        return ""
-    if col == "fit_s":
-        return f"{value:.3g}"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
 def markdown_table(results, task):
     cols = [c for c in COLUMNS if task == "rating" and c not in
             ("precision", "recall", "ndcg", "map") or task == "implicit" and c != "rmse"]
@@ -435,7 +422,7 @@ def markdown_table(results, task):
         if res["task"] != task:
             continue
         for r in res["rows"]:
-            lines.append("| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |")
+            lines.append("| " + " | ".join(_suite_io.cell(r.get(c), c) for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -450,25 +437,9 @@ def datasets_table(results):
     return "\n".join(lines)
 
 
-def _versions():
-    out = []
-    for mod, dist in (("sparseopt", "sparseopt"), ("surprise", "scikit-surprise"),
-                      ("implicit", "implicit"), ("torch", "torch")):
-        if not _has(mod):
-            out.append(f"{dist} not installed")
-            continue
-        try:
-            from importlib.metadata import version
-            out.append(f"{dist} {version(dist)}")
-        except Exception:  # sparseopt built in place has no distribution metadata
-            out.append(f"{dist} {getattr(__import__(mod), '__version__', '?')}")
-    return ", ".join(out)
-
-
 def write_outputs(results, out_dir, command, notes=()):
-    os.makedirs(out_dir, exist_ok=True)
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-               f"Python {platform.python_version()}, {_versions()}")
+    machine = _suite_io.machine([("sparseopt", "sparseopt"), ("surprise", "scikit-surprise"),
+                                 ("implicit", "implicit"), ("torch", "torch")])
     parts = [f"Command: `{command}`", "", f"Machine: {machine}", "", datasets_table(results), ""]
     if any(r["task"] == "rating" for r in results):
         parts += ["Explicit ratings (held-out RMSE, lower is better):", "",
@@ -476,19 +447,8 @@ def write_outputs(results, out_dir, command, notes=()):
     if any(r["task"] == "implicit" for r in results):
         parts += ["Implicit feedback (@10, training items excluded, higher is better):", "",
                   markdown_table(results, "implicit"), ""]
-    parts += [f"* {n}" for n in notes]
-    md = "\n".join(parts)
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(md + "\n")
-    with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for res in results:
-            for r in res["rows"]:
-                w.writerow(r)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"command": command, "machine": machine, "results": results}, f, indent=1,
-                  default=str)
+    md = "\n".join(parts + [f"* {n}" for n in notes])
+    _suite_io.write(out_dir, md, results, COLUMNS, command, machine)
     return md
 
 
