@@ -394,7 +394,9 @@ def _model_state(m):
     ("learning_rate", -1.0, ValueError), ("alpha", float("nan"), ValueError),
     ("dtype", "x", ValueError), ("dtype", np.int32, ValueError), ("loss", "hinge", ValueError),
     ("optimizer_params", [1], TypeError), ("optimizer_params", {"bogus": 1}, TypeError),
-    ("optimizer_params", {"lr": 1.0}, ValueError),
+    ("optimizer_params", {"lr": 1.0}, ValueError), ("early_stopping", "yes", TypeError),
+    ("validation_fraction", 0.0, ValueError), ("validation_fraction", 1.0, ValueError),
+    ("validation_fraction", float("nan"), ValueError), ("n_iter_no_change", 0, ValueError),
 ])
 def test_mf_bad_parameters_name_themselves_and_change_nothing(param, value, exc):
     R = make_ratings(30, 20, 200, random_state=0)
