@@ -43,8 +43,8 @@ train, test = holdout_split(X, test_size=1 / 11, random_state=0)
 print(f"{train.nnz:,} training ratings, {test.nnz:,} held out; predicting the mean rating "
       f"gives RMSE {metrics.rmse(test.data, np.full(test.nnz, train.data.mean())):.4f}")
 
-mf = MatrixFactorization(n_components=32, learning_rate=0.01, alpha=0.02, batch_size=4096,
-                         random_state=0)
+mf = MatrixFactorization(n_components=32, optimizer="adam", learning_rate=0.01, alpha=0.02,
+                         batch_size=4096, random_state=0)
 t0 = time.perf_counter()
 for epoch in range(1, 9):
     mf.partial_fit(train, eval_set=test)          # one epoch; the optimizer state carries over

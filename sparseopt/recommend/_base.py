@@ -28,6 +28,28 @@ from ._training import Stopping, optimizer_step, print_epoch, run_epochs
 
 __all__ = ["BaseRecommender"]
 
+
+def _split_entries(X: sp.csr_matrix, fraction: float, rng: np.random.Generator
+                   ) -> Tuple[sp.csr_matrix, sp.csr_matrix]:
+    """``X``'s stored entries split at random into a training and a validation matrix of
+    ``X``'s shape, ``round(fraction * nnz)`` of them (at least one) in the second; the
+    entries keep their values (explicit zeros included) and their order."""
+    n = X.nnz
+    n_valid = max(1, int(round(fraction * n)))
+    if n_valid >= n:
+        raise ValueError(f"validation_fraction={fraction} of the {n} stored entries of X "
+                         f"leaves no entry to train on")
+    held = np.zeros(n, dtype=bool)
+    held[rng.permutation(n)[:n_valid]] = True
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+
+    def part(mask: np.ndarray) -> sp.csr_matrix:
+        indptr = np.zeros(X.shape[0] + 1, dtype=X.indptr.dtype)
+        np.cumsum(np.bincount(rows[mask], minlength=X.shape[0]), out=indptr[1:])
+        return sp.csr_matrix((X.data[mask], X.indices[mask], indptr), shape=X.shape)
+
+    return part(~held), part(held)
+
 # The eval_set metric of implicit data, precision at _EVAL_K, is computed on at most
 # _EVAL_USERS users with held-out items: a fixed sample (seed 0), so that evaluating every
 # epoch stays cheap and the figures of successive epochs compare the same users.
@@ -99,7 +121,9 @@ class BaseRecommender(BaseEstimator):
 
     Optional: ``_stopping(params)`` returns a ``sparseopt._sklearn.Stopping`` to end ``fit`` early
     (default: never), and ``_tables`` names the table attributes (freed before a refit; the
-    first one marks a fitted model).
+    first one marks a fitted model). A model whose checked parameters hold
+    ``early_stopping=True`` (with ``validation_fraction`` and ``n_iter_no_change``) gets
+    validation-based early stopping in ``fit`` (see :meth:`fit`).
 
     Examples
     --------
@@ -170,16 +194,34 @@ class BaseRecommender(BaseEstimator):
             Held-out ratings or interactions of the same shape, scored after every epoch
             (RMSE, or precision@10 with training items excluded) into ``history_``.
 
+        With ``early_stopping``, the validation set is ``eval_set`` when given, else
+        ``validation_fraction`` of ``X``'s stored entries drawn at random (from the model's
+        generator), which are then left out of training; after every epoch its metric is
+        recorded as ``history_[-1]["validation"]``, training ends once it has not improved
+        on its best for ``n_iter_no_change`` epochs (or after ``n_epochs``), and the tables
+        are set back to those of the best epoch (``best_epoch_``). The optimizer state stays
+        that of the last epoch run, as scikit-learn's MLP keeps its solver's. The global
+        mean is that of the training part; ``recommend`` excludes all of ``X``.
+
         Returns
         -------
         self
         """
         p, X, E = self._check_call(X, eval_set)
         rng = check_random_state(self.random_state)
+        X_fit, valid = X, None
+        if p.get("early_stopping", False):
+            if E is not None:
+                valid = E
+            else:  # drawn before the tables, so that a refused split changes nothing
+                X_fit, valid = _split_entries(X, p["validation_fraction"], rng)
         for attr in self._tables:  # free the old tables before allocating the new ones
             self.__dict__.pop(attr, None)
-        self._init_model(X, p, rng)
-        self._train(X, p, p["n_epochs"], E)
+        self.__dict__.pop("best_epoch_", None)  # set again only by early stopping
+        self._init_model(X_fit, p, rng)
+        self._train(X_fit, p, p["n_epochs"], E, valid)
+        if X_fit is not X:  # the held-out entries are the user's too: never recommend them
+            self._seen = SeenItems(X)
         return self
 
     @fit_guard
@@ -237,22 +279,44 @@ class BaseRecommender(BaseEstimator):
         self.n_epochs_ = 0
 
     def _train(self, X: sp.csr_matrix, p: Dict[str, Any], n_epochs: int,
-               E: Optional[sp.csr_matrix]) -> None:
+               E: Optional[sp.csr_matrix], valid: Optional[sp.csr_matrix] = None) -> None:
+        """``n_epochs`` passes over ``X``; with ``valid``, early stopping on its metric (see
+        :meth:`fit`)."""
         st = self._fitted(training=True)
         data = self._training_data(X, p)
+        best: Dict[str, Any] = {}
 
         def record(stats: Dict[str, Any], seconds: float, rows_per_s: float) -> float:
             self.n_epochs_ += 1
             # evaluated after the epoch's clock stopped: `seconds` is training time only
             stats.update(epoch=self.n_epochs_, seconds=seconds, rows_per_s=rows_per_s,
                          eval=self._evaluate(E) if E is not None else None)
+            if valid is None:
+                self.history_.append(stats)
+                if p["verbose"]:
+                    self._print(stats)
+                return stats["loss"]
+            metric = stats["eval"] if valid is E else self._evaluate(valid)
+            stats["validation"] = metric
             self.history_.append(stats)
             if p["verbose"]:
                 self._print(stats)
-            return stats["loss"]
+            # the value stopping minimises: RMSE, or minus the precision; NaN never improves
+            value = metric if not self._implicit else -metric
+            value = value if np.isfinite(value) else np.inf
+            if not best or value <= best["value"]:  # a tie is no worse: Stopping's rule
+                best.update(value=value, epoch=self.n_epochs_,
+                            tables=[getattr(self, a).copy() for a in self._tables])
+            return value
 
-        run_epochs(n_epochs, lambda: self._epoch(data, p, st), X.nnz, record,
-                   self._stopping(p))
+        stopping = Stopping(0.0, p["n_iter_no_change"]) if valid is not None else \
+            self._stopping(p)
+        run_epochs(n_epochs, lambda: self._epoch(data, p, st), X.nnz, record, stopping)
+        if valid is not None:
+            if best["epoch"] != self.n_epochs_:  # in place: the optimizer trains these arrays
+                for a, table in zip(self._tables, best["tables"]):
+                    np.copyto(getattr(self, a), table)
+            self.best_epoch_ = best["epoch"]
 
     def _step(self, grads: List[RowGrad]) -> None:
         """One optimizer step of the epoch in progress (see ``_training.optimizer_step``)."""
@@ -315,6 +379,8 @@ class BaseRecommender(BaseEstimator):
             fields.append(f"train rmse {stats['train_rmse']:.4f}")
         if stats["eval"] is not None:
             fields.append(f"eval {self._metric_name} {stats['eval']:.4f}")
+        if "validation" in stats:
+            fields.append(f"validation {self._metric_name} {stats['validation']:.4f}")
         fields.append(f"{stats['rows_per_s']:,.0f} rows/s")
         fields.append(f"{stats['seconds']:.2f} s")
         print_epoch(type(self).__name__, stats["epoch"], fields)

@@ -406,8 +406,9 @@ def ratings():
     return holdout_split(X, 0.2, random_state=0)
 
 
-def _initial_tables(n_users, n_items, k, seed, ub, ib, std=0.1):
-    """MatrixFactorization's initialisation (first draws of default_rng(random_state))."""
+def _initial_tables(n_users, n_items, k, seed, ub, ib, std=0.01):
+    """MatrixFactorization's initialisation (first draws of default_rng(random_state)); ``std``
+    is the squared loss's default ``init_std``."""
     rng = np.random.default_rng(seed)
     U = rng.normal(0, std, (n_users, k + ub))
     V = rng.normal(0, std, (n_items, k + ib))
@@ -503,7 +504,7 @@ def test_mf_partial_fit_and_pickle(ratings):
     mf.partial_fit(tr)
     mf.partial_fit(tr, eval_set=te)
     assert mf.n_epochs_ == 2 and len(mf.history_) == 2 and mf.history_[1]["eval"] > 0
-    assert mf.optimizer_.state[0]["step"] == 2 * -(-tr.nnz // 4096)
+    assert mf.optimizer_.state[0]["step"] == 2 * -(-tr.nnz // 1024)  # default batch_size
     clone = pickle.loads(pickle.dumps(mf))
     np.testing.assert_array_equal(clone.predict([0, 1], [2, 3]), mf.predict([0, 1], [2, 3]))
     clone.partial_fit(tr)
@@ -511,6 +512,98 @@ def test_mf_partial_fit_and_pickle(ratings):
     np.testing.assert_array_equal(clone.user_table_, mf.user_table_)
     with pytest.raises(ValueError, match="shape"):
         mf.partial_fit(sp.csr_matrix((3, 3)))
+
+
+@pytest.mark.parametrize("loss, optimizer, lr, alpha, n_epochs, batch, std", [
+    ("squared", so.Adagrad, 0.03, 0.2, 20, 1024, 0.01),
+    ("bpr", so.Adam, 0.01, 0.02, 10, 4096, 0.1),
+])
+def test_mf_defaults_depend_on_the_loss(loss, optimizer, lr, alpha, n_epochs, batch, std):
+    X = make_ratings(300, 100, 5000, random_state=0, dtype=np.float64)
+    if loss == "bpr":
+        X.data[:] = 1.0
+    a = MatrixFactorization(n_components=4, loss=loss, random_state=0, dtype=np.float64).fit(X)
+    # get_params keeps None (clone and set_params see what the caller gave) ...
+    assert all(a.get_params()[name] is None for name in
+               ("optimizer", "learning_rate", "alpha", "n_epochs", "batch_size", "init_std"))
+    # ... and the fit used the loss's values: the same bits as passing them explicitly
+    assert type(a.optimizer_) is optimizer and a.optimizer_.lr == lr
+    assert a.n_epochs_ == n_epochs
+    assert a.optimizer_.state[0]["step"] == n_epochs * -(-X.nnz // batch)
+    b = MatrixFactorization(n_components=4, loss=loss, optimizer=optimizer.__name__.lower(),
+                            learning_rate=lr, alpha=alpha, n_epochs=n_epochs, batch_size=batch,
+                            init_std=std, random_state=0, dtype=np.float64).fit(X)
+    assert np.array_equal(a.user_table_, b.user_table_)
+    assert np.array_equal(a.item_table_, b.item_table_)
+    c = MatrixFactorization(n_components=4, loss=loss, random_state=0, dtype=np.float64,
+                            alpha=2 * alpha).fit(X)
+    assert not np.array_equal(a.item_table_, c.item_table_)
+    # a value the caller sets wins over the loss's default
+    d = MatrixFactorization(n_components=4, loss=loss, optimizer="rmsprop", n_epochs=1,
+                            learning_rate=0.5 * lr, random_state=0).fit(X)
+    assert type(d.optimizer_) is so.RMSprop and d.optimizer_.lr == 0.5 * lr
+    assert d.n_epochs_ == 1
+
+
+@pytest.mark.parametrize("loss", ["squared", "bpr"])
+def test_mf_early_stopping_keeps_the_best_epoch(loss):
+    X = make_ratings(300, 100, 5000, random_state=0, dtype=np.float64)
+    if loss == "bpr":
+        X.data[:] = 1.0
+    # a large step and no L2: the validation metric gets worse within a few epochs
+    kw = dict(n_components=8, loss=loss, optimizer="adam", learning_rate=0.05, alpha=0.0,
+              batch_size=256, random_state=0, dtype=np.float64, early_stopping=True,
+              n_iter_no_change=2)
+    a = MatrixFactorization(n_epochs=60, **kw).fit(X)
+    val = [h["validation"] for h in a.history_]
+    assert a.n_epochs_ < 60 and len(val) == a.n_epochs_
+    watched = np.array(val) if loss == "squared" else -np.array(val)
+    # the latest of the best epochs, then n_iter_no_change epochs without improvement
+    assert a.best_epoch_ == len(watched) - np.argmin(watched[::-1])
+    assert a.best_epoch_ == a.n_epochs_ - 2
+    # the kept tables are those of the best epoch: the same bits as training that long
+    b = MatrixFactorization(n_epochs=a.best_epoch_, **kw).fit(X)
+    assert b.best_epoch_ == b.n_epochs_ == a.best_epoch_
+    assert np.array_equal(a.user_table_, b.user_table_)
+    assert np.array_equal(a.item_table_, b.item_table_)
+    assert a.score(X) == b.score(X)
+    # a tenth of the entries was held out of training (fewer steps per epoch) ...
+    n_train = X.nnz - round(0.1 * X.nnz)
+    assert a.optimizer_.state[0]["step"] == a.n_epochs_ * -(-n_train // 256)
+    # ... but recommend still excludes every interaction of X
+    items, _ = a.recommend(np.arange(300), n=10, exclude_seen=True)
+    rows = np.repeat(np.arange(300), 10)
+    ok = items.ravel() >= 0
+    assert X[rows[ok], items.ravel()[ok]].sum() == 0
+    if loss == "squared":  # the global mean is the training part's
+        assert a.global_mean_ != pytest.approx(X.data.mean(), abs=1e-12)
+
+
+def test_mf_early_stopping_on_eval_set_and_off():
+    X = make_ratings(300, 100, 5000, random_state=0, dtype=np.float64)
+    tr, te = holdout_split(X, 0.2, random_state=0)
+    kw = dict(n_components=8, optimizer="adam", learning_rate=0.05, alpha=0.0, batch_size=256,
+              n_epochs=40, random_state=0, dtype=np.float64)
+    a = MatrixFactorization(early_stopping=True, n_iter_no_change=2, **kw).fit(tr, eval_set=te)
+    # eval_set is the validation set: nothing held out of X, the watched metric is eval
+    assert [h["validation"] for h in a.history_] == [h["eval"] for h in a.history_]
+    assert a.optimizer_.state[0]["step"] == a.n_epochs_ * -(-tr.nnz // 256)
+    assert a.n_epochs_ < 40 and a.score(te) == -min(h["eval"] for h in a.history_)
+    # off (the default): all epochs, no validation entry, no best_epoch_ (even after a refit)
+    a.set_params(early_stopping=False).fit(tr, eval_set=te)
+    assert a.n_epochs_ == 40 and "validation" not in a.history_[-1]
+    assert not hasattr(a, "best_epoch_")
+    # partial_fit makes its one epoch whatever early_stopping says
+    c = MatrixFactorization(early_stopping=True, **kw).partial_fit(tr)
+    assert c.n_epochs_ == 1 and "validation" not in c.history_[-1]
+
+
+def test_mf_early_stopping_split_needs_a_training_entry():
+    X = sp.csr_matrix(np.array([[4.0, 0.0], [0.0, 2.0]]))
+    m = MatrixFactorization(n_components=2, early_stopping=True, validation_fraction=0.9)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        m.fit(X)
+    assert not hasattr(m, "user_table_")
 
 
 def test_mf_fit_restarts():

@@ -7,6 +7,7 @@ the interpreter (a kernel or a SciPy routine reading out of bounds) run in a chi
 the child compares a snapshot of the model's attributes (tables, optimizer state, random
 generator) before and after each refused call.
 """
+import copy
 import os
 import subprocess
 import sys
@@ -393,12 +394,16 @@ def _model_state(m):
     ("learning_rate", -1.0, ValueError), ("alpha", float("nan"), ValueError),
     ("dtype", "x", ValueError), ("dtype", np.int32, ValueError), ("loss", "hinge", ValueError),
     ("optimizer_params", [1], TypeError), ("optimizer_params", {"bogus": 1}, TypeError),
-    ("optimizer_params", {"lr": 1.0}, ValueError),
+    ("optimizer_params", {"lr": 1.0}, ValueError), ("early_stopping", "yes", TypeError),
+    ("validation_fraction", 0.0, ValueError), ("validation_fraction", 1.0, ValueError),
+    ("validation_fraction", float("nan"), ValueError), ("n_iter_no_change", 0, ValueError),
 ])
 def test_mf_bad_parameters_name_themselves_and_change_nothing(param, value, exc):
     R = make_ratings(30, 20, 200, random_state=0)
     m = MatrixFactorization(n_components=3, n_epochs=1, random_state=0).fit(R)
-    U, Q, state = m.user_table_.copy(), m.item_table_.copy(), m.optimizer_.state_dict()
+    # a copy: state_dict() returns the optimizer's arrays by reference
+    U, Q = m.user_table_.copy(), m.item_table_.copy()
+    state = copy.deepcopy(m.optimizer_.state_dict())
     m.set_params(**{param: value})
     # an unknown optimizer setting is named by the optimizer's own TypeError
     word = "bogus" if value == {"bogus": 1} else param
@@ -409,8 +414,11 @@ def test_mf_bad_parameters_name_themselves_and_change_nothing(param, value, exc)
     assert np.array_equal(m.user_table_, U) and np.array_equal(m.item_table_, Q)
     assert m.n_epochs_ == 1 and len(m.history_) == 1
     assert m.optimizer_.state_dict()["state"].keys() == state["state"].keys()
-    np.testing.assert_array_equal(m.optimizer_.state_dict()["state"][0]["exp_avg"],
-                                  state["state"][0]["exp_avg"])
+    after = m.optimizer_.state_dict()["state"]
+    for group, st in state["state"].items():  # every state entry of the default optimizer
+        assert after[group].keys() == st.keys()
+        for key, value in st.items():
+            np.testing.assert_array_equal(after[group][key], value)
 
 
 @pytest.mark.parametrize("param, value, exc", [
