@@ -52,6 +52,7 @@ from sparseopt import datasets
 from sparseopt.datasets import make_ratings, make_interactions, holdout_split
 from sparseopt.linear_model import SGDClassifier, SGDRegressor
 from sparseopt.recommend import MatrixFactorization, FMRegressor, FMClassifier, metrics
+from sparseopt.recommend import evaluate
 from _strategies import bad_sparse, valid_sparse, corrupt, dense_full_rows, _fitted
 warnings.simplefilter("ignore")
 
@@ -182,6 +183,19 @@ SPARSE_ENTRIES = {
         shape=(3, 8), setup="S = np.random.default_rng(0).normal(size=(3, 8)); "
         "T = sp.csr_matrix(dense_full_rows((3, 8), seed=5))",
         act="metrics.auc_score(T, S, exclude=X)", names=("exclude",), watch=None),
+    "metrics.map_at_k": dict(shape=(3, 8), setup="rec = np.array([[0, 1, 2], [3, 4, 5], "
+                             "[6, 7, 0]])", act="metrics.map_at_k(X, rec, k=3)",
+                             names=("X_true",), watch=None),
+    "metrics.mrr_at_k": dict(shape=(3, 8), setup="rec = np.array([[0, 1, 2], [3, 4, 5], "
+                             "[6, 7, 0]])", act="metrics.mrr_at_k(X, rec, k=3)",
+                             names=("X_true",), watch=None),
+    "metrics.hit_rate_at_k": dict(shape=(3, 8), setup="rec = np.array([[0, 1, 2], [3, 4, 5], "
+                                  "[6, 7, 0]])", act="metrics.hit_rate_at_k(X, rec, k=3)",
+                                  names=("X_true",), watch=None),
+    "recommend.evaluate(X_train)": _est("mf", "evaluate(est, X, R_TRAIN, k=3)",
+                                        names=("X_train",), shape=(9, 8)),
+    "recommend.evaluate(X_test)": _est("mf", "evaluate(est, R_TRAIN, X, k=3)",
+                                       names=("X_test",), shape=(9, 8)),
     "datasets.holdout_split": dict(shape=(9, 8), setup="", act="holdout_split(X, 0.5, "
                                    "random_state=0)", names=("X",), watch=None),
 }
@@ -201,7 +215,9 @@ for _entry in ("SGDClassifier.decision_function", "SGDClassifier.predict_proba",
                "FMClassifier.predict_proba", "FMClassifier.decision_function",
                "FMClassifier.score", "MatrixFactorization.fit(eval_set)",
                "MatrixFactorization-bpr.fit", "metrics.recall_at_k", "metrics.ndcg_at_k",
-               "metrics.auc_score(exclude)"):
+               "metrics.auc_score(exclude)", "metrics.map_at_k", "metrics.mrr_at_k",
+               "metrics.hit_rate_at_k", "recommend.evaluate(X_train)",
+               "recommend.evaluate(X_test)"):
     SPARSE_ENTRIES[_entry]["kinds"] = REDUCED_KINDS
 for _o in ("Adam-decay", "Adagrad-rowwise", "RMSprop-decay", "SGD"):
     SPARSE_ENTRIES[f"{_o}.step"] = dict(shape=(12, 4), setup=f"opt = warmed({_o!r})",

@@ -274,3 +274,9 @@ def auc_score(X_true: Any, scores: Any, exclude: Optional[Any] = None) -> float:
     rank_sum = np.where(rel, ranks, 0.0).sum(axis=1)
     auc = (rank_sum[keep] - n_pos[keep] * (n_pos[keep] + 1) / 2.0) / (n_pos[keep] * n_neg[keep])
     return float(auc.mean())
+
+
+# The metrics of held-out data ``recommend.evaluate`` computes, by the names it reports them
+# under (``coverage_at_k`` follows them there as "coverage").
+RANKING_METRICS = {"precision": precision_at_k, "recall": recall_at_k, "ndcg": ndcg_at_k,
+                   "map": map_at_k, "mrr": mrr_at_k, "hit_rate": hit_rate_at_k}
