@@ -474,6 +474,9 @@ def _attribute_probes():
     mf_calls = {"predict": "est.predict([0, 1, 8], [7, 6, 0])",
                 "recommend": "est.recommend([0, 1, 8], n=5)",
                 "similar_items": "est.similar_items([0, 7], n=3)",
+                "similar_users": "est.similar_users([0, 8], n=3)",
+                "recommend(items)": "est.recommend([0, 8], n=3, filter_items=[0], items=[1, 7])",
+                "evaluate": "evaluate(est, R_TRAIN, R_TRAIN, k=3)",
                 "partial_fit": "est.partial_fit(R_TRAIN)"}
     mf_edits = {
         "item_table_[:5]": ("est.item_table_ = est.item_table_[:5]", ("item_table_",)),
@@ -499,6 +502,10 @@ def _attribute_probes():
                 act = "est.predict([0, 1], [50, 99])"
             if edit == "n_items_=100" and call == "similar_items":
                 act = "est.similar_items([50, 99], n=3)"
+            if edit == "n_users_=100" and call == "similar_users":
+                act = "est.similar_users([50, 99], n=3)"
+            if edit == "n_items_=100" and call == "recommend(items)":
+                act = "est.recommend([0], n=3, filter_items=[50], items=[99, 1])"
             out.append(P(f"attribute/MatrixFactorization {edit} -> {call}",
                          f"est = fresh('mf'); {code}", act, names=names, watch="est"))
     fm_calls = {"fmr": {"predict": "est.predict(X8)", "partial_fit":
@@ -779,6 +786,20 @@ def _id_probes():
          ("item_ids",)),
         ("similar_items item -1", "est.similar_items(-1)", ("IndexError", "ValueError"),
          ("item_ids",)),
+        ("similar_users user 9", "est.similar_users([9])", ("IndexError", "ValueError"),
+         ("user_ids",)),
+        ("similar_users user -1", "est.similar_users(-1)", ("IndexError", "ValueError"),
+         ("user_ids",)),
+        ("recommend filter_items 8", "est.recommend([0], filter_items=[8])",
+         ("IndexError", "ValueError"), ("filter_items",)),
+        ("recommend items -1", "est.recommend([0], items=[-1])", ("IndexError", "ValueError"),
+         ("items",)),
+        ("recommend items 2-D", "est.recommend([0], items=[[1]])", ("ValueError",), ("items",)),
+        ("recommend items float", "est.recommend([0], items=[1.0])",
+         ("TypeError", "ValueError"), ("items",)),
+        ("evaluate k=0", "evaluate(est, R_TRAIN, R_TRAIN, k=0)", ("ValueError",), ("k",)),
+        ("evaluate metric", "evaluate(est, R_TRAIN, R_TRAIN, metrics=['auc'])",
+         ("ValueError",), ("metric",)),
     ]
     for label, act, expect, names in cases:
         out.append(P(f"ids/MatrixFactorization.{label}", "est = fresh('mf')", act,

@@ -85,7 +85,7 @@ class BaseRecommender(BaseEstimator):
 
     **Serving.** :meth:`recommend` scores blocks of users as one dense product and keeps the
     top ``n`` per user (``_serving``); :meth:`similar_items` ranks items by the cosine of the
-    vectors ``_item_vectors`` returns.
+    vectors ``_item_vectors`` returns, :meth:`similar_users` users by ``_user_vectors``.
 
     Notes
     -----
@@ -118,6 +118,8 @@ class BaseRecommender(BaseEstimator):
         users (called once per block of :meth:`recommend`; precompute in the hook).
     ``_item_vectors(fitted) -> ndarray``
         ``(n_items, d)`` vectors whose cosine :meth:`similar_items` ranks by.
+    ``_user_vectors(fitted) -> ndarray``
+        Optional: ``(n_users, d)`` vectors whose cosine :meth:`similar_users` ranks by.
 
     Optional: ``_stopping(params)`` returns a ``sparseopt._sklearn.Stopping`` to end ``fit`` early
     (default: never), and ``_tables`` names the table attributes (freed before a refit; the
@@ -173,6 +175,9 @@ class BaseRecommender(BaseEstimator):
 
     def _item_vectors(self, st: Any) -> np.ndarray:
         raise NotImplementedError
+
+    def _user_vectors(self, st: Any) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not define user vectors")
 
     def _stopping(self, p: Dict[str, Any]) -> Optional[Stopping]:
         return None
@@ -543,18 +548,47 @@ class BaseRecommender(BaseEstimator):
             Shaped like :meth:`recommend`'s output; similarities in the model's dtype.
         """
         st = self._fitted()
-        scalar = np.ndim(item_ids) == 0
-        items = V.check_ids("item_ids", item_ids, st.n_items, "items")
-        n = min(V.check_positive_int("n", n), max(1, st.n_items - 1))
-        Q = self._item_vectors(st).astype(np.float64)
+        return self._most_similar(st, "item_ids", item_ids, n, st.n_items, "items",
+                                  self._item_vectors(st))
+
+    @serialised
+    def similar_users(self, user_ids: Any, n: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``n`` users most similar to each given user by cosine of their factors.
+
+        The rules of :meth:`similar_items`, over users: the user itself is left out, users
+        with all-zero factors have similarity 0 to all, ties go to the lower user id.
+
+        Parameters
+        ----------
+        user_ids : int or array-like of int
+        n : int, default 10
+            At most ``n_users - 1`` columns are returned.
+
+        Returns
+        -------
+        user_ids, similarities : ndarray
+            Shaped like :meth:`recommend`'s output; similarities in the model's dtype.
+        """
+        st = self._fitted()
+        return self._most_similar(st, "user_ids", user_ids, n, st.n_users, "users",
+                                  self._user_vectors(st))
+
+    def _most_similar(self, st: Any, name: str, ids: Any, n: Any, count: int, what: str,
+                      vectors: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Top ``n`` rows of ``vectors`` (``count`` of them) by cosine to each of ``ids``,
+        the row itself left out."""
+        scalar = np.ndim(ids) == 0
+        rows = V.check_ids(name, ids, count, what)
+        n = min(V.check_positive_int("n", n), max(1, count - 1))
+        Q = vectors.astype(np.float64)
         norms = np.sqrt(np.einsum("ij,ij->i", Q, Q))
         Qn = Q / np.where(norms > 0, norms, 1.0)[:, None]
         QnT = np.ascontiguousarray(Qn.T)
         n_threads = V.check_n_threads(self.n_threads)
-        ids, sims = _serving.top_n_by_blocks(
-            items, n, st.n_items, st.dtype,
+        out_ids, sims = _serving.top_n_by_blocks(
+            rows, n, count, st.dtype,
             lambda block: np.ascontiguousarray(Qn[block] @ QnT),
-            lambda block: _serving.self_exclusions(block, st.n_items), n_threads)
+            lambda block: _serving.self_exclusions(block, count), n_threads)
         if scalar:
-            return ids[0], sims[0]
-        return ids, sims
+            return out_ids[0], sims[0]
+        return out_ids, sims

@@ -163,3 +163,42 @@ def test_evaluate_explicit_ratings_are_binary_relevance():
     ones.data[:] = 1.0
     assert evaluate(mf, R, test, k=5) == evaluate(mf, R, ones, k=5)
 
+
+# =========================================================================== similar_users
+
+
+def test_similar_users_matches_brute_force_and_mirrors_similar_items():
+    X = make_ratings(30, 80, 900, random_state=3, dtype=np.float64)
+    mf = MatrixFactorization(n_components=6, n_epochs=2, dtype=np.float64, random_state=0).fit(X)
+    P = mf.user_factors_
+    Pn = P / np.linalg.norm(P, axis=1, keepdims=True)
+    C = Pn @ Pn.T
+    users = np.array([0, 29, 5, 5])
+    for n in (5, 29, 100):
+        ids, sims = mf.similar_users(users, n=n)
+        bi, bs = brute_topn(C[users], min(n, 29), np.eye(30, dtype=bool)[users])
+        assert_same_top(ids, sims, bi, bs)
+        assert not np.any(ids == users[:, None])
+    one, s1 = mf.similar_users(7, n=3)
+    assert one.shape == (3,) and np.array_equal(one, mf.similar_users([7], n=3)[0][0])
+    # similar_items is similar_users of the transposed problem: same code path
+    ids_i, _ = mf.similar_items([0, 1], n=4)
+    Q = mf.item_factors_
+    Qn = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    bi, bs = brute_topn((Qn @ Qn.T)[[0, 1]], 4, np.eye(80, dtype=bool)[[0, 1]])
+    assert_same_top(ids_i, _, bi, bs)
+
+
+def test_similar_users_refuses_bad_ids():
+    X = make_ratings(10, 8, 40, random_state=0)
+    mf = MatrixFactorization(n_components=2, n_epochs=1, random_state=0).fit(X)
+    with pytest.raises(IndexError, match="user_ids"):
+        mf.similar_users([10])
+    with pytest.raises(IndexError, match="user_ids"):
+        mf.similar_users([-1])
+    with pytest.raises(TypeError, match="user_ids"):
+        mf.similar_users([0.5])
+    with pytest.raises(ValueError, match="n"):
+        mf.similar_users([0], n=0)
+    with pytest.raises(AttributeError, match="not fitted"):
+        MatrixFactorization().similar_users([0])
