@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -362,6 +362,85 @@ def check_ids(name: str, ids: Any, n: int, what: str) -> np.ndarray:
             raise IndexError(f"{name}[{pos}] = {int(arr[pos])} is out of range: the model has "
                              f"{n} {what}")
     return arr
+
+
+def check_item_subset(name: str, ids: Any, n_items: int, *, allow_empty: bool
+                      ) -> Optional[np.ndarray]:
+    """``None``, or a 1-D list of item ids (``TypeError`` unless integers, ``IndexError``
+    naming the first id outside ``[0, n_items)``, ``ValueError`` for more than one axis or,
+    unless ``allow_empty``, no id at all); duplicates are allowed."""
+    if ids is None:
+        return None
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D list of item ids, got shape {arr.shape}")
+    if arr.size == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty: it must name at least one item")
+    return check_ids(name, arr, n_items, "items")
+
+
+def check_candidates(filter_items: Any, items: Any, n_items: int
+                     ) -> Tuple[Optional[np.ndarray], int]:
+    """The items ``recommend`` may not return and the number it may: ``(blocked, n_left)``,
+    ``blocked`` the sorted ids outside ``items`` (all items when ``None``) or inside
+    ``filter_items``, or ``None`` when nothing is blocked. ``ValueError`` when no item is
+    left."""
+    f = check_item_subset("filter_items", filter_items, n_items, allow_empty=True)
+    i = check_item_subset("items", items, n_items, allow_empty=False)
+    if (f is None or f.size == 0) and i is None:
+        return None, n_items
+    allowed = np.ones(n_items, dtype=bool)
+    if i is not None:
+        allowed[:] = False
+        allowed[i] = True
+    if f is not None:
+        allowed[f] = False
+    n_left = int(allowed.sum())
+    if n_left == 0:
+        raise ValueError("items and filter_items leave no item to recommend")
+    return np.flatnonzero(~allowed), n_left
+
+
+def check_metric_names(metrics: Any, known: Sequence[str]) -> List[str]:
+    """``None`` (every name of ``known``, in that order), one name, or a list of distinct
+    names from ``known``."""
+    if metrics is None:
+        return list(known)
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    try:
+        names = list(metrics)
+    except TypeError:
+        raise TypeError(f"metrics must be None, a name or a list of names, got "
+                        f"{metrics!r}") from None
+    if not names:
+        raise ValueError("metrics is empty: name at least one of " + ", ".join(known))
+    for m in names:
+        if not isinstance(m, str):
+            raise TypeError(f"metrics must hold names (str), got {m!r}")
+        if m not in known:
+            raise ValueError(f"unknown metric {m!r}; the known ones are " + ", ".join(known))
+    if len(set(names)) != len(names):
+        raise ValueError(f"metrics names a metric twice: {names}")
+    return names
+
+
+def check_evaluation(X_train: Any, X_test: Any, k: Any, metrics: Any, *, implicit: bool,
+                     shape: Tuple[int, int], known: Sequence[str]
+                     ) -> Tuple[sp.csr_matrix, sp.csr_matrix, int, List[str]]:
+    """The checked arguments of ``recommend.evaluate`` for a model of ``shape`` (n_users,
+    n_items): both matrices by the rules of the model's ``fit`` (``implicit``) and of its
+    shape, ``k`` a positive int, ``metrics`` names from ``known``."""
+    k = check_positive_int("k", k)
+    names = check_metric_names(metrics, known)
+    out = []
+    for name, X in (("X_train", X_train), ("X_test", X_test)):
+        X = check_interactions(name, X, implicit)
+        if X.shape != tuple(shape):
+            raise ValueError(f"{name} has shape {X.shape}, the model was fitted on "
+                             f"{tuple(shape)}")
+        out.append(X)
+    return out[0], out[1], k, names
 
 
 def check_lr_weight_decay(lr: float, weight_decay: float) -> None:

@@ -52,6 +52,7 @@ from sparseopt import datasets
 from sparseopt.datasets import make_ratings, make_interactions, holdout_split
 from sparseopt.linear_model import SGDClassifier, SGDRegressor
 from sparseopt.recommend import MatrixFactorization, FMRegressor, FMClassifier, metrics
+from sparseopt.recommend import evaluate
 from _strategies import bad_sparse, valid_sparse, corrupt, dense_full_rows, _fitted
 warnings.simplefilter("ignore")
 
@@ -182,6 +183,19 @@ SPARSE_ENTRIES = {
         shape=(3, 8), setup="S = np.random.default_rng(0).normal(size=(3, 8)); "
         "T = sp.csr_matrix(dense_full_rows((3, 8), seed=5))",
         act="metrics.auc_score(T, S, exclude=X)", names=("exclude",), watch=None),
+    "metrics.map_at_k": dict(shape=(3, 8), setup="rec = np.array([[0, 1, 2], [3, 4, 5], "
+                             "[6, 7, 0]])", act="metrics.map_at_k(X, rec, k=3)",
+                             names=("X_true",), watch=None),
+    "metrics.mrr_at_k": dict(shape=(3, 8), setup="rec = np.array([[0, 1, 2], [3, 4, 5], "
+                             "[6, 7, 0]])", act="metrics.mrr_at_k(X, rec, k=3)",
+                             names=("X_true",), watch=None),
+    "metrics.hit_rate_at_k": dict(shape=(3, 8), setup="rec = np.array([[0, 1, 2], [3, 4, 5], "
+                                  "[6, 7, 0]])", act="metrics.hit_rate_at_k(X, rec, k=3)",
+                                  names=("X_true",), watch=None),
+    "recommend.evaluate(X_train)": _est("mf", "evaluate(est, X, R_TRAIN, k=3)",
+                                        names=("X_train",), shape=(9, 8)),
+    "recommend.evaluate(X_test)": _est("mf", "evaluate(est, R_TRAIN, X, k=3)",
+                                       names=("X_test",), shape=(9, 8)),
     "datasets.holdout_split": dict(shape=(9, 8), setup="", act="holdout_split(X, 0.5, "
                                    "random_state=0)", names=("X",), watch=None),
 }
@@ -201,7 +215,9 @@ for _entry in ("SGDClassifier.decision_function", "SGDClassifier.predict_proba",
                "FMClassifier.predict_proba", "FMClassifier.decision_function",
                "FMClassifier.score", "MatrixFactorization.fit(eval_set)",
                "MatrixFactorization-bpr.fit", "metrics.recall_at_k", "metrics.ndcg_at_k",
-               "metrics.auc_score(exclude)"):
+               "metrics.auc_score(exclude)", "metrics.map_at_k", "metrics.mrr_at_k",
+               "metrics.hit_rate_at_k", "recommend.evaluate(X_train)",
+               "recommend.evaluate(X_test)"):
     SPARSE_ENTRIES[_entry]["kinds"] = REDUCED_KINDS
 for _o in ("Adam-decay", "Adagrad-rowwise", "RMSprop-decay", "SGD"):
     SPARSE_ENTRIES[f"{_o}.step"] = dict(shape=(12, 4), setup=f"opt = warmed({_o!r})",
@@ -458,6 +474,9 @@ def _attribute_probes():
     mf_calls = {"predict": "est.predict([0, 1, 8], [7, 6, 0])",
                 "recommend": "est.recommend([0, 1, 8], n=5)",
                 "similar_items": "est.similar_items([0, 7], n=3)",
+                "similar_users": "est.similar_users([0, 8], n=3)",
+                "recommend(items)": "est.recommend([0, 8], n=3, filter_items=[0], items=[1, 7])",
+                "evaluate": "evaluate(est, R_TRAIN, R_TRAIN, k=3)",
                 "partial_fit": "est.partial_fit(R_TRAIN)"}
     mf_edits = {
         "item_table_[:5]": ("est.item_table_ = est.item_table_[:5]", ("item_table_",)),
@@ -483,6 +502,10 @@ def _attribute_probes():
                 act = "est.predict([0, 1], [50, 99])"
             if edit == "n_items_=100" and call == "similar_items":
                 act = "est.similar_items([50, 99], n=3)"
+            if edit == "n_users_=100" and call == "similar_users":
+                act = "est.similar_users([50, 99], n=3)"
+            if edit == "n_items_=100" and call == "recommend(items)":
+                act = "est.recommend([0], n=3, filter_items=[50], items=[99, 1])"
             out.append(P(f"attribute/MatrixFactorization {edit} -> {call}",
                          f"est = fresh('mf'); {code}", act, names=names, watch="est"))
     fm_calls = {"fmr": {"predict": "est.predict(X8)", "partial_fit":
@@ -763,6 +786,20 @@ def _id_probes():
          ("item_ids",)),
         ("similar_items item -1", "est.similar_items(-1)", ("IndexError", "ValueError"),
          ("item_ids",)),
+        ("similar_users user 9", "est.similar_users([9])", ("IndexError", "ValueError"),
+         ("user_ids",)),
+        ("similar_users user -1", "est.similar_users(-1)", ("IndexError", "ValueError"),
+         ("user_ids",)),
+        ("recommend filter_items 8", "est.recommend([0], filter_items=[8])",
+         ("IndexError", "ValueError"), ("filter_items",)),
+        ("recommend items -1", "est.recommend([0], items=[-1])", ("IndexError", "ValueError"),
+         ("items",)),
+        ("recommend items 2-D", "est.recommend([0], items=[[1]])", ("ValueError",), ("items",)),
+        ("recommend items float", "est.recommend([0], items=[1.0])",
+         ("TypeError", "ValueError"), ("items",)),
+        ("evaluate k=0", "evaluate(est, R_TRAIN, R_TRAIN, k=0)", ("ValueError",), ("k",)),
+        ("evaluate metric", "evaluate(est, R_TRAIN, R_TRAIN, metrics=['auc'])",
+         ("ValueError",), ("metric",)),
     ]
     for label, act, expect, names in cases:
         out.append(P(f"ids/MatrixFactorization.{label}", "est = fresh('mf')", act,

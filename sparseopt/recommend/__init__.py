@@ -4,7 +4,9 @@
   positives (BPR), with ``recommend``, ``similar_items`` and ``score``;
 * :class:`FMRegressor`, :class:`FMClassifier`: second-order factorisation machines on sparse
   features;
-* :mod:`sparseopt.recommend.metrics`: RMSE, precision / recall / NDCG at k, AUC.
+* :mod:`sparseopt.recommend.metrics`: RMSE, precision / recall / NDCG / MAP / MRR / hit rate
+  and coverage at k, AUC;
+* :func:`evaluate`: the ranking metrics of a fitted recommender on held-out interactions.
 
 The models follow scikit-learn's estimator API and need scikit-learn
 (``pip install sparseopt[sklearn]``); they are imported on first use, so this package and
@@ -18,8 +20,9 @@ from importlib import import_module
 from typing import Any, List
 
 from . import metrics
+from ._evaluate import evaluate
 
-__all__ = ["MatrixFactorization", "FMRegressor", "FMClassifier", "metrics"]
+__all__ = ["MatrixFactorization", "FMRegressor", "FMClassifier", "metrics", "evaluate"]
 
 # public name -> private module holding it; each module subclasses scikit-learn's
 # BaseEstimator, so it is imported on first use rather than with the package

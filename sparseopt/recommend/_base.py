@@ -85,7 +85,7 @@ class BaseRecommender(BaseEstimator):
 
     **Serving.** :meth:`recommend` scores blocks of users as one dense product and keeps the
     top ``n`` per user (``_serving``); :meth:`similar_items` ranks items by the cosine of the
-    vectors ``_item_vectors`` returns.
+    vectors ``_item_vectors`` returns, :meth:`similar_users` users by ``_user_vectors``.
 
     Notes
     -----
@@ -118,6 +118,8 @@ class BaseRecommender(BaseEstimator):
         users (called once per block of :meth:`recommend`; precompute in the hook).
     ``_item_vectors(fitted) -> ndarray``
         ``(n_items, d)`` vectors whose cosine :meth:`similar_items` ranks by.
+    ``_user_vectors(fitted) -> ndarray``
+        Optional: ``(n_users, d)`` vectors whose cosine :meth:`similar_users` ranks by.
 
     Optional: ``_stopping(params)`` returns a ``sparseopt._sklearn.Stopping`` to end ``fit`` early
     (default: never), and ``_tables`` names the table attributes (freed before a refit; the
@@ -173,6 +175,9 @@ class BaseRecommender(BaseEstimator):
 
     def _item_vectors(self, st: Any) -> np.ndarray:
         raise NotImplementedError
+
+    def _user_vectors(self, st: Any) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not define user vectors")
 
     def _stopping(self, p: Dict[str, Any]) -> Optional[Stopping]:
         return None
@@ -422,7 +427,8 @@ class BaseRecommender(BaseEstimator):
         return self._predict_pairs(st, u, i)
 
     @serialised
-    def recommend(self, user_ids: Any, n: int = 10, exclude_seen: bool = True
+    def recommend(self, user_ids: Any, n: int = 10, exclude_seen: bool = True,
+                  filter_items: Any = None, items: Any = None
                   ) -> Tuple[np.ndarray, np.ndarray]:
         """The ``n`` items of highest predicted score for each user, best first.
 
@@ -435,35 +441,94 @@ class BaseRecommender(BaseEstimator):
         ----------
         user_ids : int or array-like of int
         n : int, default 10
-            At most ``n_items`` columns are returned.
+            At most as many columns as there are candidate items (``n_items_``, or fewer
+            with ``items`` / ``filter_items``) are returned.
         exclude_seen : bool, default True
+        filter_items : 1-D array-like of int, optional
+            Items never to recommend, to any of the users (e.g. out of stock).
+        items : 1-D array-like of int, optional
+            The only items that may be recommended (a non-empty list; ``filter_items`` are
+            removed from it).
 
         Returns
         -------
         item_ids : ndarray of int64, shape (n_users_asked, n) (or (n,) for a single id)
-            Padded with -1 when a user has fewer than ``n`` candidate items.
+            Padded with -1 when a user has fewer than ``n`` candidate items left (after
+            ``exclude_seen``).
         scores : ndarray, same shape, the model's dtype
             The scores :meth:`predict` gives (up to rounding: they come from a matrix
             product); -inf for padding.
+
+        Raises
+        ------
+        TypeError
+            Ids that are not integers, a non-bool ``exclude_seen``, a non-int ``n``.
+        IndexError
+            An id out of range (user ids in ``[0, n_users_)``, item ids in
+            ``[0, n_items_)``).
+        ValueError
+            ``n < 1``; ``filter_items`` or ``items`` with more than one axis; an empty
+            ``items``; ``items`` and ``filter_items`` leaving no item.
         """
         st = self._fitted()
         scalar = np.ndim(user_ids) == 0
         users = V.check_ids("user_ids", user_ids, st.n_users, "users")
-        n = min(V.check_positive_int("n", n), st.n_items)
+        n = V.check_positive_int("n", n)
         exclude_seen = V.check_flag("exclude_seen", exclude_seen)
+        blocked, n_candidates = V.check_candidates(filter_items, items, st.n_items)
+        n = min(n, n_candidates)
         seen = self._seen
         if exclude_seen and seen.shape != (st.n_users, st.n_items):
             # a fit in another thread replaced the tables between the two reads: the kernel
             # would exclude items by the other shape's ids
             raise ValueError("the model was refitted during this call (its interactions no "
                              "longer match item_table_); call recommend again")
-        n_threads = V.check_n_threads(self.n_threads)
-        ids, scores = _serving.top_n_by_blocks(
-            users, n, st.n_items, st.dtype, self._scorer(st),
-            seen.rows if exclude_seen else (lambda block: None), n_threads)
+        ids, scores = self._top_items(st, users, n, seen.rows if exclude_seen else None,
+                                      blocked)
         if scalar:
             return ids[0], scores[0]
         return ids, scores
+
+    def _top_items(self, st: Any, users: np.ndarray, n: int,
+                   exclusions: Optional[Callable[[np.ndarray], sp.csr_matrix]],
+                   blocked: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """The top ``n`` (``1 <= n <= n_items``) of checked ``users``, leaving out the
+        entries ``exclusions(block)`` returns for a block of users (a CSR matrix of the
+        model's item ids) and the columns ``blocked`` for everyone. A blocked column gets
+        the score -inf, which the kernel never selects: it is left out exactly as an
+        excluded entry is, so the order of the others (ties to the lower id) is unchanged."""
+        scorer = self._scorer(st)
+        if blocked is not None:
+            inner = scorer
+
+            def scorer(block: np.ndarray) -> np.ndarray:
+                S = inner(block)  # scratch for the kernel: ours to overwrite
+                S[:, blocked] = -np.inf
+                return S
+        return _serving.top_n_by_blocks(
+            users, n, st.n_items, st.dtype, scorer,
+            exclusions if exclusions is not None else (lambda block: None),
+            V.check_n_threads(self.n_threads))
+
+    @serialised
+    def _ranking_report(self, X_train: Any, X_test: Any, k: Any, metrics: Any
+                        ) -> Dict[str, float]:
+        """``sparseopt.recommend.evaluate`` (see there), under the model's lock."""
+        st = self._fitted()
+        known = tuple(_metrics.RANKING_METRICS) + ("coverage",)
+        Xtr, Xte, k, names = V.check_evaluation(
+            X_train, X_test, k, metrics, implicit=self._implicit,
+            shape=(st.n_users, st.n_items), known=known)
+        relevant = _metrics._relevant("X_test", Xte)       # stored non-zeros
+        users = np.flatnonzero(np.diff(relevant.indptr))
+        n = min(k, st.n_items)
+        ids, _ = self._top_items(st, users, n, SeenItems(Xtr).rows)
+        if n < k:  # fewer items than k: the rest of every list is padding
+            ids = np.concatenate([ids, np.full((ids.shape[0], k - n), -1, np.int64)], axis=1)
+        truth = relevant[users]
+        return {name: (_metrics.coverage_at_k(ids, st.n_items, k) if name == "coverage"
+                       else _metrics.RANKING_METRICS[name](truth, ids, k))
+                for name in names}
 
     @serialised
     def similar_items(self, item_ids: Any, n: int = 10) -> Tuple[np.ndarray, np.ndarray]:
@@ -483,18 +548,47 @@ class BaseRecommender(BaseEstimator):
             Shaped like :meth:`recommend`'s output; similarities in the model's dtype.
         """
         st = self._fitted()
-        scalar = np.ndim(item_ids) == 0
-        items = V.check_ids("item_ids", item_ids, st.n_items, "items")
-        n = min(V.check_positive_int("n", n), max(1, st.n_items - 1))
-        Q = self._item_vectors(st).astype(np.float64)
+        return self._most_similar(st, "item_ids", item_ids, n, st.n_items, "items",
+                                  self._item_vectors(st))
+
+    @serialised
+    def similar_users(self, user_ids: Any, n: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``n`` users most similar to each given user by cosine of their factors.
+
+        The rules of :meth:`similar_items`, over users: the user itself is left out, users
+        with all-zero factors have similarity 0 to all, ties go to the lower user id.
+
+        Parameters
+        ----------
+        user_ids : int or array-like of int
+        n : int, default 10
+            At most ``n_users - 1`` columns are returned.
+
+        Returns
+        -------
+        user_ids, similarities : ndarray
+            Shaped like :meth:`recommend`'s output; similarities in the model's dtype.
+        """
+        st = self._fitted()
+        return self._most_similar(st, "user_ids", user_ids, n, st.n_users, "users",
+                                  self._user_vectors(st))
+
+    def _most_similar(self, st: Any, name: str, ids: Any, n: Any, count: int, what: str,
+                      vectors: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Top ``n`` rows of ``vectors`` (``count`` of them) by cosine to each of ``ids``,
+        the row itself left out."""
+        scalar = np.ndim(ids) == 0
+        rows = V.check_ids(name, ids, count, what)
+        n = min(V.check_positive_int("n", n), max(1, count - 1))
+        Q = vectors.astype(np.float64)
         norms = np.sqrt(np.einsum("ij,ij->i", Q, Q))
         Qn = Q / np.where(norms > 0, norms, 1.0)[:, None]
         QnT = np.ascontiguousarray(Qn.T)
         n_threads = V.check_n_threads(self.n_threads)
-        ids, sims = _serving.top_n_by_blocks(
-            items, n, st.n_items, st.dtype,
+        out_ids, sims = _serving.top_n_by_blocks(
+            rows, n, count, st.dtype,
             lambda block: np.ascontiguousarray(Qn[block] @ QnT),
-            lambda block: _serving.self_exclusions(block, st.n_items), n_threads)
+            lambda block: _serving.self_exclusions(block, count), n_threads)
         if scalar:
-            return ids[0], sims[0]
-        return ids, sims
+            return out_ids[0], sims[0]
+        return out_ids, sims

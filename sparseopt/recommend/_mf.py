@@ -492,3 +492,6 @@ class MatrixFactorization(BaseRecommender):
 
     def _item_vectors(self, st: _Fitted) -> np.ndarray:
         return st.Q[:, :st.k]
+
+    def _user_vectors(self, st: _Fitted) -> np.ndarray:
+        return st.U[:, :st.k]

@@ -15,10 +15,17 @@ or ``exclude``).
 ``recall_at_k``     hits in the top k / number of relevant items
 ``ndcg_at_k``       sum of 1/log2(rank + 1) over hits (rank from 1), divided by its ideal value
                     (all relevant items ranked first, at most k of them)
+``map_at_k``        mean over hits at rank r of (hits in the first r) / r, summed and divided
+                    by min(k, number of relevant items)
+``mrr_at_k``        1 / rank of the first hit, 0 without a hit
+``hit_rate_at_k``   1 if the top k hold at least one hit, else 0
 ``auc_score``       probability that a relevant item outscores an irrelevant one (ties count
                     1/2), per user, averaged
 ``rmse``            root mean squared error of predicted ratings
 =================  ===========================================================================
+
+``coverage_at_k(recommended, n_items, k)`` needs no held-out data: the share of the catalogue
+that appears in at least one row's top k (ids outside ``[0, n_items)`` are not counted).
 """
 from __future__ import annotations
 
@@ -30,7 +37,8 @@ from scipy.stats import rankdata
 
 from .. import _validation as V
 
-__all__ = ["rmse", "precision_at_k", "recall_at_k", "ndcg_at_k", "auc_score"]
+__all__ = ["rmse", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr_at_k",
+           "hit_rate_at_k", "coverage_at_k", "auc_score"]
 
 
 def rmse(y_true: Any, y_pred: Any) -> float:
@@ -71,22 +79,32 @@ def _first_occurrences(rec: np.ndarray) -> np.ndarray:
     return first
 
 
-def _hits(X_true: Any, recommended: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(hits (m, k) bool, number of relevant items per row)."""
+def _check_k(k: Any) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    X = _relevant("X_true", X_true)
+
+
+def _top_k(recommended: Any, k: int) -> np.ndarray:
+    """The first ``k`` columns of the checked 2-D integer ``recommended``, as int64 (a 1-D
+    list is one row)."""
     rec = np.asarray(recommended)
     if rec.ndim == 1:
         rec = rec[None, :]
     if rec.ndim != 2 or rec.dtype.kind not in "iu":
         raise ValueError(f"recommended must be a 2-D array of item ids, got shape {rec.shape} "
                          f"and dtype {rec.dtype}")
-    if rec.shape[0] != X.shape[0]:
-        raise ValueError(f"recommended has {rec.shape[0]} rows but X_true has {X.shape[0]}")
     if rec.shape[1] < k:
         raise ValueError(f"recommended has {rec.shape[1]} items per row, fewer than k={k}")
-    rec = rec[:, :k].astype(np.int64)
+    return rec[:, :k].astype(np.int64)
+
+
+def _hits(X_true: Any, recommended: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(hits (m, k) bool, number of relevant items per row)."""
+    _check_k(k)
+    X = _relevant("X_true", X_true)
+    rec = _top_k(recommended, k)
+    if rec.shape[0] != X.shape[0]:
+        raise ValueError(f"recommended has {rec.shape[0]} rows but X_true has {X.shape[0]}")
     n_items = X.shape[1]
     rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
     keys = rows * n_items + X.indices.astype(np.int64)           # sorted: CSR, sorted indices
@@ -146,6 +164,69 @@ def ndcg_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     return _mean_over(dcg / np.where(ideal > 0, ideal, 1.0), n_rel)
 
 
+def map_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
+    """Mean average precision at k with binary relevance.
+
+    A user's average precision is the sum, over the hits at ranks ``r`` (1-based) among the
+    first k, of the precision of the first ``r`` items, divided by ``min(k, relevant)``; it
+    is 1 exactly when the top k are as many relevant items as fit.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> X_true = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0]]))
+    >>> map_at_k(X_true, np.array([[2, 1, 0], [3, 1, 2]]), k=3)   # ((1 + 2/3) / 2 + 1/2) / 2
+    0.6666666666666666
+    """
+    hits, n_rel = _hits(X_true, recommended, k)
+    precision = np.cumsum(hits, axis=1) / np.arange(1, k + 1, dtype=np.float64)
+    ap = np.where(hits, precision, 0.0).sum(axis=1) / np.maximum(np.minimum(n_rel, k), 1)
+    return _mean_over(ap, n_rel)
+
+
+def mrr_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
+    """Mean reciprocal rank at k: 1 / (rank of the first hit among the first k), 0 without a
+    hit.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> X_true = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0]]))
+    >>> mrr_at_k(X_true, np.array([[3, 2, 0], [3, 2, 0]]), k=3)   # (1/2 + 0) / 2
+    0.25
+    """
+    hits, n_rel = _hits(X_true, recommended, k)
+    first = np.argmax(hits, axis=1)
+    rr = np.where(hits.any(axis=1), 1.0 / (first + 1.0), 0.0)
+    return _mean_over(rr, n_rel)
+
+
+def hit_rate_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
+    """Share of the users with relevant items that have at least one among their first k.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> X_true = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]]))
+    >>> hit_rate_at_k(X_true, np.array([[3, 2], [3, 0], [0, 1]]), k=2)
+    0.5
+    """
+    hits, n_rel = _hits(X_true, recommended, k)
+    return _mean_over(hits.any(axis=1).astype(np.float64), n_rel)
+
+
+def coverage_at_k(recommended: Any, n_items: int, k: int = 10) -> float:
+    """Share of the ``n_items`` items that appear among the first k of at least one row.
+
+    Ids outside ``[0, n_items)`` (the -1 padding of ``recommend`` among them) are not items
+    and are not counted; with no row at all the coverage is 0.
+
+    >>> import numpy as np
+    >>> coverage_at_k(np.array([[0, 1, 2], [1, 0, -1]]), n_items=8, k=2)   # {0, 1}
+    0.25
+    """
+    _check_k(k)
+    if isinstance(n_items, bool) or not isinstance(n_items, (int, np.integer)) or n_items < 1:
+        raise ValueError(f"n_items must be a positive int, got {n_items!r}")
+    rec = _top_k(recommended, k).reshape(-1)
+    rec = rec[(rec >= 0) & (rec < n_items)]
+    return float(np.unique(rec).shape[0] / n_items)
+
+
 def auc_score(X_true: Any, scores: Any, exclude: Optional[Any] = None) -> float:
     """Per-user ROC AUC of ``scores`` for the relevant items of ``X_true``, averaged.
 
@@ -193,3 +274,9 @@ def auc_score(X_true: Any, scores: Any, exclude: Optional[Any] = None) -> float:
     rank_sum = np.where(rel, ranks, 0.0).sum(axis=1)
     auc = (rank_sum[keep] - n_pos[keep] * (n_pos[keep] + 1) / 2.0) / (n_pos[keep] * n_neg[keep])
     return float(auc.mean())
+
+
+# The metrics of held-out data ``recommend.evaluate`` computes, by the names it reports them
+# under (``coverage_at_k`` follows them there as "coverage").
+RANKING_METRICS = {"precision": precision_at_k, "recall": recall_at_k, "ndcg": ndcg_at_k,
+                   "map": map_at_k, "mrr": mrr_at_k, "hit_rate": hit_rate_at_k}

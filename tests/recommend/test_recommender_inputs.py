@@ -30,6 +30,7 @@ PRELUDE = r'''
 import threading
 import numpy as np, scipy.sparse as sp
 from sparseopt.recommend import MatrixFactorization, FMRegressor, FMClassifier, metrics
+from sparseopt.recommend import evaluate
 from sparseopt.datasets import make_ratings, make_interactions, holdout_split
 from sparseopt.optim._base import Optimizer
 
@@ -492,6 +493,60 @@ def test_mf_bad_call_arguments():
     with pytest.raises(TypeError, match="real"):
         m.fit(R.astype(np.complex128))
     assert m.n_epochs_ == 1
+
+
+def test_recommend_filters_and_evaluate_refuse_hostile_arguments_and_change_nothing():
+    run_child("""
+R = ratings(6, 5)
+for loss in ("squared", "bpr"):
+    m = mf(loss=loss).fit(R)
+    before = m.recommend([0, 1, 2], n=3)
+    for arg in ("filter_items", "items"):
+        rec = lambda **kw: m.recommend([0, 1], n=3, **kw)
+        expect(IndexError, [arg, "out of range"], lambda: rec(**{arg: [0, 5]}), m)
+        expect(IndexError, [arg, "out of range"], lambda: rec(**{arg: [-1]}), m)
+        expect(IndexError, [arg, "out of range"],
+               lambda: rec(**{arg: np.array([2**64 - 1], dtype=np.uint64)}), m)
+        expect(TypeError, [arg, "integers"], lambda: rec(**{arg: [0.0, 1.0]}), m)
+        expect(TypeError, [arg, "integers"], lambda: rec(**{arg: [True, False]}), m)
+        expect(TypeError, [arg, "integers"], lambda: rec(**{arg: ["1"]}), m)
+        expect(ValueError, [arg, "1-D"], lambda: rec(**{arg: [[0, 1]]}), m)
+        expect(ValueError, [arg, "1-D"], lambda: rec(**{arg: 3}), m)
+    expect(ValueError, ["items", "empty"], lambda: m.recommend([0], items=[]), m)
+    expect(ValueError, ["items", "empty"],
+           lambda: m.recommend([0], items=np.zeros(0, dtype=np.int64)), m)
+    expect(ValueError, ["no item"], lambda: m.recommend([0], items=[1, 2], filter_items=[2, 1]), m)
+    expect(ValueError, ["no item"], lambda: m.recommend([0], filter_items=np.arange(5)), m)
+    expect(IndexError, ["user_ids"], lambda: m.recommend([6], filter_items=[0]), m)
+    expect(TypeError, ["n"], lambda: m.recommend([0], n=2.0, items=[0]), m)
+    # an empty filter and an empty user list are no error
+    assert np.array_equal(m.recommend([0, 1, 2], n=3, filter_items=[])[0], before[0])
+    assert m.recommend([], n=3, items=[0, 1])[0].shape == (0, 2)
+    after = m.recommend([0, 1, 2], n=3)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+
+    T = ratings(6, 5, seed=1)
+    ev = lambda *a, **kw: evaluate(m, *a, **kw)
+    expect(ValueError, ["X_test", "shape"], lambda: ev(R, ratings(7, 5)), m)
+    expect(ValueError, ["X_train", "shape"], lambda: ev(ratings(6, 4), T), m)
+    expect(TypeError, ["X_test", "scipy.sparse"], lambda: ev(R, T.toarray()), m)
+    expect(ValueError, ["X_test", "NaN"], lambda: ev(R, T.multiply(np.nan).tocsr()), m)
+    expect(ValueError, ["k"], lambda: ev(R, T, k=0), m)
+    expect(TypeError, ["k"], lambda: ev(R, T, k=2.5), m)
+    expect(TypeError, ["k"], lambda: ev(R, T, k=True), m)
+    expect(ValueError, ["unknown metric", "'auc'"], lambda: ev(R, T, metrics=["auc"]), m)
+    expect(ValueError, ["unknown metric"], lambda: ev(R, T, metrics="rmse"), m)
+    expect(ValueError, ["empty"], lambda: ev(R, T, metrics=[]), m)
+    expect(ValueError, ["twice"], lambda: ev(R, T, metrics=["map", "map"]), m)
+    expect(TypeError, ["metrics"], lambda: ev(R, T, metrics=[3]), m)
+    expect(TypeError, ["metrics"], lambda: ev(R, T, metrics=3), m)
+    assert set(ev(R, T, k=2)) == {"precision", "recall", "ndcg", "map", "mrr", "hit_rate",
+                                  "coverage"}
+expect(TypeError, ["model"], lambda: evaluate(fm(FMRegressor), R, R))
+expect(TypeError, ["model"], lambda: evaluate(None, R, R))
+unfitted = mf()
+expect(AttributeError, ["not fitted"], lambda: evaluate(unfitted, R, R), unfitted)
+""")
 
 
 # =========================================================================== duplicate ratings
