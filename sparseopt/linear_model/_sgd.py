@@ -82,9 +82,9 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         at ``lr = base * sqrt(eta0 / 0.01)``, its own base rate (0.3 'adagrad', 0.05 'adam'
         and 'rmsprop'; also the first rate of 'optimal') at scikit-learn's default 0.01. Its
         steps are normalised by the gradients' history, so its useful range of rates is far
-        narrower than plain SGD's and the square root keeps the usual grid 1e-3 .. 1 inside
-        it (``linear_model.optimizer_rate``; ``eta0_for_rate`` is the inverse). None means
-        0.01.
+        narrower than plain SGD's, and the square root compresses the usual grid 1e-3 .. 1
+        to 0.32 .. 10 times the base rate (``linear_model.optimizer_rate``;
+        ``eta0_for_rate`` is the inverse). None means 0.01.
     power_t : float, default=%(power_t_default)r
         Exponent of 'invscaling' (>= 0).
     early_stopping : bool, default=False
