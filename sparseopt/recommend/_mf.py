@@ -282,7 +282,8 @@ class MatrixFactorization(BaseRecommender):
                  optimizer_params: Optional[Dict[str, Any]] = None, dtype: Any = np.float32,
                  random_state: Any = None, n_threads: Optional[int] = None,
                  verbose: bool = False, early_stopping: bool = False,
-                 validation_fraction: float = 0.1, n_iter_no_change: int = 5) -> None:
+                 validation_fraction: float = 0.1, n_iter_no_change: int = 5,
+                 clip_predictions: bool = True) -> None:
         self.n_components = n_components
         self.loss = loss
         self.optimizer = optimizer
@@ -300,6 +301,7 @@ class MatrixFactorization(BaseRecommender):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.clip_predictions = clip_predictions
 
     # -- fitted attributes ---------------------------------------------------------------------
 
@@ -363,6 +365,7 @@ class MatrixFactorization(BaseRecommender):
                                                 low=0.0, high=1.0, low_open=True,
                                                 high_open=True)
         p["n_iter_no_change"] = V.check_positive_int("n_iter_no_change", self.n_iter_no_change)
+        p["clip_predictions"] = check_flag("clip_predictions", self.clip_predictions)
         return p
 
     def _implicit_feedback(self, p: Dict[str, Any]) -> bool:

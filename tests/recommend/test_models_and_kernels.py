@@ -690,7 +690,11 @@ def test_similar_items_matches_brute_force():
 def test_mf_errors():
     X = make_ratings(20, 10, 50, random_state=0)
     with pytest.raises(TypeError, match="scipy.sparse"):
-        MatrixFactorization().fit(X.toarray())
+        MatrixFactorization().fit(X.toarray().tolist())  # a list: neither matrix nor columns
+    # a dense array stands for the matrix of its non-zero entries
+    dense = MatrixFactorization(n_epochs=2, random_state=0).fit(X.toarray())
+    sparse = MatrixFactorization(n_epochs=2, random_state=0).fit(sp.csr_matrix(X.toarray()))
+    np.testing.assert_array_equal(dense.user_table_, sparse.user_table_)
     with pytest.raises(ValueError, match="loss"):
         MatrixFactorization(loss="hinge").fit(X)
     with pytest.raises(ValueError, match="optimizer"):

@@ -146,7 +146,9 @@ def test_score_checks_its_input_and_changes_nothing(ratings):
     mf.fit(tr)
     U, n, hist = mf.user_table_.copy(), mf.n_epochs_, list(mf.history_)
     with pytest.raises(TypeError, match="X must be a scipy.sparse"):
-        mf.score(te.toarray())
+        mf.score(te.toarray().tolist())
+    with pytest.raises(TypeError, match="fitted on a users x items matrix"):
+        mf.score((np.array([0]), np.array([1]), np.array([3.0])))
     with pytest.raises(ValueError, match=r"X has shape \(121, 80\)"):
         mf.score(sp.csr_matrix((121, 80)))
     bad = te.copy()
