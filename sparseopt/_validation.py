@@ -1040,8 +1040,11 @@ def check_interactions(name: str, X: Any, implicit: bool) -> sp.csr_matrix:
                         f"a DataFrame or a tuple of columns, got {type(X).__name__}")
     check_sparse_structure(name, X)  # before X.shape is trusted and before any conversion
     if X.ndim != 2 or 0 in X.shape:
+        # worded as scikit-learn's check_array words it, which its estimator checks expect
+        what = "sample(s)" if X.shape[0] == 0 else "feature(s)"
         raise ValueError(f"{name} has shape {X.shape}: it needs at least one user and one "
-                         "item")
+                         f"item; found array with 0 {what} (shape={X.shape}) while a "
+                         "minimum of 1 is required.")
     if max(X.shape) > MAX_IDS:
         raise ValueError(f"{name} has shape {X.shape}: at most 2**31 - 1 users and items")
     if implicit:
@@ -1292,7 +1295,10 @@ def check_dense_interactions(name: str, X: np.ndarray) -> sp.csr_matrix:
     if X.dtype.kind == "c":
         raise ValueError(f"Complex data not supported: {name} holds complex values")
     dtype = X.dtype if X.dtype in _FLOAT_DTYPES else np.dtype(np.float64)
-    return sp.csr_matrix(check_real_array(name, X, dtype, finite=True))
+    arr = check_real_array(name, X, dtype)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return sp.csr_matrix(arr)
 
 
 def check_seen_flags(filter_already_liked: Any, exclude_seen: Any) -> bool:
