@@ -1226,9 +1226,10 @@ def is_columns(X: Any) -> bool:
 
 
 def check_columns(name: str, X: Any, implicit: bool
-                  ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    """Interactions given as columns: ``(user_ids, item_ids, values or None)``, the ids
-    checked by :func:`check_raw_ids`, the values finite float64.
+                  ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Tuple[str, str]]:
+    """Interactions given as columns: ``(user_ids, item_ids, values or None, labels)``, the
+    ids checked by :func:`check_raw_ids`, the values finite float64, ``labels`` how
+    messages name the two id columns (``"X[0]"``, ``"X['user']"``).
 
     ``X`` is a tuple ``(user_ids, item_ids)`` or ``(user_ids, item_ids, values)`` of
     equal-length 1-D array-likes, or a pandas DataFrame with columns ``"user"``, ``"item"``
@@ -1241,7 +1242,7 @@ def check_columns(name: str, X: Any, implicit: bool
                              f"item_ids, values), got {len(X)} elements")
         users, items = X[0], X[1]
         values = X[2] if len(X) == 3 else None
-        labels = (f"{name}[0] (user ids)", f"{name}[1] (item ids)", f"{name}[2] (values)")
+        labels = (f"{name}[0]", f"{name}[1]", f"{name}[2]")
     else:
         columns = list(X.columns)
         missing = [c for c in (USER_COLUMN, ITEM_COLUMN) if c not in columns]
@@ -1284,7 +1285,7 @@ def check_columns(name: str, X: Any, implicit: bool
                          "column")
     if u.shape[0] == 0:
         raise ValueError(f"{name} holds no interaction (0 rows)")
-    return u, i, v
+    return u, i, v, (labels[0], labels[1])
 
 
 def check_dense_interactions(name: str, X: np.ndarray) -> sp.csr_matrix:

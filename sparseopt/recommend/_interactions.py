@@ -83,7 +83,7 @@ class IdEncoder:
             return np.zeros(0, dtype=np.int64)
         if (arr.dtype.kind == "U") != (classes.dtype.kind == "U"):
             kind = "strings" if classes.dtype.kind == "U" else "integers"
-            raise V.UnknownIdError(f"{name}[0] = {arr[0]!r} is not one of the model's "
+            raise V.UnknownIdError(f"{name}[0] = {arr[0].item()!r} is not one of the model's "
                                    f"{self.what}: its ids are {kind}")
         if arr.dtype != classes.dtype and arr.dtype.kind != "U":
             # int64 queries of a uint64 model (or the reverse): compare as Python ints
@@ -91,7 +91,7 @@ class IdEncoder:
             ok = (arr >= 0) if arr.dtype.kind == "i" else (arr <= np.iinfo(np.int64).max)
             if not ok.all():
                 pos = int(np.argmin(ok))
-                raise V.UnknownIdError(f"{name}[{pos}] = {arr[pos]!r} is not one of the "
+                raise V.UnknownIdError(f"{name}[{pos}] = {arr[pos].item()!r} is not one of the "
                                        f"model's {self.what}")
             arr = arr.astype(classes.dtype)
         pos = np.searchsorted(classes, arr)
@@ -153,14 +153,14 @@ def interactions_input(name: str, X: Any, implicit: bool,
     """
     if not V.is_columns(X):
         return Interactions(V.check_interactions(name, X, implicit), None, None)
-    u_raw, i_raw, values = V.check_columns(name, X, implicit)
+    u_raw, i_raw, values, labels = V.check_columns(name, X, implicit)
     if users is None:
         users, items = IdEncoder("users"), IdEncoder("items")
         u = users.fit_transform(u_raw)
         i = items.fit_transform(i_raw)
     else:
-        u = users.transform(u_raw, f"{name} user ids")
-        i = items.transform(i_raw, f"{name} item ids")
+        u = users.transform(u_raw, labels[0])
+        i = items.transform(i_raw, labels[1])
     if values is None:
         values = np.ones(u.shape[0], dtype=np.float64)
     shape = (len(users), len(items))
@@ -177,8 +177,11 @@ def interactions_input(name: str, X: Any, implicit: bool,
                 "df.groupby(['user', 'item'], as_index=False)['rating'].mean()")
     itype = np.int32 if max(shape) <= np.iinfo(np.int32).max else np.int64
     coo = sp.coo_matrix((values, (u.astype(itype), i.astype(itype))), shape=shape)
-    # duplicates (implicit only here) are summed by the conversion; the structure is ours
-    return Interactions(V.check_interactions(name, coo.tocsr(), implicit), users, items)
+    # duplicates (implicit only here) are summed by the conversion; the structure is ours.
+    # Sorted indices: the matrix, and so the training, does not depend on the row order
+    csr = coo.tocsr()
+    csr.sort_indices()
+    return Interactions(V.check_interactions(name, csr, implicit), users, items)
 
 def _pattern(X: sp.csr_matrix) -> sp.csr_matrix:
     """The pattern of ``X``: values 1 (int8), indices sorted, so rows can be searched."""
