@@ -400,7 +400,7 @@ def run_dataset(data, quick=False, log=_log, contenders=None):
                 log(f"  {name:<24} RMSE {row['rmse']:.4f}  fit {fit_s:.2f}s  epochs {epochs}")
             else:
                 if isinstance(model, tuple):  # sparseopt: its own recommend, seen excluded
-                    rec = model[1].recommend(users, n=K, exclude_seen=True)[0]
+                    rec = model[1].recommend(users, n=K, filter_already_liked=True)[0]
                 else:
                     rec = _batched_top_k(model, users, X_train)
                 row.update(ranking_scores(X_test, users, rec))
