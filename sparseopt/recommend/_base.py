@@ -87,6 +87,17 @@ class BaseRecommender(BaseEstimator):
     top ``n`` per user (``_serving``); :meth:`similar_items` ranks items by the cosine of the
     vectors ``_item_vectors`` returns, :meth:`similar_users` users by ``_user_vectors``.
 
+    **Input forms and raw ids.** Every training input goes through
+    ``_interactions.interactions_input`` first: a users x items matrix (sparse, or dense),
+    or columns of raw ids (a DataFrame with ``user`` / ``item`` / ``rating`` columns, or a
+    tuple). Fitted on columns, the model keeps an ``IdEncoder`` for users and one for items
+    (``user_ids_``, ``item_ids_``) and translates ids at the edge of every public call; the
+    hooks only ever see row indices. Unknown ids raise ``UnknownIdError``.
+
+    **Clipping.** An explicit model records ``rating_range_`` (lowest and highest training
+    rating); a subclass with a ``clip_predictions`` parameter set to True has ``predict``
+    (and what derives from it) clipped to it.
+
     Notes
     -----
     **Writing a model.** A subclass defines the hyper-parameters ``n_epochs``, ``learning_rate``,
