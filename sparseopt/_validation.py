@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -1183,7 +1184,18 @@ def check_raw_ids(name: str, ids: Any, *, allow_scalar: bool = False) -> np.ndar
                         "strings (convert with .astype('int64') or .astype(str))")
     if kind != "O":
         raise TypeError(f"{name} must hold integers or strings, got dtype {arr.dtype}")
-    # an object array: every element an int (not a bool) or every element a str
+    # an object array: every element an int (not a bool) or every element a str. pandas,
+    # when the caller already imported it, classifies the column in C (a column of a
+    # DataFrame is an object array of str); anything but a clean column is walked below
+    # to name the first offender
+    pandas = sys.modules.get("pandas")
+    if pandas is not None:
+        try:
+            inferred = pandas.api.types.infer_dtype(arr, skipna=False)
+        except Exception:  # pragma: no cover - a pandas without it: walk the column
+            inferred = None
+        if inferred == "string":
+            return arr.astype(str)
     n_str = n_int = 0
     for pos, v in enumerate(arr):
         if isinstance(v, str):
