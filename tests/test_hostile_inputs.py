@@ -627,8 +627,9 @@ def _failed_fit_probes():
     out.append(P("failed fit/MatrixFactorization fit with NaN ratings",
                  "est = fresh('mf'); Xn = R_TRAIN.copy(); Xn.data[0] = np.nan",
                  "est.fit(Xn)", names=("X",), watch="est"))
-    out.append(P("failed fit/MatrixFactorization fit with a dense X",
-                 "est = fresh('mf')", "est.fit(R_TRAIN.toarray())",
+    # a dense array is accepted (the matrix of its non-zero entries), but only of reals
+    out.append(P("failed fit/MatrixFactorization fit with a dense complex X",
+                 "est = fresh('mf')", "est.fit(R_TRAIN.toarray().astype(complex))",
                  expect=("TypeError", "ValueError"), names=("X",), watch="est"))
     out.append(P("failed fit/MatrixFactorization fit with eval_set of another shape",
                  "est = fresh('mf')", "est.fit(R_TRAIN, eval_set=R_TRAIN[:4])",
