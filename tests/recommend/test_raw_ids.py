@@ -108,6 +108,10 @@ def test_unknown_ids_are_refused_and_change_nothing():
     # fitted on a matrix: columns are refused (its ids are indices)
     with pytest.raises(TypeError, match="fitted on a users x items matrix"):
         _mf().fit(X).partial_fit((u, i, v))
+    # a refit replaces the form: on a matrix the ids go, on columns n_features_in_ goes
+    mf.fit(X)
+    assert not hasattr(mf, "user_ids_") and mf.n_features_in_ == 9
+    assert mf.fit((u, i, v)).user_ids_.shape == (12,) and not hasattr(mf, "n_features_in_")
 
 
 def test_implicit_columns_follow_the_matrix_rules():
