@@ -521,8 +521,8 @@ class BaseRecommender(BaseEstimator):
 
     def _predict_indices(self, st: Any, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """:meth:`predict` of checked indices."""
+        clip = self._clip_range()  # checked before the kernel runs
         out = self._predict_pairs(st, users, items)
-        clip = self._clip_range()
         if clip is not None:
             np.clip(out, clip[0], clip[1], out=out)
         return out
@@ -664,6 +664,7 @@ class BaseRecommender(BaseEstimator):
                 self._items_in("items", V.check_id_list("items", items), st)
         blocked, n_candidates = V.check_candidates(filter_items, items, st.n_items)
         n = min(n, n_candidates)
+        clip = self._clip_range()
         seen = self._seen
         if exclude_seen and seen.shape != (st.n_users, st.n_items):
             # a fit in another thread replaced the tables between the two reads: the kernel
@@ -672,7 +673,6 @@ class BaseRecommender(BaseEstimator):
                              "longer match item_table_); call recommend again")
         ids, scores = self._top_items(st, users, n, seen.rows if exclude_seen else None,
                                       blocked)
-        clip = self._clip_range()
         if clip is not None:  # after the selection: clipping must not create ties
             real = np.isfinite(scores)
             scores[real] = np.clip(scores[real], clip[0], clip[1])
@@ -732,7 +732,9 @@ class BaseRecommender(BaseEstimator):
 
         Parameters
         ----------
-        item_ids : int or array-like of int
+        item_ids : int, str or array-like
+            Column indices, or raw ids for a model fitted on raw ids (``item_ids_``); the
+            returned ids are of the same kind.
         n : int, default 10
             At most ``n_items - 1`` columns are returned.
 
@@ -757,7 +759,9 @@ class BaseRecommender(BaseEstimator):
 
         Parameters
         ----------
-        user_ids : int or array-like of int
+        user_ids : int, str or array-like
+            Row indices, or raw ids for a model fitted on raw ids (``user_ids_``); the
+            returned ids are of the same kind.
         n : int, default 10
             At most ``n_users - 1`` columns are returned.
 
