@@ -1348,3 +1348,21 @@ def check_rating_range(value: Any) -> Tuple[float, float]:
         raise ValueError(f"rating_range_ must be two finite ratings, low <= high, got "
                          f"{value!r}")
     return lo, hi
+
+
+def check_indices_in(name: str, indices: Any, low: int, n: int) -> np.ndarray:
+    """Integer indices of any shape in ``[low, n)`` as int64 (``TypeError`` unless integers,
+    ``IndexError`` naming the first one out of range)."""
+    arr = np.asarray(indices)
+    if arr.dtype.kind not in "iu":
+        if arr.size:
+            raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+    if arr.size:
+        flat = arr.reshape(-1)
+        bad = (flat > n - 1) if arr.dtype.kind == "u" else ((flat < low) | (flat >= n))
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise IndexError(f"{name}[{pos}] = {int(flat[pos])} is out of range: the encoder "
+                             f"holds {n} ids")
+    return arr.astype(np.int64)

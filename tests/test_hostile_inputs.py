@@ -52,7 +52,7 @@ from sparseopt import datasets
 from sparseopt.datasets import make_ratings, make_interactions, holdout_split
 from sparseopt.linear_model import SGDClassifier, SGDRegressor
 from sparseopt.recommend import MatrixFactorization, FMRegressor, FMClassifier, metrics
-from sparseopt.recommend import evaluate
+from sparseopt.recommend import evaluate, IdEncoder
 from _strategies import bad_sparse, valid_sparse, corrupt, dense_full_rows, _fitted
 warnings.simplefilter("ignore")
 
@@ -985,6 +985,33 @@ def _raw_id_probes():
                  "est = fresh_raw(bpr=True)",
                  "est.partial_fit((np.array(['u0']), np.array([123456789])))",
                  expect=("ValueError", "IndexError"), names=("X[1]", "X"), watch="est"))
+    # IdEncoder on its own: a refused input leaves it as it was
+    enc = "enc = IdEncoder('items').fit(np.array(['b', 'a', 'c']))"
+    for label, act, expect, names in (
+            ("transform before fit", "IdEncoder('items').transform(['a'])", ("ValueError",),
+             ("fit",)),
+            ("fit NaN", "enc.fit(np.array([1.0, np.nan]))", ("ValueError",), ("items",)),
+            ("fit mixed", "enc.fit(np.array([1, 'a'], object))", ("TypeError",), ("items",)),
+            ("fit 2-D", "enc.fit(np.array([['a']]))", ("ValueError",), ("items",)),
+            ("transform unknown", "enc.transform(['a', 'zz'])", ("ValueError", "IndexError"),
+             ("items",)),
+            ("transform ints of a str encoder", "enc.transform([0])",
+             ("ValueError", "IndexError"), ("items",)),
+            ("inverse_transform 3 of 3", "enc.inverse_transform([3])", ("IndexError",),
+             ("indices",)),
+            ("inverse_transform -1 without fill", "enc.inverse_transform([-1])",
+             ("IndexError",), ("indices",)),
+            ("inverse_transform -2 with fill", "enc.inverse_transform([-2], fill=True)",
+             ("IndexError",), ("indices",)),
+            ("inverse_transform uint64 max",
+             "enc.inverse_transform(np.array([2**64 - 1], np.uint64))", ("IndexError",),
+             ("indices",)),
+            ("inverse_transform floats", "enc.inverse_transform([0.0])", ("TypeError",),
+             ("indices",)),
+            ("inverse_transform fill='yes'", "enc.inverse_transform([0], fill='yes')",
+             ("TypeError",), ("fill",))):
+        out.append(P(f"raw ids/IdEncoder.{label}", enc, act, expect=expect, names=names,
+                     watch="enc"))
     # a model fitted on a matrix knows indices, not ids: columns are refused
     for label, act in (("score", "est.score(DF)"), ("partial_fit", "est.partial_fit(DF)"),
                        ("fit eval_set", "est.fit(R_TRAIN, eval_set=DF)")):

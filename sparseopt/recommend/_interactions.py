@@ -71,14 +71,20 @@ class IdEncoder:
         return codes.reshape(-1).astype(np.int64)
 
     def __len__(self) -> int:
-        return int(self.classes_.shape[0])
+        return int(self._classes().shape[0])
+
+    def _classes(self) -> np.ndarray:
+        classes = getattr(self, "classes_", None)
+        if classes is None:
+            raise ValueError(f"this IdEncoder of {self.what} is not fitted yet; call fit first")
+        return classes
 
     def transform(self, ids: Any, name: Optional[str] = None) -> np.ndarray:
         """The int64 indices of ``ids`` (a scalar or 1-D array-like); ``name`` is how
         messages call the argument."""
         name = name or self.what
+        classes = self._classes()
         arr = V.check_raw_ids(name, ids, allow_scalar=True)
-        classes = self.classes_
         if arr.size == 0:
             return np.zeros(0, dtype=np.int64)
         if (arr.dtype.kind == "U") != (classes.dtype.kind == "U"):
@@ -86,8 +92,9 @@ class IdEncoder:
             raise V.UnknownIdError(f"{name}[0] = {arr[0].item()!r} is not one of the model's "
                                    f"{self.what}: its ids are {kind}")
         if arr.dtype != classes.dtype and arr.dtype.kind != "U":
-            # int64 queries of a uint64 model (or the reverse): compare as Python ints
-            # where NumPy's mixed comparison would go through float64
+            # int64 queries of uint64 ids (or the reverse): range-checked, then cast to the
+            # ids' dtype, because NumPy compares int64 with uint64 through float64, where
+            # distinct ids past 2**53 would match
             ok = (arr >= 0) if arr.dtype.kind == "i" else (arr <= np.iinfo(np.int64).max)
             if not ok.all():
                 pos = int(np.argmin(ok))
@@ -104,16 +111,19 @@ class IdEncoder:
         return pos.astype(np.int64)
 
     def inverse_transform(self, indices: Any, fill: bool = False) -> np.ndarray:
-        """The raw ids at ``indices``; with ``fill``, an index of -1 (padding) gives the
-        fill id (-1, or the empty string for string ids, see :func:`padding_id`)."""
-        idx = np.asarray(indices, dtype=np.int64)
+        """The raw ids at ``indices`` (integers in ``[0, n)``, the shape kept); with
+        ``fill``, an index of -1 (padding) gives the fill id (-1, or the empty string for
+        string ids, see :func:`padding_id`)."""
+        classes = self._classes()
+        fill = V.check_flag("fill", fill)
+        idx = V.check_indices_in("indices", indices, -1 if fill else 0, classes.shape[0])
         if not fill:
-            return self.classes_[idx]
+            return classes[idx]
         pad = idx < 0
-        out = self.classes_[np.where(pad, 0, idx)]
+        out = classes[np.where(pad, 0, idx)]
         if pad.any():
             out = np.array(out)  # a copy: never write into classes_
-            out[pad] = padding_id(self.classes_.dtype)
+            out[pad] = padding_id(classes.dtype)
         return out
 
 
