@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -1010,8 +1011,9 @@ def check_interactions(name: str, X: Any, implicit: bool) -> sp.csr_matrix:
     name : str
         The argument's name in the caller's signature (``"X"``, ``"eval_set"``), used in
         every message.
-    X : scipy.sparse matrix or array, shape (n_users, n_items)
-        Any SciPy format; its structure is checked before any SciPy routine converts it.
+    X : scipy.sparse matrix or array, or ndarray, shape (n_users, n_items)
+        Any SciPy format; its structure is checked before any SciPy routine converts it. A
+        dense array stands for the sparse matrix of its non-zero entries.
     implicit : bool
         ``True``: every stored non-zero is one positive interaction; a pair stored more than
         once is one positive (its entries are summed, then stored zeros dropped).
@@ -1032,10 +1034,18 @@ def check_interactions(name: str, X: Any, implicit: bool) -> sp.csr_matrix:
         A malformed structure, more than ``2**31 - 1`` users or items, NaN or infinite
         values, or (explicit ratings) a pair stored twice.
     """
+    if isinstance(X, np.ndarray):  # dense: its non-zero entries are the interactions
+        X = check_dense_interactions(name, X)
     if not sp.issparse(X):
-        raise TypeError(f"{name} must be a scipy.sparse users x items matrix, got "
-                        f"{type(X).__name__}")
+        raise TypeError(f"{name} must be a scipy.sparse users x items matrix, a 2-D array, "
+                        f"a DataFrame or a tuple of columns, got {type(X).__name__}")
     check_sparse_structure(name, X)  # before X.shape is trusted and before any conversion
+    if X.ndim != 2 or 0 in X.shape:
+        # worded as scikit-learn's check_array words it, which its estimator checks expect
+        what = "sample(s)" if X.shape[0] == 0 else "feature(s)"
+        raise ValueError(f"{name} has shape {X.shape}: it needs at least one user and one "
+                         f"item; found array with 0 {what} (shape={X.shape}) while a "
+                         "minimum of 1 is required.")
     if max(X.shape) > MAX_IDS:
         raise ValueError(f"{name} has shape {X.shape}: at most 2**31 - 1 users and items")
     if implicit:
@@ -1091,3 +1101,268 @@ def check_n_jobs(n_jobs: Any, name: str = "n_jobs") -> Union[int, None]:
         return check_n_threads(n, name)
     except TypeError as exc:  # pragma: no cover - n is an int here
         raise ValueError(str(exc)) from None
+
+
+# =========================================================================== raw ids
+# Interactions given as columns (a pandas DataFrame, or a tuple of user ids, item ids and
+# optionally values) carry the caller's own ids: integers or strings, encoded by
+# ``recommend._interactions.IdEncoder``. The rules for those columns live here.
+
+
+class UnknownIdError(ValueError, IndexError):
+    """A raw user or item id the model was not fitted with.
+
+    A ``ValueError`` (as scikit-learn's encoders raise for unseen labels) and an
+    ``IndexError`` (as an out-of-range index raises for a model fitted on a matrix), so code
+    written for either form catches it."""
+
+
+# pandas' missing-value markers, recognised without importing pandas
+_MISSING_TYPES = ("NAType", "NaTType")
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return type(value).__name__ in _MISSING_TYPES
+
+
+def _column_array(name: str, values: Any) -> np.ndarray:
+    """A 1-D NumPy array of a column (pandas Series, array-like or scalar-free list)."""
+    to_numpy = getattr(values, "to_numpy", None)
+    try:
+        if callable(to_numpy) and not isinstance(values, np.ndarray):
+            arr = np.asarray(to_numpy())
+        else:
+            arr = np.asarray(values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a 1-D array of ids ({exc})") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of ids, got shape {arr.shape}")
+    return arr
+
+
+def check_raw_ids(name: str, ids: Any, *, allow_scalar: bool = False) -> np.ndarray:
+    """Raw ids as a 1-D array of one kind: ``int64`` (or ``uint64`` for ids past
+    ``2**63 - 1``), or NumPy strings (``<U``).
+
+    Integers of any width and strings are ids; mixing the two (``1`` and ``"1"``), floats
+    (a NaN-holding integer column that pandas made float), bools, missing values (NaN,
+    ``None``, ``pd.NA``) and other objects are refused, naming the first offender: an id
+    silently converted would match another id or none.
+
+    Raises
+    ------
+    TypeError
+        Ids that are neither integers nor strings, or a mix of both.
+    ValueError
+        A missing value, an integer beyond 64 bits, more than one axis.
+    """
+    if allow_scalar and np.ndim(ids) == 0 and not hasattr(ids, "to_numpy"):
+        ids = [ids.item() if isinstance(ids, np.generic) else ids]
+    arr = _column_array(name, ids)
+    kind = arr.dtype.kind
+    if arr.size == 0:
+        return arr.astype(np.int64) if kind not in "US" else arr.astype(str)
+    if kind in "iu":
+        if kind == "u" and arr.dtype.itemsize == 8 and int(arr.max()) > np.iinfo(np.int64).max:
+            return np.ascontiguousarray(arr, dtype=np.uint64)
+        return np.ascontiguousarray(arr, dtype=np.int64)
+    if kind == "U":
+        return np.ascontiguousarray(arr)
+    if kind == "S":
+        raise TypeError(f"{name} holds bytes; decode them to str first")
+    if kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise ValueError(f"{name}[{pos}] is a missing value ({arr[pos]}): every "
+                             "interaction needs an id")
+        raise TypeError(f"{name} holds floats (dtype {arr.dtype}); ids must be integers or "
+                        "strings (convert with .astype('int64') or .astype(str))")
+    if kind != "O":
+        raise TypeError(f"{name} must hold integers or strings, got dtype {arr.dtype}")
+    # an object array: every element an int (not a bool) or every element a str. pandas,
+    # when the caller already imported it, classifies the column in C (a column of a
+    # DataFrame is an object array of str); anything but a clean column is walked below
+    # to name the first offender
+    pandas = sys.modules.get("pandas")
+    if pandas is not None:
+        try:
+            inferred = pandas.api.types.infer_dtype(arr, skipna=False)
+        except Exception:  # pragma: no cover - a pandas without it: walk the column
+            inferred = None
+        if inferred == "string":
+            return arr.astype(str)
+    n_str = n_int = 0
+    for pos, v in enumerate(arr):
+        if isinstance(v, str):
+            n_str += 1
+        elif isinstance(v, (numbers.Integral, np.integer)) and \
+                not isinstance(v, (bool, np.bool_)):
+            n_int += 1
+        elif _is_missing(v):
+            raise ValueError(f"{name}[{pos}] is a missing value ({v!r}): every interaction "
+                             "needs an id")
+        else:
+            raise TypeError(f"{name}[{pos}] = {v!r} ({type(v).__name__}): ids must be "
+                            "integers or strings")
+        if n_str and n_int:
+            raise TypeError(f"{name} mixes integers and strings (at position {pos}: {v!r}); "
+                            "use one kind, e.g. .astype(str)")
+    if n_str:
+        return arr.astype(str)
+    try:
+        return np.array(list(arr), dtype=np.int64)
+    except OverflowError:
+        pass
+    try:
+        return np.array(list(arr), dtype=np.uint64)
+    except OverflowError:
+        big = next(v for v in arr if not -2**63 <= int(v) < 2**64)
+        raise ValueError(f"{name} holds {int(big)}, beyond 64 bits; ids are int64, uint64 "
+                         "or strings (convert such ids to str)") from None
+
+
+# The column names of a DataFrame of interactions: users, items, then the optional value
+# column (explicit models need it; implicit ones count a row as a positive unless its
+# value is 0).
+USER_COLUMN, ITEM_COLUMN, VALUE_COLUMNS = "user", "item", ("rating", "value")
+
+
+def is_columns(X: Any) -> bool:
+    """Whether ``X`` is interactions as columns (a DataFrame or a tuple), not a matrix."""
+    return isinstance(X, tuple) or (hasattr(X, "columns") and hasattr(X, "iloc"))
+
+
+def check_columns(name: str, X: Any, implicit: bool
+                  ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Tuple[str, str]]:
+    """Interactions given as columns: ``(user_ids, item_ids, values or None, labels)``, the
+    ids checked by :func:`check_raw_ids`, the values finite float64, ``labels`` how
+    messages name the two id columns (``"X[0]"``, ``"X['user']"``).
+
+    ``X`` is a tuple ``(user_ids, item_ids)`` or ``(user_ids, item_ids, values)`` of
+    equal-length 1-D array-likes, or a pandas DataFrame with columns ``"user"``, ``"item"``
+    and optionally one of ``"rating"`` / ``"value"`` (other columns are ignored). Explicit
+    models (``implicit=False``) need the values.
+    """
+    if isinstance(X, tuple):
+        if len(X) not in (2, 3):
+            raise ValueError(f"{name} as a tuple must be (user_ids, item_ids) or (user_ids, "
+                             f"item_ids, values), got {len(X)} elements")
+        users, items = X[0], X[1]
+        values = X[2] if len(X) == 3 else None
+        labels = (f"{name}[0]", f"{name}[1]", f"{name}[2]")
+    else:
+        columns = list(X.columns)
+        missing = [c for c in (USER_COLUMN, ITEM_COLUMN) if c not in columns]
+        if missing:
+            raise ValueError(f"{name} has no column {missing[0]!r}: a DataFrame of "
+                             f"interactions has columns 'user', 'item' and optionally "
+                             f"'rating' (or 'value'); got columns {columns[:10]}")
+        found = [c for c in VALUE_COLUMNS if c in columns]
+        if len(found) > 1:
+            raise ValueError(f"{name} has both a 'rating' and a 'value' column; keep one")
+        for c in (USER_COLUMN, ITEM_COLUMN) + tuple(found):
+            if columns.count(c) > 1:
+                raise ValueError(f"{name} has the column {c!r} more than once")
+        users, items = X[USER_COLUMN], X[ITEM_COLUMN]
+        values = X[found[0]] if found else None
+        labels = (f"{name}['user']", f"{name}['item']",
+                  f"{name}[{found[0]!r}]" if found else "")
+    u = check_raw_ids(labels[0], users)
+    i = check_raw_ids(labels[1], items)
+    if u.shape[0] != i.shape[0]:
+        raise ValueError(f"{name}: the user and item columns differ in length: "
+                         f"{u.shape[0]} vs {i.shape[0]}")
+    v = None
+    if values is not None:
+        to_numpy = getattr(values, "to_numpy", None)
+        if callable(to_numpy) and not isinstance(values, np.ndarray):
+            try:
+                values = to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError):
+                values = to_numpy()
+        v = check_real_array(labels[2], values, np.float64, finite=True)
+        if v.ndim != 1:
+            raise ValueError(f"{labels[2]} must be 1-D, got shape {v.shape}")
+        if v.shape[0] != u.shape[0]:
+            raise ValueError(f"{name}: the value column has {v.shape[0]} entries, the id "
+                             f"columns {u.shape[0]}")
+    elif not implicit:
+        raise ValueError(f"{name} holds no ratings: an explicit model (loss='squared') needs "
+                         "(user_ids, item_ids, ratings), or a DataFrame with a 'rating' "
+                         "column")
+    if u.shape[0] == 0:
+        raise ValueError(f"{name} holds no interaction (0 rows)")
+    return u, i, v, (labels[0], labels[1])
+
+
+def check_dense_interactions(name: str, X: np.ndarray) -> sp.csr_matrix:
+    """A dense 2-D array of interactions as a CSR matrix of its non-zero entries (zeros are
+    missing ratings / no interaction), its values real and finite."""
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D users x items array, got shape {X.shape}")
+    if X.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} holds complex values")
+    dtype = X.dtype if X.dtype in _FLOAT_DTYPES else np.dtype(np.float64)
+    arr = check_real_array(name, X, dtype)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return sp.csr_matrix(arr)
+
+
+def check_seen_flags(filter_already_liked: Any, exclude_seen: Any) -> bool:
+    """``recommend``'s flag under its two names: ``filter_already_liked`` (documented) and
+    ``exclude_seen`` (its former name); True when neither is given, an error when both are
+    given with different values."""
+    a = None if filter_already_liked is None else \
+        check_flag("filter_already_liked", filter_already_liked)
+    b = None if exclude_seen is None else check_flag("exclude_seen", exclude_seen)
+    if a is not None and b is not None and a != b:
+        raise ValueError(f"filter_already_liked={a} and exclude_seen={b} disagree: they are "
+                         "two names of one flag (give filter_already_liked only)")
+    return True if a is None and b is None else bool(a if a is not None else b)
+
+
+def check_id_list(name: str, ids: Any) -> Any:
+    """A 1-D list of raw ids (``filter_items`` / ``items`` of a model fitted on raw ids):
+    more than one axis is a ``ValueError``; the ids themselves are checked when encoded."""
+    if np.ndim(ids) != 1:
+        raise ValueError(f"{name} must be a 1-D list of item ids, got shape {np.shape(ids)}")
+    return ids
+
+
+def check_rating_range(value: Any) -> Tuple[float, float]:
+    """A fitted ``rating_range_``: two finite floats, low <= high (``ValueError`` naming the
+    attribute otherwise)."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"rating_range_ must be (lowest, highest) training rating, got "
+                         f"{value!r}; fitted attributes cannot be changed (refit "
+                         "instead)") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"rating_range_ must be two finite ratings, low <= high, got "
+                         f"{value!r}")
+    return lo, hi
+
+
+def check_indices_in(name: str, indices: Any, low: int, n: int) -> np.ndarray:
+    """Integer indices of any shape in ``[low, n)`` as int64 (``TypeError`` unless integers,
+    ``IndexError`` naming the first one out of range)."""
+    arr = np.asarray(indices)
+    if arr.dtype.kind not in "iu":
+        if arr.size:
+            raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+    if arr.size:
+        flat = arr.reshape(-1)
+        bad = (flat > n - 1) if arr.dtype.kind == "u" else ((flat < low) | (flat >= n))
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise IndexError(f"{name}[{pos}] = {int(flat[pos])} is out of range: the encoder "
+                             f"holds {n} ids")
+    return arr.astype(np.int64)

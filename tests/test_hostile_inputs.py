@@ -52,7 +52,7 @@ from sparseopt import datasets
 from sparseopt.datasets import make_ratings, make_interactions, holdout_split
 from sparseopt.linear_model import SGDClassifier, SGDRegressor
 from sparseopt.recommend import MatrixFactorization, FMRegressor, FMClassifier, metrics
-from sparseopt.recommend import evaluate
+from sparseopt.recommend import evaluate, IdEncoder
 from _strategies import bad_sparse, valid_sparse, corrupt, dense_full_rows, _fitted
 warnings.simplefilter("ignore")
 
@@ -69,6 +69,20 @@ def yreg(X):
     return np.linspace(-1.0, 1.0, X.shape[0])
 
 X8 = sp.csr_matrix(dense_full_rows((8, 7), seed=1))   # valid input of the fitted estimators
+
+# models fitted on columns of raw ids: string users and integer items from a DataFrame
+# (explicit), and the same ids as a tuple without values (implicit)
+import pandas as pd
+_C = R_TRAIN.tocoo()
+DF = pd.DataFrame({"user": np.array([f"u{r}" for r in _C.row]), "item": _C.col * 10 + 5,
+                   "rating": _C.data.astype(np.float64)})
+FIT_RAW = MatrixFactorization(n_components=2, n_epochs=1, random_state=0).fit(DF)
+FIT_RAW_BPR = MatrixFactorization(n_components=2, n_epochs=1, loss="bpr",
+                                  random_state=0).fit((DF["user"].to_numpy(),
+                                                       DF["item"].to_numpy()))
+
+def fresh_raw(bpr=False):
+    return copy.deepcopy(FIT_RAW_BPR if bpr else FIT_RAW)
 
 OPT_CLASSES = {
     "Adam": (so.Adam, {}),
@@ -613,8 +627,9 @@ def _failed_fit_probes():
     out.append(P("failed fit/MatrixFactorization fit with NaN ratings",
                  "est = fresh('mf'); Xn = R_TRAIN.copy(); Xn.data[0] = np.nan",
                  "est.fit(Xn)", names=("X",), watch="est"))
-    out.append(P("failed fit/MatrixFactorization fit with a dense X",
-                 "est = fresh('mf')", "est.fit(R_TRAIN.toarray())",
+    # a dense array is accepted (the matrix of its non-zero entries), but only of reals
+    out.append(P("failed fit/MatrixFactorization fit with a dense complex X",
+                 "est = fresh('mf')", "est.fit(R_TRAIN.toarray().astype(complex))",
                  expect=("TypeError", "ValueError"), names=("X",), watch="est"))
     out.append(P("failed fit/MatrixFactorization fit with eval_set of another shape",
                  "est = fresh('mf')", "est.fit(R_TRAIN, eval_set=R_TRAIN[:4])",
@@ -836,6 +851,176 @@ def _id_probes():
     return out
 
 
+def _raw_id_probes():
+    """Interactions as columns of raw ids (DataFrame / tuple) and the calls that take raw
+    ids: every malformed column, unknown id and conflicting flag is refused, by name, and
+    changes nothing on a fitted model."""
+    out = []
+    u, i, r = "DF['user'].to_numpy()", "DF['item'].to_numpy()", "DF['rating'].to_numpy()"
+    fits = [
+        # (label, bad input, expected exceptions, names)
+        ("tuple columns of different lengths", f"({u}, {i}[:-1], {r})", ("ValueError",),
+         ("X",)),
+        ("tuple values of another length", f"({u}, {i}, {r}[:-1])", ("ValueError",),
+         ("X",)),
+        ("tuple of 4 columns", f"({u}, {i}, {r}, {r})", ("ValueError",), ("X",)),
+        ("tuple of 1 column", f"({u},)", ("ValueError",), ("X",)),
+        ("NaN user id (float column)", f"(np.where(np.arange(30) == 3, np.nan, 1.0), {i}, {r})",
+         ("ValueError",), ("X[0][3]", "X")),
+        ("None user id (object column)",
+         f"(np.array(list({u}[:-1]) + [None], object), {i}, {r})", ("ValueError",), ("X",)),
+        ("pd.NA item id", "DF.assign(item=pd.array([pd.NA] + [1] * 29, dtype='Int64'))",
+         ("ValueError", "TypeError"), ("X",)),
+        ("integral float ids", f"({u}, {i}.astype(float), {r})", ("TypeError",), ("X",)),
+        ("bool ids", f"({u}, np.ones(30, bool), {r})", ("TypeError",), ("X",)),
+        ("bytes ids", f"({u}.astype('S'), {i}, {r})", ("TypeError",), ("X",)),
+        ("mixed int and str ids", f"(np.array([1, 'a'] * 15, object), {i}, {r})",
+         ("TypeError",), ("X",)),
+        ("ids beyond 64 bits", f"(np.array([2**70] * 30, object), {i}, {r})", ("ValueError",),
+         ("X",)),
+        ("dict ids", f"(np.array([{{}}] * 30, object), {i}, {r})", ("TypeError",), ("X",)),
+        ("2-D id column", f"({u}.reshape(15, 2), {i}, {r})", ("ValueError",), ("X",)),
+        ("NaN rating", f"({u}, {i}, np.where(np.arange(30) == 2, np.nan, 3.0))",
+         ("ValueError",), ("X",)),
+        ("inf rating", "DF.assign(rating=np.inf)", ("ValueError",), ("X",)),
+        ("string ratings", f"({u}, {i}, np.array(['a'] * 30))", ("ValueError",), ("X",)),
+        ("complex ratings", f"({u}, {i}, np.ones(30, complex))", ("ValueError",), ("X",)),
+        ("explicit data without ratings", f"({u}, {i})", ("ValueError",), ("X",)),
+        ("frame without a rating column", "DF[['user', 'item']]", ("ValueError",), ("X",)),
+        ("frame without a user column", "DF.rename(columns={'user': 'uid'})",
+         ("ValueError",), ("X",)),
+        ("frame with rating and value", "DF.assign(value=1.0)", ("ValueError",), ("X",)),
+        ("frame with the user column twice",
+         "pd.concat([DF, DF[['user']]], axis=1)", ("ValueError",), ("X",)),
+        ("empty frame", "DF.iloc[:0]", ("ValueError",), ("X",)),
+        ("empty tuple columns", "(np.array([], str), np.array([], np.int64), np.array([]))",
+         ("ValueError",), ("X",)),
+        ("duplicate (user, item) rated 4 and 5",
+         "pd.concat([DF, DF.iloc[:1].assign(rating=DF['rating'].iloc[0] + 1)])",
+         ("ValueError",), ("X", "duplicate")),
+        ("a list of lists", "R_TRAIN.toarray().tolist()", ("TypeError",), ("X",)),
+        ("dense NaN", "np.full((3, 3), np.nan)", ("ValueError",), ("X",)),
+        ("dense 3-D", "np.ones((2, 2, 2))", ("ValueError",), ("X",)),
+        ("dense of 0 items", "np.ones((3, 0))", ("ValueError",), ("X",)),
+        ("dense strings", "np.array([['a']])", ("ValueError", "TypeError"), ("X",)),
+        ("y as a matrix (eval_set is keyword-only)", "DF, DF", ("TypeError",),
+         ("eval_set",)),
+    ]
+    for label, bad, expect, names in fits:
+        act = f"est.fit({bad})" if label.startswith("y as") else f"est.fit({bad})"
+        out.append(P(f"raw ids/MatrixFactorization.fit {label}", "est = fresh_raw()", act,
+                     expect=expect, names=names, watch="est"))
+    calls = [
+        ("predict unknown user", "est.predict(['nobody'], [5])", ("user_ids",)),
+        ("predict unknown item", "est.predict(['u0'], [6])", ("item_ids",)),
+        ("predict int user of a str model", "est.predict([0], [5])", ("user_ids",)),
+        ("predict str item of an int model", "est.predict(['u0'], ['5'])", ("item_ids",)),
+        ("predict negative item", "est.predict(['u0'], [-5])", ("item_ids",)),
+        ("predict uint64 max item", "est.predict(['u0'], np.array([2**64 - 1], np.uint64))",
+         ("item_ids",)),
+        ("recommend unknown user", "est.recommend('nobody')", ("user_ids",)),
+        ("recommend unknown filter_items", "est.recommend('u0', filter_items=[6])",
+         ("filter_items",)),
+        ("recommend unknown items", "est.recommend('u0', items=[5, 7])", ("items",)),
+        ("similar_items unknown", "est.similar_items(6)", ("item_ids",)),
+        ("similar_users unknown", "est.similar_users(['u0', 'u99'])", ("user_ids",)),
+        ("partial_fit unknown user",
+         "est.partial_fit(pd.DataFrame({'user': ['new'], 'item': [5], 'rating': [3.0]}))",
+         ("X['user']", "X")),
+        ("partial_fit unknown item",
+         "est.partial_fit(pd.DataFrame({'user': ['u0'], 'item': [6], 'rating': [3.0]}))",
+         ("X['item']", "X")),
+        ("score unknown user",
+         "est.score(pd.DataFrame({'user': ['new'], 'item': [5], 'rating': [3.0]}))",
+         ("X['user']", "X")),
+        ("evaluate unknown item in X_test",
+         "evaluate(est, DF, pd.DataFrame({'user': ['u0'], 'item': [6], 'rating': [3.0]}))",
+         ("X_test['item']", "X_test")),
+        ("fit eval_set with an unknown item",
+         "est.fit(DF, eval_set=pd.DataFrame({'user': ['u0'], 'item': [6], 'rating': [3.0]}))",
+         ("eval_set['item']", "eval_set")),
+    ]
+    for label, act, names in calls:
+        out.append(P(f"raw ids/MatrixFactorization.{label}", "est = fresh_raw()", act,
+                     expect=("ValueError", "IndexError"), names=names, watch="est"))
+    flags = [
+        ("recommend filter_already_liked=True, exclude_seen=False",
+         "est.recommend('u0', filter_already_liked=True, exclude_seen=False)", ("ValueError",),
+         ("filter_already_liked", "exclude_seen")),
+        ("recommend filter_already_liked='no'", "est.recommend('u0', filter_already_liked='no')",
+         ("TypeError",), ("filter_already_liked",)),
+        ("recommend exclude_seen=2", "est.recommend('u0', exclude_seen=2)", ("TypeError",),
+         ("exclude_seen",)),
+        ("recommend items 2-D raw ids", "est.recommend('u0', items=[[5]])", ("ValueError",),
+         ("items",)),
+        ("recommend items empty", "est.recommend('u0', items=[])", ("ValueError",),
+         ("items",)),
+        ("predict clip_predictions='yes'",
+         "est.set_params(clip_predictions='yes'); est.predict(['u0'], [5])", ("TypeError",),
+         ("clip_predictions",)),
+        ("predict rating_range_ replaced by a string",
+         "est.rating_range_ = 'ab'; est.predict(['u0'], [5])", ("ValueError",),
+         ("rating_range_",)),
+        ("predict rating_range_ reversed",
+         "est.rating_range_ = (5.0, 1.0); est.predict(['u0'], [5])", ("ValueError",),
+         ("rating_range_",)),
+        ("partial_fit rating_range_ of NaN",
+         "est.rating_range_ = (np.nan, 1.0); est.partial_fit(DF)", ("ValueError",),
+         ("rating_range_",)),
+    ]
+    for label, act, expect, names in flags:
+        # the attribute probes replace rating_range_ first: watched after the replacement
+        setup, act_ = "est = fresh_raw()", act
+        if act.startswith("est.rating_range_") or act.startswith("est.set_params"):
+            first, act_ = act.split("; ", 1)
+            setup += "\n" + first
+        out.append(P(f"raw ids/MatrixFactorization.{label}", setup, act_, expect=expect,
+                     names=names, watch="est"))
+    # the implicit model: repeated pairs are one positive (not an error); unknown ids are
+    out.append(P("raw ids/MatrixFactorization(bpr).partial_fit repeated known pairs",
+                 "est = fresh_raw(bpr=True)",
+                 "est.partial_fit((np.array(['u0', 'u0']), np.array([5, 5])))", expect=(),
+                 check="est.n_epochs_ == 2"))
+    out.append(P("raw ids/MatrixFactorization(bpr).partial_fit unknown item",
+                 "est = fresh_raw(bpr=True)",
+                 "est.partial_fit((np.array(['u0']), np.array([123456789])))",
+                 expect=("ValueError", "IndexError"), names=("X[1]", "X"), watch="est"))
+    # IdEncoder on its own: a refused input leaves it as it was
+    enc = "enc = IdEncoder('items').fit(np.array(['b', 'a', 'c']))"
+    for label, act, expect, names in (
+            ("transform before fit", "IdEncoder('items').transform(['a'])", ("ValueError",),
+             ("fit",)),
+            ("fit NaN", "enc.fit(np.array([1.0, np.nan]))", ("ValueError",), ("items",)),
+            ("fit mixed", "enc.fit(np.array([1, 'a'], object))", ("TypeError",), ("items",)),
+            ("fit 2-D", "enc.fit(np.array([['a']]))", ("ValueError",), ("items",)),
+            ("transform unknown", "enc.transform(['a', 'zz'])", ("ValueError", "IndexError"),
+             ("items",)),
+            ("transform ints of a str encoder", "enc.transform([0])",
+             ("ValueError", "IndexError"), ("items",)),
+            ("inverse_transform 3 of 3", "enc.inverse_transform([3])", ("IndexError",),
+             ("indices",)),
+            ("inverse_transform -1 without fill", "enc.inverse_transform([-1])",
+             ("IndexError",), ("indices",)),
+            ("inverse_transform -2 with fill", "enc.inverse_transform([-2], fill=True)",
+             ("IndexError",), ("indices",)),
+            ("inverse_transform uint64 max",
+             "enc.inverse_transform(np.array([2**64 - 1], np.uint64))", ("IndexError",),
+             ("indices",)),
+            ("inverse_transform floats", "enc.inverse_transform([0.0])", ("TypeError",),
+             ("indices",)),
+            ("inverse_transform fill='yes'", "enc.inverse_transform([0], fill='yes')",
+             ("TypeError",), ("fill",))):
+        out.append(P(f"raw ids/IdEncoder.{label}", enc, act, expect=expect, names=names,
+                     watch="enc"))
+    # a model fitted on a matrix knows indices, not ids: columns are refused
+    for label, act in (("score", "est.score(DF)"), ("partial_fit", "est.partial_fit(DF)"),
+                       ("fit eval_set", "est.fit(R_TRAIN, eval_set=DF)")):
+        out.append(P(f"raw ids/MatrixFactorization fitted on a matrix: {label} of columns",
+                     "est = fresh('mf')", act, expect=("TypeError",),
+                     names=("X", "eval_set"), watch="est"))
+    return out
+
+
 def _concurrency_probes():
     out = []
     out.append(P("threads/one Adam stepped from two threads", "opt = make_opt('Adam'); "
@@ -894,7 +1079,8 @@ def _hypothesis_probes():
 HAND_PROBES = (_thread_probes() + _eps_probes() + _readonly_probes() + _state_probes()
                + _dok_probes() + _attribute_probes() + _failed_fit_probes()
                + _duplicate_probes() + _metric_probes() + _dataset_probes()
-               + _message_probes() + _id_probes() + _concurrency_probes())
+               + _message_probes() + _id_probes() + _raw_id_probes()
+               + _concurrency_probes())
 SPARSE_PROBES = _sparse_probes()
 HYPOTHESIS_PROBES = _hypothesis_probes()
 ALL_PROBES = {p.name: p for p in HAND_PROBES + SPARSE_PROBES + HYPOTHESIS_PROBES}

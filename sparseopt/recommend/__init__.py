@@ -6,7 +6,10 @@
   features;
 * :mod:`sparseopt.recommend.metrics`: RMSE, precision / recall / NDCG / MAP / MRR / hit rate
   and coverage at k, AUC;
-* :func:`evaluate`: the ranking metrics of a fitted recommender on held-out interactions.
+* :func:`evaluate`: the ranking metrics of a fitted recommender on held-out interactions;
+* :class:`IdEncoder`: raw user / item ids (integers or strings) <-> row indices, the encoder
+  the models use when fitted on a DataFrame or a tuple of columns (``UnknownIdError`` for
+  an id they were not fitted with).
 
 The models follow scikit-learn's estimator API and need scikit-learn
 (``pip install sparseopt[sklearn]``); they are imported on first use, so this package and
@@ -19,10 +22,13 @@ duplicates and updates only those rows.
 from importlib import import_module
 from typing import Any, List
 
+from .._validation import UnknownIdError
 from . import metrics
 from ._evaluate import evaluate
+from ._interactions import IdEncoder
 
-__all__ = ["MatrixFactorization", "FMRegressor", "FMClassifier", "metrics", "evaluate"]
+__all__ = ["MatrixFactorization", "FMRegressor", "FMClassifier", "metrics", "evaluate",
+           "IdEncoder", "UnknownIdError"]
 
 # public name -> private module holding it; each module subclasses scikit-learn's
 # BaseEstimator, so it is imported on first use rather than with the package

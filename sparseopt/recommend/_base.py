@@ -23,7 +23,7 @@ from .._utils import check_random_state, threads_for
 from ..optim import RowGrad
 from . import _serving
 from . import metrics as _metrics
-from ._interactions import SeenItems
+from ._interactions import SeenItems, interactions_input
 from ._training import Stopping, optimizer_step, print_epoch, run_epochs
 
 __all__ = ["BaseRecommender"]
@@ -87,6 +87,17 @@ class BaseRecommender(BaseEstimator):
     top ``n`` per user (``_serving``); :meth:`similar_items` ranks items by the cosine of the
     vectors ``_item_vectors`` returns, :meth:`similar_users` users by ``_user_vectors``.
 
+    **Input forms and raw ids.** Every training input goes through
+    ``_interactions.interactions_input`` first: a users x items matrix (sparse, or dense),
+    or columns of raw ids (a DataFrame with ``user`` / ``item`` / ``rating`` columns, or a
+    tuple). Fitted on columns, the model keeps an ``IdEncoder`` for users and one for items
+    (``user_ids_``, ``item_ids_``) and translates ids at the edge of every public call; the
+    hooks only ever see row indices. Unknown ids raise ``UnknownIdError``.
+
+    **Clipping.** An explicit model records ``rating_range_`` (lowest and highest training
+    rating); a subclass with a ``clip_predictions`` parameter set to True has ``predict``
+    (and what derives from it) clipped to it.
+
     Notes
     -----
     **Writing a model.** A subclass defines the hyper-parameters ``n_epochs``, ``learning_rate``,
@@ -138,6 +149,8 @@ class BaseRecommender(BaseEstimator):
     """
 
     _tables: Tuple[str, ...] = ("user_table_", "item_table_")
+    # (users, items) IdEncoders of a model fitted on raw ids; None: ids are indices
+    _id_encoders: Optional[Tuple[Any, Any]] = None
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -185,18 +198,35 @@ class BaseRecommender(BaseEstimator):
     # -- fitting -------------------------------------------------------------------------------
 
     @fit_guard
-    def fit(self, X: Any, eval_set: Any = None) -> "BaseRecommender":
+    def fit(self, X: Any, y: Any = None, *, eval_set: Any = None) -> "BaseRecommender":
         """Fit from scratch for ``n_epochs`` passes over ``X``.
 
         Parameters
         ----------
-        X : scipy.sparse matrix or array, shape (n_users, n_items)
-            Ratings (explicit models; stored values are the ratings, explicit zeros
-            included) or positive interactions (implicit models; every stored non-zero is a
-            positive, and a pair stored more than once is one positive: its entries are
-            summed first). Any SciPy format; its structure is checked before use.
-        eval_set : scipy.sparse matrix, optional
-            Held-out ratings or interactions of the same shape, scored after every epoch
+        X : scipy.sparse matrix, 2-D array, DataFrame or tuple of columns
+            Ratings (explicit models) or positive interactions (implicit models), in one
+            of two forms:
+
+            * a users x items matrix: any SciPy sparse format (its structure is checked
+              before use), or a dense array standing for the matrix of its non-zero
+              entries. Stored values are the ratings, explicit zeros included; for an
+              implicit model every stored non-zero is a positive, and a pair stored more
+              than once is one positive (its entries are summed first). User and item
+              ids are the row and column indices.
+            * columns of raw ids: a pandas DataFrame with columns ``"user"``, ``"item"``
+              and a value column ``"rating"`` (or ``"value"``; other columns are
+              ignored), or a tuple ``(user_ids, item_ids, values)``. Ids are integers or
+              strings (not floats, not missing). The model learns ``user_ids_`` and
+              ``item_ids_`` (the distinct ids, sorted; a user's row is its position) and
+              from then on every call takes and returns raw ids. Explicit models need
+              the values and refuse a (user, item) pair given twice; implicit ones may
+              leave the values out (every row one positive) and sum a repeated pair.
+        y : None
+            Ignored: present for scikit-learn's API (pipelines pass it). A matrix or
+            columns here are refused: ``eval_set`` is keyword-only.
+        eval_set : same forms as X, optional
+            Held-out ratings or interactions of ``X``'s users and items (a matrix of the
+            same shape, or columns whose ids are among ``X``'s), scored after every epoch
             (RMSE, or precision@10 with training items excluded) into ``history_``.
 
         With ``early_stopping``, the validation set is ``eval_set`` when given, else
@@ -212,7 +242,7 @@ class BaseRecommender(BaseEstimator):
         -------
         self
         """
-        p, X, E = self._check_call(X, eval_set)
+        p, X, E, encoders = self._check_call(X, y, eval_set)
         rng = check_random_state(self.random_state)
         X_fit, valid = X, None
         if p.get("early_stopping", False):
@@ -223,65 +253,120 @@ class BaseRecommender(BaseEstimator):
         for attr in self._tables:  # free the old tables before allocating the new ones
             self.__dict__.pop(attr, None)
         self.__dict__.pop("best_epoch_", None)  # set again only by early stopping
-        self._init_model(X_fit, p, rng)
+        self._init_model(X_fit, p, rng, encoders)
         self._train(X_fit, p, p["n_epochs"], E, valid)
         if X_fit is not X:  # the held-out entries are the user's too: never recommend them
             self._seen = SeenItems(X)
+            self._record_rating_range(X)
         return self
 
     @fit_guard
-    def partial_fit(self, X: Any, eval_set: Any = None) -> "BaseRecommender":
-        """One pass over ``X``; the first call initialises the model from ``X``'s shape.
+    def partial_fit(self, X: Any, y: Any = None, *, eval_set: Any = None
+                    ) -> "BaseRecommender":
+        """One pass over ``X``; the first call initialises the model from ``X``.
 
-        Later calls must pass a matrix of the same shape; their interactions are added to
-        those excluded by ``recommend`` (and, for implicit models, from the negatives). The
-        optimizer state and the random generator carry over. ``X`` and ``eval_set`` follow
-        the rules of :meth:`fit`.
+        Later calls must pass a matrix of the same shape, or (for a model first given raw
+        ids) columns whose ids are all among ``user_ids_`` / ``item_ids_``: the tables do
+        not grow, so an unknown id raises ``UnknownIdError`` and changes nothing (refit
+        on all the data to add users or items). A matrix given to a model of raw ids is
+        read by index (row ``r`` is ``user_ids_[r]``). The new interactions are added to
+        those excluded by ``recommend`` (and, for implicit models, from the negatives),
+        and widen ``rating_range_``. The optimizer state and the random generator carry
+        over. ``X``, ``y`` and ``eval_set`` follow the rules of :meth:`fit`.
 
         Returns
         -------
         self
         """
-        p, X, E = self._check_call(X, eval_set)
         if not hasattr(self, self._tables[0]):
-            self._init_model(X, p, check_random_state(self.random_state))
+            p, X, E, encoders = self._check_call(X, y, eval_set)
+            self._init_model(X, p, check_random_state(self.random_state), encoders)
         else:
             st = self._fitted(training=True)
+            p, X, E, _ = self._check_call(X, y, eval_set, fitted=True)
             if X.shape != (st.n_users, st.n_items):
                 raise ValueError(f"X has shape {X.shape}, the model was fitted on "
                                  f"({st.n_users}, {st.n_items})")
             self._check_continue(p, st)
             self._seen = self._seen.union(X)
+            self._record_rating_range(X)
         self.optimizer_.lr = p["lr"]
         self._train(X, p, 1, E)
         return self
 
-    def _check_call(self, X: Any, eval_set: Any
-                    ) -> Tuple[Dict[str, Any], sp.csr_matrix, Optional[sp.csr_matrix]]:
+    def _check_call(self, X: Any, y: Any, eval_set: Any, fitted: bool = False
+                    ) -> Tuple[Dict[str, Any], sp.csr_matrix, Optional[sp.csr_matrix],
+                               Optional[Tuple[Any, Any]]]:
         """The checks of a training call, all before anything changes: the parameters, then
-        ``X`` and ``eval_set`` (of ``X``'s shape) by the rules the parameters choose."""
+        ``X`` and ``eval_set`` (of ``X``'s users and items) by the rules the parameters
+        choose. Returns ``(params, X, eval_set, encoders)``: the matrices checked, the
+        encoders those of columns of raw ids (learnt from ``X``, or with ``fitted`` the
+        model's own), else None."""
         p = self._check_params()
+        if y is not None and (sp.issparse(y) or V.is_columns(y) or np.ndim(y) == 2):
+            raise TypeError("fit's second argument y is ignored (scikit-learn's API); pass "
+                            "held-out data as eval_set=...")
         implicit = self._implicit_feedback(p)
-        X = V.check_interactions("X", X, implicit)
+        if fitted:
+            X = self._as_matrix("X", X, implicit)
+            encoders = self._id_encoders
+        else:
+            X, *learnt = interactions_input("X", X, implicit)
+            encoders = tuple(learnt) if learnt[0] is not None else None
         if eval_set is None:
-            return p, X, None
-        E = V.check_interactions("eval_set", eval_set, implicit)
+            return p, X, None, encoders
+        E = self._as_matrix("eval_set", eval_set, implicit, encoders)
         if E.shape != X.shape:
             raise ValueError(f"eval_set has shape {E.shape}, X has shape {X.shape}")
-        return p, X, E
+        return p, X, E, encoders
+
+    def _as_matrix(self, name: str, X: Any, implicit: Optional[bool] = None,
+                   encoders: Any = "model") -> sp.csr_matrix:
+        """``X`` (any form :meth:`fit` takes) as a checked matrix in this model's ids: columns
+        of raw ids are encoded by ``encoders`` (default: the model's own), and refused when
+        there are none (a model fitted on a matrix knows indices, not ids)."""
+        if implicit is None:
+            implicit = self._implicit
+        if isinstance(encoders, str):
+            encoders = self._id_encoders
+        if V.is_columns(X) and encoders is None:
+            raise TypeError(f"{name} is given as columns of ids, but the model was fitted on "
+                            "a users x items matrix (its ids are row and column indices): "
+                            "pass a matrix, or fit on columns")
+        users, items = encoders if encoders is not None else (None, None)
+        return interactions_input(name, X, implicit, users, items).X
 
     def _init_model(self, X: sp.csr_matrix, p: Dict[str, Any],
-                    rng: np.random.Generator) -> None:
+                    rng: np.random.Generator, encoders: Optional[Tuple[Any, Any]] = None
+                    ) -> None:
         """The state of a new model: the subclass's tables, then what every model records.
         The generator is the model's from here on (initialisation, shuffling, sampling), so
         a seeded model trains to the same bits every time."""
         self._rng = rng
         self.n_users_, self.n_items_ = X.shape
+        self._id_encoders = encoders
+        if encoders is None:  # scikit-learn's record of a matrix's columns
+            self.n_features_in_ = X.shape[1]
+        else:
+            self.__dict__.pop("n_features_in_", None)
         self._implicit = self._implicit_feedback(p)
+        self.__dict__.pop("rating_range_", None)
+        self._record_rating_range(X)
         self._init_tables(X, p)
         self._seen = SeenItems(X)
         self.history_: List[Dict[str, Any]] = []
         self.n_epochs_ = 0
+
+    def _record_rating_range(self, X: sp.csr_matrix) -> None:
+        """``rating_range_``: the lowest and highest training rating of an explicit model
+        (the range its predictions are clipped to), widened by every ``partial_fit``."""
+        if self._implicit or X.nnz == 0:
+            return
+        lo, hi = float(X.data.min()), float(X.data.max())
+        if "rating_range_" in self.__dict__:
+            old = V.check_rating_range(self.rating_range_)
+            lo, hi = min(lo, old[0]), max(hi, old[1])
+        self.rating_range_ = (lo, hi)
 
     def _train(self, X: sp.csr_matrix, p: Dict[str, Any], n_epochs: int,
                E: Optional[sp.csr_matrix], valid: Optional[sp.csr_matrix] = None) -> None:
@@ -337,7 +422,7 @@ class BaseRecommender(BaseEstimator):
         """The ``eval_set`` metric of the checked matrix ``E`` (see the class docstring)."""
         if not self._implicit:
             users = np.repeat(np.arange(E.shape[0], dtype=np.int64), np.diff(E.indptr))
-            pred = self.predict(users, E.indices.astype(np.int64))
+            pred = self._predict_indices(self._fitted(), users, E.indices.astype(np.int64))
             return _metrics.rmse(E.data, pred)
         users = np.flatnonzero(np.diff(E.indptr))
         if users.shape[0] > _EVAL_USERS:
@@ -345,7 +430,11 @@ class BaseRecommender(BaseEstimator):
             users = np.sort(check_random_state(0).choice(users, _EVAL_USERS, replace=False))
         if users.shape[0] == 0:
             return float("nan")
-        recs, _ = self.recommend(users, n=_EVAL_K, exclude_seen=True)
+        recs, _ = self._top_items(self._fitted(), users, min(_EVAL_K, self.n_items_),
+                                  self._seen.rows)
+        if recs.shape[1] < _EVAL_K:
+            recs = np.concatenate([recs, np.full((recs.shape[0], _EVAL_K - recs.shape[1]), -1,
+                                                 np.int64)], axis=1)
         return _metrics.precision_at_k(E[users], recs, k=_EVAL_K)
 
     @serialised
@@ -361,8 +450,10 @@ class BaseRecommender(BaseEstimator):
 
         Parameters
         ----------
-        X : scipy.sparse matrix, shape (n_users_, n_items_)
-            Held-out ratings or interactions, checked as in :meth:`fit`.
+        X : scipy.sparse matrix of shape (n_users_, n_items_), or columns of raw ids
+            Held-out ratings or interactions in a form :meth:`fit` takes, checked as
+            there; columns only for a model fitted on raw ids, and every id among
+            ``user_ids_`` / ``item_ids_``.
         y : None
             Ignored; present for the scikit-learn API.
 
@@ -371,7 +462,7 @@ class BaseRecommender(BaseEstimator):
         float
         """
         st = self._fitted()
-        E = V.check_interactions("X", X, self._implicit)
+        E = self._as_matrix("X", X)
         if E.shape != (st.n_users, st.n_items):
             raise ValueError(f"X has shape {E.shape}, the model was fitted on "
                              f"({st.n_users}, {st.n_items})")
@@ -410,73 +501,170 @@ class BaseRecommender(BaseEstimator):
 
         Parameters
         ----------
-        user_ids, item_ids : array-like of int, same length
-            Ids in ``[0, n_users_)`` and ``[0, n_items_)``.
+        user_ids, item_ids : array-like, same length
+            Indices in ``[0, n_users_)`` and ``[0, n_items_)``, or, for a model fitted on
+            raw ids, ids among ``user_ids_`` and ``item_ids_``.
 
         Returns
         -------
         ndarray, the model's dtype
             A predicted rating (explicit models) or a ranking score (implicit models).
+            With ``clip_predictions``, ratings are clipped to ``rating_range_``.
         """
         st = self._fitted()
-        u = V.check_ids("user_ids", user_ids, st.n_users, "users")
-        i = V.check_ids("item_ids", item_ids, st.n_items, "items")
+        u = self._users_in("user_ids", user_ids, st)
+        i = self._items_in("item_ids", item_ids, st)
         if u.shape != i.shape:
             raise ValueError(f"user_ids and item_ids differ in length: {u.shape[0]} vs "
                              f"{i.shape[0]}")
-        return self._predict_pairs(st, u, i)
+        return self._predict_indices(st, u, i)
+
+    def _predict_indices(self, st: Any, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """:meth:`predict` of checked indices."""
+        clip = self._clip_range()  # checked before the kernel runs
+        out = self._predict_pairs(st, users, items)
+        if clip is not None:
+            np.clip(out, clip[0], clip[1], out=out)
+        return out
+
+    # -- raw ids and clipping ------------------------------------------------------------------
+
+    def _encoders(self, st: Any) -> Optional[Tuple[Any, Any]]:
+        """The model's (users, items) ``IdEncoder`` pair, None for a model fitted on a
+        matrix; checked against the fitted tables ``st`` (an encoder of another size would
+        map ids past the tables)."""
+        enc = self._id_encoders
+        if enc is None:
+            return None
+        for e, n, what in ((enc[0], st.n_users, "users"), (enc[1], st.n_items, "items")):
+            if len(e) != n:
+                raise ValueError(f"the model's {what} encoder holds {len(e)} ids, the tables "
+                                 f"{n} rows; refit instead")
+        return enc
+
+    def _users_in(self, name: str, ids: Any, st: Any) -> np.ndarray:
+        """Checked user indices of raw ids (models fitted on raw ids) or of indices."""
+        enc = self._encoders(st)
+        if enc is None:
+            return V.check_ids(name, ids, st.n_users, "users")
+        return enc[0].transform(ids, name)
+
+    def _items_in(self, name: str, ids: Any, st: Any) -> np.ndarray:
+        enc = self._encoders(st)
+        if enc is None:
+            return V.check_ids(name, ids, st.n_items, "items")
+        return enc[1].transform(ids, name)
+
+    def _items_out(self, st: Any, ids: np.ndarray) -> np.ndarray:
+        """Item indices (-1 for padding) as the caller's ids."""
+        enc = self._encoders(st)
+        return ids if enc is None else enc[1].inverse_transform(ids, fill=True)
+
+    def _users_out(self, st: Any, ids: np.ndarray) -> np.ndarray:
+        enc = self._encoders(st)
+        return ids if enc is None else enc[0].inverse_transform(ids, fill=True)
+
+    @property
+    def user_ids_(self) -> np.ndarray:
+        """The raw user ids of a model fitted on columns (sorted; row ``r`` of the tables is
+        user ``user_ids_[r]``). Absent (AttributeError) for a model fitted on a matrix."""
+        enc = self._id_encoders
+        if enc is None:
+            raise AttributeError(f"this {type(self).__name__} was not fitted on raw ids "
+                                 "(its users are row indices), so it has no user_ids_")
+        return enc[0].classes_
+
+    @property
+    def item_ids_(self) -> np.ndarray:
+        """The raw item ids of a model fitted on columns (see ``user_ids_``)."""
+        enc = self._id_encoders
+        if enc is None:
+            raise AttributeError(f"this {type(self).__name__} was not fitted on raw ids "
+                                 "(its items are column indices), so it has no item_ids_")
+        return enc[1].classes_
+
+    def _clip_range(self) -> Optional[Tuple[float, float]]:
+        """``rating_range_`` when predictions are to be clipped: the model has a
+        ``clip_predictions`` parameter set to True and was fitted on explicit ratings."""
+        if not V.check_flag("clip_predictions", getattr(self, "clip_predictions", False)):
+            return None
+        if self._implicit or "rating_range_" not in self.__dict__:
+            return None
+        return V.check_rating_range(self.rating_range_)
 
     @serialised
-    def recommend(self, user_ids: Any, n: int = 10, exclude_seen: bool = True,
-                  filter_items: Any = None, items: Any = None
-                  ) -> Tuple[np.ndarray, np.ndarray]:
+    def recommend(self, user_ids: Any, n: int = 10, filter_items: Any = None,
+                  items: Any = None, filter_already_liked: Optional[bool] = None,
+                  exclude_seen: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
         """The ``n`` items of highest predicted score for each user, best first.
 
         Scores are computed for blocks of users as one matrix product (BLAS), then a Cython
         kernel selects the top ``n`` of each row in parallel over users with a bounded heap
-        (ties go to the lower item id). With ``exclude_seen`` the items of the user's training
-        interactions (every matrix given to ``fit`` / ``partial_fit``) are left out.
+        (ties go to the lower item id). With ``filter_already_liked`` the items of the
+        user's training interactions (every input given to ``fit`` / ``partial_fit``) are
+        left out.
 
         Parameters
         ----------
-        user_ids : int or array-like of int
+        user_ids : int, str or array-like
+            Row indices, or raw ids for a model fitted on raw ids (``user_ids_``).
         n : int, default 10
             At most as many columns as there are candidate items (``n_items_``, or fewer
             with ``items`` / ``filter_items``) are returned.
-        exclude_seen : bool, default True
-        filter_items : 1-D array-like of int, optional
-            Items never to recommend, to any of the users (e.g. out of stock).
-        items : 1-D array-like of int, optional
+        filter_items : 1-D array-like, optional
+            Items never to recommend, to any of the users (e.g. out of stock); indices or
+            raw ids, as ``user_ids``.
+        items : 1-D array-like, optional
             The only items that may be recommended (a non-empty list; ``filter_items`` are
             removed from it).
+        filter_already_liked : bool, default True
+            Leave out each user's training items (the name ``implicit`` uses).
+        exclude_seen : bool, optional
+            The former name of ``filter_already_liked``, still accepted; giving both with
+            different values is an error.
 
         Returns
         -------
-        item_ids : ndarray of int64, shape (n_users_asked, n) (or (n,) for a single id)
-            Padded with -1 when a user has fewer than ``n`` candidate items left (after
-            ``exclude_seen``).
+        item_ids : ndarray, shape (n_users_asked, n) (or (n,) for a single id)
+            int64 indices, or raw ids in the dtype of ``item_ids_``. Padded when a user has
+            fewer than ``n`` candidate items left (after ``filter_already_liked``): with
+            -1, or for raw ids with -1 (integer ids; the largest uint64 for uint64 ids) or
+            the empty string (string ids). A padded slot's score is -inf, which is what
+            marks it (a raw id may itself be -1 or "").
         scores : ndarray, same shape, the model's dtype
             The scores :meth:`predict` gives (up to rounding: they come from a matrix
-            product); -inf for padding.
+            product; clipped as it clips them, the order being that of the unclipped
+            scores); -inf for padding.
 
         Raises
         ------
         TypeError
-            Ids that are not integers, a non-bool ``exclude_seen``, a non-int ``n``.
+            Ids that are not integers (or raw ids of another kind), a non-bool flag, a
+            non-int ``n``.
         IndexError
-            An id out of range (user ids in ``[0, n_users_)``, item ids in
-            ``[0, n_items_)``).
+            An index out of range (user ids in ``[0, n_users_)``, item ids in
+            ``[0, n_items_)``), or a raw id the model does not know (``UnknownIdError``,
+            also a ``ValueError``).
         ValueError
             ``n < 1``; ``filter_items`` or ``items`` with more than one axis; an empty
-            ``items``; ``items`` and ``filter_items`` leaving no item.
+            ``items``; ``items`` and ``filter_items`` leaving no item;
+            ``filter_already_liked`` and ``exclude_seen`` given with different values.
         """
         st = self._fitted()
         scalar = np.ndim(user_ids) == 0
-        users = V.check_ids("user_ids", user_ids, st.n_users, "users")
+        users = self._users_in("user_ids", user_ids, st)
         n = V.check_positive_int("n", n)
-        exclude_seen = V.check_flag("exclude_seen", exclude_seen)
+        exclude_seen = V.check_seen_flags(filter_already_liked, exclude_seen)
+        enc = self._encoders(st)
+        if enc is not None:  # raw ids -> indices, then the rules of indices
+            filter_items = None if filter_items is None else \
+                self._items_in("filter_items", V.check_id_list("filter_items", filter_items),
+                               st)
+            items = None if items is None else \
+                self._items_in("items", V.check_id_list("items", items), st)
         blocked, n_candidates = V.check_candidates(filter_items, items, st.n_items)
         n = min(n, n_candidates)
+        clip = self._clip_range()
         seen = self._seen
         if exclude_seen and seen.shape != (st.n_users, st.n_items):
             # a fit in another thread replaced the tables between the two reads: the kernel
@@ -485,6 +673,10 @@ class BaseRecommender(BaseEstimator):
                              "longer match item_table_); call recommend again")
         ids, scores = self._top_items(st, users, n, seen.rows if exclude_seen else None,
                                       blocked)
+        if clip is not None:  # after the selection: clipping must not create ties
+            real = np.isfinite(scores)
+            scores[real] = np.clip(scores[real], clip[0], clip[1])
+        ids = self._items_out(st, ids)
         if scalar:
             return ids[0], scores[0]
         return ids, scores
@@ -516,6 +708,8 @@ class BaseRecommender(BaseEstimator):
         """``sparseopt.recommend.evaluate`` (see there), under the model's lock."""
         st = self._fitted()
         known = tuple(_metrics.RANKING_METRICS) + ("coverage",)
+        X_train = self._as_matrix("X_train", X_train) if V.is_columns(X_train) else X_train
+        X_test = self._as_matrix("X_test", X_test) if V.is_columns(X_test) else X_test
         Xtr, Xte, k, names = V.check_evaluation(
             X_train, X_test, k, metrics, implicit=self._implicit,
             shape=(st.n_users, st.n_items), known=known)
@@ -538,7 +732,9 @@ class BaseRecommender(BaseEstimator):
 
         Parameters
         ----------
-        item_ids : int or array-like of int
+        item_ids : int, str or array-like
+            Column indices, or raw ids for a model fitted on raw ids (``item_ids_``); the
+            returned ids are of the same kind.
         n : int, default 10
             At most ``n_items - 1`` columns are returned.
 
@@ -548,8 +744,11 @@ class BaseRecommender(BaseEstimator):
             Shaped like :meth:`recommend`'s output; similarities in the model's dtype.
         """
         st = self._fitted()
-        return self._most_similar(st, "item_ids", item_ids, n, st.n_items, "items",
-                                  self._item_vectors(st))
+        scalar = np.ndim(item_ids) == 0
+        rows = self._items_in("item_ids", item_ids, st)
+        ids, sims = self._most_similar(st, rows, n, st.n_items, self._item_vectors(st))
+        ids = self._items_out(st, ids)
+        return (ids[0], sims[0]) if scalar else (ids, sims)
 
     @serialised
     def similar_users(self, user_ids: Any, n: int = 10) -> Tuple[np.ndarray, np.ndarray]:
@@ -560,7 +759,9 @@ class BaseRecommender(BaseEstimator):
 
         Parameters
         ----------
-        user_ids : int or array-like of int
+        user_ids : int, str or array-like
+            Row indices, or raw ids for a model fitted on raw ids (``user_ids_``); the
+            returned ids are of the same kind.
         n : int, default 10
             At most ``n_users - 1`` columns are returned.
 
@@ -570,15 +771,16 @@ class BaseRecommender(BaseEstimator):
             Shaped like :meth:`recommend`'s output; similarities in the model's dtype.
         """
         st = self._fitted()
-        return self._most_similar(st, "user_ids", user_ids, n, st.n_users, "users",
-                                  self._user_vectors(st))
+        scalar = np.ndim(user_ids) == 0
+        rows = self._users_in("user_ids", user_ids, st)
+        ids, sims = self._most_similar(st, rows, n, st.n_users, self._user_vectors(st))
+        ids = self._users_out(st, ids)
+        return (ids[0], sims[0]) if scalar else (ids, sims)
 
-    def _most_similar(self, st: Any, name: str, ids: Any, n: Any, count: int, what: str,
+    def _most_similar(self, st: Any, rows: np.ndarray, n: Any, count: int,
                       vectors: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Top ``n`` rows of ``vectors`` (``count`` of them) by cosine to each of ``ids``,
-        the row itself left out."""
-        scalar = np.ndim(ids) == 0
-        rows = V.check_ids(name, ids, count, what)
+        """Top ``n`` rows of ``vectors`` (``count`` of them) by cosine to each of the
+        checked ``rows``, the row itself left out."""
         n = min(V.check_positive_int("n", n), max(1, count - 1))
         Q = vectors.astype(np.float64)
         norms = np.sqrt(np.einsum("ij,ij->i", Q, Q))
@@ -589,6 +791,4 @@ class BaseRecommender(BaseEstimator):
             rows, n, count, st.dtype,
             lambda block: np.ascontiguousarray(Qn[block] @ QnT),
             lambda block: _serving.self_exclusions(block, count), n_threads)
-        if scalar:
-            return out_ids[0], sims[0]
         return out_ids, sims

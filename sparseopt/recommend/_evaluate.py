@@ -25,10 +25,12 @@ def evaluate(model: Any, X_train: Any, X_test: Any, k: int = 10,
     Parameters
     ----------
     model : fitted MatrixFactorization (or another ``BaseRecommender``)
-    X_train : scipy.sparse matrix, shape (n_users_, n_items_)
+    X_train : scipy.sparse matrix of shape (n_users_, n_items_), or columns of raw ids
         The interactions to exclude from each user's list (usually the training data);
-        checked as ``fit`` checks its ``X``.
-    X_test : scipy.sparse matrix, shape (n_users_, n_items_)
+        checked as ``fit`` checks its ``X``. Columns (a DataFrame or a tuple, see ``fit``)
+        only for a model fitted on raw ids; every id must be among its ``user_ids_`` /
+        ``item_ids_`` (``UnknownIdError`` otherwise).
+    X_test : same forms as X_train
         The held-out interactions, checked the same way.
     k : int, default 10
         Length of every list. With fewer than ``k`` items in the catalogue, or a user with

@@ -146,7 +146,9 @@ def test_score_checks_its_input_and_changes_nothing(ratings):
     mf.fit(tr)
     U, n, hist = mf.user_table_.copy(), mf.n_epochs_, list(mf.history_)
     with pytest.raises(TypeError, match="X must be a scipy.sparse"):
-        mf.score(te.toarray())
+        mf.score(te.toarray().tolist())
+    with pytest.raises(TypeError, match="fitted on a users x items matrix"):
+        mf.score((np.array([0]), np.array([1]), np.array([3.0])))
     with pytest.raises(ValueError, match=r"X has shape \(121, 80\)"):
         mf.score(sp.csr_matrix((121, 80)))
     bad = te.copy()
@@ -263,6 +265,27 @@ def test_a_model_written_against_the_hooks_gets_the_whole_api(ratings, capsys):
     assert m.n_epochs_ == 5
     c = clone(m)
     assert c.get_params() == m.get_params() and not hasattr(c, "user_table_")
+
+
+def test_a_model_written_against_the_hooks_takes_raw_ids(ratings):
+    """The raw-id layer lives in the base: a model that only implements the hooks fits on a
+    DataFrame and serves raw ids, as MatrixFactorization does (and has no clipping, which
+    needs a clip_predictions parameter)."""
+    pd = pytest.importorskip("pandas")
+    tr, _ = ratings
+    C = tr.tocoo()
+    df = pd.DataFrame({"user": C.row.astype(np.int64) * 2 + 1, "item": [f"i{c:03d}" for c in C.col],
+                       "rating": C.data - tr.data.mean()})
+    m = _DotProduct(n_components=3, n_epochs=2, random_state=0).fit(df)
+    X = tr.copy()
+    X.data -= tr.data.mean()
+    ref = _DotProduct(n_components=3, n_epochs=2, random_state=0).fit(X)
+    np.testing.assert_array_equal(m.user_table_, ref.user_table_)  # ids sort as the indices
+    ids, _ = m.recommend([1, 15], n=4)
+    rids, _ = ref.recommend([0, 7], n=4)
+    assert ids.tolist() == [[f"i{c:03d}" for c in row] for row in rids]
+    assert m.predict([1], ["i000"]) == ref.predict([0], [0])
+    assert m.rating_range_ == (float(df.rating.min()), float(df.rating.max()))
 
 
 # =========================================================================== without scikit-learn

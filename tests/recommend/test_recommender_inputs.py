@@ -489,7 +489,7 @@ def test_mf_bad_call_arguments():
     with pytest.raises(ValueError, match="2\\*\\*31"):
         m.fit(sp.csr_matrix((1, 2**31)))
     with pytest.raises(TypeError, match="eval_set"):
-        m.fit(R, eval_set=R.toarray())
+        m.fit(R, eval_set=R.toarray().tolist())
     with pytest.raises(TypeError, match="real"):
         m.fit(R.astype(np.complex128))
     assert m.n_epochs_ == 1
@@ -529,7 +529,7 @@ for loss in ("squared", "bpr"):
     ev = lambda *a, **kw: evaluate(m, *a, **kw)
     expect(ValueError, ["X_test", "shape"], lambda: ev(R, ratings(7, 5)), m)
     expect(ValueError, ["X_train", "shape"], lambda: ev(ratings(6, 4), T), m)
-    expect(TypeError, ["X_test", "scipy.sparse"], lambda: ev(R, T.toarray()), m)
+    expect(TypeError, ["X_test", "scipy.sparse"], lambda: ev(R, T.toarray().tolist()), m)
     expect(ValueError, ["X_test", "NaN"], lambda: ev(R, T.multiply(np.nan).tocsr()), m)
     expect(ValueError, ["k"], lambda: ev(R, T, k=0), m)
     expect(TypeError, ["k"], lambda: ev(R, T, k=2.5), m)

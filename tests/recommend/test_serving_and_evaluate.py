@@ -22,8 +22,15 @@ def brute_topn(S, n, excl):
 
 
 def all_scores(mf, users, n_items):
-    return mf.predict(np.repeat(users, n_items),
-                      np.tile(np.arange(n_items), users.shape[0])).reshape(-1, n_items)
+    """The unclipped scores recommend ranks by (clipping to the rating range is applied to
+    the scores of the selected items only)."""
+    clip = mf.clip_predictions
+    mf.set_params(clip_predictions=False)
+    try:
+        return mf.predict(np.repeat(users, n_items),
+                          np.tile(np.arange(n_items), users.shape[0])).reshape(-1, n_items)
+    finally:
+        mf.set_params(clip_predictions=clip)
 
 
 def assert_same_top(ids, scores, bi, bs):
