@@ -45,9 +45,10 @@ from ._rowops cimport (
     so_bits_to_double, so_prefetch_read,
 )
 
-# Samples ahead whose table rows are prefetched.
+# Samples ahead whose table rows are prefetched; WARP candidates ahead within a scan.
 cdef enum:
     PREFETCH_AHEAD = 8
+    CAND_AHEAD = 3
 
 
 cdef inline void _axpby_into(bint fresh, Py_ssize_t d, floating* out, double x,
@@ -303,6 +304,7 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
             if sa < B:
                 so_prefetch_read(&U[users[sa], 0], ub)
                 so_prefetch_read(&V[pos[sa], 0], vb)
+                so_prefetch_read(&V[cand[sa, 0], 0], vb)
             u = users[s]
             i = pos[s]
             pu = &U[u, 0]
@@ -312,6 +314,9 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                 xi = xi + qi[k]
             N = 0
             for t in range(S):
+                # the scan's rows are random: fetch a few draws ahead of the dot products
+                if t + CAND_AHEAD < S:
+                    so_prefetch_read(&V[cand[s, t + CAND_AHEAD], 0], vb)
                 jn = cand[s, t]
                 qj = &V[jn, 0]
                 xj = _dot(k, pu, qj)
