@@ -696,10 +696,11 @@ def test_mf_partial_fit_and_pickle(ratings):
 @pytest.mark.parametrize("loss, optimizer, lr, alpha, n_epochs, batch, std", [
     ("squared", so.Adagrad, 0.03, 0.2, 20, 1024, 0.01),
     ("bpr", so.Adam, 0.01, 0.02, 10, 4096, 0.1),
+    ("warp", so.Adagrad, 0.03, 0.0, 20, 1024, 0.01),
 ])
 def test_mf_defaults_depend_on_the_loss(loss, optimizer, lr, alpha, n_epochs, batch, std):
     X = make_ratings(300, 100, 5000, random_state=0, dtype=np.float64)
-    if loss == "bpr":
+    if loss != "squared":
         X.data[:] = 1.0
     a = MatrixFactorization(n_components=4, loss=loss, random_state=0, dtype=np.float64).fit(X)
     # get_params keeps None (clone and set_params see what the caller gave) ...
@@ -715,7 +716,7 @@ def test_mf_defaults_depend_on_the_loss(loss, optimizer, lr, alpha, n_epochs, ba
     assert np.array_equal(a.user_table_, b.user_table_)
     assert np.array_equal(a.item_table_, b.item_table_)
     c = MatrixFactorization(n_components=4, loss=loss, random_state=0, dtype=np.float64,
-                            alpha=2 * alpha).fit(X)
+                            alpha=2 * alpha or 0.05).fit(X)
     assert not np.array_equal(a.item_table_, c.item_table_)
     # a value the caller sets wins over the loss's default
     d = MatrixFactorization(n_components=4, loss=loss, optimizer="rmsprop", n_epochs=1,
