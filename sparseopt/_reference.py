@@ -1,6 +1,6 @@
-"""The update rules of sparseopt's optimizers, and the losses and mini-batch gradient of its
-linear models, in plain NumPy: the specification in code, and the oracle the kernels are tested
-against.
+"""The update rules of sparseopt's optimizers, the losses and mini-batch gradient of its linear
+models and the implicit-feedback (BPR, WARP) mini-batch gradients of its matrix factorisation,
+in plain NumPy: the specification in code, and the oracle the kernels are tested against.
 
 Written for clarity, not speed: dense state, one step at a time, duplicates merged with
 ``np.add.at`` (which adds in position order), lazy catch-up spelled out row by row. The classes

@@ -839,12 +839,15 @@ def _beats_popularity(mf, tr, te, factor):
     return p_model
 
 
-def test_warp_learns_scores_and_serves():
+def test_warp_learns_scores_and_serves(capsys):
     X = make_interactions(600, 200, 12000, rank=4, zipf=0.8, signal=4.0, random_state=0)
     tr, te = holdout_split(X, 0.2, random_state=0)
     mf = MatrixFactorization(n_components=4, loss="warp", n_epochs=15, batch_size=256,
-                             optimizer="adam", learning_rate=0.01, alpha=0.05, random_state=0)
+                             optimizer="adam", learning_rate=0.01, alpha=0.05, random_state=0,
+                             verbose=True)
     mf.fit(tr, eval_set=te)
+    out = capsys.readouterr().out
+    assert out.count("[MatrixFactorization] epoch") == 15 and "violations" in out
     assert mf.user_table_.shape == (600, 4) and mf.item_table_.shape == (200, 5)
     assert not mf.user_bias_.any() and mf.global_mean_ == 0.0
     p_model = _beats_popularity(mf, tr, te, 1.1)
