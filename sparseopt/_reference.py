@@ -1,6 +1,6 @@
-"""The update rules of sparseopt's optimizers, and the losses and mini-batch gradient of its
-linear models, in plain NumPy: the specification in code, and the oracle the kernels are tested
-against.
+"""The update rules of sparseopt's optimizers, the losses and mini-batch gradient of its linear
+models and the implicit-feedback (BPR, WARP) mini-batch gradients of its matrix factorisation,
+in plain NumPy: the specification in code, and the oracle the kernels are tested against.
 
 Written for clarity, not speed: dense state, one step at a time, duplicates merged with
 ``np.add.at`` (which adds in position order), lazy catch-up spelled out row by row. The classes
@@ -521,3 +521,96 @@ def linear_penalty_step(W: Any, debt: np.ndarray, T: Any, l1: float, l2: float) 
             applied = np.where(a > 0, l1 * np.minimum(T, penalty_zero_time(a, l1, l2)), 0.0)
         _charge(debt, sign, applied)
     return sign * penalty_flow(a, T, l1, l2)
+
+
+# --------------------------------------------------------------------------- implicit MF
+# The per-batch gradients of ``MatrixFactorization(loss="bpr" / "warp")``, as the fused kernels
+# of ``_kernels/_mf.pyx`` form them: item scores ``x_ui = <U[u,:k], V[i,:k]> (+ V[i,k])``, a
+# sample weight ``w`` on every term of a sample (its loss and its rows' per-occurrence L2),
+# duplicates summed into one row per unique table row in order of first appearance (user,
+# then positive item, then negative item of each sample). Gradients in float64.
+
+
+def _item_score(U: np.ndarray, V: np.ndarray, u: int, i: int, k: int,
+                item_bias: bool) -> float:
+    return float(U[u, :k] @ V[i, :k] + (V[i, k] if item_bias else 0.0))
+
+
+def _merge_rows(per_sample: list) -> Tuple[np.ndarray, np.ndarray]:
+    """``[(row, grad), ...]`` in sample order -> unique rows in order of first appearance
+    and their summed gradients."""
+    rows: Dict[int, np.ndarray] = {}
+    for r, g in per_sample:
+        rows[r] = rows[r] + g if r in rows else g.copy()
+    ids = np.array(list(rows), dtype=np.int64)
+    grads = np.array(list(rows.values())) if rows else np.empty((0, 0))
+    return ids, grads
+
+
+def implicit_mf_gradient(U: np.ndarray, V: np.ndarray, users: np.ndarray, pos: np.ndarray,
+                         negatives: np.ndarray, weight: Optional[np.ndarray], k: int,
+                         item_bias: bool, scale: float, alpha: float, loss: str,
+                         n_items: Optional[int] = None, seen: Any = None
+                         ) -> Dict[str, np.ndarray]:
+    """The merged gradient of a BPR or WARP mini-batch.
+
+    ``loss="bpr"``: ``negatives`` holds one item per sample; the sample's term is
+    ``w * (softplus(-(x_ui - x_uj)) + alpha/2 (|U[u]|^2 + |V[i]|^2 + |V[j]|^2))``.
+
+    ``loss="warp"``: ``negatives`` is ``(B, S)``, the candidates of each sample in draw
+    order; ``j`` is the first with ``x_uj > x_ui - 1`` that is not stored in row ``u`` of
+    ``seen`` (a sparse users x items pattern; ``None``: nothing is skipped), and ``N`` its
+    1-based position (a skipped candidate counts). A sample without one adds nothing
+    (``drawn = 0``, loss 0); else its term is
+    ``w * (L * (1 - x_ui + x_uj) + alpha/2 (...))`` with the rank weight
+    ``L = log(max(1, floor((n_items - 1) / N)))``.
+
+    The batch objective is ``scale`` times the sum of the terms. Returns ``urows``, ``gu``,
+    ``irows``, ``gi`` (merged rows), ``loss`` (per sample, the weighted loss without L2) and,
+    for WARP, ``drawn`` (``N`` or 0).
+    """
+    U64, V64 = np.asarray(U, dtype=np.float64), np.asarray(V, dtype=np.float64)
+    B = len(users)
+    w_all = np.ones(B) if weight is None or len(weight) == 0 else \
+        np.asarray(weight, dtype=np.float64)
+    gus, gis, losses, drawn = [], [], np.zeros(B), np.zeros(B, dtype=np.int64)
+    S = sp.csr_matrix(seen) if seen is not None else None
+    for s in range(B):
+        u, i, w = int(users[s]), int(pos[s]), float(w_all[s])
+        xi = _item_score(U64, V64, u, i, k, item_bias)
+        if loss == "bpr":
+            j = int(negatives[s])
+            z = xi - _item_score(U64, V64, u, j, k, item_bias)
+            losses[s] = w * np.logaddexp(0.0, -z)
+            dx = -1.0 / (1.0 + math.exp(z)) if z > -700 else -1.0  # d softplus(-z) / dz
+            d_i, d_j = w * dx, -w * dx   # d term / d x_ui, d term / d x_uj
+        else:
+            j, n_drawn = -1, 0
+            for t, c in enumerate(negatives[s]):
+                xj = _item_score(U64, V64, u, int(c), k, item_bias)
+                if xj > xi - 1.0 and (S is None or S[u, int(c)] == 0):
+                    j, n_drawn = int(c), t + 1
+                    break
+            drawn[s] = n_drawn
+            if n_drawn == 0:
+                continue
+            rank = math.log(max(1.0, math.floor((n_items - 1) / n_drawn)))
+            losses[s] = w * rank * (1.0 - xi + xj)
+            d_i, d_j = -w * rank, w * rank
+        a = scale * w * alpha
+        pu, qi, qj = U64[u], V64[i], V64[j]
+        g_u = scale * (d_i * qi[:k] + d_j * qj[:k]) + a * pu
+        g_i, g_j = a * qi.copy(), a * qj.copy()
+        g_i[:k] += scale * d_i * pu[:k]
+        g_j[:k] += scale * d_j * pu[:k]
+        if item_bias:
+            g_i[k] += scale * d_i
+            g_j[k] += scale * d_j
+        gus.append((u, g_u))
+        gis += [(i, g_i), (j, g_j)]
+    urows, gu = _merge_rows(gus)
+    irows, gi = _merge_rows(gis)
+    out = dict(urows=urows, gu=gu, irows=irows, gi=gi, loss=losses)
+    if loss == "warp":
+        out["drawn"] = drawn
+    return out

@@ -1366,3 +1366,40 @@ def check_indices_in(name: str, indices: Any, low: int, n: int) -> np.ndarray:
             raise IndexError(f"{name}[{pos}] = {int(flat[pos])} is out of range: the encoder "
                              f"holds {n} ids")
     return arr.astype(np.int64)
+# Most WARP candidates drawn per positive: the candidate block of a mini-batch is
+# batch_size x max_sampled int64, and past a few hundred draws the scan finds a violation so
+# rarely that the step's rank weight (log of n_items / draws) is nearly 0 anyway.
+MAX_WARP_SAMPLED = 1000
+
+
+def check_max_sampled(value: Any) -> int:
+    """``max_sampled`` of ``MatrixFactorization(loss="warp")``: an int in [1, 1000]."""
+    n = check_positive_int("max_sampled", value)
+    if n > MAX_WARP_SAMPLED:
+        raise ValueError(f"max_sampled must be at most {MAX_WARP_SAMPLED}, got {n}")
+    return n
+
+
+def confidence_weights(name: str, values: np.ndarray, alpha: float) -> Optional[np.ndarray]:
+    """The sample weights ``1 + alpha * r`` of implicit positives whose stored values ``r``
+    (a checked interaction matrix's ``data``: finite, duplicates summed) are counts; ``None``
+    when ``alpha`` is 0 (values ignored, every positive weighs 1).
+
+    Raises
+    ------
+    ValueError
+        With ``alpha > 0``: a negative value (a count cannot be), or a weight too large to
+        be a finite float64.
+    """
+    if alpha == 0.0:
+        return None
+    r = np.asarray(values, dtype=np.float64)
+    if r.shape[0] and r.min() < 0:
+        raise ValueError(f"{name} holds negative values; confidence_alpha > 0 reads them as "
+                         "counts (each positive weighs 1 + confidence_alpha * value)")
+    with np.errstate(over="ignore"):
+        w = 1.0 + alpha * r
+    if w.shape[0] and not np.isfinite(w).all():
+        raise ValueError(f"{name}'s values times confidence_alpha={alpha!r} overflow float64; "
+                         "scale the values or the weight down")
+    return w

@@ -418,10 +418,14 @@ def _fitted(kind: str):
         if kind == "fmc":
             from sparseopt.recommend import FMClassifier
             return FMClassifier(n_components=2, n_epochs=1, random_state=0).fit(X, ycls)
-        if kind in ("mf", "mfbpr"):
+        if kind in ("mf", "mfbpr", "mfwarp"):
             from sparseopt.datasets import make_ratings
             from sparseopt.recommend import MatrixFactorization
             R = make_ratings(9, 8, 30, random_state=0)
+            if kind == "mfwarp":  # the ratings read as counts (confidence weights 1 + r/2)
+                return MatrixFactorization(n_components=2, n_epochs=1, batch_size=8,
+                                           loss="warp", confidence_alpha=0.5,
+                                           random_state=0).fit(R)
             return MatrixFactorization(n_components=2, n_epochs=1, batch_size=8,
                                        loss="squared" if kind == "mf" else "bpr",
                                        random_state=0).fit(R)

@@ -56,7 +56,7 @@ from sparseopt.recommend import evaluate, IdEncoder
 from _strategies import bad_sparse, valid_sparse, corrupt, dense_full_rows, _fitted
 warnings.simplefilter("ignore")
 
-FIT = {k: _fitted(k) for k in ("sgdc", "sgdr", "fmr", "fmc", "mf", "mfbpr")}
+FIT = {k: _fitted(k) for k in ("sgdc", "sgdr", "fmr", "fmc", "mf", "mfbpr", "mfwarp")}
 R_TRAIN = make_ratings(9, 8, 30, random_state=0)        # what FIT["mf"] was fitted on
 
 def fresh(k):
@@ -181,6 +181,8 @@ SPARSE_ENTRIES = {
     "MatrixFactorization.fit(eval_set)": _est("mf", "est.fit(R_TRAIN, eval_set=X)",
                                               names=("eval_set",), shape=(9, 8)),
     "MatrixFactorization-bpr.fit": _est("mfbpr", "est.fit(X)", shape=(9, 8)),
+    "MatrixFactorization-warp.fit": _est("mfwarp", "est.fit(X)", shape=(9, 8)),
+    "MatrixFactorization-warp.partial_fit": _est("mfwarp", "est.partial_fit(X)", shape=(9, 8)),
     "metrics.precision_at_k": dict(shape=(3, 8), setup="rec = np.array([[0, 1, 2], [3, 4, 5], "
                                    "[6, 7, 0]])", act="metrics.precision_at_k(X, rec, k=3)",
                                    names=("X_true",), watch=None),
@@ -228,7 +230,9 @@ for _entry in ("SGDClassifier.decision_function", "SGDClassifier.predict_proba",
                "SGDClassifier.score", "SGDRegressor.score", "FMRegressor.score",
                "FMClassifier.predict_proba", "FMClassifier.decision_function",
                "FMClassifier.score", "MatrixFactorization.fit(eval_set)",
-               "MatrixFactorization-bpr.fit", "metrics.recall_at_k", "metrics.ndcg_at_k",
+               "MatrixFactorization-bpr.fit", "MatrixFactorization-warp.fit",
+               "MatrixFactorization-warp.partial_fit", "metrics.recall_at_k",
+               "metrics.ndcg_at_k",
                "metrics.auc_score(exclude)", "metrics.map_at_k", "metrics.mrr_at_k",
                "metrics.hit_rate_at_k", "recommend.evaluate(X_train)",
                "recommend.evaluate(X_test)"):
@@ -670,6 +674,56 @@ def _duplicate_probes():
     return out
 
 
+def _implicit_loss_probes():
+    """The parameters of the implicit losses (``confidence_alpha``, ``max_sampled``) and the
+    values confidence weighting reads: refused before anything changes."""
+    out = []
+    C = "C = R_TRAIN.copy()"   # ratings 1..5 read as counts
+    for label, v in (("-1", "-1.0"), ("nan", "np.nan"), ("inf", "np.inf"), ("str", "'1'"),
+                     ("bool", "True"), ("None", "None")):
+        for key in ("mfwarp", "mfbpr"):
+            out.append(P(f"implicit/{key}.fit(confidence_alpha={label})",
+                         f"est = fresh({key!r}); est.set_params(confidence_alpha={v}); {C}",
+                         "est.fit(C)", expect=("ValueError", "TypeError"),
+                         names=("confidence_alpha",), watch="est"))
+    for label, v in (("0", "0"), ("-3", "-3"), ("1001", "1001"), ("10**12", "10**12"),
+                     ("2.5", "2.5"), ("True", "True"), ("None", "None")):
+        out.append(P(f"implicit/warp.fit(max_sampled={label})",
+                     f"est = fresh('mfwarp'); est.set_params(max_sampled={v}); {C}",
+                     "est.fit(C)", expect=("ValueError", "TypeError"),
+                     names=("max_sampled",), watch="est"))
+        out.append(P(f"implicit/warp.partial_fit(max_sampled={label})",
+                     f"est = fresh('mfwarp'); est.set_params(max_sampled={v}); {C}",
+                     "est.partial_fit(C)", expect=("ValueError", "TypeError"),
+                     names=("max_sampled",), watch="est"))
+    out.append(P("implicit/squared loss with confidence_alpha=1",
+                 "est = fresh('mf'); est.set_params(confidence_alpha=1.0)", "est.fit(R_TRAIN)",
+                 names=("confidence_alpha",), watch="est"))
+    for key, call in (("mfwarp", "fit"), ("mfwarp", "partial_fit"), ("mfbpr", "fit")):
+        out.append(P(f"implicit/{key}.{call} with confidence and a negative count",
+                     f"est = fresh({key!r}); est.set_params(confidence_alpha=1.0); {C}; "
+                     "C.data[3] = -2.0", f"est.{call}(C)", names=("X",), watch="est"))
+        out.append(P(f"implicit/{key}.{call} with confidence weights that overflow",
+                     f"est = fresh({key!r}); est.set_params(confidence_alpha=1e300); {C}; "
+                     "C.data[:] = 1e300", f"est.{call}(C)", names=("X", "confidence_alpha"),
+                     watch="est"))
+    # values ignored without confidence: negative and huge values are positives like any other
+    out.append(P("implicit/warp.fit without confidence reads any value as a positive",
+                 f"est = fresh('mfwarp'); est.set_params(confidence_alpha=0.0); {C}; "
+                 "C.data[:3] = [-2.0, 1e30, -1e30]", "est.fit(C)", expect=(),
+                 check="finite(est.item_table_, est.user_table_)"))
+    # a finite but enormous weight: the optimizer refuses the non-finite gradient it makes
+    out.append(P("implicit/warp.fit with confidence weights of 1e300",
+                 f"est = fresh('mfwarp'); est.set_params(confidence_alpha=1e300); {C}",
+                 "est.fit(C)", expect=("FloatingPointError",), names=("learning_rate",),
+                 success_ok=True, check="finite(est.item_table_, est.user_table_)"))
+    # a warp model refuses to continue as bpr (and back)
+    out.append(P("implicit/warp partial_fit with loss changed to bpr",
+                 "est = fresh('mfwarp'); est.set_params(loss='bpr')", "est.partial_fit(R_TRAIN)",
+                 names=("loss",), watch="est"))
+    return out
+
+
 def _metric_probes():
     out = []
     T = "T = sp.csr_matrix(np.array([[0, 1, 0, 0], [0, 0, 1, 1]]))"
@@ -1078,8 +1132,8 @@ def _hypothesis_probes():
 
 HAND_PROBES = (_thread_probes() + _eps_probes() + _readonly_probes() + _state_probes()
                + _dok_probes() + _attribute_probes() + _failed_fit_probes()
-               + _duplicate_probes() + _metric_probes() + _dataset_probes()
-               + _message_probes() + _id_probes() + _raw_id_probes()
+               + _duplicate_probes() + _implicit_loss_probes() + _metric_probes()
+               + _dataset_probes() + _message_probes() + _id_probes() + _raw_id_probes()
                + _concurrency_probes())
 SPARSE_PROBES = _sparse_probes()
 HYPOTHESIS_PROBES = _hypothesis_probes()

@@ -24,7 +24,8 @@ if ROOT not in sys.path:
 from benchmarks import quality_rec, quality_rec_data  # noqa: E402
 
 PACKAGES = {"Surprise SVD": "surprise", "Surprise BaselineOnly": "surprise",
-            "torch MF (tuned)": "torch", "implicit BPR": "implicit", "implicit ALS": "implicit"}
+            "torch MF (tuned)": "torch", "implicit BPR": "implicit", "implicit ALS": "implicit",
+            "implicit ALS (counts)": "implicit", "LightFM WARP": "lightfm"}
 
 
 def _expected(contenders):
@@ -77,7 +78,9 @@ def stand_ins():
             quality_rec_data.build_insteval(insteval),
             quality_rec_data.build_movielens_implicit(movielens),
             quality_rec_data.build_flights_planes(flights),
-            quality_rec_data.build_pizza_orders(pizza)]
+            quality_rec_data.build_pizza_orders(pizza),
+            quality_rec_data.SPECS["flights_planes_counts"].build(flights),
+            quality_rec_data.SPECS["pizza_orders_counts"].build(pizza)]
 
 
 def test_builders_split_cleanly(stand_ins):
@@ -97,13 +100,25 @@ def test_builders_split_cleanly(stand_ins):
             assert abs(len(d.test_u) + d.info["cold_test_dropped"] - 0.2 * n) <= 1
         else:
             assert not train & test  # a held-out positive is never a training positive
-            assert np.all(d.train_r == 1) and np.all(d.test_r == 1)
+            assert np.all(d.test_r == 1)
+            if d.info.get("counts"):  # training values are counts, at least one
+                assert np.all(d.train_r >= 1) and np.all(d.train_r == np.round(d.train_r))
+            else:
+                assert np.all(d.train_r == 1)
             assert len(train) == len(d.train_u)  # one positive per pair
             assert set(d.test_u) <= set(d.train_u)  # an evaluated user has training items
     assert by_name["movielens_implicit"].info["positive"].startswith("rating >= 4")
     assert by_name["movielens"].train_r.min() >= 1 and by_name["insteval"].train_r.max() <= 5
     # rows without a tail number are dropped; every plane still has other rows
     assert by_name["flights_planes"].n_users == 80 and by_name["flights_planes"].n_items <= 24
+    # a _counts variant: the plain set's pairs and split, the number of raw rows as value
+    for name in ("flights_planes", "pizza_orders"):
+        plain, counted = by_name[name], by_name[name + "_counts"]
+        for a in ("train_u", "train_i", "test_u", "test_i", "test_r"):
+            np.testing.assert_array_equal(getattr(plain, a), getattr(counted, a))
+        assert counted.train_r.max() > 1  # the stand-ins repeat pairs
+    pizza, counted = stand_ins[4], stand_ins[6]
+    assert counted.train_r.sum() + len(counted.test_u) <= 450  # 150 orders x 3 pizzas
 
 
 def test_cache_round_trip(stand_ins, tmp_path, monkeypatch):
@@ -150,7 +165,8 @@ def test_suite_runs_and_reports(stand_ins, tmp_path):
                                    [n for res in results for n in res["notes"]])
     for res in results:
         table = quality_rec.RATING_CONTENDERS if res["task"] == "rating" else \
-            quality_rec.IMPLICIT_CONTENDERS
+            quality_rec.IMPLICIT_CONTENDERS + \
+            (quality_rec.COUNT_CONTENDERS if res["info"].get("counts") else [])
         names = [r["model"] for r in res["rows"]]
         assert set(names) == _expected(table) and len(names) == len(set(names))
         skipped = {n for n, _ in table} - set(names)
@@ -168,6 +184,12 @@ def test_suite_runs_and_reports(stand_ins, tmp_path):
             mean_rmse = np.sqrt(np.mean((d.test_r - d.train_r.mean()) ** 2))
             # the stand-ins have strong biases: the bias baseline must beat the global mean
             assert by["bias baseline"]["rmse"] < 0.9 * mean_rmse
+    # on a set with counts the binary rows read the plain set's matrix: the same figures
+    by_set = {res["dataset"]: {r["model"]: r for r in res["rows"]} for res in results}
+    for name in ("flights_planes", "pizza_orders"):
+        for model in ("sparseopt MF BPR", "sparseopt MF WARP", "popularity"):
+            for m in ("precision", "recall", "ndcg", "map"):
+                assert by_set[name][model][m] == by_set[name + "_counts"][model][m]
     # outputs: one table row per contender, CSV and JSON agree
     all_models = {r["model"] for res in results for r in res["rows"]}
     table_rows = [ln for ln in md.splitlines() if ln.startswith("| ")

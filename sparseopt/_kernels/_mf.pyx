@@ -1,9 +1,9 @@
 """Fused mini-batch kernels of matrix factorisation (``sparseopt.recommend.MatrixFactorization``).
 
-``mf_squared_batch`` (explicit ratings, squared loss) and ``mf_bpr_batch`` (implicit feedback,
-BPR) each make one pass over a mini-batch: prediction, loss derivative and the gradient of
-every embedding row the batch touches; the caller hands the rows to a sparseopt optimizer as
-``RowGrad``, which applies its lazy row update. Around them: ``pack_ratings`` (the sample
+``mf_squared_batch`` (explicit ratings, squared loss), ``mf_bpr_batch`` and ``mf_warp_batch``
+(implicit feedback, BPR and WARP) each make one pass over a mini-batch: prediction, loss
+derivative and the gradient of every embedding row the batch touches; the caller hands the
+rows to a sparseopt optimizer as ``RowGrad``, which applies its lazy row update. Around them: ``pack_ratings`` (the sample
 records ``mf_squared_batch`` reads), ``mf_predict`` and ``csr_contains`` (the membership test
 of BPR's negative sampling).
 
@@ -35,6 +35,7 @@ kernel writes is the exact gradient of the mini-batch objective
 rows a batch does not touch have zero gradient, so no deferred decay is ever owed.
 """
 from libc.stdint cimport int32_t, int64_t
+from libc.math cimport floor, fmax, log
 from libc.string cimport memcpy
 from cython cimport floating
 from cython.parallel cimport prange
@@ -44,9 +45,10 @@ from ._rowops cimport (
     so_bits_to_double, so_prefetch_read,
 )
 
-# Samples ahead whose table rows are prefetched.
+# Samples ahead whose table rows are prefetched; WARP candidates ahead within a scan.
 cdef enum:
     PREFETCH_AHEAD = 8
+    CAND_AHEAD = 3
 
 
 cdef inline void _axpby_into(bint fresh, Py_ssize_t d, floating* out, double x,
@@ -176,31 +178,32 @@ def pack_ratings(const int64_t[::1] users, const int64_t[::1] items,
 
 def mf_bpr_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                  const index_t[::1] users, const index_t[::1] pos, const index_t[::1] neg,
-                 Py_ssize_t k, bint item_bias, double scale, double alpha,
-                 int32_t[::1] uslot, int32_t[::1] islot, int64_t[::1] urows,
+                 const double[::1] weight, Py_ssize_t k, bint item_bias, double scale,
+                 double alpha, int32_t[::1] uslot, int32_t[::1] islot, int64_t[::1] urows,
                  int64_t[::1] irows, floating[:, ::1] gu, floating[:, ::1] gi,
                  double[::1] loss):
     """BPR (Rendle et al. 2009): the merged gradient rows of ``-log sigmoid(x_uij)``.
 
     ``x = <U[u,:k], V[i,:k] - V[j,:k]> + V[i,k] - V[j,k]`` (item biases when present; a user
     bias cancels in BPR, so ``U`` is ``(n_users, k)``), for the triples
-    ``(users[s], pos[s], neg[s])``. Per sample, with ``d = -scale*sigmoid(-x)`` and
-    ``a = scale*alpha``::
+    ``(users[s], pos[s], neg[s])``, each weighted by ``w = weight[s]`` (``w = 1`` when
+    ``weight`` is empty). Per sample, with ``d = -scale*w*sigmoid(-x)`` and
+    ``a = scale*w*alpha``::
 
         grad U[u] += d*(V[i,:k] - V[j,:k]) + a*U[u]
         grad V[i] += d*[U[u,:k], 1] + a*V[i] ;  grad V[j] += -d*[U[u,:k], 1] + a*V[j]
 
     Unique rows and summed gradients as in ``mf_squared_batch`` (the positive item of a
     sample is claimed before its negative); ``irows`` / ``gi`` need room for ``2B`` rows.
-    ``loss[s] = softplus(-x)``. Returns ``(mu, mi)``.
+    ``loss[s] = w*softplus(-x)``. Returns ``(mu, mi)``.
     """
     cdef Py_ssize_t B = users.shape[0], s, sa, nu = 0, ni = 0, pu_pos, pi_pos, pj_pos, j
     cdef int64_t u, i, jn
     cdef const floating* pu
     cdef const floating* qi
     cdef const floating* qj
-    cdef bint fu, fi, fj
-    cdef double x, d, a = scale * alpha
+    cdef bint fu, fi, fj, weighted = weight.shape[0] > 0
+    cdef double x, d, w = 1.0, a = scale * alpha
     cdef size_t ub = U.shape[1] * sizeof(floating), vb = V.shape[1] * sizeof(floating)
     with nogil:
         for s in range(B):
@@ -218,8 +221,11 @@ def mf_bpr_batch(const floating[:, ::1] U, const floating[:, ::1] V,
             x = _dot_diff(k, pu, qi, qj)
             if item_bias:
                 x = x + (<double>qi[k] - <double>qj[k])
-            loss[s] = _softplus(-x)
-            d = -scale * _sigmoid(-x)          # d loss / d x, times scale
+            if weighted:
+                w = weight[s]
+                a = scale * w * alpha
+            loss[s] = w * _softplus(-x)
+            d = -(scale * w) * _sigmoid(-x)     # d loss / d x, times scale and weight
             pu_pos = _claim(&uslot[0], &urows[0], &nu, u, &fu)
             pi_pos = _claim(&islot[0], &irows[0], &ni, i, &fi)
             _axmbpy_into(fu, k, &gu[pu_pos, 0], d, qi, qj, a, pu)
@@ -231,6 +237,115 @@ def mf_bpr_batch(const floating[:, ::1] U, const floating[:, ::1] V,
             _axpby_into(fj, k, &gi[pj_pos, 0], -d, pu, a, qj)
             if item_bias:
                 _set_or_add(fj, &gi[pj_pos, k], -d + a * qj[k])
+        for j in range(nu):
+            uslot[urows[j]] = -1
+        for j in range(ni):
+            islot[irows[j]] = -1
+    return nu, ni
+
+
+cdef inline bint _stored(const index_t* indptr, const index_t* indices, index_t row,
+                         index_t col) noexcept nogil:
+    """Whether ``col`` is stored in row ``row`` of a CSR pattern with sorted indices."""
+    cdef index_t lo = indptr[row], end = indptr[row + 1], hi = end, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if indices[mid] < col:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < end and indices[lo] == col
+
+
+def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
+                  const index_t[::1] users, const index_t[::1] pos,
+                  const index_t[:, ::1] cand, const index_t[::1] seen_indptr,
+                  const index_t[::1] seen_indices, const double[::1] weight, Py_ssize_t k,
+                  bint item_bias, double scale, double alpha, double n_items,
+                  int32_t[::1] uslot, int32_t[::1] islot, int64_t[::1] urows,
+                  int64_t[::1] irows, floating[:, ::1] gu, floating[:, ::1] gi,
+                  double[::1] loss, int64_t[::1] drawn):
+    """WARP (Weston et al. 2011, as LightFM defines it): the merged gradient rows of one
+    mini-batch.
+
+    Scores are ``x_ui = <U[u,:k], V[i,:k]> + V[i,k]`` (item bias when present; ``U`` is
+    ``(n_users, k)``). For sample ``s`` = ``(u, i) = (users[s], pos[s])`` the candidates
+    ``cand[s, 0..S)`` (items drawn uniformly by the caller) are scanned in order until the
+    first ``j`` with ``x_uj > x_ui - 1`` (a margin violation) that is not one of ``u``'s
+    positives (row ``u`` of the pattern ``seen_indptr`` / ``seen_indices``, indices sorted;
+    as in LightFM, a violating positive is skipped but counts as a draw, and only violating
+    candidates are looked up); ``N`` is its 1-based position. With no such candidate the
+    sample changes nothing (``drawn[s] = 0``, ``loss[s] = 0``, no row is
+    claimed). Otherwise, with ``w = weight[s]`` (1 when ``weight`` is empty), the rank
+    weight ``L = log(max(1, floor((n_items - 1) / N)))``, ``d = scale*w*L`` and
+    ``a = scale*w*alpha``, the sample adds the gradient of
+    ``scale*w*(L*(1 - x_ui + x_uj) + alpha/2*(|U[u]|^2 + |V[i]|^2 + |V[j]|^2))``::
+
+        grad U[u] += d*(V[j,:k] - V[i,:k]) + a*U[u]
+        grad V[i] += -d*[U[u,:k], 1] + a*V[i] ;  grad V[j] += d*[U[u,:k], 1] + a*V[j]
+
+    and ``drawn[s] = N``, ``loss[s] = w*L*(1 - x_ui + x_uj)``. Unique rows and summed
+    gradients as in ``mf_bpr_batch`` (user, then positive, then negative; only samples with
+    a violation claim rows); ``irows`` / ``gi`` need room for ``2B`` rows. Returns
+    ``(mu, mi)``.
+    """
+    cdef Py_ssize_t B = users.shape[0], S = cand.shape[1], s, sa, t, nu = 0, ni = 0
+    cdef Py_ssize_t pu_pos, pi_pos, pj_pos, j
+    cdef int64_t u, i, jn = 0, N
+    cdef const floating* pu
+    cdef const floating* qi
+    cdef const floating* qj = NULL
+    cdef bint fu, fi, fj, weighted = weight.shape[0] > 0
+    cdef double xi, xj = 0.0, d, rank, w = 1.0, a
+    cdef size_t ub = U.shape[1] * sizeof(floating), vb = V.shape[1] * sizeof(floating)
+    with nogil:
+        for s in range(B):
+            sa = s + PREFETCH_AHEAD
+            if sa < B:
+                so_prefetch_read(&U[users[sa], 0], ub)
+                so_prefetch_read(&V[pos[sa], 0], vb)
+                so_prefetch_read(&V[cand[sa, 0], 0], vb)
+            u = users[s]
+            i = pos[s]
+            pu = &U[u, 0]
+            qi = &V[i, 0]
+            xi = _dot(k, pu, qi)
+            if item_bias:
+                xi = xi + qi[k]
+            N = 0
+            for t in range(S):
+                # the scan's rows are random: fetch a few draws ahead of the dot products
+                if t + CAND_AHEAD < S:
+                    so_prefetch_read(&V[cand[s, t + CAND_AHEAD], 0], vb)
+                jn = cand[s, t]
+                qj = &V[jn, 0]
+                xj = _dot(k, pu, qj)
+                if item_bias:
+                    xj = xj + qj[k]
+                if xj > xi - 1.0 and not _stored(&seen_indptr[0], &seen_indices[0], u, jn):
+                    N = t + 1
+                    break
+            drawn[s] = N
+            if N == 0:
+                loss[s] = 0.0
+                continue
+            if weighted:
+                w = weight[s]
+            rank = log(fmax(1.0, floor((n_items - 1.0) / <double>N)))
+            loss[s] = w * rank * (1.0 - xi + xj)
+            d = (scale * w) * rank
+            a = (scale * w) * alpha
+            pu_pos = _claim(&uslot[0], &urows[0], &nu, u, &fu)
+            pi_pos = _claim(&islot[0], &irows[0], &ni, i, &fi)
+            _axmbpy_into(fu, k, &gu[pu_pos, 0], d, qj, qi, a, pu)
+            _axpby_into(fi, k, &gi[pi_pos, 0], -d, pu, a, qi)
+            if item_bias:
+                _set_or_add(fi, &gi[pi_pos, k], -d + a * qi[k])
+            # claimed after the positive row is written: when j == i the two add up
+            pj_pos = _claim(&islot[0], &irows[0], &ni, jn, &fj)
+            _axpby_into(fj, k, &gi[pj_pos, 0], d, pu, a, qj)
+            if item_bias:
+                _set_or_add(fj, &gi[pj_pos, k], d + a * qj[k])
         for j in range(nu):
             uslot[urows[j]] = -1
         for j in range(ni):

@@ -473,6 +473,8 @@ class BaseRecommender(BaseEstimator):
         fields = [f"loss {stats['loss']:.5f}"]
         if "train_rmse" in stats:
             fields.append(f"train rmse {stats['train_rmse']:.4f}")
+        if "violations" in stats:  # WARP: the share of positives that were updated
+            fields.append(f"violations {stats['violations']:.3f}")
         if stats["eval"] is not None:
             fields.append(f"eval {self._metric_name} {stats['eval']:.4f}")
         if "validation" in stats:

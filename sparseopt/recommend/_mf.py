@@ -1,4 +1,5 @@
-"""Matrix factorisation trained by lazy row updates (explicit ratings or implicit BPR).
+"""Matrix factorisation trained by lazy row updates (explicit ratings, or implicit feedback by
+BPR or WARP).
 
 The class holds what is particular to MF: its parameters, its two tables (factors, then
 bias, one row per user or item), the two fused training kernels and the scores they define.
@@ -18,7 +19,7 @@ from ..optim import RowGrad, make_optimizer
 from .._validation import check_flag
 from ._base import BaseRecommender
 from ._common import check_recorded, check_table, check_trains, check_training_params
-from ._sampling import pack_ratings, sample_negatives, user_item_ids
+from ._sampling import pack_ratings, sample_candidates, sample_negatives, user_item_ids
 
 __all__ = ["MatrixFactorization"]
 
@@ -58,7 +59,24 @@ _LOSS_DEFAULTS: Dict[str, Dict[str, Any]] = {
         optimizer="adam", learning_rate=0.01, alpha=0.02, n_epochs=10, batch_size=4096,
         init_std=0.1,
     ),
+    "warp": dict(
+        # precision@10 on movielens_implicit / flights_planes / pizza_orders (seed 0):
+        # Adagrad at 0.03, batches of 1,024, 20 epochs, init 0.01: 0.143 / 0.210 / 0.038.
+        # Adam at BPR's values 0.113 / 0.203 / 0.038, and no Adam rate (0.005-0.03), batch
+        # (256-4,096) or L2 (0-0.05) tried passed 0.120 on movielens_implicit. Adagrad at
+        # 0.02 / 0.04: 0.140 / 0.138 on movielens_implicit; 30 epochs 0.140, batches of
+        # 2,048 0.138; init_std 0.1 costs about 0.01 there; alpha 0.003 changes < 0.001.
+        # Seeds 1-3 at these values: 0.136 / 0.136 / 0.139 on movielens_implicit (the other
+        # two sets do not move), the spread of the choices above.
+        optimizer="adagrad", learning_rate=0.03, alpha=0.0, n_epochs=20, batch_size=1024,
+        init_std=0.01,
+    ),
 }
+_IMPLICIT_LOSSES = ("bpr", "warp")
+
+
+# The weight argument of the implicit kernels when every positive weighs 1.
+_NO_WEIGHTS = np.empty(0, dtype=np.float64)
 
 
 class _Fitted(NamedTuple):
@@ -129,6 +147,21 @@ class MatrixFactorization(BaseRecommender):
     ``x_uij = <p_u, q_i - q_j> + c_i - c_j`` plus ``alpha/2`` times the squared norms of the
     three rows (a user bias would cancel, so BPR has none).
 
+    ``loss="warp"`` (Weston et al. 2011, as LightFM defines it): for each positive ``(u, i)``
+    up to ``max_sampled`` items ``j`` are drawn uniformly until one violates the margin,
+    ``x_uj > x_ui - 1`` with ``x_ui = <p_u, q_i> + c_i``, and is not one of ``u``'s
+    positives (a violating positive is skipped but counts as a draw). If the ``N``-th draw
+    is that ``j``, the loss is the hinge ``1 - x_ui + x_uj`` weighted by
+    ``log(max(1, floor((n_items - 1) / N)))`` (an estimate of the log-rank of ``i``: a
+    violation found at once means ``i`` ranks far down), plus the L2 of the three rows; a
+    positive without a violation in its draws changes nothing. The draws come from the
+    model's generator, all ``max_sampled`` per positive, so a seeded fit is deterministic.
+
+    **Confidence** (implicit losses; Hu et al. 2008): with ``confidence_alpha > 0`` each
+    positive's term, L2 included, is weighted by ``1 + confidence_alpha * r``, ``r`` its
+    stored value in ``X`` (a count, say; a pair stored more than once has its values summed).
+    The default 0 ignores the values: every positive weighs 1.
+
     L2 (``alpha``) is attached to every *occurrence* of a row, as in Funk-SVD, Koren et al.
     (2009) and libFM: a user with 300 ratings is penalised 300 times. Because the penalty on a
     row lives only in the terms of the samples that touch it, the kernel adds ``alpha * row``
@@ -143,12 +176,13 @@ class MatrixFactorization(BaseRecommender):
     ----------
     n_components : int, default 32
         Factors per user and item.
-    loss : {"squared", "bpr"}, default "squared"
+    loss : {"squared", "bpr", "warp"}, default "squared"
     optimizer : {"adam", "adagrad", "rmsprop", "sgd"}, optional
         ``sparseopt.Adam`` / ``Adagrad`` / ``RMSprop`` (lazy, see their docs) or plain SGD.
-        Default: ``"adagrad"`` for ``loss="squared"``, ``"adam"`` for ``loss="bpr"``.
+        Default: ``"adagrad"`` for ``loss="squared"`` and ``"warp"``, ``"adam"`` for
+        ``loss="bpr"``.
         ``optimizer``, ``learning_rate``, ``alpha``, ``n_epochs``, ``batch_size`` and
-        ``init_std`` left at ``None`` take their loss's default: the two losses are best
+        ``init_std`` left at ``None`` take their loss's default: the losses are best
         served by different values (chosen on ``benchmarks/quality_rec.py``'s MovieLens and
         InstEval ratings and its three implicit sets; ``get_params`` keeps the ``None``).
         For ``"adam"`` this estimator defaults to ``bias_correction="global"`` (the rule of
@@ -158,30 +192,32 @@ class MatrixFactorization(BaseRecommender):
         even at that rule's best learning rate (``benchmarks/bench_mf.py`` measures both;
         the figures are in the changelog's decisions).
     learning_rate : float, optional
-        The optimizer's ``lr``; default 0.03 (squared), 0.01 (BPR). The gradient is that of
+        The optimizer's ``lr``; default 0.03 (squared), 0.01 (BPR), 0.03 (WARP). The gradient is that of
         the batch *mean*, as ``loss.mean()`` in PyTorch, so Adam learning rates carry over
         from torch code; plain SGD needs a larger one (of the order of ``batch_size`` times a
         per-sample rate).
     alpha : float, optional
-        Per-occurrence L2 weight, see above; default 0.2 (squared), 0.02 (BPR). Explicit
+        Per-occurrence L2 weight, see above; default 0.2 (squared), 0.02 (BPR), 0 (WARP,
+        as LightFM's default: its hinge stops pulling once the margin holds). Explicit
         ratings need the strong value: with 0.02 the held-out RMSE is best after a few
         epochs and then rises well above a bias-only model's.
     n_epochs : int, optional
         Passes over the data made by ``fit`` (``partial_fit`` makes one); default 20
-        (squared), 10 (BPR).
+        (squared), 10 (BPR), 20 (WARP).
     batch_size : int, optional
-        Default 1024 (squared), 4096 (BPR).
+        Default 1024 (squared), 4096 (BPR), 1024 (WARP).
     use_biases : bool, default True
-        Learn user and item biases (item biases only for BPR). The global mean stays.
+        Learn user and item biases (item biases only for BPR and WARP). The global mean
+        stays.
     init_std : float, optional
         Factors start as ``N(0, init_std**2)``; biases start at 0. Default 0.01 (squared),
-        0.1 (BPR).
+        0.1 (BPR), 0.01 (WARP).
     optimizer_params : dict, optional
         Extra keyword arguments of the optimizer (e.g. ``{"lazy": "decay"}``,
         ``{"betas": (0.9, 0.99)}``).
     dtype : float32 or float64, default float32
     random_state : None, int or numpy.random.Generator
-        Seeds the initialisation, the shuffling and the BPR negatives.
+        Seeds the initialisation, the shuffling and the BPR negatives / WARP draws.
     n_threads : int, optional
         Threads of the optimizer's row updates, ``predict`` and the top-n selection of
         ``recommend``; ``None`` follows OpenMP's default. The training kernel itself is serial
@@ -190,9 +226,10 @@ class MatrixFactorization(BaseRecommender):
         Results do not depend on the thread count.
     verbose : bool, default False
         Print, per epoch, the training loss, the ``eval_set`` metric (RMSE, or precision@10
-        for BPR) and the training rows (ratings) per second.
+        for BPR and WARP) and the training rows (ratings) per second.
     early_stopping : bool, default False
-        ``fit`` watches a validation metric (RMSE, or precision@10 for BPR) after every
+        ``fit`` watches a validation metric (RMSE, or precision@10 for BPR and WARP) after
+        every
         epoch: that of ``eval_set`` when given, else of ``validation_fraction`` of ``X``'s
         stored entries held out of training. It stops once the metric has not improved for
         ``n_iter_no_change`` epochs (``n_epochs`` is then the most it runs) and keeps the
@@ -217,6 +254,14 @@ class MatrixFactorization(BaseRecommender):
         0-2); with weaker L2 it pays (``alpha=0.02``: MovieLens 0.8902 -> 0.8898,
         InstEval 1.2860 -> 1.2852; with Adam at 0.01 for 10 epochs 0.9369 -> 0.9339 and
         1.3897 -> 1.3803, 0.6-3% of predictions out of range).
+    confidence_alpha : float >= 0, default 0
+        BPR and WARP: each positive weighs ``1 + confidence_alpha * r`` (see above), ``r``
+        its value in ``X``, which must then be ``>= 0``. 0 ignores the values. It must be 0
+        with ``loss="squared"``.
+    max_sampled : int in [1, 1000], default 10
+        WARP: the most items drawn per positive looking for a margin violation (LightFM's
+        default). More draws find violations of well-ranked positives, at more work per
+        sample.
 
     Attributes
     ----------
@@ -234,8 +279,9 @@ class MatrixFactorization(BaseRecommender):
     optimizer_ : the sparseopt optimizer (its ``state_dict()`` resumes training)
     n_users_, n_items_, n_components_ : int
     history_ : list of dict
-        Per epoch: ``loss``, ``train_rmse`` (squared), ``eval`` (metric or None),
-        ``seconds`` (training time, evaluation excluded) and ``rows_per_s``; with
+        Per epoch: ``loss``, ``train_rmse`` (squared), ``violations`` (WARP: the share of
+        positives whose draws found a violation, i.e. that were updated), ``eval`` (metric
+        or None), ``seconds`` (training time, evaluation excluded) and ``rows_per_s``; with
         ``early_stopping``, ``validation`` (the metric it watches).
     best_epoch_ : int
         With ``early_stopping``: the epoch whose tables ``fit`` kept (the validation
@@ -273,11 +319,12 @@ class MatrixFactorization(BaseRecommender):
         C = C.tocsr(); C.sum_duplicates()              # counts: S's pattern
         S.data /= C.data                               # means
 
-    With ``loss="bpr"`` a pair stored more than once is one positive.
+    With ``loss="bpr"`` or ``"warp"`` a pair stored more than once is one positive (its
+    values summed, which only ``confidence_alpha`` reads).
 
-    :meth:`score` returns minus the RMSE (squared) or the precision at 10 (BPR), the metric
-    ``eval_set`` records in ``history_``: higher is better, as scikit-learn expects. The
-    parameters follow scikit-learn's conventions (``get_params``, ``set_params``,
+    :meth:`score` returns minus the RMSE (squared) or the precision at 10 (BPR, WARP), the
+    metric ``eval_set`` records in ``history_``: higher is better, as scikit-learn expects.
+    The parameters follow scikit-learn's conventions (``get_params``, ``set_params``,
     ``sklearn.base.clone``), and a fitted model pickles.
 
     Examples
@@ -304,6 +351,18 @@ class MatrixFactorization(BaseRecommender):
     (['ann', 'bob', 'cy'], [10, 20, 30], (1.0, 5.0))
     >>> sorted(mf.recommend("bob", n=2)[0].tolist())   # bob's unseen items, by raw id
     [10, 30]
+
+    Implicit feedback, with counts as confidence:
+
+    >>> import numpy as np
+    >>> from sparseopt.datasets import make_interactions
+    >>> C = make_interactions(300, 200, 6000, random_state=0)
+    >>> C.data[:] = 1 + np.arange(C.nnz) % 3              # say, 1-3 purchases per pair
+    >>> warp = MatrixFactorization(loss="warp", n_components=8, confidence_alpha=0.5,
+    ...                            random_state=0).fit(C)
+    >>> items, scores = warp.recommend([0, 1], n=5)       # seen items left out
+    >>> items.shape
+    (2, 5)
     """
 
     def __init__(self, n_components: int = 32, loss: str = "squared",
@@ -315,7 +374,8 @@ class MatrixFactorization(BaseRecommender):
                  random_state: Any = None, n_threads: Optional[int] = None,
                  verbose: bool = False, early_stopping: bool = False,
                  validation_fraction: float = 0.1, n_iter_no_change: int = 5,
-                 clip_predictions: bool = True) -> None:
+                 clip_predictions: bool = True,
+                 confidence_alpha: float = 0.0, max_sampled: int = 10) -> None:
         self.n_components = n_components
         self.loss = loss
         self.optimizer = optimizer
@@ -334,6 +394,8 @@ class MatrixFactorization(BaseRecommender):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.clip_predictions = clip_predictions
+        self.confidence_alpha = confidence_alpha
+        self.max_sampled = max_sampled
 
     # -- fitted attributes ---------------------------------------------------------------------
 
@@ -383,7 +445,7 @@ class MatrixFactorization(BaseRecommender):
     # -- hooks of BaseRecommender: parameters and initialisation -------------------------------
 
     def _check_params(self) -> Dict[str, Any]:
-        loss = V.check_choice("loss", self.loss, ("squared", "bpr"))
+        loss = V.check_choice("loss", self.loss, ("squared",) + _IMPLICIT_LOSSES)
         # a parameter left at None takes its loss's default (_LOSS_DEFAULTS)
         given = {name: getattr(self, name) for name in _LOSS_DEFAULTS[loss]}
         resolved = {name: _LOSS_DEFAULTS[loss][name] if value is None else value
@@ -398,10 +460,23 @@ class MatrixFactorization(BaseRecommender):
                                                 high_open=True)
         p["n_iter_no_change"] = V.check_positive_int("n_iter_no_change", self.n_iter_no_change)
         p["clip_predictions"] = check_flag("clip_predictions", self.clip_predictions)
+        p["confidence_alpha"] = V.check_real("confidence_alpha", self.confidence_alpha)
+        if loss == "squared" and p["confidence_alpha"] != 0.0:
+            raise ValueError("confidence_alpha weights implicit positives (loss='bpr' or "
+                             "'warp'); with loss='squared' it must be 0")
+        p["max_sampled"] = V.check_max_sampled(self.max_sampled)
         return p
 
     def _implicit_feedback(self, p: Dict[str, Any]) -> bool:
-        return p["loss"] == "bpr"
+        return p["loss"] in _IMPLICIT_LOSSES
+
+    def _check_call(self, X: Any, y: Any, eval_set: Any, fitted: bool = False
+                    ) -> Tuple[Dict[str, Any], sp.csr_matrix, Optional[sp.csr_matrix],
+                               Optional[Tuple[Any, Any]]]:
+        p, X, E, encoders = super()._check_call(X, y, eval_set, fitted)
+        if p["loss"] in _IMPLICIT_LOSSES:  # refused values fail here, before any change
+            V.confidence_weights("X", X.data, p["confidence_alpha"])
+        return p, X, E, encoders
 
     def _init_tables(self, X: sp.csr_matrix, p: Dict[str, Any]) -> None:
         k, dt = p["k"], p["dtype"]
@@ -446,11 +521,14 @@ class MatrixFactorization(BaseRecommender):
         users, items = user_item_ids(X)
         if self._loss == "squared":
             return pack_ratings(users, items, X.data)
-        return users, items
+        # stored values are summed duplicates (check_interactions), aligned with the ids
+        return users, items, V.confidence_weights("X", X.data, p["confidence_alpha"])
 
     def _epoch(self, data: Any, p: Dict[str, Any], st: _Fitted) -> Dict[str, Any]:
         if self._loss == "squared":
             return self._epoch_squared(data, p, st)
+        if self._loss == "warp":
+            return self._epoch_warp(*data, p, st)
         return self._epoch_bpr(*data, p, st)
 
     def _epoch_squared(self, records: np.ndarray, p: Dict[str, Any],
@@ -478,8 +556,8 @@ class MatrixFactorization(BaseRecommender):
         """BPR negatives for the users ``u`` from the model's generator (``_sampling``)."""
         return sample_negatives(self._rng, self._seen, self._layout[1], u, size)
 
-    def _epoch_bpr(self, users: np.ndarray, items: np.ndarray, p: Dict[str, Any],
-                   st: _Fitted) -> Dict[str, Any]:
+    def _epoch_bpr(self, users: np.ndarray, items: np.ndarray, weights: Optional[np.ndarray],
+                   p: Dict[str, Any], st: _Fitted) -> Dict[str, Any]:
         n = users.shape[0]
         B = max(1, min(p["batch_size"], n))
         k, U, Q = st.k, st.U, st.Q
@@ -492,12 +570,44 @@ class MatrixFactorization(BaseRecommender):
             b = e - s
             u = users[perm[s:e]].astype(np.int64)
             neg = self._sample_negatives(u, b)
+            w = _NO_WEIGHTS if weights is None else weights[perm[s:e]]
             nu, ni = _mf_kernel.mf_bpr_batch(U, Q, u, items[perm[s:e]].astype(np.int64), neg,
-                                             k, st.item_bias, 1.0 / b, p["alpha"], uslot,
+                                             w, k, st.item_bias, 1.0 / b, p["alpha"], uslot,
                                              islot, urows, irows, gu, gi, loss[:b])
             self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])])
             total += float(loss[:b].sum())
         return dict(loss=total / n if n else float("nan"))
+
+    def _epoch_warp(self, users: np.ndarray, items: np.ndarray, weights: Optional[np.ndarray],
+                    p: Dict[str, Any], st: _Fitted) -> Dict[str, Any]:
+        n = users.shape[0]
+        B = max(1, min(p["batch_size"], n))
+        k, U, Q, S = st.k, st.U, st.Q, p["max_sampled"]
+        seen = self._seen  # the kernel looks users' rows up in it: it must cover them
+        if seen.shape != (st.n_users, st.n_items):
+            raise ValueError(f"the model's seen items have shape {seen.shape}, the tables "
+                             f"({st.n_users}, {st.n_items}); call fit to start over")
+        perm = self._rng.permutation(n)
+        gu, gi, urows, irows, uslot, islot = _scratch(st, B, 2)  # a positive and a negative
+        loss = np.empty(B, dtype=np.float64)
+        drawn = np.empty(B, dtype=np.int64)
+        total, updates = 0.0, 0
+        for s in range(0, n, B):
+            e = min(s + B, n)
+            b = e - s
+            u = users[perm[s:e]].astype(np.int64)
+            cand = sample_candidates(self._rng, st.n_items, b, S)
+            w = _NO_WEIGHTS if weights is None else weights[perm[s:e]]
+            nu, ni = _mf_kernel.mf_warp_batch(U, Q, u, items[perm[s:e]].astype(np.int64), cand,
+                                              seen.indptr64, seen.indices64, w, k,
+                                              st.item_bias, 1.0 / b, p["alpha"],
+                                              float(st.n_items), uslot, islot, urows, irows,
+                                              gu, gi, loss[:b], drawn[:b])
+            self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])])
+            total += float(loss[:b].sum())
+            updates += int(np.count_nonzero(drawn[:b]))
+        return dict(loss=total / n if n else float("nan"),
+                    violations=updates / n if n else float("nan"))
 
     # -- hooks of BaseRecommender: scores ------------------------------------------------------
 
@@ -518,7 +628,7 @@ class MatrixFactorization(BaseRecommender):
             S = P[users] @ QT
             if ib is not None:
                 S += ib
-            if squared:  # BPR scores rank items: the user's constant terms are left out
+            if squared:  # BPR / WARP scores rank items: the user's constant terms are left out
                 ub = st.U[users, k] if st.user_bias else np.zeros(users.shape[0], st.U.dtype)
                 S += (st.mu + ub).astype(S.dtype)[:, None]
             return np.ascontiguousarray(S)

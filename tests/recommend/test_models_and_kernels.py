@@ -198,15 +198,16 @@ def bpr_objective(U, V, users, pos, neg, k, ib, scale, alpha):
     return scale * np.sum(softplus(-x) + 0.5 * alpha * reg)
 
 
-def run_bpr(U, V, users, pos, neg, k, ib, scale, alpha):
+def run_bpr(U, V, users, pos, neg, k, ib, scale, alpha, weight=None):
     B = users.shape[0]
     uslot = np.full(U.shape[0], -1, np.int32)
     islot = np.full(V.shape[0], -1, np.int32)
     urows, irows = np.empty(B, np.int64), np.empty(2 * B, np.int64)
     gu, gi = np.empty((B, U.shape[1]), U.dtype), np.empty((2 * B, V.shape[1]), V.dtype)
     loss = np.empty(B)
-    nu, ni = KMF.mf_bpr_batch(U, V, users, pos, neg, k, ib, scale, alpha, uslot, islot, urows,
-                              irows, gu, gi, loss)
+    w = np.empty(0) if weight is None else np.ascontiguousarray(weight, np.float64)
+    nu, ni = KMF.mf_bpr_batch(U, V, users, pos, neg, w, k, ib, scale, alpha, uslot, islot,
+                              urows, irows, gu, gi, loss)
     assert np.all(uslot == -1) and np.all(islot == -1)
     return urows[:nu], gu[:nu], irows[:ni], gi[:ni], loss
 
@@ -247,6 +248,184 @@ def test_bpr_kernel_vs_loop_and_finite_differences(dtype, k, ib):
                 jm = bpr_objective(U, V, *args)
                 T[idx] = old
                 assert abs((jp - jm) / (2 * h) - G[idx]) < 1e-7, idx
+
+
+# =========================================================================== MF: WARP, weights
+
+
+def run_warp(U, V, users, pos, cand, k, ib, scale, alpha, n_items, weight=None, seen=None):
+    B = users.shape[0]
+    seen = sp.csr_matrix((U.shape[0], V.shape[0])) if seen is None else sp.csr_matrix(seen)
+    seen.sort_indices()
+    uslot = np.full(U.shape[0], -1, np.int32)
+    islot = np.full(V.shape[0], -1, np.int32)
+    urows, irows = np.empty(B, np.int64), np.empty(2 * B, np.int64)
+    gu, gi = np.empty((B, U.shape[1]), U.dtype), np.empty((2 * B, V.shape[1]), V.dtype)
+    loss, drawn = np.empty(B), np.empty(B, np.int64)
+    w = np.empty(0) if weight is None else np.ascontiguousarray(weight, np.float64)
+    nu, ni = KMF.mf_warp_batch(U, V, users, pos, cand, seen.indptr.astype(np.int64),
+                               seen.indices.astype(np.int64), w, k, ib, scale, alpha,
+                               float(n_items), uslot, islot, urows, irows, gu, gi, loss, drawn)
+    assert np.all(uslot == -1) and np.all(islot == -1), "slots must be restored"
+    return dict(urows=urows[:nu], gu=gu[:nu], irows=irows[:ni], gi=gi[:ni], loss=loss,
+                drawn=drawn)
+
+
+def _implicit_case(dtype, k, ib, seed=3, n_users=6, n_items=9, B=40, S=5, spread=0.5):
+    rng = np.random.default_rng(seed)
+    U = rng.normal(0, spread, (n_users, k)).astype(dtype)
+    V = rng.normal(0, spread, (n_items, k + ib)).astype(dtype)
+    users = rng.integers(0, n_users, B).astype(np.int64)
+    pos = rng.integers(0, n_items, B).astype(np.int64)
+    cand = rng.integers(0, n_items, (B, S)).astype(np.int64)
+    users[:3] = [5, 0, 5]             # a repeated user, first and last rows
+    pos[:3] = [8, 8, 0]
+    cand[0, :] = pos[0]               # a candidate equal to its positive: contributions add
+    weight = rng.uniform(0.5, 3.0, B)
+    return U, V, users, pos, cand, weight
+
+
+def _compare(got, ref, dtype):
+    assert list(got["urows"]) == list(ref["urows"])   # order of first appearance
+    assert list(got["irows"]) == list(ref["irows"])
+    if len(ref["urows"]):
+        close(got["gu"], ref["gu"], dtype)
+        close(got["gi"], ref["gi"], dtype)
+    close(got["loss"], ref["loss"], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 7, 8, 64, 257])
+@pytest.mark.parametrize("ib", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("with_seen", [False, True])
+def test_warp_kernel_vs_reference(dtype, k, ib, weighted, with_seen):
+    from sparseopt import _reference as R
+    # scores of spread ~2 whatever k: some samples find no violation in their 5 draws, some
+    # find one at the 1st, 2nd, ... draw
+    U, V, users, pos, cand, weight = _implicit_case(dtype, k, ib, spread=2 / k ** 0.25)
+    w = weight if weighted else None
+    # seen items: each user's positives of the batch (a violating one is skipped)
+    seen = sp.csr_matrix((np.ones(40), (users, pos)), shape=(6, 9)) if with_seen else None
+    args = (users, pos, cand, k, ib, 1.0 / 40, 0.05, 9)
+    got = run_warp(U, V, *args, weight=w, seen=seen)
+    ref = R.implicit_mf_gradient(U, V, users, pos, cand, w, k, ib, 1.0 / 40, 0.05, "warp", 9,
+                                 seen=seen)
+    np.testing.assert_array_equal(got["drawn"], ref["drawn"])
+    _compare(got, ref, dtype)
+    assert got["gu"].dtype == dtype
+
+
+def test_warp_kernel_covers_every_outcome():
+    """The case above is not vacuous: no violation, a violation at the first draw and at a
+    later one, and a violating candidate skipped as seen, all occur."""
+    from sparseopt import _reference as R
+    k = 8
+    U, V, users, pos, cand, _ = _implicit_case(np.float64, k, True, spread=2 / k ** 0.25)
+    seen = sp.csr_matrix((np.ones(40), (users, pos)), shape=(6, 9))
+    drawn = R.implicit_mf_gradient(U, V, users, pos, cand, None, k, True, 0.1, 0.0, "warp",
+                                   9)["drawn"]
+    assert (drawn == 0).any() and (drawn == 1).any() and (drawn > 1).any()
+    skipping = R.implicit_mf_gradient(U, V, users, pos, cand, None, k, True, 0.1, 0.0, "warp",
+                                      9, seen=seen)["drawn"]
+    assert (skipping != drawn).any()
+
+
+def test_warp_rank_weight_and_no_update():
+    """One sample by hand: the N-th draw violates -> weight log(floor((n - 1) / N)); no
+    violation among the draws -> no row claimed, loss 0."""
+    U = np.array([[1.0, 0.0]])
+    V = np.array([[2.0, 0.0], [0.0, 0.0], [1.5, 0.0], [-3.0, 0.0]])   # scores 2, 0, 1.5, -3
+    users, pos = np.array([0, 0], np.int64), np.array([0, 0], np.int64)
+    cand = np.array([[3, 1, 2], [3, 1, 3]], np.int64)   # x_uj > 2 - 1: only item 2 (1.5)
+    got = run_warp(U, V, users, pos, cand, 2, False, 1.0, 0.0, n_items=101)
+    assert list(got["drawn"]) == [3, 0]
+    L = np.log(np.floor(100 / 3))
+    assert got["loss"][0] == pytest.approx(L * (1 - 2.0 + 1.5)) and got["loss"][1] == 0.0
+    assert list(got["urows"]) == [0] and list(got["irows"]) == [0, 2]
+    np.testing.assert_allclose(got["gu"], [[L * (1.5 - 2.0), 0.0]])
+    np.testing.assert_allclose(got["gi"], [[-L, 0.0], [L, 0.0]])
+    # item 2 seen by the user: the violating draw is skipped (and counted), none is left
+    got = run_warp(U, V, users, pos, cand, 2, False, 1.0, 0.0, n_items=101,
+                   seen=sp.csr_matrix(([1.0], ([0], [2])), shape=(1, 4)))
+    assert list(got["drawn"]) == [0, 0] and len(got["irows"]) == 0
+    # (n_items - 1) / N below 2: the weight is log(1) = 0, but the rows are still claimed
+    # (their per-occurrence L2 applies)
+    got = run_warp(U, V, users[:1], pos[:1], cand[:1], 2, False, 1.0, 0.5, n_items=4)
+    assert got["loss"][0] == 0.0 and list(got["irows"]) == [0, 2]
+    np.testing.assert_allclose(got["gi"], [[1.0, 0.0], [0.75, 0.0]])
+
+
+def test_warp_kernel_finite_differences():
+    """With the violating candidate of each sample fixed (the kernel's ``drawn``), the
+    gradient is that of the weighted hinge objective."""
+    k, ib, n_items = 4, True, 9
+    U, V, users, pos, cand, weight = _implicit_case(np.float64, k, ib, seed=5, B=25,
+                                                    spread=0.6)
+    scale, alpha = 1.0 / 25, 0.07
+    got = run_warp(U, V, users, pos, cand, k, ib, scale, alpha, n_items, weight)
+    hit = got["drawn"] > 0
+    assert hit.sum() >= 10
+    neg = cand[np.arange(25), np.maximum(got["drawn"] - 1, 0)]
+    L = np.log(np.maximum(1.0, np.floor((n_items - 1) / np.maximum(got["drawn"], 1))))
+
+    def objective(U, V):
+        pu, qi, qj = U[users], V[pos], V[neg]
+        x = np.einsum("ij,ij->i", pu, qi[:, :k] - qj[:, :k]) + qi[:, k] - qj[:, k]
+        reg = (pu ** 2).sum(1) + (qi ** 2).sum(1) + (qj ** 2).sum(1)
+        return scale * np.sum((weight * (L * (1 - x) + 0.5 * alpha * reg))[hit])
+
+    GU, GV = np.zeros(U.shape), np.zeros(V.shape)
+    GU[got["urows"]], GV[got["irows"]] = got["gu"], got["gi"]
+    h = 1e-6
+    for T, G in ((U, GU), (V, GV)):
+        for idx in np.ndindex(*T.shape):
+            old = T[idx]
+            T[idx] = old + h
+            jp = objective(U, V)
+            T[idx] = old - h
+            jm = objective(U, V)
+            T[idx] = old
+            assert abs((jp - jm) / (2 * h) - G[idx]) < 1e-7, idx
+
+
+@pytest.mark.parametrize("kernel", ["bpr", "warp"])
+def test_implicit_kernels_empty_batch(kernel):
+    U = np.zeros((3, 4), np.float32)
+    V = np.zeros((5, 5), np.float32)
+    e = np.empty(0, np.int64)
+    if kernel == "bpr":
+        urows, gu, irows, gi, loss = run_bpr(U, V, e, e, e, 4, True, 1.0, 0.1)
+    else:
+        got = run_warp(U, V, e, e, np.empty((0, 10), np.int64), 4, True, 1.0, 0.1, 5)
+        urows, irows = got["urows"], got["irows"]
+    assert len(urows) == 0 and len(irows) == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 7, 8, 64, 257])
+def test_weighted_bpr_kernel_vs_reference(dtype, k):
+    from sparseopt import _reference as R
+    U, V, users, pos, cand, weight = _implicit_case(dtype, k, True)
+    neg = np.ascontiguousarray(cand[:, 1])
+    neg[0] = pos[0]
+    urows, gu, irows, gi, loss = run_bpr(U, V, users, pos, neg, k, True, 1.0 / 40, 0.05,
+                                         weight)
+    ref = R.implicit_mf_gradient(U, V, users, pos, neg, weight, k, True, 1.0 / 40, 0.05, "bpr")
+    _compare(dict(urows=urows, gu=gu, irows=irows, gi=gi, loss=loss), ref, dtype)
+    # unit weights are no weights, to the bit
+    a = run_bpr(U, V, users, pos, neg, k, True, 1.0 / 40, 0.05, np.ones(40))
+    b = run_bpr(U, V, users, pos, neg, k, True, 1.0 / 40, 0.05)
+    for x, y in zip(a, b):
+        assert np.array_equal(x, y)
+
+
+def test_warp_unit_weights_are_no_weights_bitwise():
+    U, V, users, pos, cand, _ = _implicit_case(np.float32, 16, True, spread=0.3)
+    a = run_warp(U, V, users, pos, cand, 16, True, 1.0 / 40, 0.05, 9, np.ones(40))
+    b = run_warp(U, V, users, pos, cand, 16, True, 1.0 / 40, 0.05, 9)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
 
 
 # =========================================================================== FM kernels
@@ -517,10 +696,11 @@ def test_mf_partial_fit_and_pickle(ratings):
 @pytest.mark.parametrize("loss, optimizer, lr, alpha, n_epochs, batch, std", [
     ("squared", so.Adagrad, 0.03, 0.2, 20, 1024, 0.01),
     ("bpr", so.Adam, 0.01, 0.02, 10, 4096, 0.1),
+    ("warp", so.Adagrad, 0.03, 0.0, 20, 1024, 0.01),
 ])
 def test_mf_defaults_depend_on_the_loss(loss, optimizer, lr, alpha, n_epochs, batch, std):
     X = make_ratings(300, 100, 5000, random_state=0, dtype=np.float64)
-    if loss == "bpr":
+    if loss != "squared":
         X.data[:] = 1.0
     a = MatrixFactorization(n_components=4, loss=loss, random_state=0, dtype=np.float64).fit(X)
     # get_params keeps None (clone and set_params see what the caller gave) ...
@@ -536,7 +716,7 @@ def test_mf_defaults_depend_on_the_loss(loss, optimizer, lr, alpha, n_epochs, ba
     assert np.array_equal(a.user_table_, b.user_table_)
     assert np.array_equal(a.item_table_, b.item_table_)
     c = MatrixFactorization(n_components=4, loss=loss, random_state=0, dtype=np.float64,
-                            alpha=2 * alpha).fit(X)
+                            alpha=2 * alpha or 0.05).fit(X)
     assert not np.array_equal(a.item_table_, c.item_table_)
     # a value the caller sets wins over the loss's default
     d = MatrixFactorization(n_components=4, loss=loss, optimizer="rmsprop", n_epochs=1,
@@ -545,10 +725,10 @@ def test_mf_defaults_depend_on_the_loss(loss, optimizer, lr, alpha, n_epochs, ba
     assert d.n_epochs_ == 1
 
 
-@pytest.mark.parametrize("loss", ["squared", "bpr"])
+@pytest.mark.parametrize("loss", ["squared", "bpr", "warp"])
 def test_mf_early_stopping_keeps_the_best_epoch(loss):
     X = make_ratings(300, 100, 5000, random_state=0, dtype=np.float64)
-    if loss == "bpr":
+    if loss != "squared":
         X.data[:] = 1.0
     # a large step and no L2: the validation metric gets worse within a few epochs
     kw = dict(n_components=8, loss=loss, optimizer="adam", learning_rate=0.05, alpha=0.0,
@@ -647,7 +827,167 @@ def test_bpr_seeded():
     assert np.array_equal(a.item_table_, b.item_table_)
 
 
-@pytest.mark.parametrize("loss", ["squared", "bpr"])
+def _beats_popularity(mf, tr, te, factor):
+    users = np.flatnonzero(np.diff(te.indptr))
+    recs, _ = mf.recommend(users, n=10)
+    p_model = metrics.precision_at_k(te[users], recs, 10)
+    pop = np.argsort(-np.bincount(tr.indices, minlength=tr.shape[1]), kind="stable")
+    seen = tr[users].toarray() != 0
+    pop_recs = np.array([[i for i in pop if not seen[r, i]][:10] for r in range(len(users))])
+    p_pop = metrics.precision_at_k(te[users], pop_recs, 10)
+    assert p_model > factor * p_pop, (p_model, p_pop)
+    return p_model
+
+
+def test_warp_learns_scores_and_serves(capsys):
+    X = make_interactions(600, 200, 12000, rank=4, zipf=0.8, signal=4.0, random_state=0)
+    tr, te = holdout_split(X, 0.2, random_state=0)
+    mf = MatrixFactorization(n_components=4, loss="warp", n_epochs=15, batch_size=256,
+                             optimizer="adam", learning_rate=0.01, alpha=0.05, random_state=0,
+                             verbose=True)
+    mf.fit(tr, eval_set=te)
+    out = capsys.readouterr().out
+    assert out.count("[MatrixFactorization] epoch") == 15 and "violations" in out
+    assert mf.user_table_.shape == (600, 4) and mf.item_table_.shape == (200, 5)
+    assert not mf.user_bias_.any() and mf.global_mean_ == 0.0
+    p_model = _beats_popularity(mf, tr, te, 1.1)
+    users = np.flatnonzero(np.diff(te.indptr))
+    assert mf.score(te) == pytest.approx(p_model) == pytest.approx(mf.history_[-1]["eval"])
+    # the share of positives that found a violation falls as the ranking improves
+    share = [h["violations"] for h in mf.history_]
+    assert share[0] > 0.9 and share[-1] < share[0]
+    assert all(0 <= h["loss"] for h in mf.history_)
+    items, scores = mf.recommend(users[:3], n=5)
+    np.testing.assert_allclose(scores, mf.predict(np.repeat(users[:3], 5), items.ravel())
+                               .reshape(3, 5), rtol=1e-5)
+    assert mf.similar_items([0, 1], n=3)[0].shape == (2, 3)
+    clone = pickle.loads(pickle.dumps(mf))
+    np.testing.assert_array_equal(clone.recommend(users, n=10)[0], mf.recommend(users, n=10)[0])
+    clone.partial_fit(tr)
+    mf.partial_fit(tr)
+    assert np.array_equal(clone.item_table_, mf.item_table_)
+    with pytest.raises(ValueError, match="loss"):
+        mf.set_params(loss="bpr").partial_fit(tr)
+
+
+def test_warp_is_seeded_and_thread_independent(monkeypatch):
+    X = make_interactions(200, 80, 3000, random_state=1)
+    kw = dict(n_components=6, loss="warp", n_epochs=3, batch_size=128, random_state=5)
+    a = MatrixFactorization(**kw, n_threads=1).fit(X)
+    monkeypatch.setattr(_utils, "PARALLEL_MIN_MODEL_WORK", 0)
+    from sparseopt.optim import _base
+    monkeypatch.setattr(_base, "PARALLEL_MIN_ELEMENTS", 0)
+    b = MatrixFactorization(**kw, n_threads=2).fit(X)
+    c = MatrixFactorization(**dict(kw, random_state=6)).fit(X)
+    assert np.array_equal(a.user_table_, b.user_table_)
+    assert np.array_equal(a.item_table_, b.item_table_)
+    assert not np.array_equal(a.item_table_, c.item_table_)
+    d = MatrixFactorization(**dict(kw, max_sampled=1)).fit(X)   # the parameter is used
+    assert not np.array_equal(a.item_table_, d.item_table_)
+
+
+def test_warp_step_matches_the_reference(monkeypatch):
+    """One mini-batch of a model: the optimizer receives the reference's gradient of the
+    candidates the model drew (its generator replayed) and the seen items it skips."""
+    from sparseopt import _reference as R
+    X = make_interactions(40, 30, 400, random_state=3)
+    X.data[:] = np.random.default_rng(0).integers(1, 4, X.nnz)        # counts
+    calls = []
+    real = _mf._mf_kernel.mf_warp_batch
+
+    def spy(U, V, users, pos, cand, indptr, indices, w, k, ib, scale, alpha, n_items, *rest):
+        calls.append(dict(U=np.array(U), V=np.array(V), users=np.array(users),
+                          pos=np.array(pos), cand=np.array(cand), w=np.array(w), k=k, ib=ib,
+                          scale=scale, alpha=alpha, n_items=n_items))
+        out = real(U, V, users, pos, cand, indptr, indices, w, k, ib, scale, alpha, n_items,
+                   *rest)
+        calls[-1]["rows"] = (np.array(rest[2][:out[0]]), np.array(rest[4][:out[0]]),
+                             np.array(rest[3][:out[1]]), np.array(rest[5][:out[1]]))
+        return out
+
+    monkeypatch.setattr(_mf._mf_kernel, "mf_warp_batch", spy)
+    mf = MatrixFactorization(n_components=5, loss="warp", n_epochs=1, batch_size=64,
+                             confidence_alpha=0.5, dtype=np.float64, random_state=0).fit(X)
+    assert len(calls) == -(-X.nnz // 64)
+    c = calls[0]
+    ref = R.implicit_mf_gradient(c["U"], c["V"], c["users"], c["pos"], c["cand"], c["w"],
+                                 c["k"], c["ib"], c["scale"], c["alpha"], "warp",
+                                 int(c["n_items"]), seen=X)
+    urows, gu, irows, gi = c["rows"]
+    assert list(urows) == list(ref["urows"]) and list(irows) == list(ref["irows"])
+    close(gu, ref["gu"], np.float64)
+    close(gi, ref["gi"], np.float64)
+    # the weight rule: 1 + confidence_alpha * the pair's value
+    np.testing.assert_array_equal(c["w"], 1.0 + 0.5 * np.asarray(X[c["users"], c["pos"]])
+                                  .ravel())
+    assert c["scale"] == 1.0 / 64 and mf.n_epochs_ == 1
+
+
+@pytest.mark.parametrize("loss", ["bpr", "warp"])
+def test_confidence_weight_rule(loss, monkeypatch):
+    """Each positive weighs 1 + confidence_alpha * r, r its stored value with duplicates
+    summed; confidence_alpha=0 ignores the values (the same bits as the binary matrix)."""
+    rng = np.random.default_rng(4)
+    X = make_interactions(60, 40, 900, random_state=4).tocoo()
+    counts = rng.integers(1, 6, X.nnz).astype(np.float64)
+    # every entry stored twice, with values that sum to the count
+    half = np.floor(counts / 2)
+    D = sp.coo_matrix((np.r_[half, counts - half], (np.r_[X.row, X.row], np.r_[X.col, X.col])),
+                      shape=X.shape)
+    summed = sp.csr_matrix((counts, (X.row, X.col)), shape=X.shape)
+    B = summed.copy()
+    B.data[:] = 1.0
+    kw = dict(n_components=4, loss=loss, n_epochs=2, batch_size=100, random_state=0)
+    name = f"mf_{loss}_batch"
+    seen_w = []
+    real = getattr(_mf._mf_kernel, name)
+
+    def spy(*args):
+        # (U, V, users, pos, negatives or candidates, [seen indptr, indices,] weight, ...)
+        seen_w.append((np.array(args[2]), np.array(args[3]),
+                       np.array(args[7 if loss == "warp" else 5])))
+        return real(*args)
+
+    monkeypatch.setattr(_mf._mf_kernel, name, spy)
+    a = MatrixFactorization(confidence_alpha=0.25, **kw).fit(D)
+    for users, items, w in seen_w:
+        np.testing.assert_array_equal(w, 1.0 + 0.25 * np.asarray(summed[users, items]).ravel())
+    seen_w.clear()
+    b = MatrixFactorization(confidence_alpha=0.25, **kw).fit(summed)
+    assert np.array_equal(a.item_table_, b.item_table_)   # duplicates summed = counts
+    c = MatrixFactorization(**kw).fit(summed)             # default 0: values ignored
+    assert all(w.shape == (0,) for _, _, w in seen_w[-2:])
+    d = MatrixFactorization(**kw).fit(B)
+    assert np.array_equal(c.item_table_, d.item_table_)
+    assert not np.array_equal(b.item_table_, c.item_table_)
+
+
+def test_confidence_and_max_sampled_errors():
+    X = make_interactions(20, 10, 60, random_state=0)
+    for bad in (-1.0, np.nan, np.inf):
+        with pytest.raises(ValueError, match="confidence_alpha"):
+            MatrixFactorization(loss="warp", confidence_alpha=bad).fit(X)
+    with pytest.raises(TypeError, match="confidence_alpha"):
+        MatrixFactorization(loss="bpr", confidence_alpha="1").fit(X)
+    with pytest.raises(ValueError, match="confidence_alpha"):
+        MatrixFactorization(confidence_alpha=1.0).fit(X)      # squared loss
+    for bad, err in ((0, ValueError), (1001, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="max_sampled"):
+            MatrixFactorization(loss="warp", max_sampled=bad).fit(X)
+    neg = X.copy()
+    neg.data[0] = -3.0
+    m = MatrixFactorization(loss="warp", confidence_alpha=1.0)
+    with pytest.raises(ValueError, match="negative"):
+        m.fit(neg)
+    assert not hasattr(m, "item_table_")
+    MatrixFactorization(loss="warp", n_epochs=1).fit(neg)     # without confidence: a positive
+    big = X.astype(np.float64)
+    big.data[:] = 1e300
+    with pytest.raises(ValueError, match="overflow"):
+        MatrixFactorization(loss="bpr", confidence_alpha=1e10).fit(big)
+
+
+@pytest.mark.parametrize("loss", ["squared", "bpr", "warp"])
 def test_recommend_matches_brute_force(loss, monkeypatch):
     X = make_ratings(60, 40, 700, random_state=2, dtype=np.float64)
     mf = MatrixFactorization(n_components=5, loss=loss, n_epochs=3, dtype=np.float64,
