@@ -182,10 +182,27 @@ class BaseRecommender(BaseEstimator):
     def _stopping(self, p: Dict[str, Any]) -> Optional[Stopping]:
         return None
 
+    def _check_features(self, X: sp.csr_matrix, p: Dict[str, Any], user_features: Any,
+                        item_features: Any) -> Tuple[Any, Any]:
+        if user_features is not None or item_features is not None:
+            raise TypeError(f"{type(self).__name__} takes no side features")
+        return None, None
+
+    def _serving_state(self, user_features: Any, item_features: Any,
+                       user_interactions: Any) -> Tuple[Any, Any]:
+        """``(fitted, seen)``: the checked tables of a serving call and the interactions it
+        excludes (a ``SeenItems`` or None). Without the cold-start arguments, the fitted
+        model and its training interactions; a model with cold start overrides this."""
+        if user_features is not None or item_features is not None or \
+                user_interactions is not None:
+            raise TypeError(f"{type(self).__name__} takes no side features or new users")
+        return self._fitted(), self._seen
+
     # -- fitting -------------------------------------------------------------------------------
 
     @fit_guard
-    def fit(self, X: Any, eval_set: Any = None) -> "BaseRecommender":
+    def fit(self, X: Any, eval_set: Any = None, user_features: Any = None,
+            item_features: Any = None) -> "BaseRecommender":
         """Fit from scratch for ``n_epochs`` passes over ``X``.
 
         Parameters
@@ -198,6 +215,10 @@ class BaseRecommender(BaseEstimator):
         eval_set : scipy.sparse matrix, optional
             Held-out ratings or interactions of the same shape, scored after every epoch
             (RMSE, or precision@10 with training items excluded) into ``history_``.
+        user_features : scipy.sparse matrix (n_users, n_user_features), optional
+        item_features : scipy.sparse matrix (n_items, n_item_features), optional
+            Side features of the users / items, for the models that take them (see the
+            model's documentation); ``None``: each user (item) is its own feature.
 
         With ``early_stopping``, the validation set is ``eval_set`` when given, else
         ``validation_fraction`` of ``X``'s stored entries drawn at random (from the model's
@@ -212,7 +233,7 @@ class BaseRecommender(BaseEstimator):
         -------
         self
         """
-        p, X, E = self._check_call(X, eval_set)
+        p, X, E = self._check_call(X, eval_set, user_features, item_features)
         rng = check_random_state(self.random_state)
         X_fit, valid = X, None
         if p.get("early_stopping", False):
@@ -230,19 +251,21 @@ class BaseRecommender(BaseEstimator):
         return self
 
     @fit_guard
-    def partial_fit(self, X: Any, eval_set: Any = None) -> "BaseRecommender":
+    def partial_fit(self, X: Any, eval_set: Any = None, user_features: Any = None,
+                    item_features: Any = None) -> "BaseRecommender":
         """One pass over ``X``; the first call initialises the model from ``X``'s shape.
 
         Later calls must pass a matrix of the same shape; their interactions are added to
         those excluded by ``recommend`` (and, for implicit models, from the negatives). The
-        optimizer state and the random generator carry over. ``X`` and ``eval_set`` follow
-        the rules of :meth:`fit`.
+        optimizer state and the random generator carry over. ``X``, ``eval_set`` and the
+        side features follow the rules of :meth:`fit`; features left at ``None`` in a later
+        call keep those of the earlier calls, and their number of columns cannot change.
 
         Returns
         -------
         self
         """
-        p, X, E = self._check_call(X, eval_set)
+        p, X, E = self._check_call(X, eval_set, user_features, item_features)
         if not hasattr(self, self._tables[0]):
             self._init_model(X, p, check_random_state(self.random_state))
         else:
@@ -256,13 +279,17 @@ class BaseRecommender(BaseEstimator):
         self._train(X, p, 1, E)
         return self
 
-    def _check_call(self, X: Any, eval_set: Any
+    def _check_call(self, X: Any, eval_set: Any, user_features: Any = None,
+                    item_features: Any = None
                     ) -> Tuple[Dict[str, Any], sp.csr_matrix, Optional[sp.csr_matrix]]:
         """The checks of a training call, all before anything changes: the parameters, then
-        ``X`` and ``eval_set`` (of ``X``'s shape) by the rules the parameters choose."""
+        ``X``, the side features (rows of ``X``'s users and items) and ``eval_set`` (of
+        ``X``'s shape) by the rules the parameters choose."""
         p = self._check_params()
         implicit = self._implicit_feedback(p)
         X = V.check_interactions("X", X, implicit)
+        p["user_features"], p["item_features"] = self._check_features(
+            X, p, user_features, item_features)
         if eval_set is None:
             return p, X, None
         E = V.check_interactions("eval_set", eval_set, implicit)
@@ -405,20 +432,25 @@ class BaseRecommender(BaseEstimator):
                            _utils.PARALLEL_MIN_MODEL_WORK)
 
     @serialised
-    def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
+    def predict(self, user_ids: Any, item_ids: Any, *, user_features: Any = None,
+                item_features: Any = None, user_interactions: Any = None) -> np.ndarray:
         """Predicted score of each ``(user_ids[s], item_ids[s])`` pair.
 
         Parameters
         ----------
         user_ids, item_ids : array-like of int, same length
-            Ids in ``[0, n_users_)`` and ``[0, n_items_)``.
+            Ids in ``[0, n_users_)`` and ``[0, n_items_)``, or rows of the matrices below.
+        user_features, item_features, user_interactions : scipy.sparse matrix, optional
+            Cold start (models that support it): users or items described by their feature
+            rows, or new users by their interactions; ids then index the rows of the matrix
+            given. See :meth:`recommend`.
 
         Returns
         -------
         ndarray, the model's dtype
             A predicted rating (explicit models) or a ranking score (implicit models).
         """
-        st = self._fitted()
+        st, _ = self._serving_state(user_features, item_features, user_interactions)
         u = V.check_ids("user_ids", user_ids, st.n_users, "users")
         i = V.check_ids("item_ids", item_ids, st.n_items, "items")
         if u.shape != i.shape:
@@ -428,7 +460,8 @@ class BaseRecommender(BaseEstimator):
 
     @serialised
     def recommend(self, user_ids: Any, n: int = 10, exclude_seen: bool = True,
-                  filter_items: Any = None, items: Any = None
+                  filter_items: Any = None, items: Any = None, *, user_features: Any = None,
+                  item_features: Any = None, user_interactions: Any = None
                   ) -> Tuple[np.ndarray, np.ndarray]:
         """The ``n`` items of highest predicted score for each user, best first.
 
@@ -449,6 +482,20 @@ class BaseRecommender(BaseEstimator):
         items : 1-D array-like of int, optional
             The only items that may be recommended (a non-empty list; ``filter_items`` are
             removed from it).
+        user_features : scipy.sparse matrix (m, n_user_features_), optional
+            Cold start: the users are the rows of this matrix (``user_ids`` index them),
+            each represented by its features as in training; new users, or known users with
+            new feature values. They have no training interactions to exclude.
+        user_interactions : scipy.sparse matrix (m, n_items_), optional
+            Cold start: the users are new ones known by these interactions (ratings or
+            positives over the fitted items; ``user_ids`` index the rows), folded in against
+            the fixed item representations (see the model's documentation). With
+            ``exclude_seen`` their items are excluded. Not with ``user_features``.
+        item_features : scipy.sparse matrix (m_items, n_item_features_), optional
+            Cold start: the candidate items are the rows of this matrix (new items, or all
+            items with new feature values); the returned ids, ``items`` and
+            ``filter_items`` index its rows. No training interaction is excluded (the ids
+            are not the fitted items'): block known items with ``filter_items``.
 
         Returns
         -------
@@ -470,14 +517,15 @@ class BaseRecommender(BaseEstimator):
             ``n < 1``; ``filter_items`` or ``items`` with more than one axis; an empty
             ``items``; ``items`` and ``filter_items`` leaving no item.
         """
-        st = self._fitted()
+        st, seen = self._serving_state(user_features, item_features, user_interactions)
         scalar = np.ndim(user_ids) == 0
         users = V.check_ids("user_ids", user_ids, st.n_users, "users")
         n = V.check_positive_int("n", n)
         exclude_seen = V.check_flag("exclude_seen", exclude_seen)
         blocked, n_candidates = V.check_candidates(filter_items, items, st.n_items)
         n = min(n, n_candidates)
-        seen = self._seen
+        if seen is None:
+            exclude_seen = False  # nothing known to exclude (see item_features)
         if exclude_seen and seen.shape != (st.n_users, st.n_items):
             # a fit in another thread replaced the tables between the two reads: the kernel
             # would exclude items by the other shape's ids
