@@ -6,7 +6,9 @@
   features;
 * :mod:`sparseopt.recommend.metrics`: RMSE, precision / recall / NDCG / MAP / MRR / hit rate
   and coverage at k, AUC;
-* :func:`evaluate`: the ranking metrics of a fitted recommender on held-out interactions.
+* :func:`evaluate`: the ranking metrics of a fitted recommender on held-out interactions;
+* :func:`add_identity_features`: identity columns in front of users' or items' side features
+  (``MatrixFactorization.fit(X, user_features=..., item_features=...)``).
 
 The models follow scikit-learn's estimator API and need scikit-learn
 (``pip install sparseopt[sklearn]``); they are imported on first use, so this package and
@@ -21,8 +23,10 @@ from typing import Any, List
 
 from . import metrics
 from ._evaluate import evaluate
+from ._features import add_identity_features
 
-__all__ = ["MatrixFactorization", "FMRegressor", "FMClassifier", "metrics", "evaluate"]
+__all__ = ["MatrixFactorization", "FMRegressor", "FMClassifier", "metrics", "evaluate",
+           "add_identity_features"]
 
 # public name -> private module holding it; each module subclasses scikit-learn's
 # BaseEstimator, so it is imported on first use rather than with the package
