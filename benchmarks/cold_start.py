@@ -108,7 +108,7 @@ def item_features(genres: Sequence[str], years: Sequence[float], normalize: bool
 
 
 def build_split(frame, seed: int = 0, cold_fraction: float = COLD_FRACTION,
-                normalize: bool = True, genre_sets: bool = False) -> ColdSplit:
+                normalize: bool = True, genre_sets: bool = True) -> ColdSplit:
     """The cold-item split of a ratings frame with ``userId``, ``movieId``, ``rating``,
     ``genres`` and ``year`` columns (dslabs::movielens's)."""
     users, u = np.unique(np.asarray(frame["userId"]), return_inverse=True)

@@ -1148,7 +1148,8 @@ def check_features(name: str, F: Any, n_rows: Optional[int], n_features: Optiona
     F = check_sparse_matrix(name, F)
     if F.nnz and not np.all(np.isfinite(F.data)):
         raise ValueError(f"{name} holds NaN or infinite values")
-    data = F.data.astype(dtype)
+    with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+        data = F.data.astype(dtype)
     if data.size and not np.all(np.isfinite(data)):
         raise ValueError(f"{name} holds values too large for {np.dtype(dtype)}")
     return sp.csr_matrix((data, F.indices, F.indptr), shape=F.shape, copy=False)

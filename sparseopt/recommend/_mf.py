@@ -106,18 +106,22 @@ def represent(F: Optional[sp.csr_matrix], table: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(F @ table, dtype=table.dtype)
 
 
-def _feature_grad(F: Optional[sp.csr_matrix], rows: np.ndarray, G: np.ndarray) -> RowGrad:
-    """The gradient of the feature table from the gradient rows ``G`` of the
-    representations of ``rows`` (users or items): ``F[rows].T @ G``, kept to the features
-    those rows use (the chain rule of ``represent``). Without features it is ``G`` itself,
-    on ``rows``."""
+def _feature_grad(F: Optional[sp.csr_matrix], sub: Optional[sp.csr_matrix], uniq: np.ndarray,
+                  slots: np.ndarray, G: np.ndarray) -> RowGrad:
+    """The gradient of a feature table from the merged gradient rows ``G`` of a batch's
+    representations: ``G[j]`` belongs to ``uniq[slots[j]]``, and ``slots`` is a permutation
+    (every unique user or item of a batch is in it). With features ``sub = F[uniq]`` and the
+    gradient is ``sub.T @ G`` in ``uniq``'s order (the chain rule of ``represent``), kept to
+    the features those rows use, one row each; without, ``G`` itself on its rows."""
     if F is None:
-        return RowGrad(rows, G)
-    sub = F[rows]
+        return RowGrad(uniq[slots], G)
+    ordered = np.empty_like(G)
+    ordered[slots] = G
     cols, local = np.unique(sub.indices, return_inverse=True)
-    compact = sp.csr_matrix((sub.data, local.astype(sub.indices.dtype, copy=False),
-                             sub.indptr), shape=(rows.shape[0], cols.shape[0]))
-    return RowGrad(cols.astype(np.int64), np.ascontiguousarray(compact.T @ G, dtype=G.dtype))
+    compact = sp.csr_matrix((sub.data, local.reshape(-1).astype(sub.indices.dtype, copy=False),
+                             sub.indptr), shape=(uniq.shape[0], cols.shape[0]))
+    return RowGrad(cols.astype(np.int64),
+                   np.ascontiguousarray(compact.T @ ordered, dtype=G.dtype))
 
 
 def features_step(st: "_Fitted", users: np.ndarray, items: Tuple[np.ndarray, ...],
@@ -144,8 +148,10 @@ def features_step(st: "_Fitted", users: np.ndarray, items: Tuple[np.ndarray, ...
     for arr in items:
         ilocal.append(il[start:start + arr.shape[0]])
         start += arr.shape[0]
-    Ru = represent(st.Fu[uu], st.U) if st.Fu is not None else st.U[uu]
-    Ri = represent(st.Fi[ii], st.Q) if st.Fi is not None else st.Q[ii]
+    su = st.Fu[uu] if st.Fu is not None else None
+    si = st.Fi[ii] if st.Fi is not None else None
+    Ru = represent(su, st.U) if su is not None else st.U[uu]
+    Ri = represent(si, st.Q) if si is not None else st.Q[ii]
     gu = np.empty((users.shape[0], st.U.shape[1]), dtype=st.U.dtype)
     gi = np.empty((allitems.shape[0], st.Q.shape[1]), dtype=st.Q.dtype)
     urows = np.empty(users.shape[0], dtype=np.int64)
@@ -153,8 +159,8 @@ def features_step(st: "_Fitted", users: np.ndarray, items: Tuple[np.ndarray, ...
     uslot = np.full(uu.shape[0], -1, dtype=np.int32)
     islot = np.full(ii.shape[0], -1, dtype=np.int32)
     nu, ni = kernel(Ru, Ri, ul, tuple(ilocal), uslot, islot, urows, irows, gu, gi)
-    return (_feature_grad(st.Fu, uu[urows[:nu]], gu[:nu]),
-            _feature_grad(st.Fi, ii[irows[:ni]], gi[:ni]))
+    return (_feature_grad(st.Fu, su, uu, urows[:nu], gu[:nu]),
+            _feature_grad(st.Fi, si, ii, irows[:ni], gi[:ni]))
 
 
 def _ridge_fold_in(Qi: np.ndarray, ci: np.ndarray, r: np.ndarray, mu: float, alpha: float,
@@ -250,6 +256,54 @@ class MatrixFactorization(BaseRecommender):
     decoupled ``weight_decay``, which is a different, non-L2, rule. To use that instead, pass
     ``optimizer_params={"weight_decay": ...}`` with ``alpha=0``.)
 
+    Side features
+    -------------
+    ``fit(X, user_features=Fu, item_features=Fi)`` (LightFM's model, Kula 2015): ``Fu`` is a
+    sparse (n_users, n_user_features) matrix, and user ``u`` is represented by the
+    feature-value-weighted sum of its features' rows of ``user_table_``,
+    ``[p_u, b_u] = Fu[u] @ user_table_`` (items likewise with ``Fi``); the models above then
+    hold with these representations. ``None`` means identity features (each user is its own
+    feature): the model and the code path without features, bit for bit. Features are used
+    as given: to give every known user (item) a row of its own besides its shared features,
+    as LightFM's ``Dataset`` does by default, pass ``add_identity_features(F)``; without
+    identity columns the shared features carry everything, which serves new users and items
+    better (``benchmarks/cold_start.py``). Feature values may be any finite real (negative
+    weights included); a row without features has the zero representation.
+
+    Training runs the same fused loss kernels: per mini-batch, the representations of the
+    batch's unique users and items are formed (``Fu[rows] @ user_table_``, sparse x dense),
+    the kernel computes their merged gradient rows, and the chain rule carries them to the
+    feature rows they use (``Fu[rows].T @ G``), which go to the optimizer as ``RowGrad``:
+    only the features of the batch's users and items are updated. With features ``alpha``
+    is the same per-occurrence L2 on the *representations* (``alpha/2 ||Fu[u] @
+    user_table_||^2`` for each sample of ``u``), not on each feature row as in LightFM's
+    ``user_alpha``: a feature row is regularised through the representations it enters, and
+    with identity features the rule is the one above.
+
+    Cold start
+    ----------
+    :meth:`predict` and :meth:`recommend` take, as keyword arguments:
+
+    * ``user_features=F`` (rows of ``n_user_features_`` columns): the users are the rows of
+      ``F`` and ``user_ids`` index them; new users, or known users with new feature values;
+    * ``item_features=F``: the candidate items are the rows of ``F`` (ids, ``items`` and
+      ``filter_items`` index them);
+    * ``user_interactions=R`` (rows of ``n_items_`` columns, ratings or positives as ``X``):
+      new users *folded in* from their interactions, the item representations held fixed.
+      Squared loss: each user's ``[p_u, b_u]`` is the exact minimiser of its terms of the
+      training objective, ``sum_i 1/2 (mu + b_u + c_i + <p_u, q_i> - r_ui)^2 + n_u alpha/2
+      (||p_u||^2 + b_u^2)`` (ridge regression, one ``(k+1) x (k+1)`` solve per user). BPR:
+      ``p_u`` minimises the expected training loss of its positives, each against a uniform
+      negative among the other items, ``sum_i mean_j softplus(-x_uij) + n_u alpha/2
+      ||p_u||^2`` (every negative counted, none drawn; L-BFGS from zero, at most 100
+      iterations: deterministic). A user without interactions gets the zero vector. The
+      fold-in uses the ``alpha`` of the last ``fit`` / ``partial_fit``.
+
+    Known training interactions are excluded (``exclude_seen``) only where they apply: those
+    of ``fit`` for known users and items, those of ``user_interactions`` for folded-in users
+    ranked among the fitted items, none for users given by features or items given by
+    ``item_features``.
+
     Parameters
     ----------
     n_components : int, default 32
@@ -320,16 +374,20 @@ class MatrixFactorization(BaseRecommender):
 
     Attributes
     ----------
-    user_table_ : ndarray (n_users, n_components + 1 if user biases else n_components)
-    item_table_ : ndarray (n_items, n_components + 1 if item biases else n_components)
-        The trained tables: one row per user or item, factors then bias, so one optimizer
-        row update covers both.
+    user_table_ : ndarray (n_user_features_, n_components + 1 if user biases else n_components)
+    item_table_ : ndarray (n_item_features_, n_components + 1 if item biases else n_components)
+        The trained tables: one row per user or item (per feature with side features),
+        factors then bias, so one optimizer row update covers both.
+    n_user_features_, n_item_features_ : int
+        The tables' rows: the features' columns, or ``n_users_`` / ``n_items_`` without
+        features.
     user_factors_ : ndarray (n_users, n_components)
     item_factors_ : ndarray (n_items, n_components)
     user_bias_ : ndarray (n_users,)
     item_bias_ : ndarray (n_items,)
-        Views into the tables (writing into them edits the model). Without biases,
-        ``user_bias_`` / ``item_bias_`` are read-only zeros.
+        The users' and items' representations. Without features, views into the tables
+        (writing into them edits the model); with features, computed copies. Without
+        biases, ``user_bias_`` / ``item_bias_`` are read-only zeros.
     global_mean_ : float
     optimizer_ : the sparseopt optimizer (its ``state_dict()`` resumes training)
     n_users_, n_items_, n_components_ : int
@@ -383,6 +441,22 @@ class MatrixFactorization(BaseRecommender):
     (2, 3)
     >>> mf.score(X) < 0   # minus the RMSE on these ratings
     True
+
+    Side features and cold start: items described by two genre columns, a new item
+    recommended from its features, a new user folded in from two ratings.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> genres = sp.csr_matrix(np.eye(2)[np.arange(200) % 2])
+    >>> mf = MatrixFactorization(n_components=4, n_epochs=2, random_state=0)
+    >>> mf = mf.fit(X, item_features=genres)
+    >>> mf.item_table_.shape
+    (2, 5)
+    >>> new_items = sp.csr_matrix(np.array([[1.0, 0.0], [0.5, 0.5]]))
+    >>> mf.recommend([0], n=2, item_features=new_items)[0].shape
+    (1, 2)
+    >>> ratings = sp.csr_matrix((np.array([5.0, 1.0]), ([0, 0], [3, 4])), shape=(1, 200))
+    >>> mf.predict([0], [3], user_interactions=ratings).shape
+    (1,)
     """
 
     def __init__(self, n_components: int = 32, loss: str = "squared",
