@@ -580,3 +580,19 @@ def mf_feature_gradients(Fu: Any, Fi: Any, U: np.ndarray, Q: np.ndarray, users: 
             GQ += np.outer(wi, d * np.concatenate([p[:k], one]) + scale * alpha * q)
             GQ += np.outer(wj, -d * np.concatenate([p[:k], one]) + scale * alpha * qj)
     return GU, GQ
+
+
+def feature_gather(F: Any, rows: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """The representations of ``rows``: ``F[rows] @ table`` in float64 (the rule of
+    ``_kernels._features.gather_rows``)."""
+    return np.asarray(sp.csr_matrix(F, dtype=np.float64)[rows] @ np.asarray(table, np.float64))
+
+
+def feature_scatter(F: Any, rows: np.ndarray, G: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(features, grad)``: the gradient ``F[rows].T @ G`` of the feature table on the
+    features those rows use, sorted (the rule of ``_kernels._features.scatter_rows``, which
+    lists them in order of first appearance)."""
+    sub = sp.csr_matrix(F, dtype=np.float64)[rows]
+    used = np.unique(sub.indices)
+    full = np.asarray(sub.T @ np.asarray(G, np.float64))
+    return used.astype(np.int64), full[used]

@@ -178,7 +178,7 @@ SPARSE_ENTRIES = {
         watch="est"),
     "MatrixFactorization.recommend(item_features)": _est(
         "mf", "est.recommend([0], n=2, item_features=X)", names=("item_features",),
-        shape=(4, 8)),
+        shape=(9, 8)),
     "MatrixFactorization.predict(user_features)": _est(
         "mf", "est.predict([0], [1], user_features=X)", names=("user_features",),
         shape=(3, 9)),

@@ -359,3 +359,40 @@ def test_tampered_feature_count_is_refused():
     mf.n_item_features_ = 7
     with pytest.raises(ValueError, match="n_item_features_"):
         mf.predict([0], [0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("itype", [np.int32, np.int64])
+def test_feature_kernels_match_reference(dtype, itype):
+    from sparseopt._kernels import _features as FK
+    rng = np.random.default_rng(4)
+    F = _features(30, 12, 5).astype(dtype)
+    L = F.tolil()
+    L[7, :] = 0  # a row without features
+    F = L.tocsr()
+    F.indptr, F.indices = F.indptr.astype(itype), F.indices.astype(itype)
+    table = rng.normal(size=(12, 5)).astype(dtype)
+    ids = rng.integers(0, 30, 50).astype(np.int64)
+    ids[3] = 7
+    slot = np.full(30, -1, np.int32)
+    uniq, local = np.empty(50, np.int64), np.empty(50, np.int64)
+    m = FK.remap_ids(ids, slot, uniq, local)
+    assert (slot == -1).all()
+    first = np.sort(np.unique(ids, return_index=True)[1])
+    np.testing.assert_array_equal(uniq[:m], ids[first])
+    np.testing.assert_array_equal(uniq[local], ids)
+    rows = uniq[:m]
+    out = np.empty((m, 5), dtype)
+    FK.gather_rows(F.indptr, F.indices, F.data, rows, table, out)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, R.feature_gather(F, rows, table), rtol=tol, atol=tol)
+    assert not out[list(rows).index(7)].any()
+    G = rng.normal(size=(m, 5)).astype(dtype)
+    fslot = np.full(12, -1, np.int32)
+    frows, grad = np.empty(12, np.int64), np.empty((12, 5), dtype)
+    n = FK.scatter_rows(F.indptr, F.indices, F.data, rows, G, fslot, frows, grad)
+    assert (fslot == -1).all()
+    used, ref = R.feature_scatter(F, rows, G)
+    order = np.argsort(frows[:n])
+    np.testing.assert_array_equal(frows[:n][order], used)
+    np.testing.assert_allclose(grad[:n][order], ref, rtol=tol * 10, atol=tol * 10)
