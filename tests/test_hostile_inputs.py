@@ -52,7 +52,7 @@ from sparseopt import datasets
 from sparseopt.datasets import make_ratings, make_interactions, holdout_split
 from sparseopt.linear_model import SGDClassifier, SGDRegressor
 from sparseopt.recommend import MatrixFactorization, FMRegressor, FMClassifier, metrics
-from sparseopt.recommend import evaluate
+from sparseopt.recommend import evaluate, add_identity_features
 from _strategies import bad_sparse, valid_sparse, corrupt, dense_full_rows, _fitted
 warnings.simplefilter("ignore")
 
@@ -217,6 +217,9 @@ SPARSE_ENTRIES = {
                                         names=("X_train",), shape=(9, 8)),
     "recommend.evaluate(X_test)": _est("mf", "evaluate(est, R_TRAIN, X, k=3)",
                                        names=("X_test",), shape=(9, 8)),
+    "recommend.add_identity_features": dict(shape=(5, 3), setup="",
+                                            act="add_identity_features(X, n_identity=2)",
+                                            names=("features",), watch=None),
     "datasets.holdout_split": dict(shape=(9, 8), setup="", act="holdout_split(X, 0.5, "
                                    "random_state=0)", names=("X",), watch=None),
 }
@@ -237,6 +240,7 @@ for _entry in ("SGDClassifier.decision_function", "SGDClassifier.predict_proba",
                "FMClassifier.score", "MatrixFactorization.fit(eval_set)",
                "MatrixFactorization-bpr.fit", "metrics.recall_at_k", "metrics.ndcg_at_k",
                "MatrixFactorization.partial_fit(item_features)",
+               "recommend.add_identity_features",
                "MatrixFactorization.predict(user_features)",
                "MatrixFactorization-bpr.predict(user_interactions)",
                "metrics.auc_score(exclude)", "metrics.map_at_k", "metrics.mrr_at_k",
