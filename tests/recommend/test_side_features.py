@@ -396,3 +396,19 @@ def test_feature_kernels_match_reference(dtype, itype):
     order = np.argsort(frows[:n])
     np.testing.assert_array_equal(frows[:n][order], used)
     np.testing.assert_allclose(grad[:n][order], ref, rtol=tol * 10, atol=tol * 10)
+
+
+@pytest.mark.parametrize("loss", ["squared", "bpr"])
+def test_feature_model_is_seeded_and_thread_independent(loss):
+    X = make_ratings(60, 40, 900, random_state=1) if loss == "squared" else \
+        make_interactions(60, 40, 900, random_state=1)
+    Fi = add_identity_features(_features(40, 5, 3, negative=False))
+    tables = []
+    for n_threads in (1, 2, 1):
+        mf = MatrixFactorization(n_components=4, loss=loss, n_epochs=2, batch_size=64,
+                                 random_state=0, n_threads=n_threads)
+        mf.fit(X, item_features=Fi, user_features=_features(60, 4, 4))
+        tables.append((mf.user_table_, mf.item_table_, mf.recommend(np.arange(5), n=4)[0]))
+    for other in tables[1:]:
+        for a, b in zip(tables[0], other):
+            np.testing.assert_array_equal(a, b)
