@@ -614,3 +614,78 @@ def implicit_mf_gradient(U: np.ndarray, V: np.ndarray, users: np.ndarray, pos: n
     if loss == "warp":
         out["drawn"] = drawn
     return out
+
+
+def mf_feature_gradients(Fu: Any, Fi: Any, U: np.ndarray, Q: np.ndarray, users: np.ndarray,
+                         items: np.ndarray, target: np.ndarray, k: int, user_bias: bool,
+                         item_bias: bool, mu: float, scale: float, alpha: float, loss: str
+                         ) -> Tuple[np.ndarray, np.ndarray]:
+    """The gradient of the feature tables ``U`` (user features x (k + user_bias)) and ``Q``
+    (item features x (k + item_bias)) of matrix factorisation with side features, over one
+    mini-batch, in float64, one sample at a time.
+
+    A user's representation is ``p = Fu[u] @ U`` (an item's ``q = Fi[i] @ Q``); ``Fu`` /
+    ``Fi`` ``None`` means identity features (``p = U[u]``). Per sample, the objective is
+    ``scale * (loss_s + alpha/2 * sum of ||representation||^2 of the sample's rows)``:
+
+    * ``loss="squared"``: ``target[s]`` the rating, ``loss_s = 1/2 (mu + <p, q> + b_u + c_i -
+      r)^2`` (biases the last column of each representation when present);
+    * ``loss="bpr"``: ``target[s]`` the negative item ``j``, ``loss_s = softplus(-x)``,
+      ``x = <p, q_i - q_j> + c_i - c_j``.
+
+    The gradient of a representation row ``g`` reaches the feature rows by the chain rule:
+    ``grad U += outer(Fu[u], g)``.
+    """
+    Ud, Qd = np.asarray(U, np.float64), np.asarray(Q, np.float64)
+    GU, GQ = np.zeros_like(Ud), np.zeros_like(Qd)
+
+    def weights(F: Any, r: int, n: int) -> np.ndarray:
+        if F is None:
+            w = np.zeros(n)
+            w[r] = 1.0
+            return w
+        return np.asarray(F[r].toarray(), np.float64).reshape(-1)
+
+    for s in range(len(users)):
+        wu = weights(Fu, int(users[s]), Ud.shape[0])
+        wi = weights(Fi, int(items[s]), Qd.shape[0])
+        p, q = wu @ Ud, wi @ Qd
+        if loss == "squared":
+            e = mu + p[:k] @ q[:k] - float(target[s])
+            if user_bias:
+                e += p[k]
+            if item_bias:
+                e += q[k]
+            gp = scale * e * np.concatenate([q[:k], [1.0] if user_bias else []])
+            gq = scale * e * np.concatenate([p[:k], [1.0] if item_bias else []])
+            GU += np.outer(wu, gp + scale * alpha * p)
+            GQ += np.outer(wi, gq + scale * alpha * q)
+        else:
+            wj = weights(Fi, int(target[s]), Qd.shape[0])
+            qj = wj @ Qd
+            x = p[:k] @ (q[:k] - qj[:k])
+            if item_bias:
+                x += q[k] - qj[k]
+            d = -scale / (1.0 + math.exp(x))  # -scale * sigmoid(-x)
+            gp = d * (q[:k] - qj[:k])
+            one = [1.0] if item_bias else []
+            GU += np.outer(wu, gp + scale * alpha * p)
+            GQ += np.outer(wi, d * np.concatenate([p[:k], one]) + scale * alpha * q)
+            GQ += np.outer(wj, -d * np.concatenate([p[:k], one]) + scale * alpha * qj)
+    return GU, GQ
+
+
+def feature_gather(F: Any, rows: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """The representations of ``rows``: ``F[rows] @ table`` in float64 (the rule of
+    ``_kernels._features.gather_rows``)."""
+    return np.asarray(sp.csr_matrix(F, dtype=np.float64)[rows] @ np.asarray(table, np.float64))
+
+
+def feature_scatter(F: Any, rows: np.ndarray, G: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(features, grad)``: the gradient ``F[rows].T @ G`` of the feature table on the
+    features those rows use, sorted (the rule of ``_kernels._features.scatter_rows``, which
+    lists them in order of first appearance)."""
+    sub = sp.csr_matrix(F, dtype=np.float64)[rows]
+    used = np.unique(sub.indices)
+    full = np.asarray(sub.T @ np.asarray(G, np.float64))
+    return used.astype(np.int64), full[used]

@@ -1403,3 +1403,65 @@ def confidence_weights(name: str, values: np.ndarray, alpha: float) -> Optional[
         raise ValueError(f"{name}'s values times confidence_alpha={alpha!r} overflow float64; "
                          "scale the values or the weight down")
     return w
+
+
+def check_features(name: str, F: Any, n_rows: Optional[int], n_features: Optional[int],
+                   dtype: Any, what: str) -> sp.csr_matrix:
+    """Side features of users or items (``user_features``, ``item_features``) as a checked
+    CSR matrix of ``dtype``, or an exception naming ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name in the caller's signature.
+    F : scipy.sparse matrix or array, shape (n_rows, n_features)
+        One row per user (item), one column per feature; a stored value is the feature's
+        weight in that row's representation. Any real value is allowed (negative weights
+        included); NaN and infinity are refused. Any SciPy format; the structure is checked
+        before any conversion, and entries stored twice are summed.
+    n_rows : int or None
+        The rows ``F`` must have (the users or items of ``X``); ``None``: any number of at
+        least one row (new users or items at serving time).
+    n_features : int or None
+        The columns ``F`` must have (the features the model was fitted with); ``None``: any
+        number of at least one column (the first fit).
+    dtype : numpy dtype
+        The model's dtype: the values are stored in it, as the tables they multiply.
+    what : str
+        ``"users"`` or ``"items"``, for the messages.
+
+    Raises
+    ------
+    TypeError
+        ``F`` is not a SciPy sparse matrix or array, or holds non-real values.
+    ValueError
+        A malformed structure, a wrong number of rows or columns, no column, more than
+        ``2**31 - 1`` rows or columns, NaN or infinite values (also after the cast to
+        ``dtype``).
+    """
+    if not sp.issparse(F):
+        raise TypeError(f"{name} must be a scipy.sparse {what} x features matrix, got "
+                        f"{type(F).__name__}")
+    check_sparse_structure(name, F)  # before F.shape is trusted and before any conversion
+    if F.ndim != 2:
+        raise ValueError(f"{name} must be 2-D ({what} x features), got shape {F.shape}")
+    if max(F.shape) > MAX_IDS:
+        raise ValueError(f"{name} has shape {F.shape}: at most 2**31 - 1 {what} and features")
+    if n_rows is not None and F.shape[0] != n_rows:
+        raise ValueError(f"{name} has {F.shape[0]} rows, expected one per {what[:-1]} of X "
+                         f"({n_rows})")
+    if n_rows is None and F.shape[0] == 0:
+        raise ValueError(f"{name} has no row: it must describe at least one of the {what}")
+    if F.shape[1] == 0:
+        raise ValueError(f"{name} has no column: it must hold at least one feature")
+    if n_features is not None and F.shape[1] != n_features:
+        raise ValueError(f"{name} has {F.shape[1]} columns (features), the model was fitted "
+                         f"with {n_features}")
+    F = check_sparse_matrix(name, F)
+    if F.nnz and not np.all(np.isfinite(F.data)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+        data = F.data.astype(dtype)
+    if data.size and not np.all(np.isfinite(data)):
+        raise ValueError(f"{name} holds values too large for {np.dtype(dtype)}")
+    return sp.csr_matrix((data, F.indices, F.indptr), shape=F.shape, copy=False)

@@ -52,12 +52,13 @@ from sparseopt import datasets
 from sparseopt.datasets import make_ratings, make_interactions, holdout_split
 from sparseopt.linear_model import SGDClassifier, SGDRegressor
 from sparseopt.recommend import MatrixFactorization, FMRegressor, FMClassifier, metrics
-from sparseopt.recommend import evaluate, IdEncoder
+from sparseopt.recommend import evaluate, IdEncoder, add_identity_features
 from _strategies import bad_sparse, valid_sparse, corrupt, dense_full_rows, _fitted
 warnings.simplefilter("ignore")
 
 FIT = {k: _fitted(k) for k in ("sgdc", "sgdr", "fmr", "fmc", "mf", "mfbpr", "mfwarp")}
 R_TRAIN = make_ratings(9, 8, 30, random_state=0)        # what FIT["mf"] was fitted on
+FEAT8 = sp.random(8, 3, density=0.5, format="csr", random_state=0)  # features of its items
 
 def fresh(k):
     return copy.deepcopy(FIT[k])
@@ -183,6 +184,26 @@ SPARSE_ENTRIES = {
     "MatrixFactorization-bpr.fit": _est("mfbpr", "est.fit(X)", shape=(9, 8)),
     "MatrixFactorization-warp.fit": _est("mfwarp", "est.fit(X)", shape=(9, 8)),
     "MatrixFactorization-warp.partial_fit": _est("mfwarp", "est.partial_fit(X)", shape=(9, 8)),
+    "MatrixFactorization.fit(user_features)": _est(
+        "mf", "est.fit(R_TRAIN, user_features=X)", names=("user_features",), shape=(9, 5)),
+    "MatrixFactorization.fit(item_features)": _est(
+        "mf", "est.fit(R_TRAIN, item_features=X)", names=("item_features",), shape=(8, 3)),
+    "MatrixFactorization.partial_fit(item_features)": dict(
+        shape=(8, 3), setup="est = fresh('mf'); est.fit(R_TRAIN, item_features=FEAT8)",
+        act="est.partial_fit(R_TRAIN, item_features=X)", names=("item_features",),
+        watch="est"),
+    "MatrixFactorization.recommend(item_features)": _est(
+        "mf", "est.recommend([0], n=2, item_features=X)", names=("item_features",),
+        shape=(9, 8)),
+    "MatrixFactorization.predict(user_features)": _est(
+        "mf", "est.predict([0], [1], user_features=X)", names=("user_features",),
+        shape=(3, 9)),
+    "MatrixFactorization.recommend(user_interactions)": _est(
+        "mf", "est.recommend([0], n=2, user_interactions=X)", names=("user_interactions",),
+        shape=(3, 8)),
+    "MatrixFactorization-bpr.predict(user_interactions)": _est(
+        "mfbpr", "est.predict([0], [1], user_interactions=X)", names=("user_interactions",),
+        shape=(3, 8)),
     "metrics.precision_at_k": dict(shape=(3, 8), setup="rec = np.array([[0, 1, 2], [3, 4, 5], "
                                    "[6, 7, 0]])", act="metrics.precision_at_k(X, rec, k=3)",
                                    names=("X_true",), watch=None),
@@ -212,6 +233,9 @@ SPARSE_ENTRIES = {
                                         names=("X_train",), shape=(9, 8)),
     "recommend.evaluate(X_test)": _est("mf", "evaluate(est, R_TRAIN, X, k=3)",
                                        names=("X_test",), shape=(9, 8)),
+    "recommend.add_identity_features": dict(shape=(5, 3), setup="",
+                                            act="add_identity_features(X, n_identity=2)",
+                                            names=("features",), watch=None),
     "datasets.holdout_split": dict(shape=(9, 8), setup="", act="holdout_split(X, 0.5, "
                                    "random_state=0)", names=("X",), watch=None),
 }
@@ -233,6 +257,10 @@ for _entry in ("SGDClassifier.decision_function", "SGDClassifier.predict_proba",
                "MatrixFactorization-bpr.fit", "MatrixFactorization-warp.fit",
                "MatrixFactorization-warp.partial_fit", "metrics.recall_at_k",
                "metrics.ndcg_at_k",
+               "MatrixFactorization.partial_fit(item_features)",
+               "recommend.add_identity_features",
+               "MatrixFactorization.predict(user_features)",
+               "MatrixFactorization-bpr.predict(user_interactions)",
                "metrics.auc_score(exclude)", "metrics.map_at_k", "metrics.mrr_at_k",
                "metrics.hit_rate_at_k", "recommend.evaluate(X_train)",
                "recommend.evaluate(X_test)"):
@@ -638,6 +666,35 @@ def _failed_fit_probes():
     out.append(P("failed fit/MatrixFactorization fit with eval_set of another shape",
                  "est = fresh('mf')", "est.fit(R_TRAIN, eval_set=R_TRAIN[:4])",
                  names=("eval_set",), watch="est"))
+    feat = "est = fresh('mf'); est.fit(R_TRAIN, item_features=FEAT8)"
+    for label, act, exp, names in (
+            ("item_features with NaN", "F = FEAT8.copy(); F.data[0] = np.nan; "
+             "est.fit(R_TRAIN, item_features=F)", ("ValueError",), ("item_features",)),
+            ("dense item_features", "est.fit(R_TRAIN, item_features=FEAT8.toarray())",
+             ("TypeError",), ("item_features",)),
+            ("item_features of another row count", "est.fit(R_TRAIN, item_features=FEAT8[:7])",
+             ("ValueError",), ("item_features",)),
+            ("user_features of float64 values too large for float32",
+             "est.fit(R_TRAIN, user_features=sp.csr_matrix(np.full((9, 2), 1e39)))",
+             ("ValueError",), ("user_features",)),
+            ("partial_fit with another feature count",
+             "est.partial_fit(R_TRAIN, item_features=sp.random(8, 4, density=0.5, "
+             "format='csr', random_state=1))", ("ValueError",), ("item_features",)),
+            ("partial_fit with user_features it was fitted without",
+             "est.partial_fit(R_TRAIN, user_features=sp.identity(9, format='csr'))",
+             ("ValueError",), ("user_features",))):
+        out.append(P(f"failed fit/MatrixFactorization {label}", feat, act, expect=exp,
+                     names=names, watch="est"))
+    out.append(P("cold start/MatrixFactorization recommend with item_features of another "
+                 "feature count", feat, "est.recommend([0], item_features=FEAT8[:, :2])",
+                 names=("item_features",), watch="est"))
+    out.append(P("cold start/MatrixFactorization recommend with user_features and "
+                 "user_interactions", feat, "est.recommend([0], user_features="
+                 "sp.identity(9, format='csr'), user_interactions=R_TRAIN)",
+                 names=("user_features", "user_interactions"), watch="est"))
+    out.append(P("cold start/MatrixFactorization predict with a new user id past the rows",
+                 feat, "est.predict([3], [0], user_interactions=R_TRAIN[:3])",
+                 expect=("IndexError",), names=("user_ids",), watch="est"))
     return out
 
 

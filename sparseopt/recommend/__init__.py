@@ -10,6 +10,8 @@
 * :class:`IdEncoder`: raw user / item ids (integers or strings) <-> row indices, the encoder
   the models use when fitted on a DataFrame or a tuple of columns (``UnknownIdError`` for
   an id they were not fitted with).
+* :func:`add_identity_features`: identity columns in front of users' or items' side features
+  (``MatrixFactorization.fit(X, user_features=..., item_features=...)``).
 
 The models follow scikit-learn's estimator API and need scikit-learn
 (``pip install sparseopt[sklearn]``); they are imported on first use, so this package and
@@ -26,9 +28,10 @@ from .._validation import UnknownIdError
 from . import metrics
 from ._evaluate import evaluate
 from ._interactions import IdEncoder
+from ._features import add_identity_features
 
 __all__ = ["MatrixFactorization", "FMRegressor", "FMClassifier", "metrics", "evaluate",
-           "IdEncoder", "UnknownIdError"]
+           "IdEncoder", "UnknownIdError", "add_identity_features"]
 
 # public name -> private module holding it; each module subclasses scikit-learn's
 # BaseEstimator, so it is imported on first use rather than with the package

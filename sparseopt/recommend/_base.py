@@ -195,10 +195,27 @@ class BaseRecommender(BaseEstimator):
     def _stopping(self, p: Dict[str, Any]) -> Optional[Stopping]:
         return None
 
+    def _check_features(self, X: sp.csr_matrix, p: Dict[str, Any], user_features: Any,
+                        item_features: Any) -> Tuple[Any, Any]:
+        if user_features is not None or item_features is not None:
+            raise TypeError(f"{type(self).__name__} takes no side features")
+        return None, None
+
+    def _serving_state(self, user_features: Any, item_features: Any,
+                       user_interactions: Any) -> Tuple[Any, Any]:
+        """``(fitted, seen)``: the checked tables of a serving call and the interactions it
+        excludes (a ``SeenItems`` or None). Without the cold-start arguments, the fitted
+        model and its training interactions; a model with cold start overrides this."""
+        if user_features is not None or item_features is not None or \
+                user_interactions is not None:
+            raise TypeError(f"{type(self).__name__} takes no side features or new users")
+        return self._fitted(), self._seen
+
     # -- fitting -------------------------------------------------------------------------------
 
     @fit_guard
-    def fit(self, X: Any, y: Any = None, *, eval_set: Any = None) -> "BaseRecommender":
+    def fit(self, X: Any, y: Any = None, *, eval_set: Any = None, user_features: Any = None,
+            item_features: Any = None) -> "BaseRecommender":
         """Fit from scratch for ``n_epochs`` passes over ``X``.
 
         Parameters
@@ -228,6 +245,12 @@ class BaseRecommender(BaseEstimator):
             Held-out ratings or interactions of ``X``'s users and items (a matrix of the
             same shape, or columns whose ids are among ``X``'s), scored after every epoch
             (RMSE, or precision@10 with training items excluded) into ``history_``.
+        user_features : scipy.sparse matrix (n_users, n_user_features), optional
+        item_features : scipy.sparse matrix (n_items, n_item_features), optional
+            Side features of the users / items, for the models that take them (see the
+            model's documentation); ``None``: each user (item) is its own feature. Rows
+            follow the model's user / item order (``user_ids_`` / ``item_ids_`` for raw
+            ids).
 
         With ``early_stopping``, the validation set is ``eval_set`` when given, else
         ``validation_fraction`` of ``X``'s stored entries drawn at random (from the model's
@@ -242,7 +265,8 @@ class BaseRecommender(BaseEstimator):
         -------
         self
         """
-        p, X, E, encoders = self._check_call(X, y, eval_set)
+        p, X, E, encoders = self._check_call(X, y, eval_set, False, user_features,
+                                             item_features)
         rng = check_random_state(self.random_state)
         X_fit, valid = X, None
         if p.get("early_stopping", False):
@@ -261,7 +285,8 @@ class BaseRecommender(BaseEstimator):
         return self
 
     @fit_guard
-    def partial_fit(self, X: Any, y: Any = None, *, eval_set: Any = None
+    def partial_fit(self, X: Any, y: Any = None, *, eval_set: Any = None,
+                    user_features: Any = None, item_features: Any = None
                     ) -> "BaseRecommender":
         """One pass over ``X``; the first call initialises the model from ``X``.
 
@@ -272,18 +297,21 @@ class BaseRecommender(BaseEstimator):
         read by index (row ``r`` is ``user_ids_[r]``). The new interactions are added to
         those excluded by ``recommend`` (and, for implicit models, from the negatives),
         and widen ``rating_range_``. The optimizer state and the random generator carry
-        over. ``X``, ``y`` and ``eval_set`` follow the rules of :meth:`fit`.
+        over. ``X``, ``y``, ``eval_set`` and the side features follow the rules of
+        :meth:`fit`; features left at ``None`` in a later call keep those of the earlier
+        calls, and their number of columns cannot change.
 
         Returns
         -------
         self
         """
         if not hasattr(self, self._tables[0]):
-            p, X, E, encoders = self._check_call(X, y, eval_set)
+            p, X, E, encoders = self._check_call(X, y, eval_set, False, user_features,
+                                                 item_features)
             self._init_model(X, p, check_random_state(self.random_state), encoders)
         else:
             st = self._fitted(training=True)
-            p, X, E, _ = self._check_call(X, y, eval_set, fitted=True)
+            p, X, E, _ = self._check_call(X, y, eval_set, True, user_features, item_features)
             if X.shape != (st.n_users, st.n_items):
                 raise ValueError(f"X has shape {X.shape}, the model was fitted on "
                                  f"({st.n_users}, {st.n_items})")
@@ -294,12 +322,13 @@ class BaseRecommender(BaseEstimator):
         self._train(X, p, 1, E)
         return self
 
-    def _check_call(self, X: Any, y: Any, eval_set: Any, fitted: bool = False
+    def _check_call(self, X: Any, y: Any, eval_set: Any, fitted: bool = False,
+                    user_features: Any = None, item_features: Any = None
                     ) -> Tuple[Dict[str, Any], sp.csr_matrix, Optional[sp.csr_matrix],
                                Optional[Tuple[Any, Any]]]:
         """The checks of a training call, all before anything changes: the parameters, then
-        ``X`` and ``eval_set`` (of ``X``'s users and items) by the rules the parameters
-        choose. Returns ``(params, X, eval_set, encoders)``: the matrices checked, the
+        ``X``, the side features (rows of ``X``'s users and items) and ``eval_set`` (of
+        ``X``'s users and items) by the rules the parameters choose. Returns ``(params, X, eval_set, encoders)``: the matrices checked, the
         encoders those of columns of raw ids (learnt from ``X``, or with ``fitted`` the
         model's own), else None."""
         p = self._check_params()
@@ -313,6 +342,8 @@ class BaseRecommender(BaseEstimator):
         else:
             X, *learnt = interactions_input("X", X, implicit)
             encoders = tuple(learnt) if learnt[0] is not None else None
+        p["user_features"], p["item_features"] = self._check_features(
+            X, p, user_features, item_features)
         if eval_set is None:
             return p, X, None, encoders
         E = self._as_matrix("eval_set", eval_set, implicit, encoders)
@@ -498,14 +529,20 @@ class BaseRecommender(BaseEstimator):
                            _utils.PARALLEL_MIN_MODEL_WORK)
 
     @serialised
-    def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
+    def predict(self, user_ids: Any, item_ids: Any, *, user_features: Any = None,
+                item_features: Any = None, user_interactions: Any = None) -> np.ndarray:
         """Predicted score of each ``(user_ids[s], item_ids[s])`` pair.
 
         Parameters
         ----------
         user_ids, item_ids : array-like, same length
             Indices in ``[0, n_users_)`` and ``[0, n_items_)``, or, for a model fitted on
-            raw ids, ids among ``user_ids_`` and ``item_ids_``.
+            raw ids, ids among ``user_ids_`` and ``item_ids_``; with the cold-start
+            matrices below, indices of their rows.
+        user_features, item_features, user_interactions : scipy.sparse matrix, optional
+            Cold start (models that support it): users or items described by their feature
+            rows, or new users by their interactions; ids then index the rows of the matrix
+            given. See :meth:`recommend`.
 
         Returns
         -------
@@ -513,9 +550,10 @@ class BaseRecommender(BaseEstimator):
             A predicted rating (explicit models) or a ranking score (implicit models).
             With ``clip_predictions``, ratings are clipped to ``rating_range_``.
         """
-        st = self._fitted()
-        u = self._users_in("user_ids", user_ids, st)
-        i = self._items_in("item_ids", item_ids, st)
+        st, _ = self._serving_state(user_features, item_features, user_interactions)
+        new_users = user_features is not None or user_interactions is not None
+        u = self._users_in("user_ids", user_ids, st, new_users)
+        i = self._items_in("item_ids", item_ids, st, item_features is not None)
         if u.shape != i.shape:
             raise ValueError(f"user_ids and item_ids differ in length: {u.shape[0]} vs "
                              f"{i.shape[0]}")
@@ -538,29 +576,42 @@ class BaseRecommender(BaseEstimator):
         enc = self._id_encoders
         if enc is None:
             return None
-        for e, n, what in ((enc[0], st.n_users, "users"), (enc[1], st.n_items, "items")):
-            if len(e) != n:
-                raise ValueError(f"the model's {what} encoder holds {len(e)} ids, the tables "
-                                 f"{n} rows; refit instead")
+        self._encoder(st, 0)
+        self._encoder(st, 1)
         return enc
 
-    def _users_in(self, name: str, ids: Any, st: Any) -> np.ndarray:
-        """Checked user indices of raw ids (models fitted on raw ids) or of indices."""
-        enc = self._encoders(st)
+    def _encoder(self, st: Any, side: int) -> Any:
+        """The users' (``side=0``) or items' (1) ``IdEncoder``, None for a model fitted on a
+        matrix; checked against that side of ``st`` only, so that a cold-start call, whose
+        other side is new rows, still maps this side's ids."""
+        enc = self._id_encoders
+        if enc is None:
+            return None
+        n, what = (st.n_users, "users") if side == 0 else (st.n_items, "items")
+        if len(enc[side]) != n:
+            raise ValueError(f"the model's {what} encoder holds {len(enc[side])} ids, the "
+                             f"tables {n} rows; refit instead")
+        return enc[side]
+
+    def _users_in(self, name: str, ids: Any, st: Any, rows: bool = False) -> np.ndarray:
+        """Checked user indices of raw ids (models fitted on raw ids) or of indices; with
+        ``rows`` (users given by a cold-start matrix), indices of that matrix's rows."""
+        enc = None if rows else self._encoder(st, 0)
         if enc is None:
             return V.check_ids(name, ids, st.n_users, "users")
-        return enc[0].transform(ids, name)
+        return enc.transform(ids, name)
 
-    def _items_in(self, name: str, ids: Any, st: Any) -> np.ndarray:
-        enc = self._encoders(st)
+    def _items_in(self, name: str, ids: Any, st: Any, rows: bool = False) -> np.ndarray:
+        enc = None if rows else self._encoder(st, 1)
         if enc is None:
             return V.check_ids(name, ids, st.n_items, "items")
-        return enc[1].transform(ids, name)
+        return enc.transform(ids, name)
 
-    def _items_out(self, st: Any, ids: np.ndarray) -> np.ndarray:
-        """Item indices (-1 for padding) as the caller's ids."""
-        enc = self._encoders(st)
-        return ids if enc is None else enc[1].inverse_transform(ids, fill=True)
+    def _items_out(self, st: Any, ids: np.ndarray, rows: bool = False) -> np.ndarray:
+        """Item indices (-1 for padding) as the caller's ids (unchanged with ``rows``: items
+        given by a cold-start matrix)."""
+        enc = None if rows else self._encoder(st, 1)
+        return ids if enc is None else enc.inverse_transform(ids, fill=True)
 
     def _users_out(self, st: Any, ids: np.ndarray) -> np.ndarray:
         enc = self._encoders(st)
@@ -597,7 +648,9 @@ class BaseRecommender(BaseEstimator):
     @serialised
     def recommend(self, user_ids: Any, n: int = 10, filter_items: Any = None,
                   items: Any = None, filter_already_liked: Optional[bool] = None,
-                  exclude_seen: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+                  exclude_seen: Optional[bool] = None, *, user_features: Any = None,
+                  item_features: Any = None, user_interactions: Any = None
+                  ) -> Tuple[np.ndarray, np.ndarray]:
         """The ``n`` items of highest predicted score for each user, best first.
 
         Scores are computed for blocks of users as one matrix product (BLAS), then a Cython
@@ -624,6 +677,22 @@ class BaseRecommender(BaseEstimator):
         exclude_seen : bool, optional
             The former name of ``filter_already_liked``, still accepted; giving both with
             different values is an error.
+        user_features : scipy.sparse matrix (m, n_user_features_), optional
+            Cold start (models that support it): the users are the rows of this matrix
+            (``user_ids`` are indices of its rows), each represented by its features as in
+            training; new users, or known users with new feature values. They have no
+            training interactions to filter.
+        user_interactions : scipy.sparse matrix (m, n_items_), optional
+            Cold start: the users are new ones known by these interactions (ratings or
+            positives over the fitted items, columns in the model's item order;
+            ``user_ids`` index the rows), folded in against the fixed item representations
+            (see the model's documentation). With ``filter_already_liked`` their items are
+            left out. Not with ``user_features``.
+        item_features : scipy.sparse matrix (m_items, n_item_features_), optional
+            Cold start: the candidate items are the rows of this matrix (new items, or all
+            items with new feature values); the returned ids, ``items`` and
+            ``filter_items`` are indices of its rows. No training interaction is filtered
+            (the ids are not the fitted items'): block known items with ``filter_items``.
 
         Returns
         -------
@@ -652,12 +721,14 @@ class BaseRecommender(BaseEstimator):
             ``items``; ``items`` and ``filter_items`` leaving no item;
             ``filter_already_liked`` and ``exclude_seen`` given with different values.
         """
-        st = self._fitted()
+        st, seen = self._serving_state(user_features, item_features, user_interactions)
+        new_items = item_features is not None
         scalar = np.ndim(user_ids) == 0
-        users = self._users_in("user_ids", user_ids, st)
+        users = self._users_in("user_ids", user_ids, st,
+                               user_features is not None or user_interactions is not None)
         n = V.check_positive_int("n", n)
         exclude_seen = V.check_seen_flags(filter_already_liked, exclude_seen)
-        enc = self._encoders(st)
+        enc = None if new_items else self._encoder(st, 1)
         if enc is not None:  # raw ids -> indices, then the rules of indices
             filter_items = None if filter_items is None else \
                 self._items_in("filter_items", V.check_id_list("filter_items", filter_items),
@@ -667,7 +738,8 @@ class BaseRecommender(BaseEstimator):
         blocked, n_candidates = V.check_candidates(filter_items, items, st.n_items)
         n = min(n, n_candidates)
         clip = self._clip_range()
-        seen = self._seen
+        if seen is None:
+            exclude_seen = False  # nothing known to filter (see item_features)
         if exclude_seen and seen.shape != (st.n_users, st.n_items):
             # a fit in another thread replaced the tables between the two reads: the kernel
             # would exclude items by the other shape's ids
@@ -678,7 +750,7 @@ class BaseRecommender(BaseEstimator):
         if clip is not None:  # after the selection: clipping must not create ties
             real = np.isfinite(scores)
             scores[real] = np.clip(scores[real], clip[0], clip[1])
-        ids = self._items_out(st, ids)
+        ids = self._items_out(st, ids, new_items)
         if scalar:
             return ids[0], scores[0]
         return ids, scores

@@ -15,10 +15,12 @@ import scipy.sparse as sp
 
 from .. import _validation as V
 from .._kernels import _mf as _mf_kernel
+from .._kernels import _features as _feat_kernel
 from ..optim import RowGrad, make_optimizer
 from .._validation import check_flag
 from ._base import BaseRecommender
 from ._common import check_recorded, check_table, check_trains, check_training_params
+from ._interactions import SeenItems
 from ._sampling import pack_ratings, sample_candidates, sample_negatives, user_item_ids
 
 __all__ = ["MatrixFactorization"]
@@ -90,6 +92,10 @@ class _Fitted(NamedTuple):
     mu: float
     n_users: int
     n_items: int
+    # the side features (checked CSR, the model's dtype) of a model fitted with them, else
+    # None: identity features, the tables' rows are the users' (items') own rows
+    Fu: Optional[sp.csr_matrix] = None
+    Fi: Optional[sp.csr_matrix] = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -108,6 +114,145 @@ def _scratch(st: _Fitted, batch: int, items_per_sample: int) -> Tuple[np.ndarray
     uslot = np.full(st.n_users, -1, dtype=np.int32)
     islot = np.full(st.n_items, -1, dtype=np.int32)
     return gu, gi, urows, irows, uslot, islot
+
+
+def represent(F: Optional[sp.csr_matrix], table: np.ndarray) -> np.ndarray:
+    """The representation rows ``F @ table`` (C-contiguous, the table's dtype): each row the
+    feature-value-weighted sum of its features' table rows; ``table`` itself without
+    features (identity features)."""
+    if F is None:
+        return table
+    return np.ascontiguousarray(F @ table, dtype=table.dtype)
+
+
+class FeatureScratch:
+    """The slot maps of :func:`features_step` (int32, -1 everywhere, as the kernels leave
+    them), allocated once per epoch: one per user, item, user feature and item feature."""
+
+    def __init__(self, st: "_Fitted") -> None:
+        self.uslot = np.full(st.n_users, -1, dtype=np.int32)
+        self.islot = np.full(st.n_items, -1, dtype=np.int32)
+        self.fuslot = np.full(st.U.shape[0], -1, dtype=np.int32)
+        self.fislot = np.full(st.Q.shape[0], -1, dtype=np.int32)
+
+
+def _unique(ids: np.ndarray, slot: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The distinct ``ids`` in order of first appearance, and each id's position there."""
+    uniq = np.empty(ids.shape[0], dtype=np.int64)
+    local = np.empty(ids.shape[0], dtype=np.int64)
+    m = _feat_kernel.remap_ids(ids, slot, uniq, local)
+    return uniq[:m], local
+
+
+def _gather(F: Optional[sp.csr_matrix], table: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The representations of ``rows``: ``F[rows] @ table`` (``table[rows]`` without
+    features)."""
+    if F is None:
+        return table[rows]
+    out = np.empty((rows.shape[0], table.shape[1]), dtype=table.dtype)
+    _feat_kernel.gather_rows(F.indptr, F.indices, F.data, rows, table, out)
+    return out
+
+
+def _feature_grad(F: Optional[sp.csr_matrix], rows: np.ndarray, G: np.ndarray,
+                  fslot: np.ndarray) -> RowGrad:
+    """The gradient of a feature table from the merged gradient rows ``G`` of the
+    representations of ``rows``: ``F[rows].T @ G`` (the chain rule of :func:`represent`),
+    kept to the features those rows use, one merged row each; without features, ``G``
+    itself on ``rows``."""
+    if F is None:
+        return RowGrad(rows, G)
+    lengths = F.indptr[rows + 1] - F.indptr[rows]
+    room = int(min(int(lengths.sum()), F.shape[1]))
+    frows = np.empty(room, dtype=np.int64)
+    out = np.empty((room, G.shape[1]), dtype=G.dtype)
+    m = _feat_kernel.scatter_rows(F.indptr, F.indices, F.data, rows, G, fslot, frows, out)
+    return RowGrad(frows[:m], out[:m])
+
+
+def features_step(st: "_Fitted", users: np.ndarray, items: Tuple[np.ndarray, ...],
+                  kernel: Callable[..., Tuple[int, int]],
+                  scratch: Optional[FeatureScratch] = None) -> Tuple[RowGrad, RowGrad]:
+    """One mini-batch of a model with side features, for any fused loss kernel.
+
+    The batch's unique users and items (in order of first appearance) get their
+    representations (``F[rows] @ table``, ``_features.gather_rows``); the loss kernel runs
+    on those small tables with the samples' ids remapped to them, exactly as it runs on the
+    full tables without features, and its merged gradient rows are carried back to the
+    feature rows they came from (``F[rows].T @ G``, ``_features.scatter_rows``).
+
+    ``users`` are the batch's int64 user ids; ``items`` one or more int64 arrays of item ids
+    (a positive and a negative for BPR), each with the batch's length. ``kernel(Ru, Ri,
+    ulocal, ilocal, uslot, islot, urows, irows, gu, gi)`` runs the loss kernel: ``ilocal``
+    is the tuple of remapped item arrays, the slot and row scratch is sized for these small
+    tables; it returns ``(n_unique_users, n_unique_items)`` as the kernels do. ``scratch``:
+    the epoch's slot maps (allocated here when not given).
+    """
+    sc = FeatureScratch(st) if scratch is None else scratch
+    uu, ul = _unique(users, sc.uslot)
+    allitems = np.concatenate(items) if len(items) > 1 else items[0]
+    ii, il = _unique(np.ascontiguousarray(allitems, dtype=np.int64), sc.islot)
+    ilocal, start = [], 0
+    for arr in items:
+        ilocal.append(il[start:start + arr.shape[0]])
+        start += arr.shape[0]
+    Ru = _gather(st.Fu, st.U, uu)
+    Ri = _gather(st.Fi, st.Q, ii)
+    gu = np.empty((users.shape[0], st.U.shape[1]), dtype=st.U.dtype)
+    gi = np.empty((allitems.shape[0], st.Q.shape[1]), dtype=st.Q.dtype)
+    urows = np.empty(users.shape[0], dtype=np.int64)
+    irows = np.empty(allitems.shape[0], dtype=np.int64)
+    uslot = np.full(uu.shape[0], -1, dtype=np.int32)
+    islot = np.full(ii.shape[0], -1, dtype=np.int32)
+    nu, ni = kernel(Ru, Ri, ul, tuple(ilocal), uslot, islot, urows, irows, gu, gi)
+    return (_feature_grad(st.Fu, uu[urows[:nu]], gu[:nu], sc.fuslot),
+            _feature_grad(st.Fi, ii[irows[:ni]], gi[:ni], sc.fislot))
+
+
+def _ridge_fold_in(Qi: np.ndarray, ci: np.ndarray, r: np.ndarray, mu: float, alpha: float,
+                   user_bias: bool) -> np.ndarray:
+    """A new user's ``[p, b]`` (or ``p``) under the squared loss: the minimiser of
+    ``sum_i 1/2 (mu + b + c_i + <p, q_i> - r_i)^2 + n alpha/2 (||p||^2 + b^2)`` over its
+    ``n`` ratings, i.e. ridge regression on the fixed item rows (one small solve)."""
+    A = np.hstack([Qi, np.ones((Qi.shape[0], 1))]) if user_bias else Qi
+    t = np.asarray(r, dtype=np.float64) - mu - ci
+    G = A.T @ A
+    G[np.diag_indices_from(G)] += alpha * Qi.shape[0]
+    if alpha == 0.0:
+        return np.linalg.lstsq(A, t, rcond=None)[0]
+    return np.linalg.solve(G, A.T @ t)
+
+
+# L-BFGS iterations of the BPR fold-in: its objective is smooth and, with alpha > 0, strictly
+# convex; the vector moves by less than 1e-4 of its norm after about 30 iterations on the
+# test suite's problems, so 100 is a cap that is not reached in practice.
+_BPR_FOLD_IN_ITER = 100
+
+
+def _bpr_fold_in(Q: np.ndarray, c: np.ndarray, items: np.ndarray, alpha: float) -> np.ndarray:
+    """A new user's ``p`` under BPR: the minimiser of the expected training loss of its
+    positives, each against a uniform negative among its other items,
+    ``sum_i mean_j softplus(-(<p, q_i - q_j> + c_i - c_j)) + n alpha/2 ||p||^2``, by
+    L-BFGS from zero (deterministic; every negative counted, none drawn)."""
+    from scipy.optimize import minimize
+
+    neg = np.ones(Q.shape[0], dtype=bool)
+    neg[items] = False
+    if not neg.any():
+        return np.zeros(Q.shape[1])
+    Qi, Qj, ci, cj = Q[items], Q[neg], c[items], c[neg]
+    n_pos, n_neg = Qi.shape[0], Qj.shape[0]
+
+    def f(p: np.ndarray) -> Tuple[float, np.ndarray]:
+        x = (Qi @ p + ci)[:, None] - (Qj @ p + cj)[None, :]
+        loss = np.logaddexp(0.0, -x).sum() / n_neg + 0.5 * alpha * n_pos * (p @ p)
+        w = 0.5 * (1.0 - np.tanh(0.5 * x))  # sigmoid(-x), stable for any x
+        grad = (-(w.sum(axis=1) @ Qi) + w.sum(axis=0) @ Qj) / n_neg + alpha * n_pos * p
+        return float(loss), grad
+
+    res = minimize(f, np.zeros(Q.shape[1]), jac=True, method="L-BFGS-B",
+                   options=dict(maxiter=_BPR_FOLD_IN_ITER))
+    return res.x
 
 
 class _Resolved:
@@ -171,6 +316,57 @@ class MatrixFactorization(BaseRecommender):
     step; a lazy optimizer could only approximate it, or apply it as the optimizer's
     decoupled ``weight_decay``, which is a different, non-L2, rule. To use that instead, pass
     ``optimizer_params={"weight_decay": ...}`` with ``alpha=0``.)
+
+    Side features
+    -------------
+    ``fit(X, user_features=Fu, item_features=Fi)`` (LightFM's model, Kula 2015): ``Fu`` is a
+    sparse (n_users, n_user_features) matrix, and user ``u`` is represented by the
+    feature-value-weighted sum of its features' rows of ``user_table_``,
+    ``[p_u, b_u] = Fu[u] @ user_table_`` (items likewise with ``Fi``); the models above then
+    hold with these representations. ``None`` means identity features (each user is its own
+    feature): the model and the code path without features, bit for bit. Features are used
+    as given: to give every known user (item) a row of its own besides its shared features,
+    as LightFM's ``Dataset`` does by default, pass ``add_identity_features(F)``; without
+    identity columns the shared features carry everything, which serves new users and items
+    better (``benchmarks/cold_start.py``). Feature values may be any finite real (negative
+    weights included); a row without features has the zero representation.
+
+    Training runs the same fused loss kernels: per mini-batch, the representations of the
+    batch's unique users and items are formed (``Fu[rows] @ user_table_``), the loss kernel
+    computes their merged gradient rows, and the chain rule carries them to the feature rows
+    they use (``Fu[rows].T @ G``), which go to the optimizer as ``RowGrad``: only the
+    features of the batch's users and items are updated. The gather and the scatter are
+    Cython kernels (``sparseopt._kernels._features``), serial and in a fixed order; an epoch
+    with identity features takes about 2.8x (squared) / 1.2x (BPR) the time of one without
+    features on MovieLens, half of what the same steps cost as SciPy products. With features ``alpha``
+    is the same per-occurrence L2 on the *representations* (``alpha/2 ||Fu[u] @
+    user_table_||^2`` for each sample of ``u``), not on each feature row as in LightFM's
+    ``user_alpha``: a feature row is regularised through the representations it enters, and
+    with identity features the rule is the one above.
+
+    Cold start
+    ----------
+    :meth:`predict` and :meth:`recommend` take, as keyword arguments:
+
+    * ``user_features=F`` (rows of ``n_user_features_`` columns): the users are the rows of
+      ``F`` and ``user_ids`` index them; new users, or known users with new feature values;
+    * ``item_features=F``: the candidate items are the rows of ``F`` (ids, ``items`` and
+      ``filter_items`` index them);
+    * ``user_interactions=R`` (rows of ``n_items_`` columns, ratings or positives as ``X``):
+      new users *folded in* from their interactions, the item representations held fixed.
+      Squared loss: each user's ``[p_u, b_u]`` is the exact minimiser of its terms of the
+      training objective, ``sum_i 1/2 (mu + b_u + c_i + <p_u, q_i> - r_ui)^2 + n_u alpha/2
+      (||p_u||^2 + b_u^2)`` (ridge regression, one ``(k+1) x (k+1)`` solve per user). BPR:
+      ``p_u`` minimises the expected training loss of its positives, each against a uniform
+      negative among the other items, ``sum_i mean_j softplus(-x_uij) + n_u alpha/2
+      ||p_u||^2`` (every negative counted, none drawn; L-BFGS from zero, at most 100
+      iterations: deterministic). A user without interactions gets the zero vector. The
+      fold-in uses the ``alpha`` of the last ``fit`` / ``partial_fit``.
+
+    Known training interactions are excluded (``exclude_seen``) only where they apply: those
+    of ``fit`` for known users and items, those of ``user_interactions`` for folded-in users
+    ranked among the fitted items, none for users given by features or items given by
+    ``item_features``.
 
     Parameters
     ----------
@@ -265,16 +461,20 @@ class MatrixFactorization(BaseRecommender):
 
     Attributes
     ----------
-    user_table_ : ndarray (n_users, n_components + 1 if user biases else n_components)
-    item_table_ : ndarray (n_items, n_components + 1 if item biases else n_components)
-        The trained tables: one row per user or item, factors then bias, so one optimizer
-        row update covers both.
+    user_table_ : ndarray (n_user_features_, n_components + 1 if user biases else n_components)
+    item_table_ : ndarray (n_item_features_, n_components + 1 if item biases else n_components)
+        The trained tables: one row per user or item (per feature with side features),
+        factors then bias, so one optimizer row update covers both.
+    n_user_features_, n_item_features_ : int
+        The tables' rows: the features' columns, or ``n_users_`` / ``n_items_`` without
+        features.
     user_factors_ : ndarray (n_users, n_components)
     item_factors_ : ndarray (n_items, n_components)
     user_bias_ : ndarray (n_users,)
     item_bias_ : ndarray (n_items,)
-        Views into the tables (writing into them edits the model). Without biases,
-        ``user_bias_`` / ``item_bias_`` are read-only zeros.
+        The users' and items' representations. Without features, views into the tables
+        (writing into them edits the model); with features, computed copies. Without
+        biases, ``user_bias_`` / ``item_bias_`` are read-only zeros.
     global_mean_ : float
     optimizer_ : the sparseopt optimizer (its ``state_dict()`` resumes training)
     n_users_, n_items_, n_components_ : int
@@ -363,6 +563,22 @@ class MatrixFactorization(BaseRecommender):
     >>> items, scores = warp.recommend([0, 1], n=5)       # seen items left out
     >>> items.shape
     (2, 5)
+
+    Side features and cold start: items described by two genre columns, a new item
+    recommended from its features, a new user folded in from two ratings.
+
+    >>> import scipy.sparse as sp
+    >>> genres = sp.csr_matrix(np.eye(2)[np.arange(200) % 2])
+    >>> mf = MatrixFactorization(n_components=4, n_epochs=2, random_state=0)
+    >>> mf = mf.fit(X, item_features=genres)
+    >>> mf.item_table_.shape
+    (2, 5)
+    >>> new_items = sp.csr_matrix(np.array([[1.0, 0.0], [0.5, 0.5]]))
+    >>> mf.recommend([0], n=2, item_features=new_items)[0].shape
+    (1, 2)
+    >>> ratings = sp.csr_matrix((np.array([5.0, 1.0]), ([0, 0], [3, 4])), shape=(1, 200))
+    >>> mf.predict([0], [3], user_interactions=ratings).shape
+    (1,)
     """
 
     def __init__(self, n_components: int = 32, loss: str = "squared",
@@ -399,22 +615,35 @@ class MatrixFactorization(BaseRecommender):
 
     # -- fitted attributes ---------------------------------------------------------------------
 
-    def _fitted(self, training: bool = False) -> _Fitted:
-        """The checked tables and scalars the kernels read (see the class docstring)."""
+    def _fitted(self, training: bool = False, represent_rows: bool = True) -> _Fitted:
+        """The checked tables and scalars the kernels read (see the class docstring).
+
+        Training (or ``represent_rows=False``) gets the trained tables and the side
+        features; serving gets the users' and items' representations in their place (the
+        tables themselves without features), so that every serving kernel reads one row
+        per user and per item whatever the features."""
         self._check_fitted()
         n_users, n_items, k, ub, ib, dtype = self._layout
+        Fu, Fi = getattr(self, "_features", (None, None))
+        n_uf = n_users if Fu is None else Fu.shape[1]
+        n_if = n_items if Fi is None else Fi.shape[1]
         check_recorded("n_users_", getattr(self, "n_users_", None), n_users)
         check_recorded("n_items_", getattr(self, "n_items_", None), n_items)
         check_recorded("n_components_", getattr(self, "n_components_", None), k)
-        U = check_table("user_table_", self.user_table_, (n_users, k + ub), dtype, training)
-        Q = check_table("item_table_", getattr(self, "item_table_", None), (n_items, k + ib),
+        check_recorded("n_user_features_", getattr(self, "n_user_features_", n_uf), n_uf)
+        check_recorded("n_item_features_", getattr(self, "n_item_features_", n_if), n_if)
+        U = check_table("user_table_", self.user_table_, (n_uf, k + ub), dtype, training)
+        Q = check_table("item_table_", getattr(self, "item_table_", None), (n_if, k + ib),
                         dtype, training)
         mu = V.check_real("global_mean_", getattr(self, "global_mean_", None),
                           low=-math.inf)
         if training:
             check_trains(getattr(self, "optimizer_", None),
                          [("user_table_", U), ("item_table_", Q)])
-        return _Fitted(U, Q, k, ub, ib, mu, n_users, n_items)
+        st = _Fitted(U, Q, k, ub, ib, mu, n_users, n_items, Fu, Fi)
+        if training or not represent_rows or (Fu is None and Fi is None):
+            return st
+        return st._replace(U=represent(Fu, U), Q=represent(Fi, Q), Fu=None, Fi=None)
 
     @staticmethod
     def _zeros(n: int, dtype: np.dtype) -> np.ndarray:
@@ -470,10 +699,12 @@ class MatrixFactorization(BaseRecommender):
     def _implicit_feedback(self, p: Dict[str, Any]) -> bool:
         return p["loss"] in _IMPLICIT_LOSSES
 
-    def _check_call(self, X: Any, y: Any, eval_set: Any, fitted: bool = False
+    def _check_call(self, X: Any, y: Any, eval_set: Any, fitted: bool = False,
+                    user_features: Any = None, item_features: Any = None
                     ) -> Tuple[Dict[str, Any], sp.csr_matrix, Optional[sp.csr_matrix],
                                Optional[Tuple[Any, Any]]]:
-        p, X, E, encoders = super()._check_call(X, y, eval_set, fitted)
+        p, X, E, encoders = super()._check_call(X, y, eval_set, fitted, user_features,
+                                                item_features)
         if p["loss"] in _IMPLICIT_LOSSES:  # refused values fail here, before any change
             V.confidence_weights("X", X.data, p["confidence_alpha"])
         return p, X, E, encoders
@@ -482,13 +713,21 @@ class MatrixFactorization(BaseRecommender):
         k, dt = p["k"], p["dtype"]
         self.n_components_ = k
         self._loss = p["loss"]
+        self._alpha = p["alpha"]  # the L2 of the fold-in of new users (recommend)
+        Fu, Fi = p["user_features"], p["item_features"]
+        self._features = (Fu, Fi)
+        # one table row per feature; without features, per user (item): identity features
+        self.n_user_features_ = self.n_users_ if Fu is None else Fu.shape[1]
+        self.n_item_features_ = self.n_items_ if Fi is None else Fi.shape[1]
         # BPR compares two items of one user: a user bias would cancel, so it has none
         self._user_bias = p["use_biases"] and p["loss"] == "squared"
         self._item_bias = p["use_biases"]
         # the layout every later call checks the public attributes against
         self._layout = (self.n_users_, self.n_items_, k, self._user_bias, self._item_bias, dt)
-        U = self._rng.normal(0.0, p["init_std"], size=(self.n_users_, k + self._user_bias))
-        Q = self._rng.normal(0.0, p["init_std"], size=(self.n_items_, k + self._item_bias))
+        U = self._rng.normal(0.0, p["init_std"],
+                             size=(self.n_user_features_, k + self._user_bias))
+        Q = self._rng.normal(0.0, p["init_std"],
+                             size=(self.n_item_features_, k + self._item_bias))
         if self._user_bias:
             U[:, k] = 0.0
         if self._item_bias:
@@ -514,6 +753,35 @@ class MatrixFactorization(BaseRecommender):
         if p["loss"] != self._loss or p["k"] != st.k:
             raise ValueError("loss and n_components cannot change between partial_fit "
                              "calls; call fit to start over")
+        features = list(self._features)
+        for side, (name, given) in enumerate((("user_features", p["user_features"]),
+                                              ("item_features", p["item_features"]))):
+            if given is None:
+                continue  # the features of the earlier calls stay
+            fitted = features[side]
+            if fitted is None:
+                raise ValueError(f"{name} given to partial_fit, but the model was fitted "
+                                 f"without them; call fit to start over")
+            if given.shape != fitted.shape:
+                raise ValueError(f"{name} has shape {given.shape}, the model was fitted "
+                                 f"with {fitted.shape}; the number of features cannot "
+                                 f"change (call fit to start over)")
+            features[side] = given  # new values (e.g. updated metadata) of the same features
+        self._features = tuple(features)
+        self._alpha = p["alpha"]
+
+    def _check_features(self, X: sp.csr_matrix, p: Dict[str, Any], user_features: Any,
+                        item_features: Any) -> Tuple[Any, Any]:
+        if p["loss"] == "warp" and (user_features is not None or item_features is not None):
+            # WARP's kernel checks each drawn candidate against the user's stored items by
+            # the users' and items' own ids, which the feature path remaps per batch
+            raise ValueError("side features are supported with loss='squared' and "
+                             "loss='bpr', not yet with loss='warp'")
+        Fu = None if user_features is None else V.check_features(
+            "user_features", user_features, X.shape[0], None, p["dtype"], "users")
+        Fi = None if item_features is None else V.check_features(
+            "item_features", item_features, X.shape[1], None, p["dtype"], "items")
+        return Fu, Fi
 
     # -- hooks of BaseRecommender: training ----------------------------------------------------
 
@@ -525,6 +793,8 @@ class MatrixFactorization(BaseRecommender):
         return users, items, V.confidence_weights("X", X.data, p["confidence_alpha"])
 
     def _epoch(self, data: Any, p: Dict[str, Any], st: _Fitted) -> Dict[str, Any]:
+        if st.Fu is not None or st.Fi is not None:
+            return self._epoch_features(data, p, st)
         if self._loss == "squared":
             return self._epoch_squared(data, p, st)
         if self._loss == "warp":
@@ -551,6 +821,61 @@ class MatrixFactorization(BaseRecommender):
             sq += float(np.dot(err[:b], err[:b]))
         mse = sq / n if n else float("nan")
         return dict(loss=0.5 * mse, train_rmse=mse ** 0.5)
+
+    def _epoch_features(self, data: Any, p: Dict[str, Any], st: _Fitted) -> Dict[str, Any]:
+        """One pass of a model with side features: the passes below, sample for sample and
+        draw for draw (same permutation, same negatives), with each batch's kernel run on
+        the representations of its users and items (``features_step``)."""
+        k, alpha, ub, ib = st.k, p["alpha"], st.user_bias, st.item_bias
+        if self._loss == "squared":
+            records = data
+            n = records.shape[0]
+            keys = records[:, 0]
+            users_all, items_all = keys >> 32, keys & ((1 << 32) - 1)
+        else:
+            users_all, items_all, weights = data
+            n = users_all.shape[0]
+        B = max(1, min(p["batch_size"], n))
+        perm = self._rng.permutation(n)
+        scratch = FeatureScratch(st)
+        total = 0.0
+        for s in range(0, n, B):
+            e = min(s + B, n)
+            b = e - s
+            idx = perm[s:e]
+            u = users_all[idx].astype(np.int64)
+            if self._loss == "squared":
+                out = np.empty(b, dtype=np.float64)
+                sub = records[idx]
+
+                def kernel(Ru, Ri, ul, il, uslot, islot, urows, irows, gu, gi):
+                    local = pack_ratings(ul, il[0], sub[:, 1].view(np.float64))
+                    return _mf_kernel.mf_squared_batch(
+                        Ru, Ri, np.arange(b, dtype=np.int64), local, k, ub, ib, st.mu,
+                        1.0 / b, alpha, uslot, islot, urows, irows, gu, gi, out)
+
+                grads = features_step(st, u, (items_all[idx].astype(np.int64),), kernel,
+                                      scratch)
+                self._step(list(grads))
+                total += float(np.dot(out, out))
+            else:
+                neg = self._sample_negatives(u, b)
+                out = np.empty(b, dtype=np.float64)
+                w = _NO_WEIGHTS if weights is None else weights[idx]
+
+                def kernel(Ru, Ri, ul, il, uslot, islot, urows, irows, gu, gi):
+                    return _mf_kernel.mf_bpr_batch(
+                        Ru, Ri, ul, il[0], il[1], w, k, ib, 1.0 / b, alpha, uslot, islot,
+                        urows, irows, gu, gi, out)
+
+                grads = features_step(st, u, (items_all[idx].astype(np.int64), neg),
+                                      kernel, scratch)
+                self._step(list(grads))
+                total += float(out.sum())
+        if self._loss == "squared":
+            mse = total / n if n else float("nan")
+            return dict(loss=0.5 * mse, train_rmse=mse ** 0.5)
+        return dict(loss=total / n if n else float("nan"))
 
     def _sample_negatives(self, u: np.ndarray, size: int) -> np.ndarray:
         """BPR negatives for the users ``u`` from the model's generator (``_sampling``)."""
@@ -608,6 +933,62 @@ class MatrixFactorization(BaseRecommender):
             updates += int(np.count_nonzero(drawn[:b]))
         return dict(loss=total / n if n else float("nan"),
                     violations=updates / n if n else float("nan"))
+
+    # -- hooks of BaseRecommender: cold start --------------------------------------------------
+
+    def _serving_state(self, user_features: Any, item_features: Any,
+                       user_interactions: Any) -> Tuple[_Fitted, Optional[SeenItems]]:
+        if user_features is None and item_features is None and user_interactions is None:
+            return self._fitted(), self._seen
+        raw = self._fitted(represent_rows=False)
+        if user_features is not None and user_interactions is not None:
+            raise ValueError("give user_features or user_interactions, not both: a new user "
+                             "is represented by its features or folded in from its "
+                             "interactions")
+        dt = raw.dtype
+        Fu = None if user_features is None else V.check_features(
+            "user_features", user_features, None, raw.U.shape[0], dt, "users")
+        Fi = None if item_features is None else V.check_features(
+            "item_features", item_features, None, raw.Q.shape[0], dt, "items")
+        R = None if user_interactions is None else V.check_interactions(
+            "user_interactions", user_interactions, self._implicit)
+        if R is not None and R.shape[1] != raw.n_items:
+            raise ValueError(f"user_interactions has {R.shape[1]} columns, the model was "
+                             f"fitted on {raw.n_items} items")
+        Q_fitted = represent(raw.Fi, raw.Q)
+        if Fu is not None:
+            U = represent(Fu, raw.U)
+        elif R is not None:
+            U = self._fold_in(raw, Q_fitted, R)
+        else:
+            U = represent(raw.Fu, raw.U)
+        Q = Q_fitted if Fi is None else represent(Fi, raw.Q)
+        st = raw._replace(U=U, Q=Q, n_users=U.shape[0], n_items=Q.shape[0], Fu=None, Fi=None)
+        if R is not None and Fi is None:
+            return st, SeenItems(R)  # the folded-in users' own items
+        if Fu is None and R is None and Fi is None:  # pragma: no cover (handled above)
+            return st, self._seen
+        return st, None
+
+    def _fold_in(self, st: _Fitted, Q: np.ndarray, R: sp.csr_matrix) -> np.ndarray:
+        """The representation rows of new users from their interactions ``R`` (checked,
+        over the fitted items), the item representations ``Q`` held fixed: each row
+        minimises that user's terms of the training objective (see the class docstring)."""
+        k, ub, ib = st.k, st.user_bias, st.item_bias
+        alpha = float(self._alpha)
+        Qf = Q[:, :k].astype(np.float64)
+        c = Q[:, k].astype(np.float64) if ib else np.zeros(Q.shape[0])
+        out = np.zeros((R.shape[0], k + ub), dtype=np.float64)
+        for r in range(R.shape[0]):
+            lo, hi = R.indptr[r], R.indptr[r + 1]
+            items = R.indices[lo:hi]
+            if items.shape[0] == 0:
+                continue  # no interaction: the zero vector (the prior's mean)
+            if self._loss == "squared":
+                out[r] = _ridge_fold_in(Qf[items], c[items], R.data[lo:hi], st.mu, alpha, ub)
+            else:
+                out[r, :k] = _bpr_fold_in(Qf, c, items, alpha)
+        return np.ascontiguousarray(out, dtype=st.dtype)
 
     # -- hooks of BaseRecommender: scores ------------------------------------------------------
 
