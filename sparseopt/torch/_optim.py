@@ -42,6 +42,7 @@ __all__ = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD", "sparse_grad_parts"]
 
 # Keys that torch.optim optimizers keep in a param group and that change nothing here when
 # they hold their default (``maximize=True`` has no counterpart and is refused).
+_MISSING = object()
 _TORCH_GROUP_KEYS = ("foreach", "maximize", "differentiable", "fused", "capturable")
 
 
@@ -200,19 +201,37 @@ class _TorchOptimizer(torch.optim.Optimizer):
                 loss = closure()
         with self._lock:
             work = []
-            for group in self.param_groups:
-                hyper = None
-                for p in group["params"]:
-                    g = p.grad
-                    if g is None:
+            undo: List[Tuple[Any, ...]] = []
+            try:
+                for group in self.param_groups:
+                    hyper = None
+                    for p in group["params"]:
+                        g = p.grad
+                        if g is None:
+                            continue
+                        slot = self._slots[p]
+                        slot.follow(p)
+                        self._adopt(p, slot, undo)
+                        if hyper is None:
+                            hyper = {k: group[k] for k in self._keys}
+                        raw = slot.inner.param_groups[0]
+                        if any(raw[k] != v for k, v in hyper.items()):
+                            undo.append((raw, None, None, dict(raw)))
+                            raw.update(hyper)
+                        grad = _numpy_grad(slot.name, g, p, slot.view_shape)
+                        work.append((p, slot, slot.inner._prepare({slot.key: grad})))
+            except BaseException:
+                for inner_state, views, sname, old in reversed(undo):
+                    if views is None:  # a NumPy optimizer's hyper-parameters
+                        inner_state.clear()
+                        inner_state.update(old)
                         continue
-                    slot = self._slots[p]
-                    slot.follow(p)
-                    if hyper is None:
-                        hyper = {k: group[k] for k in self._keys}
-                    slot.inner.param_groups[0].update(hyper)
-                    grad = _numpy_grad(slot.name, g, p, slot.view_shape)
-                    work.append((p, slot, slot.inner._prepare({slot.key: grad})))
+                    views.pop(sname, None)  # looked at again next step
+                    if old is _MISSING:
+                        inner_state.pop(sname, None)
+                    else:
+                        inner_state[sname] = old
+                raise
             for p, slot, prepared in work:
                 slot.inner._commit(*prepared)
                 self._publish(p, slot)
@@ -231,6 +250,31 @@ class _TorchOptimizer(torch.optim.Optimizer):
             for group in self.param_groups:
                 for p in group["params"]:
                     self._slots[p].inner.flush()
+
+    def _adopt(self, p: torch.Tensor, slot: _Slot,
+               undo: List[Tuple[Any, ...]]) -> None:
+        """Entries of ``opt.state[p]`` that were replaced (``opt.state[p]["exp_avg"] = t``)
+        become the NumPy optimizer's, as replacing an array of a NumPy optimizer's ``state``
+        does; its step checks their shape, dtype and layout before any kernel runs, and a
+        refused step puts the previous entries back (``undo``). (Writing into the shown
+        tensors needs nothing: they share the NumPy state's memory.)"""
+        shown = self.state.get(p)
+        if not shown:
+            return
+        inner_state = slot.inner.state[slot.key]
+        views = slot.views
+        for sname, v in shown.items():
+            if isinstance(v, torch.Tensor):
+                cached = views.get(sname)
+                if cached is not None and cached[1] is v:
+                    continue
+                arr = self._numpy_state(slot, {sname: v})[sname]
+                undo.append((inner_state, views, sname, inner_state.get(sname, _MISSING)))
+                inner_state[sname] = arr
+                views[sname] = (arr, v)
+            elif inner_state.get(sname) is not v:
+                undo.append((inner_state, views, sname, inner_state.get(sname, _MISSING)))
+                inner_state[sname] = v
 
     def _publish(self, p: torch.Tensor, slot: _Slot) -> None:
         """``opt.state[p]``: the NumPy state as tensors sharing its memory, shaped like ``p``
