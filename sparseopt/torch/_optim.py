@@ -150,6 +150,32 @@ class _TorchOptimizer(torch.optim.Optimizer):
         """Threads for large steps (``None``: OpenMP's default), as for the NumPy optimizers."""
         return self._options["n_threads"]
 
+    # -- pickling (copy.deepcopy, torch.save of the whole object) -----------------------------
+
+    def __getstate__(self) -> Dict[str, Any]:
+        d = super().__getstate__()  # defaults, state, param_groups
+        d["_options"] = dict(self._options, preset=self.preset)
+        return d
+
+    def __setstate__(self, d: Dict[str, Any]) -> None:
+        options = dict(d.pop("_options"))
+        super().__setstate__(d)
+        self.preset = options.pop("preset")
+        self._options = options
+        self._keys = tuple(self._NUMPY._DEFAULTS)
+        self._slots = {}
+        self._lock = threading.Lock()
+        groups, state = self.param_groups, self.state
+        self.param_groups, self.state = [], defaultdict(dict)
+        for g in groups:
+            self.add_param_group(dict(g))
+        # the unpickled state goes through the checks of load_state_dict
+        ids = {p: i for i, p in enumerate(p for g in groups for p in g["params"])}
+        packed = {"state": {ids[p]: st for p, st in state.items() if p in ids},
+                  "param_groups": [dict(g, params=[ids[p] for p in g["params"]])
+                                   for g in groups]}
+        self._load(packed)
+
     # -- parameters --------------------------------------------------------------------------
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
@@ -316,16 +342,18 @@ class _TorchOptimizer(torch.optim.Optimizer):
             if result is not None:
                 state_dict = result
         with self._lock:
-            slots, groups = self._check_state_dict(state_dict)
-            self.param_groups[:] = groups
-            self._slots.update(slots)
-            self.state = defaultdict(dict)
-            for p, slot in slots.items():
-                slot.views.clear()
-                if slot.inner.state[slot.key]:
-                    self._publish(p, slot)
+            self._load(state_dict)
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
+
+    def _load(self, state_dict: Any) -> None:
+        slots, groups = self._check_state_dict(state_dict)
+        self.param_groups[:] = groups
+        self._slots.update(slots)
+        self.state = defaultdict(dict)
+        for p, slot in slots.items():
+            if slot.inner.state[slot.key]:
+                self._publish(p, slot)
 
     def _check_state_dict(self, state_dict: Any):
         if not isinstance(state_dict, Mapping) or "state" not in state_dict or \

@@ -548,3 +548,25 @@ def test_one_and_two_threads_are_bitwise_equal(monkeypatch):
         train(m, [sot.Adam(m.parameters(), lr=0.05, lazy="decay", n_threads=n)], data)
         runs.append(m)
     assert_equal(*runs)
+
+
+@pytest.mark.parametrize("config", ["Adam-decay-amsgrad", "Adagrad-rowwise", "RMSprop-decay"])
+def test_deepcopy_and_pickle_continue_bit_exactly(config):
+    """copy.deepcopy / pickle of a model with its optimizer (torch.save of whole objects):
+    the copy trains on exactly as the original does, and independently of it."""
+    import copy
+    import pickle
+    cls, kw = CONFIGS[config]
+    data = batches(10)
+    a = Net()
+    opt_a = cls(a.parameters(), **kw)
+    train(a, [opt_a], data[:4])
+    b, opt_b = copy.deepcopy((a, opt_a))
+    c, opt_c = pickle.loads(pickle.dumps((a, opt_a)))
+    assert opt_b.param_groups[0]["params"][0] is b.emb.weight
+    train(a, [opt_a], data[4:])
+    assert not torch.equal(a.emb.weight, b.emb.weight)  # independent copies
+    train(b, [opt_b], data[4:])
+    train(c, [opt_c], data[4:])
+    assert_equal(a, b)
+    assert_equal(a, c)
