@@ -1199,3 +1199,46 @@ def check_torch_step(name: str, value: Any) -> int:
         raise ValueError(f"state_dict: {name} has an invalid step {value!r} (a whole number "
                          "is expected)")
     return int(value)
+
+
+def check_torch_state_dict(state_dict: Any, group_sizes: Sequence[int]
+                           ) -> Tuple[Mapping[Any, Any], Sequence[Mapping[str, Any]]]:
+    """The structure of a state dict given to a ``sparseopt.torch`` optimizer (torch's
+    format): ``state`` (parameter id -> dict) and ``param_groups`` (dicts with ``params``), as
+    many groups as the optimizer has, each listing as many parameters, and state only for
+    listed ids. Returns ``(state, param_groups)``; the values are checked when loaded."""
+    if not isinstance(state_dict, Mapping) or "state" not in state_dict or \
+            "param_groups" not in state_dict:
+        raise TypeError("load_state_dict expects a dict made by state_dict() (with 'state' "
+                        f"and 'param_groups'), got {type(state_dict).__name__}")
+    states, groups = state_dict["state"], state_dict["param_groups"]
+    if not isinstance(states, Mapping):
+        raise TypeError(f"state_dict['state'] must be a dict, got {type(states).__name__}")
+    if not isinstance(groups, (list, tuple)) or not all(
+            isinstance(g, Mapping) and isinstance(g.get("params"), (list, tuple))
+            for g in groups):
+        raise TypeError("state_dict['param_groups'] must be a list of dicts with a 'params' "
+                        "list")
+    if len(groups) != len(group_sizes):
+        raise ValueError(f"state_dict has {len(groups)} param groups, this optimizer "
+                         f"{len(group_sizes)}")
+    known = set()
+    for gi, (g, n) in enumerate(zip(groups, group_sizes)):
+        if len(g["params"]) != n:
+            raise ValueError(f"param group {gi} of state_dict has {len(g['params'])} "
+                             f"parameters, this optimizer's {n}")
+        known.update(g["params"])
+    unknown = [k for k in states if k not in known]
+    if unknown:
+        raise KeyError(f"state_dict has state for parameters {unknown[:5]} that no param "
+                       "group lists")
+    return states, groups
+
+
+def check_torch_state_tensor(name: str, sname: str, t: Any) -> None:
+    """A state tensor from a state dict: dense, on the CPU (its values are checked by the
+    NumPy optimizer's ``load_state_dict``)."""
+    if str(getattr(t, "layout", "")) != "torch.strided" or \
+            getattr(getattr(t, "device", None), "type", None) != "cpu":
+        raise ValueError(f"state_dict: state {sname!r} of {name} must be a dense CPU tensor, "
+                         f"got layout {t.layout} on device {t.device}")

@@ -356,28 +356,8 @@ class _TorchOptimizer(torch.optim.Optimizer):
                 self._publish(p, slot)
 
     def _check_state_dict(self, state_dict: Any):
-        if not isinstance(state_dict, Mapping) or "state" not in state_dict or \
-                "param_groups" not in state_dict:
-            raise TypeError("load_state_dict expects a dict made by state_dict() (with 'state' "
-                            f"and 'param_groups'), got {type(state_dict).__name__}")
-        states, saved_groups = state_dict["state"], state_dict["param_groups"]
-        if not isinstance(states, Mapping):
-            raise TypeError(f"state_dict['state'] must be a dict, got {type(states).__name__}")
-        if not isinstance(saved_groups, (list, tuple)) or \
-                not all(isinstance(g, Mapping) and "params" in g for g in saved_groups):
-            raise TypeError("state_dict['param_groups'] must be a list of dicts with 'params'")
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(saved_groups)} param groups, this optimizer "
-                             f"{len(self.param_groups)}")
-        known = set()
-        for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
-            if len(saved["params"]) != len(group["params"]):
-                raise ValueError(f"param group {gi} of state_dict has {len(saved['params'])} "
-                                 f"parameters, this optimizer's {len(group['params'])}")
-            known.update(saved["params"])
-        if set(states) - known:
-            raise KeyError(f"state_dict has state for parameters {sorted(set(states) - known)} "
-                           "that no param group lists")
+        states, saved_groups = V.check_torch_state_dict(
+            state_dict, [len(g["params"]) for g in self.param_groups])
         slots: Dict[torch.Tensor, _Slot] = {}
         groups = []
         for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
@@ -421,9 +401,7 @@ class _TorchOptimizer(torch.optim.Optimizer):
             if sname == "step":
                 out[sname] = V.check_torch_step(slot.name, v)
             elif isinstance(v, torch.Tensor):
-                if v.layout != torch.strided or v.device.type != "cpu":
-                    raise ValueError(f"state_dict: state {sname!r} of {slot.name} must be a "
-                                     f"dense CPU tensor, got layout {v.layout} on {v.device}")
+                V.check_torch_state_tensor(slot.name, sname, v)
                 arr = v.detach().numpy()
                 if arr.shape == slot.shape and slot.shape != slot.view_shape:
                     arr = arr.reshape(slot.view_shape)
@@ -494,14 +472,15 @@ class Adam(_TorchOptimizer):
                          nonfinite=nonfinite)
 
     def _hyper_from_torch(self, saved, current):
-        # torch.optim.SparseAdam's group: exactly lr, betas, eps, maximize
-        if set(saved) - {"params"} != {"lr", "betas", "eps", "maximize"}:
-            if "lazy" not in saved and "amsgrad" in saved:
-                raise ValueError("state_dict is from torch.optim.Adam or AdamW; sparseopt.torch "
-                                 "loads the state of torch.optim.SparseAdam and Adagrad (and "
-                                 "its own)")
+        # ours has "lazy"; torch.optim.Adam / AdamW "amsgrad"; SparseAdam neither (lr, betas,
+        # eps, maximize in torch 2.x)
+        if "lazy" in saved or not {"lr", "betas", "eps"} <= set(saved):
             return None
-        if saved["maximize"]:
+        if "amsgrad" in saved:
+            raise ValueError("state_dict is from torch.optim.Adam or AdamW; sparseopt.torch "
+                             "loads the state of torch.optim.SparseAdam and Adagrad (and its "
+                             "own)")
+        if saved.get("maximize"):
             raise ValueError("state_dict is from a torch.optim.SparseAdam with maximize=True, "
                              "which sparseopt does not have")
         torch_rule = self._NUMPY._PRESETS["torch"]
