@@ -1,7 +1,7 @@
 """sparseopt.torch against torch.optim, in real training loops (docs/architecture.md, "PyTorch").
 
 Models mix a sparse ``nn.Embedding``, a sparse ``nn.EmbeddingBag`` with ``per_sample_weights``
-and ``padding_idx``, and dense layers, so every step holds uncoalesced sparse COO gradients
+and ``padding_idx``, one without either (mode="mean"), and dense layers, so every step holds uncoalesced sparse COO gradients
 (duplicates included) and dense ones. Tolerances, not bit equality, against torch: torch and
 sparseopt order the float operations differently (see tests/optim/test_torch_presets.py).
 Between sparseopt runs (save/load, threads, replaced memory) results must be bitwise equal.
@@ -36,17 +36,19 @@ class Net(torch.nn.Module):
         torch.manual_seed(seed)
         self.emb = torch.nn.Embedding(N_ROWS, DIM, sparse=True)
         self.bag = torch.nn.EmbeddingBag(N_ROWS, DIM, mode="sum", sparse=True, padding_idx=0)
-        self.lin = torch.nn.Linear(2 * DIM, 1)
+        self.bag2 = torch.nn.EmbeddingBag(N_ROWS, DIM, mode="mean", sparse=True)
+        self.lin = torch.nn.Linear(3 * DIM, 1)
         self.to(dtype)
 
     def sparse_params(self):
-        return [self.emb.weight, self.bag.weight]
+        return [self.emb.weight, self.bag.weight, self.bag2.weight]
 
     def dense_params(self):
         return list(self.lin.parameters())
 
     def forward(self, ids, bag_ids, offsets, psw):
-        x = torch.cat([self.emb(ids), self.bag(bag_ids, offsets, per_sample_weights=psw)], 1)
+        x = torch.cat([self.emb(ids), self.bag(bag_ids, offsets, per_sample_weights=psw),
+                       self.bag2(bag_ids.flip(0), offsets)], 1)
         return self.lin(x).squeeze(1)
 
 
@@ -283,7 +285,7 @@ def test_load_state_dict_is_checked_before_anything_changes():
     train(m, [opt], batches(3))
     good = _roundtrip(opt.state_dict())
     bad = _roundtrip(opt.state_dict())
-    bad["state"][3]["exp_avg_sq"] = -bad["state"][3]["exp_avg_sq"].abs() - 1
+    bad["state"][4]["exp_avg_sq"] = -bad["state"][4]["exp_avg_sq"].abs() - 1
     bad["param_groups"][0]["lr"] = 0.5
     before = {k: {n: (v.clone() if isinstance(v, torch.Tensor) else v) for n, v in s.items()}
               for k, s in opt.state_dict()["state"].items()}
