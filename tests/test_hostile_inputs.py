@@ -1073,7 +1073,7 @@ assert len({p.name for p in TORCH_PROBES}) == len(TORCH_PROBES)
 
 @pytest.fixture(scope="session")
 def torch_probe_results():
-    pytest.importorskip("torch")
+    pytest.importorskip("torch.optim")
     return run_probes(TORCH_PROBES, TORCH_PRELUDE, timeout=600, jobs=1)
 
 

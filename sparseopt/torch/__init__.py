@@ -8,6 +8,7 @@ torch).
 """
 try:
     import torch as _torch
+    import torch.optim  # noqa: F401  (a folder named torch on sys.path is not PyTorch)
 except ImportError as _e:  # pragma: no cover - depends on the environment
     raise ImportError('sparseopt.torch needs PyTorch: pip install "sparseopt[torch]"') from _e
 

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+# "torch.optim", not "torch": without PyTorch, tests/ on sys.path would make this folder an
+# importable (empty) namespace package named torch
+pytest.importorskip("torch.optim")
+import torch  # noqa: E402
 dist = pytest.importorskip("torch.distributed")
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")

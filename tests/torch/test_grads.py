@@ -8,7 +8,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-torch = pytest.importorskip("torch")
+# "torch.optim", not "torch": without PyTorch, tests/ on sys.path would make this folder an
+# importable (empty) namespace package named torch
+pytest.importorskip("torch.optim")
+import torch  # noqa: E402
 
 import sparseopt.torch as sot  # noqa: E402
 

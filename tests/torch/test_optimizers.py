@@ -11,7 +11,10 @@ import io
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+# "torch.optim", not "torch": without PyTorch, tests/ on sys.path would make this folder an
+# importable (empty) namespace package named torch
+pytest.importorskip("torch.optim")
+import torch  # noqa: E402
 
 import sparseopt.torch as sot  # noqa: E402
 from sparseopt.optim import _base  # noqa: E402
