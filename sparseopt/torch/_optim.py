@@ -23,6 +23,7 @@ gradient and parameter of every group is checked and merged first, then the kern
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import defaultdict
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -136,6 +137,7 @@ class _TorchOptimizer(torch.optim.Optimizer):
         self._keys = tuple(self._NUMPY._DEFAULTS)
         self._slots: Dict[torch.Tensor, _Slot] = {}
         self._lock = threading.Lock()
+        self._warned_no_grad = False
         super().__init__(params, dict(probe.defaults))
 
     @classmethod
@@ -165,6 +167,7 @@ class _TorchOptimizer(torch.optim.Optimizer):
         self._keys = tuple(self._NUMPY._DEFAULTS)
         self._slots = {}
         self._lock = threading.Lock()
+        self._warned_no_grad = False
         groups, state = self.param_groups, self.state
         self.param_groups, self.state = [], defaultdict(dict)
         for g in groups:
@@ -261,6 +264,16 @@ class _TorchOptimizer(torch.optim.Optimizer):
             for p, slot, prepared in work:
                 slot.inner._commit(*prepared)
                 self._publish(p, slot)
+            if not work and not self._warned_no_grad and self._slots:
+                self._warned_no_grad = True
+                warnings.warn(
+                    "step(): no parameter of this optimizer has a gradient, so nothing was "
+                    "updated. If the model's parameters were replaced (module.load_state_dict("
+                    "..., assign=True) puts new Parameter objects in the module), this "
+                    "optimizer still holds the old ones: build it again, load with "
+                    "assign=False, or set torch.__future__.set_swap_module_params_on_conversion"
+                    "(True) (the same objects then get the new memory, which is followed).",
+                    RuntimeWarning, stacklevel=2)
         return loss
 
     def flush(self) -> None:

@@ -406,6 +406,28 @@ def test_module_load_state_dict_assign_with_swap_is_followed():
     assert_equal(m, ref)
 
 
+def test_module_load_state_dict_assign_without_swap_is_not_silent():
+    """Plain assign=True puts new Parameter objects in the module: the optimizer (any torch
+    optimizer) holds the old ones, which get no gradient. The first such step warns."""
+    m = Net(dtype=torch.float64)
+    opt = sot.Adam(m.parameters(), lr=0.05)
+    data = batches(3, torch.float64)
+    train(m, [opt], data[:1])
+    m.load_state_dict({k: v.clone() for k, v in m.state_dict().items()}, assign=True)
+    with pytest.warns(RuntimeWarning, match="assign=True"):
+        train(m, [opt], data[1:2])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(m, [opt], data[2:])  # once per optimizer
+    fresh = sot.Adam(m.parameters(), lr=0.05)
+    before = m.emb.weight.detach().clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(m, [fresh], data[2:])
+    assert not torch.equal(before, m.emb.weight)
+
+
 def test_replaced_data_of_another_shape_or_kind_is_refused():
     p = torch.nn.Parameter(torch.zeros(8, 3))
     opt = sot.Adam([p], lr=0.1)
