@@ -1,8 +1,8 @@
 """sparseopt.torch against torch.optim, in real training loops (docs/architecture.md, "PyTorch").
 
 Models mix a sparse ``nn.Embedding``, a sparse ``nn.EmbeddingBag`` with ``per_sample_weights``
-and ``padding_idx``, one without either (mode="mean"), and dense layers, so every step holds uncoalesced sparse COO gradients
-(duplicates included) and dense ones. Tolerances, not bit equality, against torch: torch and
+and ``padding_idx``, one without either (mode="mean"), and dense layers, so every step holds
+uncoalesced sparse COO gradients (duplicates included) and dense ones. Tolerances, not bit equality, against torch: torch and
 sparseopt order the float operations differently (see tests/optim/test_torch_presets.py).
 Between sparseopt runs (save/load, threads, replaced memory) results must be bitwise equal.
 """
