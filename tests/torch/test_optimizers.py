@@ -463,6 +463,15 @@ def test_bad_parameters_are_refused_clearly():
         sot.Adam([torch.nn.Parameter(torch.zeros(3))], preset="keras")
     with pytest.raises(ValueError, match="empty"):
         sot.SGD([])
+    table = torch.zeros(10, 2)
+    a, b = torch.nn.Parameter(table), torch.nn.Parameter(table[:5])
+    with pytest.raises(ValueError, match="shares memory"):
+        sot.Adam([a, b])  # each would be updated twice per step
+    opt = sot.Adam([a])
+    with pytest.raises(ValueError, match="shares memory"):
+        opt.add_param_group({"params": [b]})
+    assert len(opt.param_groups) == 1
+    sot.Adam([torch.nn.Parameter(table[:5]), torch.nn.Parameter(table[5:])])  # disjoint: fine
 
 
 def test_cuda_parameters_are_refused():
