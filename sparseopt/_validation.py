@@ -1465,3 +1465,154 @@ def check_features(name: str, F: Any, n_rows: Optional[int], n_features: Optiona
     if data.size and not np.all(np.isfinite(data)):
         raise ValueError(f"{name} holds values too large for {np.dtype(dtype)}")
     return sp.csr_matrix((data, F.indices, F.indptr), shape=F.shape, copy=False)
+
+
+# --------------------------------------------------------------------------- PyTorch tensors
+# sparseopt.torch's checks. They read a tensor's attributes and never import torch, so that
+# ``import sparseopt`` stays free of it.
+
+_TORCH_FLOAT_DTYPES = ("torch.float32", "torch.float64")
+_TORCH_HALF_DTYPES = ("torch.float16", "torch.bfloat16")
+
+
+def _torch_dtype_ok(name: str, dtype: Any, what: str) -> None:
+    d = str(dtype)
+    if d in _TORCH_FLOAT_DTYPES:
+        return
+    if d in _TORCH_HALF_DTYPES:
+        raise TypeError(f"{name}: {what} has dtype {d}; float16 and bfloat16 are not supported "
+                        "yet (sparseopt.torch updates float32 and float64 tensors)")
+    raise TypeError(f"{name}: {what} must be float32 or float64, got dtype {d}")
+
+
+def _torch_device_ok(name: str, t: Any, what: str) -> None:
+    dev = getattr(t, "device", None)
+    if getattr(dev, "type", None) != "cpu":
+        raise ValueError(f"{name}: {what} is on device {dev}; sparseopt.torch updates CPU "
+                         "tensors in place (keep this parameter on a torch.optim optimizer, or "
+                         "move it to the CPU)")
+
+
+def check_torch_param(name: str, t: Any) -> Tuple[int, ...]:
+    """A parameter of a ``sparseopt.torch`` optimizer: a strided CPU tensor of float32 or
+    float64 that requires a gradient, contiguous (updated in place through a NumPy view).
+    Returns the ``(n,)`` or ``(n, d)`` shape of that view: a 0-d tensor is one row, a tensor of
+    more than 2 dimensions is viewed as ``(shape[0], prod(shape[1:]))``."""
+    tensor_type = type(t).__mro__
+    if not any(c.__module__.startswith("torch") and c.__name__ == "Tensor" for c in tensor_type):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if str(getattr(t, "layout", "")) != "torch.strided":
+        raise TypeError(f"{name} has layout {t.layout}; only dense (strided) parameters can be "
+                        "optimized (their gradients may be sparse)")
+    _torch_device_ok(name, t, "the parameter")
+    _torch_dtype_ok(name, t.dtype, "the parameter")
+    if not t.requires_grad:
+        raise ValueError(f"{name} has requires_grad=False: it never gets a gradient; leave it "
+                         "out of the optimizer's parameters")
+    if not t.is_contiguous():
+        raise ValueError(f"{name} is not contiguous (shape {tuple(t.shape)}, strides "
+                         f"{tuple(t.stride())}); it is updated in place through a NumPy view, "
+                         "so pass a contiguous parameter (p.data = p.data.contiguous())")
+    shape = tuple(t.shape)
+    if len(shape) == 0:
+        return (1,)
+    if len(shape) <= 2:
+        return shape
+    return (shape[0], int(np.prod(shape[1:], dtype=np.int64)))
+
+
+def check_torch_param_unchanged(name: str, t: Any, shape: Tuple[int, ...], dtype: Any) -> None:
+    """A parameter whose memory changed since the last step (``p.data = ...``,
+    ``torch.utils.swap_tensors``) must still be one the optimizer's state fits."""
+    check_torch_param(name, t)
+    if tuple(t.shape) != shape or t.dtype != dtype:
+        raise ValueError(
+            f"{name} changed from shape {shape} and dtype {dtype} to shape {tuple(t.shape)} and "
+            f"dtype {t.dtype} after the optimizer was built (its state no longer fits); build "
+            "a new optimizer for it"
+        )
+
+
+def check_torch_grad(name: str, g: Any, param: Any) -> str:
+    """The gradient of a parameter: ``"dense"`` (strided, the parameter's shape) or
+    ``"rows"`` (sparse COO over the first dimension, any number of entries, duplicates
+    allowed) or ``"coo2"`` (a fully sparse COO gradient of a 2-D parameter); CPU, the
+    parameter's dtype."""
+    layout = str(getattr(g, "layout", ""))
+    _torch_device_ok(name, g, "the gradient")
+    if g.dtype != param.dtype:
+        raise TypeError(f"{name}: the gradient has dtype {g.dtype}, the parameter {param.dtype}")
+    if tuple(g.shape) != tuple(param.shape):
+        raise ValueError(f"{name}: the gradient has shape {tuple(g.shape)}, the parameter "
+                         f"{tuple(param.shape)}")
+    if layout == "torch.strided":
+        return "dense"
+    if layout != "torch.sparse_coo":
+        raise TypeError(f"{name}: gradients of layout {layout} are not supported (dense or "
+                        "sparse COO gradients are)")
+    sd = g.sparse_dim()
+    if sd == 1 and param.dim() >= 1:
+        return "rows"
+    if sd == 2 and param.dim() == 2:
+        return "coo2"
+    raise ValueError(f"{name}: a sparse gradient with {sd} sparse dimension(s) of a parameter "
+                     f"of shape {tuple(param.shape)} is not supported (sparse over rows, as "
+                     "nn.Embedding(sparse=True) makes, or fully sparse 2-D)")
+
+
+def check_torch_step(name: str, value: Any) -> int:
+    """A step count from a state dict: an int, or a 0-d tensor (float in torch.optim.Adagrad)
+    holding a whole number."""
+    item = getattr(value, "item", None)
+    if item is not None and getattr(value, "ndim", 0) == 0 and \
+            not isinstance(value, (bool, np.bool_)):
+        value = item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"state_dict: {name} has an invalid step {value!r} (a whole number "
+                         "is expected)")
+    return int(value)
+
+
+def check_torch_state_dict(state_dict: Any, group_sizes: Sequence[int]
+                           ) -> Tuple[Mapping[Any, Any], Sequence[Mapping[str, Any]]]:
+    """The structure of a state dict given to a ``sparseopt.torch`` optimizer (torch's
+    format): ``state`` (parameter id -> dict) and ``param_groups`` (dicts with ``params``), as
+    many groups as the optimizer has, each listing as many parameters, and state only for
+    listed ids. Returns ``(state, param_groups)``; the values are checked when loaded."""
+    if not isinstance(state_dict, Mapping) or "state" not in state_dict or \
+            "param_groups" not in state_dict:
+        raise TypeError("load_state_dict expects a dict made by state_dict() (with 'state' "
+                        f"and 'param_groups'), got {type(state_dict).__name__}")
+    states, groups = state_dict["state"], state_dict["param_groups"]
+    if not isinstance(states, Mapping):
+        raise TypeError(f"state_dict['state'] must be a dict, got {type(states).__name__}")
+    if not isinstance(groups, (list, tuple)) or not all(
+            isinstance(g, Mapping) and isinstance(g.get("params"), (list, tuple))
+            for g in groups):
+        raise TypeError("state_dict['param_groups'] must be a list of dicts with a 'params' "
+                        "list")
+    if len(groups) != len(group_sizes):
+        raise ValueError(f"state_dict has {len(groups)} param groups, this optimizer "
+                         f"{len(group_sizes)}")
+    known = set()
+    for gi, (g, n) in enumerate(zip(groups, group_sizes)):
+        if len(g["params"]) != n:
+            raise ValueError(f"param group {gi} of state_dict has {len(g['params'])} "
+                             f"parameters, this optimizer's {n}")
+        known.update(g["params"])
+    unknown = [k for k in states if k not in known]
+    if unknown:
+        raise KeyError(f"state_dict has state for parameters {unknown[:5]} that no param "
+                       "group lists")
+    return states, groups
+
+
+def check_torch_state_tensor(name: str, sname: str, t: Any) -> None:
+    """A state tensor from a state dict: dense, on the CPU (its values are checked by the
+    NumPy optimizer's ``load_state_dict``)."""
+    if str(getattr(t, "layout", "")) != "torch.strided" or \
+            getattr(getattr(t, "device", None), "type", None) != "cpu":
+        raise ValueError(f"state_dict: state {sname!r} of {name} must be a dense CPU tensor, "
+                         f"got layout {t.layout} on device {t.device}")

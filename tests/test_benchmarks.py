@@ -205,3 +205,20 @@ def test_runs_as_a_module_from_the_checkout():
                    "--min-sample-ms", "--warm-up-ms", "--order", "--seed"):
         assert f"{option} " in text, option
     assert "(default benchmarks/results)" in text, text
+
+
+def test_torch_loop_quick_runs():
+    """benchmarks/torch_loop.py (the DLRM-style loop) in its tiny mode: every contender
+    trains, and sparseopt's contenders are compared with their torch counterpart."""
+    pytest.importorskip("torch.optim")
+    from benchmarks import torch_loop
+    rows = torch_loop.main(["--quick", "--iters", "3"])
+    names = [r["name"] for r in rows]
+    assert names == list(torch_loop.CONTENDERS)
+    for r in rows:
+        assert r["it_ms"] > 0 and r["opt_ms"] > 0 and 0 < r["loss"] < 2
+        assert (r["it_ratio"] is None) == (r["name"] not in torch_loop.BASELINE)
+    # preset="torch" is SparseAdam + Adam's rule: the same losses to float32 rounding
+    by = {r["name"]: r for r in rows}
+    assert abs(by["sparseopt Adam preset=torch"]["loss"]
+               - by["torch SparseAdam+Adam"]["loss"]) < 1e-3

@@ -196,7 +196,7 @@ def test_cli_demo_runs_the_example_script(quick_demo, workdir):
 
 
 @pytest.mark.parametrize("script", ["embedding_adam.py", "state_dict_resume.py",
-                                    "torch_embedding.py"])
+                                    "torch_embedding.py", "torch_dlrm.py"])
 def test_example_runs(script, workdir):
     if script.startswith("torch") and importlib.util.find_spec("torch") is None:
         pytest.skip("torch is not installed")
@@ -216,3 +216,8 @@ def test_example_runs(script, workdir):
         # preset="torch" follows torch.optim.SparseAdam to float32 rounding
         diff = float(out.split("with preset='torch':")[1].split()[0])
         assert diff < 1e-4, out
+    if script == "torch_dlrm.py":
+        assert "bitwise equal to the uninterrupted run: True" in out, out
+        first, last = map(float, re.search(r"first 10 steps ([0-9.]+), last 10 steps "
+                                           r"([0-9.]+)", out).groups())
+        assert last < first, out

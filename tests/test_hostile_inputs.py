@@ -1198,6 +1198,190 @@ ALL_PROBES = {p.name: p for p in HAND_PROBES + SPARSE_PROBES + HYPOTHESIS_PROBES
 assert len(ALL_PROBES) == len(HAND_PROBES) + len(SPARSE_PROBES) + len(HYPOTHESIS_PROBES)
 
 
+# =========================================================================== sparseopt.torch
+# A batch of its own (torch is optional, and a child that imports it is larger): gradients
+# built without torch's invariant checks (rows out of range), corrupted groups, state and
+# state dicts, parameters whose memory was replaced. ``tsnap`` is a plain-data view of
+# everything a refused call must leave unchanged (parameters, shown state, groups and the
+# NumPy optimizers behind them).
+
+TORCH_PRELUDE = r'''
+import io, warnings
+import numpy as np
+import torch
+import sparseopt.torch as sot
+warnings.simplefilter("ignore")
+torch.set_num_threads(1)
+
+
+def sgrad(idx, shape, dtype=torch.float32, value=1.0):
+    idx = torch.tensor(idx, dtype=torch.int64)
+    vals = torch.full((idx.shape[1],) + tuple(shape[idx.shape[0]:]), value, dtype=dtype)
+    return torch.sparse_coo_tensor(idx, vals, shape, check_invariants=False)
+
+
+def tnet(kind="Adam", steps=2, **kw):
+    """An embedding table E (20, 4) and a bias b (3,) after `steps` steps."""
+    E = torch.nn.Parameter(torch.randn(20, 4, generator=torch.Generator().manual_seed(0)))
+    b = torch.nn.Parameter(torch.zeros(3))
+    opt = getattr(sot, kind)([E, b], **kw)
+    for s in range(steps):
+        E.grad, b.grad = sgrad([[1, 2, 1 + s]], (20, 4)), torch.ones(3)
+        opt.step()
+    return E, b, opt
+
+
+def tsnap(opt):
+    def plain(v):
+        return v.detach().numpy().copy() if isinstance(v, torch.Tensor) else v
+    params = [p for g in opt.param_groups for p in g["params"]]
+    return ([plain(p) for p in params],
+            [{k: plain(v) for k, v in opt.state[p].items()} for p in params if p in opt.state],
+            [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups],
+            [opt._slots[p].inner for p in params])
+
+
+def saved(opt):
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+'''
+
+
+def _torch_probes():
+    out = []
+    T = "E, b, opt = tnet({kind!r}{extra})\n"
+    step = "opt.step()"
+    for kind, extra in (("Adam", ""), ("Adam", ", lazy='decay', weight_decay=0.01"),
+                        ("Adagrad", ", rowwise=True"), ("RMSprop", ", momentum=0.9"),
+                        ("SGD", "")):
+        tag = f"{kind}{extra.split('=')[0].replace(', ', '-') if extra else ''}"
+        setup = T.format(kind=kind, extra=extra)
+        for what, idx in (("row 10**9", "[[1, 10**9]]"), ("row -1", "[[1, -1]]"),
+                          ("row 20", "[[20]]"), ("row 2**63-1", "[[2**63 - 1]]")):
+            out.append(P(f"torch/{tag}.step (sparse gradient with {what})",
+                         setup + f"E.grad = sgrad({idx}, (20, 4)); b.grad = torch.ones(3)",
+                         step, expect=("IndexError",), names=("index", "row", "range"),
+                         watch="tsnap(opt)"))
+        out.append(P(f"torch/{tag}.step (2-D sparse gradient, column out of range)",
+                     setup + "E.grad = sgrad([[1, 2], [0, 9]], (20, 4)); b.grad = torch.ones(3)",
+                     step, expect=("IndexError", "ValueError"),
+                     names=("index", "column", "range", "indices"), watch="tsnap(opt)"))
+        out.append(P(f"torch/{tag}.step (NaN in the second parameter's gradient)",
+                     setup + "E.grad = sgrad([[1, 2]], (20, 4)); "
+                     "b.grad = torch.tensor([1.0, float('nan'), 0.0])",
+                     step, expect=("FloatingPointError",), names=("NaN",), watch="tsnap(opt)"))
+        for key, val, exc in (("lr", "-1.0", "ValueError"), ("lr", "'fast'", "TypeError"),
+                              ("lr", "float('nan')", "ValueError")):
+            out.append(P(f"torch/{tag}.step (group {key}={val})",
+                         setup + f"opt.param_groups[0][{key!r}] = {val}; "
+                         "E.grad = sgrad([[1]], (20, 4))", step, expect=(exc,), names=(key,),
+                         watch="tsnap(opt)"))
+        for what, code, names in (
+                ("another shape", "E.data = torch.zeros(21, 4)", ("shape",)),
+                ("non-contiguous", "E.data = torch.zeros(4, 20).t()", ("contiguous",)),
+                ("float64", "E.data = torch.zeros(20, 4, dtype=torch.float64)", ("dtype",))):
+            out.append(P(f"torch/{tag}.step (p.data replaced: {what})",
+                         setup + code + "; E.grad = sgrad([[1]], tuple(E.shape), E.dtype); "
+                         "b.grad = torch.ones(3)", step,
+                         expect=("ValueError", "TypeError"), names=names,
+                         watch="tsnap(opt)"))
+        if kind != "SGD":
+            sname = {"Adam": "exp_avg", "Adagrad": "sum", "RMSprop": "square_avg"}[kind]
+            for what, code in (("a wrong shape", f"torch.zeros(19, 4)"),
+                               ("float64", f"torch.zeros(20, 4, dtype=torch.float64)"),
+                               ("a list", "[0.0] * 80")):
+                out.append(P(f"torch/{tag}.step (opt.state[E][{sname!r}] replaced by {what})",
+                             setup + f"opt.state[E][{sname!r}] = {code}; "
+                             "E.grad = sgrad([[1]], (20, 4))", step,
+                             expect=("ValueError", "TypeError"), names=(sname,),
+                             watch="tsnap(opt)"))
+            out.append(P(f"torch/{tag}.step (opt.state[E]['step'] = -1)",
+                         setup + "opt.state[E]['step'] = -1; E.grad = sgrad([[1]], (20, 4))",
+                         step, names=("step",), watch="tsnap(opt)"))
+            for what, edit, names in (
+                    ("negative second moment or sum",
+                     f"sd['state'][0][{'exp_avg_sq' if kind == 'Adam' else sname!r}]"
+                     ".fill_(-1.0)", ("exp_avg_sq", "sum", "square_avg")),
+                    ("step 1.5", "sd['state'][0]['step'] = 1.5", ("step",)),
+                    ("step 2**70", "sd['state'][0]['step'] = 2**70", ("step",)),
+                    ("a meta tensor", f"sd['state'][0][{sname!r}] = "
+                     "torch.zeros(20, 4, device='meta')", (sname,)),
+                    ("a sparse tensor", f"sd['state'][0][{sname!r}] = "
+                     "torch.zeros(20, 4).to_sparse()", (sname,)),
+                    ("state of an unknown parameter", "sd['state'][7] = sd['state'][0]",
+                     ("parameters",)),
+                    ("an unknown state name", "sd['state'][0]['bogus'] = torch.zeros(3)",
+                     ("bogus",)),
+                    ("no param_groups", "del sd['param_groups']", ("param_groups",)),
+                    ("group lr -1", "sd['param_groups'][0]['lr'] = -1.0", ("lr",))):
+                out.append(P(f"torch/{tag}.load_state_dict ({what})",
+                             setup + "sd = saved(opt)\n" + edit,
+                             "opt.load_state_dict(sd)",
+                             expect=("ValueError", "TypeError", "KeyError"), names=names,
+                             watch="tsnap(opt)"))
+        out.append(P(f"torch/{tag}.step (opt.state[E] counters edited in place)",
+                     setup + "\n".join(f"if {c!r} in opt.state[E]: opt.state[E][{c!r}].fill_("
+                                        "2**62)" for c in ("row_step", "last_step"))
+                     + "\nE.grad = sgrad([[1, 5]], (20, 4))", step, success_ok=True,
+                     check="bool(torch.isfinite(E).all())", names=("step",),
+                     watch="tsnap(opt)"))
+    out.append(P("torch/Adam.step (group lazy changed after construction)",
+                 T.format(kind="Adam", extra="") + "opt.param_groups[0]['lazy'] = 'decay'; "
+                 "E.grad = sgrad([[1]], (20, 4))", step, names=("lazy",), watch="tsnap(opt)"))
+    out.append(P("torch/Adam.step (group betas (1.5, 0.9))",
+                 T.format(kind="Adam", extra="") + "opt.param_groups[0]['betas'] = (1.5, 0.9); "
+                 "E.grad = sgrad([[1]], (20, 4))", step, names=("betas",), watch="tsnap(opt)"))
+    out.append(P("torch/Adam.step (3-sparse-dim gradient of a 3-D parameter)",
+                 "C = torch.nn.Parameter(torch.zeros(4, 3, 2)); opt = sot.Adam([C])\n"
+                 "C.grad = sgrad([[0], [1], [1]], (4, 3, 2))", step, names=("sparse",),
+                 watch="tsnap(opt)"))
+    out.append(P("torch/Adam.load_state_dict (SparseAdam with maximize=True)",
+                 "E = torch.nn.Parameter(torch.zeros(20, 4)); "
+                 "sa = torch.optim.SparseAdam([E], maximize=True)\n"
+                 "E.grad = sgrad([[1]], (20, 4)); sa.step()\n"
+                 "opt = sot.Adam([E], preset='torch')", "opt.load_state_dict(sa.state_dict())",
+                 names=("maximize",), watch="tsnap(opt)"))
+    for what, code, exc, names in (
+            ("an int tensor", "torch.zeros(3, dtype=torch.int64)", "TypeError", ("float32",)),
+            ("a float16 parameter",
+             "torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))", "TypeError",
+             ("float16",)),
+            ("requires_grad=False", "torch.zeros(3)", "ValueError", ("requires_grad",)),
+            ("a NumPy array", "np.zeros(3, np.float32)", "TypeError", ("Tensor", "Tensors")),
+            ("a sparse parameter",
+             "torch.nn.Parameter(torch.zeros(4, 2).to_sparse())", "TypeError", ("layout",))):
+        out.append(P(f"torch/Adam.add_param_group ({what})",
+                     T.format(kind="Adam", extra=""),
+                     f"opt.add_param_group({{'params': [{code}]}})",
+                     expect=(exc,), names=names, watch="tsnap(opt)"))
+    for n in (10**5, -1, 2.5):
+        out.append(P(f"torch/Adam(n_threads={n})",
+                     "E = torch.nn.Parameter(torch.zeros(20, 4))",
+                     f"sot.Adam([E], n_threads={n})", expect=("ValueError", "TypeError"),
+                     names=("n_threads",)))
+    return out
+
+
+TORCH_PROBES = _torch_probes()
+assert len({p.name for p in TORCH_PROBES}) == len(TORCH_PROBES)
+
+
+@pytest.fixture(scope="session")
+def torch_probe_results():
+    pytest.importorskip("torch.optim")
+    return run_probes(TORCH_PROBES, TORCH_PRELUDE, timeout=600, jobs=1)
+
+
+@pytest.mark.parametrize("name", [p.name for p in TORCH_PROBES])
+def test_torch_contract(name, torch_probe_results):
+    probe, res = {p.name: p for p in TORCH_PROBES}[name], torch_probe_results[name]
+    problems = verdict(probe, res)
+    if problems:
+        pytest.fail("; ".join(problems) + "\n" + describe(probe, res), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def probe_results():
     t0 = time.perf_counter()

@@ -253,18 +253,28 @@ class Optimizer:
             dtype or layout are all refused before any parameter or counter moves.
         """
         with self._lock:
-            group = self._current_group()
-            pairs = V.match_grads(grads, self._keys, self._is_dict)
-            prepared: List[Tuple[int, MergedRows]] = []
-            for i in sorted(pairs):
-                self._check_ready(i, group, advancing=True)
-                prepared.append((i, merge(self._keys[i], pairs[i], self._params[i],
-                                          self._indexers[i], self.duplicates, self.nonfinite,
-                                          self._merge_threads)))
-            for i, merged in prepared:
-                state = self._ensure_state(i, group)
-                state["step"] += 1
-                self._apply(i, state, merged, group)
+            self._commit(*self._prepare(grads))
+
+    def _prepare(self, grads: Any) -> Tuple[Dict[str, Any], List[Tuple[int, MergedRows]]]:
+        """Phase 1 of ``step`` (the caller holds the lock): check the hyper-parameters, the
+        parameters and their state, validate and merge every gradient. Changes nothing, so a
+        caller stepping several optimizers (``sparseopt.torch``) prepares them all first."""
+        group = self._current_group()
+        pairs = V.match_grads(grads, self._keys, self._is_dict)
+        prepared: List[Tuple[int, MergedRows]] = []
+        for i in sorted(pairs):
+            self._check_ready(i, group, advancing=True)
+            prepared.append((i, merge(self._keys[i], pairs[i], self._params[i],
+                                      self._indexers[i], self.duplicates, self.nonfinite,
+                                      self._merge_threads)))
+        return group, prepared
+
+    def _commit(self, group: Dict[str, Any], prepared: List[Tuple[int, MergedRows]]) -> None:
+        """Phase 2 of ``step``: allocate state, advance the counters, run the kernels."""
+        for i, merged in prepared:
+            state = self._ensure_state(i, group)
+            state["step"] += 1
+            self._apply(i, state, merged, group)
 
     # -- the models' trusted step -----------------------------------------------------------
 
