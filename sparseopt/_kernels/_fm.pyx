@@ -38,7 +38,7 @@ from libc.stdint cimport int32_t, int64_t
 from cython cimport floating
 from cython.parallel cimport prange
 
-from ._rowops cimport _sigmoid, _softplus, index_t
+from ._rowops cimport _sigmoid, _softplus, index_t, so_prefetch_read
 
 # loss codes shared with sparseopt/recommend/_fm.py
 cdef enum:
@@ -47,6 +47,13 @@ cdef enum:
     LOSS_SOFTMAX = 2
 
 LOSSES = dict(squared=LOSS_SQUARED, logistic=LOSS_LOGISTIC, softmax=LOSS_SOFTMAX)
+
+# A shuffled batch reads random CSR rows and random table rows: latency, not arithmetic, is
+# what a sample costs. fm_grads asks for them ahead in three stages, each needing what the
+# stage before fetched: the row's bounds (indptr) 3*AHEAD samples ahead, its indices and
+# values 2*AHEAD ahead, its table rows AHEAD ahead. Hints only: no result changes.
+cdef enum:
+    AHEAD = 4
 
 
 def fm_grads(const floating[::1] data, const index_t[::1] indices, const index_t[::1] indptr,
@@ -73,8 +80,8 @@ def fm_grads(const floating[::1] data, const index_t[::1] indices, const index_t
     ``pred`` (``(B, n_out)``) are scratch.
     """
     cdef Py_ssize_t B = samples.shape[0], n_out = w0.shape[0], width = k + 1
-    cdef Py_ssize_t s, c, f, p, p0, p1, o, base
-    cdef int64_t row
+    cdef Py_ssize_t s, c, f, p, p0, p1, o, base, sa, q
+    cdef int64_t row, ra
     cdef index_t j
     cdef double x, acc, lin, v, yv, z, mx, tot, d, a
     cdef double* S
@@ -83,6 +90,22 @@ def fm_grads(const floating[::1] data, const index_t[::1] indices, const index_t
     cdef floating* gr
     with nogil:
         for s in prange(B, num_threads=n_threads, schedule="static"):
+            sa = s + 3 * AHEAD
+            if sa < B:
+                so_prefetch_read(&indptr[samples[sa]], 2 * sizeof(index_t))
+            sa = s + 2 * AHEAD
+            if sa < B:
+                ra = samples[sa]
+                if indptr[ra + 1] > indptr[ra]:
+                    so_prefetch_read(&indices[indptr[ra]],
+                                     (indptr[ra + 1] - indptr[ra]) * sizeof(index_t))
+                    so_prefetch_read(&data[indptr[ra]],
+                                     (indptr[ra + 1] - indptr[ra]) * sizeof(floating))
+            sa = s + AHEAD
+            if sa < B:
+                ra = samples[sa]
+                for q in range(indptr[ra], indptr[ra + 1]):
+                    so_prefetch_read(&W[indices[q], 0], W.shape[1] * sizeof(floating))
             row = samples[s]
             p0 = indptr[row]
             p1 = indptr[row + 1]
