@@ -73,8 +73,8 @@ def fm_grads(const floating[::1] data, const index_t[::1] indices, const index_t
     computed in O(k * nnz). ``loss_code``: squared (``(yhat - y)^2/2``, one output), logistic
     (``y`` in {-1, +1}, one output) or softmax (``y`` the class index, ``n_out`` classes).
     With ``d_c = scale*sw*dloss/dyhat_c`` and ``a = scale*sw*alpha``, the gradient row of the
-    ``p``-th stored entry of the sample, written to ``G[offsets[s] - offsets[0] + p]`` with its feature id in
-    ``gidx``, is ``d_c*x_j*(sum_j' x_j' v_j'cf - v_jcf x_j) + a*v_jcf`` for the factors and
+    ``p``-th stored entry of the sample, written to ``G[offsets[s] - offsets[0] + p]`` with
+    its feature id in ``gidx``, is ``d_c*x_j*(sum_j' x_j' v_j'cf - v_jcf x_j) + a*v_jcf`` for the factors and
     ``d_c*x_j + a*w_jc`` for the linear weight. ``g0[s, c] = d_c``; ``loss[s]`` the unweighted
     loss. ``sums`` (``(B, 2*n_out*k)``: per output the sums of ``x v`` and of ``(x v)^2``) and
     ``pred`` (``(B, n_out)``) are scratch.
