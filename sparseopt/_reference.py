@@ -39,7 +39,7 @@ the kernels follow them operation for operation, so these factors agree to the b
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -689,3 +689,38 @@ def feature_scatter(F: Any, rows: np.ndarray, G: np.ndarray) -> Tuple[np.ndarray
     used = np.unique(sub.indices)
     full = np.asarray(sub.T @ np.asarray(G, np.float64))
     return used.astype(np.int64), full[used]
+
+
+def fm_predict(X: Any, W: np.ndarray, w0: np.ndarray, k: int) -> np.ndarray:
+    """Second-order factorisation machine outputs by the pairwise definition, ``(n, n_out)``:
+    ``yhat_c(x) = w0[c] + sum_j x_j w_jc + sum_{j<l} <v_jc, v_lc> x_j x_l``, where row ``j`` of
+    ``W`` holds, per output ``c``, the factors ``v_jc`` (``k`` values) then ``w_jc``."""
+    Xd = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+    n_out = np.asarray(w0).shape[0]
+    T = np.asarray(W, dtype=np.float64).reshape(W.shape[0], n_out, k + 1)
+    out = np.empty((Xd.shape[0], n_out))
+    for c in range(n_out):
+        V, w = T[:, c, :k], T[:, c, k]
+        G = V @ V.T
+        pair = 0.5 * (np.einsum("si,ij,sj->s", Xd, G, Xd) - np.einsum("si,ii,si->s", Xd, G, Xd))
+        out[:, c] = w0[c] + Xd @ w + pair
+    return out
+
+
+def fm_merge_rows(G: np.ndarray, idx: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """``(rows, summed)``: the distinct ids of ``idx`` in order of first appearance and, for
+    each, the sum of its rows of ``G`` added in entry order in ``G``'s dtype (what an
+    optimizer's merge of ``RowGrad(idx, G)`` computes)."""
+    idx = np.asarray(idx)
+    rows: List[int] = []
+    where: Dict[int, int] = {}
+    out = []
+    for p, j in enumerate(idx.tolist()):
+        if j not in where:
+            where[j] = len(rows)
+            rows.append(j)
+            out.append(np.array(G[p], dtype=G.dtype))
+        else:
+            out[where[j]] = (out[where[j]] + G[p]).astype(G.dtype)
+    summed = np.array(out, dtype=G.dtype).reshape(len(rows), G.shape[1])
+    return np.array(rows, dtype=np.int64), summed

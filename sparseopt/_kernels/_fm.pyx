@@ -6,15 +6,19 @@ gradient row of every stored entry of each sample; the caller hands the rows to 
 optimizer as ``RowGrad``, whose merge sums the duplicates (a feature in several samples) and
 applies the lazy row update. It runs in parallel over samples (``prange``), each sample
 writing only its own rows of the outputs, so the result does not depend on the thread count.
-``fm_predict`` computes the same predictions, in parallel over rows.
+``fm_merge_rows`` then sums those rows into one row per feature, serially in sample order, so
+the model can hand unique rows to the optimizer's trusted step (no validation or merge of its
+own). ``fm_predict`` computes the same predictions, in parallel over rows.
 
 Preconditions (established by ``sparseopt.recommend``, never checked here):
 
 * ``data``, ``W`` and ``w0`` are of one floating dtype; ``W`` is C-contiguous
   ``(n_features, n_out*(k+1))`` with the layout documented in ``fm_grads``;
 * ``(data, indices, indptr)`` is a CSR matrix whose indices lie in ``[0, n_features)``;
-  ``samples`` holds valid row ids and ``offsets[s]`` the stored entries of the samples before
-  ``s`` (so sample ``s`` owns rows ``offsets[s] .. offsets[s+1]`` of ``G`` and ``gidx``);
+  ``samples`` holds valid row ids and ``offsets[s] - offsets[0]`` the stored entries of the
+  samples before ``s`` (so sample ``s`` owns rows ``offsets[s] - offsets[0]`` up to
+  ``offsets[s+1] - offsets[0]`` of ``G`` and ``gidx``; ``offsets`` may be a slice of the
+  running totals of a whole epoch);
 * ``loss_code`` is a value of ``LOSSES``; ``y`` is +1/-1 for the logistic loss and a class
   index in ``[0, n_out)`` for the softmax;
 * every output and scratch buffer has the documented shape; scalars (``scale``, ``alpha``)
@@ -30,11 +34,11 @@ is the exact gradient of the mini-batch objective
 does not touch have zero gradient and no deferred decay is ever owed.
 """
 from libc.math cimport exp, log1p
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from cython cimport floating
 from cython.parallel cimport prange
 
-from ._rowops cimport _sigmoid, _softplus, index_t
+from ._rowops cimport _sigmoid, _softplus, index_t, so_prefetch_read
 
 # loss codes shared with sparseopt/recommend/_fm.py
 cdef enum:
@@ -43,6 +47,13 @@ cdef enum:
     LOSS_SOFTMAX = 2
 
 LOSSES = dict(squared=LOSS_SQUARED, logistic=LOSS_LOGISTIC, softmax=LOSS_SOFTMAX)
+
+# A shuffled batch reads random CSR rows and random table rows: latency, not arithmetic, is
+# what a sample costs. fm_grads asks for them ahead in three stages, each needing what the
+# stage before fetched: the row's bounds (indptr) 3*AHEAD samples ahead, its indices and
+# values 2*AHEAD ahead, its table rows AHEAD ahead. Hints only: no result changes.
+cdef enum:
+    AHEAD = 4
 
 
 def fm_grads(const floating[::1] data, const index_t[::1] indices, const index_t[::1] indptr,
@@ -62,15 +73,15 @@ def fm_grads(const floating[::1] data, const index_t[::1] indices, const index_t
     computed in O(k * nnz). ``loss_code``: squared (``(yhat - y)^2/2``, one output), logistic
     (``y`` in {-1, +1}, one output) or softmax (``y`` the class index, ``n_out`` classes).
     With ``d_c = scale*sw*dloss/dyhat_c`` and ``a = scale*sw*alpha``, the gradient row of the
-    ``p``-th stored entry of the sample, written to ``G[offsets[s] + p]`` with its feature id in
-    ``gidx``, is ``d_c*x_j*(sum_j' x_j' v_j'cf - v_jcf x_j) + a*v_jcf`` for the factors and
+    ``p``-th stored entry of the sample, written to ``G[offsets[s] - offsets[0] + p]`` with
+    its feature id in ``gidx``, is ``d_c*x_j*(sum_j' x_j' v_j'cf - v_jcf x_j) + a*v_jcf`` for the factors and
     ``d_c*x_j + a*w_jc`` for the linear weight. ``g0[s, c] = d_c``; ``loss[s]`` the unweighted
     loss. ``sums`` (``(B, 2*n_out*k)``: per output the sums of ``x v`` and of ``(x v)^2``) and
     ``pred`` (``(B, n_out)``) are scratch.
     """
     cdef Py_ssize_t B = samples.shape[0], n_out = w0.shape[0], width = k + 1
-    cdef Py_ssize_t s, c, f, p, p0, p1, o, base
-    cdef int64_t row
+    cdef Py_ssize_t s, c, f, p, p0, p1, o, base, sa, q
+    cdef int64_t row, ra
     cdef index_t j
     cdef double x, acc, lin, v, yv, z, mx, tot, d, a
     cdef double* S
@@ -79,6 +90,22 @@ def fm_grads(const floating[::1] data, const index_t[::1] indices, const index_t
     cdef floating* gr
     with nogil:
         for s in prange(B, num_threads=n_threads, schedule="static"):
+            sa = s + 3 * AHEAD
+            if sa < B:
+                so_prefetch_read(&indptr[samples[sa]], 2 * sizeof(index_t))
+            sa = s + 2 * AHEAD
+            if sa < B:
+                ra = samples[sa]
+                if indptr[ra + 1] > indptr[ra]:
+                    so_prefetch_read(&indices[indptr[ra]],
+                                     (indptr[ra + 1] - indptr[ra]) * sizeof(index_t))
+                    so_prefetch_read(&data[indptr[ra]],
+                                     (indptr[ra + 1] - indptr[ra]) * sizeof(floating))
+            sa = s + AHEAD
+            if sa < B:
+                ra = samples[sa]
+                for q in range(indptr[ra], indptr[ra + 1]):
+                    so_prefetch_read(&W[indices[q], 0], W.shape[1] * sizeof(floating))
             row = samples[s]
             p0 = indptr[row]
             p1 = indptr[row + 1]
@@ -133,7 +160,7 @@ def fm_grads(const floating[::1] data, const index_t[::1] indices, const index_t
                 for p in range(p0, p1):
                     x = data[p]
                     j = indices[p]
-                    o = offsets[s] + p - p0
+                    o = offsets[s] - offsets[0] + p - p0
                     wr = &W[j, base]
                     gr = &G[o, base]
                     if c == 0:
@@ -141,6 +168,41 @@ def fm_grads(const floating[::1] data, const index_t[::1] indices, const index_t
                     for f in range(k):
                         gr[f] = <floating>(d * x * (S[f] - wr[f] * x) + a * wr[f])
                     gr[k] = <floating>(d * x + a * wr[k])
+
+
+def fm_merge_rows(floating[:, ::1] G, const index_t[::1] gidx, int32_t[::1] slot,
+                  int64_t[::1] rows):
+    """Sum the gradient rows of one feature: in place, the first ``m`` rows of ``G`` become
+    the summed rows of the ``m`` distinct features of ``gidx`` (in order of first
+    appearance), whose ids go to ``rows[:m]``; returns ``m``.
+
+    Duplicates are added in entry order in the table's precision (``G``'s dtype), as the
+    optimizer's own merge of ``RowGrad(gidx, G)`` adds them. Serial, so the result does not
+    depend on the thread count. ``slot`` (one int32 per table row) must be -1 everywhere and
+    is restored to -1; ``gidx`` holds valid row ids; ``rows`` has room for ``len(gidx)``.
+    Row ``m`` is written only from row ``p >= m``, so the in-place compaction never reads a
+    row it has overwritten.
+    """
+    cdef Py_ssize_t n = gidx.shape[0], width = G.shape[1], p, f, m = 0, t
+    cdef index_t j
+    cdef int32_t q
+    with nogil:
+        for p in range(n):
+            j = gidx[p]
+            q = slot[j]
+            if q < 0:
+                slot[j] = <int32_t>m
+                rows[m] = j
+                if m != p:
+                    for f in range(width):
+                        G[m, f] = G[p, f]
+                m = m + 1
+            else:
+                for f in range(width):
+                    G[q, f] = G[q, f] + G[p, f]
+        for t in range(m):
+            slot[rows[t]] = -1
+    return m
 
 
 def fm_predict(const floating[::1] data, const index_t[::1] indices, const index_t[::1] indptr,

@@ -289,7 +289,8 @@ class Optimizer:
     def _check_trusted(self) -> None:
         """``_begin_trusted`` with the lock held."""
         group = self._current_group()
-        self._check_ready(0, group, advancing=True)
+        for i in range(len(self._params)):
+            self._check_ready(i, group, advancing=True)
         # the hyper-parameters as checked, to tell when one changes (see _trusted_group)
         self._trusted = (dict(self.param_groups[0]), group)
 
@@ -322,14 +323,17 @@ class Optimizer:
             src = self._src_cache = np.arange(max(m, 2 * src.shape[0]), dtype=np.int64)
         return src[:m]
 
-    def _step_trusted(self, rows: np.ndarray, values: np.ndarray, lr: float) -> None:
-        """One step of the single parameter (index 0) with learning rate ``lr``, from a
+    def _step_trusted(self, rows: np.ndarray, values: np.ndarray, lr: float,
+                      i: int = 0) -> None:
+        """One step of parameter ``i`` (default the first) with learning rate ``lr``, from a
         gradient the caller guarantees: ``rows`` unique int64 row ids in range (C-contiguous,
         any order), ``values`` the C-contiguous ``(len(rows), width)`` gradient rows of the
         parameter's dtype, not a view of the parameter, and no hyper-parameter other than
-        ``lr`` changed since ``_begin_trusted``, nor the parameter or its state.
+        ``lr`` changed since ``_begin_trusted``, nor the parameter or its state. ``values``
+        of a 1-D parameter are ``(len(rows), 1)``.
 
-        Bitwise the same update, counters and state as ``step([RowGrad(rows, values)])``
+        Bitwise the same update, counters and state as a ``step`` of ``RowGrad(rows, values)``
+        for parameter ``i`` alone
         after ``lr = lr``, with ``nonfinite="ignore"`` (the models' setting: rows are applied
         whatever their values), without validating or merging the gradient: such a gradient
         merges into itself, each row its own source (``_grad.merge``). The models' inner
@@ -339,9 +343,9 @@ class Optimizer:
             m = rows.shape[0]
             merged = MergedRows(rows, self._src(m), values, self._empty_scratch(values),
                                 False)
-            state = self._ensure_state(0, group)
+            state = self._ensure_state(i, group)
             state["step"] += 1
-            self._apply(0, state, merged, group)
+            self._apply(i, state, merged, group)
 
     def _empty_scratch(self, values: np.ndarray) -> np.ndarray:
         scratch = self._scratch_cache

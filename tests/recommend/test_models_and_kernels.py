@@ -18,11 +18,13 @@ from sparseopt._kernels import _fm as KFM, _mf as KMF, _topk as KTOP
 from sparseopt.datasets import holdout_split, make_interactions, make_ratings
 from sparseopt.recommend import metrics
 from sparseopt import _utils
+from sparseopt import _reference as R
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from sparseopt.recommend import FMClassifier, FMRegressor, MatrixFactorization  # noqa: E402
+from sparseopt.optim import RowGrad  # noqa: E402
 from sparseopt.recommend import _mf, _serving  # noqa: E402
 
 RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
@@ -511,6 +513,7 @@ def test_fm_kernels_finite_differences(loss, n_out, k):
     KFM.fm_predict(X.data, X.indices, X.indptr, W, w0, k, out, 1)
     np.testing.assert_allclose(out, fm_dense_predict(X.toarray(), W, w0, k), rtol=1e-12,
                                atol=1e-12)
+    np.testing.assert_allclose(out, R.fm_predict(X, W, w0, k), rtol=1e-12, atol=1e-12)
     h = 1e-6
     for T, G in ((W, GW), (w0, g0)):
         for idx in np.ndindex(*T.shape):
@@ -539,6 +542,116 @@ def test_fm_kernel_float32_and_threads(monkeypatch):
     g64 = run_fm_grads(X.astype(np.float64), y, sw, W.astype(np.float64), w0.astype(np.float64),
                        4, "softmax", 1 / 300, 0.01, samples)
     close(g1[0], g64[0], np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("idx_dtype", [np.int32, np.int64])
+def test_fm_merge_rows_sums_duplicates_in_order(dtype, idx_dtype):
+    rng = np.random.default_rng(5)
+    gidx = rng.integers(0, 9, 40).astype(idx_dtype)
+    G0 = rng.normal(size=(40, 5)).astype(dtype)
+    G = G0.copy()
+    slot = np.full(9, -1, dtype=np.int32)
+    rows = np.empty(40, dtype=np.int64)
+    m = KFM.fm_merge_rows(G, gidx, slot, rows)
+    ref_rows, ref = R.fm_merge_rows(G0, gidx)      # first appearance; entry order, in dtype
+    assert m == len(ref_rows) and np.array_equal(rows[:m], ref_rows)
+    assert np.array_equal(G[:m], ref)
+    assert (slot == -1).all()                                          # restored
+    assert KFM.fm_merge_rows(G[:0], gidx[:0], slot, rows) == 0
+
+
+def test_fm_grads_reads_a_slice_of_epoch_offsets():
+    # the model hands the kernel a slice of the epoch's running totals: rows are placed
+    # relative to the slice's first value
+    rng = np.random.default_rng(6)
+    X = sp.random(30, 8, density=0.4, random_state=6, format="csr")
+    W = rng.normal(0, 0.5, (8, 5))
+    w0 = np.array([0.1])
+    y = rng.choice([-1.0, 1.0], 30)
+    sw = np.ones(30)
+    perm = rng.permutation(30).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(np.diff(X.indptr)[perm])]).astype(np.int64)
+    s, e = 7, 19
+    nnz = int(offsets[e] - offsets[s])
+    out = []
+    for offs in (offsets[s:e + 1], offsets[s:e + 1] - offsets[s]):
+        G = np.empty((nnz, 5))
+        gidx = np.empty(nnz, X.indices.dtype)
+        g0 = np.empty((e - s, 1))
+        lo = np.empty(e - s)
+        KFM.fm_grads(X.data, X.indices, X.indptr, perm[s:e], offs, W, w0, y, sw, 4,
+                     KFM.LOSSES["logistic"], 1 / 12, 0.1, np.empty((e - s, 8)),
+                     np.empty((e - s, 1)), G, gidx, g0, lo, 1)
+        out.append((G, gidx, g0, lo))
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "adam", "rmsprop", "sgd"])
+def test_fm_merged_rows_step_like_the_optimizers_merge(optimizer):
+    """fm_merge_rows + the trusted step update parameter and state bitwise as the
+    optimizer's own merge and checked step of the per-entry rows."""
+    from sparseopt.optim import make_optimizer
+    rng = np.random.default_rng(8)
+    gidx = rng.integers(0, 12, 60).astype(np.int32)
+    G0 = rng.normal(size=(60, 4)).astype(np.float32)
+    P0 = rng.normal(size=(12, 4)).astype(np.float32)
+    P = [P0.copy(), P0.copy()]
+    o1 = make_optimizer(optimizer, [P[0]], 0.05, 1)
+    o2 = make_optimizer(optimizer, [P[1]], 0.05, 1)
+    for _ in range(3):
+        o1.step([RowGrad(gidx, G0)])
+        G = G0.copy()
+        rows = np.empty(60, dtype=np.int64)
+        m = KFM.fm_merge_rows(G, gidx, np.full(12, -1, dtype=np.int32), rows)
+        o2._begin_trusted()
+        o2._step_trusted(rows[:m], G[:m], 0.05)
+    assert np.array_equal(P[0], P[1])
+    for key, st in o1.state[0].items():
+        assert np.array_equal(np.asarray(st), np.asarray(o2.state[0][key])), key
+
+
+def test_fm_trusted_path_equals_checked_path_and_threads(monkeypatch):
+    """The estimator's trusted steps give bitwise the model its checked steps give (forced
+    here by reporting every batch as non-finite), and 1 thread equals 2."""
+    import sparseopt.recommend._fm as fm_mod
+    X, y = _fm_data(n=300, seed=7)
+    yb = (y > np.median(y)).astype(int)
+    kw = dict(n_components=3, n_epochs=3, batch_size=16, tol=None, random_state=0)
+    a = FMClassifier(**kw, n_threads=1).fit(X, yb)
+    b = FMClassifier(**kw, n_threads=2).fit(X, yb)
+    assert np.array_equal(a.table_, b.table_) and np.array_equal(a.w0_, b.w0_)
+    r1 = FMRegressor(**kw, n_threads=1).fit(X, y)
+
+    class _AlwaysNonfinite:
+        @staticmethod
+        def any_nonfinite(x):
+            return True
+    monkeypatch.setattr(fm_mod, "_coalesce", _AlwaysNonfinite)
+    c = FMClassifier(**kw, n_threads=1).fit(X, yb)
+    r2 = FMRegressor(**kw, n_threads=1).fit(X, y)
+    assert np.array_equal(a.table_, c.table_) and np.array_equal(a.w0_, c.w0_)
+    assert np.array_equal(r1.table_, r2.table_) and np.array_equal(r1.w0_, r2.w0_)
+    assert a.loss_curve_ == c.loss_curve_
+
+
+def test_fm_duplicates_mean_takes_the_checked_step():
+    X, y = _fm_data(n=200, seed=9)
+    kw = dict(n_components=3, n_epochs=2, batch_size=32, tol=None, random_state=0,
+              optimizer_params={"duplicates": "mean"})
+    m = FMRegressor(**kw).fit(X, y)
+    assert m.optimizer_.duplicates == "mean" and np.isfinite(m.table_).all()
+    s = FMRegressor(**dict(kw, optimizer_params=None)).fit(X, y)
+    assert not np.array_equal(m.table_, s.table_)   # a mean of duplicates is another step
+
+
+def test_fm_divergence_raises_before_the_step():
+    X, y = _fm_data(n=200, seed=10)
+    m = FMRegressor(optimizer="sgd", learning_rate=1e6, batch_size=8, n_epochs=5,
+                    random_state=0)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        m.fit(X, y * 1e6)
 
 
 # =========================================================================== top-n kernel
@@ -1135,8 +1248,8 @@ def _fm_data(n=600, d=40, k=3, seed=0):
 
 def test_fm_regressor_learns_an_fm():
     X, y = _fm_data()
-    m = FMRegressor(n_components=3, n_epochs=150, batch_size=32, learning_rate=0.02,
-                    alpha=0.0, tol=None, random_state=0).fit(X, y)
+    m = FMRegressor(n_components=3, n_epochs=150, batch_size=32, optimizer="adam",
+                    learning_rate=0.02, alpha=0.0, tol=None, random_state=0).fit(X, y)
     assert m.score(X, y) > 0.97
     assert m.coef_.shape == (40,) and m.factors_.shape == (40, 3)
     assert m.intercept_.shape == (1,) and m.n_iter_ == 150
@@ -1146,14 +1259,18 @@ def test_fm_regressor_learns_an_fm():
 def test_fm_classifiers_binary_and_multiclass():
     X, y = _fm_data(seed=1)
     yb = np.where(y > np.median(y), "yes", "no")
-    clf = FMClassifier(n_components=3, n_epochs=60, random_state=0).fit(X, yb)
+    # the generated FM is dense in its interactions: a weak penalty and Adam fit it (the
+    # defaults are chosen for sparse one-hot data, see _fm._DEFAULTS)
+    kw = dict(n_components=3, n_epochs=60, optimizer="adam", learning_rate=0.01, alpha=1e-4,
+              random_state=0)
+    clf = FMClassifier(**kw).fit(X, yb)
     assert clf.score(X, yb) > 0.9
     assert list(clf.classes_) == ["no", "yes"]
     p = clf.predict_proba(X[:5])
     np.testing.assert_allclose(p.sum(1), 1.0)
     assert np.array_equal(clf.predict(X[:5]), clf.classes_[(p[:, 1] > 0.5).astype(int)])
     y3 = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
-    clf3 = FMClassifier(n_components=3, n_epochs=60, random_state=0).fit(X, y3)
+    clf3 = FMClassifier(**kw).fit(X, y3)
     assert clf3.score(X, y3) > 0.85
     assert clf3.decision_function(X[:4]).shape == (4, 3)
     assert clf3.coef_.shape == (3, 40) and clf3.factors_.shape == (3, 40, 3)
@@ -1195,7 +1312,8 @@ def test_fm_sample_weight_zero_equals_dropping():
 def test_fm_other_optimizers(optimizer):
     X, y = _fm_data(seed=4)
     lr = {"sgd": 0.1, "adagrad": 0.1, "rmsprop": 0.01}[optimizer]
-    m = FMRegressor(optimizer=optimizer, learning_rate=lr, n_epochs=40, random_state=0)
+    m = FMRegressor(optimizer=optimizer, learning_rate=lr, n_epochs=40, batch_size=64,
+                    alpha=1e-4, random_state=0)
     assert m.fit(X, y).score(X, y) > 0.6
 
 
