@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import _utils
 from .. import _validation as V
+from .._kernels import _coalesce
 from .._sklearn import fit_guard, serialised
 from .._utils import check_random_state, threads_for
 from ..optim import RowGrad
@@ -432,16 +433,44 @@ class BaseRecommender(BaseEstimator):
 
         stopping = Stopping(0.0, p["n_iter_no_change"]) if valid is not None else \
             self._stopping(p)
-        run_epochs(n_epochs, lambda: self._epoch(data, p, st), X.nnz, record, stopping)
+        def one_epoch() -> Dict[str, Any]:
+            self._begin_steps()
+            return self._epoch(data, p, st)
+
+        run_epochs(n_epochs, one_epoch, X.nnz, record, stopping)
         if valid is not None:
             if best["epoch"] != self.n_epochs_:  # in place: the optimizer trains these arrays
                 for a, table in zip(self._tables, best["tables"]):
                     np.copyto(getattr(self, a), table)
             self.best_epoch_ = best["epoch"]
 
-    def _step(self, grads: List[RowGrad]) -> None:
-        """One optimizer step of the epoch in progress (see ``_training.optimizer_step``)."""
-        optimizer_step(self.optimizer_, grads, type(self).__name__, self.n_epochs_ + 1)
+    def _begin_steps(self) -> None:
+        """Start of an epoch's steps: the optimizer's checks of the trusted step run once
+        here (``Optimizer._begin_trusted``), when its rule allows it (duplicates summed)."""
+        opt = self.optimizer_
+        self._trusted_steps = opt.duplicates == "sum"
+        if self._trusted_steps:
+            opt._begin_trusted()
+
+    def _step(self, grads: List[RowGrad], unique: bool = False) -> None:
+        """One optimizer step of the epoch in progress, one gradient per table.
+
+        ``unique``: the caller guarantees each gradient's rows are unique int64 ids in range,
+        C-contiguous, with C-contiguous value rows of the table's dtype (what the fused
+        kernels return). Such a step skips the public ``step``'s validation and merge
+        (``Optimizer._step_trusted``: bitwise the same update); a non-finite gradient, or an
+        optimizer that averages duplicates, takes the checked ``step``, which turns the
+        former into a ``FloatingPointError`` naming the model (``_training.optimizer_step``).
+        """
+        opt = self.optimizer_
+        if unique and getattr(self, "_trusted_steps", False) and (
+                opt.nonfinite == "ignore" or
+                not any(_coalesce.any_nonfinite(g.values) for g in grads)):
+            lr = opt.lr
+            for i, g in enumerate(grads):
+                opt._step_trusted(g.indices, g.values, lr, i)
+            return
+        optimizer_step(opt, grads, type(self).__name__, self.n_epochs_ + 1)
 
     # -- evaluation ----------------------------------------------------------------------------
 

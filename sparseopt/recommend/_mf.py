@@ -817,7 +817,7 @@ class MatrixFactorization(BaseRecommender):
             nu, ni = _mf_kernel.mf_squared_batch(U, Q, perm[s:e], records, k, ub, ib, mu,
                                                  1.0 / b, alpha, uslot, islot, urows, irows, gu,
                                                  gi, err)
-            self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])])
+            self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])], True)
             sq += float(np.dot(err[:b], err[:b]))
         mse = sq / n if n else float("nan")
         return dict(loss=0.5 * mse, train_rmse=mse ** 0.5)
@@ -856,7 +856,7 @@ class MatrixFactorization(BaseRecommender):
 
                 grads = features_step(st, u, (items_all[idx].astype(np.int64),), kernel,
                                       scratch)
-                self._step(list(grads))
+                self._step(list(grads), True)
                 total += float(np.dot(out, out))
             else:
                 neg = self._sample_negatives(u, b)
@@ -870,7 +870,7 @@ class MatrixFactorization(BaseRecommender):
 
                 grads = features_step(st, u, (items_all[idx].astype(np.int64), neg),
                                       kernel, scratch)
-                self._step(list(grads))
+                self._step(list(grads), True)
                 total += float(out.sum())
         if self._loss == "squared":
             mse = total / n if n else float("nan")
@@ -899,7 +899,7 @@ class MatrixFactorization(BaseRecommender):
             nu, ni = _mf_kernel.mf_bpr_batch(U, Q, u, items[perm[s:e]].astype(np.int64), neg,
                                              w, k, st.item_bias, 1.0 / b, p["alpha"], uslot,
                                              islot, urows, irows, gu, gi, loss[:b])
-            self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])])
+            self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])], True)
             total += float(loss[:b].sum())
         return dict(loss=total / n if n else float("nan"))
 
@@ -928,7 +928,7 @@ class MatrixFactorization(BaseRecommender):
                                               st.item_bias, 1.0 / b, p["alpha"],
                                               float(st.n_items), uslot, islot, urows, irows,
                                               gu, gi, loss[:b], drawn[:b])
-            self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])])
+            self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])], True)
             total += float(loss[:b].sum())
             updates += int(np.count_nonzero(drawn[:b]))
         return dict(loss=total / n if n else float("nan"),
