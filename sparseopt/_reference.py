@@ -331,8 +331,11 @@ class Ftrl(_Reference):
 
     The paper's (Algorithm 1, Vowpal Wabbit's ``--ftrl``): the same with ``g_s = g +
     l2_shrinkage*w`` and the denominator ``(beta + n'**p)/lr + l2``. ``p = -lr_power``; ``p =
-    0.5`` is a square root. A zero denominator gives ``w = 0``.
+    0.5`` is a square root. A zero denominator gives ``w = 0``. Row ``free_row`` (the
+    optimizer's ``_free_row``; -1: none) takes no penalty (``l1 = l2 = l2_shrinkage = 0``).
     """
+
+    free_row = -1
 
     _NAME = "Ftrl"
     _DEFAULTS = dict(lr=1e-3, beta=0.0, l1=0.0, l2=0.0, l2_shrinkage=0.0, lr_power=-0.5,
@@ -360,8 +363,10 @@ class Ftrl(_Reference):
             return np.sqrt(x) if pw == T(0.5) else np.power(x, pw)
 
         Z, N = st["z"], st["n"]
+        penalties = (l1, l2, shr)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             for r, g in zip(rows, G):
+                l1, l2, shr = (T(0),) * 3 if r == self.free_row else penalties
                 w = P[r].copy()
                 n_new = N[r] + g * g
                 qn = q(n_new)

@@ -319,9 +319,12 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
 def ftrl_rows_update(floating[:, ::1] param, floating[:, ::1] z, floating[:, ::1] n,
                      const floating[:, ::1] values, const floating[:, ::1] scratch,
                      const int64_t[::1] rows, const int64_t[::1] src, double lr, double b0,
-                     double l1, double l2, double shr, double pw, int n_threads):
+                     double l1, double l2, double shr, double pw, int64_t free_row,
+                     int n_threads):
     """FTRL-Proximal on the unique rows ``rows`` (in place): ``z``, ``n`` and the weights of
     each touched row from its merged gradient (the rule: ``so_ftrl_row`` in ``_rowops.h``).
+    Row ``free_row`` (-1: none; a linear model's intercept) takes no penalty: ``l1``, ``l2``
+    and ``shr`` are 0 for it.
     FTRL owes an untouched row nothing (its weights are a function of its own ``z`` and
     ``n``), so there is no lazy mode. ``b0``, ``l2`` and ``shr`` carry the preset's
     convention (``sparseopt.optim.Ftrl._kernel_scalars``)."""
@@ -340,7 +343,14 @@ def ftrl_rows_update(floating[:, ::1] param, floating[:, ::1] z, floating[:, ::1
                 _prefetch_grad(values, scratch, src[ja], rb)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
-            if floating is float:
+            if r == free_row:
+                if floating is float:
+                    so_ftrl_row_f(d, &param[r, 0], &z[r, 0], &n[r, 0], g, <float>lr,
+                                  <float>b0, 0.0, 0.0, 0.0, <float>pw)
+                else:
+                    so_ftrl_row_d(d, &param[r, 0], &z[r, 0], &n[r, 0], g, lr, b0, 0.0, 0.0, 0.0,
+                                  pw)
+            elif floating is float:
                 so_ftrl_row_f(d, &param[r, 0], &z[r, 0], &n[r, 0], g, <float>lr, <float>b0,
                               <float>l1, <float>l2, <float>shr, <float>pw)
             else:

@@ -101,6 +101,9 @@ class Ftrl(Optimizer):
                                       convention=convention),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite)
+        # A row of the (single) parameter that takes no penalty (-1: none): the linear
+        # models' intercept, set by them; not a hyper-parameter and not in state_dict.
+        self._free_row = -1
 
     def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
         return V.check_ftrl_group(group)
@@ -134,7 +137,7 @@ class Ftrl(Optimizer):
         _rows.ftrl_rows_update(
             V.rows_view(p), V.rows_view(state["z"]), V.rows_view(state["n"]), merged.values,
             merged.scratch, merged.rows, merged.src, *self._kernel_scalars(group),
-            self._threads(n, _width(p)))
+            self._free_row, self._threads(n, _width(p)))
 
     def _flush(self, i, state, group) -> None:  # pragma: no cover - FTRL keeps no lazy debt
         pass
