@@ -760,6 +760,8 @@ class BaseSGD(BaseEstimator):
                 batches.new_epoch(params["rng"] if self.shuffle else None)
             mean_loss = self._epoch(batches, schedule) / batches.n_samples
             reg.flush(batches.model, batches.flush_threads)
+            if getattr(self, "_ftrl_l1l2", None) is not None:
+                self.optimizer_._refresh()  # every row at the penalty of the last step
             objective = mean_loss + reg.penalty(W, n_feat) + self._ftrl_objective_penalty()
             if not (np.isfinite(mean_loss) and np.isfinite(W).all()):
                 raise ValueError(

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
+
 from .. import _validation as V
 from .._kernels import _rows
 from ._base import Optimizer, _width
@@ -138,6 +140,36 @@ class Ftrl(Optimizer):
             V.rows_view(p), V.rows_view(state["z"]), V.rows_view(state["n"]), merged.values,
             merged.scratch, merged.rows, merged.src, *self._kernel_scalars(group),
             self._free_row, self._threads(n, _width(p)))
+
+    def _refresh(self) -> None:
+        """Recompute the weights of every row that has taken a non-zero gradient (some ``n``
+        above ``initial_accumulator_value``) from its ``z`` and ``n`` under the current
+        hyper-parameters, as a step with a zero gradient would, without ``l2_shrinkage`` and
+        without advancing the step count.
+
+        A row's weights are otherwise recomputed only when a gradient touches it; the linear
+        models raise ``l1`` / ``l2`` with every step (``linear_model._base._ftrl_penalty``),
+        so at the end of each epoch they bring every row to the current penalty (rows that
+        were not touched since it grew then take their exact zeros)."""
+        with self._lock:
+            group = self._current_group()
+            lr, b0, l1, l2, _, pw = self._kernel_scalars(group)
+            for i, key in enumerate(self._keys):
+                st = self._state_of(i)
+                if not st:
+                    continue
+                self._check_ready(i, group, advancing=False)
+                p = self._params[i]
+                n = V.rows_view(st["n"])
+                rows = np.flatnonzero((n > n.dtype.type(group["initial_accumulator_value"]))
+                                      .any(axis=1)).astype(np.int64)
+                if rows.shape[0] == 0:
+                    continue
+                zero = np.zeros((1, n.shape[1]), dtype=p.dtype)
+                _rows.ftrl_rows_update(
+                    V.rows_view(p), V.rows_view(st["z"]), n, zero, zero, rows,
+                    np.zeros(rows.shape[0], dtype=np.int64), lr, b0, l1, l2, 0.0, pw,
+                    self._free_row, self._threads(rows.shape[0], _width(p)))
 
     def _flush(self, i, state, group) -> None:  # pragma: no cover - FTRL keeps no lazy debt
         pass

@@ -281,3 +281,21 @@ def test_estimator_regressor_and_partial_fit():
     for _ in range(3):
         c.partial_fit(Xc, yc, classes=[0, 1])
     assert c.score(Xc, yc) > 0.8
+
+
+def test_refresh_recomputes_weights_under_the_current_penalty():
+    """_refresh (the estimators' end of epoch): every row that took a non-zero gradient gets
+    the weights its z and n give under the current l1 / l2; other rows, z and n unchanged."""
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(30, 3))
+    opt = so.Ftrl([w], lr=0.2, l1=0.01, initial_accumulator_value=0.0, convention="paper")
+    opt.step([so.RowGrad(np.arange(20), rng.normal(size=(20, 3)))])
+    z, n, untouched = opt.state[0]["z"].copy(), opt.state[0]["n"].copy(), w[20:].copy()
+    opt.param_groups[0]["l1"] = 0.5
+    opt._refresh()
+    zt, nt = z[:20], n[:20]
+    expected = np.where(np.abs(zt) > 0.5, (np.sign(zt) * 0.5 - zt) / (np.sqrt(nt) / 0.2), 0.0)
+    np.testing.assert_allclose(w[:20], expected, rtol=1e-14, atol=0)
+    assert (w[:20] == 0).any() and (w[20:] == untouched).all()
+    assert (opt.state[0]["z"] == z).all() and (opt.state[0]["n"] == n).all()
+    assert opt.state[0]["step"] == 1
