@@ -374,7 +374,7 @@ class Ftrl(_Reference):
                 z = Z[r] + ((g + shr * w) - sigma * w)
                 den = (qn + b0) / lr + l2
                 num = np.where(z > 0, l1 - z, -l1 - z)
-                keep = (np.abs(z) > l1) & (den > 0)
+                keep = ~((np.abs(z) <= l1) | (den == 0))  # NaN z or den: NaN weight
                 N[r] = n_new
                 Z[r] = z
                 P[r] = np.where(keep, num / np.where(keep, den, T(1)), T(0))

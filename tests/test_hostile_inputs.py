@@ -356,9 +356,9 @@ def _ftrl_probes():
         v = value if isinstance(value, str) else f"float({str(value)!r})"
         out.append(P(f"ftrl/{hyper}={value} (constructor)", "",
                      f"so.Ftrl([np.ones((6, 4), np.float32)], {hyper}={v})", names=(hyper,)))
-        out.append(P(f"ftrl/{hyper}={value} (param_groups)", "opt = warmed('Ftrl')",
-                     f"opt.param_groups[0][{hyper!r}] = {v}\n{step}", names=(hyper,),
-                     watch="opt"))
+        out.append(P(f"ftrl/{hyper}={value} (param_groups)",
+                     f"opt = warmed('Ftrl'); opt.param_groups[0][{hyper!r}] = {v}", step,
+                     names=(hyper,), watch="opt"))
     out.append(P("ftrl/negative accumulator in state_dict", "opt = warmed('Ftrl')",
                  "sd = opt.state_dict(); sd['state']['emb']['n'] = -np.ones((12, 4), np.float32)"
                  "\nopt.load_state_dict(sd)", names=("n",), watch="opt"))

@@ -244,12 +244,13 @@ SO_DEFINE_ROWOPS(double, d, sqrt, fabs, DBL_MAX)
  *     n' = n + g^2;  sigma = (q(n') - q(n)) / lr
  *     z <- z + ((g + shr*w) - sigma*w);  n <- n'
  *     den = (q(n') + b0) / lr + l2
- *     w <- 0 if |z| <= l1 or den <= 0, else (sign(z)*l1 - z) / den
+ *     w <- 0 if |z| <= l1 or den == 0, else (sign(z)*l1 - z) / den
  * b0 is the paper's beta (0 with TensorFlow's convention, which folds beta into l2); l2 and shr
  * already carry the convention's factor. pw = 0.5 takes sqrt (correctly rounded, vectorises);
  * other powers call POW. den is 0 only for a coordinate that has seen no gradient with
  * b0 = l2 = 0: its weight is 0 (the minimiser of the proximal objective is unbounded there,
- * and 0 keeps the row finite). */
+ * and 0 keeps the row finite). Written so that a NaN z or den (a non-finite gradient applied
+ * with nonfinite="ignore") gives a NaN weight, as the other optimizers do. */
 #define SO_DEFINE_FTRL(T, SUF, SQRT, POW, FABS)                                                  \
 SO_CLONES static void so_ftrl_row_##SUF(ptrdiff_t d, T *SO_RESTRICT p, T *SO_RESTRICT z,       \
         T *SO_RESTRICT n, const T *SO_RESTRICT g, T lr, T b0, T l1, T l2, T shr, T pw)          \
@@ -266,7 +267,7 @@ SO_CLONES static void so_ftrl_row_##SUF(ptrdiff_t d, T *SO_RESTRICT p, T *SO_RES
             T num = zi > 0 ? l1 - zi : -l1 - zi;                                                \
             n[i] = nn;                                                                          \
             z[i] = zi;                                                                          \
-            p[i] = (FABS(zi) > l1 && den > 0) ? num / den : (T)0;                               \
+            p[i] = (FABS(zi) <= l1 || den == 0) ? (T)0 : num / den;                               \
         }                                                                                       \
     } else {                                                                                    \
         for (i = 0; i < d; i++) {                                                               \
@@ -279,7 +280,7 @@ SO_CLONES static void so_ftrl_row_##SUF(ptrdiff_t d, T *SO_RESTRICT p, T *SO_RES
             T num = zi > 0 ? l1 - zi : -l1 - zi;                                                \
             n[i] = nn;                                                                          \
             z[i] = zi;                                                                          \
-            p[i] = (FABS(zi) > l1 && den > 0) ? num / den : (T)0;                               \
+            p[i] = (FABS(zi) <= l1 || den == 0) ? (T)0 : num / den;                               \
         }                                                                                       \
     }                                                                                           \
 }
