@@ -360,7 +360,12 @@ class Ftrl(_Reference):
         pw = T(-self.h["lr_power"])
 
         def q(x):
-            return np.sqrt(x) if pw == T(0.5) else np.power(x, pw)
+            # libm's pow in float64, rounded once to the dtype, element by element (the
+            # kernel's rule; NumPy's vectorised pow is not libm's to the last bit)
+            if pw == T(0.5):
+                return np.sqrt(x)
+            return np.array([math.pow(float(v), float(pw)) for v in x.ravel()],
+                            dtype=np.float64).astype(T).reshape(x.shape)
 
         Z, N = st["z"], st["n"]
         penalties = (l1, l2, shr)

@@ -247,7 +247,7 @@ SO_DEFINE_ROWOPS(double, d, sqrt, fabs, DBL_MAX)
  *     w <- 0 if |z| <= l1 or den == 0, else (sign(z)*l1 - z) / den
  * b0 is the paper's beta (0 with TensorFlow's convention, which folds beta into l2); l2 and shr
  * already carry the convention's factor. pw = 0.5 takes sqrt (correctly rounded, vectorises);
- * other powers call POW. den is 0 only for a coordinate that has seen no gradient with
+ * other powers call libm's double pow. den is 0 only for a coordinate that has seen no gradient with
  * b0 = l2 = 0: its weight is 0 (the minimiser of the proximal objective is unbounded there,
  * and 0 keeps the row finite). Written so that a NaN z or den (a non-finite gradient applied
  * with nonfinite="ignore") gives a NaN weight, as the other optimizers do. */
@@ -285,7 +285,11 @@ SO_CLONES static void so_ftrl_row_##SUF(ptrdiff_t d, T *SO_RESTRICT p, T *SO_RES
     }                                                                                           \
 }
 
-SO_DEFINE_FTRL(float, f, sqrtf, powf, fabsf)
+/* float powers through libm's double pow, rounded once to float: the reference computes the
+ * same with Python's math.pow (NumPy's own pow differs from libm's in the last bit, and FTRL's
+ * sigma, a difference of two close powers, magnifies that). */
+#define SO_POW_VIA_DOUBLE(x, y) ((float)pow((double)(x), (double)(y)))
+SO_DEFINE_FTRL(float, f, sqrtf, SO_POW_VIA_DOUBLE, fabsf)
 SO_DEFINE_FTRL(double, d, sqrt, pow, fabs)
 
 /* ---------------------------------------------------------------- embedding-row algebra
