@@ -139,8 +139,10 @@ def _timed_fit(model, data):
 
 def _row(data, model_name, model, alpha=None):
     seconds, n_iter, converged = _timed_fit(model, data)
+    coef = getattr(model, "coef_", None)
     row = {"dataset": data.name, "model": model_name, "alpha": alpha, "fit_s": seconds,
-           "epochs": n_iter, "note": "" if converged else "not converged"}
+           "epochs": n_iter, "note": "" if converged else "not converged",
+           "nnz": None if coef is None else int(np.count_nonzero(coef))}
     row.update(_scores(data.task, data.y_test, _predict(model, data.task, data.X_test)))
     return row
 
@@ -237,6 +239,10 @@ def run_dataset(data, epochs=10, use_vw=True, log=_log):
     with threadpool_limits(limits=1):
         log(f"{data.name}: sparseopt defaults")
         rows.append(_row(data, "sparseopt", _sparseopt(data.task)))
+        # FTRL-Proximal with L1 at the default alpha: exact zeros (the nnz column)
+        log(f"{data.name}: sparseopt ftrl l1")
+        rows.append(_row(data, "sparseopt ftrl l1",
+                         _sparseopt(data.task, optimizer="ftrl", penalty="l1")))
         rows.append(_best_alpha(data, "sparseopt", _sparseopt, log))
         log(f"{data.name}: sklearn SGD defaults")
         rows.append(_row(data, "sklearn SGD", _sklearn_sgd(data.task)))
@@ -278,13 +284,13 @@ def run_dataset(data, epochs=10, use_vw=True, log=_log):
 
 # -- outputs ----------------------------------------------------------------------------------
 
-COLUMNS = ["dataset", "model", "alpha", "auc", "logloss", "accuracy", "rmse", "r2", "fit_s",
-           "epochs", "t99_s", "note"]
+COLUMNS = ["dataset", "model", "alpha", "auc", "logloss", "accuracy", "rmse", "r2", "nnz",
+           "fit_s", "epochs", "t99_s", "note"]
 
 
 def markdown_table(results):
     head = ["data set", "model", "alpha", "ROC-AUC", "log-loss", "accuracy", "RMSE", "R^2",
-            "fit s", "epochs", "time to 99% s", "note"]
+            "nnz coef", "fit s", "epochs", "time to 99% s", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for res in results:
         for r in res["rows"]:

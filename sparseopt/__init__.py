@@ -1,7 +1,7 @@
-"""sparseopt: lazy Adam, Adagrad and RMSprop for sparse and embedding-row gradients.
+"""sparseopt: lazy Adam, Adagrad, RMSprop and FTRL-Proximal for sparse and embedding-row gradients.
 
 Only the rows a gradient touches are read and written, by Cython/SIMD kernels that run in
-parallel over rows. See ``sparseopt.Adam``, ``sparseopt.Adagrad``, ``sparseopt.RMSprop`` and
+parallel over rows. See ``sparseopt.Adam``, ``sparseopt.Adagrad``, ``sparseopt.RMSprop``, ``sparseopt.Ftrl`` and
 ``sparseopt.RowGrad``; ``sparseopt.show_config()`` prints how the kernels were built.
 """
 import os as _os
@@ -13,6 +13,6 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._config import show_config  # noqa: E402
 from ._version import __version__  # noqa: E402
-from .optim import Adagrad, Adam, RMSprop, RowGrad  # noqa: E402
+from .optim import Adagrad, Adam, Ftrl, RMSprop, RowGrad  # noqa: E402
 
-__all__ = ["Adam", "Adagrad", "RMSprop", "RowGrad", "show_config", "__version__"]
+__all__ = ["Adam", "Adagrad", "RMSprop", "Ftrl", "RowGrad", "show_config", "__version__"]

@@ -53,6 +53,8 @@ _PRESETS = {
                            eps=1e-7),
     },
     "Adagrad": {"torch": {}, "tensorflow": dict(initial_accumulator_value=0.1, eps=0.0)},
+    "Ftrl": {"tensorflow": {},
+             "vw": dict(beta=0.1, initial_accumulator_value=0.0, convention="paper")},
     "RMSprop": {
         "torch": {},
         "tensorflow": dict(alpha=0.9, eps=1e-10, eps_mode="inside", initial_square_avg=1.0),
@@ -313,6 +315,74 @@ class RMSprop(_Reference):
                 P[r] = T(shrink) * P[r] - T(lr) * buf[r]
             else:
                 P[r] = T(shrink) * P[r] - T(lr) * g / den
+
+
+class Ftrl(_Reference):
+    """Reference FTRL-Proximal (``docs/semantics.md``, "FTRL-Proximal"), coordinate by
+    coordinate in the parameter's dtype.
+
+    TensorFlow's convention (``SparseApplyFtrlV2``; ``tf.keras.optimizers.Ftrl`` folds
+    ``beta`` into ``l2`` as ``l2 + beta/(2 lr)``)::
+
+        g_s = g + 2*l2_shrinkage*w
+        n'  = n + g**2
+        z  += g_s - (n'**p - n**p) / lr * w
+        w   = (sign(z)*l1 - z) / (n'**p / lr + 2*(l2 + beta/(2 lr)))  if |z| > l1 else 0
+
+    The paper's (Algorithm 1, Vowpal Wabbit's ``--ftrl``): the same with ``g_s = g +
+    l2_shrinkage*w`` and the denominator ``(beta + n'**p)/lr + l2``. ``p = -lr_power``; ``p =
+    0.5`` is a square root. A zero denominator gives ``w = 0``. Row ``free_row`` (the
+    optimizer's ``_free_row``; -1: none) takes no penalty (``l1 = l2 = l2_shrinkage = 0``).
+    """
+
+    free_row = -1
+
+    _NAME = "Ftrl"
+    _DEFAULTS = dict(lr=1e-3, beta=0.0, l1=0.0, l2=0.0, l2_shrinkage=0.0, lr_power=-0.5,
+                     initial_accumulator_value=0.1, convention="tensorflow")
+
+    def _init_state(self, st, P) -> None:
+        st["step"] = 0
+        st["z"] = np.zeros_like(P)
+        st["n"] = np.full_like(P, self.h["initial_accumulator_value"])
+
+    def _scalars(self):
+        h = self.h
+        lr = h["lr"]
+        if h["convention"] == "tensorflow":
+            return (lr, 0.0, h["l1"], 2.0 * (h["l2"] + h["beta"] / (2.0 * lr)),
+                    2.0 * h["l2_shrinkage"])
+        return lr, h["beta"], h["l1"], h["l2"], h["l2_shrinkage"]
+
+    def _update(self, st, P, rows, G, t, wd_sums) -> None:
+        T = P.dtype.type
+        lr, b0, l1, l2, shr = (T(x) for x in self._scalars())
+        pw = T(-self.h["lr_power"])
+
+        def q(x):
+            # libm's pow in float64, rounded once to the dtype, element by element (the
+            # kernel's rule; NumPy's vectorised pow is not libm's to the last bit)
+            if pw == T(0.5):
+                return np.sqrt(x)
+            return np.array([math.pow(float(v), float(pw)) for v in x.ravel()],
+                            dtype=np.float64).astype(T).reshape(x.shape)
+
+        Z, N = st["z"], st["n"]
+        penalties = (l1, l2, shr)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            for r, g in zip(rows, G):
+                l1, l2, shr = (T(0),) * 3 if r == self.free_row else penalties
+                w = P[r].copy()
+                n_new = N[r] + g * g
+                qn = q(n_new)
+                sigma = (qn - q(N[r])) / lr
+                z = Z[r] + ((g + shr * w) - sigma * w)
+                den = (qn + b0) / lr + l2
+                num = np.where(z > 0, l1 - z, -l1 - z)
+                keep = ~((np.abs(z) <= l1) | (den == 0))  # NaN z or den: NaN weight
+                N[r] = n_new
+                Z[r] = z
+                P[r] = np.where(keep, num / np.where(keep, den, T(1)), T(0))
 
 
 class SGD(_Reference):

@@ -453,6 +453,27 @@ def check_lr_weight_decay(lr: float, weight_decay: float) -> None:
         )
 
 
+def check_ftrl_group(g: Dict[str, Any]) -> Dict[str, Any]:
+    """FTRL-Proximal's hyper-parameters (``sparseopt.Ftrl``), checked and as Python floats.
+
+    ``lr`` divides every update, so it must be > 0 in float32 as well (a float64 ``lr`` that
+    rounds to float32 zero would divide by zero in a float32 table). ``lr_power`` must be
+    <= 0 (``n**(-lr_power)`` must not blow up at ``n = 0``); ``beta``, ``l1``, ``l2``,
+    ``l2_shrinkage`` and ``initial_accumulator_value`` must be >= 0 (a negative value makes the
+    proximal objective unbounded or the accumulator's root undefined).
+    """
+    out = dict(g)
+    out["lr"] = check_real("lr", g["lr"], low_open=True)
+    if not np.float32(out["lr"]) > 0:
+        raise ValueError(f"lr must be > 0 in float32 as well (FTRL divides by it), "
+                         f"got {g['lr']!r}")
+    out["lr_power"] = check_real("lr_power", g["lr_power"], low=-math.inf, high=0.0)
+    for name in ("beta", "l1", "l2", "l2_shrinkage", "initial_accumulator_value"):
+        out[name] = check_real(name, g[name])
+    check_choice("convention", g["convention"], ("tensorflow", "paper"))
+    return out
+
+
 # --------------------------------------------------------------------------- gradients
 
 

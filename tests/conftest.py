@@ -32,8 +32,9 @@ RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 COUNTERS = ("step", "row_step", "last_step", "first_step")
 EXACT_STATE = COUNTERS + ("row_wd_log",)
 
-OPTIMIZERS = {"Adam": so.Adam, "Adagrad": so.Adagrad, "RMSprop": so.RMSprop}
-REFERENCES = {"Adam": ref.Adam, "Adagrad": ref.Adagrad, "RMSprop": ref.RMSprop}
+OPTIMIZERS = {"Adam": so.Adam, "Adagrad": so.Adagrad, "RMSprop": so.RMSprop, "Ftrl": so.Ftrl}
+REFERENCES = {"Adam": ref.Adam, "Adagrad": ref.Adagrad, "RMSprop": ref.RMSprop,
+              "Ftrl": ref.Ftrl}
 
 
 @pytest.fixture(params=DTYPES, ids=lambda t: np.dtype(t).name)

@@ -36,6 +36,7 @@ DOCUMENTED_STATE = {
              (dict(lazy="decay"), {"exp_avg", "exp_avg_sq", "last_step", "first_step",
                                    "wd_log_sum", "row_wd_log"})],
     "Adagrad": [({}, {"sum"}), (dict(rowwise=True), {"sum"})],
+    "Ftrl": [({}, {"z", "n"}), (dict(preset="vw", l1=0.1, l2_shrinkage=0.2), {"z", "n"})],
     "RMSprop": [({}, {"square_avg"}),
                 (dict(centered=True, momentum=0.9),
                  {"square_avg", "grad_avg", "momentum_buffer"}),
@@ -241,9 +242,11 @@ class TestOptimizerConformance:
         assert {k: v for k, v in group.items() if k != "params"} == opt.defaults
 
     def test_preset_overridden_by_explicit_argument(self, cls):
-        for preset in ("torch", "tensorflow"):
-            opt = cls([np.zeros(3)], preset=preset, eps=0.5)
-            assert opt.param_groups[0]["eps"] == 0.5
+        # eps where the optimizer has one (every preset sets it), else FTRL's beta
+        name = "eps" if "eps" in cls._DEFAULTS else "beta"
+        for preset in cls._PRESETS:
+            opt = cls([np.zeros(3)], preset=preset, **{name: 0.5})
+            assert opt.param_groups[0][name] == 0.5
             assert opt.preset == preset
 
     def test_state_dict_and_pickle_round_trip(self, cls, dtype):

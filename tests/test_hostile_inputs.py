@@ -91,6 +91,7 @@ OPT_CLASSES = {
     "Adagrad-rowwise": (so.Adagrad, dict(rowwise=True)),
     "RMSprop-decay": (so.RMSprop, dict(lazy="decay", centered=True, momentum=0.5)),
     "SGD": (SGD, {}),
+    "Ftrl": (so.Ftrl, dict(l1=0.01, l2=0.1, l2_shrinkage=0.05)),
 }
 
 def make_opt(kind="Adam", **kw):
@@ -265,7 +266,7 @@ for _entry in ("SGDClassifier.decision_function", "SGDClassifier.predict_proba",
                "metrics.hit_rate_at_k", "recommend.evaluate(X_train)",
                "recommend.evaluate(X_test)"):
     SPARSE_ENTRIES[_entry]["kinds"] = REDUCED_KINDS
-for _o in ("Adam-decay", "Adagrad-rowwise", "RMSprop-decay", "SGD"):
+for _o in ("Adam-decay", "Adagrad-rowwise", "RMSprop-decay", "SGD", "Ftrl"):
     SPARSE_ENTRIES[f"{_o}.step"] = dict(shape=(12, 4), setup=f"opt = warmed({_o!r})",
                                         act="opt.step({'emb': X, 'bias': np.ones(12)})",
                                         names=("emb",), watch="opt", kinds=REDUCED_KINDS)
@@ -313,7 +314,7 @@ BIG = "P = np.zeros((1024, 512), np.float32); G = np.ones_like(P)"
 def _thread_probes():
     out = []
     for n in (10**4, 10**5):
-        for cls in ("so.Adam", "so.Adagrad", "so.RMSprop", "SGD"):
+        for cls in ("so.Adam", "so.Adagrad", "so.RMSprop", "so.Ftrl", "SGD"):
             out.append(P(f"n_threads/{cls.split('.')[-1]}({n})", BIG,
                          f"opt = {cls}([P], n_threads={n}); opt.step([G])",
                          names=("n_threads",), limit=15))
@@ -370,6 +371,29 @@ def _eps_probes():
                      "opt.param_groups[0]['eps'] = 0.0\n"
                      "opt.step({'emb': row_grad([7], value=0.0), 'bias': None})",
                      names=("eps",), success_ok=True, check="opt_finite(opt)"))
+    return out
+
+
+def _ftrl_probes():
+    """FTRL's hyper-parameters: refused before any kernel runs (lr that divides, lr_power
+    whose power of a zero accumulator blows up, negative penalties, a float64 lr that is 0
+    in float32), whether given to the constructor or through param_groups; and a state
+    whose accumulator went negative."""
+    out = []
+    step = "opt.step({'emb': row_grad([7], value=1.0), 'bias': None})"
+    for hyper, value in (("lr", 0.0), ("lr", 1e-50), ("lr", float("nan")), ("lr_power", 0.5),
+                         ("l1", -1.0), ("l2", -0.1), ("l2_shrinkage", float("inf")),
+                         ("beta", -1.0), ("initial_accumulator_value", -0.1),
+                         ("convention", "'keras'")):
+        v = value if isinstance(value, str) else f"float({str(value)!r})"
+        out.append(P(f"ftrl/{hyper}={value} (constructor)", "",
+                     f"so.Ftrl([np.ones((6, 4), np.float32)], {hyper}={v})", names=(hyper,)))
+        out.append(P(f"ftrl/{hyper}={value} (param_groups)",
+                     f"opt = warmed('Ftrl'); opt.param_groups[0][{hyper!r}] = {v}", step,
+                     names=(hyper,), watch="opt"))
+    out.append(P("ftrl/negative accumulator in state_dict", "opt = warmed('Ftrl')",
+                 "sd = opt.state_dict(); sd['state']['emb']['n'] = -np.ones((12, 4), np.float32)"
+                 "\nopt.load_state_dict(sd)", names=("n",), watch="opt"))
     return out
 
 
@@ -1187,7 +1211,7 @@ def _hypothesis_probes():
     return out
 
 
-HAND_PROBES = (_thread_probes() + _eps_probes() + _readonly_probes() + _state_probes()
+HAND_PROBES = (_thread_probes() + _eps_probes() + _ftrl_probes() + _readonly_probes() + _state_probes()
                + _dok_probes() + _attribute_probes() + _failed_fit_probes()
                + _duplicate_probes() + _implicit_loss_probes() + _metric_probes()
                + _dataset_probes() + _message_probes() + _id_probes() + _raw_id_probes()

@@ -48,8 +48,9 @@ settings.register_profile("sparseopt-dev", max_examples=100, derandomize=True, *
 PROFILE = "sparseopt-" + os.environ.get("SPARSEOPT_HYPOTHESIS_PROFILE", "ci")
 PROFILE_SETTINGS = settings.get_profile(PROFILE)
 
-OPTIMIZERS = {"Adam": so.Adam, "Adagrad": so.Adagrad, "RMSprop": so.RMSprop}
-REFERENCES = {"Adam": ref.Adam, "Adagrad": ref.Adagrad, "RMSprop": ref.RMSprop}
+OPTIMIZERS = {"Adam": so.Adam, "Adagrad": so.Adagrad, "RMSprop": so.RMSprop, "Ftrl": so.Ftrl}
+REFERENCES = {"Adam": ref.Adam, "Adagrad": ref.Adagrad, "RMSprop": ref.RMSprop,
+              "Ftrl": ref.Ftrl}
 
 WIDTHS = [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 33]  # around the 4/8/16-lane SIMD boundaries
 MAX_ROWS = 9
@@ -63,6 +64,13 @@ def _hyper(draw, opt_name):
     """Constructor kwargs: a preset (sometimes) and hyper-parameters that stay away from the
     regions where float32 has no digits left (alpha ~ 1 with centering, eps ~ 0 with v ~ 0)."""
     kw = {"lr": draw(st.sampled_from([1e-3, 0.01, 0.1]))}
+    if opt_name == "Ftrl":
+        kw["preset"] = draw(st.sampled_from([None, "tensorflow", "vw"]))
+        for name, values in (("l1", [0.0, 0.01, 0.5]), ("l2", [0.0, 0.1]),
+                             ("l2_shrinkage", [0.0, 0.0, 0.2]), ("beta", [0.0, 0.5, 1.0]),
+                             ("lr_power", [-0.5, -0.5, -0.3, 0.0])):
+            kw[name] = draw(st.sampled_from(values))
+        return kw
     preset = draw(st.sampled_from([None, None, None, "torch", "tensorflow"]))
     if preset is not None:
         kw["preset"] = preset
@@ -125,7 +133,9 @@ def cases(draw, opt_name):
     steps = []
     for _ in range(n_steps):
         steps.append({
-            "lr_factor": draw(st.sampled_from([None, None, None, 0.0, 0.5, 2.0])),
+            # FTRL divides by lr: no zero rate for it
+            "lr_factor": draw(st.sampled_from([None, None, None, 0.5, 2.0] if opt_name == "Ftrl"
+                                              else [None, None, None, 0.0, 0.5, 2.0])),
             "grads": {name: draw(gradient_specs(n_rows)) for name in shapes},
             "flush": draw(st.sampled_from([False, False, False, True])),
         })
@@ -310,6 +320,12 @@ def test_adagrad_matches_reference(case):
 @given(case=cases("RMSprop"))
 def test_rmsprop_matches_reference(case):
     run_case("RMSprop", case)
+
+
+@settings(PROFILE_SETTINGS)
+@given(case=cases("Ftrl"))
+def test_ftrl_matches_reference(case):
+    run_case("Ftrl", case)
 
 
 def test_profile_runs_enough_examples():

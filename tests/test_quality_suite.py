@@ -152,10 +152,14 @@ def test_suite_runs_and_reports(stand_ins, tmp_path):
     assert logs  # progress is reported
     img = str(tmp_path / "img" / "quality.png") if HAS_MATPLOTLIB else None
     md, png = quality.write_outputs(results, str(tmp_path / "out"), img, "python x --quick")
-    models = {"sparseopt", "sparseopt best alpha", "sklearn SGD", "sklearn SGD best alpha"}
+    models = {"sparseopt", "sparseopt ftrl l1", "sparseopt best alpha", "sklearn SGD",
+              "sklearn SGD best alpha"}
     for res in results:
         names = {r["model"] for r in res["rows"]}
-        assert models <= names and len(names) == 5
+        assert models <= names and len(names) == 6
+        ftrl = next(r for r in res["rows"] if r["model"] == "sparseopt ftrl l1")
+        dense = next(r for r in res["rows"] if r["model"] == "sparseopt")
+        assert 0 < ftrl["nnz"] <= dense["nnz"]  # L1's exact zeros are counted
         assert set(res["curves"]) == {"sparseopt", "sklearn SGD"}
         for c in res["curves"].values():
             assert len(c["score"]) == 2 and c["time_s"][0] <= c["time_s"][1]

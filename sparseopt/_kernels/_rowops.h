@@ -6,7 +6,8 @@
  *      (target_clones, GCC >= 12 on x86-64 Linux) with the name of the ISA they dispatch to;
  *   2. prefetch: one guarded macro, and helpers that prefetch every cache line of a span for
  *      reading or for writing;
- *   3. optimizer row updates (SO_DEFINE_ROWOPS): Adam, Adagrad, RMSprop, axpby, scale, add,
+ *   3. optimizer row updates (SO_DEFINE_ROWOPS, SO_DEFINE_FTRL): Adam, Adagrad, RMSprop, FTRL,
+ *      axpby, scale, add,
  *      the non-finite test and the sum of squares, each on ONE row of width d in place;
  *   4. embedding-row algebra of the fused batch kernels (SO_DEFINE_EMBOPS): dot products
  *      accumulated in float64, out = x*a + y*b and its variants, and the bit cast of a packed
@@ -238,6 +239,58 @@ SO_UNUSED static double so_row_sumsq_##SUF(ptrdiff_t d, const T *SO_RESTRICT x) 
 
 SO_DEFINE_ROWOPS(float, f, sqrtf, fabsf, FLT_MAX)
 SO_DEFINE_ROWOPS(double, d, sqrt, fabs, DBL_MAX)
+
+/* FTRL-Proximal on one row (McMahan et al. 2013), per coordinate, with q(x) = x^pw:
+ *     n' = n + g^2;  sigma = (q(n') - q(n)) / lr
+ *     z <- z + ((g + shr*w) - sigma*w);  n <- n'
+ *     den = (q(n') + b0) / lr + l2
+ *     w <- 0 if |z| <= l1 or den == 0, else (sign(z)*l1 - z) / den
+ * b0 is the paper's beta (0 with TensorFlow's convention, which folds beta into l2); l2 and shr
+ * already carry the convention's factor. pw = 0.5 takes sqrt (correctly rounded, vectorises);
+ * other powers call libm's double pow. den is 0 only for a coordinate that has seen no gradient with
+ * b0 = l2 = 0: its weight is 0 (the minimiser of the proximal objective is unbounded there,
+ * and 0 keeps the row finite). Written so that a NaN z or den (a non-finite gradient applied
+ * with nonfinite="ignore") gives a NaN weight, as the other optimizers do. */
+#define SO_DEFINE_FTRL(T, SUF, SQRT, POW, FABS)                                                  \
+SO_CLONES static void so_ftrl_row_##SUF(ptrdiff_t d, T *SO_RESTRICT p, T *SO_RESTRICT z,       \
+        T *SO_RESTRICT n, const T *SO_RESTRICT g, T lr, T b0, T l1, T l2, T shr, T pw)          \
+{                                                                                               \
+    ptrdiff_t i;                                                                                \
+    if (pw == (T)0.5) {                                                                         \
+        for (i = 0; i < d; i++) {                                                               \
+            T gi = g[i], wi = p[i], ni = n[i];                                                  \
+            T nn = ni + gi * gi;                                                                \
+            T qn = SQRT(nn);                                                                    \
+            T sigma = (qn - SQRT(ni)) / lr;                                                     \
+            T zi = z[i] + ((gi + shr * wi) - sigma * wi);                                       \
+            T den = (qn + b0) / lr + l2;                                                        \
+            T num = zi > 0 ? l1 - zi : -l1 - zi;                                                \
+            n[i] = nn;                                                                          \
+            z[i] = zi;                                                                          \
+            p[i] = (FABS(zi) <= l1 || den == 0) ? (T)0 : num / den;                               \
+        }                                                                                       \
+    } else {                                                                                    \
+        for (i = 0; i < d; i++) {                                                               \
+            T gi = g[i], wi = p[i], ni = n[i];                                                  \
+            T nn = ni + gi * gi;                                                                \
+            T qn = POW(nn, pw);                                                                 \
+            T sigma = (qn - POW(ni, pw)) / lr;                                                  \
+            T zi = z[i] + ((gi + shr * wi) - sigma * wi);                                       \
+            T den = (qn + b0) / lr + l2;                                                        \
+            T num = zi > 0 ? l1 - zi : -l1 - zi;                                                \
+            n[i] = nn;                                                                          \
+            z[i] = zi;                                                                          \
+            p[i] = (FABS(zi) <= l1 || den == 0) ? (T)0 : num / den;                               \
+        }                                                                                       \
+    }                                                                                           \
+}
+
+/* float powers through libm's double pow, rounded once to float: the reference computes the
+ * same with Python's math.pow (NumPy's own pow differs from libm's in the last bit, and FTRL's
+ * sigma, a difference of two close powers, magnifies that). */
+#define SO_POW_VIA_DOUBLE(x, y) ((float)pow((double)(x), (double)(y)))
+SO_DEFINE_FTRL(float, f, sqrtf, SO_POW_VIA_DOUBLE, fabsf)
+SO_DEFINE_FTRL(double, d, sqrt, pow, fabs)
 
 /* ---------------------------------------------------------------- embedding-row algebra
  * Dot products with eight independent float64 accumulators, combined in a fixed order: they

@@ -38,6 +38,10 @@ cdef extern from "_rowops.h" nogil:
                           float pmul)
     void so_adagrad_row_d(Py_ssize_t d, double* p, double* s, const double* g, double a,
                           double eps, double pmul)
+    void so_ftrl_row_f(Py_ssize_t d, float* p, float* z, float* n, const float* g, float lr,
+                       float b0, float l1, float l2, float shr, float pw)
+    void so_ftrl_row_d(Py_ssize_t d, double* p, double* z, double* n, const double* g,
+                       double lr, double b0, double l1, double l2, double shr, double pw)
     void so_axpby_row_f(Py_ssize_t d, float* p, const float* g, float k, float pmul)
     void so_axpby_row_d(Py_ssize_t d, double* p, const double* g, double k, double pmul)
     void so_rmsprop_row_f(Py_ssize_t d, float* p, float* v, float* ga, float* buf, const float* g,

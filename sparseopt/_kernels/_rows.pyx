@@ -1,4 +1,4 @@
-"""Row-update kernels: ``<algorithm>_rows_update`` (Adam, Adagrad, RMSprop, SGD) and
+"""Row-update kernels: ``<algorithm>_rows_update`` (Adam, Adagrad, RMSprop, FTRL, SGD) and
 ``flush_decay``.
 
 Preconditions (established by ``sparseopt.optim``, never checked here):
@@ -35,7 +35,7 @@ from cython.parallel cimport prange
 
 from ._rowops cimport (
     _scale, so_adagrad_row_d, so_adagrad_row_f, so_adam_row_d, so_adam_row_f, so_axpby_row_d,
-    so_axpby_row_f, so_prefetch_read_l2, so_prefetch_write_l2, so_rmsprop_row_d,
+    so_axpby_row_f, so_ftrl_row_d, so_ftrl_row_f, so_prefetch_read_l2, so_prefetch_write_l2, so_rmsprop_row_d,
     so_rmsprop_row_f, so_row_sumsq_d, so_row_sumsq_f,
 )
 
@@ -314,6 +314,47 @@ def rmsprop_rows_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, 
             else:
                 so_rmsprop_row_d(d, &param[r, 0], &v[r, 0], pga, pbuf, g, ale, oma, mue, lr,
                                  eps_in, eps, pm)
+
+
+def ftrl_rows_update(floating[:, ::1] param, floating[:, ::1] z, floating[:, ::1] n,
+                     const floating[:, ::1] values, const floating[:, ::1] scratch,
+                     const int64_t[::1] rows, const int64_t[::1] src, double lr, double b0,
+                     double l1, double l2, double shr, double pw, int64_t free_row,
+                     int n_threads):
+    """FTRL-Proximal on the unique rows ``rows`` (in place): ``z``, ``n`` and the weights of
+    each touched row from its merged gradient (the rule: ``so_ftrl_row`` in ``_rowops.h``).
+    Row ``free_row`` (-1: none; a linear model's intercept) takes no penalty: ``l1``, ``l2``
+    and ``shr`` are 0 for it.
+    FTRL owes an untouched row nothing (its weights are a function of its own ``z`` and
+    ``n``), so there is no lazy mode. ``b0``, ``l2`` and ``shr`` carry the preset's
+    convention (``sparseopt.optim.Ftrl._kernel_scalars``)."""
+    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja
+    cdef int64_t r, ra
+    cdef const floating* g
+    cdef size_t rb = d * sizeof(floating)
+    with nogil:
+        for j in prange(nr, num_threads=n_threads, schedule="static"):
+            ja = j + PREFETCH_AHEAD
+            if ja < nr:
+                ra = rows[ja]
+                so_prefetch_write_l2(&param[ra, 0], rb)
+                so_prefetch_write_l2(&z[ra, 0], rb)
+                so_prefetch_write_l2(&n[ra, 0], rb)
+                _prefetch_grad(values, scratch, src[ja], rb)
+            r = rows[j]
+            g = _grad_row(values, scratch, src[j])
+            if r == free_row:
+                if floating is float:
+                    so_ftrl_row_f(d, &param[r, 0], &z[r, 0], &n[r, 0], g, <float>lr,
+                                  <float>b0, 0.0, 0.0, 0.0, <float>pw)
+                else:
+                    so_ftrl_row_d(d, &param[r, 0], &z[r, 0], &n[r, 0], g, lr, b0, 0.0, 0.0, 0.0,
+                                  pw)
+            elif floating is float:
+                so_ftrl_row_f(d, &param[r, 0], &z[r, 0], &n[r, 0], g, <float>lr, <float>b0,
+                              <float>l1, <float>l2, <float>shr, <float>pw)
+            else:
+                so_ftrl_row_d(d, &param[r, 0], &z[r, 0], &n[r, 0], g, lr, b0, l1, l2, shr, pw)
 
 
 def sgd_rows_update(floating[:, ::1] param, const floating[:, ::1] values,

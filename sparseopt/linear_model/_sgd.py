@@ -105,7 +105,7 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         (Polyak-Ruppert); an int ``n`` starts averaging at the step that sees the ``n``-th
         sample. Lazy and exact like the penalty (with an adaptive optimizer and a penalty,
         catching a coefficient up costs one flow evaluation per step it missed).
-    optimizer : {'adagrad', 'adam', 'rmsprop', 'sgd'}, default='adagrad'
+    optimizer : {'adagrad', 'adam', 'rmsprop', 'sgd', 'ftrl'}, default='adagrad'
         The update rule: sparseopt's lazy ``Adagrad``, ``Adam`` or ``RMSprop`` (untouched
         coefficients and their optimizer state stay unchanged, ``lazy='frozen'``), or plain
         mini-batch SGD (scikit-learn's updates for ``batch_size=1``). Adagrad is the default:
@@ -114,6 +114,13 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         it is the fastest of the three per step. Plain SGD takes the mean gradient of a batch,
         so a feature seen once in a batch of 1024 moves 1024 times less than with per-sample
         SGD: on sparse data use a small ``batch_size`` with it.
+        ``'ftrl'``: FTRL-Proximal (``sparseopt.Ftrl``), which applies the penalty in its own
+        update, so ``penalty='l1'`` or ``'elasticnet'`` gives coefficients that are exactly
+        0: before its ``t``-th step FTRL's ``l1`` / ``l2`` are ``t * alpha * l1_ratio`` and
+        ``t * alpha * (1 - l1_ratio)`` (its weights answer for the sum of ``t`` mean
+        gradients), the intercept is not penalised, and it runs at a constant rate (with
+        ``learning_rate='optimal'``, 0.3; ``eta0`` maps onto it as for the other adaptive
+        optimizers). See ``docs/semantics.md``, "Penalty".
     batch_size : int or 'auto', default='auto'
         Samples per step; the gradient of a step is their (sample-weighted) mean. 'auto' aims
         at about 128 steps per epoch, with at most 1024 and (unless the data is tiny) at

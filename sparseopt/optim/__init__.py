@@ -3,9 +3,10 @@ from ._adagrad import Adagrad
 from ._adam import Adam
 from ._base import Optimizer
 from ._factory import OPTIMIZERS, make_optimizer
+from ._ftrl import Ftrl
 from ._grad import RowGrad
 from ._rmsprop import RMSprop
 from ._sgd import SGD
 
-__all__ = ["Adam", "Adagrad", "RMSprop", "SGD", "RowGrad", "Optimizer", "OPTIMIZERS",
+__all__ = ["Adam", "Adagrad", "Ftrl", "RMSprop", "SGD", "RowGrad", "Optimizer", "OPTIMIZERS",
            "make_optimizer"]

@@ -6,12 +6,13 @@ from typing import Any, Dict, Optional
 from .. import _validation as V
 from ._adagrad import Adagrad
 from ._adam import Adam
+from ._ftrl import Ftrl
 from ._rmsprop import RMSprop
 from ._sgd import SGD
 
 __all__ = ["OPTIMIZERS", "make_optimizer"]
 
-OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
+OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd", "ftrl")
 
 
 def make_optimizer(name: str, params: Any, lr: float,
@@ -37,5 +38,5 @@ def make_optimizer(name: str, params: Any, lr: float,
             raise ValueError(f"optimizer='sgd' takes no optimizer_params, got {sorted(kw)}")
         sgd_fixed = {k: v for k, v in fixed.items() if k in ("nonfinite", "duplicates")}
         return SGD(params, lr=lr, n_threads=n_threads, **sgd_fixed)
-    cls = {"adam": Adam, "adagrad": Adagrad, "rmsprop": RMSprop}[name]
+    cls = {"adam": Adam, "adagrad": Adagrad, "rmsprop": RMSprop, "ftrl": Ftrl}[name]
     return cls(params, lr=lr, n_threads=n_threads, **fixed, **kw)

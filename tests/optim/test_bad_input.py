@@ -27,6 +27,8 @@ OPTIMIZERS = {
     "RMSprop-centered-momentum": (so.RMSprop, dict(centered=True, momentum=0.9)),
     "RMSprop-decay-wd": (so.RMSprop, dict(lazy="decay", weight_decay=0.01, centered=True)),
     "RMSprop-tensorflow": (so.RMSprop, dict(preset="tensorflow")),
+    "Ftrl": (so.Ftrl, dict(l1=0.01, l2=0.1, l2_shrinkage=0.05)),
+    "Ftrl-vw": (so.Ftrl, dict(preset="vw", l1=0.01)),
 }
 OPT_IDS = list(OPTIMIZERS)
 NAMES = ("first", "emb", "bias")

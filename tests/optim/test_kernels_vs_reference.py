@@ -59,6 +59,13 @@ CONFIGS = [
     ("RMSprop", "decay_wd_schedule", dict(lr=0.01, lazy="decay", weight_decay=0.5), "every"),
     ("RMSprop", "tensorflow", dict(lr=0.01, preset="tensorflow"), None),
     ("RMSprop", "tensorflow_centered", dict(lr=0.01, preset="tensorflow", centered=True), None),
+    ("Ftrl", "default", dict(lr=0.1), None),
+    ("Ftrl", "l1_l2", dict(lr=0.1, l1=0.05, l2=0.2, beta=0.5), None),
+    ("Ftrl", "shrinkage", dict(lr=0.1, l1=0.02, l2_shrinkage=0.3), "every"),
+    ("Ftrl", "lr_power", dict(lr=0.1, l1=0.02, lr_power=-0.3), None),
+    ("Ftrl", "constant_rate", dict(lr=0.1, l1=0.02, lr_power=0.0), None),
+    ("Ftrl", "vw", dict(lr=0.1, preset="vw", l1=0.05, l2=0.1), None),
+    ("Ftrl", "vw_zero_start", dict(lr=0.1, preset="vw", beta=0.0), None),
 ]
 CONFIG_IDS = [f"{o}-{c}" for o, c, _, _ in CONFIGS]
 FROZEN_CONFIGS = [c for c in CONFIGS if c[2].get("lazy", "frozen") == "frozen"]
@@ -387,6 +394,7 @@ GRADIENT_CONFIGS = [
     ("Adagrad", "rowwise", dict(lr=0.1, rowwise=True)),
     ("RMSprop", "centered_momentum", dict(lr=0.01, centered=True, momentum=0.5)),
     ("RMSprop", "decay", dict(lr=0.01, lazy="decay")),
+    ("Ftrl", "l1_l2", dict(lr=0.1, l1=0.05, l2=0.2)),
 ]
 
 
@@ -487,7 +495,7 @@ def test_property_index_patterns(opt_name, lazy, width, n_rows, batches, use_f32
     rng = np.random.default_rng(len(batches))
     params = [rng.normal(size=(n_rows, width)).astype(dtype)]
     kwargs = dict(lr=0.05)
-    if opt_name != "Adagrad":
+    if opt_name in ("Adam", "RMSprop"):
         kwargs["lazy"] = lazy
     opt, oracle = build(opt_name, kwargs, params)
     for t, b in enumerate(batches, 1):
@@ -604,7 +612,7 @@ def test_large_step_parallel_without_patch_bitwise_equal(opt_name):
     width = 64
     n_rows = 2 * -(-_base.PARALLEL_MIN_ELEMENTS // width)
     kwargs = dict(lr=0.01)
-    if opt_name != "Adagrad":
+    if opt_name in ("Adam", "RMSprop"):
         kwargs["lazy"] = "decay"
     runs = [run_threads(opt_name, kwargs, None, np.dtype(np.float32), width, n,
                         n_rows=n_rows) for n in (1, 2)]
@@ -731,7 +739,7 @@ def assert_bitwise_equal_arrays(a, b):
 
 
 @pytest.mark.usefixtures("force_parallel")
-@pytest.mark.parametrize("opt_name", ["Adam", "Adagrad", "RMSprop"])
+@pytest.mark.parametrize("opt_name", ["Adam", "Adagrad", "RMSprop", "Ftrl"])
 def test_parallel_duplicate_sums_in_a_step(opt_name, monkeypatch):
     """A batch with few repeats (the case where the duplicate sums run on the optimizer's
     threads) gives bitwise the same step on 1, 2 and 3 threads, and the parallel path ran."""
