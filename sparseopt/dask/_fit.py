@@ -229,7 +229,7 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     ...                                [dask.delayed(p) for p in parts],
     ...                                [dask.delayed(v) for v in ys], client, n_epochs=3)
     """
-    from distributed import default_client, wait
+    from distributed import default_client
 
     V.check_distributed_fit(estimator, sync_every, n_epochs, persist)
     if client is None:
@@ -266,42 +266,69 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     batch = int(model.batch_size)
     span = max(sizes) if sync_every is None else sync_every * batch
     rounds = -(-max(sizes) // span)
-    skeleton = None
     for epoch in range(n_epochs):
         for r in range(rounds):
             tic = time.perf_counter()
             start = r * span
             live = [i for i in range(len(xs)) if sizes[i] > start]
-            broadcast = client.scatter(model, broadcast=True, hash=False)
-            futs = client.compute(
-                [_delayed_call(_train_linear, broadcast, xs[i], ys[i], start,
-                               min(sizes[i], start + span), classes, n_features)
-                 for i in live], retries=3)
-            deltas = [client.submit(_first, f, pure=False, retries=3) for f in futs]
-            nbytes = sum(client.gather([client.submit(_nbytes, d, pure=False, retries=3)
-                                        for d in deltas]))
-            level = deltas
-            while len(level) > 1:
-                level = [client.submit(_mixing.merge, level[i], level[i + 1], pure=False,
-                                       retries=3) if i + 1 < len(level) else level[i]
-                         for i in range(0, len(level), 2)]
-            mixed = level[0].result()
+            bounds = [(start, min(sizes[i], start + span)) for i in live]
+            mixed, first, nbytes = _sync(client, model, [xs[i] for i in live],
+                                        [ys[i] for i in live], bounds, classes, n_features)
             t0 = getattr(model, "t_", 0)
             s0 = getattr(model, "_samples_seen", 0)
-            if skeleton is None:
-                skeleton = client.submit(_second, futs[0], pure=False).result()
-                model = skeleton
-                t0, s0 = 0, 0
-                # rows the first partition did not change are still at the initial values
+            if first is not None:
+                model, t0, s0 = first, 0, 0
             _apply_linear(model, mixed, t0, s0)
-            wait(futs)
-            del futs, deltas, level, broadcast
             if stats is not None:
                 stats.append(dict(epoch=epoch, sync=r, seconds=time.perf_counter() - tic,
                                   rows=int(mixed.rows.size), bytes=int(nbytes),
                                   table_rows=int(model._W.shape[0])))
     model.n_iter_ = n_epochs
     return model
+
+
+# failures of the cluster (a worker lost mid-sync), after which the sync is run again: its
+# tasks are pure functions of the broadcast model and the partitions, so a rerun gives the
+# same deltas
+_RERUNS = 5
+
+
+def _cluster_errors():
+    from distributed import CancelledError
+    from distributed.comm import CommClosedError
+    from distributed.scheduler import KilledWorker
+    return (CommClosedError, KilledWorker, CancelledError, OSError, TimeoutError)
+
+
+def _sync(client, model, xs, ys, bounds, classes, n_features):
+    """One sync: broadcast ``model``, train every partition's slice, merge the deltas as a
+    tree on the workers. Returns (merged delta, the first partition's trained copy on the first sync else
+    None, bytes the tasks sent)."""
+    errors = _cluster_errors()
+    for attempt in range(_RERUNS + 1):
+        try:
+            broadcast = client.scatter(model, broadcast=True, hash=False)
+            futs = client.compute(
+                [_delayed_call(_train_linear, broadcast, x, y, a, b, classes, n_features)
+                 for x, y, (a, b) in zip(xs, ys, bounds)], retries=3)
+            deltas = [client.submit(_first, f, pure=False, retries=3) for f in futs]
+            sizes = client.gather([client.submit(_nbytes, d, pure=False, retries=3)
+                                   for d in deltas])
+            level = deltas
+            while len(level) > 1:  # a fixed pairing: the result does not depend on timing
+                level = [client.submit(_mixing.merge, level[i], level[i + 1], pure=False,
+                                       retries=3) if i + 1 < len(level) else level[i]
+                         for i in range(0, len(level), 2)]
+            mixed = level[0].result()
+            # the first sync also brings back the first partition's trained copy: the
+            # driver's model (its unchanged rows are the initial values)
+            first = (client.submit(_second, futs[0], pure=False).result()
+                     if not hasattr(model, "_W") else None)
+            return mixed, first, int(sum(sizes))
+        except errors:
+            if attempt == _RERUNS:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _first(pair):
