@@ -1371,7 +1371,8 @@ def check_indices_in(name: str, indices: Any, low: int, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------- distributed fit
 
 
-def check_distributed_fit(estimator: Any, sync_every: Any, n_epochs: Any, persist: Any) -> None:
+def check_distributed_fit(estimator: Any, sync_every: Any, n_epochs: Any, persist: Any,
+                          stats: Any = None, callback: Any = None) -> None:
     """The arguments of ``sparseopt.dask.fit``, before any task is sent: the estimator must
     be one that trains by ``partial_fit`` on row partitions without needing all the data in
     one process, and the counts must be positive ints."""
@@ -1391,6 +1392,11 @@ def check_distributed_fit(estimator: Any, sync_every: Any, n_epochs: Any, persis
     if sync_every is not None:
         check_positive_int("sync_every", sync_every)
     check_flag("persist", persist)
+    if stats is not None and not isinstance(stats, list):
+        raise TypeError(f"stats must be a list (one dict is appended per sync) or None, got "
+                        f"{type(stats).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     avg = estimator.average
     if isinstance(avg, (bool, np.bool_, numbers.Integral)) and avg:
         raise ValueError("average=True cannot be distributed (the running average of every "

@@ -172,7 +172,7 @@ def _unique(y):
 
 
 def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
-        persist=True, stats=None):
+        persist=True, stats=None, callback=None):
     """Train ``estimator`` on a Dask cluster by iterative parameter mixing.
 
     Every partition of ``X`` is trained on by the estimator's own ``partial_fit`` (the lazy
@@ -207,6 +207,10 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
         When a list, one dict per sync is appended: ``seconds``, ``rows`` (rows mixed),
         ``bytes`` (delta bytes sent by the partitions' tasks), ``broadcast_bytes``.
 
+    callback : callable or None
+        Called as ``callback(model, info)`` on the driver after every sync, with the mixed
+        model (read it, do not modify it) and the dict appended to ``stats``.
+
     Returns
     -------
     estimator
@@ -231,7 +235,7 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     """
     from distributed import default_client
 
-    V.check_distributed_fit(estimator, sync_every, n_epochs, persist)
+    V.check_distributed_fit(estimator, sync_every, n_epochs, persist, stats, callback)
     if client is None:
         client = default_client()
     from ..linear_model import SGDClassifier, SGDRegressor
@@ -279,10 +283,13 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
             if first is not None:
                 model, t0, s0 = first, 0, 0
             _apply_linear(model, mixed, t0, s0)
+            info = dict(epoch=epoch, sync=r, seconds=time.perf_counter() - tic,
+                        rows=int(mixed.rows.size), bytes=int(nbytes),
+                        table_rows=int(model._W.shape[0]), last=r == rounds - 1)
             if stats is not None:
-                stats.append(dict(epoch=epoch, sync=r, seconds=time.perf_counter() - tic,
-                                  rows=int(mixed.rows.size), bytes=int(nbytes),
-                                  table_rows=int(model._W.shape[0])))
+                stats.append(info)
+            if callback is not None:
+                callback(model, info)
     model.n_iter_ = n_epochs
     return model
 
