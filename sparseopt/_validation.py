@@ -1399,8 +1399,8 @@ def check_distributed_fit(estimator: Any, sync_every: Any, n_epochs: Any, persis
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     avg = estimator.average
     if isinstance(avg, (bool, np.bool_, numbers.Integral)) and avg:
-        raise ValueError("average=True cannot be distributed (the running average of every "
-                         "step is a sequential quantity); fit with average=False")
+        raise ValueError(f"average={avg!r} cannot be distributed (the running average of "
+                         "every step is a sequential quantity); fit with average=False")
     if estimator.early_stopping:
         raise ValueError("early_stopping=True cannot be distributed (its validation split "
                          "needs all the data in one process); pass early_stopping=False")
