@@ -326,7 +326,8 @@ def _sync(client, model, xs, ys, bounds, classes, n_features):
                 level = [client.submit(_mixing.merge, level[i], level[i + 1], pure=False,
                                        retries=3) if i + 1 < len(level) else level[i]
                          for i in range(0, len(level), 2)]
-            mixed = level[0].result()
+            # the driver needs the new values only
+            mixed = client.submit(_mixing.strip_old, level[0], pure=False, retries=3).result()
             # the first sync also brings back the first partition's trained copy: the
             # driver's model (its unchanged rows are the initial values)
             first = (client.submit(_second, futs[0], pure=False).result()

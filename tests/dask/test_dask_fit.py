@@ -183,7 +183,10 @@ def test_dask_array_input_and_no_persist(client):
 def _kill_one_worker_after(client, stats, n_syncs):
     pids = client.run(os.getpid)
     victim = sorted(pids.values())[0]
+    deadline = time.monotonic() + 60
     while len(stats) < n_syncs:
+        if time.monotonic() > deadline:  # the fit failed or ended early: the test says so
+            return
         time.sleep(0.005)
     os.kill(victim, signal.SIGKILL)
 
@@ -199,10 +202,11 @@ def test_killed_worker_changes_nothing(two_workers):
     est = SGDClassifier(loss="log_loss", random_state=0, batch_size=50)
     clean = sd.fit(est, *parts(), client, n_epochs=2, sync_every=3)
     stats = []
-    killer = threading.Thread(target=_kill_one_worker_after, args=(client, stats, 3))
+    killer = threading.Thread(target=_kill_one_worker_after, args=(client, stats, 3),
+                              daemon=True)
     killer.start()
     got = sd.fit(est, *parts(), client, n_epochs=2, sync_every=3, stats=stats)
-    killer.join()
+    killer.join(timeout=60)
     assert len(stats) == 20
     assert np.array_equal(got.coef_, clean.coef_)
     assert np.array_equal(got.intercept_, clean.intercept_)
