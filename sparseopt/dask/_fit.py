@@ -227,11 +227,13 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     ...          for i in range(2)]
     >>> w = rng.normal(size=50)
     >>> ys = [(p @ w > 0).astype(int) for p in parts]
-    >>> with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, \\
-    ...         Client(cluster) as client:  # doctest: +SKIP
+    >>> with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+    ...                   dashboard_address=None) as cluster, Client(cluster) as client:
     ...     model = sparseopt.dask.fit(SGDClassifier(loss="log_loss", random_state=0),
     ...                                [dask.delayed(p) for p in parts],
     ...                                [dask.delayed(v) for v in ys], client, n_epochs=3)
+    >>> model.coef_.shape, model.t_  # 3 passes x 2 partitions x 25 steps of 8 rows
+    ((1, 50), 150)
     """
     from distributed import default_client
 
