@@ -30,6 +30,27 @@ from sparseopt.recommend import FMRegressor, MatrixFactorization  # noqa: E402
 
 pytestmark = pytest.mark.dask
 
+
+@pytest.fixture(scope="module")
+def client():
+    """One local cluster for every test here: two worker processes of one thread each,
+    started once (a cluster takes seconds to start). The fixtures live in this module, not in
+    a conftest.py, because the suites import helpers with ``from conftest import ...``."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None)
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture
+def two_workers(client):
+    """The client, with both workers up (a test may have killed one; the nanny restarts
+    it)."""
+    client.wait_for_workers(2, timeout=60)
+    return client
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
