@@ -300,6 +300,9 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
 # tasks are pure functions of the broadcast model and the partitions, so a rerun gives the
 # same deltas
 _RERUNS = 5
+# seconds for one broadcast of the model (a 2**22-row Adagrad model, 64 MB, takes under one
+# second between local processes)
+_SCATTER_TIMEOUT = 20
 
 
 def _cluster_errors():
@@ -316,7 +319,10 @@ def _sync(client, model, xs, ys, bounds, classes, n_features):
     errors = _cluster_errors()
     for attempt in range(_RERUNS + 1):
         try:
-            broadcast = client.scatter(model, broadcast=True, hash=False)
+            # a scatter to a worker that dies on the way can wait forever: time it out and
+            # run the sync again on the workers that remain
+            broadcast = client.scatter(model, broadcast=True, hash=False,
+                                       timeout=_SCATTER_TIMEOUT)
             futs = client.compute(
                 [_delayed_call(_train_linear, broadcast, x, y, a, b, classes, n_features)
                  for x, y, (a, b) in zip(xs, ys, bounds)], retries=3)
