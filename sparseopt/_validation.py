@@ -1637,3 +1637,46 @@ def check_torch_state_tensor(name: str, sname: str, t: Any) -> None:
             getattr(getattr(t, "device", None), "type", None) != "cpu":
         raise ValueError(f"state_dict: state {sname!r} of {name} must be a dense CPU tensor, "
                          f"got layout {t.layout} on device {t.device}")
+
+
+# --------------------------------------------------------------------------- distributed fit
+
+
+def check_distributed_fit(estimator: Any, sync_every: Any, n_epochs: Any, persist: Any,
+                          stats: Any = None, callback: Any = None) -> None:
+    """The arguments of ``sparseopt.dask.fit``, before any task is sent: the estimator must
+    be one that trains by ``partial_fit`` on row partitions without needing all the data in
+    one process, and the counts must be positive ints."""
+    from .linear_model import SGDClassifier, SGDRegressor
+    if isinstance(estimator, type):
+        raise TypeError(f"estimator must be an estimator instance, got the class "
+                        f"{estimator.__name__}")
+    if not isinstance(estimator, (SGDClassifier, SGDRegressor)):
+        raise TypeError(
+            f"sparseopt.dask.fit trains SGDClassifier and SGDRegressor; "
+            f"{type(estimator).__name__} cannot be distributed (its training needs state "
+            "that cannot be mixed row by row)")
+    if n_epochs is None:
+        raise ValueError("n_epochs is required for SGDClassifier and SGDRegressor: the "
+                         "distributed fit has no convergence test; pass the number of passes")
+    check_positive_int("n_epochs", n_epochs)
+    if sync_every is not None:
+        check_positive_int("sync_every", sync_every)
+    check_flag("persist", persist)
+    if stats is not None and not isinstance(stats, list):
+        raise TypeError(f"stats must be a list (one dict is appended per sync) or None, got "
+                        f"{type(stats).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    avg = estimator.average
+    if isinstance(avg, (bool, np.bool_, numbers.Integral)) and avg:
+        raise ValueError(f"average={avg!r} cannot be distributed (the running average of "
+                         "every step is a sequential quantity); fit with average=False")
+    if estimator.early_stopping:
+        raise ValueError("early_stopping=True cannot be distributed (its validation split "
+                         "needs all the data in one process); pass early_stopping=False")
+    cw = getattr(estimator, "class_weight", None)
+    if isinstance(cw, str) and cw == "balanced":
+        raise ValueError("class_weight='balanced' needs the class counts of all the data; "
+                         "compute them (sklearn.utils.class_weight.compute_class_weight) and "
+                         "pass a dict")

@@ -1211,11 +1211,48 @@ def _hypothesis_probes():
     return out
 
 
-HAND_PROBES = (_thread_probes() + _eps_probes() + _ftrl_probes() + _readonly_probes() + _state_probes()
-               + _dok_probes() + _attribute_probes() + _failed_fit_probes()
+def _dask_probes():
+    """``sparseopt.dask.fit``: arguments that are refused before any cluster is contacted
+    (``client=None`` would look up a default client only after the checks)."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return []
+    setup = ("import dask, sparseopt.dask as sd\n"
+             "xs = [dask.delayed(X8)]; ys = [dask.delayed(ycls(X8))]")
+    cases = [
+        ("FMRegressor", "sd.fit(FMRegressor(), xs, ys, n_epochs=1)", "TypeError", "distributed"),
+        ("class", "sd.fit(SGDClassifier, xs, ys, n_epochs=1)", "TypeError", "estimator"),
+        ("n_epochs=None", "sd.fit(SGDClassifier(), xs, ys)", "ValueError", "n_epochs"),
+        ("n_epochs=0", "sd.fit(SGDClassifier(), xs, ys, n_epochs=0)", "ValueError", "n_epochs"),
+        ("n_epochs=True", "sd.fit(SGDClassifier(), xs, ys, n_epochs=True)", "TypeError",
+         "n_epochs"),
+        ("sync_every=-1", "sd.fit(SGDClassifier(), xs, ys, n_epochs=1, sync_every=-1)",
+         "ValueError", "sync_every"),
+        ("sync_every=nan", "sd.fit(SGDClassifier(), xs, ys, n_epochs=1, sync_every=np.nan)",
+         "TypeError", "sync_every"),
+        ("persist='no'", "sd.fit(SGDClassifier(), xs, ys, n_epochs=1, persist='no')",
+         "TypeError", "persist"),
+        ("stats=dict", "sd.fit(SGDClassifier(), xs, ys, n_epochs=1, stats={})", "TypeError",
+         "stats"),
+        ("callback=1", "sd.fit(SGDClassifier(), xs, ys, n_epochs=1, callback=1)", "TypeError",
+         "callback"),
+        ("average", "sd.fit(SGDClassifier(average=3), xs, ys, n_epochs=1)", "ValueError",
+         "average"),
+        ("early_stopping", "sd.fit(SGDRegressor(early_stopping=True), xs, ys, n_epochs=1)",
+         "ValueError", "early_stopping"),
+        ("balanced", "sd.fit(SGDClassifier(class_weight='balanced'), xs, ys, n_epochs=1)",
+         "ValueError", "class_weight"),
+    ]
+    return [P(f"dask.fit/{label}", setup, act, expect=(exc,), names=(name,), limit=20)
+            for label, act, exc, name in cases]
+
+
+HAND_PROBES = (_thread_probes() + _eps_probes() + _ftrl_probes() + _readonly_probes()
+               + _state_probes() + _dok_probes() + _attribute_probes() + _failed_fit_probes()
                + _duplicate_probes() + _implicit_loss_probes() + _metric_probes()
                + _dataset_probes() + _message_probes() + _id_probes() + _raw_id_probes()
-               + _concurrency_probes())
+               + _concurrency_probes() + _dask_probes())
 SPARSE_PROBES = _sparse_probes()
 HYPOTHESIS_PROBES = _hypothesis_probes()
 ALL_PROBES = {p.name: p for p in HAND_PROBES + SPARSE_PROBES + HYPOTHESIS_PROBES}

@@ -1,0 +1,194 @@
+"""Scaling of ``sparseopt.dask.fit``: one worker against two on this machine.
+
+A generated logistic problem with hashed features (default 1M rows x 2**22 columns, ~30
+stored entries per row, feature ids drawn from a Zipf law so that most of the table is never
+touched) is cut into ``--partitions`` row partitions, generated inside the workers (the
+driver never holds the training data). Three fits run, interleaved ``--repeats`` times:
+
+* ``single``: one process, the same estimator by ``partial_fit``, one call per epoch;
+* ``dask-1``: ``sparseopt.dask.fit`` on a LocalCluster of one worker process;
+* ``dask-2``: the same on two worker processes.
+
+With the same partitions, dask-1 and dask-2 compute the same models (the mixing is
+deterministic), so their difference is the parallelism alone. Reported per run: seconds per
+epoch (evaluation excluded), the held-out ROC-AUC after every epoch, the time to reach the
+single-process fit's final AUC minus ``--tolerance``, and per sync the rows mixed and the
+bytes the partitions' deltas carried, against the table's rows.
+
+    python benchmarks/dask_scaling.py                     # about 5 minutes on 2 cores
+    python benchmarks/dask_scaling.py --rows 200000 --repeats 1   # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def make_partition(seed: int, n_rows: int, n_features: int, nnz: int, true_seed: int,
+                   tail: float = 0.5):
+    """One partition of the generated problem: CSR (float32) and 0/1 labels from a sparse
+    true weight vector (deterministic in ``seed``)."""
+    rng = np.random.default_rng(seed)
+    # heavy-tailed feature popularity, P(rank > r) = r**-tail (tail 1: Zipf's law with
+    # exponent 2), so most of the hashed table is never touched, as with hashed text
+    u = 1.0 - rng.random(n_rows * nnz)
+    ranks = np.minimum(u ** (-1.0 / tail), n_features).astype(np.int64) - 1
+    perm_rng = np.random.default_rng(true_seed)
+    mult, add = 2654435761, int(perm_rng.integers(1 << 30))
+    cols = ((ranks.astype(np.int64) * mult + add) % n_features).astype(np.int32)
+    indptr = np.arange(0, n_rows * nnz + 1, nnz, dtype=np.int64)
+    X = sp.csr_matrix((np.ones(n_rows * nnz, dtype=np.float32) / np.sqrt(nnz), cols, indptr),
+                      shape=(n_rows, n_features))
+    X.sum_duplicates()
+    z = X @ _true_weights(n_features, true_seed)
+    y = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-z))).astype(np.int64)
+    return X, y
+
+
+def _true_weights(n_features: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=n_features) * 3.0).astype(np.float32)
+
+
+def _part_x(args):
+    return make_partition(*args)[0]
+
+
+def _part_y(args):
+    return make_partition(*args)[1]
+
+
+def _warm_up():
+    import sklearn.metrics  # noqa: F401
+
+    import sparseopt.dask  # noqa: F401
+    import sparseopt.linear_model  # noqa: F401
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--features", type=int, default=1 << 22)
+    ap.add_argument("--nnz", type=int, default=30)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--test-rows", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--sync-every", type=int, default=None)
+    ap.add_argument("--tolerance", type=float, default=0.002)
+    ap.add_argument("--tail", type=float, default=0.5,
+                    help="feature popularity P(rank > r) = r**-tail (smaller: more rows touched)")
+    a = ap.parse_args(argv)
+
+    import dask
+    from distributed import Client, LocalCluster
+    from sklearn.metrics import roc_auc_score
+
+    import sparseopt.dask as sd
+    from sparseopt.linear_model import SGDClassifier
+    from sparseopt.linear_model._base import auto_batch_size
+
+    per = a.rows // a.partitions
+    specs = [(1000 + i, per, a.features, a.nnz, 7, a.tail) for i in range(a.partitions)]
+    Xt, yt = make_partition(1, a.test_rows, a.features, a.nnz, 7, a.tail)
+    batch = auto_batch_size(per * a.partitions)
+
+    def estimator():
+        return SGDClassifier(loss="log_loss", random_state=0, batch_size=batch)
+
+    def run_single():
+        parts = [make_partition(*s) for s in specs]
+        X = sp.vstack([p[0] for p in parts], format="csr")
+        y = np.concatenate([p[1] for p in parts])
+        del parts
+        est, secs, aucs = estimator(), [], []
+        for e in range(a.epochs):
+            tic = time.perf_counter()
+            if e == 0:
+                est.partial_fit(X, y, classes=[0, 1])
+            else:
+                est.partial_fit(X, y)
+            secs.append(time.perf_counter() - tic)
+            aucs.append(roc_auc_score(yt, est.decision_function(Xt)))
+        return dict(secs=secs, aucs=aucs)
+
+    def run_dask(n_workers):
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                          host="127.0.0.1", dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            xs = [dask.delayed(_part_x)(s) for s in specs]
+            ys = [dask.delayed(_part_y)(s) for s in specs]
+            # generate the partitions before timing (persisted in the workers)
+            xs, ys = client.compute(xs), client.compute(ys)
+            client.gather(xs)
+            client.run(_warm_up)  # imports in the workers are not part of the fit's time
+            stats, aucs, eval_time = [], [], [0.0]
+            t_start = [None]
+
+            def callback(model, info):
+                if info["last"]:
+                    tic = time.perf_counter()
+                    aucs.append((time.perf_counter() - t_start[0] - eval_time[0],
+                                 roc_auc_score(yt, model.decision_function(Xt))))
+                    eval_time[0] += time.perf_counter() - tic
+
+            t_start[0] = time.perf_counter()
+            sd.fit(estimator(), xs, ys, client, n_epochs=a.epochs, sync_every=a.sync_every,
+                   stats=stats, callback=callback)
+            return dict(aucs=[x[1] for x in aucs], times=[x[0] for x in aucs], stats=stats)
+
+    results = {"single": [], "dask-1": [], "dask-2": []}
+    for rep in range(a.repeats):
+        for name, fn in (("single", run_single), ("dask-1", lambda: run_dask(1)),
+                         ("dask-2", lambda: run_dask(2))):
+            r = fn()
+            results[name].append(r)
+            print(f"[rep {rep}] {name}: {r}"[:600], file=sys.stderr, flush=True)
+
+    target = max(r["aucs"][-1] for r in results["single"]) - a.tolerance
+
+    def time_to(r):
+        times = r.get("times") or list(np.cumsum(r["secs"]))
+        for t, auc in zip(times, r["aucs"]):
+            if auc >= target:
+                return t
+        return float("nan")
+
+    print(f"# sparseopt.dask scaling: {a.rows} rows x {a.features} features, {a.nnz} nnz/row, "
+          f"{a.partitions} partitions, {a.epochs} epochs, batch {batch}, "
+          f"sync_every={a.sync_every}, tail={a.tail}\n")
+    print(f"target: single-process final AUC - {a.tolerance} = {target:.4f}\n")
+    print("| run | rep | AUC per epoch | total s | time to target s |")
+    print("|---|---|---|---|---|")
+    for name, runs in results.items():
+        for i, r in enumerate(runs):
+            total = r["times"][-1] if "times" in r else sum(r["secs"])
+            print(f"| {name} | {i} | {', '.join(f'{x:.4f}' for x in r['aucs'])} | "
+                  f"{total:.2f} | {time_to(r):.2f} |")
+    ratios = [time_to(b) / time_to(c) for b, c in zip(results["dask-2"], results["dask-1"])]
+    tot = [b["times"][-1] / c["times"][-1] for b, c in zip(results["dask-2"],
+                                                           results["dask-1"])]
+    print(f"\ndask-2 / dask-1 time to target, paired per rep: "
+          f"{', '.join(f'{x:.3f}' for x in ratios)} (median {statistics.median(ratios):.3f})")
+    print(f"dask-2 / dask-1 total time, paired per rep: "
+          f"{', '.join(f'{x:.3f}' for x in tot)} (median {statistics.median(tot):.3f})")
+    st = results["dask-2"][-1]["stats"]
+    print("\n| sync | rows mixed | table rows | delta bytes (all partitions) | seconds |")
+    print("|---|---|---|---|---|")
+    for s in st:
+        print(f"| {s['epoch']}.{s['sync']} | {s['rows']} | {s['table_rows']} | {s['bytes']} | "
+              f"{s['seconds']:.2f} |")
+    fin = [r["aucs"][-1] for r in results["dask-2"]]
+    sing = [r["aucs"][-1] for r in results["single"]]
+    print(f"\nfinal AUC dask-2 {fin} vs single {sing}: differences "
+          f"{[round(x - y, 4) for x, y in zip(fin, sing)]}")
+
+
+if __name__ == "__main__":
+    main()
