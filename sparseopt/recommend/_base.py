@@ -598,17 +598,6 @@ class BaseRecommender(BaseEstimator):
 
     # -- raw ids and clipping ------------------------------------------------------------------
 
-    def _encoders(self, st: Any) -> Optional[Tuple[Any, Any]]:
-        """The model's (users, items) ``IdEncoder`` pair, None for a model fitted on a
-        matrix; checked against the fitted tables ``st`` (an encoder of another size would
-        map ids past the tables)."""
-        enc = self._id_encoders
-        if enc is None:
-            return None
-        self._encoder(st, 0)
-        self._encoder(st, 1)
-        return enc
-
     def _encoder(self, st: Any, side: int) -> Any:
         """The users' (``side=0``) or items' (1) ``IdEncoder``, None for a model fitted on a
         matrix; checked against that side of ``st`` only, so that a cold-start call, whose
@@ -643,8 +632,8 @@ class BaseRecommender(BaseEstimator):
         return ids if enc is None else enc.inverse_transform(ids, fill=True)
 
     def _users_out(self, st: Any, ids: np.ndarray) -> np.ndarray:
-        enc = self._encoders(st)
-        return ids if enc is None else enc[0].inverse_transform(ids, fill=True)
+        enc = self._encoder(st, 0)
+        return ids if enc is None else enc.inverse_transform(ids, fill=True)
 
     @property
     def user_ids_(self) -> np.ndarray:
