@@ -26,12 +26,12 @@ from sparseopt.datasets import holdout_split, make_interactions, make_ratings
 from sparseopt.recommend import MatrixFactorization, metrics
 
 # The documentation build runs every example on small data (SPARSEOPT_EXAMPLES_QUICK=1,
-# set by docs/conf.py); run by hand, the example uses the sizes below.
+# set by docs/conf.py); run by hand, it uses the full sizes (the values after "else").
 QUICK = os.environ.get("SPARSEOPT_EXAMPLES_QUICK") == "1"
 N_USERS, N_MOVIES = (4_000, 2_000) if QUICK else (20_000, 4_000)
-N_RATINGS, N_CLICK_USERS, N_CLICKS = ((60_000, 2_000, 60_000) if QUICK
+N_RATINGS, N_CLICK_USERS, N_CLICKS = ((60_000, 3_000, 150_000) if QUICK
                                       else (440_000, 6_000, 300_000))
-EPOCHS_MF, EPOCHS_BPR = (4, 5) if QUICK else (8, 10)
+EPOCHS_MF, EPOCHS_BPR = (8, 8) if QUICK else (8, 10)
 rng = np.random.default_rng(0)
 # Made-up titles, so that the recommendations read like recommendations.
 WORDS = ["Night", "River", "Last", "Silent", "Blue", "Empire", "Summer", "Ghost", "Iron",

@@ -25,7 +25,7 @@ except ImportError:
 import sparseopt.torch as sot
 
 # The documentation build runs every example on small data (SPARSEOPT_EXAMPLES_QUICK=1,
-# set by docs/conf.py); run by hand, the example uses the sizes below.
+# set by docs/conf.py); run by hand, it uses the full sizes (the values after "else").
 QUICK = os.environ.get("SPARSEOPT_EXAMPLES_QUICK") == "1"
 ROWS, DIM, BATCH, POOL = (50_000, 5_000), 8, 256, 3
 STEPS = 40 if QUICK else 80

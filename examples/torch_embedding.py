@@ -26,7 +26,7 @@ except ImportError:
     sys.exit("examples/torch_embedding.py needs PyTorch: pip install torch")
 
 # The documentation build runs every example on small data (SPARSEOPT_EXAMPLES_QUICK=1,
-# set by docs/conf.py); run by hand, the example uses the sizes below.
+# set by docs/conf.py); run by hand, it uses the full sizes (the values after "else").
 QUICK = os.environ.get("SPARSEOPT_EXAMPLES_QUICK") == "1"
 N_USERS, N_ITEMS, DIM, BATCH = 20_000, 5_000, 16, 2_048
 STEPS = 30 if QUICK else 100

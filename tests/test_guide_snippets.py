@@ -48,7 +48,14 @@ def test_block_extraction():
     assert python_blocks(text) == ["x = 1\n\ny = x + 1", "z = 3"]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def _page_param(page):
+    """A page whose blocks start a local Dask cluster carries the suite's ``dask`` mark."""
+    uses_dask = re.search(r"^\s*import dask\b", "\n".join(python_blocks(page.read_text())),
+                          re.M)
+    return pytest.param(page, id=page.stem, marks=[pytest.mark.dask] if uses_dask else [])
+
+
+@pytest.mark.parametrize("page", [_page_param(p) for p in PAGES])
 def test_guide_page_runs(page, tmp_path, monkeypatch):
     code = "\n\n".join(python_blocks(page.read_text()))
     for module in OPTIONAL:
@@ -86,3 +93,36 @@ def test_guide_figure_scripts_run(script):
         for a, b in zip(dense, flushed):
             assert np.allclose(a, b, rtol=1e-12, atol=0)
         assert not np.allclose(dense[0], frozen[0])
+
+
+EXAMPLES = GUIDE.parents[1] / "examples"
+# What each example prints on the gallery's small data (SPARSEOPT_EXAMPLES_QUICK=1): its
+# small size, and the result it exists to show.
+QUICK_EXAMPLES = {
+    "movie_recommender.py": ["54,545 training ratings", "135,000 training clicks"],
+    "torch_embedding.py": ["30 steps of 2048 lookups"],
+    "torch_dlrm.py": ["40 steps of 256 samples",
+                      "bitwise equal to the uninterrupted run: True"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(QUICK_EXAMPLES))
+def test_examples_small_data_switch(script, tmp_path):
+    """The gallery runs these examples with SPARSEOPT_EXAMPLES_QUICK=1 (docs/conf.py); the
+    switch must shrink them and leave what they show intact. Without it they keep their
+    full sizes (tests/test_demo.py runs them so)."""
+    import os
+    import subprocess
+    import sys
+
+    import sparseopt
+    if script.startswith("torch") and importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed")
+    site = str(Path(sparseopt.__file__).resolve().parents[1])
+    env = dict(os.environ, SPARSEOPT_EXAMPLES_QUICK="1",
+               PYTHONPATH=os.pathsep.join([site, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    for expected in QUICK_EXAMPLES[script]:
+        assert expected in proc.stdout, proc.stdout
