@@ -43,10 +43,20 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 
 # --- figures and gallery --------------------------------------------------------------------
+# The user guide's figures are scripts under docs/guide/figures/ run by the plot directive;
+# they call sparseopt on tiny problems, so they take a few seconds together.
 plot_include_source = True
 plot_html_show_source_link = False
 plot_html_show_formats = False
 plot_formats = [("png", 110)]
+plot_rcparams = {"figure.dpi": 110}
+
+# Every example of the gallery is executed while the site is built, on small data: the
+# examples read SPARSEOPT_EXAMPLES_QUICK (smaller tables and fewer steps), and the two with
+# command-line sizes get their small ones from docs/_gallery_argv.py. Run by hand, each example
+# keeps its full size. No example is excluded.
+os.environ["SPARSEOPT_EXAMPLES_QUICK"] = "1"
+sys.path.insert(0, str(ROOT / "docs"))  # _gallery_argv.py
 
 sphinx_gallery_conf = {
     "examples_dirs": [str(ROOT / "examples")],
@@ -55,6 +65,10 @@ sphinx_gallery_conf = {
     "ignore_pattern": r"__init__\.py",
     "download_all_examples": False,
     "remove_config_comments": True,
+    "reset_argv": "_gallery_argv.reset_argv",
+    "abort_on_example_error": True,
+    "show_memory": False,
+    "min_reported_time": 1,
 }
 
 # --- HTML -----------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Train a small embedding model with every optimizer: ``python examples/demo.py``.
+"""Every optimizer on a Zipf-distributed embedding model
+=====================================================
+
+Train a small embedding model with every optimizer: ``python examples/demo.py``.
 
 ``python -m sparseopt demo`` runs this same file from any install (distributions ship the
 examples as ``sparseopt.examples``). ``--quick`` is a small problem for a smoke test.
@@ -279,4 +282,6 @@ def add_arguments(parser):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status:
+        sys.exit(status)

@@ -1,4 +1,7 @@
-"""Minimal sparseopt usage: lazy Adam on an embedding table and a sparse linear weight."""
+"""Lazy Adam on an embedding table and a sparse weight
+===================================================
+
+Minimal sparseopt usage: lazy Adam on an embedding table and a sparse linear weight."""
 import numpy as np
 import scipy.sparse as sp
 import sparseopt as so

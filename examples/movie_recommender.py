@@ -1,4 +1,7 @@
-"""A movie recommender on generated data: explicit ratings (MF) and implicit clicks (BPR).
+"""A movie recommender: ratings and clicks
+=======================================
+
+A movie recommender on generated data: explicit ratings (MF) and implicit clicks (BPR).
 
 Two models from ``sparseopt.recommend``, each trained by lazy ``sparseopt.Adam`` row updates:
 
@@ -14,6 +17,7 @@ activity and movie popularity with a hidden low-rank taste signal, so nothing is
 
 Run:  python examples/movie_recommender.py            (about 10 s on one core)
 """
+import os
 import time
 
 import numpy as np
@@ -21,7 +25,13 @@ import numpy as np
 from sparseopt.datasets import holdout_split, make_interactions, make_ratings
 from sparseopt.recommend import MatrixFactorization, metrics
 
-N_USERS, N_MOVIES = 20_000, 4_000
+# The documentation build runs every example on small data (SPARSEOPT_EXAMPLES_QUICK=1,
+# set by docs/conf.py); run by hand, it uses the full sizes (the values after "else").
+QUICK = os.environ.get("SPARSEOPT_EXAMPLES_QUICK") == "1"
+N_USERS, N_MOVIES = (4_000, 2_000) if QUICK else (20_000, 4_000)
+N_RATINGS, N_CLICK_USERS, N_CLICKS = ((60_000, 3_000, 150_000) if QUICK
+                                      else (440_000, 6_000, 300_000))
+EPOCHS_MF, EPOCHS_BPR = (8, 8) if QUICK else (8, 10)
 rng = np.random.default_rng(0)
 # Made-up titles, so that the recommendations read like recommendations.
 WORDS = ["Night", "River", "Last", "Silent", "Blue", "Empire", "Summer", "Ghost", "Iron",
@@ -38,7 +48,7 @@ def show(title, ids, scores, fmt):
 # --------------------------------------------------------------------------- explicit ratings
 
 print("== Explicit ratings: biased matrix factorisation, squared loss ==")
-X = make_ratings(N_USERS, N_MOVIES, 440_000, rank=8, zipf=1.0, noise=0.4, random_state=0)
+X = make_ratings(N_USERS, N_MOVIES, N_RATINGS, rank=8, zipf=1.0, noise=0.4, random_state=0)
 train, test = holdout_split(X, test_size=1 / 11, random_state=0)
 print(f"{train.nnz:,} training ratings, {test.nnz:,} held out; predicting the mean rating "
       f"gives RMSE {metrics.rmse(test.data, np.full(test.nnz, train.data.mean())):.4f}")
@@ -46,7 +56,7 @@ print(f"{train.nnz:,} training ratings, {test.nnz:,} held out; predicting the me
 mf = MatrixFactorization(n_components=32, optimizer="adam", learning_rate=0.01, alpha=0.02,
                          batch_size=4096, random_state=0)
 t0 = time.perf_counter()
-for epoch in range(1, 9):
+for epoch in range(1, EPOCHS_MF + 1):
     mf.partial_fit(train, eval_set=test)          # one epoch; the optimizer state carries over
     h = mf.history_[-1]
     print(f"epoch {epoch}  train RMSE {h['train_rmse']:.4f}  test RMSE {h['eval']:.4f}  "
@@ -62,7 +72,7 @@ for user in (0, 1, 2):
 
 print("\n== Implicit feedback: BPR ==")
 # 6,000 users who watched 50 of 2,000 movies on average (the first 2,000 movie titles)
-C = make_interactions(6_000, 2_000, 300_000, rank=8, zipf=0.8, signal=8.0, random_state=1)
+C = make_interactions(N_CLICK_USERS, 2_000, N_CLICKS, rank=8, zipf=0.8, signal=8.0, random_state=1)
 ctrain, ctest = holdout_split(C, test_size=0.1, random_state=1)
 users = np.flatnonzero(np.diff(ctest.indptr))[:3000]      # users with held-out clicks
 
@@ -74,7 +84,7 @@ print(f"{ctrain.nnz:,} training clicks; recommending the most popular unseen mov
 
 bpr = MatrixFactorization(n_components=16, loss="bpr", learning_rate=0.01, alpha=0.05,
                           batch_size=4096, random_state=0)
-for epoch in range(1, 11):
+for epoch in range(1, EPOCHS_BPR + 1):
     bpr.partial_fit(ctrain)
     recs, _ = bpr.recommend(users, n=10)
     print(f"epoch {epoch}  BPR loss {bpr.history_[-1]['loss']:.4f}  "

@@ -1,4 +1,7 @@
-"""Checkpoint and resume: parameters with np.savez, optimizer state with pickle.
+"""Checkpoint and resume a NumPy optimizer
+=======================================
+
+Checkpoint and resume: parameters with np.savez, optimizer state with pickle.
 
 Training for 2*N steps in one go and training N steps, saving, reloading into
 fresh objects and training N more give bitwise identical tables.

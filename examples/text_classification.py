@@ -1,4 +1,7 @@
-"""Text classification with sparseopt's SGDClassifier in a scikit-learn pipeline.
+"""Text classification in a scikit-learn pipeline
+==============================================
+
+Text classification with sparseopt's SGDClassifier in a scikit-learn pipeline.
 
 Documents are generated (nothing is downloaded): each of ``--n-classes`` topics has its own
 Zipf-distributed vocabulary, mixed into a shared Zipf "background" language, so most words carry

@@ -1,4 +1,7 @@
-"""A small DLRM-style click model trained with sparseopt.torch.Adam.
+"""A DLRM-style click model with sparseopt.torch
+=============================================
+
+A small DLRM-style click model trained with sparseopt.torch.Adam.
 
 Two sparse ``nn.EmbeddingBag`` tables (Zipf-popular ids) and dense features feed an MLP with a
 binary cross-entropy loss. One ``sparseopt.torch.Adam`` steps every parameter, the sparse
@@ -8,6 +11,7 @@ reloaded with ``torch.load(weights_only=True)`` into a fresh model: the resumed 
 bit-for-bit where the uninterrupted one does.
 """
 import io
+import os
 import sys
 
 import numpy as np
@@ -20,7 +24,11 @@ except ImportError:
 
 import sparseopt.torch as sot
 
-ROWS, DIM, BATCH, POOL, STEPS = (50_000, 5_000), 8, 256, 3, 80
+# The documentation build runs every example on small data (SPARSEOPT_EXAMPLES_QUICK=1,
+# set by docs/conf.py); run by hand, it uses the full sizes (the values after "else").
+QUICK = os.environ.get("SPARSEOPT_EXAMPLES_QUICK") == "1"
+ROWS, DIM, BATCH, POOL = (50_000, 5_000), 8, 256, 3
+STEPS = 40 if QUICK else 80
 
 
 class DLRM(nn.Module):

@@ -1,4 +1,7 @@
-"""PyTorch model, sparseopt optimizer: step an nn.Embedding(sparse=True) with so.Adam.
+"""nn.Embedding stepped by sparseopt.Adam, next to SparseAdam
+==========================================================
+
+PyTorch model, sparseopt optimizer: step an nn.Embedding(sparse=True) with so.Adam.
 
 PyTorch computes the gradients; sparseopt updates the embedding table in place
 through a NumPy view that shares the tensor's memory. The embedding gradient
@@ -9,6 +12,7 @@ The same training is run with torch.optim.SparseAdam for comparison; with
 preset="torch" sparseopt follows SparseAdam's update rule, so the two
 trajectories agree to float32 rounding.
 """
+import os
 import sys
 import time
 
@@ -21,7 +25,11 @@ try:
 except ImportError:
     sys.exit("examples/torch_embedding.py needs PyTorch: pip install torch")
 
-N_USERS, N_ITEMS, DIM, BATCH, STEPS = 20_000, 5_000, 16, 2_048, 100
+# The documentation build runs every example on small data (SPARSEOPT_EXAMPLES_QUICK=1,
+# set by docs/conf.py); run by hand, it uses the full sizes (the values after "else").
+QUICK = os.environ.get("SPARSEOPT_EXAMPLES_QUICK") == "1"
+N_USERS, N_ITEMS, DIM, BATCH = 20_000, 5_000, 16, 2_048
+STEPS = 30 if QUICK else 100
 
 # Ratings from a hidden low-rank model; Zipf-popular users and items.
 rng = np.random.default_rng(0)
