@@ -23,7 +23,7 @@ __all__ = ["SeenItems", "IdEncoder", "Interactions", "interactions_input"]
 
 
 class IdEncoder:
-    """Raw ids (integers or strings) <-> indices ``0 .. n - 1``, like scikit-learn's
+    """Raw ids (integers or strings) <-> indices ``0`` to ``n - 1``, like scikit-learn's
     ``LabelEncoder`` but with the rules of a recommender's ids.
 
     ``classes_`` holds the distinct ids in sorted order; an id's index is its position in

@@ -462,8 +462,8 @@ class MatrixFactorization(BaseRecommender):
 
     Attributes
     ----------
-    user_table_ : ndarray (n_user_features_, n_components + 1 if user biases else n_components)
-    item_table_ : ndarray (n_item_features_, n_components + 1 if item biases else n_components)
+    user_table_ : ndarray ``(n_user_features_, n_components + 1 if user biases else n_components)``
+    item_table_ : ndarray ``(n_item_features_, n_components + 1 if item biases else n_components)``
         The trained tables: one row per user or item (per feature with side features),
         factors then bias, so one optimizer row update covers both.
     n_user_features_, n_item_features_ : int
