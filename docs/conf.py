@@ -53,11 +53,18 @@ numpydoc_class_members_toctree = False
 
 
 
+def _defined_in(obj):
+    """The module that defines a method, property or function (``""`` if unknown)."""
+    target = getattr(obj, "fget", None) or getattr(obj, "__func__", None) or obj
+    return getattr(target, "__module__", None) or ""
+
+
 def _skip_member(app, what, name, obj, skip, options):
-    # scikit-learn adds set_fit_request / set_score_request / ... to every estimator for its
-    # metadata routing; their docstrings point into scikit-learn's own docs (a glossary and
-    # labels this site does not have) and they are not sparseopt's API
-    if name.startswith("set_") and name.endswith("_request"):
+    # A class page shows the members its class has, inherited from sparseopt's private bases
+    # included (fit, predict, step, state_dict, ...), but not those of scikit-learn's or
+    # PyTorch's classes (get_params, zero_grad, set_fit_request, ...): their docstrings point
+    # into those projects' own docs and they are documented there.
+    if what == "class" and not skip and not _defined_in(obj).startswith("sparseopt"):
         return True
     return skip
 

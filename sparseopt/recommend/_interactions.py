@@ -113,7 +113,7 @@ class IdEncoder:
     def inverse_transform(self, indices: Any, fill: bool = False) -> np.ndarray:
         """The raw ids at ``indices`` (integers in ``[0, n)``, the shape kept); with
         ``fill``, an index of -1 (padding) gives the fill id (-1, or the empty string for
-        string ids, see :func:`padding_id`)."""
+        string ids, see ``padding_id``)."""
         classes = self._classes()
         fill = V.check_flag("fill", fill)
         idx = V.check_indices_in("indices", indices, -1 if fill else 0, classes.shape[0])
