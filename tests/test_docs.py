@@ -103,9 +103,15 @@ def test_every_public_class_and_function_has_examples(module):
         doc = inspect.getdoc(obj) or ""
         section = re.search(r"^Examples\n-{8,}\n(.*?)(?:^\S[^\n]*\n-{3,}\n|\Z)", doc,
                             re.S | re.M)
-        if section is None or ">>>" not in section.group(1):
+        if section is None or not _runs(section.group(1)):
             lacking.append(qualname)
-    assert not lacking, f"no numpydoc Examples section with a doctest: {lacking}"
+    assert not lacking, f"no numpydoc Examples section with a doctest that runs: {lacking}"
+
+
+def _runs(examples: str) -> bool:
+    """Whether an Examples section holds a doctest line that is not skipped."""
+    return any(line.lstrip().startswith(">>>") and "+SKIP" not in line
+               for line in examples.splitlines())
 
 
 def test_examples_check_can_fail():
@@ -123,7 +129,8 @@ def test_examples_check_can_fail():
 
     pattern = r"^Examples\n-{8,}\n(.*?)(?:^\S[^\n]*\n-{3,}\n|\Z)"
     assert re.search(pattern, inspect.getdoc(undocumented), re.S | re.M) is None
-    assert ">>>" in re.search(pattern, inspect.getdoc(documented), re.S | re.M).group(1)
+    assert _runs(re.search(pattern, inspect.getdoc(documented), re.S | re.M).group(1))
+    assert not _runs(">>> so.show_config()  # doctest: +SKIP\nsparseopt 1.0\n")
 
 
 def _sphinx_build(tmp_path: Path, gallery: bool) -> subprocess.CompletedProcess:
@@ -146,3 +153,32 @@ def test_docs_build_without_warnings(tmp_path):
         assert (html / f"{page}.html").is_file(), page
     for qualname in _reference_entries(API_INDEX.read_text(encoding="utf-8")):
         assert (html / "api" / "generated" / f"{qualname}.html").is_file(), qualname
+
+
+def _parse_warnings(doc: str):
+    docscrape = pytest.importorskip("numpydoc.docscrape")
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        docscrape.NumpyDocString(doc)
+    return [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_docstrings_have_only_numpydoc_sections(module):
+    # numpydoc drops a section it does not know from the page without a Sphinx warning, so
+    # "Notes"-like headings of one's own must be rubrics, not sections
+    problems = []
+    for qualname, obj in _public(module):
+        targets = [(qualname, obj)]
+        if inspect.isclass(obj):
+            targets += [(f"{qualname}.{k}", v) for k, v in vars(obj).items()
+                        if not k.startswith("_") and (callable(v) or isinstance(v, property))]
+        for name, target in targets:
+            problems += [f"{name}: {m}" for m in _parse_warnings(inspect.getdoc(target) or "")]
+    assert not problems, problems
+
+
+def test_section_check_can_fail():
+    assert _parse_warnings("Summary.\n\nModels\n------\nText.\n")
+    assert not _parse_warnings("Summary.\n\n.. rubric:: Models\n\nText.\n")
