@@ -1135,7 +1135,18 @@ class UnknownIdError(ValueError, IndexError):
 
     A ``ValueError`` (as scikit-learn's encoders raise for unseen labels) and an
     ``IndexError`` (as an out-of-range index raises for a model fitted on a matrix), so code
-    written for either form catches it."""
+    written for either form catches it.
+
+    Examples
+    --------
+    >>> from sparseopt.recommend import IdEncoder, UnknownIdError
+    >>> enc = IdEncoder("items").fit(["a", "b"])
+    >>> try:
+    ...     enc.transform(["z"])
+    ... except UnknownIdError as e:
+    ...     print(e)
+    items[0] = 'z' is not one of the 2 items the model was fitted with
+    """
 
 
 # pandas' missing-value markers, recognised without importing pandas

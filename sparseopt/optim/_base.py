@@ -227,6 +227,7 @@ class Optimizer:
 
     @property
     def defaults(self) -> Dict[str, Any]:
+        """The hyper-parameters of the first param group, as a new dict."""
         return {k: v for k, v in self.param_groups[0].items() if k != "params"}
 
     @property

@@ -510,7 +510,7 @@ class BaseRecommender(BaseEstimator):
 
         Parameters
         ----------
-        X : scipy.sparse matrix of shape (n_users_, n_items_), or columns of raw ids
+        X : scipy.sparse matrix of shape ``(n_users_, n_items_)``, or columns of raw ids
             Held-out ratings or interactions in a form :meth:`fit` takes, checked as
             there; columns only for a model fitted on raw ids, and every id among
             ``user_ids_`` / ``item_ids_``.
@@ -695,18 +695,18 @@ class BaseRecommender(BaseEstimator):
         exclude_seen : bool, optional
             The former name of ``filter_already_liked``, still accepted; giving both with
             different values is an error.
-        user_features : scipy.sparse matrix (m, n_user_features_), optional
+        user_features : scipy.sparse matrix ``(m, n_user_features_)``, optional
             Cold start (models that support it): the users are the rows of this matrix
             (``user_ids`` are indices of its rows), each represented by its features as in
             training; new users, or known users with new feature values. They have no
             training interactions to filter.
-        user_interactions : scipy.sparse matrix (m, n_items_), optional
+        user_interactions : scipy.sparse matrix ``(m, n_items_)``, optional
             Cold start: the users are new ones known by these interactions (ratings or
             positives over the fitted items, columns in the model's item order;
             ``user_ids`` index the rows), folded in against the fixed item representations
             (see the model's documentation). With ``filter_already_liked`` their items are
             left out. Not with ``user_features``.
-        item_features : scipy.sparse matrix (m_items, n_item_features_), optional
+        item_features : scipy.sparse matrix ``(m_items, n_item_features_)``, optional
             Cold start: the candidate items are the rows of this matrix (new items, or all
             items with new feature values); the returned ids, ``items`` and
             ``filter_items`` are indices of its rows. No training interaction is filtered

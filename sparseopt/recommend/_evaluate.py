@@ -25,7 +25,7 @@ def evaluate(model: Any, X_train: Any, X_test: Any, k: int = 10,
     Parameters
     ----------
     model : fitted MatrixFactorization (or another ``BaseRecommender``)
-    X_train : scipy.sparse matrix of shape (n_users_, n_items_), or columns of raw ids
+    X_train : scipy.sparse matrix of shape ``(n_users_, n_items_)``, or columns of raw ids
         The interactions to exclude from each user's list (usually the training data);
         checked as ``fit`` checks its ``X``. Columns (a DataFrame or a tuple, see ``fit``)
         only for a model fitted on raw ids; every id must be among its ``user_ids_`` /

@@ -578,10 +578,13 @@ class FMClassifier(ClassifierMixin, _BaseFM):
         return softmax(d, axis=1)
 
     def predict_log_proba(self, X):
+        """Logarithms of ``predict_proba``, ``(n_samples, n_classes)``."""
         return np.log(self.predict_proba(X))
 
     @serialised
     def predict(self, X):
+        """The class of each sample: ``classes_[1]`` where the decision value is positive for
+        two classes, the class of the largest decision value for more."""
         d = self.decision_function(X)
         if d.ndim == 1:
             return self.classes_[(d > 0).astype(np.intp)]

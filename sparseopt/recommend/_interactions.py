@@ -23,7 +23,7 @@ __all__ = ["SeenItems", "IdEncoder", "Interactions", "interactions_input"]
 
 
 class IdEncoder:
-    """Raw ids (integers or strings) <-> indices ``0 .. n - 1``, like scikit-learn's
+    """Raw ids (integers or strings) <-> indices ``0`` to ``n - 1``, like scikit-learn's
     ``LabelEncoder`` but with the rules of a recommender's ids.
 
     ``classes_`` holds the distinct ids in sorted order; an id's index is its position in
@@ -113,7 +113,7 @@ class IdEncoder:
     def inverse_transform(self, indices: Any, fill: bool = False) -> np.ndarray:
         """The raw ids at ``indices`` (integers in ``[0, n)``, the shape kept); with
         ``fill``, an index of -1 (padding) gives the fill id (-1, or the empty string for
-        string ids, see :func:`padding_id`)."""
+        string ids, see ``padding_id``)."""
         classes = self._classes()
         fill = V.check_flag("fill", fill)
         idx = V.check_indices_in("indices", indices, -1 if fill else 0, classes.shape[0])

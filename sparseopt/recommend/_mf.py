@@ -277,8 +277,8 @@ class MatrixFactorization(BaseRecommender):
     the unique rows go to a sparseopt optimizer as ``RowGrad``, which updates only them. There
     is no Python loop per sample or per row.
 
-    Models
-    ------
+    .. rubric:: Models
+
     ``loss="squared"`` (explicit ratings)::
 
         pred(u, i) = mu + b_u + c_i + <p_u, q_i>
@@ -317,8 +317,8 @@ class MatrixFactorization(BaseRecommender):
     decoupled ``weight_decay``, which is a different, non-L2, rule. To use that instead, pass
     ``optimizer_params={"weight_decay": ...}`` with ``alpha=0``.)
 
-    Side features
-    -------------
+    .. rubric:: Side features
+
     ``fit(X, user_features=Fu, item_features=Fi)`` (LightFM's model, Kula 2015): ``Fu`` is a
     sparse (n_users, n_user_features) matrix, and user ``u`` is represented by the
     feature-value-weighted sum of its features' rows of ``user_table_``,
@@ -345,8 +345,8 @@ class MatrixFactorization(BaseRecommender):
     ``user_alpha``: a feature row is regularised through the representations it enters, and
     with identity features the rule is the one above.
 
-    Cold start
-    ----------
+    .. rubric:: Cold start
+
     :meth:`predict` and :meth:`recommend` take, as keyword arguments:
 
     * ``user_features=F`` (rows of ``n_user_features_`` columns): the users are the rows of
@@ -462,8 +462,8 @@ class MatrixFactorization(BaseRecommender):
 
     Attributes
     ----------
-    user_table_ : ndarray (n_user_features_, n_components + 1 if user biases else n_components)
-    item_table_ : ndarray (n_item_features_, n_components + 1 if item biases else n_components)
+    user_table_ : ndarray ``(n_user_features_, n_components + 1 if user biases else n_components)``
+    item_table_ : ndarray ``(n_item_features_, n_components + 1 if item biases else n_components)``
         The trained tables: one row per user or item (per feature with side features),
         factors then bias, so one optimizer row update covers both.
     n_user_features_, n_item_features_ : int

@@ -10,7 +10,7 @@ the -1 padding of ``recommend`` among them -- are never hits, so every per-user 
 [0, 1]. Sparse inputs are structurally checked before use (``ValueError`` naming ``X_true``
 or ``exclude``).
 
-=================  ===========================================================================
+==================  ===========================================================================
 ``precision_at_k``  hits in the top k / k
 ``recall_at_k``     hits in the top k / number of relevant items
 ``ndcg_at_k``       sum of 1/log2(rank + 1) over hits (rank from 1), divided by its ideal value
@@ -22,7 +22,7 @@ or ``exclude``).
 ``auc_score``       probability that a relevant item outscores an irrelevant one (ties count
                     1/2), per user, averaged
 ``rmse``            root mean squared error of predicted ratings
-=================  ===========================================================================
+==================  ===========================================================================
 
 ``coverage_at_k(recommended, n_items, k)`` needs no held-out data: the share of the catalogue
 that appears in at least one row's top k (ids outside ``[0, n_items)`` are not counted).
@@ -44,6 +44,23 @@ __all__ = ["rmse", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mr
 def rmse(y_true: Any, y_pred: Any) -> float:
     """Root mean squared error, accumulated in float64.
 
+    Parameters
+    ----------
+    y_true, y_pred : array-like of the same number of elements
+        True and predicted ratings (flattened).
+
+    Returns
+    -------
+    float
+        ``sqrt(mean((y_true - y_pred) ** 2))``; NaN for empty inputs.
+
+    Raises
+    ------
+    ValueError
+        If the two inputs differ in length.
+
+    Examples
+    --------
     >>> rmse([1.0, 2.0, 3.0], [1.0, 2.0, 5.0])
     1.1547005383792515
     """
@@ -126,6 +143,30 @@ def _mean_over(values: np.ndarray, n_rel: np.ndarray) -> float:
 def precision_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     """Mean over users with relevant items of (hits among the first k) / k.
 
+
+    Parameters
+    ----------
+    X_true : sparse matrix or array of shape (m, n_items)
+        The relevant (held-out) items of each row's user: its stored non-zero entries.
+    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
+        Each row's ranked item ids, best first; ids outside ``[0, n_items)``, such as the -1
+        padding of ``recommend``, are never hits.
+    k : int, default=10
+        The length of the list scored.
+
+    Returns
+    -------
+    float
+        The mean over users with relevant items of the precision at k; NaN if no row has a relevant item.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
+        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+
+    Examples
+    --------
     >>> import numpy as np, scipy.sparse as sp
     >>> X_true = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0]]))
     >>> precision_at_k(X_true, np.array([[2, 1], [3, 1]]), k=2)
@@ -138,6 +179,30 @@ def precision_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
 def recall_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     """Mean over users with relevant items of (hits among the first k) / (relevant items).
 
+
+    Parameters
+    ----------
+    X_true : sparse matrix or array of shape (m, n_items)
+        The relevant (held-out) items of each row's user: its stored non-zero entries.
+    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
+        Each row's ranked item ids, best first; ids outside ``[0, n_items)``, such as the -1
+        padding of ``recommend``, are never hits.
+    k : int, default=10
+        The length of the list scored.
+
+    Returns
+    -------
+    float
+        The mean over users with relevant items of the recall at k; NaN if no row has a relevant item.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
+        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+
+    Examples
+    --------
     >>> import numpy as np, scipy.sparse as sp
     >>> X_true = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0]]))
     >>> recall_at_k(X_true, np.array([[2, 1], [3, 1]]), k=2)
@@ -153,6 +218,30 @@ def ndcg_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     ``DCG = sum over hits at rank r (1-based) of 1/log2(r + 1)``, divided by the DCG of an
     ideal list (``min(k, relevant)`` hits at the top).
 
+
+    Parameters
+    ----------
+    X_true : sparse matrix or array of shape (m, n_items)
+        The relevant (held-out) items of each row's user: its stored non-zero entries.
+    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
+        Each row's ranked item ids, best first; ids outside ``[0, n_items)``, such as the -1
+        padding of ``recommend``, are never hits.
+    k : int, default=10
+        The length of the list scored.
+
+    Returns
+    -------
+    float
+        The mean over users with relevant items of the NDCG at k, in [0, 1]; NaN if no row has a relevant item.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
+        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+
+    Examples
+    --------
     >>> import numpy as np, scipy.sparse as sp
     >>> round(ndcg_at_k(sp.csr_matrix(np.array([[0, 1, 0]])), np.array([[0, 1]]), k=2), 4)
     0.6309
@@ -171,6 +260,30 @@ def map_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     first k, of the precision of the first ``r`` items, divided by ``min(k, relevant)``; it
     is 1 exactly when the top k are as many relevant items as fit.
 
+
+    Parameters
+    ----------
+    X_true : sparse matrix or array of shape (m, n_items)
+        The relevant (held-out) items of each row's user: its stored non-zero entries.
+    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
+        Each row's ranked item ids, best first; ids outside ``[0, n_items)``, such as the -1
+        padding of ``recommend``, are never hits.
+    k : int, default=10
+        The length of the list scored.
+
+    Returns
+    -------
+    float
+        The mean over users with relevant items of the average precision at k; NaN if no row has a relevant item.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
+        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+
+    Examples
+    --------
     >>> import numpy as np, scipy.sparse as sp
     >>> X_true = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0]]))
     >>> map_at_k(X_true, np.array([[2, 1, 0], [3, 1, 2]]), k=3)   # ((1 + 2/3) / 2 + 1/2) / 2
@@ -186,6 +299,30 @@ def mrr_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     """Mean reciprocal rank at k: 1 / (rank of the first hit among the first k), 0 without a
     hit.
 
+
+    Parameters
+    ----------
+    X_true : sparse matrix or array of shape (m, n_items)
+        The relevant (held-out) items of each row's user: its stored non-zero entries.
+    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
+        Each row's ranked item ids, best first; ids outside ``[0, n_items)``, such as the -1
+        padding of ``recommend``, are never hits.
+    k : int, default=10
+        The length of the list scored.
+
+    Returns
+    -------
+    float
+        The mean over users with relevant items of the reciprocal rank; NaN if no row has a relevant item.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
+        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+
+    Examples
+    --------
     >>> import numpy as np, scipy.sparse as sp
     >>> X_true = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0]]))
     >>> mrr_at_k(X_true, np.array([[3, 2, 0], [3, 2, 0]]), k=3)   # (1/2 + 0) / 2
@@ -200,6 +337,30 @@ def mrr_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
 def hit_rate_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     """Share of the users with relevant items that have at least one among their first k.
 
+
+    Parameters
+    ----------
+    X_true : sparse matrix or array of shape (m, n_items)
+        The relevant (held-out) items of each row's user: its stored non-zero entries.
+    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
+        Each row's ranked item ids, best first; ids outside ``[0, n_items)``, such as the -1
+        padding of ``recommend``, are never hits.
+    k : int, default=10
+        The length of the list scored.
+
+    Returns
+    -------
+    float
+        The share of users with relevant items that have a hit; NaN if no row has a relevant item.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
+        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+
+    Examples
+    --------
     >>> import numpy as np, scipy.sparse as sp
     >>> X_true = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]]))
     >>> hit_rate_at_k(X_true, np.array([[3, 2], [3, 0], [0, 1]]), k=2)
@@ -215,6 +376,28 @@ def coverage_at_k(recommended: Any, n_items: int, k: int = 10) -> float:
     Ids outside ``[0, n_items)`` (the -1 padding of ``recommend`` among them) are not items
     and are not counted; with no row at all the coverage is 0.
 
+    Parameters
+    ----------
+    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
+        Each row's ranked item ids, best first.
+    n_items : int
+        The size of the catalogue.
+    k : int, default=10
+        The length of the lists counted.
+
+    Returns
+    -------
+    float
+        The share of the catalogue, in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If ``k`` or ``n_items`` is not a positive int, or ``recommended`` is not 2-D integer
+        with at least ``k`` columns.
+
+    Examples
+    --------
     >>> import numpy as np
     >>> coverage_at_k(np.array([[0, 1, 2], [1, 0, -1]]), n_items=8, k=2)   # {0, 1}
     0.25
@@ -240,8 +423,21 @@ def auc_score(X_true: Any, scores: Any, exclude: Optional[Any] = None) -> float:
         Items that are neither relevant nor irrelevant (typically the training interactions);
         they are left out of the comparison, and so are relevant items that are also excluded.
 
-    Users with no relevant or no irrelevant candidate item are left out of the average.
+    Returns
+    -------
+    float
+        The mean over users of the probability that a relevant item outscores an irrelevant
+        one (ties count 1/2). Users with no relevant or no irrelevant candidate item are left
+        out of the average; NaN if none is left.
 
+    Raises
+    ------
+    ValueError
+        If ``scores`` is not finite or not of the shape of ``X_true``, or ``exclude`` has
+        another shape, or a sparse input is malformed.
+
+    Examples
+    --------
     >>> import numpy as np, scipy.sparse as sp
     >>> auc_score(sp.csr_matrix(np.array([[1, 0, 0]])), np.array([[0.5, 0.9, 0.1]]))
     0.5

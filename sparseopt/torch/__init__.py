@@ -12,8 +12,10 @@ try:
 except ImportError as _e:  # pragma: no cover - depends on the environment
     raise ImportError('sparseopt.torch needs PyTorch: pip install "sparseopt[torch]"') from _e
 
-# The floor of the "torch" extra in pyproject.toml (a test keeps the two equal): the step
-# hooks and state-dict hooks of torch.optim.Optimizer used here exist from 2.0 on.
+#: The oldest PyTorch supported, as ``(major, minor)``: the floor of the "torch" extra in
+#: pyproject.toml (a test keeps the two equal); the step hooks and state-dict hooks of
+#: ``torch.optim.Optimizer`` used here exist from 2.0 on, and importing this module with an
+#: older PyTorch raises ``ImportError``.
 MIN_TORCH = (2, 0)
 
 

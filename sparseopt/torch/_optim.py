@@ -58,6 +58,18 @@ def sparse_grad_parts(grad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     the accessors that return the storage as it is; this is the one place that calls them
     (``tests/torch/test_grads.py`` fails if torch changes them).
 
+    Parameters
+    ----------
+    grad : torch.Tensor
+        A sparse COO tensor, coalesced or not.
+
+    Returns
+    -------
+    indices : torch.Tensor
+        int64 of shape ``(sparse_dim, nnz)``, as stored.
+    values : torch.Tensor
+        Of shape ``(nnz, *dense_shape)``, as stored.
+
     Examples
     --------
     >>> import torch
