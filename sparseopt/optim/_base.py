@@ -132,7 +132,25 @@ DUMMY_F64 = np.zeros(1, dtype=np.float64)
 
 
 class Optimizer:
-    """Base class of sparseopt's lazy optimizers (see ``Adam``, ``Adagrad``, ``RMSprop``)."""
+    """Base class of sparseopt's lazy optimizers (see ``Adam``, ``Adagrad``, ``RMSprop``).
+
+    It holds what every optimizer shares: the parameter arrays, ``param_groups`` (the
+    hyper-parameters, which may be changed between steps), the per-parameter ``state``,
+    ``step``, ``state_dict`` / ``load_state_dict`` and ``flush``. It is not constructed
+    directly; subclasses define the update rule and their state.
+
+    Examples
+    --------
+    >>> import numpy as np, sparseopt as so
+    >>> from sparseopt.optim import Optimizer
+    >>> W = np.zeros((100, 4), dtype=np.float32)
+    >>> opt = so.Adagrad([W], lr=0.1)
+    >>> isinstance(opt, Optimizer), opt.param_groups[0]["lr"]
+    (True, 0.1)
+    >>> opt.step([so.RowGrad(np.array([5]), np.ones((1, 4), dtype=np.float32))])
+    >>> sorted(opt.state_dict())
+    ['optimizer', 'param_groups', 'state']
+    """
 
     _DEFAULTS: Dict[str, Any] = {}
     _PRESETS: Dict[str, Dict[str, Any]] = {}

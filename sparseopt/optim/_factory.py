@@ -24,6 +24,39 @@ def make_optimizer(name: str, params: Any, lr: float,
     decides (``params``, ``lr``, ``n_threads`` and the keys of ``fixed``). ``fixed`` holds the
     model's own settings (e.g. ``nonfinite="ignore"``); ``optimizer="sgd"`` takes none of the
     user's.
+
+    Parameters
+    ----------
+    name : {"adam", "adagrad", "rmsprop", "sgd", "ftrl"}
+        One of ``OPTIMIZERS``.
+    params : list or dict of ndarray
+        The arrays to update in place.
+    lr : float
+        The learning rate.
+    n_threads : int or None
+        Threads for large steps; ``None`` follows OpenMP's default.
+    optimizer_params : dict, optional
+        Further keyword arguments of the optimizer's class (e.g. ``{"betas": (0.9, 0.99)}``).
+    **fixed
+        Settings the calling model decides; ``optimizer_params`` may not override them.
+
+    Returns
+    -------
+    Optimizer
+
+    Raises
+    ------
+    ValueError
+        An unknown ``name``, or ``optimizer_params`` that set what the model decides.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sparseopt.optim import make_optimizer
+    >>> W = np.zeros((10, 3))
+    >>> opt = make_optimizer("adam", [W], 0.01, None, {"betas": (0.9, 0.99)})
+    >>> type(opt).__name__, opt.param_groups[0]["betas"]
+    ('Adam', (0.9, 0.99))
     """
     V.check_choice("optimizer", name, OPTIMIZERS)
     if optimizer_params is not None and not isinstance(optimizer_params, dict):
