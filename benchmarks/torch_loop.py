@@ -18,15 +18,16 @@ For each thread count (``--threads``, ``torch.set_num_threads`` and sparseopt's 
 together) the contenders run interleaved in one process: iteration i of every contender, in a
 new random order, before iteration i + 1, so a load that comes and goes on a shared machine
 hits them all alike. Reported per contender: median and min-max of the iteration time and of
-the optimizer time (the ``step`` calls alone) over the timed iterations, the first iteration's
-optimizer time (state allocation included), the ratios to the torch contender of the same
+the optimizer time (the ``step`` calls alone) over the timed iterations, the median CPU time
+of the steps, the first step's time (with the optimizer's construction: state allocation
+happens in one or the other), the ratios to the torch contender of the same
 rule, the mean training loss of the last iterations and the peak memory.
 
 Peak memory is measured in a child process per contender (``tracemalloc`` does not see
 torch's allocations): after the model, the batches and one forward/backward exist, the
 process's peak resident set is reset (``/proc/self/clear_refs``) and its resident size noted;
-after ``--memory-iters`` iterations the peak (``VmHWM``) minus that size is the memory the
-optimizer state and the steps added. Memory that is reserved but never touched (calloc'd
+the optimizer is built and ``--memory-iters`` iterations run, and the peak (``VmHWM``) minus
+that size is the memory the optimizer state and the steps added. Memory that is reserved but never touched (calloc'd
 state of rows no batch reached) is not resident and is not counted: that is the honest
 cost on Linux. Without ``clear_refs`` the child falls back to ``ru_maxrss`` (a peak since the
 process started, which can only over-state the setup and so under-state the delta; the table
@@ -139,6 +140,8 @@ BASELINE = {"sparseopt Adam": "torch SparseAdam+Adam",
 
 
 def iteration(model, opts, batch, loss_fn):
+    """One training iteration: (wall time, optimizer wall time, optimizer CPU time of the
+    process, loss)."""
     dense, ids, offsets, y = batch
     t0 = time.perf_counter()
     for o in opts:
@@ -146,26 +149,47 @@ def iteration(model, opts, batch, loss_fn):
     loss = loss_fn(model(dense, ids, offsets), y)
     loss.backward()
     t1 = time.perf_counter()
+    c1 = time.process_time()
     for o in opts:
         o.step()
+    c2 = time.process_time()
     t2 = time.perf_counter()
-    return t2 - t0, t2 - t1, loss.item()
+    return t2 - t0, t2 - t1, c2 - c1, loss.item()
 
 
-def _build(name, args, threads):
+def _model(args):
     torch.manual_seed(args.seed)  # the same initial weights for every contender
-    model = DLRM(args.rows, args.dim, args.n_dense, args.hidden)
-    return model, CONTENDERS[name](model, args.lr, threads)
+    return DLRM(args.rows, args.dim, args.n_dense, args.hidden)
+
+
+def warm_up_code(args, threads):
+    """One step of every contender on a tiny model: the first use of an optimizer class runs
+    one-time imports and set-up (seconds for torch.optim.Adagrad) that no step should be
+    charged with."""
+    tiny = argparse.Namespace(**dict(vars(args), rows=[50] * len(args.rows), batch=8,
+                                     iters=1, warmup=0))
+    batch = make_batches(tiny, np.random.default_rng(0))[0]
+    for name in args.contenders:
+        model = _model(tiny)
+        iteration(model, CONTENDERS[name](model, args.lr, threads), batch,
+                  nn.BCEWithLogitsLoss())
 
 
 def run_threads(args, batches, threads):
     """The interleaved loop at one thread count: per contender, the lists of times."""
     torch.set_num_threads(threads)
+    warm_up_code(args, threads)
     names = args.contenders
     runs = {}
     for name in names:
-        model, opts = _build(name, args, threads)
-        runs[name] = dict(model=model, opts=opts, it=[], opt=[], loss=[], first=None)
+        model = _model(args)
+        t0 = time.perf_counter()
+        opts = CONTENDERS[name](model, args.lr, threads)
+        # torch.optim.Adagrad fills its state here, the others at their first step: the
+        # first step is reported with the construction
+        built = time.perf_counter() - t0
+        runs[name] = dict(model=model, opts=opts, it=[], opt=[], cpu=[], loss=[], first=None,
+                          built=built)
     loss_fn = nn.BCEWithLogitsLoss()
     order_rng = np.random.default_rng(args.seed + threads)
     for i, batch in enumerate(batches):
@@ -173,12 +197,13 @@ def run_threads(args, batches, threads):
         # (whose memory traffic and idle threads it would inherit)
         for j in order_rng.permutation(len(names)):
             r = runs[names[j]]
-            t_it, t_opt, loss = iteration(r["model"], r["opts"], batch, loss_fn)
+            t_it, t_opt, c_opt, loss = iteration(r["model"], r["opts"], batch, loss_fn)
             if i == 0:
-                r["first"] = (t_it, t_opt)
+                r["first"] = (t_it, t_opt + r["built"])
             if i >= args.warmup:
                 r["it"].append(t_it)
                 r["opt"].append(t_opt)
+                r["cpu"].append(c_opt)
                 r["loss"].append(loss)
     for r in runs.values():  # free the models before the next thread count
         del r["model"], r["opts"]
@@ -202,7 +227,8 @@ def run(args):
             r = runs[name]
             it, opt = _stats(r["it"]), _stats(r["opt"])
             rows.append(dict(name=name, threads=threads, it_ms=it[0], it_range=it[1:],
-                             opt_ms=opt[0], opt_range=opt[1:], first_it_ms=1e3 * r["first"][0],
+                             opt_ms=opt[0], opt_range=opt[1:],
+                             cpu_ms=1e3 * statistics.median(r["cpu"]), first_it_ms=1e3 * r["first"][0],
                              first_opt_ms=1e3 * r["first"][1],
                              loss=float(np.mean(r["loss"][-tail:]))))
     by = {(row["name"], row["threads"]): row for row in rows}
@@ -210,6 +236,7 @@ def run(args):
         base = by.get((BASELINE.get(row["name"]), row["threads"]))
         row["it_ratio"] = base["it_ms"] / row["it_ms"] if base else None
         row["opt_ratio"] = base["opt_ms"] / row["opt_ms"] if base else None
+        row["cpu_ratio"] = base["cpu_ms"] / row["cpu_ms"] if base else None
         row["first_ratio"] = row["first_opt_ms"] / base["first_opt_ms"] if base else None
         one = by.get((row["name"], min(args.threads)))
         row["vs_fewest_threads"] = row["opt_ms"] / one["opt_ms"] if one else None
@@ -251,15 +278,16 @@ def memory_probe(name, args):
     warnings.filterwarnings("ignore", "Sparse invariant checks")
     torch.set_num_threads(min(args.threads))
     batches = make_batches(args, np.random.default_rng(args.seed), n=args.memory_iters)
-    model, opts = _build(name, args, min(args.threads))
+    warm_up_code(argparse.Namespace(**dict(vars(args), contenders=[name])), min(args.threads))
+    model = _model(args)
     loss_fn = nn.BCEWithLogitsLoss()
     dense, ids, offsets, y = batches[0]
     loss_fn(model(dense, ids, offsets), y).backward()  # autograd's buffers exist from here
-    for o in opts:
-        o.zero_grad()
+    model.zero_grad()
     gc.collect()
     how = "VmHWM" if _reset_hwm() else "ru_maxrss"
     base = _rss_bytes()
+    opts = CONTENDERS[name](model, args.lr, min(args.threads))  # torch's Adagrad fills here
     for batch in batches:
         iteration(model, opts, batch, loss_fn)
     peak = _hwm_bytes() if how == "VmHWM" else \
@@ -283,9 +311,9 @@ def report(rows, tail, args):
              f"per thread count; medians [min-max] in ms",
              "",
              "| contender | threads | iteration | vs torch | optimizer | vs torch "
-             "| first step | vs torch's first | opt vs fewest threads | peak MB | "
-             f"loss (last {tail}) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| optimizer CPU | vs torch | first step | vs torch's first "
+             f"| opt vs fewest threads | peak MB | loss (last {tail}) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ratio = (lambda x: f"{x:.2f}x" if x is not None else "")
     for r in rows:
         mem = f"{r['peak_mb']:.0f}" if "peak_mb" in r else ""
@@ -293,12 +321,17 @@ def report(rows, tail, args):
             f"| {r['name']} | {r['threads']} | {r['it_ms']:.1f} [{r['it_range'][0]:.1f}-"
             f"{r['it_range'][1]:.1f}] | {ratio(r['it_ratio'])} | {r['opt_ms']:.2f} "
             f"[{r['opt_range'][0]:.2f}-{r['opt_range'][1]:.2f}] | {ratio(r['opt_ratio'])} | "
-            f"{r['first_opt_ms']:.1f} | {ratio(r['first_ratio'])} | "
+            f"{r['cpu_ms']:.2f} | {ratio(r['cpu_ratio'])} | {r['first_opt_ms']:.1f} | {ratio(r['first_ratio'])} | "
             f"{ratio(r['vs_fewest_threads'])} | {mem} | {r['loss']:.4f} |")
+    lines += ["", "optimizer: wall time of the step() calls; optimizer CPU: the process's CPU "
+                  "time over them (all threads; at 1 thread the figure a load from other "
+                  "processes barely moves); first step: optimizer construction + the first "
+                  "step() (state allocation)"]
     how = {r.get("memory_how") for r in rows} - {None}
     if how:
         lines += ["", f"peak MB: resident memory added by the optimizer and the steps over "
-                      f"{args.memory_iters} iterations, one child process per contender "
+                      f"construction and {args.memory_iters} iterations, one child process "
+                      "per contender "
                       f"({', '.join(sorted(how))}), {min(args.threads)} thread(s)"]
     return "\n".join(lines)
 
