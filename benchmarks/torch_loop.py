@@ -356,7 +356,7 @@ def plot(rows, args, path):
         axes[2].bar(x + k * width, [r["first_opt_ms"] for r in sel], width,
                     label=f"{t} thread(s)")
     titles = ("optimizer step, ms (median, min-max)", "whole iteration, ms (median, min-max)",
-              "first step, ms (state allocation included)")
+              "first step + construction, ms (state allocation)")
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=10)
         ax.set_xticks(x + width * (len(args.threads) - 1) / 2)
