@@ -23,15 +23,15 @@ of the steps, the first step's time (with the optimizer's construction: state al
 happens in one or the other), the ratios to the torch contender of the same
 rule, the mean training loss of the last iterations and the peak memory.
 
-Peak memory is measured in a child process per contender (``tracemalloc`` does not see
-torch's allocations): after the model, the batches and one forward/backward exist, the
-process's peak resident set is reset (``/proc/self/clear_refs``) and its resident size noted;
-the optimizer is built and ``--memory-iters`` iterations run, and the peak (``VmHWM``) minus
-that size is the memory the optimizer state and the steps added. Memory that is reserved but never touched (calloc'd
-state of rows no batch reached) is not resident and is not counted: that is the honest
-cost on Linux. Without ``clear_refs`` the child falls back to ``ru_maxrss`` (a peak since the
-process started, which can only over-state the setup and so under-state the delta; the table
-says which was used).
+Peak memory is measured in a child process per contender (``tracemalloc`` does not see torch's
+allocations): after the model, the batches and one forward/backward exist, the process's peak
+resident set is reset (``/proc/self/clear_refs``) and its resident size noted; the optimizer is
+built and ``--memory-iters`` iterations run, and the peak (``VmHWM``) minus that size is the
+memory the optimizer state and the steps added. Memory that is reserved but never touched
+(lazily mapped state of rows no batch reached) is not resident and is not counted: that is the
+honest cost on Linux. Without ``clear_refs`` the child falls back to ``ru_maxrss`` (a peak
+since the process started, which may be the set-up's, so the delta can only be over-stated;
+the table says which was used).
 
     python benchmarks/torch_loop.py                 # the default sizes (several minutes)
     python benchmarks/torch_loop.py --quick         # a tiny run (seconds)
@@ -228,7 +228,8 @@ def run(args):
             it, opt = _stats(r["it"]), _stats(r["opt"])
             rows.append(dict(name=name, threads=threads, it_ms=it[0], it_range=it[1:],
                              opt_ms=opt[0], opt_range=opt[1:],
-                             cpu_ms=1e3 * statistics.median(r["cpu"]), first_it_ms=1e3 * r["first"][0],
+                             cpu_ms=1e3 * statistics.median(r["cpu"]),
+                             first_it_ms=1e3 * r["first"][0],
                              first_opt_ms=1e3 * r["first"][1],
                              loss=float(np.mean(r["loss"][-tail:]))))
     by = {(row["name"], row["threads"]): row for row in rows}
@@ -321,7 +322,8 @@ def report(rows, tail, args):
             f"| {r['name']} | {r['threads']} | {r['it_ms']:.1f} [{r['it_range'][0]:.1f}-"
             f"{r['it_range'][1]:.1f}] | {ratio(r['it_ratio'])} | {r['opt_ms']:.2f} "
             f"[{r['opt_range'][0]:.2f}-{r['opt_range'][1]:.2f}] | {ratio(r['opt_ratio'])} | "
-            f"{r['cpu_ms']:.2f} | {ratio(r['cpu_ratio'])} | {r['first_opt_ms']:.1f} | {ratio(r['first_ratio'])} | "
+            f"{r['cpu_ms']:.2f} | {ratio(r['cpu_ratio'])} | {r['first_opt_ms']:.1f} | "
+            f"{ratio(r['first_ratio'])} | "
             f"{ratio(r['vs_fewest_threads'])} | {mem} | {r['loss']:.4f} |")
     lines += ["", "optimizer: wall time of the step() calls; optimizer CPU: the process's CPU "
                   "time over them (all threads; at 1 thread the figure a load from other "
