@@ -5,6 +5,7 @@ Each rule lives here once; callers import it rather than keep a local copy.
 """
 from __future__ import annotations
 
+import mmap
 import numbers
 from typing import Any, Optional
 
@@ -14,7 +15,8 @@ from ._kernels import _info
 from ._validation import max_n_threads
 
 __all__ = ["PARALLEL_MIN_ELEMENTS", "MERGE_PARALLEL_SCALE", "REPEATS_SERIAL_DIVISOR",
-           "PARALLEL_MIN_MODEL_WORK", "threads_for", "check_random_state"]
+           "PARALLEL_MIN_MODEL_WORK", "LAZY_ZEROS_MIN_BYTES", "threads_for", "lazy_zeros",
+           "check_random_state"]
 
 # Below this many updated elements (rows x width) an optimizer's row kernel runs on one thread:
 # waking a team costs more than a small update, and on a loaded machine a parallel region can
@@ -45,6 +47,43 @@ def threads_for(n_threads: Optional[int], work: int,
         return 1
     n = _info.max_threads() if n_threads is None else int(n_threads)
     return max(1, min(n, max_n_threads(), work))
+
+
+# Zero-filled arrays at least this large that are written one random row at a time (optimizer
+# state, merge scratch indexed by row id) get 4 KiB pages: see ``lazy_zeros``. LAZY_ZEROS =
+# False gives them np.zeros' memory instead (transparent huge pages where the kernel allows
+# them), to measure the other side of the trade.
+LAZY_ZEROS_MIN_BYTES = 4 << 20
+LAZY_ZEROS = True
+
+
+def lazy_zeros(nbytes: int) -> np.ndarray:
+    """``nbytes`` zero bytes (uint8, page-aligned when large) that become resident one 4 KiB
+    page at a time, when a row on that page is first written.
+
+    From ``LAZY_ZEROS_MIN_BYTES`` on, the memory is a private anonymous mapping advised
+    ``MADV_NOHUGEPAGE``. ``np.zeros`` of a large array asks the kernel for transparent huge
+    pages, so the first write to any row zero-fills the 2 MiB around it: the first step of an
+    optimizer on a 1e7-row table touches a few thousand random rows and with huge pages
+    makes the whole state resident (1.3 GB for Adam on 1e7 x 16 float32) and spends
+    seconds zero-filling it. With 4 KiB pages the cost and the memory follow the rows
+    touched. Below the threshold, or where ``mmap`` cannot do this, ``np.zeros``.
+
+    Examples
+    --------
+    >>> a = lazy_zeros(8 << 20)
+    >>> a.shape, a.dtype, int(a.max()), a.flags.writeable
+    ((8388608,), dtype('uint8'), 0, True)
+    """
+    if nbytes >= LAZY_ZEROS_MIN_BYTES and LAZY_ZEROS and hasattr(mmap, "MADV_NOHUGEPAGE"):
+        try:
+            buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            buf.madvise(mmap.MADV_NOHUGEPAGE)
+        except (OSError, ValueError):
+            pass
+        else:
+            return np.frombuffer(buf, dtype=np.uint8)
+    return np.zeros(nbytes, dtype=np.uint8)
 
 
 def check_random_state(random_state: Any) -> np.random.Generator:

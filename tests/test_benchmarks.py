@@ -207,18 +207,37 @@ def test_runs_as_a_module_from_the_checkout():
     assert "(default benchmarks/results)" in text, text
 
 
-def test_torch_loop_quick_runs():
+def test_torch_loop_quick_runs(tmp_path):
     """benchmarks/torch_loop.py (the DLRM-style loop) in its tiny mode: every contender
-    trains, and sparseopt's contenders are compared with their torch counterpart."""
+    trains at 1 and 2 threads, is compared with its torch counterpart, and the plot is
+    written."""
     pytest.importorskip("torch.optim")
+    pytest.importorskip("matplotlib")
     from benchmarks import torch_loop
-    rows = torch_loop.main(["--quick", "--iters", "3"])
-    names = [r["name"] for r in rows]
-    assert names == list(torch_loop.CONTENDERS)
+    png = tmp_path / "loop.png"
+    rows = torch_loop.main(["--quick", "--iters", "3", "--plot", str(png)])
+    assert png.stat().st_size > 0
+    assert [(r["name"], r["threads"]) for r in rows] == \
+        [(n, t) for t in (1, 2) for n in torch_loop.CONTENDERS]
     for r in rows:
         assert r["it_ms"] > 0 and r["opt_ms"] > 0 and 0 < r["loss"] < 2
+        assert r["it_range"][0] <= r["it_ms"] <= r["it_range"][1]
+        assert r["opt_range"][0] <= r["opt_ms"] <= r["opt_range"][1]
+        assert r["first_opt_ms"] > 0
         assert (r["it_ratio"] is None) == (r["name"] not in torch_loop.BASELINE)
     # preset="torch" is SparseAdam + Adam's rule: the same losses to float32 rounding
-    by = {r["name"]: r for r in rows}
-    assert abs(by["sparseopt Adam preset=torch"]["loss"]
-               - by["torch SparseAdam+Adam"]["loss"]) < 1e-3
+    for t in (1, 2):
+        by = {r["name"]: r for r in rows if r["threads"] == t}
+        assert abs(by["sparseopt Adam preset=torch"]["loss"]
+                   - by["torch SparseAdam+Adam"]["loss"]) < 1e-5
+
+
+def test_torch_loop_memory_probe():
+    """The peak-memory child of the loop benchmark: torch's SparseAdam state (two moments per
+    element of every table, zero-filled at the first step) is resident; the probe sees it."""
+    pytest.importorskip("torch.optim")
+    from benchmarks import torch_loop
+    args = torch_loop.parse(["--quick", "--rows", "200000", "--threads", "1"])
+    out = torch_loop.memory_in_child("torch SparseAdam+Adam", args)
+    # two float32 moments of 200000 x 16: 24.4 MiB
+    assert out["peak_mb"] > 20, out

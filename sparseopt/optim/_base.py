@@ -25,7 +25,7 @@ from .. import _validation as V
 from .._kernels import _rows
 # The thread rules live in sparseopt._utils; _threads and _merge_threads read this module's
 # name for the threshold, which tests lower to force parallel steps on small tables.
-from .._utils import MERGE_PARALLEL_SCALE, PARALLEL_MIN_ELEMENTS, threads_for
+from .._utils import MERGE_PARALLEL_SCALE, PARALLEL_MIN_ELEMENTS, lazy_zeros, threads_for
 from ._grad import MergedRows, RowIndexer, merge
 
 FLAGS = _rows.FLAGS
@@ -86,12 +86,13 @@ STATE_ALIGNMENT = 64
 def aligned_zeros(shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
     """A zero-filled C-contiguous array whose data starts on a 64-byte boundary.
 
-    Zeros come from calloc, so pages are mapped lazily: a huge table's state costs memory only
-    for the rows that are touched (np.full would write every page).
+    Pages are mapped lazily, 4 KiB at a time (``sparseopt._utils.lazy_zeros``): a huge
+    table's state costs memory and zero-filling only for the pages of rows that are touched
+    (np.full would write every page).
     """
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.zeros(nbytes + STATE_ALIGNMENT, dtype=np.uint8)
+    raw = lazy_zeros(nbytes + STATE_ALIGNMENT)
     start = (-raw.ctypes.data) % STATE_ALIGNMENT
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 

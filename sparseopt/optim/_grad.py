@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from .. import _validation as V
 from .._kernels import _coalesce
 from .._rowgrad import RowGrad
-from .._utils import REPEATS_SERIAL_DIVISOR
+from .._utils import REPEATS_SERIAL_DIVISOR, lazy_zeros
 
 __all__ = ["RowGrad", "MergedRows", "RowIndexer", "merge"]
 
@@ -37,8 +37,9 @@ class MergedRows:
 class RowIndexer:
     """Per-parameter scratch for duplicate merging: ``slot[r]`` is 0 between steps.
 
-    Allocated on the first RowGrad step with ``np.zeros``: 4 bytes per table row of address
-    space, resident only for the pages of rows ever touched. Not part of the state.
+    Allocated on the first RowGrad step (``sparseopt._utils.lazy_zeros``): 4 bytes per table
+    row of address space, resident only for the pages of rows ever touched. Not part of the
+    state.
     """
 
     def __init__(self, n_rows: int) -> None:
@@ -48,7 +49,7 @@ class RowIndexer:
 
     def slot(self) -> np.ndarray:
         if self._slot is None:
-            self._slot = np.zeros(self.n_rows, dtype=np.int32)
+            self._slot = lazy_zeros(4 * self.n_rows).view(np.int32)
         return self._slot
 
     def arange(self) -> np.ndarray:
