@@ -92,6 +92,54 @@ cdef inline Py_ssize_t _claim(int32_t* slot, int64_t* rows, Py_ssize_t* m, int64
     return p
 
 
+cdef inline void _release(int32_t* slot, const int64_t* rows, Py_ssize_t m) noexcept nogil:
+    """Reset the slots of a batch's ``m`` unique rows to -1, ready for the next batch."""
+    cdef Py_ssize_t j
+    for j in range(m):
+        slot[rows[j]] = -1
+
+
+cdef inline void _prefetch_triple(const floating* pu, size_t ub, const floating* qi,
+                                  const floating* qj, size_t vb) noexcept nogil:
+    """Prefetch a later sample's user row and two item rows (BPR and WARP read three)."""
+    so_prefetch_read(pu, ub)
+    so_prefetch_read(qi, vb)
+    so_prefetch_read(qj, vb)
+
+
+cdef inline void _pair_grads(Py_ssize_t k, bint item_bias, double d, double a,
+                             int64_t u, int64_t i, int64_t jn, const floating* pu,
+                             const floating* qi, const floating* qj,
+                             int32_t* uslot, int32_t* islot, int64_t* urows, int64_t* irows,
+                             Py_ssize_t* nu, Py_ssize_t* ni, floating* gu, Py_ssize_t gw,
+                             floating* gi, Py_ssize_t vw) noexcept nogil:
+    """Merge one pairwise sample into the batch's unique rows: with ``d`` the derivative of
+    the sample's (scaled, weighted) loss by ``x_ui - x_uj`` and ``a`` its L2 weight::
+
+        grad U[u] += d*(V[i,:k] - V[j,:k]) + a*U[u]
+        grad V[i] += d*[U[u,:k], 1] + a*V[i] ;  grad V[j] += -d*[U[u,:k], 1] + a*V[j]
+
+    Rows are claimed user, positive, negative; ``gw`` / ``vw`` are the row widths of
+    ``gu`` / ``gi``. BPR passes its ``d``; WARP, whose loss grows with ``x_uj - x_ui``, its
+    ``-d`` (exact: negating both factors of a product does not change its bits)."""
+    cdef bint fu, fi, fj
+    cdef Py_ssize_t pu_pos, pi_pos, pj_pos
+    cdef floating* g
+    pu_pos = _claim(uslot, urows, nu, u, &fu)
+    pi_pos = _claim(islot, irows, ni, i, &fi)
+    _axmbpy_into(fu, k, gu + pu_pos * gw, d, qi, qj, a, pu)
+    g = gi + pi_pos * vw
+    _axpby_into(fi, k, g, d, pu, a, qi)
+    if item_bias:
+        _set_or_add(fi, g + k, d + a * qi[k])
+    # claimed after the positive row is written: when j == i the two add up
+    pj_pos = _claim(islot, irows, ni, jn, &fj)
+    g = gi + pj_pos * vw
+    _axpby_into(fj, k, g, -d, pu, a, qj)
+    if item_bias:
+        _set_or_add(fj, g + k, -d + a * qj[k])
+
+
 def mf_squared_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                      const int64_t[::1] order, const int64_t[:, ::1] records, Py_ssize_t k,
                      bint user_bias, bint item_bias, double mu, double scale, double alpha,
@@ -118,7 +166,7 @@ def mf_squared_batch(const floating[:, ::1] U, const floating[:, ::1] V,
     / ``islot`` (int32, one per table row) must be -1 everywhere and are restored to -1.
     ``err[s] = e``. Serial: the merge is a scatter-add in sample order. Returns ``(mu, mi)``.
     """
-    cdef Py_ssize_t B = order.shape[0], s, sa, nu = 0, ni = 0, pu_pos, pi_pos, j
+    cdef Py_ssize_t B = order.shape[0], s, sa, nu = 0, ni = 0, pu_pos, pi_pos
     cdef int64_t p, u, i, key, low = (<int64_t>1 << 32) - 1
     cdef const floating* pu
     cdef const floating* qi
@@ -156,10 +204,8 @@ def mf_squared_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                 _set_or_add(fu, &gu[pu_pos, k], d + a * pu[k])
             if item_bias:
                 _set_or_add(fi, &gi[pi_pos, k], d + a * qi[k])
-        for j in range(nu):
-            uslot[urows[j]] = -1
-        for j in range(ni):
-            islot[irows[j]] = -1
+        _release(&uslot[0], &urows[0], nu)
+        _release(&islot[0], &irows[0], ni)
     return nu, ni
 
 
@@ -197,21 +243,20 @@ def mf_bpr_batch(const floating[:, ::1] U, const floating[:, ::1] V,
     sample is claimed before its negative); ``irows`` / ``gi`` need room for ``2B`` rows.
     ``loss[s] = w*softplus(-x)``. Returns ``(mu, mi)``.
     """
-    cdef Py_ssize_t B = users.shape[0], s, sa, nu = 0, ni = 0, pu_pos, pi_pos, pj_pos, j
+    cdef Py_ssize_t B = users.shape[0], s, sa, nu = 0, ni = 0
+    cdef Py_ssize_t gw = gu.shape[1], vw = gi.shape[1]
     cdef int64_t u, i, jn
     cdef const floating* pu
     cdef const floating* qi
     cdef const floating* qj
-    cdef bint fu, fi, fj, weighted = weight.shape[0] > 0
+    cdef bint weighted = weight.shape[0] > 0
     cdef double x, d, w = 1.0, a = scale * alpha
     cdef size_t ub = U.shape[1] * sizeof(floating), vb = V.shape[1] * sizeof(floating)
     with nogil:
         for s in range(B):
             sa = s + PREFETCH_AHEAD
             if sa < B:
-                so_prefetch_read(&U[users[sa], 0], ub)
-                so_prefetch_read(&V[pos[sa], 0], vb)
-                so_prefetch_read(&V[neg[sa], 0], vb)
+                _prefetch_triple(&U[users[sa], 0], ub, &V[pos[sa], 0], &V[neg[sa], 0], vb)
             u = users[s]
             i = pos[s]
             jn = neg[s]
@@ -226,21 +271,10 @@ def mf_bpr_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                 a = scale * w * alpha
             loss[s] = w * _softplus(-x)
             d = -(scale * w) * _sigmoid(-x)     # d loss / d x, times scale and weight
-            pu_pos = _claim(&uslot[0], &urows[0], &nu, u, &fu)
-            pi_pos = _claim(&islot[0], &irows[0], &ni, i, &fi)
-            _axmbpy_into(fu, k, &gu[pu_pos, 0], d, qi, qj, a, pu)
-            _axpby_into(fi, k, &gi[pi_pos, 0], d, pu, a, qi)
-            if item_bias:
-                _set_or_add(fi, &gi[pi_pos, k], d + a * qi[k])
-            # claimed after the positive row is written: when j == i the two add up
-            pj_pos = _claim(&islot[0], &irows[0], &ni, jn, &fj)
-            _axpby_into(fj, k, &gi[pj_pos, 0], -d, pu, a, qj)
-            if item_bias:
-                _set_or_add(fj, &gi[pj_pos, k], -d + a * qj[k])
-        for j in range(nu):
-            uslot[urows[j]] = -1
-        for j in range(ni):
-            islot[irows[j]] = -1
+            _pair_grads(k, item_bias, d, a, u, i, jn, pu, qi, qj, &uslot[0], &islot[0],
+                        &urows[0], &irows[0], &nu, &ni, &gu[0, 0], gw, &gi[0, 0], vw)
+        _release(&uslot[0], &urows[0], nu)
+        _release(&islot[0], &irows[0], ni)
     return nu, ni
 
 
@@ -290,21 +324,19 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
     ``(mu, mi)``.
     """
     cdef Py_ssize_t B = users.shape[0], S = cand.shape[1], s, sa, t, nu = 0, ni = 0
-    cdef Py_ssize_t pu_pos, pi_pos, pj_pos, j
+    cdef Py_ssize_t gw = gu.shape[1], vw = gi.shape[1]
     cdef int64_t u, i, jn = 0, N
     cdef const floating* pu
     cdef const floating* qi
     cdef const floating* qj = NULL
-    cdef bint fu, fi, fj, weighted = weight.shape[0] > 0
+    cdef bint weighted = weight.shape[0] > 0
     cdef double xi, xj = 0.0, d, rank, w = 1.0, a
     cdef size_t ub = U.shape[1] * sizeof(floating), vb = V.shape[1] * sizeof(floating)
     with nogil:
         for s in range(B):
             sa = s + PREFETCH_AHEAD
             if sa < B:
-                so_prefetch_read(&U[users[sa], 0], ub)
-                so_prefetch_read(&V[pos[sa], 0], vb)
-                so_prefetch_read(&V[cand[sa, 0], 0], vb)
+                _prefetch_triple(&U[users[sa], 0], ub, &V[pos[sa], 0], &V[cand[sa, 0], 0], vb)
             u = users[s]
             i = pos[s]
             pu = &U[u, 0]
@@ -335,21 +367,10 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
             loss[s] = w * rank * (1.0 - xi + xj)
             d = (scale * w) * rank
             a = (scale * w) * alpha
-            pu_pos = _claim(&uslot[0], &urows[0], &nu, u, &fu)
-            pi_pos = _claim(&islot[0], &irows[0], &ni, i, &fi)
-            _axmbpy_into(fu, k, &gu[pu_pos, 0], d, qj, qi, a, pu)
-            _axpby_into(fi, k, &gi[pi_pos, 0], -d, pu, a, qi)
-            if item_bias:
-                _set_or_add(fi, &gi[pi_pos, k], -d + a * qi[k])
-            # claimed after the positive row is written: when j == i the two add up
-            pj_pos = _claim(&islot[0], &irows[0], &ni, jn, &fj)
-            _axpby_into(fj, k, &gi[pj_pos, 0], d, pu, a, qj)
-            if item_bias:
-                _set_or_add(fj, &gi[pj_pos, k], d + a * qj[k])
-        for j in range(nu):
-            uslot[urows[j]] = -1
-        for j in range(ni):
-            islot[irows[j]] = -1
+            _pair_grads(k, item_bias, -d, a, u, i, jn, pu, qi, qj, &uslot[0], &islot[0],
+                        &urows[0], &irows[0], &nu, &ni, &gu[0, 0], gw, &gi[0, 0], vw)
+        _release(&uslot[0], &urows[0], nu)
+        _release(&islot[0], &irows[0], ni)
     return nu, ni
 
 
