@@ -34,7 +34,7 @@ kernel writes is the exact gradient of the mini-batch objective
 ``scale * sum_s w_s * (loss_s + alpha/2 * sum_{rows r of s} ||theta_r||^2)``:
 rows a batch does not touch have zero gradient, so no deferred decay is ever owed.
 """
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.math cimport floor, fmax, log
 from libc.string cimport memcpy
 from cython cimport floating
@@ -138,6 +138,20 @@ cdef inline void _pair_grads(Py_ssize_t k, bint item_bias, double d, double a,
     _axpby_into(fj, k, g, -d, pu, a, qj)
     if item_bias:
         _set_or_add(fj, g + k, -d + a * qj[k])
+
+
+cdef inline int64_t _draw(uint64_t seed, uint64_t c, uint64_t n) noexcept nogil:
+    """Draw ``c`` of the stream ``seed``: an item in [0, n), n < 2**32, from the splitmix64
+    finaliser of ``seed + (c + 1) * golden``, scaled by multiply-shift. A pure function of
+    ``(seed, c)``, so a scan draws only the candidates it reads and the draws do not depend on
+    the order or the number of reads (``sparseopt.recommend._sampling.warp_candidates`` is
+    the same map in NumPy). Its bias, under ``n / 2**32`` per item, is far below sampling
+    noise."""
+    cdef uint64_t z = seed + (c + 1) * <uint64_t>0x9E3779B97F4A7C15ULL
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    z = z ^ (z >> 31)
+    return <int64_t>(((z >> 32) * n) >> 32)
 
 
 def mf_squared_batch(const floating[:, ::1] U, const floating[:, ::1] V,
@@ -298,7 +312,8 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                   bint item_bias, double scale, double alpha, double n_items,
                   int32_t[::1] uslot, int32_t[::1] islot, int64_t[::1] urows,
                   int64_t[::1] irows, floating[:, ::1] gu, floating[:, ::1] gi,
-                  double[::1] loss, int64_t[::1] drawn):
+                  double[::1] loss, int64_t[::1] drawn, uint64_t seed=0,
+                  Py_ssize_t n_draws=0):
     """WARP (Weston et al. 2011, as LightFM defines it): the merged gradient rows of one
     mini-batch.
 
@@ -322,9 +337,17 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
     gradients as in ``mf_bpr_batch`` (user, then positive, then negative; only samples with
     a violation claim rows); ``irows`` / ``gi`` need room for ``2B`` rows. Returns
     ``(mu, mi)``.
+
+    When ``cand`` has no rows (shape ``(0, S)``), the candidates are drawn in the scan
+    instead: ``n_draws`` per sample, candidate ``t`` of sample ``s`` being draw
+    ``s * n_draws + t`` of the stream ``seed`` over the rows of ``V`` (``_draw``). A scan stops at its first violation, so only the candidates
+    it reads are ever drawn, and the result is that of ``cand =
+    warp_candidates(seed, B, n_draws, n_items)``, bit for bit.
     """
     cdef Py_ssize_t B = users.shape[0], S = cand.shape[1], s, sa, t, nu = 0, ni = 0
     cdef Py_ssize_t gw = gu.shape[1], vw = gi.shape[1]
+    cdef bint lazy = cand.shape[0] == 0
+    cdef uint64_t ni_draw = <uint64_t>V.shape[0], base
     cdef int64_t u, i, jn = 0, N
     cdef const floating* pu
     cdef const floating* qi
@@ -332,11 +355,14 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
     cdef bint weighted = weight.shape[0] > 0
     cdef double xi, xj = 0.0, d, rank, w = 1.0, a
     cdef size_t ub = U.shape[1] * sizeof(floating), vb = V.shape[1] * sizeof(floating)
+    if lazy:
+        S = n_draws
     with nogil:
         for s in range(B):
             sa = s + PREFETCH_AHEAD
-            if sa < B:
-                _prefetch_triple(&U[users[sa], 0], ub, &V[pos[sa], 0], &V[cand[sa, 0], 0], vb)
+            if sa < B and S > 0:
+                jn = _draw(seed, <uint64_t>(sa * S), ni_draw) if lazy else cand[sa, 0]
+                _prefetch_triple(&U[users[sa], 0], ub, &V[pos[sa], 0], &V[jn, 0], vb)
             u = users[s]
             i = pos[s]
             pu = &U[u, 0]
@@ -345,11 +371,14 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
             if item_bias:
                 xi = xi + qi[k]
             N = 0
+            base = <uint64_t>(s * S)
             for t in range(S):
                 # the scan's rows are random: fetch a few draws ahead of the dot products
                 if t + CAND_AHEAD < S:
-                    so_prefetch_read(&V[cand[s, t + CAND_AHEAD], 0], vb)
-                jn = cand[s, t]
+                    jn = _draw(seed, base + (t + CAND_AHEAD), ni_draw) if lazy \
+                        else cand[s, t + CAND_AHEAD]
+                    so_prefetch_read(&V[jn, 0], vb)
+                jn = _draw(seed, base + t, ni_draw) if lazy else cand[s, t]
                 qj = &V[jn, 0]
                 xj = _dot(k, pu, qj)
                 if item_bias:

@@ -21,7 +21,7 @@ from .._validation import check_flag
 from ._base import BaseRecommender
 from ._common import check_recorded, check_table, check_trains, check_training_params
 from ._interactions import SeenItems
-from ._sampling import pack_ratings, sample_candidates, sample_negatives, user_item_ids
+from ._sampling import pack_ratings, sample_negatives, user_item_ids
 
 __all__ = ["MatrixFactorization"]
 
@@ -79,6 +79,8 @@ _IMPLICIT_LOSSES = ("bpr", "warp")
 
 # The weight argument of the implicit kernels when every positive weighs 1.
 _NO_WEIGHTS = np.empty(0, dtype=np.float64)
+# The candidate argument of the WARP kernel when it draws the candidates itself.
+_NO_CANDIDATES = np.empty((0, 0), dtype=np.int64)
 
 
 class _Fitted(NamedTuple):
@@ -299,8 +301,9 @@ class MatrixFactorization(BaseRecommender):
     is that ``j``, the loss is the hinge ``1 - x_ui + x_uj`` weighted by
     ``log(max(1, floor((n_items - 1) / N)))`` (an estimate of the log-rank of ``i``: a
     violation found at once means ``i`` ranks far down), plus the L2 of the three rows; a
-    positive without a violation in its draws changes nothing. The draws come from the
-    model's generator, all ``max_sampled`` per positive, so a seeded fit is deterministic.
+    positive without a violation in its draws changes nothing. The draws are a fixed function
+    of one seed per mini-batch taken from the model's generator, so a seeded fit is
+    deterministic, and a scan draws only the items it reads.
 
     **Confidence** (implicit losses; Hu et al. 2008): with ``confidence_alpha > 0`` each
     positive's term, L2 included, is weighted by ``1 + confidence_alpha * r``, ``r`` its
@@ -922,13 +925,15 @@ class MatrixFactorization(BaseRecommender):
             e = min(s + B, n)
             b = e - s
             u = users[perm[s:e]].astype(np.int64)
-            cand = sample_candidates(self._rng, st.n_items, b, S)
+            # the kernel draws the candidates it scans from one seed per batch
+            # (``warp_candidates`` lists them): no (b, S) array is drawn and mostly unread
+            seed = int(self._rng.integers(0, 2 ** 64, dtype=np.uint64))
             w = _NO_WEIGHTS if weights is None else weights[perm[s:e]]
-            nu, ni = _mf_kernel.mf_warp_batch(U, Q, u, items[perm[s:e]].astype(np.int64), cand,
-                                              seen.indptr64, seen.indices64, w, k,
-                                              st.item_bias, 1.0 / b, p["alpha"],
+            nu, ni = _mf_kernel.mf_warp_batch(U, Q, u, items[perm[s:e]].astype(np.int64),
+                                              _NO_CANDIDATES, seen.indptr64, seen.indices64,
+                                              w, k, st.item_bias, 1.0 / b, p["alpha"],
                                               float(st.n_items), uslot, islot, urows, irows,
-                                              gu, gi, loss[:b], drawn[:b])
+                                              gu, gi, loss[:b], drawn[:b], seed, S)
             self._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])], True)
             total += float(loss[:b].sum())
             updates += int(np.count_nonzero(drawn[:b]))
