@@ -36,6 +36,7 @@ rows a batch does not touch have zero gradient, so no deferred decay is ever owe
 """
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.math cimport floor, fmax, log
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from cython cimport floating
 from cython.parallel cimport prange
@@ -152,6 +153,35 @@ cdef inline int64_t _draw(uint64_t seed, uint64_t c, uint64_t n) noexcept nogil:
     z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
     z = z ^ (z >> 31)
     return <int64_t>(((z >> 32) * n) >> 32)
+
+
+cdef extern from *:
+    """
+    /* so_dot_f with the first operand already in float64: the same products and the same
+     * eight accumulators in the same order, hence the same bits, without converting a row
+     * that every candidate of a WARP scan is scored against. */
+    static inline double so_mf_dot_df(ptrdiff_t d, const double *a, const float *b)
+    {
+        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tail = 0.0;
+        ptrdiff_t f = 0;
+        for (; f + 8 <= d; f += 8)
+            for (int j = 0; j < 8; j++) acc[j] += a[f + j] * (double)b[f + j];
+        for (; f < d; f++) tail += a[f] * (double)b[f];
+        return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+               + tail;
+    }
+    """
+    double so_mf_dot_df(Py_ssize_t d, const double* a, const float* b) nogil
+
+
+cdef inline double _dot_scan(Py_ssize_t k, const double* pud, const floating* pu,
+                             const floating* q) noexcept nogil:
+    """``<pu, q>`` as ``_dot`` computes it (the same bits); for float tables from ``pud``,
+    ``pu`` converted to float64 once per scan."""
+    if floating is float:
+        return so_mf_dot_df(k, pud, q)
+    else:
+        return _dot(k, pu, q)
 
 
 def mf_squared_batch(const floating[:, ::1] U, const floating[:, ::1] V,
@@ -348,6 +378,7 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
     cdef Py_ssize_t gw = gu.shape[1], vw = gi.shape[1]
     cdef bint lazy = cand.shape[0] == 0
     cdef uint64_t ni_draw = <uint64_t>V.shape[0], base
+    cdef double* pud = NULL
     cdef int64_t u, i, jn = 0, N
     cdef const floating* pu
     cdef const floating* qi
@@ -357,6 +388,10 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
     cdef size_t ub = U.shape[1] * sizeof(floating), vb = V.shape[1] * sizeof(floating)
     if lazy:
         S = n_draws
+    if floating is float:
+        pud = <double*>malloc((k if k > 0 else 1) * sizeof(double))
+        if pud == NULL:
+            raise MemoryError()
     with nogil:
         for s in range(B):
             sa = s + PREFETCH_AHEAD
@@ -372,6 +407,9 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                 xi = xi + qi[k]
             N = 0
             base = <uint64_t>(s * S)
+            if floating is float:
+                for t in range(k):
+                    pud[t] = pu[t]
             for t in range(S):
                 # the scan's rows are random: fetch a few draws ahead of the dot products
                 if t + CAND_AHEAD < S:
@@ -380,7 +418,7 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                     so_prefetch_read(&V[jn, 0], vb)
                 jn = _draw(seed, base + t, ni_draw) if lazy else cand[s, t]
                 qj = &V[jn, 0]
-                xj = _dot(k, pu, qj)
+                xj = _dot_scan(k, pud, pu, qj)
                 if item_bias:
                     xj = xj + qj[k]
                 if xj > xi - 1.0 and not _stored(&seen_indptr[0], &seen_indices[0], u, jn):
@@ -400,6 +438,7 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                         &urows[0], &irows[0], &nu, &ni, &gu[0, 0], gw, &gi[0, 0], vw)
         _release(&uslot[0], &urows[0], nu)
         _release(&islot[0], &irows[0], ni)
+    free(pud)
     return nu, ni
 
 
