@@ -848,7 +848,7 @@ def test_mf_partial_fit_and_pickle(ratings):
 @pytest.mark.parametrize("loss, optimizer, lr, alpha, n_epochs, batch, std", [
     ("squared", so.Adagrad, 0.03, 0.2, 20, 1024, 0.01),
     ("bpr", so.Adam, 0.01, 0.02, 10, 4096, 0.1),
-    ("warp", so.Adagrad, 0.03, 0.0, 20, 1024, 0.01),
+    ("warp", so.Adagrad, 0.03, 0.0, 25, 1024, 0.01),
 ])
 def test_mf_defaults_depend_on_the_loss(loss, optimizer, lr, alpha, n_epochs, batch, std):
     X = make_ratings(300, 100, 5000, random_state=0, dtype=np.float64)
@@ -1048,10 +1048,11 @@ def test_warp_step_matches_the_reference(monkeypatch):
     real = _mf._mf_kernel.mf_warp_batch
 
     def spy(U, V, users, pos, cand, indptr, indices, w, k, ib, scale, alpha, n_items, *rest):
-        if len(cand) == 0:  # drawn by the kernel: the candidates of its seed and count
-            cand = warp_candidates(rest[-2], len(users), rest[-1], V.shape[0])
+        # the model lets the kernel draw: the reference reads the candidates of that seed
+        assert len(cand) == 0
+        listed = warp_candidates(rest[-2], len(users), rest[-1], V.shape[0])
         calls.append(dict(U=np.array(U), V=np.array(V), users=np.array(users),
-                          pos=np.array(pos), cand=np.array(cand), w=np.array(w), k=k, ib=ib,
+                          pos=np.array(pos), cand=listed, w=np.array(w), k=k, ib=ib,
                           scale=scale, alpha=alpha, n_items=n_items))
         out = real(U, V, users, pos, cand, indptr, indices, w, k, ib, scale, alpha, n_items,
                    *rest)
@@ -1116,6 +1117,30 @@ def test_confidence_weight_rule(loss, monkeypatch):
     assert not np.array_equal(b.item_table_, c.item_table_)
 
 
+@pytest.mark.parametrize("n_items, draws", [(8, 10), (549, 10), (550, 11), (3000, 60),
+                                            (5049, 100), (20000, 100)])
+def test_warp_auto_max_sampled(n_items, draws, monkeypatch):
+    """max_sampled="auto" scans n_items // 50 draws within [10, 100]; an int is used as is."""
+    assert _mf._max_sampled("auto", n_items) == draws
+    assert _mf._max_sampled(7, n_items) == 7
+    seen = []
+    real = _mf._mf_kernel.mf_warp_batch
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(_mf._mf_kernel, "mf_warp_batch", spy)
+    X = make_interactions(30, n_items, 200, random_state=1)
+    X.data[:] = 1.0
+    MatrixFactorization(n_components=3, loss="warp", n_epochs=1, random_state=0).fit(X)
+    assert seen and set(seen) == {draws}
+    seen.clear()
+    MatrixFactorization(n_components=3, loss="warp", n_epochs=1, max_sampled=3,
+                        random_state=0).fit(X)
+    assert set(seen) == {3}
+
+
 def test_confidence_and_max_sampled_errors():
     X = make_interactions(20, 10, 60, random_state=0)
     for bad in (-1.0, np.nan, np.inf):
@@ -1125,7 +1150,8 @@ def test_confidence_and_max_sampled_errors():
         MatrixFactorization(loss="bpr", confidence_alpha="1").fit(X)
     with pytest.raises(ValueError, match="confidence_alpha"):
         MatrixFactorization(confidence_alpha=1.0).fit(X)      # squared loss
-    for bad, err in ((0, ValueError), (1001, ValueError), (2.5, TypeError), (True, TypeError)):
+    for bad, err in ((0, ValueError), (1001, ValueError), (2.5, TypeError), (True, TypeError),
+                     ("Auto", ValueError), ("10", ValueError)):
         with pytest.raises(err, match="max_sampled"):
             MatrixFactorization(loss="warp", max_sampled=bad).fit(X)
     neg = X.copy()
