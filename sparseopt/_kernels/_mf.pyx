@@ -43,7 +43,7 @@ from cython.parallel cimport prange
 
 from ._rowops cimport (
     _axmbpy, _axmbpy_add, _axpby, _axpby_add, _dot, _dot_diff, _sigmoid, _softplus, index_t,
-    so_bits_to_double, so_prefetch_read,
+    so_bits_to_double, so_dot_df, so_prefetch_read,
 )
 
 # Samples ahead whose table rows are prefetched; WARP candidates ahead within a scan.
@@ -155,31 +155,12 @@ cdef inline int64_t _draw(uint64_t seed, uint64_t c, uint64_t n) noexcept nogil:
     return <int64_t>(((z >> 32) * n) >> 32)
 
 
-cdef extern from *:
-    """
-    /* so_dot_f with the first operand already in float64: the same products and the same
-     * eight accumulators in the same order, hence the same bits, without converting a row
-     * that every candidate of a WARP scan is scored against. */
-    static inline double so_mf_dot_df(ptrdiff_t d, const double *a, const float *b)
-    {
-        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tail = 0.0;
-        ptrdiff_t f = 0;
-        for (; f + 8 <= d; f += 8)
-            for (int j = 0; j < 8; j++) acc[j] += a[f + j] * (double)b[f + j];
-        for (; f < d; f++) tail += a[f] * (double)b[f];
-        return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-               + tail;
-    }
-    """
-    double so_mf_dot_df(Py_ssize_t d, const double* a, const float* b) nogil
-
-
 cdef inline double _dot_scan(Py_ssize_t k, const double* pud, const floating* pu,
                              const floating* q) noexcept nogil:
     """``<pu, q>`` as ``_dot`` computes it (the same bits); for float tables from ``pud``,
     ``pu`` converted to float64 once per scan."""
     if floating is float:
-        return so_mf_dot_df(k, pud, q)
+        return so_dot_df(k, pud, q)
     else:
         return _dot(k, pu, q)
 
