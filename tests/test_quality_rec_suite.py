@@ -80,7 +80,8 @@ def stand_ins():
             quality_rec_data.build_flights_planes(flights),
             quality_rec_data.build_pizza_orders(pizza),
             quality_rec_data.SPECS["flights_planes_counts"].build(flights),
-            quality_rec_data.SPECS["pizza_orders_counts"].build(pizza)]
+            quality_rec_data.SPECS["pizza_orders_counts"].build(pizza),
+            quality_rec_data.build_insteval_implicit(insteval)]
 
 
 def test_builders_split_cleanly(stand_ins):

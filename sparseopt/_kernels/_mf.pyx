@@ -34,15 +34,16 @@ kernel writes is the exact gradient of the mini-batch objective
 ``scale * sum_s w_s * (loss_s + alpha/2 * sum_{rows r of s} ||theta_r||^2)``:
 rows a batch does not touch have zero gradient, so no deferred decay is ever owed.
 """
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.math cimport floor, fmax, log
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from cython cimport floating
 from cython.parallel cimport prange
 
 from ._rowops cimport (
     _axmbpy, _axmbpy_add, _axpby, _axpby_add, _dot, _dot_diff, _sigmoid, _softplus, index_t,
-    so_bits_to_double, so_prefetch_read,
+    so_bits_to_double, so_dot_df, so_prefetch_read,
 )
 
 # Samples ahead whose table rows are prefetched; WARP candidates ahead within a scan.
@@ -92,6 +93,78 @@ cdef inline Py_ssize_t _claim(int32_t* slot, int64_t* rows, Py_ssize_t* m, int64
     return p
 
 
+cdef inline void _release(int32_t* slot, const int64_t* rows, Py_ssize_t m) noexcept nogil:
+    """Reset the slots of a batch's ``m`` unique rows to -1, ready for the next batch."""
+    cdef Py_ssize_t j
+    for j in range(m):
+        slot[rows[j]] = -1
+
+
+cdef inline void _prefetch_triple(const floating* pu, size_t ub, const floating* qi,
+                                  const floating* qj, size_t vb) noexcept nogil:
+    """Prefetch a later sample's user row and two item rows (BPR and WARP read three)."""
+    so_prefetch_read(pu, ub)
+    so_prefetch_read(qi, vb)
+    so_prefetch_read(qj, vb)
+
+
+cdef inline void _pair_grads(Py_ssize_t k, bint item_bias, double d, double a,
+                             int64_t u, int64_t i, int64_t jn, const floating* pu,
+                             const floating* qi, const floating* qj,
+                             int32_t* uslot, int32_t* islot, int64_t* urows, int64_t* irows,
+                             Py_ssize_t* nu, Py_ssize_t* ni, floating* gu, Py_ssize_t gw,
+                             floating* gi, Py_ssize_t vw) noexcept nogil:
+    """Merge one pairwise sample into the batch's unique rows: with ``d`` the derivative of
+    the sample's (scaled, weighted) loss by ``x_ui - x_uj`` and ``a`` its L2 weight::
+
+        grad U[u] += d*(V[i,:k] - V[j,:k]) + a*U[u]
+        grad V[i] += d*[U[u,:k], 1] + a*V[i] ;  grad V[j] += -d*[U[u,:k], 1] + a*V[j]
+
+    Rows are claimed user, positive, negative; ``gw`` / ``vw`` are the row widths of
+    ``gu`` / ``gi``. BPR passes its ``d``; WARP, whose loss grows with ``x_uj - x_ui``, its
+    ``-d`` (exact: negating both factors of a product does not change its bits)."""
+    cdef bint fu, fi, fj
+    cdef Py_ssize_t pu_pos, pi_pos, pj_pos
+    cdef floating* g
+    pu_pos = _claim(uslot, urows, nu, u, &fu)
+    pi_pos = _claim(islot, irows, ni, i, &fi)
+    _axmbpy_into(fu, k, gu + pu_pos * gw, d, qi, qj, a, pu)
+    g = gi + pi_pos * vw
+    _axpby_into(fi, k, g, d, pu, a, qi)
+    if item_bias:
+        _set_or_add(fi, g + k, d + a * qi[k])
+    # claimed after the positive row is written: when j == i the two add up
+    pj_pos = _claim(islot, irows, ni, jn, &fj)
+    g = gi + pj_pos * vw
+    _axpby_into(fj, k, g, -d, pu, a, qj)
+    if item_bias:
+        _set_or_add(fj, g + k, -d + a * qj[k])
+
+
+cdef inline int64_t _draw(uint64_t seed, uint64_t c, uint64_t n) noexcept nogil:
+    """Draw ``c`` of the stream ``seed``: an item in [0, n), n < 2**32, from the splitmix64
+    finaliser of ``seed + (c + 1) * golden``, scaled by multiply-shift. A pure function of
+    ``(seed, c)``, so a scan draws only the candidates it reads and the draws do not depend on
+    the order or the number of reads (``sparseopt.recommend._sampling.warp_candidates`` is
+    the same map in NumPy). Its bias, under ``n / 2**32`` per item, is far below sampling
+    noise."""
+    cdef uint64_t z = seed + (c + 1) * <uint64_t>0x9E3779B97F4A7C15ULL
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    z = z ^ (z >> 31)
+    return <int64_t>(((z >> 32) * n) >> 32)
+
+
+cdef inline double _dot_scan(Py_ssize_t k, const double* pud, const floating* pu,
+                             const floating* q) noexcept nogil:
+    """``<pu, q>`` as ``_dot`` computes it (the same bits); for float tables from ``pud``,
+    ``pu`` converted to float64 once per scan."""
+    if floating is float:
+        return so_dot_df(k, pud, q)
+    else:
+        return _dot(k, pu, q)
+
+
 def mf_squared_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                      const int64_t[::1] order, const int64_t[:, ::1] records, Py_ssize_t k,
                      bint user_bias, bint item_bias, double mu, double scale, double alpha,
@@ -118,7 +191,7 @@ def mf_squared_batch(const floating[:, ::1] U, const floating[:, ::1] V,
     / ``islot`` (int32, one per table row) must be -1 everywhere and are restored to -1.
     ``err[s] = e``. Serial: the merge is a scatter-add in sample order. Returns ``(mu, mi)``.
     """
-    cdef Py_ssize_t B = order.shape[0], s, sa, nu = 0, ni = 0, pu_pos, pi_pos, j
+    cdef Py_ssize_t B = order.shape[0], s, sa, nu = 0, ni = 0, pu_pos, pi_pos
     cdef int64_t p, u, i, key, low = (<int64_t>1 << 32) - 1
     cdef const floating* pu
     cdef const floating* qi
@@ -156,10 +229,8 @@ def mf_squared_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                 _set_or_add(fu, &gu[pu_pos, k], d + a * pu[k])
             if item_bias:
                 _set_or_add(fi, &gi[pi_pos, k], d + a * qi[k])
-        for j in range(nu):
-            uslot[urows[j]] = -1
-        for j in range(ni):
-            islot[irows[j]] = -1
+        _release(&uslot[0], &urows[0], nu)
+        _release(&islot[0], &irows[0], ni)
     return nu, ni
 
 
@@ -197,21 +268,20 @@ def mf_bpr_batch(const floating[:, ::1] U, const floating[:, ::1] V,
     sample is claimed before its negative); ``irows`` / ``gi`` need room for ``2B`` rows.
     ``loss[s] = w*softplus(-x)``. Returns ``(mu, mi)``.
     """
-    cdef Py_ssize_t B = users.shape[0], s, sa, nu = 0, ni = 0, pu_pos, pi_pos, pj_pos, j
+    cdef Py_ssize_t B = users.shape[0], s, sa, nu = 0, ni = 0
+    cdef Py_ssize_t gw = gu.shape[1], vw = gi.shape[1]
     cdef int64_t u, i, jn
     cdef const floating* pu
     cdef const floating* qi
     cdef const floating* qj
-    cdef bint fu, fi, fj, weighted = weight.shape[0] > 0
+    cdef bint weighted = weight.shape[0] > 0
     cdef double x, d, w = 1.0, a = scale * alpha
     cdef size_t ub = U.shape[1] * sizeof(floating), vb = V.shape[1] * sizeof(floating)
     with nogil:
         for s in range(B):
             sa = s + PREFETCH_AHEAD
             if sa < B:
-                so_prefetch_read(&U[users[sa], 0], ub)
-                so_prefetch_read(&V[pos[sa], 0], vb)
-                so_prefetch_read(&V[neg[sa], 0], vb)
+                _prefetch_triple(&U[users[sa], 0], ub, &V[pos[sa], 0], &V[neg[sa], 0], vb)
             u = users[s]
             i = pos[s]
             jn = neg[s]
@@ -226,21 +296,10 @@ def mf_bpr_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                 a = scale * w * alpha
             loss[s] = w * _softplus(-x)
             d = -(scale * w) * _sigmoid(-x)     # d loss / d x, times scale and weight
-            pu_pos = _claim(&uslot[0], &urows[0], &nu, u, &fu)
-            pi_pos = _claim(&islot[0], &irows[0], &ni, i, &fi)
-            _axmbpy_into(fu, k, &gu[pu_pos, 0], d, qi, qj, a, pu)
-            _axpby_into(fi, k, &gi[pi_pos, 0], d, pu, a, qi)
-            if item_bias:
-                _set_or_add(fi, &gi[pi_pos, k], d + a * qi[k])
-            # claimed after the positive row is written: when j == i the two add up
-            pj_pos = _claim(&islot[0], &irows[0], &ni, jn, &fj)
-            _axpby_into(fj, k, &gi[pj_pos, 0], -d, pu, a, qj)
-            if item_bias:
-                _set_or_add(fj, &gi[pj_pos, k], -d + a * qj[k])
-        for j in range(nu):
-            uslot[urows[j]] = -1
-        for j in range(ni):
-            islot[irows[j]] = -1
+            _pair_grads(k, item_bias, d, a, u, i, jn, pu, qi, qj, &uslot[0], &islot[0],
+                        &urows[0], &irows[0], &nu, &ni, &gu[0, 0], gw, &gi[0, 0], vw)
+        _release(&uslot[0], &urows[0], nu)
+        _release(&islot[0], &irows[0], ni)
     return nu, ni
 
 
@@ -264,7 +323,8 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
                   bint item_bias, double scale, double alpha, double n_items,
                   int32_t[::1] uslot, int32_t[::1] islot, int64_t[::1] urows,
                   int64_t[::1] irows, floating[:, ::1] gu, floating[:, ::1] gi,
-                  double[::1] loss, int64_t[::1] drawn):
+                  double[::1] loss, int64_t[::1] drawn, uint64_t seed=0,
+                  Py_ssize_t n_draws=0):
     """WARP (Weston et al. 2011, as LightFM defines it): the merged gradient rows of one
     mini-batch.
 
@@ -288,23 +348,37 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
     gradients as in ``mf_bpr_batch`` (user, then positive, then negative; only samples with
     a violation claim rows); ``irows`` / ``gi`` need room for ``2B`` rows. Returns
     ``(mu, mi)``.
+
+    When ``cand`` has no rows (shape ``(0, S)``), the candidates are drawn in the scan
+    instead: ``n_draws`` per sample, candidate ``t`` of sample ``s`` being draw
+    ``s * n_draws + t`` of the stream ``seed`` over the rows of ``V`` (``_draw``). A scan stops at its first violation, so only the candidates
+    it reads are ever drawn, and the result is that of ``cand =
+    warp_candidates(seed, B, n_draws, n_items)``, bit for bit.
     """
     cdef Py_ssize_t B = users.shape[0], S = cand.shape[1], s, sa, t, nu = 0, ni = 0
-    cdef Py_ssize_t pu_pos, pi_pos, pj_pos, j
+    cdef Py_ssize_t gw = gu.shape[1], vw = gi.shape[1]
+    cdef bint lazy = cand.shape[0] == 0
+    cdef uint64_t ni_draw = <uint64_t>V.shape[0], base
+    cdef double* pud = NULL
     cdef int64_t u, i, jn = 0, N
     cdef const floating* pu
     cdef const floating* qi
     cdef const floating* qj = NULL
-    cdef bint fu, fi, fj, weighted = weight.shape[0] > 0
+    cdef bint weighted = weight.shape[0] > 0
     cdef double xi, xj = 0.0, d, rank, w = 1.0, a
     cdef size_t ub = U.shape[1] * sizeof(floating), vb = V.shape[1] * sizeof(floating)
+    if lazy:
+        S = n_draws
+    if floating is float:
+        pud = <double*>malloc((k if k > 0 else 1) * sizeof(double))
+        if pud == NULL:
+            raise MemoryError()
     with nogil:
         for s in range(B):
             sa = s + PREFETCH_AHEAD
-            if sa < B:
-                so_prefetch_read(&U[users[sa], 0], ub)
-                so_prefetch_read(&V[pos[sa], 0], vb)
-                so_prefetch_read(&V[cand[sa, 0], 0], vb)
+            if sa < B and S > 0:
+                jn = _draw(seed, <uint64_t>(sa * S), ni_draw) if lazy else cand[sa, 0]
+                _prefetch_triple(&U[users[sa], 0], ub, &V[pos[sa], 0], &V[jn, 0], vb)
             u = users[s]
             i = pos[s]
             pu = &U[u, 0]
@@ -313,13 +387,19 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
             if item_bias:
                 xi = xi + qi[k]
             N = 0
+            base = <uint64_t>(s * S)
+            if floating is float:
+                for t in range(k):
+                    pud[t] = pu[t]
             for t in range(S):
                 # the scan's rows are random: fetch a few draws ahead of the dot products
                 if t + CAND_AHEAD < S:
-                    so_prefetch_read(&V[cand[s, t + CAND_AHEAD], 0], vb)
-                jn = cand[s, t]
+                    jn = _draw(seed, base + (t + CAND_AHEAD), ni_draw) if lazy \
+                        else cand[s, t + CAND_AHEAD]
+                    so_prefetch_read(&V[jn, 0], vb)
+                jn = _draw(seed, base + t, ni_draw) if lazy else cand[s, t]
                 qj = &V[jn, 0]
-                xj = _dot(k, pu, qj)
+                xj = _dot_scan(k, pud, pu, qj)
                 if item_bias:
                     xj = xj + qj[k]
                 if xj > xi - 1.0 and not _stored(&seen_indptr[0], &seen_indices[0], u, jn):
@@ -335,21 +415,11 @@ def mf_warp_batch(const floating[:, ::1] U, const floating[:, ::1] V,
             loss[s] = w * rank * (1.0 - xi + xj)
             d = (scale * w) * rank
             a = (scale * w) * alpha
-            pu_pos = _claim(&uslot[0], &urows[0], &nu, u, &fu)
-            pi_pos = _claim(&islot[0], &irows[0], &ni, i, &fi)
-            _axmbpy_into(fu, k, &gu[pu_pos, 0], d, qj, qi, a, pu)
-            _axpby_into(fi, k, &gi[pi_pos, 0], -d, pu, a, qi)
-            if item_bias:
-                _set_or_add(fi, &gi[pi_pos, k], -d + a * qi[k])
-            # claimed after the positive row is written: when j == i the two add up
-            pj_pos = _claim(&islot[0], &irows[0], &ni, jn, &fj)
-            _axpby_into(fj, k, &gi[pj_pos, 0], d, pu, a, qj)
-            if item_bias:
-                _set_or_add(fj, &gi[pj_pos, k], d + a * qj[k])
-        for j in range(nu):
-            uslot[urows[j]] = -1
-        for j in range(ni):
-            islot[irows[j]] = -1
+            _pair_grads(k, item_bias, -d, a, u, i, jn, pu, qi, qj, &uslot[0], &islot[0],
+                        &urows[0], &irows[0], &nu, &ni, &gu[0, 0], gw, &gi[0, 0], vw)
+        _release(&uslot[0], &urows[0], nu)
+        _release(&islot[0], &irows[0], ni)
+    free(pud)
     return nu, ni
 
 

@@ -356,6 +356,20 @@ SO_UNUSED static inline void so_add_axmbpy_##SUF(ptrdiff_t d, T *out, T x, const
 SO_DEFINE_EMBOPS(float, f)
 SO_DEFINE_EMBOPS(double, d)
 
+/* so_dot_f with the first operand already in float64: the same products and the same eight
+ * accumulators in the same order, hence the same bits, without converting a row that every
+ * candidate of a WARP scan is scored against. */
+SO_UNUSED static inline double so_dot_df(ptrdiff_t d, const double *a, const float *b)
+{
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tail = 0.0;
+    ptrdiff_t f = 0;
+    for (; f + 8 <= d; f += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[f + j] * (double)b[f + j];
+    for (; f < d; f++) tail += a[f] * (double)b[f];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+           + tail;
+}
+
 /* The float64 whose bits are stored in an int64 (the rating word of a packed record). */
 SO_UNUSED static inline double so_bits_to_double(int64_t bits)
 {

@@ -63,6 +63,7 @@ cdef extern from "_rowops.h" nogil:
     double so_dot_f(Py_ssize_t d, const float* a, const float* b)
     double so_dot_d(Py_ssize_t d, const double* a, const double* b)
     double so_dot_diff_f(Py_ssize_t d, const float* a, const float* b, const float* c)
+    double so_dot_df(Py_ssize_t d, const double* a, const float* b)
     double so_dot_diff_d(Py_ssize_t d, const double* a, const double* b, const double* c)
     void so_set_axpby_f(Py_ssize_t d, float* out, float x, const float* a, float y,
                         const float* b)

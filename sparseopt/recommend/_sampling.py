@@ -4,7 +4,7 @@
 * :func:`pack_ratings` packs explicit ratings into 16-byte records;
 * :func:`sample_negatives` draws BPR negatives that avoid the user's seen items;
 * :func:`sample_candidates` draws the WARP candidates of each positive (the kernel skips
-  seen items).
+  seen items); :func:`warp_candidates` lists those the kernel draws itself from a seed.
 
 Random draws come from the model's own generator, in a fixed order, so a seeded model
 trains to the same bits every time.
@@ -19,7 +19,8 @@ import scipy.sparse as sp
 from .._kernels import _mf as _mf_kernel
 from ._interactions import SeenItems
 
-__all__ = ["user_item_ids", "pack_ratings", "sample_negatives", "sample_candidates"]
+__all__ = ["user_item_ids", "pack_ratings", "sample_negatives", "sample_candidates",
+           "warp_candidates"]
 
 # Rounds of re-drawing a BPR negative that turned out to be a positive of its user.
 _NEG_ROUNDS = 10
@@ -80,3 +81,27 @@ def sample_candidates(rng: np.random.Generator, n_items: int, size: int,
     and one vectorised call serves the whole batch.
     """
     return rng.integers(0, n_items, size=(size, n_draws), dtype=np.int64)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def warp_candidates(seed: int, size: int, n_draws: int, n_items: int) -> np.ndarray:
+    """``(size, n_draws)`` int64: the candidates ``mf_warp_batch`` draws itself from
+    ``seed`` (given no ``cand`` rows), draw ``c = s * n_draws + t`` for candidate ``t`` of
+    sample ``s``.
+
+    Each draw is the splitmix64 finaliser of ``seed + (c + 1) * 0x9E3779B97F4A7C15`` (mod
+    2**64), mapped to ``[0, n_items)`` as ``((z >> 32) * n_items) >> 32`` (``n_items <
+    2**32``). The kernel computes only the draws its scans read; this lists all of them (for
+    tests and the reference). Unsigned array arithmetic wraps mod 2**64, as in C.
+    """
+    c = np.arange(1, size * n_draws + 1, dtype=np.uint64)
+    z = np.uint64(seed) + c * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    items = ((z >> np.uint64(32)) * np.uint64(n_items)) >> np.uint64(32)
+    return items.astype(np.int64).reshape(size, n_draws)

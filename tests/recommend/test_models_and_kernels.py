@@ -26,6 +26,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from sparseopt.recommend import FMClassifier, FMRegressor, MatrixFactorization  # noqa: E402
 from sparseopt.optim import RowGrad  # noqa: E402
 from sparseopt.recommend import _mf, _serving  # noqa: E402
+from sparseopt.recommend._sampling import warp_candidates  # noqa: E402
 
 RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
 
@@ -255,7 +256,8 @@ def test_bpr_kernel_vs_loop_and_finite_differences(dtype, k, ib):
 # =========================================================================== MF: WARP, weights
 
 
-def run_warp(U, V, users, pos, cand, k, ib, scale, alpha, n_items, weight=None, seen=None):
+def run_warp(U, V, users, pos, cand, k, ib, scale, alpha, n_items, weight=None, seen=None,
+             seed=0, n_draws=0):
     B = users.shape[0]
     seen = sp.csr_matrix((U.shape[0], V.shape[0])) if seen is None else sp.csr_matrix(seen)
     seen.sort_indices()
@@ -267,7 +269,8 @@ def run_warp(U, V, users, pos, cand, k, ib, scale, alpha, n_items, weight=None, 
     w = np.empty(0) if weight is None else np.ascontiguousarray(weight, np.float64)
     nu, ni = KMF.mf_warp_batch(U, V, users, pos, cand, seen.indptr.astype(np.int64),
                                seen.indices.astype(np.int64), w, k, ib, scale, alpha,
-                               float(n_items), uslot, islot, urows, irows, gu, gi, loss, drawn)
+                               float(n_items), uslot, islot, urows, irows, gu, gi, loss, drawn,
+                               seed, n_draws)
     assert np.all(uslot == -1) and np.all(islot == -1), "slots must be restored"
     return dict(urows=urows[:nu], gu=gu[:nu], irows=irows[:ni], gi=gi[:ni], loss=loss,
                 drawn=drawn)
@@ -420,6 +423,42 @@ def test_weighted_bpr_kernel_vs_reference(dtype, k):
     b = run_bpr(U, V, users, pos, neg, k, True, 1.0 / 40, 0.05)
     for x, y in zip(a, b):
         assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", [0, 12345, 2 ** 64 - 1])
+def test_warp_kernel_draws_equal_listed_candidates(dtype, seed):
+    """Given no candidate rows, the kernel draws them from a seed: the rows, losses and draw
+    counts are those of the listed candidates (warp_candidates) bit for bit, and the rows
+    match the reference."""
+    from sparseopt import _reference as R
+    U, V, users, pos, _, weight = _implicit_case(dtype, 7, True)
+    S, n_items = 6, V.shape[0]
+    seen = sp.random(U.shape[0], n_items, density=0.3, format="csr", random_state=2)
+    cand = warp_candidates(seed, len(users), S, n_items)
+    assert cand.shape == (len(users), S) and cand.min() >= 0 and cand.max() < n_items
+    listed = run_warp(U, V, users, pos, cand, 7, True, 1.0 / 40, 0.05, n_items, weight,
+                      seen)
+    drawn = run_warp(U, V, users, pos, np.empty((0, 0), np.int64), 7, True, 1.0 / 40, 0.05,
+                     n_items, weight, seen, seed=seed, n_draws=S)
+    for key in listed:
+        np.testing.assert_array_equal(drawn[key], listed[key])
+    assert 0 < np.count_nonzero(drawn["drawn"]) < len(users)   # both outcomes occur
+    ref = R.implicit_mf_gradient(U, V, users, pos, cand, weight, 7, True, 1.0 / 40, 0.05,
+                                 "warp", n_items, seen=seen)
+    _compare(drawn, ref, dtype)
+
+
+def test_warp_candidates_are_uniform():
+    """The seeded draws cover every item about equally (a chi-square bound far in the
+    tail) and differ between seeds."""
+    n_items, n = 37, 200_000
+    c = warp_candidates(7, n // 10, 10, n_items).ravel()
+    counts = np.bincount(c, minlength=n_items)
+    expected = n / n_items
+    assert ((counts - expected) ** 2 / expected).sum() < 90   # df 36: p < 1e-6 beyond
+    assert not np.array_equal(warp_candidates(7, 5, 10, n_items),
+                              warp_candidates(8, 5, 10, n_items))
 
 
 def test_warp_unit_weights_are_no_weights_bitwise():
@@ -809,7 +848,7 @@ def test_mf_partial_fit_and_pickle(ratings):
 @pytest.mark.parametrize("loss, optimizer, lr, alpha, n_epochs, batch, std", [
     ("squared", so.Adagrad, 0.03, 0.2, 20, 1024, 0.01),
     ("bpr", so.Adam, 0.01, 0.02, 10, 4096, 0.1),
-    ("warp", so.Adagrad, 0.03, 0.0, 20, 1024, 0.01),
+    ("warp", so.Adagrad, 0.03, 0.0, 25, 1024, 0.01),
 ])
 def test_mf_defaults_depend_on_the_loss(loss, optimizer, lr, alpha, n_epochs, batch, std):
     X = make_ratings(300, 100, 5000, random_state=0, dtype=np.float64)
@@ -1009,8 +1048,11 @@ def test_warp_step_matches_the_reference(monkeypatch):
     real = _mf._mf_kernel.mf_warp_batch
 
     def spy(U, V, users, pos, cand, indptr, indices, w, k, ib, scale, alpha, n_items, *rest):
+        # the model lets the kernel draw: the reference reads the candidates of that seed
+        assert len(cand) == 0
+        listed = warp_candidates(rest[-2], len(users), rest[-1], V.shape[0])
         calls.append(dict(U=np.array(U), V=np.array(V), users=np.array(users),
-                          pos=np.array(pos), cand=np.array(cand), w=np.array(w), k=k, ib=ib,
+                          pos=np.array(pos), cand=listed, w=np.array(w), k=k, ib=ib,
                           scale=scale, alpha=alpha, n_items=n_items))
         out = real(U, V, users, pos, cand, indptr, indices, w, k, ib, scale, alpha, n_items,
                    *rest)
@@ -1075,6 +1117,30 @@ def test_confidence_weight_rule(loss, monkeypatch):
     assert not np.array_equal(b.item_table_, c.item_table_)
 
 
+@pytest.mark.parametrize("n_items, draws", [(8, 10), (549, 10), (550, 11), (3000, 60),
+                                            (5049, 100), (20000, 100)])
+def test_warp_auto_max_sampled(n_items, draws, monkeypatch):
+    """max_sampled="auto" scans n_items // 50 draws within [10, 100]; an int is used as is."""
+    assert _mf._max_sampled("auto", n_items) == draws
+    assert _mf._max_sampled(7, n_items) == 7
+    seen = []
+    real = _mf._mf_kernel.mf_warp_batch
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(_mf._mf_kernel, "mf_warp_batch", spy)
+    X = make_interactions(30, n_items, 200, random_state=1)
+    X.data[:] = 1.0
+    MatrixFactorization(n_components=3, loss="warp", n_epochs=1, random_state=0).fit(X)
+    assert seen and set(seen) == {draws}
+    seen.clear()
+    MatrixFactorization(n_components=3, loss="warp", n_epochs=1, max_sampled=3,
+                        random_state=0).fit(X)
+    assert set(seen) == {3}
+
+
 def test_confidence_and_max_sampled_errors():
     X = make_interactions(20, 10, 60, random_state=0)
     for bad in (-1.0, np.nan, np.inf):
@@ -1084,7 +1150,8 @@ def test_confidence_and_max_sampled_errors():
         MatrixFactorization(loss="bpr", confidence_alpha="1").fit(X)
     with pytest.raises(ValueError, match="confidence_alpha"):
         MatrixFactorization(confidence_alpha=1.0).fit(X)      # squared loss
-    for bad, err in ((0, ValueError), (1001, ValueError), (2.5, TypeError), (True, TypeError)):
+    for bad, err in ((0, ValueError), (1001, ValueError), (2.5, TypeError), (True, TypeError),
+                     ("Auto", ValueError), ("10", ValueError)):
         with pytest.raises(err, match="max_sampled"):
             MatrixFactorization(loss="warp", max_sampled=bad).fit(X)
     neg = X.copy()
