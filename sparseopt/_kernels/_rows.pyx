@@ -407,3 +407,192 @@ def flush_decay(floating[:, ::1] param, floating[:, :] s0, floating[:, :] s1,
                 _scale(d, &param[r, 0], exp(wd_now - row_wd[r]))
                 row_wd[r] = wd_now
             last_step[r] = t
+
+
+# --------------------------------------------------------------------------- row-wise moments
+# Adam and RMSprop with one second moment per row (FBGEMM's row-wise state): the per-element
+# square g_j**2 is replaced by the row mean mean_j(g_j**2), summed in float64 and rounded once
+# to the state dtype (as row-wise Adagrad does), so the step divides a whole row by one scalar.
+# The lazy bookkeeping (counters, power tables, weight-decay catch-up) is that of the
+# element-wise kernels above; the scalar state arrays are (n, 1) views.
+
+
+def adam_rowwise_update(floating[:, ::1] param, floating[:, ::1] m, floating[:, ::1] v,
+                        floating[:, ::1] vmax, const floating[:, ::1] values,
+                        const floating[:, ::1] scratch, const int64_t[::1] rows,
+                        const int64_t[::1] src, int64_t[::1] row_step, int64_t[::1] last_step,
+                        int64_t[::1] first_step, const double[:, ::1] pow1,
+                        const double[:, ::1] pow2, double[::1] row_wd, int64_t t, double lr,
+                        double beta1, double beta2, double eps, double pmul_now,
+                        double wd_prev, double wd_now, int flags, int n_threads):
+    """Partial row-wise Adam on the unique rows ``rows`` at step ``t >= 1`` (in place): ``m``
+    is ``(n, d)``, ``v`` (and ``vmax`` with ``F_AMSGRAD``) ``(n, 1)``. Per row::
+
+        m <- b1e*m + (1-b1)*g ;  v <- b2e*v + (1-b2)*mean(g**2) ;  vm = max(vmax, v) or v
+        k = a / (sqrt(vm)*c + eps)   (float64, rounded once) ;  p <- pm*p - k*m
+
+    with ``a``, ``c`` the bias-correction scalars of ``adam_rows_update`` and the same counter,
+    decay and weight-decay rules."""
+    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja, i
+    cdef int64_t r, ra, last, first, tau
+    cdef double b1e, b2e, pm, bc1, bc2, a, c, k
+    cdef bint ams = flags & F_AMSGRAD, decay = flags & F_DECAY, rowb = flags & F_ROW_BIAS
+    cdef bint raw = flags & F_EPS_RAW, wd = flags & F_WEIGHT_DECAY
+    cdef const floating* g
+    cdef floating* pp
+    cdef floating* pmr
+    cdef floating vs, fb1, fomb1, fk, fpm, mi
+    cdef size_t rb = d * sizeof(floating)
+    cdef double omb1 = 1.0 - beta1, omb2 = 1.0 - beta2
+    cdef const double* p1 = &pow1[0, 0]
+    cdef const double* p2 = &pow2[0, 0]
+    with nogil:
+        for j in prange(nr, num_threads=n_threads, schedule="static"):
+            ja = j + PREFETCH_AHEAD
+            if ja < nr:
+                ra = rows[ja]
+                so_prefetch_write_l2(&param[ra, 0], rb)
+                so_prefetch_write_l2(&m[ra, 0], rb)
+                so_prefetch_write_l2(&v[ra, 0], sizeof(floating))
+                _prefetch_grad(values, scratch, src[ja], rb)
+            r = rows[j]
+            g = _grad_row(values, scratch, src[j])
+            pm = pmul_now
+            if decay:
+                last = _clamp(last_step[r], 0, t - 1)
+                b1e = beta1 * _power(p1, t - 1 - last)
+                b2e = beta2 * _power(p2, t - 1 - last)
+                if wd:
+                    pm = pmul_now * exp(wd_prev - row_wd[r])
+                    row_wd[r] = wd_now
+                last_step[r] = t
+                if rowb:
+                    first = first_step[r]
+                    if first < 1 or first > t:  # 0: first touch now (other values: corrupt)
+                        first = t
+                        first_step[r] = t
+                    tau = t - first + 1
+                else:
+                    tau = t
+            else:
+                b1e = beta1
+                b2e = beta2
+                if rowb:
+                    tau = _clamp(row_step[r], 0, t - 1) + 1
+                    row_step[r] = tau
+                else:
+                    tau = t
+            bc1 = 1.0 - _power(p1, tau)
+            bc2 = 1.0 - _power(p2, tau)
+            if raw:
+                a = lr * sqrt(bc2) / bc1
+                c = 1.0
+            else:
+                a = lr / bc1
+                c = 1.0 / sqrt(bc2)
+            if floating is float:
+                vs = <float>b2e * v[r, 0] + <float>omb2 * <float>(so_row_sumsq_f(d, g) / d)
+            else:
+                vs = b2e * v[r, 0] + omb2 * (so_row_sumsq_d(d, g) / d)
+            v[r, 0] = vs
+            if ams:
+                if vmax[r, 0] > vs:
+                    vs = vmax[r, 0]
+                vmax[r, 0] = vs
+            k = a / (sqrt(<double>vs) * c + eps)
+            fb1 = <floating>b1e
+            fomb1 = <floating>omb1
+            fk = <floating>k
+            fpm = <floating>pm
+            pp = &param[r, 0]
+            pmr = &m[r, 0]
+            for i in range(d):
+                mi = fb1 * pmr[i] + fomb1 * g[i]
+                pmr[i] = mi
+                pp[i] = fpm * pp[i] - fk * mi
+
+
+def rmsprop_rowwise_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, ::1] ga,
+                           floating[:, ::1] buf, const floating[:, ::1] values,
+                           const floating[:, ::1] scratch, const int64_t[::1] rows,
+                           const int64_t[::1] src, int64_t[::1] last_step,
+                           const double[:, ::1] powa, const double[:, ::1] powmu,
+                           double[::1] row_wd, int64_t t, double lr, double alpha,
+                           double momentum, double eps_in, double eps, double pmul_now,
+                           double wd_prev, double wd_now, int flags, int n_threads):
+    """Row-wise RMSprop on the unique rows ``rows`` at step ``t >= 1`` (in place): ``v`` and
+    (``F_CENTERED``) ``ga`` are ``(n, 1)``, ``buf`` (``F_MOMENTUM``) ``(n, d)``. Per row::
+
+        v <- ale*v + (1-alpha)*mean(g**2) ;  centred: ga <- ale*ga + (1-alpha)*mean(g)
+        den = sqrt(v - ga**2 + eps_in) + eps   (float64; ga = 0 when not centred)
+        momentum: buf <- mue*buf + (1/den)*g ; p <- pm*p - lr*buf
+        otherwise:                             p <- pm*p - (lr/den)*g
+
+    (the scalars ``1/den`` and ``lr/den`` rounded once to the state dtype), with the counter,
+    decay and weight-decay rules of ``rmsprop_rows_update``."""
+    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja, i
+    cdef int64_t r, ra, skipped
+    cdef double ale, mue, pm, den, s1, s2
+    cdef bint decay = flags & F_DECAY, wd = flags & F_WEIGHT_DECAY
+    cdef bint centered = flags & F_CENTERED, mom = flags & F_MOMENTUM
+    cdef const floating* g
+    cdef floating* pp
+    cdef floating* pb
+    cdef floating vs, gs, fk, fpm, fmu, flr, bi
+    cdef size_t rb = d * sizeof(floating)
+    cdef double oma = 1.0 - alpha
+    cdef const double* pa = &powa[0, 0]
+    cdef const double* pmu = &powmu[0, 0]
+    with nogil:
+        for j in prange(nr, num_threads=n_threads, schedule="static"):
+            ja = j + PREFETCH_AHEAD
+            if ja < nr:
+                ra = rows[ja]
+                so_prefetch_write_l2(&param[ra, 0], rb)
+                so_prefetch_write_l2(&v[ra, 0], sizeof(floating))
+                if mom:
+                    so_prefetch_write_l2(&buf[ra, 0], rb)
+                _prefetch_grad(values, scratch, src[ja], rb)
+            r = rows[j]
+            g = _grad_row(values, scratch, src[j])
+            pm = pmul_now
+            ale = alpha
+            mue = momentum
+            if decay:
+                skipped = t - 1 - _clamp(last_step[r], 0, t - 1)
+                ale = alpha * _power(pa, skipped)
+                if mom:
+                    mue = momentum * _power(pmu, skipped)
+                if wd:
+                    pm = pmul_now * exp(wd_prev - row_wd[r])
+                    row_wd[r] = wd_now
+                last_step[r] = t
+            s2 = 0.0
+            for i in range(d):
+                s2 = s2 + (<double>g[i]) * (<double>g[i])
+            vs = <floating>ale * v[r, 0] + <floating>oma * <floating>(s2 / d)
+            v[r, 0] = vs
+            if centered:
+                s1 = 0.0
+                for i in range(d):
+                    s1 = s1 + <double>g[i]
+                gs = <floating>ale * ga[r, 0] + <floating>oma * <floating>(s1 / d)
+                ga[r, 0] = gs
+                den = sqrt(<double>(vs - gs * gs) + eps_in) + eps
+            else:
+                den = sqrt(<double>vs + eps_in) + eps
+            pp = &param[r, 0]
+            fpm = <floating>pm
+            if mom:
+                fk = <floating>(1.0 / den)
+                fmu = <floating>mue
+                flr = <floating>lr
+                pb = &buf[r, 0]
+                for i in range(d):
+                    bi = fmu * pb[i] + fk * g[i]
+                    pb[i] = bi
+                    pp[i] = fpm * pp[i] - flr * bi
+            else:
+                fk = <floating>(lr / den)
+                for i in range(d):
+                    pp[i] = fpm * pp[i] - fk * g[i]
