@@ -410,9 +410,37 @@ def flush_decay(floating[:, ::1] param, floating[:, :] s0, floating[:, :] s1,
 
 
 # --------------------------------------------------------------------------- row-wise moments
+cdef extern from "_rowwise.h" nogil:
+    double so_rw_sumsq_f(Py_ssize_t d, const float* x)
+    double so_rw_sumsq_d(Py_ssize_t d, const double* x)
+    double so_rw_sum_f(Py_ssize_t d, const float* x)
+    double so_rw_sum_d(Py_ssize_t d, const double* x)
+    void so_rw_adam_f(Py_ssize_t d, float* p, float* m, const float* g, float b1, float omb1,
+                      float k, float pmul)
+    void so_rw_adam_d(Py_ssize_t d, double* p, double* m, const double* g, double b1,
+                      double omb1, double k, double pmul)
+    void so_rw_momentum_f(Py_ssize_t d, float* p, float* buf, const float* g, float mu,
+                          float k, float lr, float pmul)
+    void so_rw_momentum_d(Py_ssize_t d, double* p, double* buf, const double* g, double mu,
+                          double k, double lr, double pmul)
+
+
+cdef inline double _rw_sumsq(Py_ssize_t d, const floating* g) noexcept nogil:
+    if floating is float:
+        return so_rw_sumsq_f(d, g)
+    else:
+        return so_rw_sumsq_d(d, g)
+
+
+cdef inline double _rw_sum(Py_ssize_t d, const floating* g) noexcept nogil:
+    if floating is float:
+        return so_rw_sum_f(d, g)
+    else:
+        return so_rw_sum_d(d, g)
+
 # Adam and RMSprop with one second moment per row (FBGEMM's row-wise state): the per-element
-# square g_j**2 is replaced by the row mean mean_j(g_j**2), summed in float64 and rounded once
-# to the state dtype (as row-wise Adagrad does), so the step divides a whole row by one scalar.
+# square g_j**2 is replaced by the row mean mean_j(g_j**2), summed in float64 (``so_rw_sumsq``,
+# ``_rowwise.h``) and rounded once to the state dtype, so the step divides a whole row by one scalar.
 # The lazy bookkeeping (counters, power tables, weight-decay catch-up) is that of the
 # element-wise kernels above; the scalar state arrays are (n, 1) views.
 
@@ -433,15 +461,13 @@ def adam_rowwise_update(floating[:, ::1] param, floating[:, ::1] m, floating[:, 
 
     with ``a``, ``c`` the bias-correction scalars of ``adam_rows_update`` and the same counter,
     decay and weight-decay rules."""
-    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja, i
+    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja
     cdef int64_t r, ra, last, first, tau
     cdef double b1e, b2e, pm, bc1, bc2, a, c, k
     cdef bint ams = flags & F_AMSGRAD, decay = flags & F_DECAY, rowb = flags & F_ROW_BIAS
     cdef bint raw = flags & F_EPS_RAW, wd = flags & F_WEIGHT_DECAY
     cdef const floating* g
-    cdef floating* pp
-    cdef floating* pmr
-    cdef floating vs, fb1, fomb1, fk, fpm, mi
+    cdef floating vs
     cdef size_t rb = d * sizeof(floating)
     cdef double omb1 = 1.0 - beta1, omb2 = 1.0 - beta2
     cdef const double* p1 = &pow1[0, 0]
@@ -454,7 +480,18 @@ def adam_rowwise_update(floating[:, ::1] param, floating[:, ::1] m, floating[:, 
                 so_prefetch_write_l2(&param[ra, 0], rb)
                 so_prefetch_write_l2(&m[ra, 0], rb)
                 so_prefetch_write_l2(&v[ra, 0], sizeof(floating))
+                if ams:
+                    so_prefetch_write_l2(&vmax[ra, 0], sizeof(floating))
                 _prefetch_grad(values, scratch, src[ja], rb)
+                # the per-row counters are one more random access per row
+                if decay:
+                    so_prefetch_write_l2(&last_step[ra], 8)
+                    if rowb:
+                        so_prefetch_write_l2(&first_step[ra], 8)
+                    if wd:
+                        so_prefetch_write_l2(&row_wd[ra], 8)
+                elif rowb:
+                    so_prefetch_write_l2(&row_step[ra], 8)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
             pm = pmul_now
@@ -490,26 +527,18 @@ def adam_rowwise_update(floating[:, ::1] param, floating[:, ::1] m, floating[:, 
             else:
                 a = lr / bc1
                 c = 1.0 / sqrt(bc2)
-            if floating is float:
-                vs = <float>b2e * v[r, 0] + <float>omb2 * <float>(so_row_sumsq_f(d, g) / d)
-            else:
-                vs = b2e * v[r, 0] + omb2 * (so_row_sumsq_d(d, g) / d)
+            vs = <floating>b2e * v[r, 0] + <floating>omb2 * <floating>(_rw_sumsq(d, g) / d)
             v[r, 0] = vs
             if ams:
                 if vmax[r, 0] > vs:
                     vs = vmax[r, 0]
                 vmax[r, 0] = vs
             k = a / (sqrt(<double>vs) * c + eps)
-            fb1 = <floating>b1e
-            fomb1 = <floating>omb1
-            fk = <floating>k
-            fpm = <floating>pm
-            pp = &param[r, 0]
-            pmr = &m[r, 0]
-            for i in range(d):
-                mi = fb1 * pmr[i] + fomb1 * g[i]
-                pmr[i] = mi
-                pp[i] = fpm * pp[i] - fk * mi
+            if floating is float:
+                so_rw_adam_f(d, &param[r, 0], &m[r, 0], g, <float>b1e, <float>omb1, <float>k,
+                             <float>pm)
+            else:
+                so_rw_adam_d(d, &param[r, 0], &m[r, 0], g, b1e, omb1, k, pm)
 
 
 def rmsprop_rowwise_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, ::1] ga,
@@ -530,15 +559,13 @@ def rmsprop_rowwise_update(floating[:, ::1] param, floating[:, ::1] v, floating[
 
     (the scalars ``1/den`` and ``lr/den`` rounded once to the state dtype), with the counter,
     decay and weight-decay rules of ``rmsprop_rows_update``."""
-    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja, i
+    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja
     cdef int64_t r, ra, skipped
     cdef double ale, mue, pm, den, s1, s2
     cdef bint decay = flags & F_DECAY, wd = flags & F_WEIGHT_DECAY
     cdef bint centered = flags & F_CENTERED, mom = flags & F_MOMENTUM
     cdef const floating* g
-    cdef floating* pp
-    cdef floating* pb
-    cdef floating vs, gs, fk, fpm, fmu, flr, bi
+    cdef floating vs, gs
     cdef size_t rb = d * sizeof(floating)
     cdef double oma = 1.0 - alpha
     cdef const double* pa = &powa[0, 0]
@@ -550,8 +577,14 @@ def rmsprop_rowwise_update(floating[:, ::1] param, floating[:, ::1] v, floating[
                 ra = rows[ja]
                 so_prefetch_write_l2(&param[ra, 0], rb)
                 so_prefetch_write_l2(&v[ra, 0], sizeof(floating))
+                if centered:
+                    so_prefetch_write_l2(&ga[ra, 0], sizeof(floating))
                 if mom:
                     so_prefetch_write_l2(&buf[ra, 0], rb)
+                if decay:
+                    so_prefetch_write_l2(&last_step[ra], 8)
+                    if wd:
+                        so_prefetch_write_l2(&row_wd[ra], 8)
                 _prefetch_grad(values, scratch, src[ja], rb)
             r = rows[j]
             g = _grad_row(values, scratch, src[j])
@@ -567,32 +600,24 @@ def rmsprop_rowwise_update(floating[:, ::1] param, floating[:, ::1] v, floating[
                     pm = pmul_now * exp(wd_prev - row_wd[r])
                     row_wd[r] = wd_now
                 last_step[r] = t
-            s2 = 0.0
-            for i in range(d):
-                s2 = s2 + (<double>g[i]) * (<double>g[i])
+            s2 = _rw_sumsq(d, g)
             vs = <floating>ale * v[r, 0] + <floating>oma * <floating>(s2 / d)
             v[r, 0] = vs
             if centered:
-                s1 = 0.0
-                for i in range(d):
-                    s1 = s1 + <double>g[i]
+                s1 = _rw_sum(d, g)
                 gs = <floating>ale * ga[r, 0] + <floating>oma * <floating>(s1 / d)
                 ga[r, 0] = gs
                 den = sqrt(<double>(vs - gs * gs) + eps_in) + eps
             else:
                 den = sqrt(<double>vs + eps_in) + eps
-            pp = &param[r, 0]
-            fpm = <floating>pm
-            if mom:
-                fk = <floating>(1.0 / den)
-                fmu = <floating>mue
-                flr = <floating>lr
-                pb = &buf[r, 0]
-                for i in range(d):
-                    bi = fmu * pb[i] + fk * g[i]
-                    pb[i] = bi
-                    pp[i] = fpm * pp[i] - flr * bi
+            if floating is float:
+                if mom:
+                    so_rw_momentum_f(d, &param[r, 0], &buf[r, 0], g, <float>mue,
+                                     <float>(1.0 / den), <float>lr, <float>pm)
+                else:
+                    so_axpby_row_f(d, &param[r, 0], g, <float>(lr / den), <float>pm)
             else:
-                fk = <floating>(lr / den)
-                for i in range(d):
-                    pp[i] = fpm * pp[i] - fk * g[i]
+                if mom:
+                    so_rw_momentum_d(d, &param[r, 0], &buf[r, 0], g, mue, 1.0 / den, lr, pm)
+                else:
+                    so_axpby_row_d(d, &param[r, 0], g, lr / den, pm)

@@ -84,7 +84,6 @@ class Adam(Optimizer):
                            eps=1e-7),
     }
     _FIXED = ("lazy", "bias_correction", "rowwise")
-    _PAIR = ("exp_avg", "exp_avg_sq")
     _NONNEGATIVE = ("exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
@@ -117,7 +116,7 @@ class Adam(Optimizer):
     @property
     def _INTERLEAVED(self) -> Tuple[str, ...]:
         # m and v share rows only when they have the same shape (not row-wise)
-        return () if self._rowwise() else self._PAIR
+        return () if self._rowwise() else ("exp_avg", "exp_avg_sq")
 
     def _rowwise(self) -> bool:
         groups = self.__dict__.get("param_groups")

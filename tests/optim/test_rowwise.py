@@ -261,3 +261,23 @@ def test_torch_sparseadam_state_is_refused_by_a_rowwise_adam():
     opt = sot.Adam([emb.weight], lr=0.01, preset="torch", rowwise="v")
     with pytest.raises(ValueError, match="rowwise=False"):
         opt.load_state_dict(ta.state_dict())
+
+
+@pytest.mark.parametrize("make", [lambda W: so.Adam([W], rowwise="v"),
+                                  lambda W: so.RMSprop([W], rowwise=True)],
+                         ids=["Adam", "RMSprop"])
+def test_a_rowwise_optimizer_swapped_into_a_linear_estimator_is_refused(make):
+    """The linear estimators build their own optimizer (no row-wise option); their lazy
+    penalty reads one second moment per coefficient, so a row-wise one put in its place is
+    refused before a kernel reads it."""
+    import warnings
+    from sparseopt.linear_model import SGDClassifier
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 5)), rng.integers(0, 3, 60)
+    m = SGDClassifier(optimizer="adam", random_state=0, alpha=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.partial_fit(X, y, classes=[0, 1, 2])
+        m.optimizer_ = make(m.optimizer_.params[0])
+        with pytest.raises(TypeError, match="S must be a 2-D ndarray"):
+            m.partial_fit(X, y)
