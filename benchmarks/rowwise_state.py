@@ -72,7 +72,21 @@ def memory_table(width=WIDTH, n_rows=N_ROWS):
     return out
 
 
+def rst_memory_table(width=WIDTH):
+    """The bytes table as an RST list-table (docs/guide/optimizer_state.rst holds this output)."""
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 34 12 10 44", "",
+             "   * - optimizer", "     - state bytes per row", "     - x Adam",
+             "     - bytes per row, by state array"]
+    for label, per_row, ratio, detail in memory_table(width):
+        lines += [f"   * - ``{label}``", f"     - {per_row:.0f}", f"     - {ratio:.3f}",
+                  f"     - {detail or '(none)'}"]
+    return "\n".join(lines)
+
+
 def cmd_memory(args):
+    if args.rst:
+        print(rst_memory_table(args.width))
+        return
     print(f"float32 table of width {args.width}: parameter bytes per row "
           f"{4 * args.width}")
     print(f"{'optimizer':<34} {'state B/row':>11} {'x Adam':>7}  per-row bytes by state")
@@ -107,6 +121,16 @@ RATING_CONTENDERS = [
     ("MF RMSprop", _mf_contender("squared", "rmsprop", 0.005, {}, n_epochs=10)),
     ("MF RMSprop rowwise", _mf_contender("squared", "rmsprop", 0.005, {"rowwise": True},
                                          n_epochs=10)),
+    # without the bias column a row holds factors only: one scale per row
+    ("MF Adam, no biases", _mf_contender("squared", "adam", 0.005, {}, n_epochs=10,
+                                         use_biases=False)),
+    ("MF Adam rowwise='v', no biases", _mf_contender("squared", "adam", 0.005, {"rowwise": "v"},
+                                                     n_epochs=10, use_biases=False)),
+    ("MF RMSprop, no biases", _mf_contender("squared", "rmsprop", 0.005, {}, n_epochs=10,
+                                            use_biases=False)),
+    ("MF RMSprop rowwise, no biases", _mf_contender("squared", "rmsprop", 0.005,
+                                                    {"rowwise": True}, n_epochs=10,
+                                                    use_biases=False)),
     ("MF Adagrad (default)", _mf_contender("squared", "adagrad", 0.03, {})),
     ("MF Adagrad rowwise", _mf_contender("squared", "adagrad", 0.03, {"rowwise": True})),
 ]
@@ -127,7 +151,7 @@ def cmd_rec(args):
         for row in res["rows"]:
             metric = (f"RMSE {row['rmse']:.4f}" if "rmse" in row
                       else f"P@10 {row['precision']:.4f} NDCG@10 {row['ndcg']:.4f}")
-            print(f"{name:<20} {row['model']:<28} {metric}  fit {row['fit_s']:.2f}s",
+            print(f"{name:<20} {row['model']:<32} {metric}  fit {row['fit_s']:.2f}s",
                   flush=True)
 
 
@@ -192,6 +216,7 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("memory")
     m.add_argument("--width", type=int, default=WIDTH)
+    m.add_argument("--rst", action="store_true", help="print the table as reStructuredText")
     r = sub.add_parser("rec")
     r.add_argument("--datasets", default="movielens,insteval,movielens_implicit,"
                                          "flights_planes,pizza_orders")

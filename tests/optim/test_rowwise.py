@@ -281,3 +281,15 @@ def test_a_rowwise_optimizer_swapped_into_a_linear_estimator_is_refused(make):
         m.optimizer_ = make(m.optimizer_.params[0])
         with pytest.raises(TypeError, match="S must be a 2-D ndarray"):
             m.partial_fit(X, y)
+
+
+def test_the_guide_table_of_state_bytes_matches_memory():
+    """docs/guide/optimizer_state.rst holds the output of ``rowwise_state.py memory --rst``,
+    computed from ``opt.memory()``: regenerate it when state layouts change."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    page = root / "docs" / "guide" / "optimizer_state.rst"
+    if not page.exists():
+        pytest.skip("docs are not shipped with this copy")
+    from benchmarks.rowwise_state import rst_memory_table
+    assert rst_memory_table() in page.read_text()
