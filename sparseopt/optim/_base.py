@@ -148,6 +148,15 @@ class MemoryUsage:
     n_elements, n_rows : int
         Parameter elements and rows (a 1-D parameter has one element per row), all
         parameters together.
+
+    Examples
+    --------
+    >>> import numpy as np, sparseopt as so
+    >>> mem = so.RMSprop({"emb": np.zeros((100, 8)), "bias": np.zeros(100)}).memory()
+    >>> mem.params, mem.state, mem.per_param["bias"]
+    (7200, {'square_avg': 7200}, {'square_avg': 800})
+    >>> mem.state_per_element, mem.state_per_row
+    (8.0, 36.0)
     """
 
     params: int
