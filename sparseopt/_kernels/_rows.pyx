@@ -36,7 +36,8 @@ from cython.parallel cimport prange
 from ._rowops cimport (
     _scale, so_adagrad_row_d, so_adagrad_row_f, so_adam_row_d, so_adam_row_f, so_axpby_row_d,
     so_axpby_row_f, so_ftrl_row_d, so_ftrl_row_f, so_prefetch_read_l2, so_prefetch_write_l2, so_rmsprop_row_d,
-    so_rmsprop_row_f, so_row_sumsq_d, so_row_sumsq_f,
+    so_rmsprop_row_f, so_row_sumsq_d, so_row_sumsq_f, so_rw_adam_d, so_rw_adam_f,
+    so_rw_momentum_d, so_rw_momentum_f, so_rw_sum_d, so_rw_sum_f, so_rw_sumsq_d, so_rw_sumsq_f,
 )
 
 # Flags shared with sparseopt/optim (keep in sync with optim/_base.py).
@@ -410,21 +411,6 @@ def flush_decay(floating[:, ::1] param, floating[:, :] s0, floating[:, :] s1,
 
 
 # --------------------------------------------------------------------------- row-wise moments
-cdef extern from "_rowwise.h" nogil:
-    double so_rw_sumsq_f(Py_ssize_t d, const float* x)
-    double so_rw_sumsq_d(Py_ssize_t d, const double* x)
-    double so_rw_sum_f(Py_ssize_t d, const float* x)
-    double so_rw_sum_d(Py_ssize_t d, const double* x)
-    void so_rw_adam_f(Py_ssize_t d, float* p, float* m, const float* g, float b1, float omb1,
-                      float k, float pmul)
-    void so_rw_adam_d(Py_ssize_t d, double* p, double* m, const double* g, double b1,
-                      double omb1, double k, double pmul)
-    void so_rw_momentum_f(Py_ssize_t d, float* p, float* buf, const float* g, float mu,
-                          float k, float lr, float pmul)
-    void so_rw_momentum_d(Py_ssize_t d, double* p, double* buf, const double* g, double mu,
-                          double k, double lr, double pmul)
-
-
 cdef inline double _rw_sumsq(Py_ssize_t d, const floating* g) noexcept nogil:
     if floating is float:
         return so_rw_sumsq_f(d, g)
@@ -440,7 +426,7 @@ cdef inline double _rw_sum(Py_ssize_t d, const floating* g) noexcept nogil:
 
 # Adam and RMSprop with one second moment per row (FBGEMM's row-wise state): the per-element
 # square g_j**2 is replaced by the row mean mean_j(g_j**2), summed in float64 (``so_rw_sumsq``,
-# ``_rowwise.h``) and rounded once to the state dtype, so the step divides a whole row by one scalar.
+# ``_rowops.h``) and rounded once to the state dtype, so the step divides a whole row by one scalar.
 # The lazy bookkeeping (counters, power tables, weight-decay catch-up) is that of the
 # element-wise kernels above; the scalar state arrays are (n, 1) views.
 
