@@ -203,13 +203,16 @@ class Adam(_Reference):
 
     _NAME = "Adam"
     _DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                     lazy="frozen", bias_correction="row", eps_mode="corrected")
+                     lazy="frozen", bias_correction="row", eps_mode="corrected",
+                     rowwise=False)
 
     def _init_state(self, st, P) -> None:
         st["step"] = 0
         st["exp_avg"] = np.zeros_like(P)
-        st["exp_avg_sq"] = np.zeros_like(P)
-        st["max_exp_avg_sq"] = np.zeros_like(P)
+        # rowwise="v": one second moment per row
+        vshape = (P.shape[0], 1) if self.h["rowwise"] else P.shape
+        st["exp_avg_sq"] = np.zeros(vshape, dtype=P.dtype)
+        st["max_exp_avg_sq"] = np.zeros(vshape, dtype=P.dtype)
         st["row_step"] = np.zeros(P.shape[0], dtype=np.int64)
         st["last_step"] = np.zeros(P.shape[0], dtype=np.int64)
         st["first_step"] = np.zeros(P.shape[0], dtype=np.int64)
@@ -237,12 +240,25 @@ class Adam(_Reference):
             if h["bias_correction"] == "global":
                 tau = t
             m[r] = T(b1e) * m[r] + T(1 - b1) * g
-            v[r] = T(b2e) * v[r] + T(1 - b2) * g * g
+            if h["rowwise"]:
+                # the row mean of g**2 (float64 sum, rounded once) stands for every g_j**2
+                v[r] = T(b2e) * v[r] + T(1 - b2) * T(np.mean(g.astype(np.float64) ** 2))
+            else:
+                v[r] = T(b2e) * v[r] + T(1 - b2) * g * g
             vv = v[r]
             if h["amsgrad"]:
                 vmax[r] = np.maximum(vmax[r], v[r])
                 vv = vmax[r]
             bc1, bc2 = 1.0 - power(b1, tau), 1.0 - power(b2, tau)
+            if h["rowwise"]:
+                # one float64 factor per row, rounded once: p <- shrink*p - k*m
+                if h["eps_mode"] == "uncorrected":
+                    a, c = lr * math.sqrt(bc2) / bc1, 1.0
+                else:
+                    a, c = lr / bc1, 1.0 / math.sqrt(bc2)
+                k = a / (math.sqrt(float(vv[0])) * c + eps)
+                P[r] = T(shrink) * P[r] - T(k) * m[r]
+                continue
             if h["eps_mode"] == "uncorrected":
                 step = lr * np.sqrt(bc2) / bc1
                 P[r] = T(shrink) * P[r] - T(step) * m[r] / (np.sqrt(vv) + T(eps))
@@ -282,12 +298,15 @@ class RMSprop(_Reference):
 
     _NAME = "RMSprop"
     _DEFAULTS = dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
-                     weight_decay=0.0, lazy="frozen", eps_mode="outside", initial_square_avg=0.0)
+                     weight_decay=0.0, lazy="frozen", eps_mode="outside", initial_square_avg=0.0,
+                     rowwise=False)
 
     def _init_state(self, st, P) -> None:
         st["step"] = 0
-        st["square_avg"] = np.full_like(P, self.h["initial_square_avg"])
-        st["grad_avg"] = np.zeros_like(P)
+        # rowwise: one square average (and one gradient average) per row
+        vshape = (P.shape[0], 1) if self.h["rowwise"] else P.shape
+        st["square_avg"] = np.full(vshape, self.h["initial_square_avg"], dtype=P.dtype)
+        st["grad_avg"] = np.zeros(vshape, dtype=P.dtype)
         st["momentum_buffer"] = np.zeros_like(P)
         st["last_step"] = np.zeros(P.shape[0], dtype=np.int64)
         st["row_wd_log"] = np.zeros(P.shape[0], dtype=np.float64)
@@ -304,6 +323,9 @@ class RMSprop(_Reference):
         v, ga, buf = st["square_avg"], st["grad_avg"], st["momentum_buffer"]
         for r, g in zip(rows, G):
             (ae, mue), shrink = self._catch_up(st, r, t, (a, mu), wd_sums)
+            if h["rowwise"]:
+                self._rowwise_update(st, P, r, g, ae, mue, shrink)
+                continue
             v[r] = T(ae) * v[r] + T(1 - a) * g * g
             var = v[r]
             if h["centered"]:
@@ -315,6 +337,28 @@ class RMSprop(_Reference):
                 P[r] = T(shrink) * P[r] - T(lr) * buf[r]
             else:
                 P[r] = T(shrink) * P[r] - T(lr) * g / den
+
+
+    def _rowwise_update(self, st, P, r, g, ae, mue, shrink) -> None:
+        """Row-wise RMSprop: the row means of g**2 and of g (float64 sums, rounded once) update
+        the scalars ``v`` and ``a``; one float64 factor per row, rounded once, scales ``g``."""
+        h = self.h
+        T = P.dtype.type
+        a, lr = h["alpha"], h["lr"]
+        v, ga, buf = st["square_avg"], st["grad_avg"], st["momentum_buffer"]
+        g64 = g.astype(np.float64)
+        v[r] = T(ae) * v[r] + T(1 - a) * T(np.mean(g64 ** 2))
+        var = v[r]
+        if h["centered"]:
+            ga[r] = T(ae) * ga[r] + T(1 - a) * T(np.mean(g64))
+            var = v[r] - ga[r] * ga[r]
+        eps_in, eps = (h["eps"], 0.0) if h["eps_mode"] == "inside" else (0.0, h["eps"])
+        den = math.sqrt(float(var[0]) + eps_in) + eps
+        if h["momentum"] > 0:
+            buf[r] = T(mue) * buf[r] + T(1.0 / den) * g
+            P[r] = T(shrink) * P[r] - T(lr) * buf[r]
+        else:
+            P[r] = T(shrink) * P[r] - T(lr / den) * g
 
 
 class Ftrl(_Reference):

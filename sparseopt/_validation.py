@@ -332,6 +332,17 @@ def check_flag(name: str, value: Any) -> bool:
     raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
+def check_adam_rowwise(value: Any) -> Union[bool, str]:
+    """Adam's ``rowwise``: ``False`` (a second moment per element) or ``"v"`` (one per row).
+    ``True`` is refused: it would not say whether the first moment is row-wise too."""
+    if isinstance(value, (bool, np.bool_)) and not value:
+        return False
+    if isinstance(value, str) and value == "v":
+        return "v"
+    raise ValueError(f"rowwise must be False or 'v' (one second moment per row, the mean of "
+                     f"g**2 over the row; the first moment stays per element), got {value!r}")
+
+
 def check_verbose(value: Any) -> int:
     """``verbose``: a bool or a non-negative int (scikit-learn's convention)."""
     if isinstance(value, (bool, np.bool_)):

@@ -89,6 +89,8 @@ OPT_CLASSES = {
     "Adam": (so.Adam, {}),
     "Adam-decay": (so.Adam, dict(lazy="decay", weight_decay=0.01)),
     "Adagrad-rowwise": (so.Adagrad, dict(rowwise=True)),
+    "Adam-rowwise": (so.Adam, dict(rowwise="v", lazy="decay", amsgrad=True, weight_decay=0.01)),
+    "RMSprop-rowwise": (so.RMSprop, dict(rowwise=True, centered=True, momentum=0.5)),
     "RMSprop-decay": (so.RMSprop, dict(lazy="decay", centered=True, momentum=0.5)),
     "SGD": (SGD, {}),
     "Ftrl": (so.Ftrl, dict(l1=0.01, l2=0.1, l2_shrinkage=0.05)),
@@ -266,7 +268,8 @@ for _entry in ("SGDClassifier.decision_function", "SGDClassifier.predict_proba",
                "metrics.hit_rate_at_k", "recommend.evaluate(X_train)",
                "recommend.evaluate(X_test)"):
     SPARSE_ENTRIES[_entry]["kinds"] = REDUCED_KINDS
-for _o in ("Adam-decay", "Adagrad-rowwise", "RMSprop-decay", "SGD", "Ftrl"):
+for _o in ("Adam-decay", "Adagrad-rowwise", "Adam-rowwise", "RMSprop-rowwise", "RMSprop-decay",
+           "SGD", "Ftrl"):
     SPARSE_ENTRIES[f"{_o}.step"] = dict(shape=(12, 4), setup=f"opt = warmed({_o!r})",
                                         act="opt.step({'emb': X, 'bias': np.ones(12)})",
                                         names=("emb",), watch="opt", kinds=REDUCED_KINDS)
@@ -399,7 +402,8 @@ def _ftrl_probes():
 
 def _readonly_probes():
     out = []
-    for kind in ("Adam", "Adam-decay", "Adagrad-rowwise", "RMSprop-decay", "SGD"):
+    for kind in ("Adam", "Adam-decay", "Adagrad-rowwise", "Adam-rowwise", "RMSprop-rowwise",
+                 "RMSprop-decay", "SGD"):
         for which in ("emb", "bias"):
             out.append(P(f"read-only/{kind}.step ({which} read-only)",
                          f"opt = warmed({kind!r}); opt.params[{0 if which == 'emb' else 1}]"
@@ -428,6 +432,10 @@ def _state_probes():
         ("Adam", "exp_avg", "np.inf", ("exp_avg",)),
         ("Adagrad-rowwise", "sum", "-1.0", ("sum",)),
         ("Adagrad-rowwise", "sum", "np.nan", ("sum",)),
+        ("Adam-rowwise", "exp_avg_sq", "-1.0", ("exp_avg_sq",)),
+        ("Adam-rowwise", "max_exp_avg_sq", "np.nan", ("max_exp_avg_sq",)),
+        ("RMSprop-rowwise", "square_avg", "-1.0", ("square_avg",)),
+        ("RMSprop-rowwise", "grad_avg", "np.inf", ("grad_avg",)),
         ("RMSprop-decay", "square_avg", "-1.0", ("square_avg",)),
         ("RMSprop-decay", "grad_avg", "np.nan", ("grad_avg",)),
         ("RMSprop-decay", "momentum_buffer", "np.inf", ("momentum_buffer",)),
@@ -503,6 +511,13 @@ def _state_probes():
     out.append(P("edited state/Adagrad-rowwise sum replaced by a shorter array",
                  "opt = warmed('Adagrad-rowwise'); opt.state['emb']['sum'] = np.zeros(2, "
                  "np.float32)", g, names=("sum", "emb"), watch="opt"))
+    for kind, key in (("Adam-rowwise", "exp_avg_sq"), ("RMSprop-rowwise", "square_avg")):
+        out.append(P(f"edited state/{kind} {key} replaced by a shorter array",
+                     f"opt = warmed({kind!r}); opt.state['emb'][{key!r}] = np.zeros(2, "
+                     "np.float32)", g, names=(key, "emb"), watch="opt"))
+        out.append(P(f"edited state/{kind} {key} replaced by a per-element array",
+                     f"opt = warmed({kind!r}); opt.state['emb'][{key!r}] = np.zeros((12, 4), "
+                     "np.float32)", g, names=(key, "emb"), watch="opt"))
     out.append(P("edited state/Adam-decay row_wd_log truncated",
                  "opt = warmed('Adam-decay', steps=5); opt.state['emb']['row_wd_log'] = "
                  "np.zeros(1)", f"{g}\nopt.flush()", names=("row_wd_log", "emb"),

@@ -58,6 +58,19 @@ cdef extern from "_rowops.h" nogil:
     int so_any_nonfinite_d(Py_ssize_t n, const double* x)
     double so_row_sumsq_f(Py_ssize_t d, const float* x)
     double so_row_sumsq_d(Py_ssize_t d, const double* x)
+    # row-wise Adam / RMSprop: a row's float64 sums (fixed order), then its m / buffer and p
+    double so_rw_sumsq_f(Py_ssize_t d, const float* x)
+    double so_rw_sumsq_d(Py_ssize_t d, const double* x)
+    double so_rw_sum_f(Py_ssize_t d, const float* x)
+    double so_rw_sum_d(Py_ssize_t d, const double* x)
+    void so_rw_adam_f(Py_ssize_t d, float* p, float* m, const float* g, float b1, float omb1,
+                      float k, float pmul)
+    void so_rw_adam_d(Py_ssize_t d, double* p, double* m, const double* g, double b1,
+                      double omb1, double k, double pmul)
+    void so_rw_momentum_f(Py_ssize_t d, float* p, float* buf, const float* g, float mu,
+                          float k, float lr, float pmul)
+    void so_rw_momentum_d(Py_ssize_t d, double* p, double* buf, const double* g, double mu,
+                          double k, double lr, double pmul)
 
     # embedding-row algebra of the fused batch kernels
     double so_dot_f(Py_ssize_t d, const float* a, const float* b)

@@ -46,6 +46,13 @@ class Adam(Optimizer):
         ``"global"``: ``tau = t``, as PyTorch and TensorFlow do. Powers ``beta**tau`` (and the
         decay factors ``beta**s``) are computed in float64 from fixed 16 KiB tables, however
         long training runs (see ``sparseopt._reference.power``).
+    rowwise : {False, "v"}, default False
+        ``"v"``: partial row-wise Adam (FBGEMM's row-wise state): ``m`` stays per element, ``v``
+        (and ``v_max``) is one scalar per row, ``v <- beta2*v + (1-beta2)*mean(g**2)`` (the
+        mean over the row, summed in float64), so a row is divided by one
+        ``sqrt(v_hat) + eps``. State per row of width ``d``: ``d + 1`` values instead of
+        ``2d``. Every lazy mode, bias correction, ``amsgrad`` and preset combines with it (a
+        preset then sets only its conventions). Fixed after construction.
     preset : {None, "torch", "tensorflow"}
         ``"torch"`` matches ``torch.optim.SparseAdam`` (global correction, frozen, eps added to
         the uncorrected ``sqrt(v)``); ``"tensorflow"`` matches TF-Addons LazyAdam (the same with
@@ -69,24 +76,25 @@ class Adam(Optimizer):
     """
 
     _DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                     lazy="frozen", bias_correction="row", eps_mode="corrected")
+                     lazy="frozen", bias_correction="row", eps_mode="corrected",
+                     rowwise=False)
     _PRESETS = {
         "torch": dict(bias_correction="global", lazy="frozen", eps_mode="uncorrected"),
         "tensorflow": dict(bias_correction="global", lazy="frozen", eps_mode="uncorrected",
                            eps=1e-7),
     }
-    _FIXED = ("lazy", "bias_correction")
-    _INTERLEAVED = ("exp_avg", "exp_avg_sq")
+    _FIXED = ("lazy", "bias_correction", "rowwise")
     _NONNEGATIVE = ("exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: Optional[float] = None, weight_decay: float = 0.0, amsgrad: bool = False,
                  lazy: Optional[str] = None, bias_correction: Optional[str] = None,
                  preset: Optional[str] = None, n_threads: Optional[int] = None,
-                 duplicates: str = "sum", nonfinite: str = "raise") -> None:
+                 duplicates: str = "sum", nonfinite: str = "raise",
+                 rowwise: Any = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, lazy=lazy,
-                                      bias_correction=bias_correction),
+                                      bias_correction=bias_correction, rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite)
 
@@ -97,6 +105,7 @@ class Adam(Optimizer):
         g["eps"] = V.check_eps(g["eps"])
         g["weight_decay"] = V.check_real("weight_decay", g["weight_decay"])
         g["amsgrad"] = bool(g["amsgrad"])
+        g["rowwise"] = V.check_adam_rowwise(g["rowwise"])
         V.check_choice("lazy", g["lazy"], ("frozen", "decay"))
         V.check_choice("bias_correction", g["bias_correction"], ("row", "global"))
         V.check_choice("eps_mode", g["eps_mode"], ("corrected", "uncorrected"))
@@ -104,9 +113,20 @@ class Adam(Optimizer):
         self._check_fixed(g)
         return g
 
+    @property
+    def _INTERLEAVED(self) -> Tuple[str, ...]:
+        # m and v share rows only when they have the same shape (not row-wise)
+        return () if self._rowwise() else ("exp_avg", "exp_avg_sq")
+
+    def _rowwise(self) -> bool:
+        groups = self.__dict__.get("param_groups")
+        return bool(groups and groups[0].get("rowwise"))
+
     def _array_state_shape(self, sname: str, p):
-        if sname in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        if sname == "exp_avg":
             return p.shape, p.dtype
+        if sname in ("exp_avg_sq", "max_exp_avg_sq"):
+            return ((p.shape[0],) if self._rowwise() else p.shape), p.dtype
         return None, None
 
     def _state_spec(self, group: Dict[str, Any]) -> List[Tuple[str, float]]:
@@ -134,7 +154,8 @@ class Adam(Optimizer):
                  | (FLAGS["AMSGRAD"] if group["amsgrad"] else 0)
                  | (FLAGS["ROW_BIAS"] if group["bias_correction"] == "row" else 0)
                  | (FLAGS["EPS_RAW"] if group["eps_mode"] == "uncorrected" else 0))
-        _rows.adam_rows_update(
+        kernel = _rows.adam_rowwise_update if group["rowwise"] else _rows.adam_rows_update
+        kernel(
             V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
             V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else _Dummies.rows(p.dtype),
             merged.values, merged.scratch, merged.rows, merged.src,

@@ -14,6 +14,7 @@ Subclasses define ``_DEFAULTS`` / ``_PRESETS``, ``_check_group`` (hyper-paramete
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import threading
@@ -130,6 +131,60 @@ class _Dummies:
 
 DUMMY_I64 = np.zeros(1, dtype=np.int64)
 DUMMY_F64 = np.zeros(1, dtype=np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryUsage:
+    """Bytes an optimizer's parameters and state take (``Optimizer.memory()``).
+
+    Attributes
+    ----------
+    params : int
+        Bytes of the parameter arrays.
+    state : dict of str -> int
+        Bytes of each kind of state array (e.g. ``"exp_avg"``, ``"row_step"``), summed over
+        the parameters; per-parameter scalars (the step count) are not counted.
+    per_param : dict
+        Parameter key -> its own ``{state name: bytes}``.
+    n_elements, n_rows : int
+        Parameter elements and rows (a 1-D parameter has one element per row), all
+        parameters together.
+
+    Examples
+    --------
+    >>> import numpy as np, sparseopt as so
+    >>> mem = so.RMSprop({"emb": np.zeros((100, 8)), "bias": np.zeros(100)}).memory()
+    >>> mem.params, mem.state, mem.per_param["bias"]
+    (7200, {'square_avg': 7200}, {'square_avg': 800})
+    >>> mem.state_per_element, mem.state_per_row
+    (8.0, 36.0)
+    """
+
+    params: int
+    state: Dict[str, int]
+    per_param: Dict[Any, Dict[str, int]]
+    n_elements: int
+    n_rows: int
+
+    @property
+    def state_total(self) -> int:
+        """Bytes of all the state arrays."""
+        return sum(self.state.values())
+
+    @property
+    def state_per_element(self) -> float:
+        """State bytes per parameter element."""
+        return self.state_total / self.n_elements if self.n_elements else 0.0
+
+    @property
+    def state_per_row(self) -> float:
+        """State bytes per parameter row (an average when the parameters' widths differ)."""
+        return self.state_total / self.n_rows if self.n_rows else 0.0
+
+    @property
+    def params_per_row(self) -> float:
+        """Parameter bytes per row."""
+        return self.params / self.n_rows if self.n_rows else 0.0
 
 
 class Optimizer:
@@ -253,6 +308,52 @@ class Optimizer:
     def params(self) -> List[np.ndarray]:
         """The parameter arrays, in order (the optimizer updates them in place)."""
         return list(self._params)
+
+    def memory(self) -> MemoryUsage:
+        """Bytes of the parameters and of the optimizer's state, from the arrays themselves.
+
+        State not allocated yet (before a parameter's first step) is counted as the current
+        settings will allocate it, so the figures hold before training too. Sizes follow each
+        array's own dtype and shape (row-wise state, reduced-precision moments).
+
+        Returns
+        -------
+        MemoryUsage
+            ``params``, ``state`` (bytes per state name), ``per_param``, ``n_elements`` and
+            ``n_rows``, with ``state_total``, ``state_per_element``, ``state_per_row``.
+
+        Examples
+        --------
+        >>> import numpy as np, sparseopt as so
+        >>> E = np.zeros((1000, 64), dtype=np.float32)
+        >>> so.Adam([E]).memory().state_per_row          # m and v: 2 * 64 * 4, a row counter
+        520.0
+        >>> so.Adam([E], rowwise="v").memory().state      # doctest: +NORMALIZE_WHITESPACE
+        {'exp_avg': 256000, 'exp_avg_sq': 4000, 'row_step': 8000}
+        """
+        with self._lock:
+            group = self._current_group()
+            totals: Dict[str, int] = {}
+            per_param: Dict[Any, Dict[str, int]] = {}
+            for key, p in zip(self._keys, self._params):
+                st = self.state.get(key) or {}
+                mine: Dict[str, int] = {}
+                for sname, _ in self._state_spec(group):
+                    if sname == WD_SUM:  # one float per parameter
+                        continue
+                    arr = st.get(sname)
+                    if isinstance(arr, np.ndarray):
+                        nbytes = int(arr.nbytes)
+                    else:
+                        shape, dtype = self._state_shape(sname, p)
+                        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                    mine[sname] = nbytes
+                    totals[sname] = totals.get(sname, 0) + nbytes
+                per_param[key] = mine
+            return MemoryUsage(
+                params=sum(int(p.nbytes) for p in self._params), state=totals,
+                per_param=per_param, n_elements=sum(int(p.size) for p in self._params),
+                n_rows=sum(int(p.shape[0]) for p in self._params))
 
     def step(self, grads: Any) -> None:
         """Apply one update.

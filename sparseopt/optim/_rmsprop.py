@@ -43,6 +43,15 @@ class RMSprop(Optimizer):
         ``buf *= mu**s``. Without momentum this is exactly a dense RMSprop; ``flush()`` brings
         every row up to date. The factors are float64 powers from fixed 16 KiB tables (see
         ``sparseopt._reference.power``); catching up weight decay costs one float64 per row.
+    rowwise : bool, default False
+        One square average per row, ``v <- alpha*v + (1-alpha)*mean(g**2)`` (the mean over the
+        row, summed in float64), as row-wise Adagrad keeps its accumulator: a row is divided by
+        one scalar. Centred, the gradient average is one scalar per row too,
+        ``a <- alpha*a + (1-alpha)*mean(g)``, and ``den = sqrt(v - a**2) + eps``: ``v - a**2``
+        is then the variance of all the row's entries pooled (it also counts how far the
+        entries' means differ from each other), never below zero in exact arithmetic, and the
+        state stays two scalars per row. The momentum buffer stays per element. Every lazy
+        mode and preset combines with it. Fixed after construction.
     preset : {None, "torch", "tensorflow"}
         ``"torch"``: ``torch.optim.RMSprop`` applied to touched rows (the defaults).
         ``"tensorflow"``: TF1 sparse RMSProp (alpha=0.9, eps=1e-10 inside the root, ``v``
@@ -63,21 +72,22 @@ class RMSprop(Optimizer):
 
     _DEFAULTS = dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
                      weight_decay=0.0, lazy="frozen", eps_mode="outside",
-                     initial_square_avg=0.0)
+                     initial_square_avg=0.0, rowwise=False)
     _PRESETS = {
         "torch": {},
         "tensorflow": dict(alpha=0.9, eps=1e-10, eps_mode="inside", initial_square_avg=1.0),
     }
-    _FIXED = ("lazy",)
+    _FIXED = ("lazy", "rowwise")
     _NONNEGATIVE = ("square_avg",)
 
     def __init__(self, params: Any, lr: float = 1e-2, alpha: Optional[float] = None,
                  eps: Optional[float] = None, momentum: float = 0.0, centered: bool = False,
                  weight_decay: float = 0.0, lazy: str = "frozen", preset: Optional[str] = None,
                  n_threads: Optional[int] = None, duplicates: str = "sum",
-                 nonfinite: str = "raise") -> None:
+                 nonfinite: str = "raise", rowwise: bool = False) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
-                                      centered=centered, weight_decay=weight_decay, lazy=lazy),
+                                      centered=centered, weight_decay=weight_decay, lazy=lazy,
+                                      rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite)
 
@@ -90,6 +100,7 @@ class RMSprop(Optimizer):
         g["weight_decay"] = V.check_real("weight_decay", g["weight_decay"])
         g["initial_square_avg"] = V.check_real("initial_square_avg", g["initial_square_avg"])
         g["centered"] = bool(g["centered"])
+        g["rowwise"] = V.check_flag("rowwise", g["rowwise"])
         V.check_choice("lazy", g["lazy"], ("frozen", "decay"))
         V.check_choice("eps_mode", g["eps_mode"], ("outside", "inside"))
         V.check_lr_weight_decay(g["lr"], g["weight_decay"])
@@ -112,9 +123,15 @@ class RMSprop(Optimizer):
                     f"({float(ga.flat[j]) ** 2!r} > {float(sq.flat[j])!r}), which no run of "
                     "centred RMSprop produces")
 
+    def _rowwise(self) -> bool:
+        groups = self.__dict__.get("param_groups")
+        return bool(groups and groups[0].get("rowwise"))
+
     def _array_state_shape(self, sname: str, p):
-        if sname in ("square_avg", "grad_avg", "momentum_buffer"):
+        if sname == "momentum_buffer":
             return p.shape, p.dtype
+        if sname in ("square_avg", "grad_avg"):
+            return ((p.shape[0],) if self._rowwise() else p.shape), p.dtype
         return None, None
 
     def _state_spec(self, group: Dict[str, Any]) -> List[Tuple[str, float]]:
@@ -142,7 +159,8 @@ class RMSprop(Optimizer):
                  | (FLAGS["CENTERED"] if centered else 0)
                  | (FLAGS["MOMENTUM"] if mom else 0))
         inside = group["eps_mode"] == "inside"
-        _rows.rmsprop_rows_update(
+        kernel = _rows.rmsprop_rowwise_update if group["rowwise"] else _rows.rmsprop_rows_update
+        kernel(
             V.rows_view(p), V.rows_view(state["square_avg"]),
             V.rows_view(state["grad_avg"]) if centered else dummy,
             V.rows_view(state["momentum_buffer"]) if mom else dummy,

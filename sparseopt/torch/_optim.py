@@ -461,9 +461,9 @@ class Adam(_TorchOptimizer):
     Parameters
     ----------
     params : iterable of tensors or of dicts (param groups)
-    lr, betas, eps, weight_decay, amsgrad, lazy, bias_correction, preset
-        As for :class:`sparseopt.Adam`; each may differ per param group (``lazy`` and
-        ``bias_correction`` cannot change after a parameter's first step).
+    lr, betas, eps, weight_decay, amsgrad, lazy, bias_correction, preset, rowwise
+        As for :class:`sparseopt.Adam`; each may differ per param group (``lazy``,
+        ``bias_correction`` and ``rowwise`` cannot change after a parameter's first step).
     n_threads, duplicates, nonfinite
         As for :class:`sparseopt.Adam`, for the whole optimizer.
 
@@ -489,10 +489,11 @@ class Adam(_TorchOptimizer):
                  eps: Optional[float] = None, weight_decay: float = 0.0, amsgrad: bool = False,
                  lazy: Optional[str] = None, bias_correction: Optional[str] = None,
                  preset: Optional[str] = None, n_threads: Optional[int] = None,
-                 duplicates: str = "sum", nonfinite: str = "raise") -> None:
+                 duplicates: str = "sum", nonfinite: str = "raise",
+                 rowwise: Any = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, lazy=lazy,
-                                      bias_correction=bias_correction),
+                                      bias_correction=bias_correction, rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite)
 
@@ -509,6 +510,9 @@ class Adam(_TorchOptimizer):
             raise ValueError("state_dict is from a torch.optim.SparseAdam with maximize=True, "
                              "which sparseopt does not have")
         torch_rule = self._NUMPY._PRESETS["torch"]
+        if current.get("rowwise"):
+            raise ValueError("state_dict is from torch.optim.SparseAdam (a second moment per "
+                             "element): load it into an Adam with rowwise=False")
         if any(current[k] != v for k, v in torch_rule.items()) or current["amsgrad"] or \
                 current["weight_decay"]:
             raise ValueError("state_dict is from torch.optim.SparseAdam: continue its run with "
@@ -523,7 +527,7 @@ class AdamW(Adam):
     Parameters
     ----------
     params, lr, betas, eps, amsgrad, lazy, bias_correction, preset, n_threads, duplicates, \
-nonfinite
+nonfinite, rowwise
         As for :class:`Adam`.
     weight_decay : float, default 1e-2
         Decoupled: a row is multiplied by ``1 - lr*weight_decay`` when it is updated (with
@@ -544,11 +548,12 @@ nonfinite
                  eps: Optional[float] = None, weight_decay: float = 1e-2, amsgrad: bool = False,
                  lazy: Optional[str] = None, bias_correction: Optional[str] = None,
                  preset: Optional[str] = None, n_threads: Optional[int] = None,
-                 duplicates: str = "sum", nonfinite: str = "raise") -> None:
+                 duplicates: str = "sum", nonfinite: str = "raise",
+                 rowwise: Any = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, lazy=lazy, bias_correction=bias_correction,
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
-                         nonfinite=nonfinite)
+                         nonfinite=nonfinite, rowwise=rowwise)
 
 
 class Adagrad(_TorchOptimizer):
@@ -617,8 +622,8 @@ class RMSprop(_TorchOptimizer):
     Parameters
     ----------
     params : iterable of tensors or of dicts (param groups)
-    lr, alpha, eps, momentum, centered, weight_decay, lazy, preset
-        As for :class:`sparseopt.RMSprop`, per param group (``lazy`` fixed).
+    lr, alpha, eps, momentum, centered, weight_decay, lazy, preset, rowwise
+        As for :class:`sparseopt.RMSprop`, per param group (``lazy`` and ``rowwise`` fixed).
     n_threads, duplicates, nonfinite
         As for :class:`sparseopt.RMSprop`.
 
@@ -639,9 +644,10 @@ class RMSprop(_TorchOptimizer):
                  eps: Optional[float] = None, momentum: float = 0.0, centered: bool = False,
                  weight_decay: float = 0.0, lazy: str = "frozen", preset: Optional[str] = None,
                  n_threads: Optional[int] = None, duplicates: str = "sum",
-                 nonfinite: str = "raise") -> None:
+                 nonfinite: str = "raise", rowwise: bool = False) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
-                                      centered=centered, weight_decay=weight_decay, lazy=lazy),
+                                      centered=centered, weight_decay=weight_decay, lazy=lazy,
+                                      rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite)
 

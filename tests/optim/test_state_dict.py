@@ -29,6 +29,8 @@ CONFIGS = {
     "Adam-decay-global-wd-amsgrad": (so.Adam, dict(lazy="decay", bias_correction="global",
                                                    weight_decay=0.05, amsgrad=True)),
     "Adam-torch": (so.Adam, dict(preset="torch")),
+    "Adam-rowwise-decay-wd-amsgrad": (so.Adam, dict(rowwise="v", lazy="decay", weight_decay=0.05,
+                                                    amsgrad=True)),
     "Adagrad": (so.Adagrad, dict(lr_decay=0.02, initial_accumulator_value=0.1)),
     "Adagrad-rowwise-wd": (so.Adagrad, dict(rowwise=True, weight_decay=0.05)),
     "Adagrad-tensorflow": (so.Adagrad, dict(preset="tensorflow")),
@@ -37,6 +39,8 @@ CONFIGS = {
     "RMSprop-decay-wd-centered-momentum": (so.RMSprop, dict(lazy="decay", weight_decay=0.05,
                                                             centered=True, momentum=0.8)),
     "RMSprop-tensorflow-decay": (so.RMSprop, dict(preset="tensorflow", lazy="decay")),
+    "RMSprop-rowwise-decay-wd-centered-momentum": (so.RMSprop, dict(
+        rowwise=True, lazy="decay", weight_decay=0.05, centered=True, momentum=0.8)),
 }
 CONFIG_IDS = list(CONFIGS)
 REF_CLASS = {so.Adam: ref.Adam, so.Adagrad: ref.Adagrad, so.RMSprop: ref.RMSprop}

@@ -230,6 +230,9 @@ CONFIGS = {
     "Adagrad": (sot.Adagrad, dict(lr=0.1)),
     "Adagrad-rowwise": (sot.Adagrad, dict(lr=0.1, rowwise=True)),
     "RMSprop-decay": (sot.RMSprop, dict(lr=0.01, momentum=0.9, centered=True, lazy="decay")),
+    "Adam-rowwise-decay": (sot.Adam, dict(lr=0.05, rowwise="v", lazy="decay", amsgrad=True)),
+    "RMSprop-rowwise-centered": (sot.RMSprop, dict(lr=0.01, rowwise=True, centered=True,
+                                                   momentum=0.9)),
     "SGD": (sot.SGD, dict(lr=0.1)),
 }
 
