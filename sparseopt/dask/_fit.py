@@ -241,10 +241,16 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     if client is None:
         client = default_client()
     from ..linear_model import SGDClassifier, SGDRegressor
+    if type(estimator).__name__ == "MatrixFactorization":
+        if y is not None:
+            raise TypeError("MatrixFactorization takes no y: X holds the (user, item, "
+                            "value) columns")
+        return _fit_mf(estimator, X, client, sync_every, n_epochs, persist, stats, callback)
     if not isinstance(estimator, (SGDClassifier, SGDRegressor)):
-        raise TypeError(
-            f"sparseopt.dask.fit trains SGDClassifier and SGDRegressor; "
-            f"{type(estimator).__name__} cannot be distributed")
+        if y is None:
+            raise ValueError(f"{type(estimator).__name__} needs y")
+        return _fit_fm(estimator, X, y, client, sync_every, n_epochs, persist, stats,
+                       callback)
     if y is None:
         raise ValueError(f"{type(estimator).__name__} needs y")
     xs, ys, sizes, n_features = _partitions(X, y, client)
@@ -296,13 +302,115 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     return model
 
 
+# ----------------------------------------------------------------------------- recommenders
+
+def _column_partitions(X):
+    """Partitions of (user, item, value) columns: a dask DataFrame's, or a list of
+    dask.delayed / futures / in-memory DataFrames or tuples."""
+    import dask
+    from dask.delayed import Delayed
+    if hasattr(X, "to_delayed") and hasattr(X, "npartitions"):
+        return list(X.to_delayed())
+    if isinstance(X, list):
+        if not X:
+            raise ValueError("X is an empty list of partitions")
+        return [x if isinstance(x, Delayed) or _is_future(x) else dask.delayed(x) for x in X]
+    raise TypeError("X must be a dask DataFrame with user / item / value columns or a list of "
+                    f"partitions (dask.delayed DataFrames or column tuples), got "
+                    f"{type(X).__name__}")
+
+
+def _loop_tables(client, model, view, sizes, span, n_epochs, tasks, end_epoch, stats,
+                 callback):
+    """The syncs of a recommender's fit: ``tasks(broadcast, epoch, sync, live, bounds)``
+    submits one task per live partition slice; ``end_epoch(loss, rows, seconds)`` records
+    an epoch."""
+    from . import _recommend as R
+    rounds = -(-max(sizes) // span)
+    for epoch in range(n_epochs):
+        loss_sum, n_rows, t_epoch = 0.0, 0, time.perf_counter()
+        for r in range(rounds):
+            tic = time.perf_counter()
+            start = r * span
+            live = [i for i in range(len(sizes)) if sizes[i] > start]
+            bounds = [(start, min(sizes[i], start + span)) for i in live]
+            deltas, (ls, nr), nbytes = _sync_tables(
+                client, view(), lambda b: tasks(b, epoch, r, live, bounds))
+            R.apply_sides(model, deltas)
+            loss_sum += ls
+            n_rows += nr
+            info = dict(epoch=epoch, sync=r, seconds=time.perf_counter() - tic,
+                        rows=int(sum(d.rows.size for d in deltas)), bytes=int(nbytes),
+                        table_rows=int(sum(t["W"].shape[0] for t in R.side_tables(model))),
+                        last=r == rounds - 1)
+            if stats is not None:
+                stats.append(info)
+            if callback is not None:
+                callback(model, info)
+        end_epoch(loss_sum / n_rows if n_rows else float("nan"), n_rows,
+                  time.perf_counter() - t_epoch)
+
+
+def _fit_mf(estimator, X, client, sync_every, n_epochs, persist, stats, callback):
+    from . import _recommend as R
+    parts = _column_partitions(X)
+    model, encs, sizes, implicit = R.init_mf(estimator, client, parts, persist)
+    p = model._check_params()
+    n_epochs = p["n_epochs"] if n_epochs is None else n_epochs
+    span = max(sizes) if sync_every is None else sync_every * p["batch_size"]
+    seed = int(model._rng.integers(2 ** 63))
+
+    def tasks(b, epoch, r, live, bounds):
+        return client.compute([_delayed_call(R.train_mf, b, encs[i], a, z, [seed, epoch, r, i])
+                               for i, (a, z) in zip(live, bounds)], retries=3)
+
+    def end_epoch(loss, rows, seconds):
+        model.n_epochs_ += 1
+        model.history_.append(dict(loss=loss, epoch=model.n_epochs_, seconds=seconds,
+                                   rows_per_s=rows / seconds if seconds > 0 else 0.0,
+                                   eval=None))
+
+    _loop_tables(client, model, lambda: R.mf_broadcast_view(model, implicit), sizes, span,
+                 n_epochs, tasks, end_epoch, stats, callback)
+    return model
+
+
+def _fit_fm(estimator, X, y, client, sync_every, n_epochs, persist, stats, callback):
+    from . import _recommend as R
+    from ..recommend import FMClassifier
+    xs, ys, _, _ = _partitions(X, y, client)
+    if persist:
+        xs = client.compute(xs)
+        ys = client.compute(ys)
+    classify = isinstance(estimator, FMClassifier)
+    summaries = client.gather(client.compute(
+        [_delayed_call(R.fm_summary, x, v, classify) for x, v in zip(xs, ys)]))
+    model = R.init_fm(estimator, summaries)
+    p = model._check_params()
+    n_epochs = p["n_epochs"] if n_epochs is None else n_epochs
+    sizes = [s[0] for s in summaries]
+    span = max(sizes) if sync_every is None else sync_every * p["batch_size"]
+    seed = int(model._rng.integers(2 ** 63))
+
+    def tasks(b, epoch, r, live, bounds):
+        return client.compute([_delayed_call(R.train_fm, b, xs[i], ys[i], a, z,
+                                             [seed, epoch, r, i])
+                               for i, (a, z) in zip(live, bounds)], retries=3)
+
+    def end_epoch(loss, rows, seconds):
+        model.n_iter_ += 1
+        model.t_ += rows
+        model.loss_curve_.append(loss)
+
+    _loop_tables(client, model, lambda: model, sizes, span, n_epochs, tasks, end_epoch,
+                 stats, callback)
+    return model
+
+
 # failures of the cluster (a worker lost mid-sync), after which the sync is run again: its
 # tasks are pure functions of the broadcast model and the partitions, so a rerun gives the
 # same deltas
 _RERUNS = 5
-# seconds for one broadcast of the model (a 2**22-row Adagrad model, 64 MB, takes under one
-# second between local processes)
-_SCATTER_TIMEOUT = 20
 
 
 def _cluster_errors():
@@ -312,39 +420,80 @@ def _cluster_errors():
     return (CommClosedError, KilledWorker, CancelledError, OSError, TimeoutError)
 
 
-def _sync(client, model, xs, ys, bounds, classes, n_features):
-    """One sync: broadcast ``model``, train every partition's slice, merge the deltas as a
-    tree on the workers. Returns (merged delta, the first partition's trained copy on the first sync else
-    None, bytes the tasks sent)."""
+def _broadcast(client, model):
+    """The model as a future every task of the sync reads.
+
+    It travels as the argument of a task that the scheduler holds, not by
+    ``client.scatter``: a worker lost with its copy has it recomputed from that task (a
+    scattered copy cannot be), and no driver call waits on a transfer to one chosen worker
+    (a broadcast scatter to a worker that dies on the way can wait forever)."""
+    return client.submit(_identity, model, pure=False)
+
+
+def _identity(x):
+    return x
+
+
+def _tree(client, level, merge):
+    """Merge task results pairwise on the workers, in a fixed pairing (the result does not
+    depend on which task finished first)."""
+    while len(level) > 1:
+        level = [client.submit(merge, level[i], level[i + 1], pure=False, retries=3)
+                 if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def _rerun(run):
+    """``run()``, run again after a failure of the cluster (a worker lost mid-sync): its
+    tasks are pure functions of the broadcast model and the partitions, so a rerun gives the
+    same result."""
     errors = _cluster_errors()
     for attempt in range(_RERUNS + 1):
         try:
-            # a scatter to a worker that dies on the way can wait forever: time it out and
-            # run the sync again on the workers that remain
-            broadcast = client.scatter(model, broadcast=True, hash=False,
-                                       timeout=_SCATTER_TIMEOUT)
-            futs = client.compute(
-                [_delayed_call(_train_linear, broadcast, x, y, a, b, classes, n_features)
-                 for x, y, (a, b) in zip(xs, ys, bounds)], retries=3)
-            deltas = [client.submit(_first, f, pure=False, retries=3) for f in futs]
-            sizes = client.gather([client.submit(_nbytes, d, pure=False, retries=3)
-                                   for d in deltas])
-            level = deltas
-            while len(level) > 1:  # a fixed pairing: the result does not depend on timing
-                level = [client.submit(_mixing.merge, level[i], level[i + 1], pure=False,
-                                       retries=3) if i + 1 < len(level) else level[i]
-                         for i in range(0, len(level), 2)]
-            # the driver needs the new values only
-            mixed = client.submit(_mixing.strip_old, level[0], pure=False, retries=3).result()
-            # the first sync also brings back the first partition's trained copy: the
-            # driver's model (its unchanged rows are the initial values)
-            first = (client.submit(_second, futs[0], pure=False).result()
-                     if not hasattr(model, "_W") else None)
-            return mixed, first, int(sum(sizes))
+            return run()
         except errors:
             if attempt == _RERUNS:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+def _sync(client, model, xs, ys, bounds, classes, n_features):
+    """One sync: broadcast ``model``, train every partition's slice, merge the deltas as a
+    tree on the workers. Returns (merged delta, the first partition's trained copy on the
+    first sync else None, bytes the tasks sent)."""
+    def run():
+        broadcast = _broadcast(client, model)
+        futs = client.compute(
+            [_delayed_call(_train_linear, broadcast, x, y, a, b, classes, n_features)
+             for x, y, (a, b) in zip(xs, ys, bounds)], retries=3)
+        deltas = [client.submit(_first, f, pure=False, retries=3) for f in futs]
+        sizes = client.gather([client.submit(_nbytes, d, pure=False, retries=3)
+                               for d in deltas])
+        merged = _tree(client, deltas, _mixing.merge)
+        # the driver needs the new values only
+        mixed = client.submit(_mixing.strip_old, merged, pure=False, retries=3).result()
+        # the first sync also brings back the first partition's trained copy: the
+        # driver's model (its unchanged rows are the initial values)
+        first = (client.submit(_second, futs[0], pure=False).result()
+                 if not hasattr(model, "_W") else None)
+        return mixed, first, int(sum(sizes))
+    return _rerun(run)
+
+
+def _sync_tables(client, view, tasks):
+    """One sync of a recommender: broadcast ``view``, run ``tasks(broadcast)`` (one future
+    of (per-table deltas, (loss x rows, rows)) per partition slice), merge on the workers.
+    Returns (mixed deltas, (loss x rows, rows), bytes the tasks sent)."""
+    from . import _recommend as R
+
+    def run():
+        futs = tasks(_broadcast(client, view))
+        sizes = client.gather([client.submit(R.nbytes_sides, f, pure=False, retries=3)
+                               for f in futs])
+        merged = _tree(client, futs, R.merge_sides)
+        deltas, loss = client.submit(R.strip_sides, merged, pure=False, retries=3).result()
+        return deltas, loss, int(sum(sizes))
+    return _rerun(run)
 
 
 def _first(pair):
