@@ -353,12 +353,13 @@ def test_mf_disjoint_partitions_keep_each_workers_rows(client):
     assert got.optimizer_.state[0]["step"] == sum(steps) == got.optimizer_.state[1]["step"]
 
 
-def test_mf_bpr_samples_negatives_per_partition(client):
-    """BPR on two partitions: each task draws its negatives from the seen items of all the
-    data (the broadcast model carries them); precision@10 close to the single process."""
+@pytest.mark.parametrize("loss", ["bpr", "warp"])
+def test_mf_implicit_samples_negatives_per_partition(client, loss):
+    """BPR / WARP on two partitions: each task draws its negatives from the seen items of all
+    the data (the broadcast model carries them); precision@10 close to the single process."""
     tr, te = _ratings(n=15000, seed=4)
     tr, te = tr[tr.rating > 3][["user", "item"]], te[te.rating > 3][["user", "item"]]
-    kw = dict(loss="bpr", n_components=8, random_state=0, n_epochs=10)
+    kw = dict(loss=loss, n_components=8, random_state=0, n_epochs=10)
     single = MatrixFactorization(**kw).fit(tr)
     half = len(tr) // 2
     got = sd.fit(MatrixFactorization(**kw), [dask.delayed(tr.iloc[:half]),
@@ -420,3 +421,26 @@ def test_out_of_core_partitions_load_on_the_workers(client, tmp_path):
     # loaded again at every sync (not kept): ids, encoding, and 2 epochs
     assert len(pids) >= 3 * 3
     assert np.isfinite(got.score(te))
+
+
+def test_syncs_send_the_touched_rows_not_the_model(client):
+    """After the first syncs the workers update their replicas from the merged rows: what
+    is sent per sync scales with the rows the partitions touched, not with the table
+    (2**18 rows here, of which at most 400 are touched)."""
+    rng = np.random.default_rng(3)
+    d, used = 1 << 18, rng.choice(1 << 18, 400, replace=False)
+    X, yc, _ = _problem(n=2000, d=400, seed=3)
+    X = sp.csr_matrix((X.data, used[X.indices], X.indptr), shape=(2000, d))
+    xs, ys = _parts(X, yc, 2)
+    stats = []
+    est = SGDClassifier(loss="log_loss", random_state=0)
+    got = sd.fit(est, xs, ys, client, n_epochs=4, stats=stats)
+    full = stats[0]["sent_bytes"]
+    assert full < 1024 and stats[1]["sent_bytes"] > 8 * d  # the estimator, then the model
+    for s in stats[2:]:
+        assert s["rows"] <= 401
+        # the last three syncs' rows: id, count, weight and accumulator, 8 bytes each
+        assert 0 < s["sent_bytes"] <= 3 * 401 * 8 * 4, s
+    # the replicas are the driver's model: the result is that of whole-model syncs
+    clean = sd.fit(est, xs, ys, client, n_epochs=4, sync_every=10 ** 6)
+    assert np.array_equal(got.coef_, clean.coef_)
