@@ -1,12 +1,13 @@
 """``sparseopt.dask.fit``: data-parallel training by iterative parameter mixing.
 
-One round (a *sync*): the driver broadcasts its model; every partition's task copies it,
-runs the estimator's own ``partial_fit`` on the next slice of its partition (``sync_every``
-mini-batches, or the whole partition) and returns a ``RowDelta`` of the rows that slice
-changed; the deltas are merged pairwise on the workers (a tree, in partition order) and the
-driver writes the merged rows into its model (``_mixing``). Tasks are pure functions of the
-broadcast model and a partition, so Dask may re-run a task lost with a worker and the result
-is the same model.
+One round (a *sync*): every partition's task copies the model (the worker's replica of the
+driver's model, see "replicas" below), runs the estimator's own ``partial_fit`` on the next
+slice of its partition (``sync_every`` mini-batches, or the whole partition) and returns a
+``RowDelta`` of the rows that slice changed; the deltas are merged pairwise on the workers
+(a tree, in partition order) and the driver writes the merged rows into its model
+(``_mixing``). Tasks are pure functions of the model and a partition, so Dask may re-run a
+task lost with a worker and the result is the same model. The recommenders' initialisation
+and tasks are in ``_recommend``.
 """
 from __future__ import annotations
 
