@@ -80,13 +80,16 @@ def _train_linear(model, X, y, start, stop, classes, n_features):
         before = _zeros_like_tables(est, W.shape[0], W.shape[1], W.dtype)
         t0 = 0
     else:
-        before = {k: v.copy() for k, v in _linear_tables(model).items()}
+        # ``model`` is not modified (``est`` is a deep copy): it is the "before" as it is
+        before = _linear_tables(model)
         t0 = model.t_
         est.partial_fit(Xs, ys)
     after = _linear_tables(est)
     before = {k: before[k] for k in after}
     n_rows = est._W.shape[0]
-    counts = np.bincount(Xs.indices, minlength=n_rows).astype(np.float64)
+    # integer counts: extract converts only the changed rows' (a float copy of a 2**22-row
+    # table's counts costs more than the pass over a small slice)
+    counts = np.bincount(Xs.indices, minlength=n_rows)
     if est._intercept_row:
         counts[est._n_feat] = Xs.shape[0]
     delta = _mixing.extract(before, after, counts, {k: _linear_rules(est)[k] for k in after},
@@ -628,7 +631,12 @@ def _broadcast(client, model):
     ``client.scatter``: a worker lost with its copy has it recomputed from that task (a
     scattered copy cannot be), and no driver call waits on a transfer to one chosen worker
     (a broadcast scatter to a worker that dies on the way can wait forever)."""
-    return client.submit(_identity, model, pure=False)
+    import warnings
+    with warnings.catch_warnings():
+        # Dask's advice against large task arguments is the point here: the scheduler
+        # keeps the argument so that a lost copy can be recomputed
+        warnings.filterwarnings("ignore", message=".*[Ll]arge object", category=UserWarning)
+        return client.submit(_identity, model, pure=False)
 
 
 def _identity(x):

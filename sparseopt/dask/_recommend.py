@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List
 
 import numpy as np
 import scipy.sparse as sp
@@ -185,8 +184,7 @@ def train_mf(model, enc, start: int, stop: int, seed):
     est._rng = np.random.default_rng(seed)
     X = sp.csr_matrix((v, (u, i)), shape=(n_users, n_items))
     est.partial_fit(X)
-    counts = [np.bincount(u, minlength=n_users).astype(np.float64),
-              np.bincount(i, minlength=n_items).astype(np.float64)]
+    counts = [np.bincount(u, minlength=n_users), np.bincount(i, minlength=n_items)]
     loss = float(est.history_[-1]["loss"]) if est.history_ else 0.0
     return _deltas(model, est, counts, int(u.size)), (loss * u.size, int(u.size))
 
@@ -316,7 +314,7 @@ def train_fm(model, X, y, start: int, stop: int, seed):
     est._rng = np.random.default_rng(seed)
     est.partial_fit(Xs, ys)
     n_rows = est.table_.shape[0]
-    counts = [np.bincount(Xs.indices, minlength=n_rows).astype(np.float64),
+    counts = [np.bincount(Xs.indices, minlength=n_rows),
               np.full(est.w0_.shape[0], float(Xs.shape[0]))]
     loss = float(est.loss_curve_[-1]) if est.loss_curve_ else 0.0
     return _deltas(model, est, counts, int(Xs.shape[0])), (loss * Xs.shape[0],
