@@ -183,11 +183,11 @@ def main_mf(a):
           f"{', '.join(f'{x:.3f}' for x in ratios)}")
     print(f"dask-2 / dask-1 total time, paired per rep: "
           f"{', '.join(f'{x:.3f}' for x in tot)} (median {statistics.median(tot):.3f})")
-    print("\n| sync | rows mixed | table rows | delta bytes | seconds |")
-    print("|---|---|---|---|---|")
+    print("\n| sync | rows mixed | table rows | delta bytes | bytes sent to workers | seconds |")
+    print("|---|---|---|---|---|---|")
     for s_ in results["dask-2"][-1]["stats"]:
         print(f"| {s_['epoch']}.{s_['sync']} | {s_['rows']} | {s_['table_rows']} | "
-              f"{s_['bytes']} | {s_['seconds']:.2f} |")
+              f"{s_['bytes']} | {s_['sent_bytes']} | {s_['seconds']:.2f} |")
 
 
 def _warm_up():
@@ -314,11 +314,12 @@ def main(argv=None):
     print(f"dask-2 / dask-1 total time, paired per rep: "
           f"{', '.join(f'{x:.3f}' for x in tot)} (median {statistics.median(tot):.3f})")
     st = results["dask-2"][-1]["stats"]
-    print("\n| sync | rows mixed | table rows | delta bytes (all partitions) | seconds |")
-    print("|---|---|---|---|---|")
+    print("\n| sync | rows mixed | table rows | delta bytes (all partitions) | bytes sent to "
+          "workers | seconds |")
+    print("|---|---|---|---|---|---|")
     for s in st:
         print(f"| {s['epoch']}.{s['sync']} | {s['rows']} | {s['table_rows']} | {s['bytes']} | "
-              f"{s['seconds']:.2f} |")
+              f"{s['sent_bytes']} | {s['seconds']:.2f} |")
     fin = [r["aucs"][-1] for r in results["dask-2"]]
     sing = [r["aucs"][-1] for r in results["single"]]
     print(f"\nfinal AUC dask-2 {fin} vs single {sing}: differences "
