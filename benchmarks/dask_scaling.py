@@ -17,6 +17,14 @@ bytes the partitions' deltas carried, against the table's rows.
 
     python benchmarks/dask_scaling.py                     # about 5 minutes on 2 cores
     python benchmarks/dask_scaling.py --rows 200000 --repeats 1   # smoke run
+
+``--problem mf``: the same three runs for ``MatrixFactorization`` (squared loss) on generated
+low-rank ratings (default 2M ratings of 200k users x 20k items, popularity-skewed items),
+given to ``sparseopt.dask.fit`` as (user, item, rating) column partitions generated in the
+workers; the held-out RMSE after every epoch, the time to the single-process fit's final RMSE
+plus ``--rmse-tolerance``, and per sync the rows of both tables mixed.
+
+    python benchmarks/dask_scaling.py --problem mf --rows 2000000
 """
 from __future__ import annotations
 
@@ -63,11 +71,131 @@ def _part_y(args):
     return make_partition(*args)[1]
 
 
+def make_ratings(seed: int, n: int, n_users: int, n_items: int, part: int = 0,
+                 n_parts: int = 1, rank: int = 8, true_seed: int = 7):
+    """``n`` ratings ``(users, items, ratings)`` of a rank-``rank`` model plus noise (items
+    drawn with a popularity skew) of the users ``u % n_parts == part`` (so that partitions
+    never rate one pair twice); deterministic in ``seed``."""
+    t = np.random.default_rng(true_seed)
+    P = t.normal(size=(n_users, rank)).astype(np.float32) / rank ** 0.5
+    Q = t.normal(size=(n_items, rank)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, n_users // n_parts, n) * n_parts + part
+    i = np.minimum((rng.pareto(1.0, n) * n_items / 50).astype(np.int64), n_items - 1)
+    r = 3.0 + np.einsum("ij,ij->i", P[u], Q[i]) + 0.3 * rng.normal(size=n)
+    return u, i, r
+
+
+def _ratings_part(args):
+    u, i, r = make_ratings(*args)
+    # one rating per (user, item) pair, as an explicit model requires
+    _, keep = np.unique(u * args[3] + i, return_index=True)
+    return u[keep], i[keep], r[keep]
+
+
+def _mf_rmse(model, test):
+    u, i, r = test
+    keep = np.isin(u, model.user_ids_) & np.isin(i, model.item_ids_)
+    return float(np.sqrt(np.mean((model.predict(u[keep], i[keep]) - r[keep]) ** 2)))
+
+
+def main_mf(a):
+    import dask
+    from distributed import Client, LocalCluster
+
+    import sparseopt.dask as sd
+    from sparseopt.recommend import MatrixFactorization
+
+    n_users, n_items = a.users, a.items
+    per = a.rows // a.partitions
+    specs = [(1000 + i, per, n_users, n_items, i, a.partitions) for i in range(a.partitions)]
+    test = _ratings_part((1, a.test_rows, n_users, n_items))
+
+    def estimator():
+        return MatrixFactorization(n_components=16, random_state=0, learning_rate=a.lr,
+                                   batch_size=1024)
+
+    def run_single():
+        parts = [_ratings_part(s) for s in specs]
+        cols = tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
+        est, secs, rmses = estimator(), [], []
+        for e in range(a.epochs):
+            tic = time.perf_counter()
+            est.partial_fit(cols)
+            secs.append(time.perf_counter() - tic)
+            rmses.append(_mf_rmse(est, test))
+        return dict(secs=secs, rmses=rmses)
+
+    def run_dask(n_workers):
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                          host="127.0.0.1", dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            xs = client.compute([dask.delayed(_ratings_part)(s) for s in specs])
+            client.gather(xs)
+            client.run(_warm_up)
+            stats, rmses, eval_time = [], [], [0.0]
+            t_start = [None]
+
+            def callback(model, info):
+                if info["last"]:
+                    tic = time.perf_counter()
+                    rmses.append((time.perf_counter() - t_start[0] - eval_time[0],
+                                  _mf_rmse(model, test)))
+                    eval_time[0] += time.perf_counter() - tic
+
+            t_start[0] = time.perf_counter()
+            sd.fit(estimator(), xs, client=client, n_epochs=a.epochs,
+                   sync_every=a.sync_every, stats=stats, callback=callback)
+            return dict(rmses=[x[1] for x in rmses], times=[x[0] for x in rmses],
+                        stats=stats)
+
+    results = {"single": [], "dask-1": [], "dask-2": []}
+    for rep in range(a.repeats):
+        for name, fn in (("single", run_single), ("dask-1", lambda: run_dask(1)),
+                         ("dask-2", lambda: run_dask(2))):
+            r = fn()
+            results[name].append(r)
+            print(f"[rep {rep}] {name}: {r}"[:600], file=sys.stderr, flush=True)
+    target = min(r["rmses"][-1] for r in results["single"]) + a.rmse_tolerance
+
+    def time_to(r):
+        times = r.get("times") or list(np.cumsum(r["secs"]))
+        for t, v in zip(times, r["rmses"]):
+            if v <= target:
+                return t
+        return float("nan")
+
+    print(f"# sparseopt.dask scaling, MF: {a.rows} ratings, {n_users} users x {n_items} items, "
+          f"{a.partitions} partitions, {a.epochs} epochs, lr {a.lr}, "
+          f"sync_every={a.sync_every}\n")
+    print(f"target: single-process final RMSE + {a.rmse_tolerance} = {target:.4f}\n")
+    print("| run | rep | RMSE per epoch | total s | time to target s |")
+    print("|---|---|---|---|---|")
+    for name, runs in results.items():
+        for i, r in enumerate(runs):
+            total = r["times"][-1] if "times" in r else sum(r["secs"])
+            print(f"| {name} | {i} | {', '.join(f'{x:.4f}' for x in r['rmses'])} | "
+                  f"{total:.2f} | {time_to(r):.2f} |")
+    tot = [b["times"][-1] / c["times"][-1] for b, c in zip(results["dask-2"],
+                                                           results["dask-1"])]
+    ratios = [time_to(b) / time_to(c) for b, c in zip(results["dask-2"], results["dask-1"])]
+    print(f"\ndask-2 / dask-1 time to target, paired per rep: "
+          f"{', '.join(f'{x:.3f}' for x in ratios)}")
+    print(f"dask-2 / dask-1 total time, paired per rep: "
+          f"{', '.join(f'{x:.3f}' for x in tot)} (median {statistics.median(tot):.3f})")
+    print("\n| sync | rows mixed | table rows | delta bytes | bytes sent to workers | seconds |")
+    print("|---|---|---|---|---|---|")
+    for s_ in results["dask-2"][-1]["stats"]:
+        print(f"| {s_['epoch']}.{s_['sync']} | {s_['rows']} | {s_['table_rows']} | "
+              f"{s_['bytes']} | {s_['sent_bytes']} | {s_['seconds']:.2f} |")
+
+
 def _warm_up():
     import sklearn.metrics  # noqa: F401
 
     import sparseopt.dask  # noqa: F401
     import sparseopt.linear_model  # noqa: F401
+    import sparseopt.recommend._mf  # noqa: F401
 
 
 def main(argv=None):
@@ -84,7 +212,14 @@ def main(argv=None):
     ap.add_argument("--tolerance", type=float, default=0.002)
     ap.add_argument("--tail", type=float, default=0.5,
                     help="feature popularity P(rank > r) = r**-tail (smaller: more rows touched)")
+    ap.add_argument("--problem", choices=("linear", "mf"), default="linear")
+    ap.add_argument("--users", type=int, default=200_000)
+    ap.add_argument("--items", type=int, default=20_000)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--rmse-tolerance", type=float, default=0.01)
     a = ap.parse_args(argv)
+    if a.problem == "mf":
+        return main_mf(a)
 
     import dask
     from distributed import Client, LocalCluster
@@ -179,11 +314,12 @@ def main(argv=None):
     print(f"dask-2 / dask-1 total time, paired per rep: "
           f"{', '.join(f'{x:.3f}' for x in tot)} (median {statistics.median(tot):.3f})")
     st = results["dask-2"][-1]["stats"]
-    print("\n| sync | rows mixed | table rows | delta bytes (all partitions) | seconds |")
-    print("|---|---|---|---|---|")
+    print("\n| sync | rows mixed | table rows | delta bytes (all partitions) | bytes sent to "
+          "workers | seconds |")
+    print("|---|---|---|---|---|---|")
     for s in st:
         print(f"| {s['epoch']}.{s['sync']} | {s['rows']} | {s['table_rows']} | {s['bytes']} | "
-              f"{s['seconds']:.2f} |")
+              f"{s['sent_bytes']} | {s['seconds']:.2f} |")
     fin = [r["aucs"][-1] for r in results["dask-2"]]
     sing = [r["aucs"][-1] for r in results["single"]]
     print(f"\nfinal AUC dask-2 {fin} vs single {sing}: differences "

@@ -1678,15 +1678,22 @@ def check_distributed_fit(estimator: Any, sync_every: Any, n_epochs: Any, persis
     if isinstance(estimator, type):
         raise TypeError(f"estimator must be an estimator instance, got the class "
                         f"{estimator.__name__}")
-    if not isinstance(estimator, (SGDClassifier, SGDRegressor)):
+    linear = isinstance(estimator, (SGDClassifier, SGDRegressor))
+    name = type(estimator).__name__
+    # the recommenders by class name: importing them needs scikit-learn, which a refused
+    # estimator of another kind must not
+    recommender = name in ("MatrixFactorization", "FMRegressor", "FMClassifier") and \
+        type(estimator).__module__.startswith("sparseopt.recommend")
+    if not (linear or recommender):
         raise TypeError(
-            f"sparseopt.dask.fit trains SGDClassifier and SGDRegressor; "
-            f"{type(estimator).__name__} cannot be distributed (its training needs state "
-            "that cannot be mixed row by row)")
-    if n_epochs is None:
+            f"sparseopt.dask.fit trains SGDClassifier, SGDRegressor, MatrixFactorization, "
+            f"FMRegressor and FMClassifier; {name} cannot be distributed (its training needs "
+            "state that cannot be mixed row by row)")
+    if n_epochs is None and linear:
         raise ValueError("n_epochs is required for SGDClassifier and SGDRegressor: the "
                          "distributed fit has no convergence test; pass the number of passes")
-    check_positive_int("n_epochs", n_epochs)
+    if n_epochs is not None:
+        check_positive_int("n_epochs", n_epochs)
     if sync_every is not None:
         check_positive_int("sync_every", sync_every)
     check_flag("persist", persist)
@@ -1695,6 +1702,14 @@ def check_distributed_fit(estimator: Any, sync_every: Any, n_epochs: Any, persis
                         f"{type(stats).__name__}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    if recommender:
+        if getattr(estimator, "early_stopping", False) is True:
+            raise ValueError("early_stopping=True cannot be distributed (its validation split "
+                             "needs all the data in one process); pass early_stopping=False")
+        if getattr(estimator, "warm_start", False) is True:
+            raise ValueError("warm_start=True cannot be distributed: the distributed fit "
+                             "starts from a new model; pass warm_start=False")
+        return
     avg = estimator.average
     if isinstance(avg, (bool, np.bool_, numbers.Integral)) and avg:
         raise ValueError(f"average={avg!r} cannot be distributed (the running average of "

@@ -1236,7 +1236,9 @@ def _dask_probes():
     setup = ("import dask, sparseopt.dask as sd\n"
              "xs = [dask.delayed(X8)]; ys = [dask.delayed(ycls(X8))]")
     cases = [
-        ("FMRegressor", "sd.fit(FMRegressor(), xs, ys, n_epochs=1)", "TypeError", "distributed"),
+        ("object", "sd.fit(object(), xs, ys, n_epochs=1)", "TypeError", "distributed"),
+        ("FM warm_start", "sd.fit(FMRegressor(warm_start=True), xs, ys, n_epochs=1)",
+         "ValueError", "warm_start"),
         ("class", "sd.fit(SGDClassifier, xs, ys, n_epochs=1)", "TypeError", "estimator"),
         ("n_epochs=None", "sd.fit(SGDClassifier(), xs, ys)", "ValueError", "n_epochs"),
         ("n_epochs=0", "sd.fit(SGDClassifier(), xs, ys, n_epochs=0)", "ValueError", "n_epochs"),

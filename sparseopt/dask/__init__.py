@@ -1,8 +1,9 @@
 """Data-parallel training on Dask (``pip install sparseopt[dask]``).
 
-``fit(estimator, X, y, client)`` trains an ``SGDClassifier`` or ``SGDRegressor`` on the
-partitions of a Dask collection by iterative parameter mixing of sparse row deltas and
-returns an ordinary fitted estimator. Importing ``sparseopt`` never imports this module (nor
+``fit(estimator, X, y, client)`` trains an ``SGDClassifier``, ``SGDRegressor``,
+``MatrixFactorization``, ``FMRegressor`` or ``FMClassifier`` on the partitions of a Dask
+collection by iterative parameter mixing of sparse row deltas and returns an ordinary fitted
+estimator. Importing ``sparseopt`` never imports this module (nor
 Dask).
 """
 from ._fit import fit

@@ -1,16 +1,18 @@
 """``sparseopt.dask.fit``: data-parallel training by iterative parameter mixing.
 
-One round (a *sync*): the driver broadcasts its model; every partition's task copies it,
-runs the estimator's own ``partial_fit`` on the next slice of its partition (``sync_every``
-mini-batches, or the whole partition) and returns a ``RowDelta`` of the rows that slice
-changed; the deltas are merged pairwise on the workers (a tree, in partition order) and the
-driver writes the merged rows into its model (``_mixing``). Tasks are pure functions of the
-broadcast model and a partition, so Dask may re-run a task lost with a worker and the result
-is the same model.
+One round (a *sync*): every partition's task copies the model (the worker's replica of the
+driver's model, see "replicas" below), runs the estimator's own ``partial_fit`` on the next
+slice of its partition (``sync_every`` mini-batches, or the whole partition) and returns a
+``RowDelta`` of the rows that slice changed; the deltas are merged pairwise on the workers
+(a tree, in partition order) and the driver writes the merged rows into its model
+(``_mixing``). Tasks are pure functions of the model and a partition, so Dask may re-run a
+task lost with a worker and the result is the same model. The recommenders' initialisation
+and tasks are in ``_recommend``.
 """
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from typing import Any, Dict, List, Optional
 
@@ -78,13 +80,16 @@ def _train_linear(model, X, y, start, stop, classes, n_features):
         before = _zeros_like_tables(est, W.shape[0], W.shape[1], W.dtype)
         t0 = 0
     else:
-        before = {k: v.copy() for k, v in _linear_tables(model).items()}
+        # ``model`` is not modified (``est`` is a deep copy): it is the "before" as it is
+        before = _linear_tables(model)
         t0 = model.t_
         est.partial_fit(Xs, ys)
     after = _linear_tables(est)
     before = {k: before[k] for k in after}
     n_rows = est._W.shape[0]
-    counts = np.bincount(Xs.indices, minlength=n_rows).astype(np.float64)
+    # integer counts: extract converts only the changed rows' (a float copy of a 2**22-row
+    # table's counts costs more than the pass over a small slice)
+    counts = np.bincount(Xs.indices, minlength=n_rows)
     if est._intercept_row:
         counts[est._n_feat] = Xs.shape[0]
     delta = _mixing.extract(before, after, counts, {k: _linear_rules(est)[k] for k in after},
@@ -176,37 +181,56 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     """Train ``estimator`` on a Dask cluster by iterative parameter mixing.
 
     Every partition of ``X`` is trained on by the estimator's own ``partial_fit`` (the lazy
-    row optimizers), starting from the model the driver broadcasts; after every pass over
-    the partitions (or every ``sync_every`` mini-batches of each) the rows the partitions
+    row optimizers), starting from the model the driver holds; after every pass over the
+    partitions (or every ``sync_every`` mini-batches of each) the rows the partitions
     changed are sent back as sparse deltas and mixed: weights averaged by per-row update
     counts, Adagrad accumulators summed (``sparseopt.dask._mixing`` states the rule), so the
-    result is an ordinary fitted estimator whose optimizer state resumes training.
+    result is an ordinary fitted estimator whose optimizer state resumes training. Each
+    worker keeps a replica of the model: after the first syncs only the merged rows travel
+    to it, not the model.
+
+    A worker lost mid-fit changes nothing in the result: every task is a pure function of
+    the model and its partition (random draws are seeded per epoch, sync and partition), so
+    Dask re-runs the lost tasks and the driver re-runs a sync that failed.
 
     Parameters
     ----------
-    estimator : SGDClassifier or SGDRegressor
+    estimator : SGDClassifier, SGDRegressor, MatrixFactorization, FMRegressor or FMClassifier
         The model to train (not modified: a fitted copy is returned). ``average``,
-        ``early_stopping`` and ``class_weight='balanced'`` are refused (they need the whole
-        data in one process); ``batch_size='auto'`` is resolved from the total number of
-        rows, as a single-process ``fit`` would.
-    X : dask array of scipy CSR blocks, or list of dask.delayed CSR matrices
-        The training data, partitioned by rows.
-    y : 1-D dask array, or list of dask.delayed arrays
-        Targets, partitioned like ``X``.
+        ``early_stopping``, ``warm_start`` and ``class_weight='balanced'`` are refused (they
+        need the whole data in one process); ``batch_size='auto'`` is resolved from the
+        total number of rows, as a single-process ``fit`` would. ``MatrixFactorization``
+        trains with any loss (squared, BPR, WARP: each task draws its negatives among the
+        items its users have in no partition) and without side features; an optimizer
+        option that keeps state without a mixing rule (``amsgrad``, lazy weight decay
+        bookkeeping) is refused.
+    X : dask array of scipy CSR blocks, list of dask.delayed CSR matrices, or, for \
+``MatrixFactorization``, a dask DataFrame or a list of dask.delayed partitions of columns
+        The training data, partitioned by rows. ``MatrixFactorization`` takes (user, item,
+        value) columns of raw ids, as its ``fit`` does (a DataFrame with ``user``, ``item``
+        and ``rating`` / ``value`` columns, or a tuple ``(users, items[, values])`` per
+        partition); the model's ``IdEncoder`` s are built first from the distinct ids of
+        all partitions, computed on the cluster. Partitions must not rate one
+        (user, item) pair twice between them; empty partitions are skipped.
+    y : 1-D dask array, list of dask.delayed arrays, or None
+        Targets, partitioned like ``X`` (None for ``MatrixFactorization``).
     client : distributed.Client or None
         The cluster; None uses the current default client.
     sync_every : int or None
         Mini-batches each partition trains between two mixings; None mixes once per pass.
-    n_epochs : int
-        Passes over the data (each partition's rows once per pass).
+    n_epochs : int or None
+        Passes over the data (each partition's rows once per pass); required for the
+        linear models, else None takes the estimator's ``n_epochs``.
     persist : bool, default=True
         Keep the partitions in the workers' memory between passes. ``False`` recomputes
-        them from their graph at every sync (out-of-core: only the partitions being trained
-        on are in memory).
+        them from their graph at every sync (out-of-core: give ``dask.delayed`` loaders,
+        and only the partitions being trained on are in memory, in the workers).
     stats : list or None
-        When a list, one dict per sync is appended: ``seconds``, ``rows`` (rows mixed),
-        ``bytes`` (delta bytes sent by the partitions' tasks), ``broadcast_bytes``.
-
+        When a list, one dict is appended per sync: ``epoch``, ``sync``, ``seconds``,
+        ``rows`` (rows mixed, all tables), ``table_rows``, ``bytes`` (delta bytes sent by
+        the partitions' tasks), ``sent_bytes`` (array bytes sent to the workers: the whole
+        model on the first syncs, then the merged rows of the last syncs), ``last`` (the
+        epoch's last sync).
     callback : callable or None
         Called as ``callback(model, info)`` on the driver after every sync, with the mixed
         model (read it, do not modify it) and the dict appended to ``stats``.
@@ -234,6 +258,20 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     ...                                [dask.delayed(v) for v in ys], client, n_epochs=3)
     >>> model.coef_.shape, model.t_  # 3 passes x 2 partitions x 25 steps of 8 rows
     ((1, 50), 150)
+
+    Matrix factorisation on partitions of raw-id columns:
+
+    >>> import pandas as pd
+    >>> from sparseopt.recommend import MatrixFactorization
+    >>> ratings = pd.DataFrame({"user": ["ann", "bob", "ann", "cat", "bob", "cat"],
+    ...                         "item": [1, 1, 2, 2, 3, 3], "rating": [5., 3, 4, 2, 1, 4]})
+    >>> with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+    ...                   dashboard_address=None) as cluster, Client(cluster) as client:
+    ...     mf = sparseopt.dask.fit(MatrixFactorization(n_components=2, random_state=0),
+    ...                             [dask.delayed(ratings[:3]), dask.delayed(ratings[3:])],
+    ...                             client=client, n_epochs=2)
+    >>> mf.user_ids_.tolist(), mf.predict(["ann"], [3]).shape
+    (['ann', 'bob', 'cat'], (1,))
     """
     from distributed import default_client
 
@@ -241,10 +279,16 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     if client is None:
         client = default_client()
     from ..linear_model import SGDClassifier, SGDRegressor
+    if type(estimator).__name__ == "MatrixFactorization":
+        if y is not None:
+            raise TypeError("MatrixFactorization takes no y: X holds the (user, item, "
+                            "value) columns")
+        return _fit_mf(estimator, X, client, sync_every, n_epochs, persist, stats, callback)
     if not isinstance(estimator, (SGDClassifier, SGDRegressor)):
-        raise TypeError(
-            f"sparseopt.dask.fit trains SGDClassifier and SGDRegressor; "
-            f"{type(estimator).__name__} cannot be distributed")
+        if y is None:
+            raise ValueError(f"{type(estimator).__name__} needs y")
+        return _fit_fm(estimator, X, y, client, sync_every, n_epochs, persist, stats,
+                       callback)
     if y is None:
         raise ValueError(f"{type(estimator).__name__} needs y")
     xs, ys, sizes, n_features = _partitions(X, y, client)
@@ -272,27 +316,165 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     batch = int(model.batch_size)
     span = max(sizes) if sync_every is None else sync_every * batch
     rounds = -(-max(sizes) // span)
+    replicas = _Replicas(client, _apply_linear_update)
+    try:
+        _linear_loop(client, model, xs, ys, sizes, span, rounds, n_epochs, classes,
+                     n_features, replicas, stats, callback)
+    finally:
+        replicas.close()
+    model = replicas.model
+    model.n_iter_ = n_epochs
+    return model
+
+
+def _linear_loop(client, model, xs, ys, sizes, span, rounds, n_epochs, classes, n_features,
+                 replicas, stats, callback):
     for epoch in range(n_epochs):
         for r in range(rounds):
             tic = time.perf_counter()
             start = r * span
             live = [i for i in range(len(xs)) if sizes[i] > start]
             bounds = [(start, min(sizes[i], start + span)) for i in live]
-            mixed, first, nbytes = _sync(client, model, [xs[i] for i in live],
-                                        [ys[i] for i in live], bounds, classes, n_features)
+            mixed, mixed_f, first, nbytes = _sync(
+                client, model, [xs[i] for i in live], [ys[i] for i in live], bounds,
+                classes, n_features, replicas)
             t0 = getattr(model, "t_", 0)
             s0 = getattr(model, "_samples_seen", 0)
             if first is not None:
                 model, t0, s0 = first, 0, 0
             _apply_linear(model, mixed, t0, s0)
+            sent = replicas.sent
+            # the workers hold the unfitted estimator after the first sync: send the whole
+            # model once more
+            replicas.advance(mixed_f, mixed.nbytes, model, full_next=first is not None)
+            replicas.model = model
             info = dict(epoch=epoch, sync=r, seconds=time.perf_counter() - tic,
-                        rows=int(mixed.rows.size), bytes=int(nbytes),
+                        rows=int(mixed.rows.size), bytes=int(nbytes), sent_bytes=int(sent),
                         table_rows=int(model._W.shape[0]), last=r == rounds - 1)
             if stats is not None:
                 stats.append(info)
             if callback is not None:
                 callback(model, info)
-    model.n_iter_ = n_epochs
+
+
+# ----------------------------------------------------------------------------- recommenders
+
+def _column_partitions(X):
+    """Partitions of (user, item, value) columns: a dask DataFrame's, or a list of
+    dask.delayed / futures / in-memory DataFrames or tuples."""
+    import dask
+    from dask.delayed import Delayed
+    if hasattr(X, "to_delayed") and hasattr(X, "npartitions"):
+        return list(X.to_delayed())
+    if isinstance(X, list):
+        if not X:
+            raise ValueError("X is an empty list of partitions")
+        return [x if isinstance(x, Delayed) or _is_future(x) else dask.delayed(x) for x in X]
+    raise TypeError("X must be a dask DataFrame with user / item / value columns or a list of "
+                    f"partitions (dask.delayed DataFrames or column tuples), got "
+                    f"{type(X).__name__}")
+
+
+def _loop_tables(client, model, view, sizes, span, n_epochs, tasks, end_epoch, stats,
+                 callback):
+    """The syncs of a recommender's fit: ``tasks(broadcast, epoch, sync, live, bounds)``
+    submits one task per live partition slice; ``end_epoch(loss, rows, seconds)`` records
+    an epoch."""
+    from . import _recommend as R
+    rounds = -(-max(sizes) // span)
+    replicas = _Replicas(client, _apply_tables_update)
+    try:
+        _tables_epochs(client, model, view, sizes, span, rounds, n_epochs, tasks,
+                       end_epoch, stats, callback, replicas)
+    finally:
+        replicas.close()
+
+
+def _tables_epochs(client, model, view, sizes, span, rounds, n_epochs, tasks, end_epoch,
+                   stats, callback, replicas):
+    from . import _recommend as R
+    for epoch in range(n_epochs):
+        loss_sum, n_rows, t_epoch = 0.0, 0, time.perf_counter()
+        for r in range(rounds):
+            tic = time.perf_counter()
+            start = r * span
+            live = [i for i in range(len(sizes)) if sizes[i] > start]
+            bounds = [(start, min(sizes[i], start + span)) for i in live]
+            deltas, deltas_f, (ls, nr), nbytes = _sync_tables(
+                client, view(), lambda ref, chain: tasks(ref, chain, epoch, r, live, bounds),
+                replicas)
+            R.apply_sides(model, deltas)
+            sent = replicas.sent
+            replicas.advance(deltas_f, sum(d.nbytes for d in deltas), model)
+            loss_sum += ls
+            n_rows += nr
+            info = dict(epoch=epoch, sync=r, seconds=time.perf_counter() - tic,
+                        rows=int(sum(d.rows.size for d in deltas)), bytes=int(nbytes),
+                        sent_bytes=int(sent),
+                        table_rows=int(sum(t["W"].shape[0] for t in R.side_tables(model))),
+                        last=r == rounds - 1)
+            if stats is not None:
+                stats.append(info)
+            if callback is not None:
+                callback(model, info)
+        end_epoch(loss_sum / n_rows if n_rows else float("nan"), n_rows,
+                  time.perf_counter() - t_epoch)
+
+
+def _fit_mf(estimator, X, client, sync_every, n_epochs, persist, stats, callback):
+    from . import _recommend as R
+    parts = _column_partitions(X)
+    model, encs, sizes, implicit = R.init_mf(estimator, client, parts, persist)
+    p = model._check_params()
+    n_epochs = p["n_epochs"] if n_epochs is None else n_epochs
+    span = max(sizes) if sync_every is None else sync_every * p["batch_size"]
+    seed = int(model._rng.integers(2 ** 63))
+
+    def tasks(ref, chain, epoch, r, live, bounds):
+        return client.compute([_delayed_call(_with_replica, R.train_mf, ref, *chain, encs[i],
+                                             a, z, [seed, epoch, r, i])
+                               for i, (a, z) in zip(live, bounds)], retries=3)
+
+    def end_epoch(loss, rows, seconds):
+        model.n_epochs_ += 1
+        model.history_.append(dict(loss=loss, epoch=model.n_epochs_, seconds=seconds,
+                                   rows_per_s=rows / seconds if seconds > 0 else 0.0,
+                                   eval=None))
+
+    _loop_tables(client, model, lambda: R.mf_broadcast_view(model, implicit), sizes, span,
+                 n_epochs, tasks, end_epoch, stats, callback)
+    return model
+
+
+def _fit_fm(estimator, X, y, client, sync_every, n_epochs, persist, stats, callback):
+    from . import _recommend as R
+    from ..recommend import FMClassifier
+    xs, ys, _, _ = _partitions(X, y, client)
+    if persist:
+        xs = client.compute(xs)
+        ys = client.compute(ys)
+    classify = isinstance(estimator, FMClassifier)
+    summaries = client.gather(client.compute(
+        [_delayed_call(R.fm_summary, x, v, classify) for x, v in zip(xs, ys)]))
+    model = R.init_fm(estimator, summaries)
+    p = model._check_params()
+    n_epochs = p["n_epochs"] if n_epochs is None else n_epochs
+    sizes = [s[0] for s in summaries]
+    span = max(sizes) if sync_every is None else sync_every * p["batch_size"]
+    seed = int(model._rng.integers(2 ** 63))
+
+    def tasks(ref, chain, epoch, r, live, bounds):
+        return client.compute([_delayed_call(_with_replica, R.train_fm, ref, *chain, xs[i],
+                                             ys[i], a, z, [seed, epoch, r, i])
+                               for i, (a, z) in zip(live, bounds)], retries=3)
+
+    def end_epoch(loss, rows, seconds):
+        model.n_iter_ += 1
+        model.t_ += rows
+        model.loss_curve_.append(loss)
+
+    _loop_tables(client, model, lambda: model, sizes, span, n_epochs, tasks, end_epoch,
+                 stats, callback)
     return model
 
 
@@ -300,9 +482,6 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
 # tasks are pure functions of the broadcast model and the partitions, so a rerun gives the
 # same deltas
 _RERUNS = 5
-# seconds for one broadcast of the model (a 2**22-row Adagrad model, 64 MB, takes under one
-# second between local processes)
-_SCATTER_TIMEOUT = 20
 
 
 def _cluster_errors():
@@ -312,39 +491,228 @@ def _cluster_errors():
     return (CommClosedError, KilledWorker, CancelledError, OSError, TimeoutError)
 
 
-def _sync(client, model, xs, ys, bounds, classes, n_features):
-    """One sync: broadcast ``model``, train every partition's slice, merge the deltas as a
-    tree on the workers. Returns (merged delta, the first partition's trained copy on the first sync else
-    None, bytes the tasks sent)."""
-    errors = _cluster_errors()
+# ----------------------------------------------------------------------------- replicas
+
+# Every worker keeps a replica of the model it trains (per fit, keyed by a token), and each
+# sync after the first sends it only the merged rows of the syncs it missed, not the whole
+# model: what travels per sync scales with the rows the partitions touched. The replica is
+# updated by the driver's own writes (``apply`` of the same stripped deltas, then the
+# driver's scalar attributes), so it is bitwise the driver's model. A worker without the
+# replica (a new or restarted worker, or one that missed more than ``_CHAIN`` syncs) makes
+# its task raise ``ReplicaMissing``, and the driver runs the sync again with the whole model.
+_CHAIN = 3
+_REPLICAS: Dict[str, Any] = {}
+_KEEP_FITS = 2
+_LOCK = threading.Lock()  # tasks of one worker's threads update its replicas one at a time
+
+
+class ReplicaMissing(Exception):
+    """A task needs a model version this worker does not hold."""
+
+
+def _scalars(model) -> Dict[str, Any]:
+    """The model's scalar attributes (step counters, sample counts, ...): sent with every
+    update so that a replica matches the driver's model exactly."""
+    return {k: v for k, v in model.__dict__.items()
+            if v is None or isinstance(v, (bool, int, float, str, np.generic))}
+
+
+def _resolve(ref, chain):
+    """The model of version ``ref[1]`` on this worker (see above)."""
+    token, version, base, versions, scalars, applier = ref
+    with _LOCK:
+        if base is not None:
+            model = copy.deepcopy(base)  # the stored dependency may be sent on unchanged
+            _REPLICAS.pop(token, None)
+            _REPLICAS[token] = [version, model]
+            while len(_REPLICAS) > _KEEP_FITS:
+                _REPLICAS.pop(next(iter(_REPLICAS)))
+            return model
+        entry = _REPLICAS.get(token)
+        if entry is None or entry[0] < versions[0] - 1 or entry[0] > version:
+            raise ReplicaMissing(f"this worker holds no replica of version "
+                                 f"{version - len(versions)}..{version}")
+        for v, delta, sc in zip(versions, chain, scalars):
+            if v == entry[0] + 1:
+                applier(entry[1], delta)
+                entry[1].__dict__.update(sc)
+                entry[0] = v
+        return entry[1]
+
+
+def _with_replica(fn, ref, *args):
+    n = len(ref[3])
+    model = _resolve(ref, args[:n])
+    return fn(model, *args[n:])
+
+
+def _drop_replica(token):
+    with _LOCK:
+        _REPLICAS.pop(token, None)
+
+
+class _Replicas:
+    """The driver's side: the version of the model, and the futures of the last updates."""
+
+    def __init__(self, client, applier):
+        import uuid
+        self.client = client
+        self.token = uuid.uuid4().hex
+        self.version = 0
+        self.applier = applier
+        self.updates: List[Any] = []  # (version, future of the stripped delta, scalars)
+        self.full = True
+        self.sent = 0
+
+    def ref(self, view):
+        """(the reference tasks resolve, the futures it needs) for the current version;
+        ``sent`` is set to the bytes of the arrays that go out (the whole model, or the
+        updates)."""
+        if self.full:
+            self.sent = _model_bytes(view)
+            return (self.token, self.version, _broadcast(self.client, view), [], [],
+                    self.applier), []
+        chain = self.updates[-_CHAIN:]
+        self.sent = int(sum(u[3] for u in chain))
+        return (self.token, self.version, None, [u[0] for u in chain],
+                [u[2] for u in chain], self.applier), [u[1] for u in chain]
+
+    def advance(self, delta_future, nbytes, model, full_next: bool = False):
+        self.version += 1
+        self.updates.append((self.version, delta_future, _scalars(model), int(nbytes)))
+        self.updates = self.updates[-_CHAIN:]
+        self.full = full_next
+
+    def close(self):
+        try:
+            self.client.run(_drop_replica, self.token)
+        except Exception:  # a worker that is gone holds nothing
+            pass
+
+
+def _model_bytes(model) -> int:
+    """Bytes of the arrays of a model (its tables and optimizer state), each buffer once."""
+    seen, total = set(), 0
+
+    def walk(obj, depth=0):
+        nonlocal total
+        if isinstance(obj, np.ndarray):
+            base = obj
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            if id(base) not in seen:
+                seen.add(id(base))
+                total += base.nbytes
+        elif depth < 5 and isinstance(obj, dict):
+            for v in obj.values():
+                walk(v, depth + 1)
+        elif depth < 5 and isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v, depth + 1)
+        elif depth < 5 and hasattr(obj, "__dict__") and not isinstance(obj, type):
+            walk(vars(obj), depth + 1)
+    walk(model)
+    return total
+
+
+def _apply_linear_update(model, delta):
+    _apply_linear(model, delta, model.t_, model._samples_seen)
+
+
+def _apply_tables_update(model, deltas):
+    from . import _recommend as R
+    R.apply_sides(model, deltas)
+
+
+def _broadcast(client, model):
+    """The model as a future every task of the sync reads.
+
+    It travels as the argument of a task that the scheduler holds, not by
+    ``client.scatter``: a worker lost with its copy has it recomputed from that task (a
+    scattered copy cannot be), and no driver call waits on a transfer to one chosen worker
+    (a broadcast scatter to a worker that dies on the way can wait forever)."""
+    import warnings
+    with warnings.catch_warnings():
+        # Dask's advice against large task arguments is the point here: the scheduler
+        # keeps the argument so that a lost copy can be recomputed
+        warnings.filterwarnings("ignore", message=".*[Ll]arge object", category=UserWarning)
+        return client.submit(_identity, model, pure=False)
+
+
+def _identity(x):
+    return x
+
+
+def _tree(client, level, merge):
+    """Merge task results pairwise on the workers, in a fixed pairing (the result does not
+    depend on which task finished first)."""
+    while len(level) > 1:
+        level = [client.submit(merge, level[i], level[i + 1], pure=False, retries=3)
+                 if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def _rerun(run, replicas=None):
+    """``run()``, run again after a failure of the cluster (a worker lost mid-sync): its
+    tasks are pure functions of the broadcast model and the partitions, so a rerun gives the
+    same result. A worker without the model's replica makes the rerun send the whole
+    model."""
+    errors = _cluster_errors() + (ReplicaMissing,)
     for attempt in range(_RERUNS + 1):
         try:
-            # a scatter to a worker that dies on the way can wait forever: time it out and
-            # run the sync again on the workers that remain
-            broadcast = client.scatter(model, broadcast=True, hash=False,
-                                       timeout=_SCATTER_TIMEOUT)
-            futs = client.compute(
-                [_delayed_call(_train_linear, broadcast, x, y, a, b, classes, n_features)
-                 for x, y, (a, b) in zip(xs, ys, bounds)], retries=3)
-            deltas = [client.submit(_first, f, pure=False, retries=3) for f in futs]
-            sizes = client.gather([client.submit(_nbytes, d, pure=False, retries=3)
-                                   for d in deltas])
-            level = deltas
-            while len(level) > 1:  # a fixed pairing: the result does not depend on timing
-                level = [client.submit(_mixing.merge, level[i], level[i + 1], pure=False,
-                                       retries=3) if i + 1 < len(level) else level[i]
-                         for i in range(0, len(level), 2)]
-            # the driver needs the new values only
-            mixed = client.submit(_mixing.strip_old, level[0], pure=False, retries=3).result()
-            # the first sync also brings back the first partition's trained copy: the
-            # driver's model (its unchanged rows are the initial values)
-            first = (client.submit(_second, futs[0], pure=False).result()
-                     if not hasattr(model, "_W") else None)
-            return mixed, first, int(sum(sizes))
-        except errors:
+            return run()
+        except errors as exc:
             if attempt == _RERUNS:
                 raise
-            time.sleep(0.2 * (attempt + 1))
+            if replicas is not None:
+                replicas.full = True
+            if not isinstance(exc, ReplicaMissing):
+                time.sleep(0.2 * (attempt + 1))
+
+
+def _sync(client, model, xs, ys, bounds, classes, n_features, replicas):
+    """One sync: send the model (whole, or the updates of the workers' replicas), train
+    every partition's slice, merge the deltas as a tree on the workers. Returns (merged
+    delta, its future, the first partition's trained copy on the first sync else None,
+    bytes the tasks sent)."""
+    def run():
+        ref, chain = replicas.ref(model)
+        futs = client.compute(
+            [_delayed_call(_with_replica, _train_linear, ref, *chain, x, y, a, b, classes,
+                           n_features)
+             for x, y, (a, b) in zip(xs, ys, bounds)], retries=3)
+        deltas = [client.submit(_first, f, pure=False, retries=3) for f in futs]
+        sizes = client.gather([client.submit(_nbytes, d, pure=False, retries=3)
+                               for d in deltas])
+        merged = _tree(client, deltas, _mixing.merge)
+        # the driver needs the new values only
+        stripped = client.submit(_mixing.strip_old, merged, pure=False, retries=3)
+        mixed = stripped.result()
+        # the first sync also brings back the first partition's trained copy: the
+        # driver's model (its unchanged rows are the initial values)
+        first = (client.submit(_second, futs[0], pure=False).result()
+                 if not hasattr(model, "_W") else None)
+        return mixed, stripped, first, int(sum(sizes))
+    return _rerun(run, replicas)
+
+
+def _sync_tables(client, view, tasks, replicas):
+    """One sync of a recommender: send ``view`` (whole, or the updates of the workers'
+    replicas), run ``tasks(ref, chain)`` (one future of (per-table deltas, (loss x rows,
+    rows)) per partition slice), merge on the workers. Returns (mixed deltas, their future,
+    (loss x rows, rows), bytes the tasks sent)."""
+    from . import _recommend as R
+
+    def run():
+        futs = tasks(*replicas.ref(view))
+        sizes = client.gather([client.submit(R.nbytes_sides, f, pure=False, retries=3)
+                               for f in futs])
+        merged = _tree(client, futs, R.merge_sides)
+        stripped = client.submit(R.strip_sides, merged, pure=False, retries=3)
+        deltas_f = client.submit(_first, stripped, pure=False, retries=3)
+        deltas, loss = stripped.result()
+        return deltas, deltas_f, loss, int(sum(sizes))
+    return _rerun(run, replicas)
 
 
 def _first(pair):

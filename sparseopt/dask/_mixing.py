@@ -92,7 +92,7 @@ def extract(before: Dict[str, np.ndarray], after: Dict[str, np.ndarray],
     (the broadcast model), with ``row_counts`` (one per table row) as update counts."""
     if rows is None:
         rows = changed_rows(before, after)
-    return RowDelta(rows, np.asarray(row_counts, dtype=np.float64)[rows],
+    return RowDelta(rows, np.asarray(row_counts)[rows].astype(np.float64),
                     {k: np.ascontiguousarray(after[k][rows]) for k in after},
                     {k: np.ascontiguousarray(before[k][rows]) for k in after},
                     dict(rules), steps, samples)
