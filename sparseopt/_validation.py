@@ -20,6 +20,8 @@ from ._kernels import _info
 ParamKey = Union[int, str]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Half-precision parameter storage: float16 arrays, and uint16 arrays holding bfloat16 bits.
+_HALF_DTYPES = (np.dtype(np.float16), np.dtype(np.uint16))
 _INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
@@ -31,8 +33,10 @@ def describe(key: ParamKey) -> str:
 # --------------------------------------------------------------------------- parameters
 
 
-def check_params(params: Any) -> Tuple[List[ParamKey], List[np.ndarray], bool]:
-    """Validate the ``params`` argument of an optimizer.
+def check_params(params: Any, *, half: bool = False, bfloat16: bool = False
+                 ) -> Tuple[List[ParamKey], List[np.ndarray], bool]:
+    """Validate the ``params`` argument of an optimizer (``half``, ``bfloat16``: see
+    ``check_param``).
 
     Returns ``(keys, arrays, is_dict)``: names for a dict, positions for a list (or for a single
     array, which counts as a list of one).
@@ -58,7 +62,7 @@ def check_params(params: Any) -> Tuple[List[ParamKey], List[np.ndarray], bool]:
         raise ValueError("optimizer got an empty parameter list")
     seen = set()
     for key, arr in items:
-        check_param(key, arr)
+        check_param(key, arr, half=half, bfloat16=bfloat16)
         if id(arr) in seen:
             raise ValueError(f"{describe(key)} appears more than once in params")
         seen.add(id(arr))
@@ -82,13 +86,30 @@ def _check_no_overlap(items: List[Tuple[ParamKey, np.ndarray]]) -> None:
             )
 
 
-def check_param(key: ParamKey, arr: Any) -> None:
-    """A parameter is a writeable, C-contiguous float32/float64 array of 1 or 2 dimensions."""
+def check_param(key: ParamKey, arr: Any, *, half: bool = False, bfloat16: bool = False) -> None:
+    """A parameter is a writeable, C-contiguous float32/float64 array of 1 or 2 dimensions.
+
+    ``half``: float16 is accepted too (an optimizer that updates half-precision tables).
+    ``bfloat16``: the parameter must instead be a uint16 array holding bfloat16 bits (NumPy
+    has no bfloat16 dtype)."""
     name = describe(key)
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(arr).__name__}")
-    if arr.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got dtype {arr.dtype}")
+    if bfloat16:
+        if arr.dtype != np.uint16:
+            raise TypeError(
+                f"{name} has dtype {arr.dtype}; with dtype='bfloat16' every parameter must be a "
+                "uint16 array holding bfloat16 bits (the upper 16 bits of float32 values)"
+            )
+    elif half and arr.dtype == np.float16:
+        pass
+    elif arr.dtype not in _FLOAT_DTYPES:
+        hint = ""
+        if half and arr.dtype == np.uint16:
+            hint = " (for bfloat16 bits in a uint16 array, pass dtype='bfloat16')"
+        elif half:
+            hint = " (or float16, or bfloat16 bits in a uint16 array with dtype='bfloat16')"
+        raise TypeError(f"{name} must be float32 or float64{hint}, got dtype {arr.dtype}")
     if arr.ndim not in (1, 2):
         raise ValueError(
             f"{name} must be 1-D (n,) or 2-D (n, d), got shape {arr.shape}; reshape it to "
@@ -103,6 +124,31 @@ def check_param(key: ParamKey, arr: Any) -> None:
         )
     if not arr.flags.writeable:
         raise ValueError(f"{name} is read-only; the optimizer updates parameters in place")
+
+
+def check_storage(dtype: Any, rounding: Any, seed: Any, supported: bool
+                  ) -> Tuple[bool, bool, int]:
+    """The half-precision options of an optimizer: ``(bfloat16, stochastic, seed)``.
+
+    ``dtype`` is None (each parameter's own NumPy dtype) or ``"bfloat16"`` (uint16 arrays of
+    bfloat16 bits); ``rounding`` is ``"nearest"`` or ``"stochastic"``; ``seed`` an int in
+    ``[0, 2**32)``. ``supported``: whether the optimizer updates half-precision tables."""
+    if dtype is not None and not (isinstance(dtype, str) and dtype == "bfloat16"):
+        raise ValueError(f"dtype must be None or 'bfloat16', got {dtype!r} (float16 "
+                         "parameters need no dtype: pass np.float16 arrays)")
+    if dtype is not None and not supported:
+        raise ValueError("this optimizer does not update half-precision parameters "
+                         "(dtype='bfloat16')")
+    check_choice("rounding", rounding, ("nearest", "stochastic"))
+    seed = check_int("seed", seed, 0, 2**32 - 1)
+    return dtype is not None, rounding == "stochastic", seed
+
+
+def check_rounding_for(key: ParamKey, arr: np.ndarray, stochastic: bool) -> None:
+    """Stochastic rounding is defined for bfloat16 storage only."""
+    if stochastic and arr.dtype != np.uint16:
+        raise ValueError(f"rounding='stochastic' needs bfloat16 parameters (dtype='bfloat16'); "
+                         f"{describe(key)} has dtype {arr.dtype}")
 
 
 def rows_view(arr: np.ndarray) -> np.ndarray:
@@ -903,7 +949,8 @@ def check_param_unchanged(key: ParamKey, arr: Any, shape: Tuple[int, ...], dtype
         flags = arr.flags
         if flags.writeable and flags.c_contiguous:
             return
-    check_param(key, arr)
+    dtype = np.dtype(dtype)
+    check_param(key, arr, half=dtype in _HALF_DTYPES, bfloat16=dtype == np.uint16)
     if arr.shape != shape or arr.dtype != dtype:
         raise ValueError(
             f"{describe(key)} changed from shape {shape} and dtype {np.dtype(dtype)} to shape "

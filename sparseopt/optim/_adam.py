@@ -5,7 +5,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import _validation as V
 from .._kernels import _rows
-from ._base import DUMMY_F64, DUMMY_I64, FLAGS, ROW_WD, WD_SUM, Optimizer, _Dummies, _width
+from ._base import (DUMMY_F64, DUMMY_I64, FLAGS, ROW_WD, WD_SUM, Optimizer, _Dummies, _width,
+                    state_dtype)
 from ._grad import MergedRows
 
 
@@ -58,6 +59,19 @@ class Adam(Optimizer):
         What a gradient row with NaN/inf does: raise ``FloatingPointError`` before anything
         changes, leave the row out of the step, or apply it.
 
+    dtype : {None, "bfloat16"}, default None
+        Storage of the parameters. ``None``: each array's own dtype (float32, float64, or
+        float16). ``"bfloat16"``: every parameter is a uint16 array holding bfloat16 bits (the
+        upper 16 bits of a float32; NumPy has no bfloat16 dtype). Half-precision rows are
+        updated in float32 (state and gradients are float32) and rounded back on store.
+    rounding : {"nearest", "stochastic"}, default "nearest"
+        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only)
+        stochastically, from a hash of (seed, parameter, step, row, column): the same bits for
+        any thread count, and a run resumed from ``state_dict`` with the same ``seed``
+        reproduces them.
+    seed : int, default 0
+        Seed of stochastic rounding, in ``[0, 2**32)``.
+
     Examples
     --------
     >>> import numpy as np, sparseopt as so
@@ -68,6 +82,7 @@ class Adam(Optimizer):
     (-0.01, 0.0)
     """
 
+    _HALF = True
     _DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                      lazy="frozen", bias_correction="row", eps_mode="corrected")
     _PRESETS = {
@@ -83,12 +98,14 @@ class Adam(Optimizer):
                  eps: Optional[float] = None, weight_decay: float = 0.0, amsgrad: bool = False,
                  lazy: Optional[str] = None, bias_correction: Optional[str] = None,
                  preset: Optional[str] = None, n_threads: Optional[int] = None,
-                 duplicates: str = "sum", nonfinite: str = "raise") -> None:
+                 duplicates: str = "sum", nonfinite: str = "raise", dtype: Optional[str] = None,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, lazy=lazy,
                                       bias_correction=bias_correction),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
-                         nonfinite=nonfinite)
+                         nonfinite=nonfinite, dtype=dtype,
+                         rounding=rounding, seed=seed)
 
     def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
         g = dict(group)
@@ -134,9 +151,9 @@ class Adam(Optimizer):
                  | (FLAGS["AMSGRAD"] if group["amsgrad"] else 0)
                  | (FLAGS["ROW_BIAS"] if group["bias_correction"] == "row" else 0)
                  | (FLAGS["EPS_RAW"] if group["eps_mode"] == "uncorrected" else 0))
-        _rows.adam_rows_update(
+        self._kernel(i, _rows.adam_rows_update)(
             V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
-            V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else _Dummies.rows(p.dtype),
+            V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else _Dummies.rows(state_dtype(p)),
             merged.values, merged.scratch, merged.rows, merged.src,
             state.get("row_step", DUMMY_I64), state.get("last_step", DUMMY_I64),
             state.get("first_step", DUMMY_I64),
