@@ -1543,9 +1543,9 @@ _TORCH_FLOAT_DTYPES = ("torch.float32", "torch.float64")
 _TORCH_HALF_DTYPES = ("torch.float16", "torch.bfloat16")
 
 
-def _torch_dtype_ok(name: str, dtype: Any, what: str) -> None:
+def _torch_dtype_ok(name: str, dtype: Any, what: str, half: bool = False) -> None:
     d = str(dtype)
-    if d in _TORCH_FLOAT_DTYPES:
+    if d in _TORCH_FLOAT_DTYPES or (half and d in _TORCH_HALF_DTYPES):
         return
     if d in _TORCH_HALF_DTYPES:
         raise TypeError(f"{name}: {what} has dtype {d}; float16 and bfloat16 are not supported "
@@ -1562,8 +1562,8 @@ def _torch_device_ok(name: str, t: Any, what: str) -> None:
 
 
 def check_torch_param(name: str, t: Any) -> Tuple[int, ...]:
-    """A parameter of a ``sparseopt.torch`` optimizer: a strided CPU tensor of float32 or
-    float64 that requires a gradient, contiguous (updated in place through a NumPy view).
+    """A parameter of a ``sparseopt.torch`` optimizer: a strided CPU tensor of float32,
+    float64, float16 or bfloat16 that requires a gradient, contiguous (updated in place through a NumPy view).
     Returns the ``(n,)`` or ``(n, d)`` shape of that view: a 0-d tensor is one row, a tensor of
     more than 2 dimensions is viewed as ``(shape[0], prod(shape[1:]))``."""
     tensor_type = type(t).__mro__
@@ -1573,7 +1573,7 @@ def check_torch_param(name: str, t: Any) -> Tuple[int, ...]:
         raise TypeError(f"{name} has layout {t.layout}; only dense (strided) parameters can be "
                         "optimized (their gradients may be sparse)")
     _torch_device_ok(name, t, "the parameter")
-    _torch_dtype_ok(name, t.dtype, "the parameter")
+    _torch_dtype_ok(name, t.dtype, "the parameter", half=True)
     if not t.requires_grad:
         raise ValueError(f"{name} has requires_grad=False: it never gets a gradient; leave it "
                          "out of the optimizer's parameters")

@@ -155,6 +155,9 @@ class Optimizer:
     _INTERLEAVED: Tuple[str, ...] = ()
     # Whether the optimizer updates half-precision parameters (``_halfrows`` has its kernels).
     _HALF = False
+    # Parameter i draws the stochastic-rounding stream ``i + _stream_base`` (sparseopt.torch
+    # keeps one optimizer per tensor and numbers the tensors of its optimizer).
+    _stream_base = 0
 
     def __init__(self, params: Any, hyper: Dict[str, Any], *, preset: Optional[str],
                  n_threads: Optional[int], duplicates: str, nonfinite: str,
@@ -309,7 +312,7 @@ class Optimizer:
             return kernel
         twin = getattr(_halfrows, kernel.__name__)
         stochastic = self.rounding == "stochastic"
-        stream = self.seed | (i << 32)
+        stream = self.seed | ((i + self._stream_base) << 32)
         step = self.state[self._keys[i]]["step"]
 
         def call(p, *args):
