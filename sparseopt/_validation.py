@@ -145,8 +145,9 @@ def check_storage(dtype: Any, rounding: Any, seed: Any, supported: bool
 
 
 def check_rounding_for(key: ParamKey, arr: np.ndarray, stochastic: bool) -> None:
-    """Stochastic rounding is defined for bfloat16 storage only."""
-    if stochastic and arr.dtype != np.uint16:
+    """Stochastic rounding is defined for bfloat16 storage only: float16 parameters are
+    refused with it (float32 and float64 ones are never rounded)."""
+    if stochastic and arr.dtype == np.float16:
         raise ValueError(f"rounding='stochastic' needs bfloat16 parameters (dtype='bfloat16'); "
                          f"{describe(key)} has dtype {arr.dtype}")
 

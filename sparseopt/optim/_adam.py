@@ -65,10 +65,10 @@ class Adam(Optimizer):
         upper 16 bits of a float32; NumPy has no bfloat16 dtype). Half-precision rows are
         updated in float32 (state and gradients are float32) and rounded back on store.
     rounding : {"nearest", "stochastic"}, default "nearest"
-        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only)
-        stochastically, from a hash of (seed, parameter, step, row, column): the same bits for
-        any thread count, and a run resumed from ``state_dict`` with the same ``seed``
-        reproduces them.
+        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only;
+        float16 parameters are refused with it) stochastically, from a hash of (seed,
+        parameter, step, row, column): the same bits for any thread count, and a run resumed
+        from ``state_dict`` with the same ``seed`` reproduces them.
     seed : int, default 0
         Seed of stochastic rounding, in ``[0, 2**32)``.
 
