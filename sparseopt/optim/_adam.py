@@ -80,6 +80,14 @@ class Adam(Optimizer):
     >>> opt.step([so.RowGrad(np.array([3, 7, 3]), np.ones((3, 8), dtype=np.float32))])
     >>> round(float(E[3, 0]), 6), float(E[0, 0])   # a first step moves a row by ~lr
     (-0.01, 0.0)
+
+    A bfloat16 table (uint16 words; the value is the upper half of a float32):
+
+    >>> H = np.zeros((1000, 8), dtype=np.uint16)
+    >>> opt = so.Adam([H], lr=0.01, dtype="bfloat16")
+    >>> opt.step([so.RowGrad(np.array([3]), np.ones((1, 8), dtype=np.float32))])
+    >>> float((H[3].astype(np.uint32) << 16).view(np.float32)[0]), opt.state[0]["exp_avg"].dtype
+    (-0.010009765625, dtype('float32'))
     """
 
     _HALF = True
