@@ -417,6 +417,12 @@ class SGD(_Reference):
 #
 # A row whose float32 value is exactly representable rounds to itself under either rule, so
 # rounding every row after a step (as ``HalfPrecision`` does) changes only the touched ones.
+#
+# bfloat16 moments (``Adam(state_dtype="bfloat16")``): the moments of a touched row are widened
+# too, updated with the weights by the float32 rule, and rounded to bfloat16 by the weights'
+# rule, the random bits of each array from the row's key xor its salt (``STATE_SALTS``).
+
+STATE_SALTS = {"exp_avg": 0x68E31DA4, "exp_avg_sq": 0x5297A4D1, "max_exp_avg_sq": 0x1B56C4E9}
 
 _U64 = np.uint64
 
@@ -428,12 +434,13 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> _U64(31))
 
 
-def rounding_noise(stream: int, step: int, rows: Any, d: int) -> np.ndarray:
-    """The ``(len(rows), d)`` uint32 random words of stochastic rounding (see above)."""
+def rounding_noise(stream: int, step: int, rows: Any, d: int, salt: int = 0) -> np.ndarray:
+    """The ``(len(rows), d)`` uint32 random words of stochastic rounding (see above); ``salt``
+    is xored into each row's key."""
     s = np.array([stream], dtype=np.uint64)
     t = np.array([step], dtype=np.int64).astype(np.uint64)
     r = np.asarray(rows, dtype=np.int64).astype(np.uint64)
-    k = _mix64(_mix64(s ^ _mix64(t)) ^ r).astype(np.uint32)
+    k = _mix64(_mix64(s ^ _mix64(t)) ^ r).astype(np.uint32) ^ np.uint32(salt)
     x = k[:, None] + np.arange(d, dtype=np.uint32) * np.uint32(0x9E3779B9)
     x ^= x >> np.uint32(16)
     x *= np.uint32(0x7FEB352D)
@@ -470,7 +477,8 @@ class HalfPrecision:
     bfloat16 bits with ``dtype="bfloat16"``; they are updated in place."""
 
     def __init__(self, cls: type, params: Any, dtype: Optional[str] = None,
-                 rounding: str = "nearest", seed: int = 0, **kwargs: Any) -> None:
+                 rounding: str = "nearest", seed: int = 0, state_dtype: Optional[str] = None,
+                 **kwargs: Any) -> None:
         if isinstance(params, np.ndarray):
             params = [params]
         keys = list(params) if isinstance(params, dict) else list(range(len(params)))
@@ -478,12 +486,15 @@ class HalfPrecision:
         self.keys = keys
         self.stochastic = rounding == "stochastic"
         self.seed = seed
+        self.state_dtype = state_dtype
         self.wide = {k: self._widen(self.half[k]) for k in keys}
         self.ref = cls({k: self.wide[k] for k in keys} if isinstance(params, dict)
                        else [self.wide[k] for k in keys], **kwargs)
 
     @staticmethod
     def _widen(h: np.ndarray) -> np.ndarray:
+        if h.dtype == np.float32:  # a float32 parameter (with bfloat16 moments) is itself
+            return h
         if h.dtype == np.float16:
             return h.astype(np.float32)
         return bfloat16_to_float32(h)
@@ -505,13 +516,24 @@ class HalfPrecision:
             h, w = self.half[k], self.wide[k]
             n = h.shape[0]
             W = w.reshape(n, -1)
+            step = self.ref.state[k].get("step", 0)
+            if self.state_dtype is not None:
+                for sname, salt in STATE_SALTS.items():
+                    arr = self.ref.state[k].get(sname)
+                    if arr is None:
+                        continue
+                    S = arr.reshape(n, -1)
+                    noise = (rounding_noise(self.seed | (i << 32), step, np.arange(n),
+                                            S.shape[1], salt) if self.stochastic else None)
+                    S[...] = bfloat16_to_float32(float32_to_bfloat16(S, noise))
+            if h.dtype == np.float32:
+                continue
             if h.dtype == np.float16:
                 with np.errstate(over="ignore"):  # overflow rounds to infinity
                     new = W.astype(np.float16)
             else:
                 noise = None
                 if self.stochastic:
-                    step = self.ref.state[k].get("step", 0)
                     noise = rounding_noise(self.seed | (i << 32), step, np.arange(n),
                                            W.shape[1])
                 new = float32_to_bfloat16(W, noise)

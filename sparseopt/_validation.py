@@ -144,6 +144,26 @@ def check_storage(dtype: Any, rounding: Any, seed: Any, supported: bool
     return dtype is not None, rounding == "stochastic", seed
 
 
+def check_state_dtype(state_dtype: Any) -> Optional[str]:
+    """``state_dtype`` of an optimizer: None (the parameter's precision) or ``"bfloat16"``."""
+    if state_dtype is not None and not (isinstance(state_dtype, str)
+                                        and state_dtype == "bfloat16"):
+        raise ValueError(f"state_dtype must be None or 'bfloat16', got {state_dtype!r}")
+    return state_dtype
+
+
+def check_bf16_state(lazy: str, params: Any) -> None:
+    """bfloat16 moments: ``lazy="frozen"`` only, and no float64 parameter (its moments would
+    lose more than the weights keep)."""
+    if lazy != "frozen":
+        raise ValueError("state_dtype='bfloat16' needs lazy='frozen' (got lazy="
+                         f"{lazy!r})")
+    for j, p in enumerate(params or ()):
+        if isinstance(p, np.ndarray) and p.dtype == np.float64:
+            raise ValueError(f"state_dtype='bfloat16' needs float32 or half-precision "
+                             f"parameters; parameter {j} is float64")
+
+
 def check_rounding_for(key: ParamKey, arr: np.ndarray, stochastic: bool) -> None:
     """Stochastic rounding is defined for bfloat16 storage only: float16 parameters are
     refused with it (float32 and float64 ones are never rounded)."""

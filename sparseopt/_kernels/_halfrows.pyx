@@ -360,3 +360,92 @@ def flush_decay(uint16_t[:, ::1] param, float[:, :] s0, float[:, :] s1, float[:,
                 row_wd[r] = wd_now
             last_step[r] = t
         free(w)
+
+
+# Keys of the random bits of each bfloat16 state array of a row: the row's key xor one of these
+# (the weight uses the row's key itself), so no two arrays of a row share their bits.
+cdef enum:
+    KEY_M = 0x68e31da4
+    KEY_V = 0x5297a4d1
+    KEY_VMAX = 0x1b56c4e9
+
+STATE_KEYS = dict(exp_avg=KEY_M, exp_avg_sq=KEY_V, max_exp_avg_sq=KEY_VMAX)
+
+
+def adam_rows_update_bf16_state(unsigned char[:, ::1] param, int pkind, uint16_t[:, :] m,
+                                uint16_t[:, :] v, uint16_t[:, ::1] vmax,
+                                const float[:, ::1] values, const float[:, ::1] scratch,
+                                const int64_t[::1] rows, const int64_t[::1] src,
+                                int64_t[::1] row_step, const double[:, ::1] pow1,
+                                const double[:, ::1] pow2, int64_t t, double lr, double beta1,
+                                double beta2, double eps, double pmul_now, int flags,
+                                int n_threads, bint stochastic, uint64_t stream, int64_t step):
+    """Adam (``lazy="frozen"``) with bfloat16 moments: ``m``, ``v`` (and ``vmax``) are uint16
+    views of bfloat16 bits, widened per row into float32 scratch, updated by the float32 rule
+    and rounded back (the weight's rounding; keys ``row key ^ KEY_*``). ``param`` is the byte
+    view of the parameter: float32 (``pkind`` = -1, updated in place) or half precision
+    (``pkind`` a ``KIND``, widened and rounded as in ``adam_rows_update``)."""
+    cdef Py_ssize_t nr = rows.shape[0], j, ja
+    cdef Py_ssize_t d = param.shape[1] // (4 if pkind < 0 else 2)
+    cdef int64_t r, ra, tau
+    cdef double bc1, bc2, a, c
+    cdef bint ams = flags & F_AMSGRAD, rowb = flags & F_ROW_BIAS, raw = flags & F_EPS_RAW
+    cdef float* w
+    cdef float* pw
+    cdef float* vm
+    cdef const float* g
+    cdef uint32_t key
+    cdef size_t rb = d * sizeof(float), hb = d * sizeof(uint16_t)
+    cdef size_t pb = rb if pkind < 0 else hb
+    cdef double omb1 = 1.0 - beta1, omb2 = 1.0 - beta2
+    cdef const double* p1 = &pow1[0, 0]
+    cdef const double* p2 = &pow2[0, 0]
+    if nr == 0:
+        return
+    with nogil, parallel(num_threads=n_threads):
+        w = _scratch_row(4 * d)  # weight, m, v, vmax
+        for j in prange(nr, schedule="static"):
+            ja = j + PREFETCH_AHEAD
+            if ja < nr:
+                ra = rows[ja]
+                so_prefetch_write_l2(&param[ra, 0], pb)
+                so_prefetch_write_l2(&m[ra, 0], hb)
+                so_prefetch_write_l2(&v[ra, 0], hb)
+                _prefetch_grad(values, scratch, src[ja], rb)
+            r = rows[j]
+            g = _grad_row(values, scratch, src[j])
+            if rowb:
+                tau = _clamp(row_step[r], 0, t - 1) + 1
+                row_step[r] = tau
+            else:
+                tau = t
+            bc1 = 1.0 - _power(p1, tau)
+            bc2 = 1.0 - _power(p2, tau)
+            if raw:
+                a = lr * sqrt(bc2) / bc1
+                c = 1.0
+            else:
+                a = lr / bc1
+                c = 1.0 / sqrt(bc2)
+            if pkind < 0:
+                pw = <float*>&param[r, 0]
+            else:
+                pw = w
+                so_half_load(d, pw, <uint16_t*>&param[r, 0], pkind)
+            so_half_load(d, w + d, &m[r, 0], SO_HALF_BF16)
+            so_half_load(d, w + 2 * d, &v[r, 0], SO_HALF_BF16)
+            vm = NULL
+            if ams:
+                vm = w + 3 * d
+                so_half_load(d, vm, &vmax[r, 0], SO_HALF_BF16)
+            so_adam_row_f(d, pw, w + d, w + 2 * d, vm, g, <float>beta1, <float>omb1,
+                          <float>beta2, <float>omb2, <float>a, <float>c, <float>eps,
+                          <float>pmul_now)
+            key = so_sr_row_key(stream, step, r) if stochastic else 0
+            so_half_store(d, &m[r, 0], w + d, SO_HALF_BF16, stochastic, key ^ KEY_M)
+            so_half_store(d, &v[r, 0], w + 2 * d, SO_HALF_BF16, stochastic, key ^ KEY_V)
+            if ams:
+                so_half_store(d, &vmax[r, 0], vm, SO_HALF_BF16, stochastic, key ^ KEY_VMAX)
+            if pkind >= 0:
+                so_half_store(d, <uint16_t*>&param[r, 0], pw, pkind, stochastic, key)
+        free(w)

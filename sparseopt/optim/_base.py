@@ -657,7 +657,7 @@ class Optimizer:
         """Put loaded or unpickled state back into the kernels' layout (aligned, interleaved)."""
         pair = self._INTERLEAVED
         if pair and p.ndim == 2 and all(n in st for n in pair):
-            fresh = interleaved_zeros(pair, p.shape, state_dtype(p))
+            fresh = interleaved_zeros(pair, p.shape, self._state_shape(pair[0], p)[1])
             for n in pair:
                 fresh[n][...] = st[n]
             st.update(fresh)
@@ -670,7 +670,7 @@ class Optimizer:
         if sname == ROW_WD:
             return (p.shape[0],), np.dtype(np.float64)
         shape, dtype = self._array_state_shape(sname, p)
-        if dtype is not None and p.dtype.itemsize == 2:
+        if dtype is not None and dtype == p.dtype:
             dtype = state_dtype(p)
         return shape, dtype
 
@@ -687,7 +687,7 @@ class Optimizer:
         pair = self._INTERLEAVED
         if pair and p.ndim == 2 and not any(n in state for n in pair) and \
                 all(n in dict(self._state_spec(group)) for n in pair):
-            state.update(interleaved_zeros(pair, p.shape, state_dtype(p)))
+            state.update(interleaved_zeros(pair, p.shape, self._state_shape(pair[0], p)[1]))
         for sname, fill in self._state_spec(group):
             if sname not in state:
                 if sname == WD_SUM:

@@ -289,3 +289,96 @@ def test_state_dict_of_another_dtype_is_refused():
     sd["state"][0]["exp_avg"] = sd["state"][0]["exp_avg"].astype(np.float16)
     with pytest.raises(ValueError, match="float32"):
         Adam([np.zeros((4, 2), np.float16)]).load_state_dict(sd)
+
+
+# ------------------------------------------------------------------ bfloat16 moments (Adam)
+
+MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def _weights(kind, x):
+    if kind == "float32":
+        return x.copy(), {}
+    if kind == "float16":
+        return x.astype(np.float16), {}
+    return R.float32_to_bfloat16(x), dict(dtype="bfloat16")
+
+
+@pytest.mark.parametrize("weights", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("d", WIDTHS)
+def test_bf16_moments_are_the_float32_rule_then_rounding(weights, rounding, amsgrad, d):
+    if weights == "float16" and rounding == "stochastic":
+        pytest.skip("stochastic rounding is for bfloat16 storage")
+    rng = np.random.default_rng(d)
+    n = 40
+    P, storage = _weights(weights, rng.standard_normal((n, d)).astype(np.float32))
+    start, Q = P.copy(), P.copy()
+    kw = dict(lr=0.01, amsgrad=amsgrad, weight_decay=0.01, state_dtype="bfloat16",
+              rounding=rounding, seed=4, **storage)
+    opt = Adam([P], **kw)
+    emu = R.HalfPrecision(Adam, [Q], **kw)
+    batches = _batches(rng, n, d)
+    _run(opt, batches, False)
+    _run(emu, batches, False)
+    np.testing.assert_array_equal(P.view(np.uint8), Q.view(np.uint8))
+    for name in MOMENTS[:3 if amsgrad else 2]:
+        arr = opt.state[0][name]
+        assert arr.dtype == np.uint16 and arr.nbytes == P.size * 2
+        np.testing.assert_array_equal(R.bfloat16_to_float32(arr), emu.state[0][name])
+    touched = np.unique(np.concatenate([np.asarray(b.indices) for b in batches]))
+    untouched = np.setdiff1d(np.arange(n), touched)
+    np.testing.assert_array_equal(P[untouched].view(np.uint8), start[untouched].view(np.uint8))
+    assert not opt.state[0]["exp_avg"][untouched].any()
+
+
+def test_bf16_moments_one_thread_equals_many_and_resume(force_parallel):
+    rng = np.random.default_rng(8)
+    n, d = 300, 17
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    batches = _batches(rng, n, d, steps=8)
+    kw = dict(lr=0.01, state_dtype="bfloat16", rounding="stochastic", seed=9)
+    out = []
+    for threads in (1, 2, 4):
+        P = x.copy()
+        _run(Adam([P], n_threads=threads, **kw), batches, False)
+        out.append(P)
+    for P in out[1:]:
+        np.testing.assert_array_equal(P, out[0])
+    first = x.copy()
+    opt = Adam([first], **kw)
+    _run(opt, batches[:4], False)
+    saved = pickle.loads(pickle.dumps(opt.state_dict()))
+    opt2 = Adam([first], **kw)
+    opt2.load_state_dict(saved)
+    _run(opt2, batches[4:], False)
+    np.testing.assert_array_equal(first, out[0])
+
+
+def test_bf16_moments_bad_settings_and_state_are_refused():
+    x = np.zeros((6, 4), np.float32)
+    with pytest.raises(ValueError, match="state_dtype"):
+        Adam([x], state_dtype="float16")
+    with pytest.raises(ValueError, match="lazy='frozen'"):
+        Adam([x], state_dtype="bfloat16", lazy="decay")
+    with pytest.raises(ValueError, match="float64"):
+        Adam([np.zeros((6, 4))], state_dtype="bfloat16")
+    opt = Adam([x], state_dtype="bfloat16")
+    opt.step([so.RowGrad(np.array([1]), np.ones((1, 4), np.float32))])
+    sd = opt.state_dict()
+    f32 = {k: (R.bfloat16_to_float32(v) if k in MOMENTS else v)
+           for k, v in sd["state"][0].items()}
+    with pytest.raises(ValueError, match="uint16"):
+        Adam([x.copy()], state_dtype="bfloat16").load_state_dict({"state": {0: f32}})
+    bad = dict(sd["state"][0])
+    bad["exp_avg_sq"] = R.float32_to_bfloat16(-np.ones((6, 4), np.float32))
+    with pytest.raises(ValueError, match="exp_avg_sq"):
+        Adam([x.copy()], state_dtype="bfloat16").load_state_dict({"state": {0: bad}})
+    bad["exp_avg_sq"] = R.float32_to_bfloat16(np.full((6, 4), np.nan, np.float32))
+    with pytest.raises(ValueError, match="exp_avg_sq"):
+        Adam([x.copy()], state_dtype="bfloat16").load_state_dict({"state": {0: bad}})
+    # a replaced moment array of another dtype is refused before the kernel runs
+    opt.state[0]["exp_avg"] = np.zeros((6, 4), np.float32)
+    with pytest.raises(ValueError, match="exp_avg"):
+        opt.step([so.RowGrad(np.array([1]), np.ones((1, 4), np.float32))])
