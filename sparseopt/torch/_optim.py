@@ -137,7 +137,8 @@ class _TorchOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Any, hyper: Dict[str, Any], *, preset: Optional[str],
                  n_threads: Optional[int], duplicates: str, nonfinite: str,
-                 rounding: str = "nearest", seed: int = 0) -> None:
+                 rounding: str = "nearest", seed: int = 0,
+                 state_dtype: Optional[str] = None) -> None:
         # the NumPy optimizer resolves the preset and checks every hyper-parameter and option
         probe = self._new_inner(np.zeros(1, dtype=np.float64), hyper, preset=preset,
                                 n_threads=n_threads, duplicates=duplicates, nonfinite=nonfinite)
@@ -145,6 +146,8 @@ class _TorchOptimizer(torch.optim.Optimizer):
         self.preset = preset
         self._options = dict(n_threads=probe.n_threads, duplicates=probe.duplicates,
                              nonfinite=probe.nonfinite, rounding=rounding, seed=seed)
+        if V.check_state_dtype(state_dtype) is not None:
+            self._options["state_dtype"] = state_dtype
         self._keys = tuple(self._NUMPY._DEFAULTS)
         self._slots: Dict[torch.Tensor, _Slot] = {}
         self._lock = threading.Lock()
@@ -154,10 +157,15 @@ class _TorchOptimizer(torch.optim.Optimizer):
     @classmethod
     def _new_inner(cls, arr: np.ndarray, hyper: Dict[str, Any], *, preset: Optional[str] = None,
                    key: str = "p", **options: Any) -> _base.Optimizer:
+        state_dtype = options.pop("state_dtype", None)
         inner = cls._NUMPY.__new__(cls._NUMPY)
+        if state_dtype is not None:
+            inner.state_dtype = state_dtype
         _base.Optimizer.__init__(inner, {key: arr}, dict(hyper), preset=preset,
                                  dtype="bfloat16" if arr.dtype == np.uint16 else None,
                                  **options)
+        if state_dtype is not None:
+            V.check_bf16_state(inner.param_groups[0]["lazy"], inner._params)
         return inner
 
     @property
@@ -338,7 +346,8 @@ class _TorchOptimizer(torch.optim.Optimizer):
             if isinstance(v, np.ndarray):
                 cached = views.get(sname)
                 if cached is None or cached[0] is not v:
-                    t = torch.from_numpy(v)
+                    t = (torch.from_numpy(v.view(np.int16)).view(torch.bfloat16)
+                         if v.dtype == np.uint16 else torch.from_numpy(v))  # bfloat16 moments
                     if v.shape == slot.view_shape and v.shape != slot.shape:
                         t = t.view(slot.shape)
                     cached = views[sname] = (v, t)
@@ -430,7 +439,10 @@ class _TorchOptimizer(torch.optim.Optimizer):
                 out[sname] = V.check_torch_step(slot.name, v)
             elif isinstance(v, torch.Tensor):
                 V.check_torch_state_tensor(slot.name, sname, v)
-                arr = v.detach().numpy()
+                if v.dtype == torch.bfloat16:  # bfloat16 moments: their bits
+                    arr = v.detach().view(torch.int16).numpy().view(np.uint16)
+                else:
+                    arr = v.detach().numpy()
                 if arr.shape == slot.shape and slot.shape != slot.view_shape:
                     arr = arr.reshape(slot.view_shape)
                 out[sname] = arr
@@ -472,8 +484,9 @@ class Adam(_TorchOptimizer):
     lr, betas, eps, weight_decay, amsgrad, lazy, bias_correction, preset
         As for :class:`sparseopt.Adam`; each may differ per param group (``lazy`` and
         ``bias_correction`` cannot change after a parameter's first step).
-    n_threads, duplicates, nonfinite, rounding, seed
-        As for :class:`sparseopt.Adam`, for the whole optimizer.
+    n_threads, duplicates, nonfinite, rounding, seed, state_dtype
+        As for :class:`sparseopt.Adam`, for the whole optimizer (``state_dtype="bfloat16"``
+        state is shown and saved as bfloat16 tensors).
 
     Examples
     --------
@@ -498,13 +511,14 @@ class Adam(_TorchOptimizer):
                  lazy: Optional[str] = None, bias_correction: Optional[str] = None,
                  preset: Optional[str] = None, n_threads: Optional[int] = None,
                  duplicates: str = "sum", nonfinite: str = "raise", rounding: str = "nearest",
-                 seed: int = 0) -> None:
+                 seed: int = 0,
+                 state_dtype: Optional[str] = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, lazy=lazy,
                                       bias_correction=bias_correction),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite, rounding=rounding,
-                         seed=seed)
+                         seed=seed, state_dtype=state_dtype)
 
     def _hyper_from_torch(self, saved, current):
         # ours has "lazy"; torch.optim.Adam / AdamW "amsgrad"; SparseAdam neither (lr, betas,
@@ -555,12 +569,13 @@ nonfinite
                  lazy: Optional[str] = None, bias_correction: Optional[str] = None,
                  preset: Optional[str] = None, n_threads: Optional[int] = None,
                  duplicates: str = "sum", nonfinite: str = "raise", rounding: str = "nearest",
-                 seed: int = 0) -> None:
+                 seed: int = 0,
+                 state_dtype: Optional[str] = None) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, lazy=lazy, bias_correction=bias_correction,
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite, rounding=rounding,
-                         seed=seed)
+                         seed=seed, state_dtype=state_dtype)
 
 
 class Adagrad(_TorchOptimizer):

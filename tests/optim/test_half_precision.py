@@ -382,3 +382,51 @@ def test_bf16_moments_bad_settings_and_state_are_refused():
     opt.state[0]["exp_avg"] = np.zeros((6, 4), np.float32)
     with pytest.raises(ValueError, match="exp_avg"):
         opt.step([so.RowGrad(np.array([1]), np.ones((1, 4), np.float32))])
+
+
+# ------------------------------------------------------------------ sparseopt.torch
+
+
+@pytest.mark.parametrize("dtype, rounding, state_dtype", [
+    ("bfloat16", "nearest", None), ("bfloat16", "stochastic", None),
+    ("float16", "nearest", None), ("bfloat16", "stochastic", "bfloat16"),
+    ("float32", "stochastic", "bfloat16")])
+def test_torch_half_tables_match_the_numpy_optimizer(dtype, rounding, state_dtype):
+    torch = pytest.importorskip("torch")
+    import io
+
+    import sparseopt.torch as sot
+    tdt = getattr(torch, dtype)
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(100, 8, sparse=True).to(tdt)
+    head = torch.nn.Linear(8, 1)
+    twin = emb.weight.detach().clone()
+    if dtype == "bfloat16":
+        arr, storage = twin.view(torch.int16).numpy().view(np.uint16), dict(dtype="bfloat16")
+    else:
+        arr, storage = twin.numpy(), {}
+    kw = dict(lr=0.01, rounding=rounding, seed=3, state_dtype=state_dtype)
+    opt = sot.Adam(list(emb.parameters()) + list(head.parameters()), **kw)
+    ref = Adam({"e": arr}, **kw, **storage)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        ids = torch.randint(0, 100, (30,), generator=gen)
+        head(emb(ids).float()).sum().backward()
+        grad = emb.weight.grad.coalesce()
+        assert grad.dtype == tdt  # gradients arrive in the parameter's dtype
+        ref.step({"e": so.RowGrad(grad.indices()[0].numpy(), grad.values().float().numpy())})
+        opt.step()
+        opt.zero_grad()
+    w = emb.weight.detach()
+    assert torch.equal(w.view(torch.int16) if w.element_size() == 2 else w,
+                       twin.view(torch.int16) if w.element_size() == 2 else twin)
+    st = opt.state[emb.weight]
+    assert st["exp_avg"].dtype == (torch.bfloat16 if state_dtype else torch.float32)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    opt2 = sot.Adam(list(emb.parameters()) + list(head.parameters()), **kw)
+    opt2.load_state_dict(torch.load(buf, weights_only=True))
+    a, b = opt2.state[emb.weight]["exp_avg"], st["exp_avg"]
+    assert torch.equal(a.view(torch.int16), b.view(torch.int16)) if state_dtype else \
+        torch.equal(a, b)
