@@ -1,8 +1,9 @@
 """Half-precision embedding tables on the DLRM-style loop of ``benchmarks/torch_loop.py``.
 
-The same model, initial weights and batches are trained with ``sparseopt.torch.Adam`` four
+The same model, initial weights and batches are trained with ``sparseopt.torch.Adam`` six
 ways: float32 tables, bfloat16 tables (round to nearest, and stochastic rounding), float16
-tables. The dense layers stay float32 and the optimizer state is float32 in every case. The
+tables, and bfloat16 moments (``state_dtype="bfloat16"``, stochastic rounding) with float32
+or bfloat16 tables. The dense layers stay float32 (their moments follow ``state_dtype``). The
 contenders run interleaved in one process (iteration i of each, in a random order, before
 iteration i + 1). Reported: table and state bytes, the mean training loss of the last
 iterations and the loss on held-out batches, and the median optimizer time (``step`` alone)
@@ -26,20 +27,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sparseopt.torch as sot  # noqa: E402
 from benchmarks.torch_loop import DLRM, make_batches  # noqa: E402
 
+# name: (table dtype, rounding, state dtype)
 CONTENDERS = {
-    "float32": (torch.float32, "nearest"),
-    "bfloat16": (torch.bfloat16, "nearest"),
-    "bfloat16 stochastic": (torch.bfloat16, "stochastic"),
-    "float16": (torch.float16, "nearest"),
+    "float32": (torch.float32, "nearest", None),
+    "bfloat16": (torch.bfloat16, "nearest", None),
+    "bfloat16 stochastic": (torch.bfloat16, "stochastic", None),
+    "float16": (torch.float16, "nearest", None),
+    "float32 + bfloat16 moments (stochastic)": (torch.float32, "stochastic", "bfloat16"),
+    "bfloat16 stochastic + bfloat16 moments": (torch.bfloat16, "stochastic", "bfloat16"),
 }
 
 
-def build(args, dtype, rounding):
+def build(args, dtype, rounding, state_dtype):
     torch.manual_seed(args.seed)
     model = DLRM(args.rows, args.dim, args.n_dense, args.hidden)
     for t in model.tables:
         t.weight.data = t.weight.data.to(dtype)
-    opt = sot.Adam(model.parameters(), lr=args.lr, rounding=rounding, seed=args.seed)
+    opt = sot.Adam(model.parameters(), lr=args.lr, rounding=rounding, seed=args.seed,
+                   state_dtype=state_dtype)
     return model, opt
 
 
@@ -60,7 +65,9 @@ def run(args):
             for name, spec in CONTENDERS.items() if name in args.contenders}
     names = list(runs)
     order_rng = np.random.default_rng(args.seed + 1)
-    for dense, ids, offsets, y in train:
+    for it, (dense, ids, offsets, y) in enumerate(train):
+        if it % 50 == 0:
+            print(f"iteration {it}", file=sys.stderr, flush=True)
         for name in [names[j] for j in order_rng.permutation(len(names))]:
             r = runs[name]
             r["opt"].zero_grad()
