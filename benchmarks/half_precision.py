@@ -114,6 +114,49 @@ def report(rows, tail, args):
     return "\n".join(lines)
 
 
+def step_only(args):
+    """Paired optimizer-step times of the NumPy ``Adam`` on one table (``args.rows[0]`` x
+    ``args.dim``), ``args.batch`` distinct random rows per step: float32 against each
+    half-precision variant, interleaved, ``args.iters`` rounds; the median of the per-round
+    ratios."""
+    import sparseopt as so
+    n, d, k = args.rows[0], args.dim, args.batch
+    rng = np.random.default_rng(args.seed)
+    x = rng.uniform(-0.05, 0.05, (n, d)).astype(np.float32)
+    h = (x.view(np.uint32) >> 16).astype(np.uint16)
+    variants = {
+        "float32": (x.copy(), {}),
+        "bfloat16": (h.copy(), dict(dtype="bfloat16")),
+        "bfloat16 stochastic": (h.copy(), dict(dtype="bfloat16", rounding="stochastic")),
+        "float16": (x.astype(np.float16), {}),
+        "float32 + bfloat16 moments (stochastic)":
+            (x.copy(), dict(state_dtype="bfloat16", rounding="stochastic")),
+        "bfloat16 stochastic + bfloat16 moments":
+            (h.copy(), dict(dtype="bfloat16", rounding="stochastic", state_dtype="bfloat16")),
+    }
+    opts = {name: so.Adam([p], lr=1e-3, **kw) for name, (p, kw) in variants.items()}
+    times = {name: [] for name in opts}
+    names = list(opts)
+    order_rng = np.random.default_rng(args.seed + 1)
+    for it in range(args.iters + 3):
+        rows = rng.choice(n, k, replace=False)
+        g = so.RowGrad(rows, rng.standard_normal((k, d)).astype(np.float32))
+        for name in [names[j] for j in order_rng.permutation(len(names))]:
+            t0 = time.perf_counter()
+            opts[name].step([g])
+            if it >= 3:
+                times[name].append(time.perf_counter() - t0)
+    lines = [f"NumPy Adam step, table {n:,} x {d}, {k} distinct rows per step, "
+             f"{args.iters} interleaved rounds", "",
+             "| variant | step ms (median) | time / float32 (paired median) |", "|---|---:|---:|"]
+    base = times["float32"]
+    for name in names:
+        ratio = statistics.median(a / b for a, b in zip(times[name], base))
+        lines.append(f"| {name} | {1e3 * statistics.median(times[name]):.2f} | "
+                     f"{ratio:.2f} |")
+    return "\n".join(lines)
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", default="1000000,300000,100000")
@@ -130,6 +173,8 @@ def parse(argv=None):
     p.add_argument("--contenders", default=",".join(CONTENDERS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--step-only", action="store_true",
+                   help="time the NumPy optimizer's step alone (see step_only)")
     args = p.parse_args(argv)
     if args.quick:
         args.rows, args.batch, args.iters, args.held_out = "2000,500", 64, 12, 2
@@ -140,6 +185,9 @@ def parse(argv=None):
 
 def main(argv=None):
     args = parse(argv)
+    if args.step_only:
+        print(step_only(args))
+        return None
     rows, tail = run(args)
     print(report(rows, tail, args))
     return rows
