@@ -430,3 +430,21 @@ def test_torch_half_tables_match_the_numpy_optimizer(dtype, rounding, state_dtyp
     a, b = opt2.state[emb.weight]["exp_avg"], st["exp_avg"]
     assert torch.equal(a.view(torch.int16), b.view(torch.int16)) if state_dtype else \
         torch.equal(a, b)
+
+
+def test_half_precision_benchmark_runs():
+    pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import half_precision
+    rows = half_precision.main(["--quick", "--iters", "6", "--held-out", "2"])
+    by = {r["name"]: r for r in rows}
+    assert by["bfloat16"]["table_mb"] == pytest.approx(by["float32"]["table_mb"] / 2)
+    assert by["float32 + bfloat16 moments (stochastic)"]["state_mb"] == \
+        pytest.approx(by["float32"]["state_mb"] / 2, rel=0.05)
+    assert all(np.isfinite(r["train"]) for r in rows)
+    assert "| float16 |" in half_precision.step_only(
+        half_precision.parse(["--rows", "500", "--dim", "8", "--batch", "64", "--iters", "2"]))
