@@ -424,7 +424,20 @@ def _half_probes():
              "opt.step([row_grad([1], d=3)])", "ValueError", ("shape",)),
             ("gradient row out of range",
              "H = np.zeros((6, 4), np.float16); opt = so.Adam([H])",
-             "opt.step([row_grad([6])])", "IndexError", ("6",))):
+             "opt.step([row_grad([6])])", "IndexError", ("6",)),
+            ("state_dtype='float16'", "",
+             "so.Adam([np.zeros((6, 4), np.float32)], state_dtype='float16')", "ValueError",
+             ("state_dtype",)),
+            ("bfloat16 moments with lazy='decay'", "",
+             "so.Adam([np.zeros((6, 4), np.float32)], state_dtype='bfloat16', lazy='decay')",
+             "ValueError", ("lazy",)),
+            ("bfloat16 moments of a float64 table", "",
+             "so.Adam([np.zeros((6, 4))], state_dtype='bfloat16')", "ValueError",
+             ("float64",)),
+            ("float32 moments loaded into bfloat16 moments",
+             "H = np.zeros((6, 4), np.float32); opt = so.Adam([H], state_dtype='bfloat16'); "
+             "src = so.Adam([np.zeros((6, 4), np.float32)]); src.step([row_grad([1])])",
+             "opt.load_state_dict(src.state_dict())", "ValueError", ("uint16",))):
         out.append(P(f"half/{what}", setup, act, expect=(exc,), names=names,
                      **({"watch": "H"} if "H =" in setup else {})))
     return out
