@@ -123,7 +123,7 @@ class Adam(Optimizer):
                  duplicates: str = "sum", nonfinite: str = "raise", dtype: Optional[str] = None,
                  rounding: str = "nearest", seed: int = 0,
                  state_dtype: Optional[str] = None) -> None:
-        self.state_dtype = V.check_state_dtype(state_dtype)
+        self._state_dtype = V.check_state_dtype(state_dtype)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, lazy=lazy,
                                       bias_correction=bias_correction),
@@ -158,8 +158,13 @@ class Adam(Optimizer):
         return super()._state_shape(sname, p)
 
     @property
+    def state_dtype(self) -> Optional[str]:
+        """``None`` (moments in the parameter's precision) or ``"bfloat16"`` (read-only)."""
+        return self.__dict__.get("_state_dtype")
+
+    @property
     def _bf16_state(self) -> bool:
-        return self.__dict__.get("state_dtype") is not None
+        return self.__dict__.get("_state_dtype") is not None
 
     def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
         g = self._check_adam_group(group)

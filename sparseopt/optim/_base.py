@@ -176,9 +176,7 @@ class Optimizer:
         keys, arrays, is_dict = V.check_params(params, half=self._HALF, bfloat16=bf16)
         for key, arr in zip(keys, arrays):
             V.check_rounding_for(key, arr, stochastic)
-        self.dtype = dtype
-        self.rounding = rounding
-        self.seed = seed
+        self._storage = (dtype, rounding, seed)
         self._keys: List[Any] = keys
         self._is_dict = is_dict
         self._params: List[np.ndarray] = arrays
@@ -253,6 +251,22 @@ class Optimizer:
     @lr.setter
     def lr(self, value: float) -> None:
         self.param_groups[0]["lr"] = V.check_real("lr", value)
+
+    # Read-only: they decide the parameters' storage and the stochastic-rounding streams.
+    @property
+    def dtype(self) -> Optional[str]:
+        """``None`` (each parameter's own dtype) or ``"bfloat16"`` (uint16 arrays of bits)."""
+        return self.__dict__.get("_storage", (None, "nearest", 0))[0]
+
+    @property
+    def rounding(self) -> str:
+        """How updated half-precision rows are rounded: ``"nearest"`` or ``"stochastic"``."""
+        return self.__dict__.get("_storage", (None, "nearest", 0))[1]
+
+    @property
+    def seed(self) -> int:
+        """The seed of stochastic rounding."""
+        return self.__dict__.get("_storage", (None, "nearest", 0))[2]
 
     @property
     def defaults(self) -> Dict[str, Any]:

@@ -160,7 +160,7 @@ class _TorchOptimizer(torch.optim.Optimizer):
         state_dtype = options.pop("state_dtype", None)
         inner = cls._NUMPY.__new__(cls._NUMPY)
         if state_dtype is not None:
-            inner.state_dtype = state_dtype
+            inner._state_dtype = state_dtype
         _base.Optimizer.__init__(inner, {key: arr}, dict(hyper), preset=preset,
                                  dtype="bfloat16" if arr.dtype == np.uint16 else None,
                                  **options)
