@@ -75,11 +75,14 @@ def _numpy_grad(name: str, g: torch.Tensor, p: torch.Tensor,
                 view_shape: Tuple[int, ...]) -> Any:
     """A parameter's gradient in a form the NumPy optimizers take, sharing its memory."""
     kind = V.check_torch_grad(name, g, p)
-    if p.dtype in _HALF:  # half-precision tables take float32 gradients (exact widening)
-        g = g.float()
+    # half-precision tables take float32 gradients (an exact widening); a sparse gradient's
+    # values are widened, not the sparse tensor (whose conversion costs far more)
+    half = p.dtype in _HALF
     if kind == "dense":
-        return g.detach().numpy().reshape(view_shape)
+        return (g.float() if half else g).detach().numpy().reshape(view_shape)
     idx, vals = sparse_grad_parts(g)
+    if half:
+        vals = vals.float()
     if kind == "rows":
         values = vals.detach().numpy()
         return RowGrad(idx[0].numpy(), values.reshape((values.shape[0],) + view_shape[1:]))
