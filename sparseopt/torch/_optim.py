@@ -79,16 +79,26 @@ def _numpy_grad(name: str, g: torch.Tensor, p: torch.Tensor,
     # values are widened, not the sparse tensor (whose conversion costs far more)
     half = p.dtype in _HALF
     if kind == "dense":
-        return (g.float() if half else g).detach().numpy().reshape(view_shape)
+        return (_widen(g) if half else g.detach().numpy()).reshape(view_shape)
     idx, vals = sparse_grad_parts(g)
-    if half:
-        vals = vals.float()
     if kind == "rows":
-        values = vals.detach().numpy()
+        values = _widen(vals) if half else vals.detach().numpy()
         return RowGrad(idx[0].numpy(), values.reshape((values.shape[0],) + view_shape[1:]))
     i = idx.numpy()
     # duplicates are summed by the CSR conversion (scipy), then merged as rows
-    return sp.coo_array((vals.detach().numpy(), (i[0], i[1])), shape=view_shape)
+    data = _widen(vals) if half else vals.detach().numpy()
+    return sp.coo_array((data, (i[0], i[1])), shape=view_shape)
+
+
+def _widen(t: torch.Tensor) -> np.ndarray:
+    """A float16 or bfloat16 tensor's values as float32 NumPy (exact), converted by NumPy on
+    the calling thread (torch's conversion runs on its intra-op pool, whose threads wait for
+    cores on a busy machine)."""
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        bits = t.view(torch.int16).numpy().view(np.uint16)
+        return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return t.numpy().astype(np.float32)
 
 
 class _Slot:
