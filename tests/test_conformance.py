@@ -239,7 +239,8 @@ class TestOptimizerConformance:
         assert group["params"] == ["emb", "bias"]
         assert group["lr"] == 0.25
         hyper = [n for n in inspect.signature(cls).parameters
-                 if n not in ("params", "preset", "n_threads", "duplicates", "nonfinite")]
+                 if n not in ("params", "preset", "n_threads", "duplicates", "nonfinite",
+                              "dtype", "rounding", "seed", "state_dtype")]
         for name in hyper:
             assert name in group, name
         assert {k: v for k, v in group.items() if k != "params"} == opt.defaults
