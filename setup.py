@@ -94,7 +94,8 @@ def _extensions():
             cflags.append("-fopt-info-vec-optimized")
     # One extension per kernel module; the C they share is the header ``_rowops.h``, declared
     # in ``_rowops.pxd`` (cimported, not an extension: it has no module of its own).
-    kernels = ["_rows", "_coalesce", "_info", "_linear", "_mf", "_topk", "_fm", "_features"]
+    kernels = ["_rows", "_halfrows", "_coalesce", "_info", "_linear", "_mf", "_topk", "_fm",
+               "_features"]
     return [
         Extension(
             f"sparseopt._kernels.{name}",

@@ -444,6 +444,147 @@ class SGD(_Reference):
             P[r] = P[r] - T(self.h["lr"]) * g
 
 
+# --------------------------------------------------------------------------- half precision
+# Half-precision weights: a parameter stored as float16, or as bfloat16 bits in a uint16 array.
+# The update is the float32 rule of the optimizer on the widened row (exact), with float32
+# state and gradients; the updated row is then rounded back:
+#
+# * bfloat16 = the upper 16 bits of a float32. Nearest: add 0x7fff plus the lowest kept bit to
+#   the float32 bits, keep the upper half; a NaN keeps its upper half with the quiet bit 0x0040
+#   set. Stochastic: add the low 16 bits of ``noise`` to the float32 bits and keep the upper
+#   half (NaN and infinities are rounded to nearest).
+# * float16 = IEEE binary16, rounded to nearest even (NumPy's ``astype(np.float16)``; a NaN
+#   stays a NaN, its payload unspecified).
+# * ``noise`` of column j of row r of parameter i at its step t: ``k = mix64(mix64(stream ^
+#   mix64(t)) ^ r)`` truncated to 32 bits, with ``stream = seed | (i << 32)`` and ``mix64``
+#   splitmix64's finaliser; then ``lowbias32(k + j * 0x9e3779b9)`` (32-bit wrapping).
+#
+# A row whose float32 value is exactly representable rounds to itself under either rule, so
+# rounding every row after a step (as ``HalfPrecision`` does) changes only the touched ones.
+#
+# bfloat16 moments (``Adam(state_dtype="bfloat16")``): the moments of a touched row are widened
+# too, updated with the weights by the float32 rule, and rounded to bfloat16 by the weights'
+# rule, the random bits of each array from the row's key xor its salt (``STATE_SALTS``).
+
+STATE_SALTS = {"exp_avg": 0x68E31DA4, "exp_avg_sq": 0x5297A4D1, "max_exp_avg_sq": 0x1B56C4E9}
+
+_U64 = np.uint64
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    z = z + _U64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return z ^ (z >> _U64(31))
+
+
+def rounding_noise(stream: int, step: int, rows: Any, d: int, salt: int = 0) -> np.ndarray:
+    """The ``(len(rows), d)`` uint32 random words of stochastic rounding (see above); ``salt``
+    is xored into each row's key."""
+    s = np.array([stream], dtype=np.uint64)
+    t = np.array([step], dtype=np.int64).astype(np.uint64)
+    r = np.asarray(rows, dtype=np.int64).astype(np.uint64)
+    k = _mix64(_mix64(s ^ _mix64(t)) ^ r).astype(np.uint32) ^ np.uint32(salt)
+    x = k[:, None] + np.arange(d, dtype=np.uint32) * np.uint32(0x9E3779B9)
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(0x7FEB352D)
+    x ^= x >> np.uint32(15)
+    x *= np.uint32(0x846CA68B)
+    x ^= x >> np.uint32(16)
+    return x
+
+
+def bfloat16_to_float32(h: Any) -> np.ndarray:
+    """The float32 values of bfloat16 bits (uint16), exactly."""
+    return (np.asarray(h, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def float32_to_bfloat16(x: Any, noise: Optional[np.ndarray] = None) -> np.ndarray:
+    """float32 values rounded to bfloat16 bits (uint16): to nearest even, or stochastically
+    with the uint32 ``noise`` of the same shape."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    one = np.uint32(1)
+    nearest = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & one)) >> np.uint32(16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    nearest = np.where(nan, (u >> np.uint32(16)) | np.uint32(0x0040), nearest)
+    if noise is None:
+        return nearest.astype(np.uint16)
+    special = (u & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
+    sr = (u + (noise & np.uint32(0xFFFF))) >> np.uint32(16)
+    return np.where(special, nearest, sr).astype(np.uint16)
+
+
+class HalfPrecision:
+    """Reference of an optimizer on half-precision parameters: ``cls`` (``Adam``, ...) run on
+    float32 copies of the widened parameters, whose every row is rounded back after each
+    ``step`` and ``flush`` (the rule above). ``params`` are float16 arrays, or uint16 arrays of
+    bfloat16 bits with ``dtype="bfloat16"``; they are updated in place."""
+
+    def __init__(self, cls: type, params: Any, dtype: Optional[str] = None,
+                 rounding: str = "nearest", seed: int = 0, state_dtype: Optional[str] = None,
+                 **kwargs: Any) -> None:
+        if isinstance(params, np.ndarray):
+            params = [params]
+        keys = list(params) if isinstance(params, dict) else list(range(len(params)))
+        self.half = dict(params) if isinstance(params, dict) else dict(enumerate(params))
+        self.keys = keys
+        self.stochastic = rounding == "stochastic"
+        self.seed = seed
+        self.state_dtype = state_dtype
+        self.wide = {k: self._widen(self.half[k]) for k in keys}
+        self.ref = cls({k: self.wide[k] for k in keys} if isinstance(params, dict)
+                       else [self.wide[k] for k in keys], **kwargs)
+
+    @staticmethod
+    def _widen(h: np.ndarray) -> np.ndarray:
+        if h.dtype == np.float32:  # a float32 parameter (with bfloat16 moments) is itself
+            return h
+        if h.dtype == np.float16:
+            return h.astype(np.float32)
+        return bfloat16_to_float32(h)
+
+    @property
+    def state(self) -> Dict[Any, Dict[str, Any]]:
+        return self.ref.state
+
+    def step(self, grads: Any) -> None:
+        self.ref.step(grads)
+        self._round()
+
+    def flush(self) -> None:
+        self.ref.flush()
+        self._round()
+
+    def _round(self) -> None:
+        for i, k in enumerate(self.keys):
+            h, w = self.half[k], self.wide[k]
+            n = h.shape[0]
+            W = w.reshape(n, -1)
+            step = self.ref.state[k].get("step", 0)
+            if self.state_dtype is not None:
+                for sname, salt in STATE_SALTS.items():
+                    arr = self.ref.state[k].get(sname)
+                    if arr is None:
+                        continue
+                    S = arr.reshape(n, -1)
+                    noise = (rounding_noise(self.seed | (i << 32), step, np.arange(n),
+                                            S.shape[1], salt) if self.stochastic else None)
+                    S[...] = bfloat16_to_float32(float32_to_bfloat16(S, noise))
+            if h.dtype == np.float32:
+                continue
+            if h.dtype == np.float16:
+                with np.errstate(over="ignore"):  # overflow rounds to infinity
+                    new = W.astype(np.float16)
+            else:
+                noise = None
+                if self.stochastic:
+                    noise = rounding_noise(self.seed | (i << 32), step, np.arange(n),
+                                           W.shape[1])
+                new = float32_to_bfloat16(W, noise)
+            h.reshape(n, -1)[...] = new.view(h.dtype)
+            W[...] = self._widen(new.view(h.dtype))
+
+
 # --------------------------------------------------------------------------- linear models
 # The losses of ``SGDClassifier`` / ``SGDRegressor`` by the kernel's names
 # (``sparseopt._kernels._linear.LOSSES``) and the gradient of a mini-batch, as the fused kernel

@@ -20,6 +20,8 @@ from ._kernels import _info
 ParamKey = Union[int, str]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Half-precision parameter storage: float16 arrays, and uint16 arrays holding bfloat16 bits.
+_HALF_DTYPES = (np.dtype(np.float16), np.dtype(np.uint16))
 _INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
@@ -31,8 +33,10 @@ def describe(key: ParamKey) -> str:
 # --------------------------------------------------------------------------- parameters
 
 
-def check_params(params: Any) -> Tuple[List[ParamKey], List[np.ndarray], bool]:
-    """Validate the ``params`` argument of an optimizer.
+def check_params(params: Any, *, half: bool = False, bfloat16: bool = False
+                 ) -> Tuple[List[ParamKey], List[np.ndarray], bool]:
+    """Validate the ``params`` argument of an optimizer (``half``, ``bfloat16``: see
+    ``check_param``).
 
     Returns ``(keys, arrays, is_dict)``: names for a dict, positions for a list (or for a single
     array, which counts as a list of one).
@@ -58,7 +62,7 @@ def check_params(params: Any) -> Tuple[List[ParamKey], List[np.ndarray], bool]:
         raise ValueError("optimizer got an empty parameter list")
     seen = set()
     for key, arr in items:
-        check_param(key, arr)
+        check_param(key, arr, half=half, bfloat16=bfloat16)
         if id(arr) in seen:
             raise ValueError(f"{describe(key)} appears more than once in params")
         seen.add(id(arr))
@@ -82,13 +86,30 @@ def _check_no_overlap(items: List[Tuple[ParamKey, np.ndarray]]) -> None:
             )
 
 
-def check_param(key: ParamKey, arr: Any) -> None:
-    """A parameter is a writeable, C-contiguous float32/float64 array of 1 or 2 dimensions."""
+def check_param(key: ParamKey, arr: Any, *, half: bool = False, bfloat16: bool = False) -> None:
+    """A parameter is a writeable, C-contiguous float32/float64 array of 1 or 2 dimensions.
+
+    ``half``: float16 is accepted too (an optimizer that updates half-precision tables).
+    ``bfloat16``: the parameter must instead be a uint16 array holding bfloat16 bits (NumPy
+    has no bfloat16 dtype)."""
     name = describe(key)
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(arr).__name__}")
-    if arr.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got dtype {arr.dtype}")
+    if bfloat16:
+        if arr.dtype != np.uint16:
+            raise TypeError(
+                f"{name} has dtype {arr.dtype}; with dtype='bfloat16' every parameter must be a "
+                "uint16 array holding bfloat16 bits (the upper 16 bits of float32 values)"
+            )
+    elif half and arr.dtype == np.float16:
+        pass
+    elif arr.dtype not in _FLOAT_DTYPES:
+        hint = ""
+        if half and arr.dtype == np.uint16:
+            hint = " (for bfloat16 bits in a uint16 array, pass dtype='bfloat16')"
+        elif half:
+            hint = " (or float16, or bfloat16 bits in a uint16 array with dtype='bfloat16')"
+        raise TypeError(f"{name} must be float32 or float64{hint}, got dtype {arr.dtype}")
     if arr.ndim not in (1, 2):
         raise ValueError(
             f"{name} must be 1-D (n,) or 2-D (n, d), got shape {arr.shape}; reshape it to "
@@ -103,6 +124,67 @@ def check_param(key: ParamKey, arr: Any) -> None:
         )
     if not arr.flags.writeable:
         raise ValueError(f"{name} is read-only; the optimizer updates parameters in place")
+
+
+def check_storage(dtype: Any, rounding: Any, seed: Any, supported: bool
+                  ) -> Tuple[bool, bool, int]:
+    """The half-precision options of an optimizer: ``(bfloat16, stochastic, seed)``.
+
+    ``dtype`` is None (each parameter's own NumPy dtype) or ``"bfloat16"`` (uint16 arrays of
+    bfloat16 bits); ``rounding`` is ``"nearest"`` or ``"stochastic"``; ``seed`` an int in
+    ``[0, 2**32)``. ``supported``: whether the optimizer updates half-precision tables."""
+    if dtype is not None and not (isinstance(dtype, str) and dtype == "bfloat16"):
+        raise ValueError(f"dtype must be None or 'bfloat16', got {dtype!r} (float16 "
+                         "parameters need no dtype: pass np.float16 arrays)")
+    if dtype is not None and not supported:
+        raise ValueError("this optimizer does not update half-precision parameters "
+                         "(dtype='bfloat16')")
+    check_choice("rounding", rounding, ("nearest", "stochastic"))
+    seed = check_int("seed", seed, 0, 2**32 - 1)
+    return dtype is not None, rounding == "stochastic", seed
+
+
+def check_state_dtype(state_dtype: Any) -> Optional[str]:
+    """``state_dtype`` of an optimizer: None (the parameter's precision) or ``"bfloat16"``."""
+    if state_dtype is not None and not (isinstance(state_dtype, str)
+                                        and state_dtype == "bfloat16"):
+        raise ValueError(f"state_dtype must be None or 'bfloat16', got {state_dtype!r}")
+    return state_dtype
+
+
+def check_bf16_state(lazy: str, params: Any) -> None:
+    """bfloat16 moments: ``lazy="frozen"`` only, and no float64 parameter (its moments would
+    lose more than the weights keep)."""
+    if lazy != "frozen":
+        raise ValueError("state_dtype='bfloat16' needs lazy='frozen' (got lazy="
+                         f"{lazy!r})")
+    for j, p in enumerate(params or ()):
+        if isinstance(p, np.ndarray) and p.dtype == np.float64:
+            raise ValueError(f"state_dtype='bfloat16' needs float32 or half-precision "
+                             f"parameters; parameter {j} is float64")
+
+
+def check_rowwise_storage(name: str, rowwise: Any, kinds: Any, bf16_state: bool) -> None:
+    """Row-wise second moments are kept for float32 / float64 tables with float32 / float64
+    state only: the half-precision twins of the kernels cover the element-wise rules (and
+    row-wise Adagrad)."""
+    if not rowwise:
+        return
+    if bf16_state:
+        raise ValueError(f"{name}: rowwise={rowwise!r} cannot be combined with "
+                         "state_dtype='bfloat16'")
+    for j, kind in enumerate(kinds or ()):
+        if kind is not None:
+            raise ValueError(f"{name}: rowwise={rowwise!r} needs float32 or float64 parameters; "
+                             f"parameter {j} is half precision")
+
+
+def check_rounding_for(key: ParamKey, arr: np.ndarray, stochastic: bool) -> None:
+    """Stochastic rounding is defined for bfloat16 storage only: float16 parameters are
+    refused with it (float32 and float64 ones are never rounded)."""
+    if stochastic and arr.dtype == np.float16:
+        raise ValueError(f"rounding='stochastic' needs bfloat16 parameters (dtype='bfloat16'); "
+                         f"{describe(key)} has dtype {arr.dtype}")
 
 
 def rows_view(arr: np.ndarray) -> np.ndarray:
@@ -914,7 +996,8 @@ def check_param_unchanged(key: ParamKey, arr: Any, shape: Tuple[int, ...], dtype
         flags = arr.flags
         if flags.writeable and flags.c_contiguous:
             return
-    check_param(key, arr)
+    dtype = np.dtype(dtype)
+    check_param(key, arr, half=dtype in _HALF_DTYPES, bfloat16=dtype == np.uint16)
     if arr.shape != shape or arr.dtype != dtype:
         raise ValueError(
             f"{describe(key)} changed from shape {shape} and dtype {np.dtype(dtype)} to shape "
@@ -1523,9 +1606,9 @@ _TORCH_FLOAT_DTYPES = ("torch.float32", "torch.float64")
 _TORCH_HALF_DTYPES = ("torch.float16", "torch.bfloat16")
 
 
-def _torch_dtype_ok(name: str, dtype: Any, what: str) -> None:
+def _torch_dtype_ok(name: str, dtype: Any, what: str, half: bool = False) -> None:
     d = str(dtype)
-    if d in _TORCH_FLOAT_DTYPES:
+    if d in _TORCH_FLOAT_DTYPES or (half and d in _TORCH_HALF_DTYPES):
         return
     if d in _TORCH_HALF_DTYPES:
         raise TypeError(f"{name}: {what} has dtype {d}; float16 and bfloat16 are not supported "
@@ -1542,8 +1625,8 @@ def _torch_device_ok(name: str, t: Any, what: str) -> None:
 
 
 def check_torch_param(name: str, t: Any) -> Tuple[int, ...]:
-    """A parameter of a ``sparseopt.torch`` optimizer: a strided CPU tensor of float32 or
-    float64 that requires a gradient, contiguous (updated in place through a NumPy view).
+    """A parameter of a ``sparseopt.torch`` optimizer: a strided CPU tensor of float32,
+    float64, float16 or bfloat16 that requires a gradient, contiguous (updated in place through a NumPy view).
     Returns the ``(n,)`` or ``(n, d)`` shape of that view: a 0-d tensor is one row, a tensor of
     more than 2 dimensions is viewed as ``(shape[0], prod(shape[1:]))``."""
     tensor_type = type(t).__mro__
@@ -1553,7 +1636,7 @@ def check_torch_param(name: str, t: Any) -> Tuple[int, ...]:
         raise TypeError(f"{name} has layout {t.layout}; only dense (strided) parameters can be "
                         "optimized (their gradients may be sparse)")
     _torch_device_ok(name, t, "the parameter")
-    _torch_dtype_ok(name, t.dtype, "the parameter")
+    _torch_dtype_ok(name, t.dtype, "the parameter", half=True)
     if not t.requires_grad:
         raise ValueError(f"{name} has requires_grad=False: it never gets a gradient; leave it "
                          "out of the optimizer's parameters")

@@ -400,6 +400,52 @@ def _ftrl_probes():
     return out
 
 
+def _half_probes():
+    """Half-precision tables: a storage option that does not fit the arrays is refused at
+    construction; a bad gradient or a float32 view of the table changes nothing or is read
+    before the update."""
+    out = []
+    for what, setup, act, exc, names in (
+            ("dtype='bfloat16' on a float32 array", "",
+             "so.Adam([np.zeros((6, 4), np.float32)], dtype='bfloat16')", "TypeError",
+             ("uint16",)),
+            ("a uint16 array without dtype", "",
+             "so.Adagrad([np.zeros((6, 4), np.uint16)])", "TypeError", ("bfloat16",)),
+            ("stochastic rounding of float16", "",
+             "so.RMSprop([np.zeros((6, 4), np.float16)], rounding='stochastic')",
+             "ValueError", ("stochastic",)),
+            ("dtype='float16' (a string)", "",
+             "so.Adam([np.zeros((6, 4), np.uint16)], dtype='float16')", "ValueError",
+             ("dtype",)),
+            ("seed=2**32", "",
+             "so.Adam([np.zeros((6, 4), np.uint16)], dtype='bfloat16', seed=2**32)",
+             "ValueError", ("seed",)),
+            ("Ftrl on float16", "", "so.Ftrl([np.zeros((6, 4), np.float16)])", "TypeError",
+             ("float16",)),
+            ("gradient of the wrong width",
+             "H = np.zeros((6, 4), np.uint16); opt = so.Adam([H], dtype='bfloat16')",
+             "opt.step([row_grad([1], d=3)])", "ValueError", ("shape",)),
+            ("gradient row out of range",
+             "H = np.zeros((6, 4), np.float16); opt = so.Adam([H])",
+             "opt.step([row_grad([6])])", "IndexError", ("6",)),
+            ("state_dtype='float16'", "",
+             "so.Adam([np.zeros((6, 4), np.float32)], state_dtype='float16')", "ValueError",
+             ("state_dtype",)),
+            ("bfloat16 moments with lazy='decay'", "",
+             "so.Adam([np.zeros((6, 4), np.float32)], state_dtype='bfloat16', lazy='decay')",
+             "ValueError", ("lazy",)),
+            ("bfloat16 moments of a float64 table", "",
+             "so.Adam([np.zeros((6, 4))], state_dtype='bfloat16')", "ValueError",
+             ("float64",)),
+            ("float32 moments loaded into bfloat16 moments",
+             "H = np.zeros((6, 4), np.float32); opt = so.Adam([H], state_dtype='bfloat16'); "
+             "src = so.Adam([np.zeros((6, 4), np.float32)]); src.step([row_grad([1])])",
+             "opt.load_state_dict(src.state_dict())", "ValueError", ("uint16",))):
+        out.append(P(f"half/{what}", setup, act, expect=(exc,), names=names,
+                     **({"watch": "H"} if "H =" in setup else {})))
+    return out
+
+
 def _readonly_probes():
     out = []
     for kind in ("Adam", "Adam-decay", "Adagrad-rowwise", "Adam-rowwise", "RMSprop-rowwise",
@@ -1265,7 +1311,8 @@ def _dask_probes():
             for label, act, exc, name in cases]
 
 
-HAND_PROBES = (_thread_probes() + _eps_probes() + _ftrl_probes() + _readonly_probes()
+HAND_PROBES = (_thread_probes() + _eps_probes() + _ftrl_probes() + _half_probes()
+               + _readonly_probes()
                + _state_probes() + _dok_probes() + _attribute_probes() + _failed_fit_probes()
                + _duplicate_probes() + _implicit_loss_probes() + _metric_probes()
                + _dataset_probes() + _message_probes() + _id_probes() + _raw_id_probes()
@@ -1423,9 +1470,9 @@ def _torch_probes():
                  names=("maximize",), watch="tsnap(opt)"))
     for what, code, exc, names in (
             ("an int tensor", "torch.zeros(3, dtype=torch.int64)", "TypeError", ("float32",)),
-            ("a float16 parameter",
-             "torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))", "TypeError",
-             ("float16",)),
+            ("a complex parameter",
+             "torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))", "TypeError",
+             ("float32",)),
             ("requires_grad=False", "torch.zeros(3)", "ValueError", ("requires_grad",)),
             ("a NumPy array", "np.zeros(3, np.float32)", "TypeError", ("Tensor", "Tensors")),
             ("a sparse parameter",

@@ -46,6 +46,19 @@ class Adagrad(Optimizer):
     n_threads, duplicates, nonfinite
         As for :class:`Adam`.
 
+    dtype : {None, "bfloat16"}, default None
+        Storage of the parameters. ``None``: each array's own dtype (float32, float64, or
+        float16). ``"bfloat16"``: every parameter is a uint16 array holding bfloat16 bits (the
+        upper 16 bits of a float32; NumPy has no bfloat16 dtype). Half-precision rows are
+        updated in float32 (state and gradients are float32) and rounded back on store.
+    rounding : {"nearest", "stochastic"}, default "nearest"
+        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only;
+        float16 parameters are refused with it) stochastically, from a hash of (seed,
+        parameter, step, row, column): the same bits for any thread count, and a run resumed
+        from ``state_dict`` with the same ``seed`` reproduces them.
+    seed : int, default 0
+        Seed of stochastic rounding, in ``[0, 2**32)``.
+
     Examples
     --------
     >>> import numpy as np, sparseopt as so
@@ -56,6 +69,7 @@ class Adagrad(Optimizer):
     -0.5
     """
 
+    _HALF = True
     _DEFAULTS = dict(lr=1e-2, lr_decay=0.0, eps=1e-10, initial_accumulator_value=0.0,
                      weight_decay=0.0, rowwise=False)
     _PRESETS = {"torch": {}, "tensorflow": dict(initial_accumulator_value=0.1, eps=0.0)}
@@ -66,12 +80,14 @@ class Adagrad(Optimizer):
                  eps: Optional[float] = None, initial_accumulator_value: Optional[float] = None,
                  weight_decay: float = 0.0, rowwise: bool = False, preset: Optional[str] = None,
                  n_threads: Optional[int] = None, duplicates: str = "sum",
-                 nonfinite: str = "raise") -> None:
+                 nonfinite: str = "raise", dtype: Optional[str] = None,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, eps=eps,
                                       initial_accumulator_value=initial_accumulator_value,
                                       weight_decay=weight_decay, rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
-                         nonfinite=nonfinite)
+                         nonfinite=nonfinite, dtype=dtype,
+                         rounding=rounding, seed=seed)
 
     def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
         g = dict(group)
@@ -146,7 +162,7 @@ class Adagrad(Optimizer):
         clr = group["lr"] / (1.0 + (t - 1) * group["lr_decay"])
         p = self._params[i]
         acc = state["sum"]
-        _rows.adagrad_rows_update(
+        self._kernel(i, _rows.adagrad_rows_update)(
             V.rows_view(p), acc.reshape(-1, 1) if group["rowwise"] else V.rows_view(acc),
             merged.values, merged.scratch, merged.rows, merged.src, clr, group["eps"],
             1.0 - clr * group["weight_decay"], FLAGS["ROWWISE"] if group["rowwise"] else 0,

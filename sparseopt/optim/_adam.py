@@ -3,10 +3,17 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
+
 from .. import _validation as V
-from .._kernels import _rows
-from ._base import DUMMY_F64, DUMMY_I64, FLAGS, ROW_WD, WD_SUM, Optimizer, _Dummies, _width
+from .._kernels import _halfrows, _rows
+from ._base import (DUMMY_F64, DUMMY_I64, FLAGS, ROW_WD, WD_SUM, Optimizer, _Dummies, _width,
+                    state_dtype)
 from ._grad import MergedRows
+
+
+def _reference_widen(h: np.ndarray) -> np.ndarray:
+    return (h.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
 class Adam(Optimizer):
@@ -65,6 +72,27 @@ class Adam(Optimizer):
         What a gradient row with NaN/inf does: raise ``FloatingPointError`` before anything
         changes, leave the row out of the step, or apply it.
 
+    dtype : {None, "bfloat16"}, default None
+        Storage of the parameters. ``None``: each array's own dtype (float32, float64, or
+        float16). ``"bfloat16"``: every parameter is a uint16 array holding bfloat16 bits (the
+        upper 16 bits of a float32; NumPy has no bfloat16 dtype). Half-precision rows are
+        updated in float32 (state and gradients are float32) and rounded back on store.
+    rounding : {"nearest", "stochastic"}, default "nearest"
+        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only;
+        float16 parameters are refused with it) stochastically, from a hash of (seed,
+        parameter, step, row, column): the same bits for any thread count, and a run resumed
+        from ``state_dict`` with the same ``seed`` reproduces them.
+    seed : int, default 0
+        Seed of stochastic rounding, in ``[0, 2**32)``.
+    state_dtype : {None, "bfloat16"}, default None
+        ``"bfloat16"``: keep the moments as bfloat16 bits (uint16 arrays in ``state``), half
+        the memory of float32 moments. Each touched row's moments are widened to float32,
+        updated with the weights by the float32 rule and rounded back as the weights are
+        (``rounding``; with ``"nearest"`` a second moment can stall, since ``beta2 * v``
+        rounds back to ``v`` when ``1 - beta2`` is below half a bfloat16 ulp, so
+        ``"stochastic"`` is the usual choice). Needs float32 or half-precision parameters
+        and ``lazy="frozen"``.
+
     Examples
     --------
     >>> import numpy as np, sparseopt as so
@@ -73,8 +101,17 @@ class Adam(Optimizer):
     >>> opt.step([so.RowGrad(np.array([3, 7, 3]), np.ones((3, 8), dtype=np.float32))])
     >>> round(float(E[3, 0]), 6), float(E[0, 0])   # a first step moves a row by ~lr
     (-0.01, 0.0)
+
+    A bfloat16 table (uint16 words; the value is the upper half of a float32):
+
+    >>> H = np.zeros((1000, 8), dtype=np.uint16)
+    >>> opt = so.Adam([H], lr=0.01, dtype="bfloat16")
+    >>> opt.step([so.RowGrad(np.array([3]), np.ones((1, 8), dtype=np.float32))])
+    >>> float((H[3].astype(np.uint32) << 16).view(np.float32)[0]), opt.state[0]["exp_avg"].dtype
+    (-0.010009765625, dtype('float32'))
     """
 
+    _HALF = True
     _DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                      lazy="frozen", bias_correction="row", eps_mode="corrected",
                      rowwise=False)
@@ -91,14 +128,22 @@ class Adam(Optimizer):
                  lazy: Optional[str] = None, bias_correction: Optional[str] = None,
                  preset: Optional[str] = None, n_threads: Optional[int] = None,
                  duplicates: str = "sum", nonfinite: str = "raise",
-                 rowwise: Any = False) -> None:
+                 rowwise: Any = False, dtype: Optional[str] = None,
+                 rounding: str = "nearest", seed: int = 0,
+                 state_dtype: Optional[str] = None) -> None:
+        self._state_dtype = V.check_state_dtype(state_dtype)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, lazy=lazy,
                                       bias_correction=bias_correction, rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
-                         nonfinite=nonfinite)
+                         nonfinite=nonfinite, dtype=dtype,
+                         rounding=rounding, seed=seed)
+        if self._bf16_state:
+            V.check_bf16_state(self.param_groups[0]["lazy"], self._params)
+        V.check_rowwise_storage("Adam", self.param_groups[0]["rowwise"], self._kinds,
+                                self._bf16_state)
 
-    def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+    def _check_adam_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
         g = dict(group)
         g["lr"] = V.check_real("lr", g["lr"])
         g["betas"] = V.check_betas(g["betas"])
@@ -129,6 +174,33 @@ class Adam(Optimizer):
             return ((p.shape[0],) if self._rowwise() else p.shape), p.dtype
         return None, None
 
+    def _state_shape(self, sname: str, p):
+        if self._bf16_state and sname in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            return p.shape, np.dtype(np.uint16)  # bfloat16 bits
+        return super()._state_shape(sname, p)
+
+    @property
+    def state_dtype(self) -> Optional[str]:
+        """``None`` (moments in the parameter's precision) or ``"bfloat16"`` (read-only)."""
+        return self.__dict__.get("_state_dtype")
+
+    @property
+    def _bf16_state(self) -> bool:
+        return self.__dict__.get("_state_dtype") is not None
+
+    def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        g = self._check_adam_group(group)
+        if self._bf16_state:
+            V.check_bf16_state(g["lazy"], getattr(self, "_params", None))
+        return g
+
+    def _check_loaded_values(self, name, arrays, scalars, step, group) -> None:
+        """bfloat16 moments are checked as the float32 values they hold."""
+        if self._bf16_state:
+            arrays = {k: (_reference_widen(a) if a.dtype == np.uint16 else a)
+                      for k, a in arrays.items()}
+        super()._check_loaded_values(name, arrays, scalars, step, group)
+
     def _state_spec(self, group: Dict[str, Any]) -> List[Tuple[str, float]]:
         spec = [("exp_avg", 0.0), ("exp_avg_sq", 0.0)]
         if group["amsgrad"]:
@@ -154,10 +226,13 @@ class Adam(Optimizer):
                  | (FLAGS["AMSGRAD"] if group["amsgrad"] else 0)
                  | (FLAGS["ROW_BIAS"] if group["bias_correction"] == "row" else 0)
                  | (FLAGS["EPS_RAW"] if group["eps_mode"] == "uncorrected" else 0))
+        if self._bf16_state:
+            self._apply_bf16_state(i, p, state, merged, group, flags)
+            return
         kernel = _rows.adam_rowwise_update if group["rowwise"] else _rows.adam_rows_update
-        kernel(
+        self._kernel(i, kernel)(
             V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
-            V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else _Dummies.rows(p.dtype),
+            V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else _Dummies.rows(state_dtype(p)),
             merged.values, merged.scratch, merged.rows, merged.src,
             state.get("row_step", DUMMY_I64), state.get("last_step", DUMMY_I64),
             state.get("first_step", DUMMY_I64),
@@ -165,6 +240,23 @@ class Adam(Optimizer):
             state[ROW_WD] if lazy_flags else DUMMY_F64,
             state["step"], lr, beta1, beta2, group["eps"], 1.0 - lr * wd, wd_prev, wd_now, flags,
             self._threads(n, _width(p)))
+
+    def _apply_bf16_state(self, i, p, state, merged, group, flags) -> None:
+        lr, wd = group["lr"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        kind = self._kinds[i]
+        n = merged.rows.shape[0]
+        dummy = np.zeros((1, 1), np.uint16)
+        _halfrows.adam_rows_update_bf16_state(
+            V.rows_view(p).view(np.uint8), -1 if kind is None else kind,
+            V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
+            V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else dummy,
+            merged.values, merged.scratch, merged.rows, merged.src,
+            state.get("row_step", DUMMY_I64),
+            self._pow_table("beta1", beta1), self._pow_table("beta2", beta2),
+            state["step"], lr, beta1, beta2, group["eps"], 1.0 - lr * wd, flags,
+            self._threads(n, _width(p)), self.rounding == "stochastic",
+            self.seed | ((i + self._stream_base) << 32), state["step"])
 
     def _flush(self, i: int, state: Dict[str, Any], group: Dict[str, Any]) -> None:
         beta1, beta2 = group["betas"]

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from .. import _validation as V
-from .._kernels import _rows
+from .._kernels import _halfrows, _rows
 # The thread rules live in sparseopt._utils; _threads and _merge_threads read this module's
 # name for the threshold, which tests lower to force parallel steps on small tables.
 from .._utils import MERGE_PARALLEL_SCALE, PARALLEL_MIN_ELEMENTS, lazy_zeros, threads_for
@@ -109,6 +109,19 @@ def interleaved_zeros(names: Tuple[str, ...], shape: Tuple[int, int], dtype) -> 
     n, d = shape
     buf = aligned_zeros((n, len(names) * d), dtype)
     return {name: buf[:, j * d:(j + 1) * d] for j, name in enumerate(names)}
+
+
+def state_dtype(p: np.ndarray) -> np.dtype:
+    """The dtype of a parameter's state, gradients and arithmetic: its own, or float32 for a
+    half-precision parameter (float16, or bfloat16 bits in uint16)."""
+    return np.dtype(np.float32) if p.dtype.itemsize == 2 else p.dtype
+
+
+def _grad_template(p: np.ndarray) -> np.ndarray:
+    """What gradients of a half-precision parameter are checked against: a float32 array of
+    its shape that holds no memory (zero strides); gradients are merged in float32."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=p.shape,
+                                           strides=(0,) * p.ndim, writeable=False)
 
 
 def _width(p: np.ndarray) -> int:
@@ -214,9 +227,15 @@ class Optimizer:
     _FIXED: Tuple[str, ...] = ()
     # State arrays that are always updated together and are kept row-interleaved (2-D params).
     _INTERLEAVED: Tuple[str, ...] = ()
+    # Whether the optimizer updates half-precision parameters (``_halfrows`` has its kernels).
+    _HALF = False
+    # Parameter i draws the stochastic-rounding stream ``i + _stream_base`` (sparseopt.torch
+    # keeps one optimizer per tensor and numbers the tensors of its optimizer).
+    _stream_base = 0
 
     def __init__(self, params: Any, hyper: Dict[str, Any], *, preset: Optional[str],
-                 n_threads: Optional[int], duplicates: str, nonfinite: str) -> None:
+                 n_threads: Optional[int], duplicates: str, nonfinite: str,
+                 dtype: Optional[str] = None, rounding: str = "nearest", seed: int = 0) -> None:
         V.check_choice("preset", preset, (None,) + tuple(self._PRESETS))
         group = dict(self._DEFAULTS)
         if preset is not None:
@@ -227,7 +246,11 @@ class Optimizer:
         self.n_threads = V.check_n_threads(n_threads)
         self.duplicates = V.check_choice("duplicates", duplicates, ("sum", "mean"))
         self.nonfinite = V.check_choice("nonfinite", nonfinite, ("raise", "skip", "ignore"))
-        keys, arrays, is_dict = V.check_params(params)
+        bf16, stochastic, seed = V.check_storage(dtype, rounding, seed, self._HALF)
+        keys, arrays, is_dict = V.check_params(params, half=self._HALF, bfloat16=bf16)
+        for key, arr in zip(keys, arrays):
+            V.check_rounding_for(key, arr, stochastic)
+        self._storage = (dtype, rounding, seed)
         self._keys: List[Any] = keys
         self._is_dict = is_dict
         self._params: List[np.ndarray] = arrays
@@ -248,10 +271,14 @@ class Optimizer:
         self._trusted = None
         self._src_cache = np.arange(0, dtype=np.int64)
         self._scratch_cache = None
+        # storage kind of each parameter: None (float32/64), or a _halfrows.KIND
+        self._kinds = [_halfrows.KIND["float16"] if dt == np.float16
+                       else _halfrows.KIND["bfloat16"] if dt == np.uint16 else None
+                       for _, dt in self._layouts]
 
     # Attributes rebuilt by _init_runtime, never pickled.
     _RUNTIME = ("_lock", "_indexers", "_layouts", "_pow", "_layout_cache", "_checked",
-                "_trusted", "_src_cache", "_scratch_cache")
+                "_trusted", "_src_cache", "_scratch_cache", "_kinds")
 
     def __getstate__(self) -> Dict[str, Any]:
         d = dict(self.__dict__)
@@ -298,6 +325,22 @@ class Optimizer:
     @lr.setter
     def lr(self, value: float) -> None:
         self.param_groups[0]["lr"] = V.check_real("lr", value)
+
+    # Read-only: they decide the parameters' storage and the stochastic-rounding streams.
+    @property
+    def dtype(self) -> Optional[str]:
+        """``None`` (each parameter's own dtype) or ``"bfloat16"`` (uint16 arrays of bits)."""
+        return self.__dict__.get("_storage", (None, "nearest", 0))[0]
+
+    @property
+    def rounding(self) -> str:
+        """How updated half-precision rows are rounded: ``"nearest"`` or ``"stochastic"``."""
+        return self.__dict__.get("_storage", (None, "nearest", 0))[1]
+
+    @property
+    def seed(self) -> int:
+        """The seed of stochastic rounding."""
+        return self.__dict__.get("_storage", (None, "nearest", 0))[2]
 
     @property
     def defaults(self) -> Dict[str, Any]:
@@ -385,10 +428,31 @@ class Optimizer:
         prepared: List[Tuple[int, MergedRows]] = []
         for i in sorted(pairs):
             self._check_ready(i, group, advancing=True)
-            prepared.append((i, merge(self._keys[i], pairs[i], self._params[i],
-                                      self._indexers[i], self.duplicates, self.nonfinite,
-                                      self._merge_threads)))
+            p = self._params[i]
+            half = self._kinds[i] is not None
+            merged = merge(self._keys[i], pairs[i], _grad_template(p) if half else p,
+                           self._indexers[i], self.duplicates, self.nonfinite,
+                           self._merge_threads)
+            if half and merged.values.size and np.may_share_memory(merged.values, p):
+                merged.values = merged.values.copy()  # a float32 view of the table itself
+            prepared.append((i, merged))
         return group, prepared
+
+    def _kernel(self, i: int, kernel: Any) -> Any:
+        """The kernel to call for parameter ``i``: ``kernel`` (a ``_rows`` function), or for a
+        half-precision parameter its ``_halfrows`` twin, called with the same arguments (the
+        parameter's 16-bit view in place of the parameter) and the storage ones after them."""
+        kind = self._kinds[i]
+        if kind is None:
+            return kernel
+        twin = getattr(_halfrows, kernel.__name__)
+        stochastic = self.rounding == "stochastic"
+        stream = self.seed | ((i + self._stream_base) << 32)
+        step = self.state[self._keys[i]]["step"]
+
+        def call(p, *args):
+            return twin(p.view(np.uint16), *args, kind, stochastic, stream, step)
+        return call
 
     def _commit(self, group: Dict[str, Any], prepared: List[Tuple[int, MergedRows]]) -> None:
         """Phase 2 of ``step``: allocate state, advance the counters, run the kernels."""
@@ -728,7 +792,7 @@ class Optimizer:
         """Put loaded or unpickled state back into the kernels' layout (aligned, interleaved)."""
         pair = self._INTERLEAVED
         if pair and p.ndim == 2 and all(n in st for n in pair):
-            fresh = interleaved_zeros(pair, p.shape, p.dtype)
+            fresh = interleaved_zeros(pair, p.shape, self._state_shape(pair[0], p)[1])
             for n in pair:
                 fresh[n][...] = st[n]
             st.update(fresh)
@@ -740,7 +804,10 @@ class Optimizer:
             return (p.shape[0],), np.dtype(np.int64)
         if sname == ROW_WD:
             return (p.shape[0],), np.dtype(np.float64)
-        return self._array_state_shape(sname, p)
+        shape, dtype = self._array_state_shape(sname, p)
+        if dtype is not None and dtype == p.dtype:
+            dtype = state_dtype(p)
+        return shape, dtype
 
     def _array_state_shape(self, sname: str, p: np.ndarray):
         raise NotImplementedError
@@ -755,7 +822,7 @@ class Optimizer:
         pair = self._INTERLEAVED
         if pair and p.ndim == 2 and not any(n in state for n in pair) and \
                 all(n in dict(self._state_spec(group)) for n in pair):
-            state.update(interleaved_zeros(pair, p.shape, p.dtype))
+            state.update(interleaved_zeros(pair, p.shape, self._state_shape(pair[0], p)[1]))
         for sname, fill in self._state_spec(group):
             if sname not in state:
                 if sname == WD_SUM:
@@ -831,13 +898,13 @@ class Optimizer:
         of its skipped steps to each ``(state name, hyper-parameter, base)`` in ``decaying``
         (at most three) and its missed weight decay; bring them all up to date."""
         p = self._params[i]
-        dummy = _Dummies.rows(p.dtype)
+        dummy = _Dummies.rows(state_dtype(p))
         arrays = [V.rows_view(state[sname]) for sname, _, _ in decaying]
         tables = [self._pow_table(hyper, base) for _, hyper, base in decaying]
         n_states = len(arrays)
         arrays += [dummy] * (3 - n_states)
         tables += [DUMMY_POW] * (3 - n_states)
-        _rows.flush_decay(V.rows_view(p), *arrays, *tables, n_states, state["last_step"],
+        self._kernel(i, _rows.flush_decay)(V.rows_view(p), *arrays, *tables, n_states, state["last_step"],
                           state[ROW_WD], state["step"], state[WD_SUM], state[WD_SUM] != 0.0,
                           self._threads(p.shape[0], _width(p)))
 

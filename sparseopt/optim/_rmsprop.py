@@ -8,7 +8,7 @@ import numpy as np
 from .. import _validation as V
 from .._kernels import _rows
 from ._base import (DUMMY_F64, DUMMY_I64, DUMMY_POW, FLAGS, ROW_WD, WD_SUM, Optimizer,
-                    _Dummies, _width)
+                    _Dummies, _width, state_dtype)
 from ._grad import MergedRows
 
 
@@ -59,6 +59,19 @@ class RMSprop(Optimizer):
     n_threads, duplicates, nonfinite
         As for :class:`Adam`.
 
+    dtype : {None, "bfloat16"}, default None
+        Storage of the parameters. ``None``: each array's own dtype (float32, float64, or
+        float16). ``"bfloat16"``: every parameter is a uint16 array holding bfloat16 bits (the
+        upper 16 bits of a float32; NumPy has no bfloat16 dtype). Half-precision rows are
+        updated in float32 (state and gradients are float32) and rounded back on store.
+    rounding : {"nearest", "stochastic"}, default "nearest"
+        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only;
+        float16 parameters are refused with it) stochastically, from a hash of (seed,
+        parameter, step, row, column): the same bits for any thread count, and a run resumed
+        from ``state_dict`` with the same ``seed`` reproduces them.
+    seed : int, default 0
+        Seed of stochastic rounding, in ``[0, 2**32)``.
+
     Examples
     --------
     >>> import numpy as np, sparseopt as so
@@ -70,6 +83,7 @@ class RMSprop(Optimizer):
     0.9
     """
 
+    _HALF = True
     _DEFAULTS = dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
                      weight_decay=0.0, lazy="frozen", eps_mode="outside",
                      initial_square_avg=0.0, rowwise=False)
@@ -84,12 +98,15 @@ class RMSprop(Optimizer):
                  eps: Optional[float] = None, momentum: float = 0.0, centered: bool = False,
                  weight_decay: float = 0.0, lazy: str = "frozen", preset: Optional[str] = None,
                  n_threads: Optional[int] = None, duplicates: str = "sum",
-                 nonfinite: str = "raise", rowwise: bool = False) -> None:
+                 nonfinite: str = "raise", rowwise: bool = False,
+                 dtype: Optional[str] = None, rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
                                       centered=centered, weight_decay=weight_decay, lazy=lazy,
                                       rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
-                         nonfinite=nonfinite)
+                         nonfinite=nonfinite, dtype=dtype,
+                         rounding=rounding, seed=seed)
+        V.check_rowwise_storage("RMSprop", self.param_groups[0]["rowwise"], self._kinds, False)
 
     def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
         g = dict(group)
@@ -153,14 +170,14 @@ class RMSprop(Optimizer):
         p = self._params[i]
         lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
         decay = bool(lazy_flags)
-        dummy = _Dummies.rows(p.dtype)
+        dummy = _Dummies.rows(state_dtype(p))
         centered, mom = group["centered"], mu > 0
         flags = (lazy_flags
                  | (FLAGS["CENTERED"] if centered else 0)
                  | (FLAGS["MOMENTUM"] if mom else 0))
         inside = group["eps_mode"] == "inside"
         kernel = _rows.rmsprop_rowwise_update if group["rowwise"] else _rows.rmsprop_rows_update
-        kernel(
+        self._kernel(i, kernel)(
             V.rows_view(p), V.rows_view(state["square_avg"]),
             V.rows_view(state["grad_avg"]) if centered else dummy,
             V.rows_view(state["momentum_buffer"]) if mom else dummy,

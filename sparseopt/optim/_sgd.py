@@ -28,6 +28,19 @@ class SGD(Optimizer):
     n_threads, duplicates, nonfinite
         As for :class:`~sparseopt.Adam`.
 
+    dtype : {None, "bfloat16"}, default None
+        Storage of the parameters. ``None``: each array's own dtype (float32, float64, or
+        float16). ``"bfloat16"``: every parameter is a uint16 array holding bfloat16 bits (the
+        upper 16 bits of a float32; NumPy has no bfloat16 dtype). Half-precision rows are
+        updated in float32 (state and gradients are float32) and rounded back on store.
+    rounding : {"nearest", "stochastic"}, default "nearest"
+        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only;
+        float16 parameters are refused with it) stochastically, from a hash of (seed,
+        parameter, step, row, column): the same bits for any thread count, and a run resumed
+        from ``state_dict`` with the same ``seed`` reproduces them.
+    seed : int, default 0
+        Seed of stochastic rounding, in ``[0, 2**32)``.
+
     Examples
     --------
     >>> import numpy as np
@@ -38,12 +51,15 @@ class SGD(Optimizer):
     array([ 0. , -1. ,  0. , -0.5])
     """
 
+    _HALF = True
     _DEFAULTS = dict(lr=1e-2)
 
     def __init__(self, params: Any, lr: float = 1e-2, n_threads: Optional[int] = None,
-                 duplicates: str = "sum", nonfinite: str = "raise") -> None:
+                 duplicates: str = "sum", nonfinite: str = "raise", dtype: Optional[str] = None,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, dict(lr=lr), preset=None, n_threads=n_threads,
-                         duplicates=duplicates, nonfinite=nonfinite)
+                         duplicates=duplicates, nonfinite=nonfinite, dtype=dtype,
+                         rounding=rounding, seed=seed)
 
     def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
         g = dict(group)
@@ -62,7 +78,7 @@ class SGD(Optimizer):
         if n == 0:
             return
         p = self._params[i]
-        _rows.sgd_rows_update(V.rows_view(p), merged.values, merged.scratch, merged.rows,
+        self._kernel(i, _rows.sgd_rows_update)(V.rows_view(p), merged.values, merged.scratch, merged.rows,
                               merged.src, group["lr"], self._threads(n, _width(p)))
 
     def _flush(self, i: int, state: Dict[str, Any], group: Dict[str, Any]) -> None:

@@ -87,15 +87,30 @@ def _numpy_grad(name: str, g: torch.Tensor, p: torch.Tensor,
                 view_shape: Tuple[int, ...]) -> Any:
     """A parameter's gradient in a form the NumPy optimizers take, sharing its memory."""
     kind = V.check_torch_grad(name, g, p)
+    # half-precision tables take float32 gradients (an exact widening); a sparse gradient's
+    # values are widened, not the sparse tensor (whose conversion costs far more)
+    half = p.dtype in _HALF
     if kind == "dense":
-        return g.detach().numpy().reshape(view_shape)
+        return (_widen(g) if half else g.detach().numpy()).reshape(view_shape)
     idx, vals = sparse_grad_parts(g)
     if kind == "rows":
-        values = vals.detach().numpy()
+        values = _widen(vals) if half else vals.detach().numpy()
         return RowGrad(idx[0].numpy(), values.reshape((values.shape[0],) + view_shape[1:]))
     i = idx.numpy()
     # duplicates are summed by the CSR conversion (scipy), then merged as rows
-    return sp.coo_array((vals.detach().numpy(), (i[0], i[1])), shape=view_shape)
+    data = _widen(vals) if half else vals.detach().numpy()
+    return sp.coo_array((data, (i[0], i[1])), shape=view_shape)
+
+
+def _widen(t: torch.Tensor) -> np.ndarray:
+    """A float16 or bfloat16 tensor's values as float32 NumPy (exact), converted by NumPy on
+    the calling thread (torch's conversion runs on its intra-op pool, whose threads wait for
+    cores on a busy machine)."""
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        bits = t.view(torch.int16).numpy().view(np.uint16)
+        return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return t.numpy().astype(np.float32)
 
 
 class _Slot:
@@ -128,8 +143,15 @@ class _Slot:
         self.ptr = p.data_ptr()
 
 
+# Half-precision parameter dtypes (their gradients are widened to float32 for the kernels).
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def _numpy_view(p: torch.Tensor, view_shape: Tuple[int, ...]) -> np.ndarray:
-    """The NumPy view of a contiguous CPU tensor (reshaping a contiguous array never copies)."""
+    """The NumPy view of a contiguous CPU tensor (reshaping a contiguous array never copies);
+    a bfloat16 tensor is seen as uint16 words (NumPy has no bfloat16)."""
+    if p.dtype == torch.bfloat16:
+        return p.detach().view(torch.int16).numpy().view(np.uint16).reshape(view_shape)
     return p.detach().numpy().reshape(view_shape)
 
 
@@ -139,13 +161,18 @@ class _TorchOptimizer(torch.optim.Optimizer):
     _NUMPY: type = _base.Optimizer
 
     def __init__(self, params: Any, hyper: Dict[str, Any], *, preset: Optional[str],
-                 n_threads: Optional[int], duplicates: str, nonfinite: str) -> None:
+                 n_threads: Optional[int], duplicates: str, nonfinite: str,
+                 rounding: str = "nearest", seed: int = 0,
+                 state_dtype: Optional[str] = None) -> None:
         # the NumPy optimizer resolves the preset and checks every hyper-parameter and option
         probe = self._new_inner(np.zeros(1, dtype=np.float64), hyper, preset=preset,
                                 n_threads=n_threads, duplicates=duplicates, nonfinite=nonfinite)
+        _, _, seed = V.check_storage(None, rounding, seed, True)
         self.preset = preset
         self._options = dict(n_threads=probe.n_threads, duplicates=probe.duplicates,
-                             nonfinite=probe.nonfinite)
+                             nonfinite=probe.nonfinite, rounding=rounding, seed=seed)
+        if V.check_state_dtype(state_dtype) is not None:
+            self._options["state_dtype"] = state_dtype
         self._keys = tuple(self._NUMPY._DEFAULTS)
         self._slots: Dict[torch.Tensor, _Slot] = {}
         self._lock = threading.Lock()
@@ -155,8 +182,15 @@ class _TorchOptimizer(torch.optim.Optimizer):
     @classmethod
     def _new_inner(cls, arr: np.ndarray, hyper: Dict[str, Any], *, preset: Optional[str] = None,
                    key: str = "p", **options: Any) -> _base.Optimizer:
+        state_dtype = options.pop("state_dtype", None)
         inner = cls._NUMPY.__new__(cls._NUMPY)
-        _base.Optimizer.__init__(inner, {key: arr}, dict(hyper), preset=preset, **options)
+        if state_dtype is not None:
+            inner._state_dtype = state_dtype
+        _base.Optimizer.__init__(inner, {key: arr}, dict(hyper), preset=preset,
+                                 dtype="bfloat16" if arr.dtype == np.uint16 else None,
+                                 **options)
+        if state_dtype is not None:
+            V.check_bf16_state(inner.param_groups[0]["lazy"], inner._params)
         return inner
 
     @property
@@ -209,6 +243,7 @@ class _TorchOptimizer(torch.optim.Optimizer):
                 key = f"group {n_groups}, parameter {j} (shape {tuple(p.shape)})"
                 inner = self._new_inner(_numpy_view(p, view_shape), hyper, key=key,
                                         **self._options)
+                inner._stream_base = len(self._slots) + len(new)
                 new[p] = _Slot(inner, key, name, p, view_shape)
                 hyper = {k: v for k, v in inner.defaults.items() if k in self._keys}
             V._check_no_overlap([(s.key, s.inner._params[0])
@@ -336,7 +371,8 @@ class _TorchOptimizer(torch.optim.Optimizer):
             if isinstance(v, np.ndarray):
                 cached = views.get(sname)
                 if cached is None or cached[0] is not v:
-                    t = torch.from_numpy(v)
+                    t = (torch.from_numpy(v.view(np.int16)).view(torch.bfloat16)
+                         if v.dtype == np.uint16 else torch.from_numpy(v))  # bfloat16 moments
                     if v.shape == slot.view_shape and v.shape != slot.shape:
                         t = t.view(slot.shape)
                     cached = views[sname] = (v, t)
@@ -405,6 +441,7 @@ class _TorchOptimizer(torch.optim.Optimizer):
                 slot.follow(p)
                 inner = self._new_inner(slot.inner._params[0], hyper, key=slot.key,
                                         **self._options)
+                inner._stream_base = slot.inner._stream_base
                 st = states.get(sid)
                 if st:
                     inner.load_state_dict({"state": {slot.key: self._numpy_state(slot, st)}})
@@ -427,7 +464,10 @@ class _TorchOptimizer(torch.optim.Optimizer):
                 out[sname] = V.check_torch_step(slot.name, v)
             elif isinstance(v, torch.Tensor):
                 V.check_torch_state_tensor(slot.name, sname, v)
-                arr = v.detach().numpy()
+                if v.dtype == torch.bfloat16:  # bfloat16 moments: their bits
+                    arr = v.detach().view(torch.int16).numpy().view(np.uint16)
+                else:
+                    arr = v.detach().numpy()
                 if arr.shape == slot.shape and slot.shape != slot.view_shape:
                     arr = arr.reshape(slot.view_shape)
                 out[sname] = arr
@@ -441,8 +481,13 @@ _COMMON = """
     A ``torch.optim.Optimizer``: it takes ``model.parameters()`` or param groups, and works
     with ``zero_grad``, ``add_param_group``, step hooks and every ``torch.optim.lr_scheduler``
     (``step()`` reads each group's hyper-parameters every time). Parameters must be CPU
-    float32 or float64 tensors, contiguous, with ``requires_grad=True``; they are updated in
-    place through NumPy views of their memory (followed when ``p.data`` is replaced).
+    float32, float64, float16 or bfloat16 tensors, contiguous, with ``requires_grad=True``;
+    they are updated in place through NumPy views of their memory (followed when ``p.data`` is
+    replaced). Half-precision parameters are updated as :class:`sparseopt.Adam` updates
+    half-precision tables: their gradients (in the parameter's dtype) are widened to float32,
+    the state is float32, and updated rows are rounded back (``rounding="nearest"``, or
+    ``"stochastic"`` for bfloat16 parameters, from ``seed``; each tensor of the optimizer has
+    its own stream).
     Gradients may be dense or sparse COO (uncoalesced, as ``nn.Embedding(sparse=True)`` and
     ``nn.EmbeddingBag(sparse=True)`` make them), in the same optimizer. ``state_dict()``
     holds tensors and ints (``torch.save`` / ``torch.load(weights_only=True)`` round-trip,
@@ -464,8 +509,9 @@ class Adam(_TorchOptimizer):
     lr, betas, eps, weight_decay, amsgrad, lazy, bias_correction, preset, rowwise
         As for :class:`sparseopt.Adam`; each may differ per param group (``lazy``,
         ``bias_correction`` and ``rowwise`` cannot change after a parameter's first step).
-    n_threads, duplicates, nonfinite
-        As for :class:`sparseopt.Adam`, for the whole optimizer.
+    n_threads, duplicates, nonfinite, rounding, seed, state_dtype
+        As for :class:`sparseopt.Adam`, for the whole optimizer (``state_dtype="bfloat16"``
+        state is shown and saved as bfloat16 tensors).
 
     Examples
     --------
@@ -490,12 +536,14 @@ class Adam(_TorchOptimizer):
                  lazy: Optional[str] = None, bias_correction: Optional[str] = None,
                  preset: Optional[str] = None, n_threads: Optional[int] = None,
                  duplicates: str = "sum", nonfinite: str = "raise",
-                 rowwise: Any = False) -> None:
+                 rowwise: Any = False, rounding: str = "nearest", seed: int = 0,
+                 state_dtype: Optional[str] = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, lazy=lazy,
                                       bias_correction=bias_correction, rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
-                         nonfinite=nonfinite)
+                         nonfinite=nonfinite, rounding=rounding,
+                         seed=seed, state_dtype=state_dtype)
 
     def _hyper_from_torch(self, saved, current):
         # ours has "lazy"; torch.optim.Adam / AdamW "amsgrad"; SparseAdam neither (lr, betas,
@@ -549,11 +597,13 @@ nonfinite, rowwise
                  lazy: Optional[str] = None, bias_correction: Optional[str] = None,
                  preset: Optional[str] = None, n_threads: Optional[int] = None,
                  duplicates: str = "sum", nonfinite: str = "raise",
-                 rowwise: Any = False) -> None:
+                 rowwise: Any = False, rounding: str = "nearest", seed: int = 0,
+                 state_dtype: Optional[str] = None) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, lazy=lazy, bias_correction=bias_correction,
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
-                         nonfinite=nonfinite, rowwise=rowwise)
+                         nonfinite=nonfinite, rowwise=rowwise, rounding=rounding,
+                         seed=seed, state_dtype=state_dtype)
 
 
 class Adagrad(_TorchOptimizer):
@@ -568,7 +618,7 @@ class Adagrad(_TorchOptimizer):
     params : iterable of tensors or of dicts (param groups)
     lr, lr_decay, eps, initial_accumulator_value, weight_decay, rowwise, preset
         As for :class:`sparseopt.Adagrad`, per param group (``rowwise`` fixed).
-    n_threads, duplicates, nonfinite
+    n_threads, duplicates, nonfinite, rounding, seed
         As for :class:`sparseopt.Adagrad`.
 
     Examples
@@ -591,12 +641,14 @@ class Adagrad(_TorchOptimizer):
                  eps: Optional[float] = None, initial_accumulator_value: Optional[float] = None,
                  weight_decay: float = 0.0, rowwise: bool = False, preset: Optional[str] = None,
                  n_threads: Optional[int] = None, duplicates: str = "sum",
-                 nonfinite: str = "raise") -> None:
+                 nonfinite: str = "raise", rounding: str = "nearest",
+                 seed: int = 0) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, eps=eps,
                                       initial_accumulator_value=initial_accumulator_value,
                                       weight_decay=weight_decay, rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
-                         nonfinite=nonfinite)
+                         nonfinite=nonfinite, rounding=rounding,
+                         seed=seed)
 
     def _hyper_from_torch(self, saved, current):
         if "rowwise" in saved or "initial_accumulator_value" not in saved:
@@ -624,7 +676,7 @@ class RMSprop(_TorchOptimizer):
     params : iterable of tensors or of dicts (param groups)
     lr, alpha, eps, momentum, centered, weight_decay, lazy, preset, rowwise
         As for :class:`sparseopt.RMSprop`, per param group (``lazy`` and ``rowwise`` fixed).
-    n_threads, duplicates, nonfinite
+    n_threads, duplicates, nonfinite, rounding, seed
         As for :class:`sparseopt.RMSprop`.
 
     Examples
@@ -644,12 +696,14 @@ class RMSprop(_TorchOptimizer):
                  eps: Optional[float] = None, momentum: float = 0.0, centered: bool = False,
                  weight_decay: float = 0.0, lazy: str = "frozen", preset: Optional[str] = None,
                  n_threads: Optional[int] = None, duplicates: str = "sum",
-                 nonfinite: str = "raise", rowwise: bool = False) -> None:
+                 nonfinite: str = "raise", rowwise: bool = False, rounding: str = "nearest",
+                 seed: int = 0) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
                                       centered=centered, weight_decay=weight_decay, lazy=lazy,
                                       rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
-                         nonfinite=nonfinite)
+                         nonfinite=nonfinite, rounding=rounding,
+                         seed=seed)
 
 
 class SGD(_TorchOptimizer):
@@ -660,7 +714,7 @@ class SGD(_TorchOptimizer):
     ----------
     params : iterable of tensors or of dicts (param groups)
     lr : float, default 1e-2
-    n_threads, duplicates, nonfinite
+    n_threads, duplicates, nonfinite, rounding, seed
         As for :class:`sparseopt.Adam`.
 
     Examples
@@ -677,6 +731,8 @@ class SGD(_TorchOptimizer):
     _NUMPY = _NpSGD
 
     def __init__(self, params: Any, lr: float = 1e-2, n_threads: Optional[int] = None,
-                 duplicates: str = "sum", nonfinite: str = "raise") -> None:
+                 duplicates: str = "sum", nonfinite: str = "raise", rounding: str = "nearest",
+                 seed: int = 0) -> None:
         super().__init__(params, dict(lr=lr), preset=None, n_threads=n_threads,
-                         duplicates=duplicates, nonfinite=nonfinite)
+                         duplicates=duplicates, nonfinite=nonfinite, rounding=rounding,
+                         seed=seed)

@@ -508,7 +508,9 @@ BAD_PARAMS = {
     "read-only": (lambda: _ro((10, 3)), ValueError, r"read-only"),
     "read-only-1d": (lambda: _ro(10), ValueError, r"read-only"),
     "int64": (lambda: np.zeros((10, 3), np.int64), TypeError, r"float32 or float64.*int64"),
-    "float16": (lambda: np.zeros((10, 3), np.float16), TypeError, r"float32 or float64"),
+    # bfloat16 bits need dtype="bfloat16" (float16 arrays are accepted: test_half_precision)
+    "uint16": (lambda: np.zeros((10, 3), np.uint16), TypeError,
+               r"float32 or float64.*dtype='bfloat16'.*uint16"),
     "complex": (lambda: np.zeros((10, 3), np.complex128), TypeError, r"float32 or float64"),
     "big-endian": (lambda: np.zeros((10, 3), ">f8"), TypeError, r"float32 or float64"),
     "3-d": (lambda: np.zeros((4, 3, 2), np.float32), ValueError,

@@ -293,3 +293,15 @@ def test_the_guide_table_of_state_bytes_matches_memory():
         pytest.skip("docs are not shipped with this copy")
     from benchmarks.rowwise_state import rst_memory_table
     assert rst_memory_table() in page.read_text()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: so.Adam([np.zeros((10, 4), np.uint16)], rowwise="v", dtype="bfloat16"),
+    lambda: so.Adam([np.zeros((10, 4), np.float16)], rowwise="v"),
+    lambda: so.Adam([np.zeros((10, 4), np.float32)], rowwise="v", state_dtype="bfloat16"),
+    lambda: so.RMSprop([np.zeros((10, 4), np.float16)], rowwise=True),
+], ids=["adam-bf16", "adam-fp16", "adam-bf16-state", "rmsprop-fp16"])
+def test_rowwise_refuses_half_precision_storage(make):
+    # the half-precision kernels have no row-wise Adam / RMSprop twin: refused at construction
+    with pytest.raises(ValueError, match="rowwise"):
+        make()
