@@ -140,12 +140,7 @@ def _mean_over(values: np.ndarray, n_rel: np.ndarray) -> float:
     return float(values[keep].mean())
 
 
-def precision_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
-    """Mean over users with relevant items of (hits among the first k) / k.
-
-
-    Parameters
-    ----------
+_RANKING_PARAMETERS = """\
     X_true : sparse matrix or array of shape (m, n_items)
         The relevant (held-out) items of each row's user: its stored non-zero entries.
     recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
@@ -153,6 +148,29 @@ def precision_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
         padding of ``recommend``, are never hits.
     k : int, default=10
         The length of the list scored.
+"""
+_RANKING_RAISES = """\
+    ValueError
+        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
+        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+"""
+
+
+def _ranking_doc(func):
+    """Fill in the Parameters and Raises text the ranking metrics share."""
+    func.__doc__ = (func.__doc__
+                    .replace("    {ranking_parameters}\n", _RANKING_PARAMETERS)
+                    .replace("    {ranking_raises}\n", _RANKING_RAISES))
+    return func
+
+
+@_ranking_doc
+def precision_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
+    """Mean over users with relevant items of (hits among the first k) / k.
+
+    Parameters
+    ----------
+    {ranking_parameters}
 
     Returns
     -------
@@ -161,9 +179,7 @@ def precision_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
 
     Raises
     ------
-    ValueError
-        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
-        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+    {ranking_raises}
 
     Examples
     --------
@@ -176,19 +192,13 @@ def precision_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     return _mean_over(hits.sum(axis=1) / k, n_rel)
 
 
+@_ranking_doc
 def recall_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     """Mean over users with relevant items of (hits among the first k) / (relevant items).
 
-
     Parameters
     ----------
-    X_true : sparse matrix or array of shape (m, n_items)
-        The relevant (held-out) items of each row's user: its stored non-zero entries.
-    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
-        Each row's ranked item ids, best first; ids outside ``[0, n_items)``, such as the -1
-        padding of ``recommend``, are never hits.
-    k : int, default=10
-        The length of the list scored.
+    {ranking_parameters}
 
     Returns
     -------
@@ -197,9 +207,7 @@ def recall_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
 
     Raises
     ------
-    ValueError
-        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
-        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+    {ranking_raises}
 
     Examples
     --------
@@ -212,22 +220,16 @@ def recall_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     return _mean_over(hits.sum(axis=1) / np.maximum(n_rel, 1), n_rel)
 
 
+@_ranking_doc
 def ndcg_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     """Normalised discounted cumulative gain at k with binary relevance.
 
     ``DCG = sum over hits at rank r (1-based) of 1/log2(r + 1)``, divided by the DCG of an
     ideal list (``min(k, relevant)`` hits at the top).
 
-
     Parameters
     ----------
-    X_true : sparse matrix or array of shape (m, n_items)
-        The relevant (held-out) items of each row's user: its stored non-zero entries.
-    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
-        Each row's ranked item ids, best first; ids outside ``[0, n_items)``, such as the -1
-        padding of ``recommend``, are never hits.
-    k : int, default=10
-        The length of the list scored.
+    {ranking_parameters}
 
     Returns
     -------
@@ -236,9 +238,7 @@ def ndcg_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
 
     Raises
     ------
-    ValueError
-        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
-        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+    {ranking_raises}
 
     Examples
     --------
@@ -253,6 +253,7 @@ def ndcg_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     return _mean_over(dcg / np.where(ideal > 0, ideal, 1.0), n_rel)
 
 
+@_ranking_doc
 def map_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     """Mean average precision at k with binary relevance.
 
@@ -260,16 +261,9 @@ def map_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     first k, of the precision of the first ``r`` items, divided by ``min(k, relevant)``; it
     is 1 exactly when the top k are as many relevant items as fit.
 
-
     Parameters
     ----------
-    X_true : sparse matrix or array of shape (m, n_items)
-        The relevant (held-out) items of each row's user: its stored non-zero entries.
-    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
-        Each row's ranked item ids, best first; ids outside ``[0, n_items)``, such as the -1
-        padding of ``recommend``, are never hits.
-    k : int, default=10
-        The length of the list scored.
+    {ranking_parameters}
 
     Returns
     -------
@@ -278,9 +272,7 @@ def map_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
 
     Raises
     ------
-    ValueError
-        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
-        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+    {ranking_raises}
 
     Examples
     --------
@@ -295,20 +287,14 @@ def map_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     return _mean_over(ap, n_rel)
 
 
+@_ranking_doc
 def mrr_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     """Mean reciprocal rank at k: 1 / (rank of the first hit among the first k), 0 without a
     hit.
 
-
     Parameters
     ----------
-    X_true : sparse matrix or array of shape (m, n_items)
-        The relevant (held-out) items of each row's user: its stored non-zero entries.
-    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
-        Each row's ranked item ids, best first; ids outside ``[0, n_items)``, such as the -1
-        padding of ``recommend``, are never hits.
-    k : int, default=10
-        The length of the list scored.
+    {ranking_parameters}
 
     Returns
     -------
@@ -317,9 +303,7 @@ def mrr_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
 
     Raises
     ------
-    ValueError
-        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
-        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+    {ranking_raises}
 
     Examples
     --------
@@ -334,19 +318,13 @@ def mrr_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     return _mean_over(rr, n_rel)
 
 
+@_ranking_doc
 def hit_rate_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
     """Share of the users with relevant items that have at least one among their first k.
 
-
     Parameters
     ----------
-    X_true : sparse matrix or array of shape (m, n_items)
-        The relevant (held-out) items of each row's user: its stored non-zero entries.
-    recommended : int array of shape (m, n) with n >= k, or a 1-D list of item ids (one row)
-        Each row's ranked item ids, best first; ids outside ``[0, n_items)``, such as the -1
-        padding of ``recommend``, are never hits.
-    k : int, default=10
-        The length of the list scored.
+    {ranking_parameters}
 
     Returns
     -------
@@ -355,9 +333,7 @@ def hit_rate_at_k(X_true: Any, recommended: Any, k: int = 10) -> float:
 
     Raises
     ------
-    ValueError
-        If ``k`` is not a positive int, ``recommended`` is not 2-D integer with at least ``k``
-        columns or has not one row per row of ``X_true``, or ``X_true`` is malformed.
+    {ranking_raises}
 
     Examples
     --------
