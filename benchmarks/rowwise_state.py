@@ -45,6 +45,7 @@ MEMORY_ROWS = [
     ("Adam lazy='decay' rowwise='v'", lambda P: so.Adam([P], lazy="decay", rowwise="v")),
     ("Adam preset='torch'", lambda P: so.Adam([P], preset="torch")),
     ("Adam preset='torch' rowwise='v'", lambda P: so.Adam([P], preset="torch", rowwise="v")),
+    ("Adam state_dtype='bfloat16'", lambda P: so.Adam([P], state_dtype="bfloat16")),
     ("RMSprop", lambda P: so.RMSprop([P])),
     ("RMSprop rowwise", lambda P: so.RMSprop([P], rowwise=True)),
     ("RMSprop centered", lambda P: so.RMSprop([P], centered=True)),
