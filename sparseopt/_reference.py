@@ -462,11 +462,15 @@ class SGD(_Reference):
 # A row whose float32 value is exactly representable rounds to itself under either rule, so
 # rounding every row after a step (as ``HalfPrecision`` does) changes only the touched ones.
 #
-# bfloat16 moments (``Adam(state_dtype="bfloat16")``): the moments of a touched row are widened
-# too, updated with the weights by the float32 rule, and rounded to bfloat16 by the weights'
-# rule, the random bits of each array from the row's key xor its salt (``STATE_SALTS``).
+# bfloat16 state (``Adam``, ``Adagrad`` and ``RMSprop`` with ``state_dtype="bfloat16"``): the
+# state arrays of a touched row are widened too, updated with the weights by the float32 rule,
+# and rounded to bfloat16 by the weights' rule, the random bits of each array from the row's key
+# xor its salt (``STATE_SALTS``). A start value (Adagrad's ``initial_accumulator_value``,
+# RMSprop's ``initial_square_avg``) is stored rounded to nearest.
 
-STATE_SALTS = {"exp_avg": 0x68E31DA4, "exp_avg_sq": 0x5297A4D1, "max_exp_avg_sq": 0x1B56C4E9}
+STATE_SALTS = {"exp_avg": 0x68E31DA4, "exp_avg_sq": 0x5297A4D1, "max_exp_avg_sq": 0x1B56C4E9,
+               "sum": 0x3C6EF372, "square_avg": 0x2F8B61D5, "grad_avg": 0x7A3C09E1,
+               "momentum_buffer": 0x4D2A8B17}
 
 _U64 = np.uint64
 

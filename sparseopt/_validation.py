@@ -179,6 +179,14 @@ def check_rowwise_storage(name: str, rowwise: Any, kinds: Any, bf16_state: bool)
                              f"parameter {j} is half precision")
 
 
+def check_rowwise_bf16_state(name: str, rowwise: Any, bf16_state: bool) -> None:
+    """bfloat16 state has element-wise kernels only: a row-wise accumulator (one scalar per
+    row, where rounding would stall the sum soonest) is refused with it."""
+    if rowwise and bf16_state:
+        raise ValueError(f"{name}: rowwise={rowwise!r} cannot be combined with "
+                         "state_dtype='bfloat16' (bfloat16 state is kept per element only)")
+
+
 def check_rounding_for(key: ParamKey, arr: np.ndarray, stochastic: bool) -> None:
     """Stochastic rounding is defined for bfloat16 storage only: float16 parameters are
     refused with it (float32 and float64 ones are never rounded)."""

@@ -440,7 +440,31 @@ def _half_probes():
             ("float32 moments loaded into bfloat16 moments",
              "H = np.zeros((6, 4), np.float32); opt = so.Adam([H], state_dtype='bfloat16'); "
              "src = so.Adam([np.zeros((6, 4), np.float32)]); src.step([row_grad([1])])",
-             "opt.load_state_dict(src.state_dict())", "ValueError", ("uint16",))):
+             "opt.load_state_dict(src.state_dict())", "ValueError", ("uint16",)),
+            ("bfloat16 square average with lazy='decay'", "",
+             "so.RMSprop([np.zeros((6, 4), np.float32)], state_dtype='bfloat16', lazy='decay')",
+             "ValueError", ("lazy",)),
+            ("bfloat16 row-wise accumulator", "",
+             "so.Adagrad([np.zeros((6, 4), np.float32)], state_dtype='bfloat16', rowwise=True)",
+             "ValueError", ("rowwise",)),
+            ("bfloat16 row-wise square average", "",
+             "so.RMSprop([np.zeros((6, 4), np.float32)], state_dtype='bfloat16', rowwise=True)",
+             "ValueError", ("rowwise",)),
+            ("bfloat16 accumulator of a float64 table", "",
+             "so.Adagrad([np.zeros((6, 4))], state_dtype='bfloat16')", "ValueError",
+             ("float64",)),
+            ("eps=0 with a start that rounds to bfloat16 zero", "",
+             "so.Adagrad([np.zeros((6, 4), np.float32)], state_dtype='bfloat16', eps=0.0, "
+             "initial_accumulator_value=1e-45)", "ValueError", ("eps",)),
+            ("float32 accumulator loaded into a bfloat16 one",
+             "H = np.zeros((6, 4), np.float32); opt = so.Adagrad([H], state_dtype='bfloat16'); "
+             "src = so.Adagrad([np.zeros((6, 4), np.float32)]); src.step([row_grad([1])])",
+             "opt.load_state_dict(src.state_dict())", "ValueError", ("uint16",)),
+            ("bfloat16 square average replaced by float32",
+             "H = np.zeros((6, 4), np.float32); "
+             "opt = so.RMSprop([H], state_dtype='bfloat16'); opt.step([row_grad([1])]); "
+             "opt.state[0]['square_avg'] = np.zeros((6, 4), np.float32)",
+             "opt.step([row_grad([2])])", "ValueError", ("square_avg",))):
         out.append(P(f"half/{what}", setup, act, expect=(exc,), names=names,
                      **({"watch": "H"} if "H =" in setup else {})))
     return out

@@ -368,8 +368,13 @@ cdef enum:
     KEY_M = 0x68e31da4
     KEY_V = 0x5297a4d1
     KEY_VMAX = 0x1b56c4e9
+    KEY_SUM = 0x3c6ef372
+    KEY_SQ = 0x2f8b61d5
+    KEY_GA = 0x7a3c09e1
+    KEY_BUF = 0x4d2a8b17
 
-STATE_KEYS = dict(exp_avg=KEY_M, exp_avg_sq=KEY_V, max_exp_avg_sq=KEY_VMAX)
+STATE_KEYS = dict(exp_avg=KEY_M, exp_avg_sq=KEY_V, max_exp_avg_sq=KEY_VMAX, sum=KEY_SUM,
+                  square_avg=KEY_SQ, grad_avg=KEY_GA, momentum_buffer=KEY_BUF)
 
 
 def adam_rows_update_bf16_state(unsigned char[:, ::1] param, int pkind, uint16_t[:, :] m,
@@ -446,6 +451,116 @@ def adam_rows_update_bf16_state(unsigned char[:, ::1] param, int pkind, uint16_t
             so_half_store(d, &v[r, 0], w + 2 * d, SO_HALF_BF16, stochastic, key ^ KEY_V)
             if ams:
                 so_half_store(d, &vmax[r, 0], vm, SO_HALF_BF16, stochastic, key ^ KEY_VMAX)
+            if pkind >= 0:
+                so_half_store(d, <uint16_t*>&param[r, 0], pw, pkind, stochastic, key)
+        free(w)
+
+
+def adagrad_rows_update_bf16_state(unsigned char[:, ::1] param, int pkind,
+                                   uint16_t[:, ::1] state_sum, const float[:, ::1] values,
+                                   const float[:, ::1] scratch, const int64_t[::1] rows,
+                                   const int64_t[::1] src, double clr, double eps, double pmul,
+                                   int n_threads, bint stochastic, uint64_t stream,
+                                   int64_t step):
+    """Element-wise Adagrad with a bfloat16 accumulator: ``state_sum`` is a uint16 view of
+    bfloat16 bits, widened per row, updated by the float32 rule and rounded back (key
+    ``row key ^ KEY_SUM``). ``param`` as in ``adam_rows_update_bf16_state``."""
+    cdef Py_ssize_t nr = rows.shape[0], j, ja
+    cdef Py_ssize_t d = param.shape[1] // (4 if pkind < 0 else 2)
+    cdef int64_t r, ra
+    cdef float* w
+    cdef float* pw
+    cdef const float* g
+    cdef uint32_t key
+    cdef size_t rb = d * sizeof(float), hb = d * sizeof(uint16_t)
+    cdef size_t pb = rb if pkind < 0 else hb
+    if nr == 0:
+        return
+    with nogil, parallel(num_threads=n_threads):
+        w = _scratch_row(2 * d)  # weight, sum
+        for j in prange(nr, schedule="static"):
+            ja = j + PREFETCH_AHEAD
+            if ja < nr:
+                ra = rows[ja]
+                so_prefetch_write_l2(&param[ra, 0], pb)
+                so_prefetch_write_l2(&state_sum[ra, 0], hb)
+                _prefetch_grad(values, scratch, src[ja], rb)
+            r = rows[j]
+            g = _grad_row(values, scratch, src[j])
+            if pkind < 0:
+                pw = <float*>&param[r, 0]
+            else:
+                pw = w
+                so_half_load(d, pw, <uint16_t*>&param[r, 0], pkind)
+            so_half_load(d, w + d, &state_sum[r, 0], SO_HALF_BF16)
+            so_adagrad_row_f(d, pw, w + d, g, <float>clr, <float>eps, <float>pmul)
+            key = so_sr_row_key(stream, step, r) if stochastic else 0
+            so_half_store(d, &state_sum[r, 0], w + d, SO_HALF_BF16, stochastic, key ^ KEY_SUM)
+            if pkind >= 0:
+                so_half_store(d, <uint16_t*>&param[r, 0], pw, pkind, stochastic, key)
+        free(w)
+
+
+def rmsprop_rows_update_bf16_state(unsigned char[:, ::1] param, int pkind, uint16_t[:, ::1] v,
+                                   uint16_t[:, ::1] ga, uint16_t[:, ::1] buf,
+                                   const float[:, ::1] values, const float[:, ::1] scratch,
+                                   const int64_t[::1] rows, const int64_t[::1] src, double lr,
+                                   double alpha, double momentum, double eps_in, double eps,
+                                   double pmul_now, int flags, int n_threads, bint stochastic,
+                                   uint64_t stream, int64_t step):
+    """RMSprop (``lazy="frozen"``) with bfloat16 state: ``v`` (and ``ga`` when centred,
+    ``buf`` with momentum) are uint16 views of bfloat16 bits, widened per row, updated by the
+    float32 rule and rounded back (keys ``row key ^ KEY_*``). ``param`` as in
+    ``adam_rows_update_bf16_state``."""
+    cdef Py_ssize_t nr = rows.shape[0], j, ja
+    cdef Py_ssize_t d = param.shape[1] // (4 if pkind < 0 else 2)
+    cdef int64_t r, ra
+    cdef bint centered = flags & F_CENTERED, mom = flags & F_MOMENTUM
+    cdef float* w
+    cdef float* pw
+    cdef float* pga
+    cdef float* pbuf
+    cdef const float* g
+    cdef uint32_t key
+    cdef size_t rb = d * sizeof(float), hb = d * sizeof(uint16_t)
+    cdef size_t pb = rb if pkind < 0 else hb
+    cdef double oma = 1.0 - alpha
+    if nr == 0:
+        return
+    with nogil, parallel(num_threads=n_threads):
+        w = _scratch_row(4 * d)  # weight, v, grad_avg, momentum_buffer
+        for j in prange(nr, schedule="static"):
+            ja = j + PREFETCH_AHEAD
+            if ja < nr:
+                ra = rows[ja]
+                so_prefetch_write_l2(&param[ra, 0], pb)
+                so_prefetch_write_l2(&v[ra, 0], hb)
+                _prefetch_grad(values, scratch, src[ja], rb)
+            r = rows[j]
+            g = _grad_row(values, scratch, src[j])
+            if pkind < 0:
+                pw = <float*>&param[r, 0]
+            else:
+                pw = w
+                so_half_load(d, pw, <uint16_t*>&param[r, 0], pkind)
+            so_half_load(d, w + d, &v[r, 0], SO_HALF_BF16)
+            pga = NULL
+            pbuf = NULL
+            if centered:
+                pga = w + 2 * d
+                so_half_load(d, pga, &ga[r, 0], SO_HALF_BF16)
+            if mom:
+                pbuf = w + 3 * d
+                so_half_load(d, pbuf, &buf[r, 0], SO_HALF_BF16)
+            so_rmsprop_row_f(d, pw, w + d, pga, pbuf, g, <float>alpha, <float>oma,
+                             <float>momentum, <float>lr, <float>eps_in, <float>eps,
+                             <float>pmul_now)
+            key = so_sr_row_key(stream, step, r) if stochastic else 0
+            so_half_store(d, &v[r, 0], w + d, SO_HALF_BF16, stochastic, key ^ KEY_SQ)
+            if centered:
+                so_half_store(d, &ga[r, 0], pga, SO_HALF_BF16, stochastic, key ^ KEY_GA)
+            if mom:
+                so_half_store(d, &buf[r, 0], pbuf, SO_HALF_BF16, stochastic, key ^ KEY_BUF)
             if pkind >= 0:
                 so_half_store(d, <uint16_t*>&param[r, 0], pw, pkind, stochastic, key)
         free(w)

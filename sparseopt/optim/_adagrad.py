@@ -5,10 +5,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .. import _validation as V
-from .._kernels import _rows
+from .. import _reference, _validation as V
+from .._kernels import _halfrows, _rows
 from ._base import FLAGS, Optimizer, _width
 from ._grad import MergedRows
+
+
+def _widen_bf16(h: np.ndarray) -> np.ndarray:
+    """The float32 values of bfloat16 bits (uint16), exactly."""
+    return (h.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
 class Adagrad(Optimizer):
@@ -58,6 +63,13 @@ class Adagrad(Optimizer):
         from ``state_dict`` with the same ``seed`` reproduces them.
     seed : int, default 0
         Seed of stochastic rounding, in ``[0, 2**32)``.
+    state_dtype : {None, "bfloat16"}, default None
+        ``"bfloat16"``: keep ``G`` as bfloat16 bits (a uint16 array ``state[...]["sum"]``), half
+        the memory of a float32 accumulator. A touched row's ``G`` is widened to float32,
+        updated with the weights by the float32 rule and rounded back as the weights are
+        (``rounding``); ``initial_accumulator_value`` is stored rounded to nearest. With
+        ``"nearest"``, ``G`` stops growing once ``g**2`` is below half a bfloat16 ulp of it.
+        Needs float32 or half-precision parameters and ``rowwise=False``.
 
     Examples
     --------
@@ -67,6 +79,15 @@ class Adagrad(Optimizer):
     >>> opt.step([so.RowGrad([2, 2], [1.0, 3.0])])
     >>> round(float(w[2]), 6)
     -0.5
+
+    The accumulator as bfloat16 bits (uint16 words, the upper half of a float32):
+
+    >>> E = np.zeros((100, 4), dtype=np.float32)
+    >>> opt = so.Adagrad([E], lr=0.5, state_dtype="bfloat16")
+    >>> opt.step([so.RowGrad([2], np.full((1, 4), 3.0, dtype=np.float32))])
+    >>> G = opt.state[0]["sum"]
+    >>> G.dtype, float((G[2].astype(np.uint32) << 16).view(np.float32)[0]), float(E[2, 0])
+    (dtype('uint16'), 9.0, -0.5)
     """
 
     _HALF = True
@@ -81,13 +102,33 @@ class Adagrad(Optimizer):
                  weight_decay: float = 0.0, rowwise: bool = False, preset: Optional[str] = None,
                  n_threads: Optional[int] = None, duplicates: str = "sum",
                  nonfinite: str = "raise", dtype: Optional[str] = None,
-                 rounding: str = "nearest", seed: int = 0) -> None:
+                 rounding: str = "nearest", seed: int = 0,
+                 state_dtype: Optional[str] = None) -> None:
+        self._state_dtype = V.check_state_dtype(state_dtype)
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, eps=eps,
                                       initial_accumulator_value=initial_accumulator_value,
                                       weight_decay=weight_decay, rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite, dtype=dtype,
                          rounding=rounding, seed=seed)
+        if self._bf16_state:
+            V.check_bf16_state("frozen", self._params)
+        V.check_rowwise_bf16_state("Adagrad", self.param_groups[0]["rowwise"],
+                                   self._bf16_state)
+
+    @property
+    def state_dtype(self) -> Optional[str]:
+        """``None`` (``G`` in the parameter's precision) or ``"bfloat16"`` (read-only)."""
+        return self.__dict__.get("_state_dtype")
+
+    @property
+    def _bf16_state(self) -> bool:
+        return self.__dict__.get("_state_dtype") is not None
+
+    def _state_shape(self, sname: str, p):
+        if self._bf16_state and sname == "sum":
+            return p.shape, np.dtype(np.uint16)  # bfloat16 bits
+        return super()._state_shape(sname, p)
 
     def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
         g = dict(group)
@@ -95,12 +136,16 @@ class Adagrad(Optimizer):
             g[name] = V.check_real(name, g[name])
         # G starts at initial_accumulator_value and only grows, so eps may be 0 exactly when
         # that start is > 0 in every dtype the accumulator can have (float32 included).
-        positive_start = np.float32(g["initial_accumulator_value"]) > 0
+        start = np.float32(g["initial_accumulator_value"])
+        if self._bf16_state:  # stored rounded to nearest bfloat16 (a tiny start becomes 0)
+            start = _widen_bf16(_reference.float32_to_bfloat16([start]))[0]
+        positive_start = start > 0
         g["eps"] = V.check_eps(
             g["eps"], allow_zero=bool(positive_start),
             zero_hint="Adagrad allows eps=0 only with initial_accumulator_value > 0, got "
                       f"{g['initial_accumulator_value']!r}")
         g["rowwise"] = bool(g["rowwise"])
+        V.check_rowwise_bf16_state("Adagrad", g["rowwise"], self._bf16_state)
         V.check_lr_weight_decay(g["lr"], g["weight_decay"])
         self._check_fixed(g)
         return g
@@ -122,13 +167,15 @@ class Adagrad(Optimizer):
         acc = st.get("sum")
         if acc is None or self._positive.get(key) is acc:
             return  # (a missing accumulator is allocated at initial_accumulator_value > 0)
+        if acc.dtype == np.uint16:  # bfloat16 bits
+            acc = _widen_bf16(acc)
         if acc.size and not acc.min() > 0:
             raise ValueError(
                 f"eps=0 needs every accumulator value > 0, but state 'sum' of "
                 f"{V.describe(key)} holds values <= 0 (it started at 0 or was edited); use "
                 "eps > 0"
             )
-        self._positive[key] = acc
+        self._positive[key] = st["sum"]
 
     def _loaded(self, group: Dict[str, Any]) -> None:
         self._positive = {}
@@ -136,6 +183,10 @@ class Adagrad(Optimizer):
             self._positive = {k: st["sum"] for k, st in self.state.items() if "sum" in st}
 
     def _check_loaded_values(self, name, arrays, scalars, step, group) -> None:
+        # bfloat16 accumulators are checked as the float32 values they hold
+        if self._bf16_state:
+            arrays = {k: (_widen_bf16(a) if a.dtype == np.uint16 else a)
+                      for k, a in arrays.items()}
         super()._check_loaded_values(name, arrays, scalars, step, group)
         if group["eps"] == 0.0 and "sum" in arrays:
             V.check_state_values(name, "sum", arrays["sum"], low=0.0, low_open=True,
@@ -162,6 +213,15 @@ class Adagrad(Optimizer):
         clr = group["lr"] / (1.0 + (t - 1) * group["lr_decay"])
         p = self._params[i]
         acc = state["sum"]
+        if self._bf16_state:
+            kind = self._kinds[i]
+            _halfrows.adagrad_rows_update_bf16_state(
+                V.rows_view(p).view(np.uint8), -1 if kind is None else kind, V.rows_view(acc),
+                merged.values, merged.scratch, merged.rows, merged.src, clr, group["eps"],
+                1.0 - clr * group["weight_decay"], self._threads(n, _width(p)),
+                self.rounding == "stochastic", self.seed | ((i + self._stream_base) << 32),
+                state["step"])
+            return
         self._kernel(i, _rows.adagrad_rows_update)(
             V.rows_view(p), acc.reshape(-1, 1) if group["rowwise"] else V.rows_view(acc),
             merged.values, merged.scratch, merged.rows, merged.src, clr, group["eps"],

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .. import _validation as V
+from .. import _reference, _validation as V
 from .._kernels import _halfrows, _rows
 # The thread rules live in sparseopt._utils; _threads and _merge_threads read this module's
 # name for the threshold, which tests lower to force parallel steps on small tables.
@@ -831,7 +831,9 @@ class Optimizer:
                 shape, dtype = self._state_shape(sname, p)
                 arr = aligned_zeros(shape, dtype)
                 if fill != 0:
-                    arr.fill(fill)
+                    # uint16 state holds bfloat16 bits: the start value rounded to nearest
+                    arr.fill(_reference.float32_to_bfloat16([fill])[0]
+                             if arr.dtype == np.uint16 else fill)
                 state[sname] = arr
         return state
 

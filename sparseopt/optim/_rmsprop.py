@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .. import _validation as V
-from .._kernels import _rows
+from .._kernels import _halfrows, _rows
 from ._base import (DUMMY_F64, DUMMY_I64, DUMMY_POW, FLAGS, ROW_WD, WD_SUM, Optimizer,
                     _Dummies, _width, state_dtype)
 from ._grad import MergedRows
@@ -71,6 +71,15 @@ class RMSprop(Optimizer):
         from ``state_dict`` with the same ``seed`` reproduces them.
     seed : int, default 0
         Seed of stochastic rounding, in ``[0, 2**32)``.
+    state_dtype : {None, "bfloat16"}, default None
+        ``"bfloat16"``: keep ``square_avg`` (and ``grad_avg``, ``momentum_buffer``) as
+        bfloat16 bits (uint16 arrays in ``state``), half the memory of float32 state. A touched
+        row's state is widened to float32, updated with the weights by the float32 rule and
+        rounded back as the weights are (``rounding``; with ``"nearest"`` a square average can
+        stall, since ``alpha * v`` rounds back to ``v`` when ``1 - alpha`` is below half a
+        bfloat16 ulp, so ``"stochastic"`` is the usual choice); ``initial_square_avg`` is
+        stored rounded to nearest. Needs float32 or half-precision parameters,
+        ``lazy="frozen"`` and ``rowwise=False``.
 
     Examples
     --------
@@ -81,6 +90,15 @@ class RMSprop(Optimizer):
     >>> opt.flush()
     >>> round(float(E[5, 0]), 4)
     0.9
+
+    The square average as bfloat16 bits (uint16 words, the upper half of a float32):
+
+    >>> E = np.zeros((100, 4), dtype=np.float32)
+    >>> opt = so.RMSprop([E], lr=0.01, state_dtype="bfloat16")
+    >>> opt.step([so.RowGrad([5], np.full((1, 4), 2.0, dtype=np.float32))])
+    >>> v = opt.state[0]["square_avg"]
+    >>> v.dtype, float((v[5].astype(np.uint32) << 16).view(np.float32)[0])
+    (dtype('uint16'), 0.0400390625)
     """
 
     _HALF = True
@@ -99,14 +117,33 @@ class RMSprop(Optimizer):
                  weight_decay: float = 0.0, lazy: str = "frozen", preset: Optional[str] = None,
                  n_threads: Optional[int] = None, duplicates: str = "sum",
                  nonfinite: str = "raise", rowwise: bool = False,
-                 dtype: Optional[str] = None, rounding: str = "nearest", seed: int = 0) -> None:
+                 dtype: Optional[str] = None, rounding: str = "nearest", seed: int = 0,
+                 state_dtype: Optional[str] = None) -> None:
+        self._state_dtype = V.check_state_dtype(state_dtype)
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
                                       centered=centered, weight_decay=weight_decay, lazy=lazy,
                                       rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite, dtype=dtype,
                          rounding=rounding, seed=seed)
-        V.check_rowwise_storage("RMSprop", self.param_groups[0]["rowwise"], self._kinds, False)
+        if self._bf16_state:
+            V.check_bf16_state(self.param_groups[0]["lazy"], self._params)
+        V.check_rowwise_storage("RMSprop", self.param_groups[0]["rowwise"], self._kinds,
+                                self._bf16_state)
+
+    @property
+    def state_dtype(self) -> Optional[str]:
+        """``None`` (state in the parameter's precision) or ``"bfloat16"`` (read-only)."""
+        return self.__dict__.get("_state_dtype")
+
+    @property
+    def _bf16_state(self) -> bool:
+        return self.__dict__.get("_state_dtype") is not None
+
+    def _state_shape(self, sname: str, p):
+        if self._bf16_state and sname in ("square_avg", "grad_avg", "momentum_buffer"):
+            return p.shape, np.dtype(np.uint16)  # bfloat16 bits
+        return super()._state_shape(sname, p)
 
     def _check_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
         g = dict(group)
@@ -122,9 +159,16 @@ class RMSprop(Optimizer):
         V.check_choice("eps_mode", g["eps_mode"], ("outside", "inside"))
         V.check_lr_weight_decay(g["lr"], g["weight_decay"])
         self._check_fixed(g)
+        if self._bf16_state:
+            V.check_bf16_state(g["lazy"], getattr(self, "_params", None))
+            V.check_rowwise_bf16_state("RMSprop", g["rowwise"], True)
         return g
 
     def _check_loaded_values(self, name, arrays, scalars, step, group) -> None:
+        # bfloat16 state is checked as the float32 values it holds
+        if self._bf16_state:
+            arrays = {k: ((arr.astype(np.uint32) << np.uint32(16)).view(np.float32)
+                          if arr.dtype == np.uint16 else arr) for k, arr in arrays.items()}
         super()._check_loaded_values(name, arrays, scalars, step, group)
         if "grad_avg" in arrays and arrays["grad_avg"].size:
             # Centred RMSprop divides by sqrt(square_avg - grad_avg**2): a run keeps
@@ -176,6 +220,19 @@ class RMSprop(Optimizer):
                  | (FLAGS["CENTERED"] if centered else 0)
                  | (FLAGS["MOMENTUM"] if mom else 0))
         inside = group["eps_mode"] == "inside"
+        if self._bf16_state:
+            kind = self._kinds[i]
+            bdummy = np.zeros((1, 1), np.uint16)
+            _halfrows.rmsprop_rows_update_bf16_state(
+                V.rows_view(p).view(np.uint8), -1 if kind is None else kind,
+                V.rows_view(state["square_avg"]),
+                V.rows_view(state["grad_avg"]) if centered else bdummy,
+                V.rows_view(state["momentum_buffer"]) if mom else bdummy,
+                merged.values, merged.scratch, merged.rows, merged.src, lr, group["alpha"], mu,
+                group["eps"] if inside else 0.0, 0.0 if inside else group["eps"], 1.0 - lr * wd,
+                flags, self._threads(n, _width(p)), self.rounding == "stochastic",
+                self.seed | ((i + self._stream_base) << 32), state["step"])
+            return
         kernel = _rows.rmsprop_rowwise_update if group["rowwise"] else _rows.rmsprop_rows_update
         self._kernel(i, kernel)(
             V.rows_view(p), V.rows_view(state["square_avg"]),

@@ -190,7 +190,8 @@ class _TorchOptimizer(torch.optim.Optimizer):
                                  dtype="bfloat16" if arr.dtype == np.uint16 else None,
                                  **options)
         if state_dtype is not None:
-            V.check_bf16_state(inner.param_groups[0]["lazy"], inner._params)
+            # Adagrad has no lazy mode (a skipped step adds nothing): it counts as frozen
+            V.check_bf16_state(inner.param_groups[0].get("lazy", "frozen"), inner._params)
         return inner
 
     @property
@@ -618,8 +619,9 @@ class Adagrad(_TorchOptimizer):
     params : iterable of tensors or of dicts (param groups)
     lr, lr_decay, eps, initial_accumulator_value, weight_decay, rowwise, preset
         As for :class:`sparseopt.Adagrad`, per param group (``rowwise`` fixed).
-    n_threads, duplicates, nonfinite, rounding, seed
-        As for :class:`sparseopt.Adagrad`.
+    n_threads, duplicates, nonfinite, rounding, seed, state_dtype
+        As for :class:`sparseopt.Adagrad`, for the whole optimizer (``state_dtype="bfloat16"``
+        state is shown and saved as bfloat16 tensors).
 
     Examples
     --------
@@ -642,13 +644,13 @@ class Adagrad(_TorchOptimizer):
                  weight_decay: float = 0.0, rowwise: bool = False, preset: Optional[str] = None,
                  n_threads: Optional[int] = None, duplicates: str = "sum",
                  nonfinite: str = "raise", rounding: str = "nearest",
-                 seed: int = 0) -> None:
+                 seed: int = 0, state_dtype: Optional[str] = None) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, eps=eps,
                                       initial_accumulator_value=initial_accumulator_value,
                                       weight_decay=weight_decay, rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite, rounding=rounding,
-                         seed=seed)
+                         seed=seed, state_dtype=state_dtype)
 
     def _hyper_from_torch(self, saved, current):
         if "rowwise" in saved or "initial_accumulator_value" not in saved:
@@ -676,8 +678,9 @@ class RMSprop(_TorchOptimizer):
     params : iterable of tensors or of dicts (param groups)
     lr, alpha, eps, momentum, centered, weight_decay, lazy, preset, rowwise
         As for :class:`sparseopt.RMSprop`, per param group (``lazy`` and ``rowwise`` fixed).
-    n_threads, duplicates, nonfinite, rounding, seed
-        As for :class:`sparseopt.RMSprop`.
+    n_threads, duplicates, nonfinite, rounding, seed, state_dtype
+        As for :class:`sparseopt.RMSprop`, for the whole optimizer (``state_dtype="bfloat16"``
+        state is shown and saved as bfloat16 tensors).
 
     Examples
     --------
@@ -697,13 +700,13 @@ class RMSprop(_TorchOptimizer):
                  weight_decay: float = 0.0, lazy: str = "frozen", preset: Optional[str] = None,
                  n_threads: Optional[int] = None, duplicates: str = "sum",
                  nonfinite: str = "raise", rowwise: bool = False, rounding: str = "nearest",
-                 seed: int = 0) -> None:
+                 seed: int = 0, state_dtype: Optional[str] = None) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
                                       centered=centered, weight_decay=weight_decay, lazy=lazy,
                                       rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite, rounding=rounding,
-                         seed=seed)
+                         seed=seed, state_dtype=state_dtype)
 
 
 class SGD(_TorchOptimizer):
