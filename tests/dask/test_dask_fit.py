@@ -40,8 +40,15 @@ def client():
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", dashboard_address=None)
     with distributed.Client(cluster) as c:
+        c.run(_import_on_worker)  # both workers import at once, not each at its first task
         yield c
     cluster.close()
+
+
+def _import_on_worker():
+    import sparseopt.dask  # noqa: F401
+    import sparseopt.linear_model  # noqa: F401
+    import sparseopt.recommend  # noqa: F401
 
 
 @pytest.fixture
