@@ -448,7 +448,7 @@ def test_killed_worker_changes_nothing(two_workers):
     killer.start()
     got = sd.fit(est, *parts(), client, n_epochs=1, sync_every=3, stats=stats)
     killer.join(timeout=60)
-    assert "killed" in stats  # the worker died mid-fit, not after it
+    assert "killed" in stats[:-1]  # the worker died mid-fit: syncs were recorded after it
     assert len([s for s in stats if s != "killed"]) == 10
     assert np.array_equal(got.coef_, clean.coef_)
     assert np.array_equal(got.intercept_, clean.intercept_)
