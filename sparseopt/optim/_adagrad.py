@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import _reference, _validation as V
 from .._kernels import _halfrows, _rows
-from ._base import FLAGS, Optimizer, _width
+from ._base import FLAGS, Optimizer, _width, storage_doc
 from ._grad import MergedRows
 
 
@@ -16,6 +16,7 @@ def _widen_bf16(h: np.ndarray) -> np.ndarray:
     return (h.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
+@storage_doc
 class Adagrad(Optimizer):
     """Adagrad (Duchi, Hazan & Singer, 2011) on the rows a gradient touches.
 
@@ -51,18 +52,7 @@ class Adagrad(Optimizer):
     n_threads, duplicates, nonfinite
         As for :class:`Adam`.
 
-    dtype : {None, "bfloat16"}, default None
-        Storage of the parameters. ``None``: each array's own dtype (float32, float64, or
-        float16). ``"bfloat16"``: every parameter is a uint16 array holding bfloat16 bits (the
-        upper 16 bits of a float32; NumPy has no bfloat16 dtype). Half-precision rows are
-        updated in float32 (state and gradients are float32) and rounded back on store.
-    rounding : {"nearest", "stochastic"}, default "nearest"
-        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only;
-        float16 parameters are refused with it) stochastically, from a hash of (seed,
-        parameter, step, row, column): the same bits for any thread count, and a run resumed
-        from ``state_dict`` with the same ``seed`` reproduces them.
-    seed : int, default 0
-        Seed of stochastic rounding, in ``[0, 2**32)``.
+    {storage_parameters}
     state_dtype : {None, "bfloat16"}, default None
         ``"bfloat16"``: keep ``G`` as bfloat16 bits (a uint16 array ``state[...]["sum"]``), half
         the memory of a float32 accumulator. A touched row's ``G`` is widened to float32,

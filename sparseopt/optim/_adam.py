@@ -8,7 +8,7 @@ import numpy as np
 from .. import _validation as V
 from .._kernels import _halfrows, _rows
 from ._base import (DUMMY_F64, DUMMY_I64, FLAGS, ROW_WD, WD_SUM, Optimizer, _Dummies, _width,
-                    state_dtype)
+                    state_dtype, storage_doc)
 from ._grad import MergedRows
 
 
@@ -16,6 +16,7 @@ def _reference_widen(h: np.ndarray) -> np.ndarray:
     return (h.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
+@storage_doc
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015) that reads and writes only the rows a gradient touches.
 
@@ -72,18 +73,7 @@ class Adam(Optimizer):
         What a gradient row with NaN/inf does: raise ``FloatingPointError`` before anything
         changes, leave the row out of the step, or apply it.
 
-    dtype : {None, "bfloat16"}, default None
-        Storage of the parameters. ``None``: each array's own dtype (float32, float64, or
-        float16). ``"bfloat16"``: every parameter is a uint16 array holding bfloat16 bits (the
-        upper 16 bits of a float32; NumPy has no bfloat16 dtype). Half-precision rows are
-        updated in float32 (state and gradients are float32) and rounded back on store.
-    rounding : {"nearest", "stochastic"}, default "nearest"
-        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only;
-        float16 parameters are refused with it) stochastically, from a hash of (seed,
-        parameter, step, row, column): the same bits for any thread count, and a run resumed
-        from ``state_dict`` with the same ``seed`` reproduces them.
-    seed : int, default 0
-        Seed of stochastic rounding, in ``[0, 2**32)``.
+    {storage_parameters}
     state_dtype : {None, "bfloat16"}, default None
         ``"bfloat16"``: keep the moments as bfloat16 bits (uint16 arrays in ``state``), half
         the memory of float32 moments. Each touched row's moments are widened to float32,

@@ -200,6 +200,29 @@ class MemoryUsage:
         return self.params / self.n_rows if self.n_rows else 0.0
 
 
+# The storage parameters every optimizer with half-precision kernels takes, documented once.
+_STORAGE_PARAMETERS = """\
+    dtype : {None, "bfloat16"}, default None
+        Storage of the parameters. ``None``: each array's own dtype (float32, float64, or
+        float16). ``"bfloat16"``: every parameter is a uint16 array holding bfloat16 bits (the
+        upper 16 bits of a float32; NumPy has no bfloat16 dtype). Half-precision rows are
+        updated in float32 (state and gradients are float32) and rounded back on store.
+    rounding : {"nearest", "stochastic"}, default "nearest"
+        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only;
+        float16 parameters are refused with it) stochastically, from a hash of (seed,
+        parameter, step, row, column): the same bits for any thread count, and a run resumed
+        from ``state_dict`` with the same ``seed`` reproduces them.
+    seed : int, default 0
+        Seed of stochastic rounding, in ``[0, 2**32)``.
+"""
+
+
+def storage_doc(cls):
+    """Fill in the ``dtype`` / ``rounding`` / ``seed`` parameters in ``cls``'s docstring."""
+    cls.__doc__ = cls.__doc__.replace("    {storage_parameters}\n", _STORAGE_PARAMETERS)
+    return cls
+
+
 class Optimizer:
     """Base class of sparseopt's lazy optimizers (see ``Adam``, ``Adagrad``, ``RMSprop``).
 

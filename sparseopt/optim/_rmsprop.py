@@ -8,10 +8,11 @@ import numpy as np
 from .. import _validation as V
 from .._kernels import _halfrows, _rows
 from ._base import (DUMMY_F64, DUMMY_I64, DUMMY_POW, FLAGS, ROW_WD, WD_SUM, Optimizer,
-                    _Dummies, _width, state_dtype)
+                    _Dummies, _width, state_dtype, storage_doc)
 from ._grad import MergedRows
 
 
+@storage_doc
 class RMSprop(Optimizer):
     """RMSprop (Hinton, Coursera lecture 6e) on the rows a gradient touches.
 
@@ -59,18 +60,7 @@ class RMSprop(Optimizer):
     n_threads, duplicates, nonfinite
         As for :class:`Adam`.
 
-    dtype : {None, "bfloat16"}, default None
-        Storage of the parameters. ``None``: each array's own dtype (float32, float64, or
-        float16). ``"bfloat16"``: every parameter is a uint16 array holding bfloat16 bits (the
-        upper 16 bits of a float32; NumPy has no bfloat16 dtype). Half-precision rows are
-        updated in float32 (state and gradients are float32) and rounded back on store.
-    rounding : {"nearest", "stochastic"}, default "nearest"
-        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only;
-        float16 parameters are refused with it) stochastically, from a hash of (seed,
-        parameter, step, row, column): the same bits for any thread count, and a run resumed
-        from ``state_dict`` with the same ``seed`` reproduces them.
-    seed : int, default 0
-        Seed of stochastic rounding, in ``[0, 2**32)``.
+    {storage_parameters}
     state_dtype : {None, "bfloat16"}, default None
         ``"bfloat16"``: keep ``square_avg`` (and ``grad_avg``, ``momentum_buffer``) as
         bfloat16 bits (uint16 arrays in ``state``), half the memory of float32 state. A touched

@@ -5,10 +5,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import _validation as V
 from .._kernels import _rows
-from ._base import Optimizer, _width
+from ._base import Optimizer, _width, storage_doc
 from ._grad import MergedRows
 
 
+@storage_doc
 class SGD(Optimizer):
     """Stochastic gradient descent without momentum: ``theta_r <- theta_r - lr * g_r`` for
     every row ``r`` a gradient touches, with ``g_r`` the merged (summed, or averaged with
@@ -28,18 +29,7 @@ class SGD(Optimizer):
     n_threads, duplicates, nonfinite
         As for :class:`~sparseopt.Adam`.
 
-    dtype : {None, "bfloat16"}, default None
-        Storage of the parameters. ``None``: each array's own dtype (float32, float64, or
-        float16). ``"bfloat16"``: every parameter is a uint16 array holding bfloat16 bits (the
-        upper 16 bits of a float32; NumPy has no bfloat16 dtype). Half-precision rows are
-        updated in float32 (state and gradients are float32) and rounded back on store.
-    rounding : {"nearest", "stochastic"}, default "nearest"
-        How updated half-precision rows are rounded: to nearest even, or (bfloat16 only;
-        float16 parameters are refused with it) stochastically, from a hash of (seed,
-        parameter, step, row, column): the same bits for any thread count, and a run resumed
-        from ``state_dict`` with the same ``seed`` reproduces them.
-    seed : int, default 0
-        Seed of stochastic rounding, in ``[0, 2**32)``.
+    {storage_parameters}
 
     Examples
     --------
