@@ -3,8 +3,8 @@
 * :func:`user_item_ids` lists the (user, item) pair of every stored interaction;
 * :func:`pack_ratings` packs explicit ratings into 16-byte records;
 * :func:`sample_negatives` draws BPR negatives that avoid the user's seen items;
-* :func:`sample_candidates` draws the WARP candidates of each positive (the kernel skips
-  seen items); :func:`warp_candidates` lists those the kernel draws itself from a seed.
+* :func:`warp_candidates` lists the WARP candidates the kernel draws itself from a seed (it
+  skips seen items).
 
 Random draws come from the model's own generator, in a fixed order, so a seeded model
 trains to the same bits every time.
@@ -19,8 +19,7 @@ import scipy.sparse as sp
 from .._kernels import _mf as _mf_kernel
 from ._interactions import SeenItems
 
-__all__ = ["user_item_ids", "pack_ratings", "sample_negatives", "sample_candidates",
-           "warp_candidates"]
+__all__ = ["user_item_ids", "pack_ratings", "sample_negatives", "warp_candidates"]
 
 # Rounds of re-drawing a BPR negative that turned out to be a positive of its user.
 _NEG_ROUNDS = 10
@@ -68,19 +67,6 @@ def sample_negatives(rng: np.random.Generator, seen: SeenItems, n_items: int,
             hit[redo] = sub
     return neg
 
-
-
-def sample_candidates(rng: np.random.Generator, n_items: int, size: int,
-                      n_draws: int) -> np.ndarray:
-    """``(size, n_draws)`` int64: the WARP candidates of ``size`` positives, uniform over all
-    items, in the order the kernel scans them (row-major: the first sample's come first).
-
-    The kernel skips a candidate that is a positive of its user, looking up only the
-    candidates that violate the margin (LightFM's rule); all ``n_draws`` are drawn even when
-    the scan stops at the first, so the random stream does not depend on the model's scores
-    and one vectorised call serves the whole batch.
-    """
-    return rng.integers(0, n_items, size=(size, n_draws), dtype=np.int64)
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
