@@ -61,11 +61,19 @@ class RowIndexer:
         self._arange: Optional[np.ndarray] = None
         self._scratch: Optional[np.ndarray] = None
         self._table: Optional[np.ndarray] = None
+        self._empty: Optional[np.ndarray] = None
 
     def slot(self) -> np.ndarray:
         if self._slot is None:
             self._slot = lazy_zeros(4 * self.n_rows).view(np.int32)
         return self._slot
+
+    def empty_scratch(self, values: np.ndarray) -> np.ndarray:
+        """A ``(0, d)`` scratch of ``values``' dtype and width (no duplicates), kept."""
+        e = self._empty
+        if e is None or e.dtype != values.dtype or e.shape[1] != values.shape[1]:
+            e = self._empty = _empty_scratch(values)
+        return e
 
     def table(self, cap: int) -> np.ndarray:
         """The int32 hash of a one-thread merge, ``cap`` entries (kept between steps)."""
@@ -108,14 +116,14 @@ def merge(key, grad: Any, param: np.ndarray, indexer: RowIndexer, duplicates: st
     check = nonfinite != "ignore"
     if isinstance(grad, RowGrad):
         merged = _merge_rowgrad(name, grad, param, indexer, duplicates == "mean", check, threads)
+    elif isinstance(grad, np.ndarray):  # before issparse: no sparse matrix is an ndarray
+        values = V.check_dense(name, grad, param)
+        rows = indexer.arange()
+        merged = MergedRows(rows, rows, values, indexer.empty_scratch(values),
+                            check and _coalesce.any_nonfinite(values))
     elif sp.issparse(grad):
         merged = _merge_sparse(name, grad, param)
         merged.maybe_nonfinite = check and _coalesce.any_nonfinite(merged.values)
-    elif isinstance(grad, np.ndarray):
-        values = V.check_dense(name, grad, param)
-        rows = indexer.arange()
-        merged = MergedRows(rows, rows, values, _empty_scratch(values),
-                            check and _coalesce.any_nonfinite(values))
     else:
         raise TypeError(
             f"{name}: a gradient must be a sparseopt.RowGrad, a scipy.sparse matrix or array, "
