@@ -701,6 +701,11 @@ def _check_sparse_structure(name: str, grad: Any) -> None:
 
 def match_grads(grads: Any, keys: List[ParamKey], is_dict: bool) -> Dict[int, Any]:
     """Pair the ``grads`` argument of ``step`` with parameter positions (``None`` dropped)."""
+    if type(grads) is dict and is_dict and len(grads) == 1 and len(keys) == 1:
+        # one gradient by name (sparseopt.torch steps one parameter per optimizer)
+        (k, g), = grads.items()
+        if k == keys[0]:
+            return {} if g is None else {0: g}
     if type(grads) is list and not is_dict and len(grads) == len(keys):
         # the common case first, by exact type: a tiny step costs little more than its
         # Python overhead, of which an isinstance check against an abstract base class
@@ -1677,6 +1682,11 @@ def check_torch_grad(name: str, g: Any, param: Any) -> str:
     ``"rows"`` (sparse COO over the first dimension, any number of entries, duplicates
     allowed) or ``"coo2"`` (a fully sparse COO gradient of a 2-D parameter); CPU, the
     parameter's dtype."""
+    # the common case at every step, in a few attribute reads: a dense CPU gradient of the
+    # (strided, CPU) parameter's layout, dtype and shape (layouts and dtypes are singletons)
+    if getattr(g, "layout", None) is param.layout and getattr(g, "dtype", None) is param.dtype \
+            and getattr(g, "is_cpu", False) is True and g.shape == param.shape:
+        return "dense"
     layout = str(getattr(g, "layout", ""))
     _torch_device_ok(name, g, "the gradient")
     if g.dtype != param.dtype:

@@ -11,9 +11,10 @@ Merging uses a per-table-row ``slot`` array (int32, 0 everywhere between calls, 
 while a call runs) instead of a sort. Zero as the resting value lets the array come from
 ``np.zeros`` (calloc): only the pages of rows ever touched become resident. Then: one pass
 over the indices assigns slots, a second pass sums repeated rows in position order, so the
-result does not depend on threads or on any sort's stability.
+result does not depend on threads or on any sort's stability. On one thread the two passes are
+one walk (``coalesce_sum``), with the same result.
 """
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memset
 from cython cimport floating
 from cython.parallel cimport prange
@@ -89,6 +90,140 @@ def coalesce_index(const index_t[::1] idx, int32_t[::1] slot, int64_t[::1] rows,
     if bad >= 0:
         return -1, bad
     return m, ndup
+
+
+def coalesce_sum(const index_t[::1] idx, const floating[:, ::1] values, int32_t[::1] slot,
+                 int32_t[::1] table, int64_t[::1] rows, int64_t[::1] src, int32_t[::1] count,
+                 floating[:, ::1] scratch, int64_t n_rows, bint mean, bint check,
+                 Py_ssize_t max_probes=0):
+    """Both passes of a one-thread merge in one walk over the positions.
+
+    The result is that of ``coalesce_index`` followed by a one-thread ``sum_duplicates``, bit
+    for bit: ``rows[:m]``, ``src[:m]``, ``count[:m]`` as there, and ``scratch[dup id]`` the sum
+    of the row's gradients in position order (``0 + g1 + g2 + ...``: the sum starts from zero,
+    as a zeroed scratch row would, so the sign of a zero sum is the same). A row's sum is
+    started when its second occurrence is met, from the first occurrence (still at
+    ``values[src]``), so the batch's values are read once. ``scratch`` needs ``k // 2`` rows
+    (at most that many rows can repeat). With ``mean`` the sums are divided by their counts.
+
+    Rows are found either through ``slot`` (one int32 per table row, as in ``coalesce_index``)
+    or, when ``table`` is not empty, through ``table``: an open-addressing hash of the batch's
+    rows (a power of two of at least ``2 k`` int32 entries, zeroed here), which stays in cache
+    where a large table's ``slot`` costs a cache miss per index. Linear probing is bounded:
+    past ``max_probes`` probes in all (ids that collide) the call gives up and returns
+    ``(-2, 0, False)``, keeping nothing; the caller then merges through ``slot``.
+
+    With ``check``, the third result says whether any merged gradient may hold NaN or
+    infinity: every position's values are tested as the walk passes them (a repeated row with
+    a non-finite value makes a non-finite sum, so nothing is flagged that a check of the merged
+    rows would not find) and the sums once complete (finite repeats that overflow).
+
+    Returns ``(m, n_dup, bad)``; for an index outside ``[0, n_rows)``, ``(-1, position,
+    False)`` of the first such index, with ``slot`` restored and nothing else kept.
+    """
+    cdef Py_ssize_t k = idx.shape[0], d = values.shape[1], i, j, c, first
+    cdef int64_t r, s
+    cdef int32_t u, e
+    cdef Py_ssize_t m = 0, ndup = 0, bad_pos = -1
+    cdef int bad = 0
+    cdef floating* dst
+    cdef const floating* g
+    cdef floating cnt
+    cdef size_t rb = d * sizeof(floating)
+    cdef bint wide = rb >= 128
+    cdef Py_ssize_t cap = table.shape[0]
+    cdef bint hashed = cap > 0
+    cdef uint64_t mask = <uint64_t>(cap - 1), h
+    cdef int shift = 64
+    cdef Py_ssize_t probes = 0
+    if values.shape[0] != k or scratch.shape[1] != d or scratch.shape[0] < k // 2 or \
+            rows.shape[0] < k or src.shape[0] < k or count.shape[0] < k:
+        raise ValueError("coalesce_sum: arrays of mismatched sizes")
+    if hashed:
+        if cap < 2 * k or cap & (cap - 1):
+            raise ValueError("coalesce_sum: the hash table needs a power of two >= 2 k entries")
+        while (<Py_ssize_t>1 << (64 - shift)) < cap:
+            shift -= 1
+    elif slot.shape[0] < n_rows:
+        raise ValueError("coalesce_sum: slot is shorter than the table")
+    with nogil:
+        if hashed:
+            memset(&table[0], 0, cap * sizeof(int32_t))
+        for i in range(k):
+            if not hashed and i + SLOT_AHEAD < k:
+                r = idx[i + SLOT_AHEAD]
+                if r >= 0 and r < n_rows:
+                    so_prefetch_write_l2(&slot[r], 4)
+            if wide and i + VALUES_AHEAD < k:
+                so_prefetch_read_l2(&values[i + VALUES_AHEAD, 0], rb)
+            r = idx[i]
+            if r < 0 or r >= n_rows:
+                bad_pos = i
+                break
+            g = &values[i, 0]
+            if check:
+                bad |= _any_nonfinite(d, g)
+            if hashed:
+                # Fibonacci hashing: the top bits of r * 2**64 / golden ratio
+                h = (<uint64_t>r * <uint64_t>0x9E3779B97F4A7C15ULL) >> shift if shift < 64 else 0
+                u = -1
+                while True:
+                    e = table[h]
+                    if e == 0:
+                        break
+                    if rows[e - 1] == r:
+                        u = e - 1
+                        break
+                    h = (h + 1) & mask
+                    probes += 1
+                if probes > max_probes:
+                    bad_pos = -2
+                    break
+                if u < 0:
+                    table[h] = <int32_t>(m + 1)
+            else:
+                u = slot[r] - 1
+                if u < 0:
+                    slot[r] = <int32_t>(m + 1)
+            if u < 0:
+                rows[m] = r
+                src[m] = i
+                count[m] = 1
+                m += 1
+                continue
+            s = src[u]
+            if s >= 0:  # second occurrence: start the sum from zero and the first one
+                first = <Py_ssize_t>s
+                src[u] = -(ndup + 1)
+                dst = &scratch[ndup, 0]
+                ndup += 1
+                for c in range(d):
+                    dst[c] = <floating>0 + values[first, c]
+            else:
+                dst = &scratch[-s - 1, 0]
+            _add_row(d, dst, g)
+            count[u] += 1
+        if not hashed:
+            for j in range(m):
+                if j + SLOT_AHEAD < m:
+                    so_prefetch_write_l2(&slot[rows[j + SLOT_AHEAD]], 4)
+                slot[rows[j]] = 0
+        if bad_pos == -1:
+            if mean and ndup:
+                for j in range(m):
+                    s = src[j]
+                    if s < 0:
+                        dst = &scratch[-s - 1, 0]
+                        cnt = <floating>count[j]
+                        for c in range(d):
+                            dst[c] = dst[c] / cnt
+            if check and ndup:
+                bad |= _any_nonfinite(ndup * d, &scratch[0, 0])
+    if bad_pos == -2:
+        return -2, 0, False
+    if bad_pos >= 0:
+        return -1, bad_pos, False
+    return m, ndup, bool(bad)
 
 
 def sum_duplicates(const floating[:, ::1] values, floating[:, ::1] scratch,

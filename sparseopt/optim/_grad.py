@@ -34,6 +34,19 @@ class MergedRows:
     maybe_nonfinite: bool = True
 
 
+# Largest duplicate-sum buffer a parameter keeps from one step to the next.
+SCRATCH_KEEP_BYTES = 4 << 20
+# A one-thread merge finds repeated rows through a hash of the batch's rows (a power of two of
+# at least 2 k int32 entries, in cache) rather than the table-sized ``slot`` array once the
+# table has this many times more rows than the hash has entries: a large table's slot array is
+# out of cache, one miss per index (benchmarks/README.md, "Merging duplicates").
+HASH_MIN_TABLE_RATIO = 8
+# Probes per index after which a hashed merge gives up for the slot array (ids chosen to
+# collide); random ids need about 1.5 at the hash's load of at most one half.
+HASH_PROBES_PER_INDEX = 16
+_NO_SLOT = np.zeros(0, dtype=np.int32)
+
+
 class RowIndexer:
     """Per-parameter scratch for duplicate merging: ``slot[r]`` is 0 between steps.
 
@@ -46,11 +59,41 @@ class RowIndexer:
         self.n_rows = n_rows
         self._slot: Optional[np.ndarray] = None
         self._arange: Optional[np.ndarray] = None
+        self._scratch: Optional[np.ndarray] = None
+        self._table: Optional[np.ndarray] = None
+        self._empty: Optional[np.ndarray] = None
 
     def slot(self) -> np.ndarray:
         if self._slot is None:
             self._slot = lazy_zeros(4 * self.n_rows).view(np.int32)
         return self._slot
+
+    def empty_scratch(self, values: np.ndarray) -> np.ndarray:
+        """A ``(0, d)`` scratch of ``values``' dtype and width (no duplicates), kept."""
+        e = self._empty
+        if e is None or e.dtype != values.dtype or e.shape[1] != values.shape[1]:
+            e = self._empty = _empty_scratch(values)
+        return e
+
+    def table(self, cap: int) -> np.ndarray:
+        """The int32 hash of a one-thread merge, ``cap`` entries (kept between steps)."""
+        buf = self._table
+        if buf is None or buf.shape[0] < cap:
+            buf = self._table = np.empty(cap, dtype=np.int32)
+        return buf[:cap]
+
+    def scratch(self, n: int, d: int, dtype) -> np.ndarray:
+        """An ``(n, d)`` array for the duplicate sums of a step. Up to ``SCRATCH_KEEP_BYTES``
+        it is kept between steps: a fresh one of a few hundred KiB would be a new mapping,
+        page-faulted in at every step. Larger ones are made per step (only the rows written
+        become resident). A merged gradient refers to it until its step has run (the
+        optimizer's lock covers both phases; each parameter has its own indexer)."""
+        if n * d * np.dtype(dtype).itemsize > SCRATCH_KEEP_BYTES:
+            return np.empty((n, d), dtype=dtype)
+        buf = self._scratch
+        if buf is None or buf.dtype != dtype or buf.shape[1] != d or buf.shape[0] < n:
+            buf = self._scratch = np.empty((max(n, 16), d), dtype=dtype)
+        return buf[:n]
 
     def arange(self) -> np.ndarray:
         if self._arange is None:
@@ -73,14 +116,14 @@ def merge(key, grad: Any, param: np.ndarray, indexer: RowIndexer, duplicates: st
     check = nonfinite != "ignore"
     if isinstance(grad, RowGrad):
         merged = _merge_rowgrad(name, grad, param, indexer, duplicates == "mean", check, threads)
+    elif isinstance(grad, np.ndarray):  # before issparse: no sparse matrix is an ndarray
+        values = V.check_dense(name, grad, param)
+        rows = indexer.arange()
+        merged = MergedRows(rows, rows, values, indexer.empty_scratch(values),
+                            check and _coalesce.any_nonfinite(values))
     elif sp.issparse(grad):
         merged = _merge_sparse(name, grad, param)
         merged.maybe_nonfinite = check and _coalesce.any_nonfinite(merged.values)
-    elif isinstance(grad, np.ndarray):
-        values = V.check_dense(name, grad, param)
-        rows = indexer.arange()
-        merged = MergedRows(rows, rows, values, _empty_scratch(values),
-                            check and _coalesce.any_nonfinite(values))
     else:
         raise TypeError(
             f"{name}: a gradient must be a sparseopt.RowGrad, a scipy.sparse matrix or array, "
@@ -115,9 +158,24 @@ def _merge_rowgrad(name, grad: RowGrad, param, indexer: RowIndexer, mean: bool,
     rows = np.empty(k, dtype=np.int64)
     src = np.empty(k, dtype=np.int64)
     count = np.empty(k, dtype=np.int32)
-    pos2u = np.empty(k, dtype=np.int32)
     nb = threads(k, values.shape[1]) if threads is not None else 1
-    mstart = np.empty(nb, dtype=np.int32) if nb > 1 else None
+    if nb == 1:
+        # one walk: slots, sums and the non-finite check together
+        scratch = indexer.scratch(k // 2, values.shape[1], values.dtype)
+        m = -2
+        cap = 1 << max(4, (2 * k - 1).bit_length())
+        if n_rows >= HASH_MIN_TABLE_RATIO * cap:
+            m, ndup, bad = _coalesce.coalesce_sum(idx, values, _NO_SLOT, indexer.table(cap),
+                                                  rows, src, count, scratch, n_rows, mean, check,
+                                                  HASH_PROBES_PER_INDEX * k + 64)
+        if m == -2:  # a small table, or ids that collide in the hash
+            m, ndup, bad = _coalesce.coalesce_sum(idx, values, indexer.slot(), _NO_SLOT, rows,
+                                                  src, count, scratch, n_rows, mean, check)
+        if m < 0:
+            raise V.index_error(name, int(idx[ndup]), int(ndup), n_rows)
+        return MergedRows(rows[:m], src[:m], values, scratch[:ndup], bad)
+    pos2u = np.empty(k, dtype=np.int32)
+    mstart = np.empty(nb, dtype=np.int32)
     m, ndup = _coalesce.coalesce_index(idx, indexer.slot(), rows, src, count, pos2u, n_rows,
                                        mstart)
     if m < 0:

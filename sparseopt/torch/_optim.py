@@ -91,7 +91,11 @@ def _numpy_grad(name: str, g: torch.Tensor, p: torch.Tensor,
     # values are widened, not the sparse tensor (whose conversion costs far more)
     half = p.dtype in _HALF
     if kind == "dense":
-        return (_widen(g) if half else g.detach().numpy()).reshape(view_shape)
+        if half:
+            return _widen(g).reshape(view_shape)
+        # .grad rarely requires grad itself (create_graph=True makes it so): detach only then
+        arr = (g.detach() if g.requires_grad else g).numpy()
+        return arr if arr.shape == view_shape else arr.reshape(view_shape)
     idx, vals = sparse_grad_parts(g)
     if kind == "rows":
         values = _widen(vals) if half else vals.detach().numpy()
@@ -290,9 +294,9 @@ class _TorchOptimizer(torch.optim.Optimizer):
                         slot.follow(p)
                         self._adopt(p, slot, undo)
                         if hyper is None:
-                            hyper = {k: group[k] for k in self._keys}
+                            hyper = {k: group[k] for k in self._keys}.items()
                         raw = slot.inner.param_groups[0]
-                        if any(raw[k] != v for k, v in hyper.items()):
+                        if not hyper <= raw.items():  # one compiled comparison per value
                             undo.append((raw, None, None, dict(raw)))
                             raw.update(hyper)
                         grad = _numpy_grad(slot.name, g, p, slot.view_shape)
@@ -351,10 +355,10 @@ class _TorchOptimizer(torch.optim.Optimizer):
         inner_state = slot.inner.state[slot.key]
         views = slot.views
         for sname, v in shown.items():
+            cached = views.get(sname)
+            if cached is not None and cached[1] is v:  # the tensor shown at the last step
+                continue
             if isinstance(v, torch.Tensor):
-                cached = views.get(sname)
-                if cached is not None and cached[1] is v:
-                    continue
                 arr = self._numpy_state(slot, {sname: v})[sname]
                 undo.append((inner_state, views, sname, inner_state.get(sname, _MISSING)))
                 inner_state[sname] = arr

@@ -774,6 +774,11 @@ def test_parallel_duplicate_sums_in_a_step(opt_name, monkeypatch):
             blocks.append(0 if args[8] is None else len(args[8]))
             return real(*args)
 
+        @staticmethod
+        def coalesce_sum(*args):  # the one-thread merge, passes fused
+            blocks.append(0)
+            return _coalesce.coalesce_sum(*args)
+
     monkeypatch.setattr(_grad, "_coalesce", Spy())
     results = []
     for n in (1, 2, 3):
@@ -819,3 +824,107 @@ def test_int32_on_4_threads_equals_int64_on_1_thread(opt_name, cfg, kwargs, sche
     other = run_threads(opt_name, kw, schedule, dtype, 17, 4, n_rows=150, seed=4,
                           index_dtype=np.int32)
     assert_bitwise_equal(base, other, "int32 on 4 threads vs int64 on 1 thread")
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("width", [1, 7, 16, 64])
+@pytest.mark.parametrize("hashed", [False, True])
+def test_one_walk_merge_equals_two_passes(index_dtype, width, hashed, dtype):
+    """``coalesce_sum`` (slots or hash, sums and the non-finite check in one walk) gives the
+    rows, sources, counts and duplicate sums of ``coalesce_index`` + ``sum_duplicates``
+    bitwise (sums from +0, so an all -0.0 row sums to +0.0 in both), means included; a NaN in
+    a single or a repeated row is found."""
+    from sparseopt._kernels import _coalesce
+
+    rng = np.random.default_rng(width)
+    no = np.zeros(0, dtype=np.int32)
+    for trial in range(40):
+        n_rows, k = int(rng.integers(1, 300)), int(rng.integers(0, 400))
+        idx = (rng.zipf(1.3, size=k) % n_rows).astype(index_dtype)
+        values = (rng.normal(size=(k, width))
+                  * 10.0 ** rng.integers(-3, 4, size=(k, 1))).astype(dtype)
+        if k and trial % 3 == 0:
+            values[idx == idx[0]] = -0.0
+        if k and trial % 4 == 1:
+            values[rng.integers(0, k), width // 2] = np.nan
+        mean = bool(trial % 2)
+        slot = np.zeros(n_rows, dtype=np.int32)
+        rows, src = np.empty(k, np.int64), np.empty(k, np.int64)
+        count, pos2u = np.empty(k, np.int32), np.empty(k, np.int32)
+        m, ndup = _coalesce.coalesce_index(idx, slot, rows, src, count, pos2u, n_rows, None)
+        sums = np.empty((ndup, width), dtype=dtype)
+        bad = _coalesce.sum_duplicates(values, sums, pos2u, src, count, m, mean, True)
+        rows2, src2 = np.full(k, -7, np.int64), np.full(k, -7, np.int64)
+        count2, sums2 = np.full(k, -7, np.int32), np.full((k // 2, width), np.nan, dtype=dtype)
+        table = np.full(1 << max(4, (2 * k - 1).bit_length()), 5, np.int32) if hashed else no
+        m2, ndup2, bad2 = _coalesce.coalesce_sum(idx, values, no if hashed else slot, table,
+                                                 rows2, src2, count2, sums2, n_rows, mean,
+                                                 True, 10**9)
+        assert not slot.any()
+        assert (m2, ndup2) == (m, ndup) and bool(bad2) == bool(bad)
+        np.testing.assert_array_equal(rows2[:m], rows[:m])
+        np.testing.assert_array_equal(src2[:m], src[:m])
+        np.testing.assert_array_equal(count2[:m], count[:m])
+        assert_bitwise_equal_arrays(sums2[:ndup], sums)
+        assert bool(bad) == bool(np.isnan(values).any())
+
+
+def test_one_walk_merge_refuses_and_gives_up():
+    """An index out of range is reported with its position (slot restored); ids that collide
+    in the hash (multiples of a Fibonacci number) exceed the probe budget and the call gives up,
+    keeping nothing; undersized arrays are refused."""
+    from sparseopt._kernels import _coalesce
+
+    no = np.zeros(0, dtype=np.int32)
+    idx = np.array([1, 2, 1, 7, 3])
+    for hashed in (False, True):
+        slot = np.zeros(5, dtype=np.int32)
+        out = _coalesce.coalesce_sum(idx, np.ones((5, 2)), no if hashed else slot,
+                                     np.zeros(16, np.int32) if hashed else no,
+                                     np.empty(5, np.int64), np.empty(5, np.int64),
+                                     np.empty(5, np.int32), np.empty((2, 2)), 5, False, True, 99)
+        assert out == (-1, 3, False) and not slot.any()
+    k = 2048
+    idx = np.arange(1, k + 1, dtype=np.int64) * 2178309
+    args = (idx, np.ones((k, 1)), no, np.empty(2 * k, np.int32), np.empty(k, np.int64),
+            np.empty(k, np.int64), np.empty(k, np.int32), np.empty((k // 2, 1)), 2**40,
+            False, True)
+    assert _coalesce.coalesce_sum(*args, 16 * k + 64) == (-2, 0, False)
+    assert _coalesce.coalesce_sum(*args, 10**9) == (k, 0, False)
+    with pytest.raises(ValueError, match="mismatched"):
+        _coalesce.coalesce_sum(idx, np.ones((k, 1)), no, np.empty(2 * k, np.int32),
+                               np.empty(k, np.int64), np.empty(k, np.int64),
+                               np.empty(k, np.int32), np.empty((k // 2 - 1, 1)), 2**40,
+                               False, True, 99)
+    with pytest.raises(ValueError, match="power of two"):
+        _coalesce.coalesce_sum(idx, np.ones((k, 1)), no, np.empty(2 * k - 1, np.int32),
+                               np.empty(k, np.int64), np.empty(k, np.int64),
+                               np.empty(k, np.int32), np.empty((k // 2, 1)), 2**40,
+                               False, True, 99)
+    with pytest.raises(ValueError, match="slot"):
+        _coalesce.coalesce_sum(np.array([1]), np.ones((1, 1)), np.zeros(3, np.int32), no,
+                               np.empty(1, np.int64), np.empty(1, np.int64),
+                               np.empty(1, np.int32), np.empty((0, 1)), 5, False, True, 99)
+
+
+def test_step_merges_through_hash_or_slots_alike(monkeypatch):
+    """A step whose merge goes through the hash, through the slot array, or gives up on the
+    hash (a probe budget of zero) and falls back to the slot array updates the same bits."""
+    from sparseopt.optim import _grad
+
+    def run(ratio, probes):
+        monkeypatch.setattr(_grad, "HASH_MIN_TABLE_RATIO", ratio)
+        monkeypatch.setattr(_grad, "HASH_PROBES_PER_INDEX", probes)
+        rng = np.random.default_rng(3)
+        table = rng.normal(size=(4000, 5)).astype(np.float32)
+        opt = so.Adam([table], lr=0.01, n_threads=1)
+        for _ in range(4):
+            idx = rng.zipf(1.2, size=600) % 4000
+            opt.step([so.RowGrad(idx, rng.normal(size=(600, 5)).astype(np.float32))])
+        return opt
+
+    ref = run(10**9, 16)  # slots only
+    hashed = run(1, 16)
+    fallback = run(1, -100)
+    assert_bitwise_equal(ref, hashed, "hash vs slots")
+    assert_bitwise_equal(ref, fallback, "hash given up vs slots")
