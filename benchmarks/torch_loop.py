@@ -127,6 +127,9 @@ CONTENDERS = {
     "torch Adagrad": lambda m, lr, t: [torch.optim.Adagrad(m.parameters(), lr=lr["adagrad"])],
     "sparseopt Adam": lambda m, lr, t: [sot.Adam(m.parameters(), lr=lr["adam"], n_threads=t)],
     "sparseopt Adam preset=torch": _sot_adam_torch,
+    # the moments of the big tables by row instead of in first-touch slots (state_layout)
+    "sparseopt Adam direct": lambda m, lr, t: [
+        sot.Adam(m.parameters(), lr=lr["adam"], n_threads=t, state_layout="direct")],
     "sparseopt Adagrad": lambda m, lr, t: [
         sot.Adagrad(m.parameters(), lr=lr["adagrad"], n_threads=t)],
     "sparseopt RMSprop": lambda m, lr, t: [
@@ -136,6 +139,7 @@ CONTENDERS = {
 # torch's RMSprop refuses sparse gradients, so RMSprop has none)
 BASELINE = {"sparseopt Adam": "torch SparseAdam+Adam",
             "sparseopt Adam preset=torch": "torch SparseAdam+Adam",
+            "sparseopt Adam direct": "torch SparseAdam+Adam",
             "sparseopt Adagrad": "torch Adagrad"}
 
 
