@@ -1831,6 +1831,10 @@ def check_slot_state(key: ParamKey, state: Mapping[str, Any], names: Sequence[st
     smap = state.get("slot_of_row")
     rmap = state.get("row_of_slot")
     i64 = np.dtype(np.int64)
+    if smap is None or rmap is None or "n_slots" not in state:
+        raise ValueError(f"{name} keeps its moments in slots (state_layout='compact'), but its "
+                         "state lacks 'slot_of_row', 'row_of_slot' or 'n_slots' (was it replaced "
+                         "between steps? use load_state_dict to set state)")
     for sname, arr in (("slot_of_row", smap), ("row_of_slot", rmap)):
         if not (isinstance(arr, np.ndarray) and arr.ndim == 1 and arr.dtype == i64
                 and arr.flags.c_contiguous and arr.flags.writeable):
