@@ -4,16 +4,16 @@ Two copies of ``benchmarks/torch_loop.py``'s model (same initial weights, same b
 stepped by ``sparseopt.torch.Adam`` with ``state_layout="direct"`` (moments indexed by row)
 and ``state_layout="compact"`` (moments in slots given in first-touch order), interleaved:
 iteration i of both, in a random order, before iteration i + 1. Per layout, over the timed
-iterations: the median wall time of ``step()``, its user and system CPU time (``os.times``)
-and minor page faults (``getrusage``) per step, all at one thread (the process figures are
-the step's own); the first step; the moment bytes resident at the end (``memory()``). The
-two runs must end with bitwise equal parameters (checked).
+iterations: the median wall time of ``step()``, its mean user and system CPU time and minor
+page faults (``getrusage``), at one thread (so the process figures are the step's own); the
+first step; the bytes of the moment arrays at the end (``memory()``: the slot buffers of a
+compact table, the whole ``(n, d)`` arrays of a direct one, of which only the touched pages
+are resident). The two runs must end with bitwise equal parameters (checked).
 
     python benchmarks/compact_state.py                       # the loop's default tables
     python benchmarks/compact_state.py --warmup 300 --iters 40
 """
 import argparse
-import os
 import resource
 import statistics
 import sys
@@ -35,13 +35,12 @@ LAYOUTS = ("direct", "compact")
 
 def _step(opt):
     r0 = resource.getrusage(resource.RUSAGE_SELF)
-    c0 = os.times()
     t0 = time.perf_counter()
     opt.step()
     t1 = time.perf_counter()
-    c1 = os.times()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    return t1 - t0, c1.user - c0.user, c1.system - c0.system, r1.ru_minflt - r0.ru_minflt
+    return (t1 - t0, r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime,
+            r1.ru_minflt - r0.ru_minflt)
 
 
 def run(args):
@@ -74,7 +73,7 @@ def run(args):
     print(f"tables {args.rows} x 16, batch 2048 x 4 Zipf ids per table, 1 thread, "
           f"{args.iters} timed steps after {args.warmup}, interleaved; per step: median wall, "
           "mean user / system CPU, mean minor faults")
-    print("| layout | step ms | user ms | sys ms | faults | first step ms | moments MB |")
+    print("| layout | step ms | user ms | sys ms | faults | first step ms | moment arrays MB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     med = {}
     for layout in LAYOUTS:

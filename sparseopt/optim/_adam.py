@@ -86,16 +86,16 @@ class Adam(Optimizer):
         Where the moments of a 2-D table live. ``"direct"``: ``(n, d)`` arrays indexed by
         row. ``"compact"``: *slots* given to rows in the order steps first touch them, so new
         rows fill the moment buffers sequentially (a page fault per page of new rows instead
-        of one per row) and the memory follows the rows touched; the buffers grow by doubling.
-        ``"auto"``: compact for tables whose moments take at least
-        ``sparseopt._utils.LAZY_ZEROS_MIN_BYTES`` (4 MiB), direct for smaller ones. Results
-        are bitwise the same. Compact applies to float32 / float64 tables with element-wise
-        moments; half-precision tables, ``state_dtype="bfloat16"`` and ``rowwise="v"`` keep
-        the direct layout. ``opt.state`` of a compact table holds the moments as ``(capacity,
-        d)`` slot rows with the maps ``slot_of_row`` (slot + 1 per row, 0: none),
-        ``row_of_slot`` and ``n_slots``; ``state_dict()`` returns them as ``(n, d)`` arrays
-        by row, and ``load_state_dict`` puts loaded moments back in slots (rows in order).
-        Fixed after construction.
+        of one per row) and the resident memory follows the rows touched. ``"auto"``: compact
+        for tables whose moments take at least ``sparseopt._utils.LAZY_ZEROS_MIN_BYTES``
+        (4 MiB), direct for smaller ones. Results are bitwise the same. Compact applies to
+        float32 / float64 tables with element-wise moments; half-precision tables,
+        ``state_dtype="bfloat16"`` and ``rowwise="v"`` keep the direct layout. ``opt.state``
+        of a compact table holds the moments as slot rows (row ``s`` belongs to table row
+        ``row_of_slot[s]``) with the maps ``slot_of_row`` (slot + 1 per row, 0: none),
+        ``row_of_slot`` and ``n_slots``; ``state_dict()`` returns the moments as ``(n, d)``
+        arrays by row, and ``load_state_dict`` puts loaded moments back in slots (rows in
+        order). Fixed after construction.
 
     Examples
     --------

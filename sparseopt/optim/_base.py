@@ -356,9 +356,7 @@ class Optimizer:
     def _state_rows(self, i: int, state: Dict[str, Any], rows: np.ndarray,
                     group: Dict[str, Any]) -> np.ndarray:
         """The slots of a compact table's touched ``rows`` (assigning new ones)."""
-        p = self._params[i]
-        return _slots.state_rows(self._keys[i], state, rows, self._slotted(i, group),
-                                 self._INTERLEAVED, _width(p), state_dtype(p), p.shape[0])
+        return _slots.state_rows(self._keys[i], state, rows)
 
     def _current_group(self) -> Dict[str, Any]:
         """The validated hyper-parameters; re-validated only when param_groups[0] changed
@@ -417,7 +415,10 @@ class Optimizer:
 
         State not allocated yet (before a parameter's first step) is counted as the current
         settings will allocate it, so the figures hold before training too. Sizes follow each
-        array's own dtype and shape (row-wise state, reduced-precision moments).
+        array's own dtype and shape (row-wise state, reduced-precision moments). A compact
+        table (``Adam(state_layout=...)``) counts the slots in use: the moments of the rows
+        touched so far, ``slot_of_row`` (8 bytes per row) and ``row_of_slot`` (8 per slot in
+        use).
 
         Returns
         -------
@@ -444,18 +445,22 @@ class Optimizer:
                 i = self._keys.index(key)
                 slotted = self._slotted(i, group)
                 extra = []
-                if slotted:  # the slot buffers as allocated, and the two maps
+                if slotted:  # the slots in use, and the two maps
                     extra = [(_slots.SLOT_OF_ROW, 0), (_slots.ROW_OF_SLOT, 0)]
+                    used = st.get(_slots.N_SLOTS, 0)
+                    used = used if type(used) is int and used >= 0 else 0
                 for sname, _ in self._state_spec(group) + extra:
                     if sname == WD_SUM:  # one float per parameter
                         continue
                     arr = st.get(sname)
-                    if isinstance(arr, np.ndarray):
-                        nbytes = int(arr.nbytes)
-                    elif sname in slotted or sname == _slots.ROW_OF_SLOT:
+                    if sname in slotted or sname == _slots.ROW_OF_SLOT:
                         nbytes = 0
+                        if isinstance(arr, np.ndarray) and arr.ndim:
+                            nbytes = used * (arr.nbytes // max(1, arr.shape[0]))
                     elif sname == _slots.SLOT_OF_ROW:
                         nbytes = 8 * p.shape[0]
+                    elif isinstance(arr, np.ndarray):
+                        nbytes = int(arr.nbytes)
                     else:
                         shape, dtype = self._state_shape(sname, p)
                         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
@@ -923,7 +928,7 @@ class Optimizer:
             if _slots.SLOT_OF_ROW not in state:
                 state.update(_slots.new_maps(p.shape[0]))
             missing = [n for n in slotted if n not in state]
-            if missing:
+            if missing:  # one slot per row, as address space (see _slots)
                 cap = state[_slots.ROW_OF_SLOT].shape[0]
                 state.update(_slots.slotted_zeros(
                     missing, pair if len(missing) == len(slotted) else (), cap, _width(p),

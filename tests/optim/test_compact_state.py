@@ -10,7 +10,7 @@ import pytest
 
 import sparseopt as so
 from sparseopt import _utils
-from sparseopt.optim import _slots, make_optimizer
+from sparseopt.optim import make_optimizer
 
 MODES = {
     "frozen-row": dict(),
@@ -21,12 +21,6 @@ MODES = {
     "decay-global": dict(lazy="decay", bias_correction="global"),
     "decay-amsgrad": dict(lazy="decay", amsgrad=True),
 }
-
-
-@pytest.fixture
-def small_capacity(monkeypatch):
-    """Slot buffers that start tiny, so a few steps grow them several times."""
-    monkeypatch.setattr(_slots, "MIN_CAPACITY", 4)
 
 
 def _batches(n, d, dtype, index_dtype=np.int64, steps=25, seed=0, max_rows=120):
@@ -62,7 +56,7 @@ def _assert_same_state(oa, ob):
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_compact_equals_direct_in_every_mode(mode, dtype, small_capacity):
+def test_compact_equals_direct_in_every_mode(mode, dtype):
     A, oa, B, ob = _pair(400, 7, dtype, MODES[mode])
     for g in _batches(400, 7, dtype):
         oa.step([g])
@@ -70,7 +64,7 @@ def test_compact_equals_direct_in_every_mode(mode, dtype, small_capacity):
         assert _same(A, B)
     _assert_same_state(oa, ob)
     st = ob.state[0]
-    assert st["exp_avg"].shape[0] == st["row_of_slot"].shape[0] >= st["n_slots"] > 4
+    assert st["exp_avg"].shape[0] == st["row_of_slot"].shape[0] == 400 > st["n_slots"] > 4
     oa.flush()
     ob.flush()
     assert _same(A, B)
@@ -78,7 +72,7 @@ def test_compact_equals_direct_in_every_mode(mode, dtype, small_capacity):
 
 
 @pytest.mark.parametrize("d", [1, 7, 8, 64, 257])
-def test_widths_and_index_dtypes(d, index_dtype, small_capacity):
+def test_widths_and_index_dtypes(d, index_dtype):
     A, oa, B, ob = _pair(300, d, np.float32, dict(amsgrad=True))
     for g in _batches(300, d, np.float32, index_dtype, steps=12, max_rows=60):
         oa.step([g])
@@ -87,7 +81,7 @@ def test_widths_and_index_dtypes(d, index_dtype, small_capacity):
     _assert_same_state(oa, ob)
 
 
-def test_untouched_rows_are_bitwise_unchanged(small_capacity):
+def test_untouched_rows_are_bitwise_unchanged():
     A, oa, B, ob = _pair(1000, 8, np.float32, {})
     before = B.copy()
     batches = _batches(1000, 8, np.float32)
@@ -118,7 +112,7 @@ def test_slots_follow_first_touch_order():
 
 @pytest.mark.parametrize("threads", [2, 4])
 @pytest.mark.parametrize("mode", ["frozen-row", "decay-row-wd", "amsgrad-wd"])
-def test_threads_bitwise(threads, mode, force_parallel, small_capacity):
+def test_threads_bitwise(threads, mode, force_parallel):
     base = np.random.default_rng(3).standard_normal((600, 9)).astype(np.float32)
     out = []
     for n_threads in (1, threads):
@@ -136,7 +130,7 @@ def test_threads_bitwise(threads, mode, force_parallel, small_capacity):
 
 @pytest.mark.parametrize("mode", ["frozen-row", "decay-row-wd", "amsgrad-wd"])
 @pytest.mark.parametrize("into", ["compact", "direct"])
-def test_save_load_resume_is_exact(mode, into, small_capacity):
+def test_save_load_resume_is_exact(mode, into):
     batches = _batches(500, 6, np.float64, steps=30)
     A, oa, B, ob = _pair(500, 6, np.float64, MODES[mode])
     for g in batches[:15]:
@@ -161,7 +155,7 @@ def test_save_load_resume_is_exact(mode, into, small_capacity):
     _assert_same_state(ob, oc)
 
 
-def test_pickle_and_copy_keep_slots(small_capacity):
+def test_pickle_and_copy_keep_slots():
     A, oa, B, ob = _pair(300, 5, np.float32, dict(lazy="decay"))
     batches = _batches(300, 5, np.float32, steps=20)
     for g in batches[:10]:
@@ -182,7 +176,7 @@ def test_pickle_and_copy_keep_slots(small_capacity):
     _assert_same_state(oa, oc)
 
 
-def test_amsgrad_switched_on_later(small_capacity):
+def test_amsgrad_switched_on_later():
     A, oa, B, ob = _pair(200, 4, np.float32, {})
     batches = _batches(200, 4, np.float32, steps=20)
     for t, g in enumerate(batches):
@@ -203,10 +197,11 @@ def test_auto_follows_the_state_size():
     g = so.RowGrad(np.array([1, 5]), np.ones((2, 4), np.float32))
     opt.step({"small": g, "big": g, "bias": so.RowGrad(np.array([1]), np.ones(1, np.float32))})
     assert "slot_of_row" not in opt.state["small"] and "slot_of_row" not in opt.state["bias"]
-    assert opt.state["big"]["exp_avg"].shape == (_slots.MIN_CAPACITY, 4)
-    mem = opt.memory().per_param["big"]
-    assert mem["exp_avg"] == _slots.MIN_CAPACITY * 4 * 4
-    assert mem["slot_of_row"] == 8 * n_big and mem["row_of_slot"] == 8 * _slots.MIN_CAPACITY
+    assert opt.state["big"]["exp_avg"].shape == (n_big, 4) and opt.state["big"]["n_slots"] == 2
+    mem = opt.memory().per_param["big"]  # the slots in use
+    assert mem["exp_avg"] == mem["exp_avg_sq"] == 2 * 4 * 4
+    assert mem["slot_of_row"] == 8 * n_big and mem["row_of_slot"] == 8 * 2
+    assert opt.memory().per_param["small"]["exp_avg"] == 100 * 4 * 4
 
 
 def test_unsupported_tables_keep_the_direct_layout():
@@ -296,6 +291,20 @@ def test_an_untouched_rows_stray_slot_is_refused_by_flush():
         opt.flush()
 
 
+def test_a_smaller_capacity_that_runs_out_is_refused():
+    W, opt = _stepped()
+    st = opt.state[0]
+    for name in ("exp_avg", "exp_avg_sq"):  # 4 slots: the 3 used and one free
+        st[name] = np.ascontiguousarray(st[name][:4])
+    st["row_of_slot"] = st["row_of_slot"][:4].copy()
+    opt.step([so.RowGrad(np.array([9, 70]), np.ones((2, 3)))])  # one new row: fits
+    assert st["n_slots"] == 4
+    before = W.copy()
+    with pytest.raises(ValueError, match="slot of row 71"):
+        opt.step([so.RowGrad(np.array([71]), np.ones((1, 3)))])
+    assert _same(W, before)
+
+
 def test_slot_kernels_refuse_short_buffers():
     from sparseopt._kernels import _rows
     rows = np.array([3, 4], np.int64)
@@ -331,13 +340,13 @@ def _torch_run(layout, steps, state=None, seed=0):
     return emb, opt
 
 
-def test_torch_compact_equals_direct_and_saves_by_row(small_capacity, tmp_path):
+def test_torch_compact_equals_direct_and_saves_by_row(tmp_path):
     torch = pytest.importorskip("torch")
     ea, oa = _torch_run("direct", 12)
     eb, ob = _torch_run("compact", 12)
     assert torch.equal(ea.weight, eb.weight)
     shown = ob.state[eb.weight]
-    assert shown["exp_avg"].shape[0] == shown["row_of_slot"].shape[0] < 2000
+    assert 0 < shown["n_slots"] < 2000 and shown["row_of_slot"].shape[0] == 2000
     sa, sb = oa.state_dict(), ob.state_dict()
     assert sorted(sa["state"][0]) == sorted(sb["state"][0])
     for name, v in sa["state"][0].items():
