@@ -12,7 +12,9 @@ Contenders, each on its own copy of the model (same initial weights, same batche
 * ``torch Adagrad``: ``torch.optim.Adagrad`` on everything (it takes both);
 * ``sparseopt Adam`` (defaults: per-row bias correction), ``sparseopt Adam preset=torch``
   (SparseAdam's rule on the tables, Adam's on the MLPs: the torch contender's trajectory),
-  ``sparseopt Adagrad``, ``sparseopt RMSprop``: one ``sparseopt.torch`` optimizer each.
+  ``sparseopt Adagrad``, ``sparseopt RMSprop``: one ``sparseopt.torch`` optimizer each;
+* ``sparseopt Adam direct``: the default Adam with its big tables' moments indexed by row
+  (``state_layout="direct"``) instead of in first-touch slots.
 
 For each thread count (``--threads``, ``torch.set_num_threads`` and sparseopt's ``n_threads``
 together) the contenders run interleaved in one process: iteration i of every contender, in a
