@@ -248,7 +248,7 @@ class Adam(Optimizer):
             return
         if self._is_compact(i):
             kernel = _rows.adam_slots_update
-            rows = (merged.rows, self._state_rows(i, state, merged.rows, group))
+            rows = (merged.rows, self._state_rows(i, state, merged.rows))
         else:
             kernel = self._kernel(i, _rows.adam_rowwise_update if group["rowwise"]
                                   else _rows.adam_rows_update)

@@ -353,8 +353,7 @@ class Optimizer:
             return []
         return [n for n, _ in self._state_spec(group) if n in self._SLOTTED]
 
-    def _state_rows(self, i: int, state: Dict[str, Any], rows: np.ndarray,
-                    group: Dict[str, Any]) -> np.ndarray:
+    def _state_rows(self, i: int, state: Dict[str, Any], rows: np.ndarray) -> np.ndarray:
         """The slots of a compact table's touched ``rows`` (assigning new ones)."""
         return _slots.state_rows(self._keys[i], state, rows)
 
@@ -439,10 +438,9 @@ class Optimizer:
             group = self._current_group()
             totals: Dict[str, int] = {}
             per_param: Dict[Any, Dict[str, int]] = {}
-            for key, p in zip(self._keys, self._params):
+            for i, (key, p) in enumerate(zip(self._keys, self._params)):
                 st = self.state.get(key) or {}
                 mine: Dict[str, int] = {}
-                i = self._keys.index(key)
                 slotted = self._slotted(i, group)
                 extra = []
                 if slotted:  # the slots in use, and the two maps

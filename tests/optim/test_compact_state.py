@@ -379,3 +379,21 @@ def test_state_by_row_assigned_to_a_compact_table_is_refused():
                     "first_step": np.zeros(100, np.int64), "wd_log_sum": 0.0}
     with pytest.raises(ValueError, match="keeps its moments in slots"):
         opt.step([so.RowGrad(np.array([1]), np.ones((1, 3)))])
+
+
+def test_slot_assignment_matches_the_reference():
+    from sparseopt import _reference as ref
+    from sparseopt._kernels import _rows
+    rng = np.random.default_rng(5)
+    n = 500
+    maps = [(np.zeros(n, np.int64), np.zeros(n, np.int64), 0) for _ in range(2)]
+    for _ in range(20):
+        rows = np.unique(rng.zipf(1.2, 80) % n)
+        rng.shuffle(rows)
+        (sa, ra, ua), (sb, rb, ub) = maps
+        want, ua = ref.first_touch_slots(rows, sa, ra, ua)
+        got = np.empty(rows.size, np.int64)
+        ub = _rows.assign_slots(rows, sb, rb, ub, got)
+        assert ub == ua and np.array_equal(got, want)
+        assert np.array_equal(sa, sb) and np.array_equal(ra, rb)
+        maps = [(sa, ra, ua), (sb, rb, ub)]
