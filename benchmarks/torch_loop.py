@@ -12,7 +12,9 @@ Contenders, each on its own copy of the model (same initial weights, same batche
 * ``torch Adagrad``: ``torch.optim.Adagrad`` on everything (it takes both);
 * ``sparseopt Adam`` (defaults: per-row bias correction), ``sparseopt Adam preset=torch``
   (SparseAdam's rule on the tables, Adam's on the MLPs: the torch contender's trajectory),
-  ``sparseopt Adagrad``, ``sparseopt RMSprop``: one ``sparseopt.torch`` optimizer each.
+  ``sparseopt Adagrad``, ``sparseopt RMSprop``: one ``sparseopt.torch`` optimizer each;
+* ``sparseopt Adam direct``: the default Adam with its big tables' moments indexed by row
+  (``state_layout="direct"``) instead of in first-touch slots.
 
 For each thread count (``--threads``, ``torch.set_num_threads`` and sparseopt's ``n_threads``
 together) the contenders run interleaved in one process: iteration i of every contender, in a
@@ -127,6 +129,9 @@ CONTENDERS = {
     "torch Adagrad": lambda m, lr, t: [torch.optim.Adagrad(m.parameters(), lr=lr["adagrad"])],
     "sparseopt Adam": lambda m, lr, t: [sot.Adam(m.parameters(), lr=lr["adam"], n_threads=t)],
     "sparseopt Adam preset=torch": _sot_adam_torch,
+    # the moments of the big tables by row instead of in first-touch slots (state_layout)
+    "sparseopt Adam direct": lambda m, lr, t: [
+        sot.Adam(m.parameters(), lr=lr["adam"], n_threads=t, state_layout="direct")],
     "sparseopt Adagrad": lambda m, lr, t: [
         sot.Adagrad(m.parameters(), lr=lr["adagrad"], n_threads=t)],
     "sparseopt RMSprop": lambda m, lr, t: [
@@ -136,6 +141,7 @@ CONTENDERS = {
 # torch's RMSprop refuses sparse gradients, so RMSprop has none)
 BASELINE = {"sparseopt Adam": "torch SparseAdam+Adam",
             "sparseopt Adam preset=torch": "torch SparseAdam+Adam",
+            "sparseopt Adam direct": "torch SparseAdam+Adam",
             "sparseopt Adagrad": "torch Adagrad"}
 
 

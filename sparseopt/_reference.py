@@ -102,6 +102,23 @@ def merge_gradient(grad: Any, param: np.ndarray, duplicates: str = "sum"
     return np.arange(n, dtype=np.int64), dense.copy()
 
 
+def first_touch_slots(rows: Any, slot_of_row: np.ndarray, row_of_slot: np.ndarray,
+                      n_used: int) -> Tuple[np.ndarray, int]:
+    """The compact state layout's slot assignment (``sparseopt.optim._slots``), in place: in
+    the order of the unique ``rows``, a row without a slot (``slot_of_row[r] == 0``) takes slot
+    ``n_used`` (``slot_of_row[r] = n_used + 1``, ``row_of_slot[n_used] = r``, ``n_used += 1``).
+    Returns ``(slot of each row, n_used)``. Slots never change a result: a row's moments live
+    in its slot, and a row without one has all-zero moments."""
+    out = np.empty(len(rows), dtype=np.int64)
+    for j, r in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
+        if slot_of_row[r] == 0:
+            row_of_slot[n_used] = r
+            n_used += 1
+            slot_of_row[r] = n_used
+        out[j] = slot_of_row[r] - 1
+    return out, n_used
+
+
 class _Reference:
     _NAME = ""
     _DEFAULTS: Dict[str, Any] = {}

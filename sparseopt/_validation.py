@@ -1823,3 +1823,66 @@ def check_distributed_fit(estimator: Any, sync_every: Any, n_epochs: Any, persis
         raise ValueError("class_weight='balanced' needs the class counts of all the data; "
                          "compute them (sklearn.utils.class_weight.compute_class_weight) and "
                          "pass a dict")
+
+
+# --------------------------------------------------------------------------- compact state slots
+# A compact table's state (sparseopt/optim/_slots.py) is reached through two maps a user can
+# overwrite (``opt.state`` is public): the per-step checks below are O(1); the slots a step
+# uses are checked against both maps as they are looked up (O(rows touched)), and the whole
+# maps before a pass over every row (flush, state_dict).
+
+def check_slot_state(key: ParamKey, state: Mapping[str, Any], names: Sequence[str],
+                     n_rows: int, width: int, dtype: Any) -> None:
+    """O(1): ``slot_of_row`` is a writeable C-contiguous int64 ``(n_rows,)`` array,
+    ``row_of_slot`` a writeable C-contiguous int64 ``(capacity,)`` one, ``n_slots`` an int in
+    ``[0, capacity]`` and each slotted array in ``names`` (present) a writeable
+    ``(capacity, width)`` array of ``dtype`` with contiguous rows."""
+    name = describe(key)
+    smap = state.get("slot_of_row")
+    rmap = state.get("row_of_slot")
+    i64 = np.dtype(np.int64)
+    if smap is None or rmap is None or "n_slots" not in state:
+        raise ValueError(f"{name} keeps its moments in slots (state_layout='compact'), but its "
+                         "state lacks 'slot_of_row', 'row_of_slot' or 'n_slots' (was it replaced "
+                         "between steps? use load_state_dict to set state)")
+    for sname, arr in (("slot_of_row", smap), ("row_of_slot", rmap)):
+        if not (isinstance(arr, np.ndarray) and arr.ndim == 1 and arr.dtype == i64
+                and arr.flags.c_contiguous and arr.flags.writeable):
+            raise ValueError(f"state {sname!r} of {name} must be a writeable C-contiguous 1-D "
+                             "int64 array (was it replaced between steps? use load_state_dict "
+                             "to set state)")
+    if smap.shape[0] != n_rows:
+        raise ValueError(f"state 'slot_of_row' of {name} has {smap.shape[0]} entries, expected "
+                         f"one per row ({n_rows})")
+    cap = rmap.shape[0]
+    used = state.get("n_slots")
+    if type(used) is not int or not 0 <= used <= cap:
+        raise ValueError(f"state 'n_slots' of {name} must be an int in [0, {cap}] (the capacity "
+                         f"of its slots), got {used!r}")
+    for sname in names:
+        if sname in state:
+            check_state_array(name, sname, state[sname], (cap, width), dtype, strided_rows=True)
+
+
+def raise_corrupt_slot(key: ParamKey, row: int, state: Mapping[str, Any]) -> None:
+    """The slot maps of ``key`` disagree at ``row`` (or have no room left for it)."""
+    raise ValueError(
+        f"state of {describe(key)}: the slot of row {row} is corrupt (slot_of_row = "
+        f"{int(state['slot_of_row'][row])}, n_slots = {state['n_slots']}, capacity "
+        f"{state['row_of_slot'].shape[0]}); slot_of_row and row_of_slot must map the first "
+        "n_slots slots and their rows to each other (use load_state_dict to set state)")
+
+
+def check_slot_maps(key: ParamKey, state: Mapping[str, Any], n_rows: int) -> np.ndarray:
+    """O(rows + capacity): the two maps of a compact table are inverse to each other on the
+    ``n_slots`` slots in use and no other row has a slot. Returns the rows of the used slots."""
+    smap, rmap, used = state["slot_of_row"], state["row_of_slot"], state["n_slots"]
+    rows = rmap[:used]
+    ok = rows.size == 0 or (int(rows.min()) >= 0 and int(rows.max()) < n_rows)
+    if ok:
+        ok = (np.array_equal(smap[rows], np.arange(1, used + 1, dtype=np.int64))
+              and int(np.count_nonzero(smap)) == used)
+    if not ok:
+        raise ValueError(f"state of {describe(key)}: slot_of_row and row_of_slot are not "
+                         f"inverse maps of its {used} slots (use load_state_dict to set state)")
+    return rows

@@ -106,7 +106,7 @@ class TestOptimizerConformance:
             # options of the whole optimizer, not hyper-parameters of its group (the storage
             # options decide the state's layout and the rounding streams)
             if name in ("params", "preset", "n_threads", "duplicates", "nonfinite", "dtype",
-                        "rounding", "seed", "state_dtype"):
+                        "rounding", "seed", "state_dtype", "state_layout"):
                 continue
             if param.default is not None:  # None means "the preset's default"
                 value = opt.defaults[name]
@@ -240,7 +240,7 @@ class TestOptimizerConformance:
         assert group["lr"] == 0.25
         hyper = [n for n in inspect.signature(cls).parameters
                  if n not in ("params", "preset", "n_threads", "duplicates", "nonfinite",
-                              "dtype", "rounding", "seed", "state_dtype")]
+                              "dtype", "rounding", "seed", "state_dtype", "state_layout")]
         for name in hyper:
             assert name in group, name
         assert {k: v for k, v in group.items() if k != "params"} == opt.defaults

@@ -117,25 +117,19 @@ cdef inline void _prefetch_grad(const floating[:, ::1] values, const floating[:,
         so_prefetch_read_l2(_grad_row(values, scratch, s), rb)
 
 
-def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
+cdef void _adam_rows(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
                      floating[:, ::1] vmax, const floating[:, ::1] values,
                      const floating[:, ::1] scratch, const int64_t[::1] rows,
+                     const int64_t[::1] srows,
                      const int64_t[::1] src, int64_t[::1] row_step, int64_t[::1] last_step,
                      int64_t[::1] first_step, const double[:, ::1] pow1,
                      const double[:, ::1] pow2, double[::1] row_wd, int64_t t, double lr,
                      double beta1, double beta2, double eps, double pmul_now, double wd_prev,
-                     double wd_now, int flags, int n_threads):
-    """Adam / AdamW / AMSGrad on the unique rows ``rows`` at step ``t >= 1`` (in place).
-
-    ``row_step`` (frozen, row bias): steps that touched each row. ``last_step`` and
-    ``first_step`` (decay mode): the step through which a row's state is current and its first
-    touch (0 = never). ``pow1`` / ``pow2``: power tables of ``beta1`` / ``beta2``.
-    ``pmul_now`` = 1 - lr * weight_decay for this step. With ``F_WEIGHT_DECAY`` (decay mode) a
-    row also receives ``exp(wd_prev - row_wd[r])``, the factors of the steps it missed, and
-    ``row_wd[r]`` becomes ``wd_now``.
-    """
+                     double wd_now, int flags, int n_threads) noexcept:
+    """The loop of ``adam_rows_update`` / ``adam_slots_update``: parameter row and counters
+    ``rows[j]``, moment rows ``srows[j]``."""
     cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja
-    cdef int64_t r, ra, last, first, tau
+    cdef int64_t r, ra, s, sa, last, first, tau
     cdef double b1e, b2e, pm, bc1, bc2, a, c
     cdef bint ams = flags & F_AMSGRAD, decay = flags & F_DECAY, rowb = flags & F_ROW_BIAS
     cdef bint raw = flags & F_EPS_RAW, wd = flags & F_WEIGHT_DECAY
@@ -150,9 +144,10 @@ def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
             ja = j + PREFETCH_AHEAD
             if ja < nr:
                 ra = rows[ja]
+                sa = srows[ja]
                 so_prefetch_write_l2(&param[ra, 0], rb)
-                so_prefetch_write_l2(&m[ra, 0], rb)
-                so_prefetch_write_l2(&v[ra, 0], rb)
+                so_prefetch_write_l2(&m[sa, 0], rb)
+                so_prefetch_write_l2(&v[sa, 0], rb)
                 _prefetch_grad(values, scratch, src[ja], rb)
                 # the per-row counters are one more random access per row
                 if decay:
@@ -164,6 +159,7 @@ def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
                 elif rowb:
                     so_prefetch_write_l2(&row_step[ra], 8)
             r = rows[j]
+            s = srows[j]
             g = _grad_row(values, scratch, src[j])
             pm = pmul_now
             if decay:
@@ -198,14 +194,55 @@ def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
             else:
                 a = lr / bc1
                 c = 1.0 / sqrt(bc2)
-            vm = &vmax[r, 0] if ams else NULL
+            vm = &vmax[s, 0] if ams else NULL
             if floating is float:
-                so_adam_row_f(d, &param[r, 0], &m[r, 0], &v[r, 0], vm, g, <float>b1e,
+                so_adam_row_f(d, &param[r, 0], &m[s, 0], &v[s, 0], vm, g, <float>b1e,
                               <float>omb1, <float>b2e, <float>omb2, <float>a, <float>c,
                               <float>eps, <float>pm)
             else:
-                so_adam_row_d(d, &param[r, 0], &m[r, 0], &v[r, 0], vm, g, b1e, omb1, b2e,
+                so_adam_row_d(d, &param[r, 0], &m[s, 0], &v[s, 0], vm, g, b1e, omb1, b2e,
                               omb2, a, c, eps, pm)
+
+
+def adam_rows_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
+                     floating[:, ::1] vmax, const floating[:, ::1] values,
+                     const floating[:, ::1] scratch, const int64_t[::1] rows,
+                     const int64_t[::1] src, int64_t[::1] row_step, int64_t[::1] last_step,
+                     int64_t[::1] first_step, const double[:, ::1] pow1,
+                     const double[:, ::1] pow2, double[::1] row_wd, int64_t t, double lr,
+                     double beta1, double beta2, double eps, double pmul_now, double wd_prev,
+                     double wd_now, int flags, int n_threads):
+    """Adam / AdamW / AMSGrad on the unique rows ``rows`` at step ``t >= 1`` (in place).
+
+    ``row_step`` (frozen, row bias): steps that touched each row. ``last_step`` and
+    ``first_step`` (decay mode): the step through which a row's state is current and its first
+    touch (0 = never). ``pow1`` / ``pow2``: power tables of ``beta1`` / ``beta2``.
+    ``pmul_now`` = 1 - lr * weight_decay for this step. With ``F_WEIGHT_DECAY`` (decay mode) a
+    row also receives ``exp(wd_prev - row_wd[r])``, the factors of the steps it missed, and
+    ``row_wd[r]`` becomes ``wd_now``.
+    """
+    _adam_rows(param, m, v, vmax, values, scratch, rows, rows, src, row_step, last_step,
+               first_step, pow1, pow2, row_wd, t, lr, beta1, beta2, eps, pmul_now, wd_prev,
+               wd_now, flags, n_threads)
+
+
+def adam_slots_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
+                      floating[:, ::1] vmax, const floating[:, ::1] values,
+                      const floating[:, ::1] scratch, const int64_t[::1] rows,
+                      const int64_t[::1] srows,
+                      const int64_t[::1] src, int64_t[::1] row_step, int64_t[::1] last_step,
+                      int64_t[::1] first_step, const double[:, ::1] pow1,
+                      const double[:, ::1] pow2, double[::1] row_wd, int64_t t, double lr,
+                      double beta1, double beta2, double eps, double pmul_now, double wd_prev,
+                      double wd_now, int flags, int n_threads):
+    """``adam_rows_update`` with the moments in compact slots: row ``rows[j]`` of ``param``
+    (and of the per-row counters) is updated with moment rows ``srows[j]`` of ``m``, ``v``
+    and ``vmax`` (unique, each below their row count: ``assign_slots`` makes them)."""
+    if srows.shape[0] != rows.shape[0]:
+        raise ValueError("adam_slots_update needs one state row per row")
+    _adam_rows(param, m, v, vmax, values, scratch, rows, srows, src, row_step, last_step,
+               first_step, pow1, pow2, row_wd, t, lr, beta1, beta2, eps, pmul_now, wd_prev,
+               wd_now, flags, n_threads)
 
 
 def adagrad_rows_update(floating[:, ::1] param, floating[:, ::1] state_sum,
@@ -404,6 +441,104 @@ def flush_decay(floating[:, ::1] param, floating[:, :] s0, floating[:, :] s1,
                 _scale(s1.shape[1], &s1[r, 0], _power(q1, sk))
             if n_states > 2:
                 _scale(s2.shape[1], &s2[r, 0], _power(q2, sk))
+            if wd:
+                _scale(d, &param[r, 0], exp(wd_now - row_wd[r]))
+                row_wd[r] = wd_now
+            last_step[r] = t
+
+
+# --------------------------------------------------------------------------- compact slots
+# A compact table keeps the state rows of the rows it has touched in *slots*, handed out in the
+# order rows are first touched: ``slot_of_row[r]`` is 0 for a row without one, else its slot + 1,
+# and ``row_of_slot[s]`` the row slot ``s`` belongs to (the first ``n_used`` entries). Both maps
+# are state a user can overwrite, so every slot read from them is checked against the other map
+# before a kernel uses it.
+
+
+def check_slots(const int64_t[::1] rows, const int64_t[::1] slot_of_row,
+                const int64_t[::1] row_of_slot, int64_t n_used):
+    """How many of the unique in-range ``rows`` have no slot yet, or ``-1 - j`` when the slot
+    of ``rows[j]`` is corrupt: outside ``[0, n_used]`` or not mapped back to ``rows[j]``.
+    Read-only."""
+    cdef Py_ssize_t nr = rows.shape[0], j
+    cdef int64_t r, s, fresh = 0
+    if n_used < 0 or n_used > row_of_slot.shape[0]:
+        raise ValueError("check_slots: n_used is outside the capacity")
+    with nogil:
+        for j in range(nr):
+            r = rows[j]
+            s = slot_of_row[r]
+            if s == 0:
+                fresh += 1
+            elif s < 0 or s > n_used or row_of_slot[s - 1] != r:
+                fresh = -1 - j
+                break
+    return fresh
+
+
+def assign_slots(const int64_t[::1] rows, int64_t[::1] slot_of_row, int64_t[::1] row_of_slot,
+                 int64_t n_used, int64_t[::1] srows):
+    """The state row of each of the unique in-range ``rows`` in ``srows``, giving the rows
+    without a slot the next free ones in their order (one thread, so the slots do not depend on
+    the thread count). Returns the new ``n_used``, or ``-1 - j`` when the slot of ``rows[j]``
+    is corrupt (as ``check_slots``) or no slot is free for it; rows before ``j`` keep the slots
+    they were given (the maps stay consistent), and every ``srows`` written is a row below
+    ``row_of_slot.shape[0]``."""
+    cdef Py_ssize_t nr = rows.shape[0], j, cap = row_of_slot.shape[0]
+    cdef int64_t r, s
+    if srows.shape[0] < nr or n_used < 0 or n_used > cap:
+        raise ValueError("assign_slots: srows is too short or n_used is outside the capacity")
+    cdef int64_t bad = 0
+    with nogil:
+        for j in range(nr):
+            r = rows[j]
+            s = slot_of_row[r]
+            if s == 0:
+                if n_used >= cap:
+                    bad = -1 - j
+                    break
+                row_of_slot[n_used] = r
+                n_used += 1
+                s = n_used
+                slot_of_row[r] = s
+            elif s < 0 or s > n_used or row_of_slot[s - 1] != r:
+                bad = -1 - j
+                break
+            srows[j] = s - 1
+    return bad if bad else n_used
+
+
+def flush_decay_slots(floating[:, ::1] param, floating[:, :] s0, floating[:, :] s1,
+                      floating[:, :] s2, const double[:, ::1] pw0, const double[:, ::1] pw1,
+                      const double[:, ::1] pw2, int n_states, int64_t[::1] last_step,
+                      double[::1] row_wd, const int64_t[::1] slot_of_row, int64_t t,
+                      double wd_now, bint wd, int n_threads):
+    """``flush_decay`` with the state arrays in compact slots: row ``r``'s state is row
+    ``slot_of_row[r] - 1`` of ``s_i``; a row without a slot (or with one outside the arrays)
+    has no state to scale."""
+    cdef Py_ssize_t n = param.shape[0], d = param.shape[1], r
+    cdef int64_t sk, s, cap = s0.shape[0]
+    cdef const double* q0 = &pw0[0, 0]
+    cdef const double* q1 = &pw1[0, 0]
+    cdef const double* q2 = &pw2[0, 0]
+    if n_states > 1 and s1.shape[0] < cap:
+        cap = s1.shape[0]
+    if n_states > 2 and s2.shape[0] < cap:
+        cap = s2.shape[0]
+    if slot_of_row.shape[0] != n:
+        raise ValueError("flush_decay_slots needs one slot entry per row")
+    with nogil:
+        for r in prange(n, num_threads=n_threads, schedule="static"):
+            sk = t - _clamp(last_step[r], 0, t)
+            if sk == 0:
+                continue
+            s = slot_of_row[r] - 1
+            if n_states > 0 and 0 <= s < cap:
+                _scale(s0.shape[1], &s0[s, 0], _power(q0, sk))
+                if n_states > 1:
+                    _scale(s1.shape[1], &s1[s, 0], _power(q1, sk))
+                if n_states > 2:
+                    _scale(s2.shape[1], &s2[s, 0], _power(q2, sk))
             if wd:
                 _scale(d, &param[r, 0], exp(wd_now - row_wd[r]))
                 row_wd[r] = wd_now

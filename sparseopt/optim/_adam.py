@@ -82,6 +82,20 @@ class Adam(Optimizer):
         rounds back to ``v`` when ``1 - beta2`` is below half a bfloat16 ulp, so
         ``"stochastic"`` is the usual choice). Needs float32 or half-precision parameters
         and ``lazy="frozen"``.
+    state_layout : {"auto", "direct", "compact"}, default "auto"
+        Where the moments of a 2-D table live. ``"direct"``: ``(n, d)`` arrays indexed by
+        row. ``"compact"``: *slots* given to rows in the order steps first touch them, so new
+        rows fill the moment buffers sequentially (a page fault per page of new rows instead
+        of one per row) and the resident memory follows the rows touched. ``"auto"``: compact
+        for tables whose moments take at least ``sparseopt._utils.LAZY_ZEROS_MIN_BYTES``
+        (4 MiB), direct for smaller ones. Results are bitwise the same. Compact applies to
+        float32 / float64 tables with element-wise moments; half-precision tables,
+        ``state_dtype="bfloat16"`` and ``rowwise="v"`` keep the direct layout. ``opt.state``
+        of a compact table holds the moments as slot rows (row ``s`` belongs to table row
+        ``row_of_slot[s]``) with the maps ``slot_of_row`` (slot + 1 per row, 0: none),
+        ``row_of_slot`` and ``n_slots``; ``state_dict()`` returns the moments as ``(n, d)``
+        arrays by row, and ``load_state_dict`` puts loaded moments back in slots (rows in
+        order). Fixed after construction.
 
     Examples
     --------
@@ -120,7 +134,7 @@ class Adam(Optimizer):
                  duplicates: str = "sum", nonfinite: str = "raise",
                  rowwise: Any = False, dtype: Optional[str] = None,
                  rounding: str = "nearest", seed: int = 0,
-                 state_dtype: Optional[str] = None) -> None:
+                 state_dtype: Optional[str] = None, state_layout: str = "auto") -> None:
         self._state_dtype = V.check_state_dtype(state_dtype)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, lazy=lazy,
@@ -132,6 +146,12 @@ class Adam(Optimizer):
             V.check_bf16_state(self.param_groups[0]["lazy"], self._params)
         V.check_rowwise_storage("Adam", self.param_groups[0]["rowwise"], self._kinds,
                                 self._bf16_state)
+        self._init_layout(state_layout)
+
+    def _init_layout(self, state_layout: str) -> None:
+        """Which tables keep their moments in slots (the rule: ``state_layout``)."""
+        plain = not self._bf16_state and not self._rowwise()
+        self._init_state_layout(state_layout, [plain and k is None for k in self._kinds])
 
     def _check_adam_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
         g = dict(group)
@@ -147,6 +167,13 @@ class Adam(Optimizer):
         V.check_lr_weight_decay(g["lr"], g["weight_decay"])
         self._check_fixed(g)
         return g
+
+    _SLOTTED = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    @property
+    def state_layout(self) -> str:
+        """``"auto"``, ``"direct"`` or ``"compact"``, as constructed (read-only)."""
+        return self.__dict__.get("_state_layout_name", "direct")
 
     @property
     def _INTERLEAVED(self) -> Tuple[str, ...]:
@@ -219,11 +246,17 @@ class Adam(Optimizer):
         if self._bf16_state:
             self._apply_bf16_state(i, p, state, merged, group, flags)
             return
-        kernel = _rows.adam_rowwise_update if group["rowwise"] else _rows.adam_rows_update
-        self._kernel(i, kernel)(
+        if self._is_compact(i):
+            kernel = _rows.adam_slots_update
+            rows = (merged.rows, self._state_rows(i, state, merged.rows))
+        else:
+            kernel = self._kernel(i, _rows.adam_rowwise_update if group["rowwise"]
+                                  else _rows.adam_rows_update)
+            rows = (merged.rows,)
+        kernel(
             V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
             V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else _Dummies.rows(state_dtype(p)),
-            merged.values, merged.scratch, merged.rows, merged.src,
+            merged.values, merged.scratch, *rows, merged.src,
             state.get("row_step", DUMMY_I64), state.get("last_step", DUMMY_I64),
             state.get("first_step", DUMMY_I64),
             self._pow_table("beta1", beta1), self._pow_table("beta2", beta2),

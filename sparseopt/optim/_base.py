@@ -27,6 +27,7 @@ from .._kernels import _halfrows, _rows
 # The thread rules live in sparseopt._utils; _threads and _merge_threads read this module's
 # name for the threshold, which tests lower to force parallel steps on small tables.
 from .._utils import MERGE_PARALLEL_SCALE, PARALLEL_MIN_ELEMENTS, lazy_zeros, threads_for
+from . import _slots
 from ._grad import MergedRows, RowIndexer, merge
 
 FLAGS = _rows.FLAGS
@@ -252,6 +253,9 @@ class Optimizer:
     _INTERLEAVED: Tuple[str, ...] = ()
     # Whether the optimizer updates half-precision parameters (``_halfrows`` has its kernels).
     _HALF = False
+    # (n, d) state arrays a compact table keeps in slots (see ``_slots``); () when the
+    # optimizer has no slot kernels.
+    _SLOTTED: Tuple[str, ...] = ()
     # Parameter i draws the stochastic-rounding stream ``i + _stream_base`` (sparseopt.torch
     # keeps one optimizer per tensor and numbers the tensors of its optimizer).
     _stream_base = 0
@@ -320,8 +324,38 @@ class Optimizer:
                         and arr.ctypes.data % STATE_ALIGNMENT):
                     st[sname] = aligned_zeros(arr.shape, arr.dtype)
                     st[sname][...] = arr
-            self._relayout(st, p)
+            if _slots.SLOT_OF_ROW in st:
+                _slots.relayout(st, [n for n in self._SLOTTED if n in st], self._INTERLEAVED)
+            else:
+                self._relayout(st, p)
         self._init_runtime()
+
+    # -- compact state (``_slots``) ----------------------------------------------------------
+
+    def _init_state_layout(self, layout: str, supported: List[bool]) -> None:
+        """Decide, once, which tables keep their ``_SLOTTED`` state in compact slots:
+        ``layout`` ("auto", "direct" or "compact") where ``supported[i]``."""
+        V.check_choice("state_layout", layout, _slots.LAYOUTS)
+        self._state_layout_name = layout
+        compact = []
+        for p, ok in zip(self._params, supported):
+            nbytes = p.size * state_dtype(p).itemsize * max(1, len(self._INTERLEAVED))
+            compact.append(bool(ok) and _slots.uses_compact(layout, p, nbytes))
+        self._compact = compact
+
+    def _is_compact(self, i: int) -> bool:
+        compact = self.__dict__.get("_compact")
+        return bool(compact) and compact[i]
+
+    def _slotted(self, i: int, group: Dict[str, Any]) -> List[str]:
+        """The state arrays parameter ``i`` keeps in slots under ``group`` ([] if direct)."""
+        if not self._is_compact(i):
+            return []
+        return [n for n, _ in self._state_spec(group) if n in self._SLOTTED]
+
+    def _state_rows(self, i: int, state: Dict[str, Any], rows: np.ndarray) -> np.ndarray:
+        """The slots of a compact table's touched ``rows`` (assigning new ones)."""
+        return _slots.state_rows(self._keys[i], state, rows)
 
     def _current_group(self) -> Dict[str, Any]:
         """The validated hyper-parameters; re-validated only when param_groups[0] changed
@@ -380,7 +414,10 @@ class Optimizer:
 
         State not allocated yet (before a parameter's first step) is counted as the current
         settings will allocate it, so the figures hold before training too. Sizes follow each
-        array's own dtype and shape (row-wise state, reduced-precision moments).
+        array's own dtype and shape (row-wise state, reduced-precision moments). A compact
+        table (``Adam(state_layout=...)``) counts the slots in use: the moments of the rows
+        touched so far, ``slot_of_row`` (8 bytes per row) and ``row_of_slot`` (8 per slot in
+        use).
 
         Returns
         -------
@@ -401,14 +438,26 @@ class Optimizer:
             group = self._current_group()
             totals: Dict[str, int] = {}
             per_param: Dict[Any, Dict[str, int]] = {}
-            for key, p in zip(self._keys, self._params):
+            for i, (key, p) in enumerate(zip(self._keys, self._params)):
                 st = self.state.get(key) or {}
                 mine: Dict[str, int] = {}
-                for sname, _ in self._state_spec(group):
+                slotted = self._slotted(i, group)
+                extra = []
+                if slotted:  # the slots in use, and the two maps
+                    extra = [(_slots.SLOT_OF_ROW, 0), (_slots.ROW_OF_SLOT, 0)]
+                    used = st.get(_slots.N_SLOTS, 0)
+                    used = used if type(used) is int and used >= 0 else 0
+                for sname, _ in self._state_spec(group) + extra:
                     if sname == WD_SUM:  # one float per parameter
                         continue
                     arr = st.get(sname)
-                    if isinstance(arr, np.ndarray):
+                    if sname in slotted or sname == _slots.ROW_OF_SLOT:
+                        nbytes = 0
+                        if isinstance(arr, np.ndarray) and arr.ndim:
+                            nbytes = used * (arr.nbytes // max(1, arr.shape[0]))
+                    elif sname == _slots.SLOT_OF_ROW:
+                        nbytes = 8 * p.shape[0]
+                    elif isinstance(arr, np.ndarray):
                         nbytes = int(arr.nbytes)
                     else:
                         shape, dtype = self._state_shape(sname, p)
@@ -458,6 +507,8 @@ class Optimizer:
                            self._merge_threads)
             if half and merged.values.size and np.may_share_memory(merged.values, p):
                 merged.values = merged.values.copy()  # a float32 view of the table itself
+            if self._is_compact(i) and merged.rows.size and self.state[self._keys[i]]:
+                _slots.check_rows(self._keys[i], self.state[self._keys[i]], merged.rows)
             prepared.append((i, merged))
         return group, prepared
 
@@ -582,13 +633,27 @@ class Optimizer:
         """State as plain NumPy arrays and Python scalars (picklable, ``np.savez``-able).
 
         Arrays are returned by reference, as ``torch.optim`` does; copy them to snapshot.
+        The state a compact table keeps in slots (``state_layout``) is returned as new ``(n,
+        d)`` arrays by row, as a direct table holds it (zero for rows never touched).
         Whatever is written into them between steps cannot make a kernel read or write outside
         an array (shapes, dtypes and layouts are checked at each step, counter values are
         clamped to the range a real run produces), but values edited in place change results.
         """
+        states = {}
+        for i, k in enumerate(self._keys):
+            st = self.state[k]
+            if not st:
+                continue
+            st = dict(st)
+            if self._is_compact(i) and _slots.SLOT_OF_ROW in st:
+                for name in _slots.SLOT_KEYS:
+                    st.pop(name, None)
+                names = [n for n in self._SLOTTED if n in st]
+                st.update(_slots.dense(k, self.state[k], names, self._params[i].shape[0]))
+            states[k] = st
         return {
             "optimizer": type(self).__name__,
-            "state": {k: dict(self.state[k]) for k in self._keys if self.state[k]},
+            "state": states,
             "param_groups": [dict(g, params=list(g["params"])) for g in self.param_groups],
         }
 
@@ -681,6 +746,10 @@ class Optimizer:
             return
         V.check_step_ready(key, self._params[i], shape, dtype, st, self._state_layout(i, group),
                            advancing=advancing)
+        if self._is_compact(i):
+            p = self._params[i]
+            V.check_slot_state(key, st, self._slotted(i, group), p.shape[0], _width(p),
+                               state_dtype(p))
         self._check_ready_extra(i, st, group)
 
     def _state_layout(self, i: int, group: Dict[str, Any]) -> "V.StateLayout":
@@ -691,8 +760,11 @@ class Optimizer:
             return cached[1]
         p = self._params[i]
         rows_only = self._INTERLEAVED if p.ndim == 2 else ()
+        slotted = self._slotted(i, group)  # checked by V.check_slot_state
         layout = []
         for sname, _ in self._state_spec(group):
+            if sname in slotted:
+                continue
             if sname == WD_SUM:
                 layout.append((sname, None, None, False))
             else:
@@ -751,7 +823,11 @@ class Optimizer:
                 )
             arrays[sname] = arr
         self._check_loaded_values(name, arrays, out, step, group)
+        slotted = self._slotted(i, group)
         for sname, arr in arrays.items():
+            if sname in slotted:  # copied into slots below
+                out[sname] = arr
+                continue
             if sname in _COUNTERS or sname == LEGACY_WD_LOG:
                 copy = np.empty(arr.shape, arr.dtype)
             else:
@@ -760,6 +836,8 @@ class Optimizer:
             out[sname] = copy
         if legacy:
             self._convert_wd_log(out, out.pop(LEGACY_WD_LOG), step)
+        if slotted:  # a compact table loads into slots, re-compacted in row order
+            return _slots.compact(out, slotted, self._INTERLEAVED, p.shape[0])
         return self._relayout(out, p)
 
     # State that is a running average of squares or a sum of squares: never negative.
@@ -843,7 +921,17 @@ class Optimizer:
             state["step"] = 0
         p = self._params[i]
         pair = self._INTERLEAVED
-        if pair and p.ndim == 2 and not any(n in state for n in pair) and \
+        slotted = self._slotted(i, group)
+        if slotted:
+            if _slots.SLOT_OF_ROW not in state:
+                state.update(_slots.new_maps(p.shape[0]))
+            missing = [n for n in slotted if n not in state]
+            if missing:  # one slot per row, as address space (see _slots)
+                cap = state[_slots.ROW_OF_SLOT].shape[0]
+                state.update(_slots.slotted_zeros(
+                    missing, pair if len(missing) == len(slotted) else (), cap, _width(p),
+                    state_dtype(p)))
+        elif pair and p.ndim == 2 and not any(n in state for n in pair) and \
                 all(n in dict(self._state_spec(group)) for n in pair):
             state.update(interleaved_zeros(pair, p.shape, self._state_shape(pair[0], p)[1]))
         for sname, fill in self._state_spec(group):
@@ -929,6 +1017,13 @@ class Optimizer:
         n_states = len(arrays)
         arrays += [dummy] * (3 - n_states)
         tables += [DUMMY_POW] * (3 - n_states)
+        if self._is_compact(i):
+            V.check_slot_maps(self._keys[i], state, p.shape[0])
+            _rows.flush_decay_slots(V.rows_view(p), *arrays, *tables, n_states,
+                                    state["last_step"], state[ROW_WD],
+                                    state[_slots.SLOT_OF_ROW], state["step"], state[WD_SUM],
+                                    state[WD_SUM] != 0.0, self._threads(p.shape[0], _width(p)))
+            return
         self._kernel(i, _rows.flush_decay)(V.rows_view(p), *arrays, *tables, n_states, state["last_step"],
                           state[ROW_WD], state["step"], state[WD_SUM], state[WD_SUM] != 0.0,
                           self._threads(p.shape[0], _width(p)))

@@ -63,6 +63,10 @@ def make_optimizer(name: str, params: Any, lr: float,
         raise TypeError(f"optimizer_params must be a dict or None, got "
                         f"{type(optimizer_params).__name__}")
     kw = dict(optimizer_params or {})
+    if name == "adam":
+        # the models read their optimizer's state by row (preconditioners, Dask side tables)
+        fixed = dict(fixed)
+        fixed.setdefault("state_layout", "direct")
     for bad in ("params", "lr", "n_threads") + tuple(fixed):
         if bad in kw:
             raise ValueError(f"optimizer_params may not set {bad!r}: the model sets it")

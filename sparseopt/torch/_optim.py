@@ -38,6 +38,7 @@ from ..optim._adagrad import Adagrad as _NpAdagrad
 from ..optim._adam import Adam as _NpAdam
 from ..optim._rmsprop import RMSprop as _NpRMSprop
 from ..optim._sgd import SGD as _NpSGD
+from ..optim._slots import SLOT_KEYS as _SLOT_KEYS
 
 __all__ = ["Adam", "AdamW", "Adagrad", "RMSprop", "SGD", "sparse_grad_parts"]
 
@@ -167,16 +168,19 @@ class _TorchOptimizer(torch.optim.Optimizer):
     def __init__(self, params: Any, hyper: Dict[str, Any], *, preset: Optional[str],
                  n_threads: Optional[int], duplicates: str, nonfinite: str,
                  rounding: str = "nearest", seed: int = 0,
-                 state_dtype: Optional[str] = None) -> None:
+                 state_dtype: Optional[str] = None, state_layout: Optional[str] = None) -> None:
         # the NumPy optimizer resolves the preset and checks every hyper-parameter and option
         probe = self._new_inner(np.zeros(1, dtype=np.float64), hyper, preset=preset,
-                                n_threads=n_threads, duplicates=duplicates, nonfinite=nonfinite)
+                                n_threads=n_threads, duplicates=duplicates, nonfinite=nonfinite,
+                                state_layout=state_layout)
         _, _, seed = V.check_storage(None, rounding, seed, True)
         self.preset = preset
         self._options = dict(n_threads=probe.n_threads, duplicates=probe.duplicates,
                              nonfinite=probe.nonfinite, rounding=rounding, seed=seed)
         if V.check_state_dtype(state_dtype) is not None:
             self._options["state_dtype"] = state_dtype
+        if state_layout is not None:
+            self._options["state_layout"] = state_layout
         self._keys = tuple(self._NUMPY._DEFAULTS)
         self._slots: Dict[torch.Tensor, _Slot] = {}
         self._lock = threading.Lock()
@@ -187,6 +191,7 @@ class _TorchOptimizer(torch.optim.Optimizer):
     def _new_inner(cls, arr: np.ndarray, hyper: Dict[str, Any], *, preset: Optional[str] = None,
                    key: str = "p", **options: Any) -> _base.Optimizer:
         state_dtype = options.pop("state_dtype", None)
+        state_layout = options.pop("state_layout", None)
         inner = cls._NUMPY.__new__(cls._NUMPY)
         if state_dtype is not None:
             inner._state_dtype = state_dtype
@@ -196,6 +201,8 @@ class _TorchOptimizer(torch.optim.Optimizer):
         if state_dtype is not None:
             # Adagrad has no lazy mode (a skipped step adds nothing): it counts as frozen
             V.check_bf16_state(inner.param_groups[0].get("lazy", "frozen"), inner._params)
+        if state_layout is not None:
+            inner._init_layout(state_layout)
         return inner
 
     @property
@@ -208,7 +215,36 @@ class _TorchOptimizer(torch.optim.Optimizer):
     def __getstate__(self) -> Dict[str, Any]:
         d = super().__getstate__()  # defaults, state, param_groups
         d["_options"] = dict(self._options, preset=self.preset)
+        d["state"] = {p: self._dense_state(p, st) for p, st in d["state"].items()}
         return d
+
+    def state_dict(self) -> Dict[str, Any]:
+        """``torch.optim.Optimizer.state_dict``, with the moments of a compact table
+        (``state_layout``) as tensors shaped like its parameter, by row (new tensors; the
+        other entries share memory with the state, as in torch)."""
+        sd = super().state_dict()
+        ordered = [p for g in self.param_groups for p in g["params"]]
+        for idx, st in list(sd["state"].items()):
+            if 0 <= idx < len(ordered):
+                sd["state"][idx] = self._dense_state(ordered[idx], st)
+        return sd
+
+    def _dense_state(self, p: torch.Tensor, shown: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``opt.state[p]`` as a direct table holds it: a compact table's slot maps dropped
+        and its slotted moments by row, shaped like ``p``."""
+        slot = self._slots.get(p)
+        if slot is None or not slot.inner._is_compact(0) or \
+                not slot.inner.state.get(slot.key):
+            return shown
+        dense = slot.inner.state_dict()["state"][slot.key]
+        out = {}
+        for sname, v in shown.items():
+            if sname in _SLOT_KEYS:
+                continue
+            if sname in slot.inner._SLOTTED and isinstance(dense.get(sname), np.ndarray):
+                v = torch.from_numpy(dense[sname]).view(slot.shape)
+            out[sname] = v
+        return out
 
     def __setstate__(self, d: Dict[str, Any]) -> None:
         options = dict(d.pop("_options"))
@@ -514,9 +550,10 @@ class Adam(_TorchOptimizer):
     lr, betas, eps, weight_decay, amsgrad, lazy, bias_correction, preset, rowwise
         As for :class:`sparseopt.Adam`; each may differ per param group (``lazy``,
         ``bias_correction`` and ``rowwise`` cannot change after a parameter's first step).
-    n_threads, duplicates, nonfinite, rounding, seed, state_dtype
+    n_threads, duplicates, nonfinite, rounding, seed, state_dtype, state_layout
         As for :class:`sparseopt.Adam`, for the whole optimizer (``state_dtype="bfloat16"``
-        state is shown and saved as bfloat16 tensors).
+        state is shown and saved as bfloat16 tensors; ``opt.state[p]`` of a compact table
+        shows its slot buffers and maps, and ``state_dict()`` its moments shaped like ``p``).
 
     Examples
     --------
@@ -542,13 +579,13 @@ class Adam(_TorchOptimizer):
                  preset: Optional[str] = None, n_threads: Optional[int] = None,
                  duplicates: str = "sum", nonfinite: str = "raise",
                  rowwise: Any = False, rounding: str = "nearest", seed: int = 0,
-                 state_dtype: Optional[str] = None) -> None:
+                 state_dtype: Optional[str] = None, state_layout: str = "auto") -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, lazy=lazy,
                                       bias_correction=bias_correction, rowwise=rowwise),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite, rounding=rounding,
-                         seed=seed, state_dtype=state_dtype)
+                         seed=seed, state_dtype=state_dtype, state_layout=state_layout)
 
     def _hyper_from_torch(self, saved, current):
         # ours has "lazy"; torch.optim.Adam / AdamW "amsgrad"; SparseAdam neither (lr, betas,
@@ -580,7 +617,7 @@ class AdamW(Adam):
     Parameters
     ----------
     params, lr, betas, eps, amsgrad, lazy, bias_correction, preset, n_threads, duplicates, \
-nonfinite, rowwise
+nonfinite, rowwise, rounding, seed, state_dtype, state_layout
         As for :class:`Adam`.
     weight_decay : float, default 1e-2
         Decoupled: a row is multiplied by ``1 - lr*weight_decay`` when it is updated (with
@@ -603,12 +640,12 @@ nonfinite, rowwise
                  preset: Optional[str] = None, n_threads: Optional[int] = None,
                  duplicates: str = "sum", nonfinite: str = "raise",
                  rowwise: Any = False, rounding: str = "nearest", seed: int = 0,
-                 state_dtype: Optional[str] = None) -> None:
+                 state_dtype: Optional[str] = None, state_layout: str = "auto") -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, lazy=lazy, bias_correction=bias_correction,
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite, rowwise=rowwise, rounding=rounding,
-                         seed=seed, state_dtype=state_dtype)
+                         seed=seed, state_dtype=state_dtype, state_layout=state_layout)
 
 
 class Adagrad(_TorchOptimizer):

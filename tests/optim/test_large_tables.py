@@ -199,7 +199,8 @@ def test_every_kernel_addresses_rows_beyond_2_to_the_31_elements(tmp_path, confi
     _, big = big_memmap(tmp_path, "table.f32", (n_rows, WIDTH), np.float32)
     rows = interesting_rows(n_rows, WIDTH)
     start = init_rows(big, rows, np.float32)
-    opt = cls([big], **kw)
+    # state by row (memmaps of the table's size); compact slots: the test below
+    opt = cls([big], **kw, **({"state_layout": "direct"} if cls is so.Adam else {}))
     state = memmap_state(opt, tmp_path, "state")
     small = cls([start.copy()], **kw)
     oracle = rcls([start.copy()], **kw)
@@ -217,6 +218,35 @@ def test_every_kernel_addresses_rows_beyond_2_to_the_31_elements(tmp_path, confi
     grown = rss_bytes() - before
     # RowIndexer's slot: 4 bytes per row; everything else is a few pages
     assert grown < 4 * n_rows + 128 * MB, f"resident memory grew by {grown / MB:.0f} MB"
+
+
+@pytest.mark.parametrize("config", ["Adam", "Adam-decay-wd-amsgrad", "Adam-torch"])
+def test_compact_adam_addresses_rows_beyond_2_to_the_31_elements(tmp_path, config):
+    """Adam with its moments in slots on a float32 table of 2**31 + 64,000 elements: parameter
+    rows far beyond 2**31 elements, moments in the first slots of lazily mapped buffers."""
+    cls, rcls, kw = LARGE_CONFIGS[config]
+    n_rows = 2**31 // WIDTH + 1000
+    gc.collect()
+    before = rss_bytes()
+    _, big = big_memmap(tmp_path, "table.f32", (n_rows, WIDTH), np.float32)
+    rows = interesting_rows(n_rows, WIDTH)
+    start = init_rows(big, rows, np.float32)
+    opt = cls([big], **kw, state_layout="compact")
+    small = cls([start.copy()], **kw)
+    oracle = rcls([start.copy()], **kw)
+    run_both(opt, rows, small, oracle, rows, WIDTH, np.float32, n_steps=10)
+    np.testing.assert_array_equal(np.asarray(big[rows]), small.params[0])
+    assert_close(np.asarray(big[rows]), oracle.params[0], np.float32)
+    st = opt.state[0]
+    assert st["n_slots"] == len(rows) and st["exp_avg"].shape[0] == n_rows  # address space
+    slots = st["slot_of_row"][rows] - 1
+    for sname in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        if sname in st:
+            np.testing.assert_array_equal(st[sname][slots], small.state[0][sname],
+                                          err_msg=sname)
+    grown = rss_bytes() - before
+    # RowIndexer's slot (4 bytes per row) and the slot map (8 bytes per row) at most
+    assert grown < 12 * n_rows + 128 * MB, f"resident memory grew by {grown / MB:.0f} MB"
 
 
 # --------------------------------------------------------------------------- state allocation
