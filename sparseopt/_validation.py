@@ -179,6 +179,52 @@ def check_rowwise_storage(name: str, rowwise: Any, kinds: Any, bf16_state: bool)
                              f"parameter {j} is half precision")
 
 
+def check_rowwise_tail(value: Any, n_params: Optional[int] = None
+                       ) -> Union[int, Tuple[int, ...]]:
+    """``rowwise_tail``: an int >= 0 for every parameter, or a list / tuple of them, one per
+    parameter in the parameters' order (returned as a tuple). With ``n_params`` (once the
+    parameters are known) an int is returned as one entry per parameter, so that equal
+    settings compare equal whichever way they were written."""
+    def one(v: Any, where: str) -> int:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or v < 0:
+            raise ValueError(f"rowwise_tail{where} must be an int >= 0 (the number of trailing "
+                             f"columns that keep their own row-wise state), got {v!r}")
+        return int(v)
+    if isinstance(value, (list, tuple)):
+        return tuple(one(v, f"[{j}]") for j, v in enumerate(value))
+    tail = one(value, "")
+    return tail if n_params is None else (tail,) * n_params
+
+
+def rowwise_tails(name: str, rowwise: Any, tail: Union[int, Tuple[int, ...]],
+                  keys: Sequence[ParamKey], params: Sequence[np.ndarray],
+                  kinds: Sequence[Any]) -> Tuple[int, ...]:
+    """Each parameter's ``rowwise_tail`` (checked by ``check_rowwise_tail``): the trailing
+    columns of a 2-D parameter that form a second group with its own row-wise state. A
+    group needs at least one column (``0 < tail < width``, or 0 for one group), the state
+    is row-wise only with ``rowwise``, and only the float32 / float64 kernels split a row."""
+    tails = tail if isinstance(tail, tuple) else (tail,) * len(params)
+    if len(tails) != len(params):
+        raise ValueError(f"{name}: rowwise_tail has {len(tails)} entries, one per parameter is "
+                         f"needed ({len(params)} parameters)")
+    if any(tails) and not rowwise:
+        raise ValueError(f"{name}: rowwise_tail={tail!r} needs row-wise state (rowwise="
+                         f"{'v' if name == 'Adam' else True!r}); element-wise state already "
+                         "keeps every column apart")
+    for key, p, k, kind in zip(keys, params, tails, kinds):
+        if not k:
+            continue
+        width = p.shape[1] if p.ndim == 2 else 1
+        if p.ndim != 2 or k >= width:
+            raise ValueError(f"{name}: rowwise_tail={k} for {describe(key)} of shape "
+                             f"{p.shape}: the tail must leave at least one leading column "
+                             f"(0 < rowwise_tail < width; 0 keeps one group per row)")
+        if kind is not None:
+            raise ValueError(f"{name}: rowwise_tail needs float32 or float64 parameters; "
+                             f"{describe(key)} is half precision")
+    return tuple(tails)
+
+
 def check_rowwise_bf16_state(name: str, rowwise: Any, bf16_state: bool) -> None:
     """bfloat16 state has element-wise kernels only: a row-wise accumulator (one scalar per
     row, where rounding would stall the sum soonest) is refused with it."""

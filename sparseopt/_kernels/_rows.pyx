@@ -429,6 +429,22 @@ cdef inline double _rw_sum(Py_ssize_t d, const floating* g) noexcept nogil:
 # ``_rowops.h``) and rounded once to the state dtype, so the step divides a whole row by one scalar.
 # The lazy bookkeeping (counters, power tables, weight-decay catch-up) is that of the
 # element-wise kernels above; the scalar state arrays are (n, 1) views.
+#
+# Column groups: with ``tail > 0`` a row is two groups, its leading ``d - tail`` columns and its
+# last ``tail`` (e.g. a bias kept beside factors, whose gradient is on another scale), each with
+# its own scalars: the state arrays are (n, 2), column 0 for the head, 1 for the tail, and each
+# group is updated by the rule above over its own columns. ``0 < tail < d`` or ``tail == 0``.
+
+
+cdef inline void _group(Py_ssize_t d, Py_ssize_t tail, Py_ssize_t grp, Py_ssize_t* lo,
+                        Py_ssize_t* w) noexcept nogil:
+    """Columns ``[lo, lo + w)`` of group ``grp`` (0: the head, or the whole row; 1: the tail)."""
+    if grp == 0:
+        lo[0] = 0
+        w[0] = d - tail
+    else:
+        lo[0] = d - tail
+        w[0] = tail
 
 
 def adam_rowwise_update(floating[:, ::1] param, floating[:, ::1] m, floating[:, ::1] v,
@@ -438,16 +454,19 @@ def adam_rowwise_update(floating[:, ::1] param, floating[:, ::1] m, floating[:, 
                         int64_t[::1] first_step, const double[:, ::1] pow1,
                         const double[:, ::1] pow2, double[::1] row_wd, int64_t t, double lr,
                         double beta1, double beta2, double eps, double pmul_now,
-                        double wd_prev, double wd_now, int flags, int n_threads):
+                        double wd_prev, double wd_now, int flags, int n_threads,
+                        Py_ssize_t tail=0):
     """Partial row-wise Adam on the unique rows ``rows`` at step ``t >= 1`` (in place): ``m``
-    is ``(n, d)``, ``v`` (and ``vmax`` with ``F_AMSGRAD``) ``(n, 1)``. Per row::
+    is ``(n, d)``, ``v`` (and ``vmax`` with ``F_AMSGRAD``) ``(n, 1)``, or ``(n, 2)`` with
+    ``tail > 0`` (the rule below per column group). Per row::
 
         m <- b1e*m + (1-b1)*g ;  v <- b2e*v + (1-b2)*mean(g**2) ;  vm = max(vmax, v) or v
         k = a / (sqrt(vm)*c + eps)   (float64, rounded once) ;  p <- pm*p - k*m
 
     with ``a``, ``c`` the bias-correction scalars of ``adam_rows_update`` and the same counter,
     decay and weight-decay rules."""
-    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja
+    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja, grp, lo, w
+    cdef Py_ssize_t ng = 2 if tail > 0 else 1
     cdef int64_t r, ra, last, first, tau
     cdef double b1e, b2e, pm, bc1, bc2, a, c, k
     cdef bint ams = flags & F_AMSGRAD, decay = flags & F_DECAY, rowb = flags & F_ROW_BIAS
@@ -465,9 +484,9 @@ def adam_rowwise_update(floating[:, ::1] param, floating[:, ::1] m, floating[:, 
                 ra = rows[ja]
                 so_prefetch_write_l2(&param[ra, 0], rb)
                 so_prefetch_write_l2(&m[ra, 0], rb)
-                so_prefetch_write_l2(&v[ra, 0], sizeof(floating))
+                so_prefetch_write_l2(&v[ra, 0], ng * sizeof(floating))
                 if ams:
-                    so_prefetch_write_l2(&vmax[ra, 0], sizeof(floating))
+                    so_prefetch_write_l2(&vmax[ra, 0], ng * sizeof(floating))
                 _prefetch_grad(values, scratch, src[ja], rb)
                 # the per-row counters are one more random access per row
                 if decay:
@@ -513,18 +532,21 @@ def adam_rowwise_update(floating[:, ::1] param, floating[:, ::1] m, floating[:, 
             else:
                 a = lr / bc1
                 c = 1.0 / sqrt(bc2)
-            vs = <floating>b2e * v[r, 0] + <floating>omb2 * <floating>(_rw_sumsq(d, g) / d)
-            v[r, 0] = vs
-            if ams:
-                if vmax[r, 0] > vs:
-                    vs = vmax[r, 0]
-                vmax[r, 0] = vs
-            k = a / (sqrt(<double>vs) * c + eps)
-            if floating is float:
-                so_rw_adam_f(d, &param[r, 0], &m[r, 0], g, <float>b1e, <float>omb1, <float>k,
-                             <float>pm)
-            else:
-                so_rw_adam_d(d, &param[r, 0], &m[r, 0], g, b1e, omb1, k, pm)
+            for grp in range(ng):
+                _group(d, tail, grp, &lo, &w)
+                vs = (<floating>b2e * v[r, grp]
+                      + <floating>omb2 * <floating>(_rw_sumsq(w, g + lo) / w))
+                v[r, grp] = vs
+                if ams:
+                    if vmax[r, grp] > vs:
+                        vs = vmax[r, grp]
+                    vmax[r, grp] = vs
+                k = a / (sqrt(<double>vs) * c + eps)
+                if floating is float:
+                    so_rw_adam_f(w, &param[r, lo], &m[r, lo], g + lo, <float>b1e, <float>omb1,
+                                 <float>k, <float>pm)
+                else:
+                    so_rw_adam_d(w, &param[r, lo], &m[r, lo], g + lo, b1e, omb1, k, pm)
 
 
 def rmsprop_rowwise_update(floating[:, ::1] param, floating[:, ::1] v, floating[:, ::1] ga,
@@ -534,9 +556,11 @@ def rmsprop_rowwise_update(floating[:, ::1] param, floating[:, ::1] v, floating[
                            const double[:, ::1] powa, const double[:, ::1] powmu,
                            double[::1] row_wd, int64_t t, double lr, double alpha,
                            double momentum, double eps_in, double eps, double pmul_now,
-                           double wd_prev, double wd_now, int flags, int n_threads):
+                           double wd_prev, double wd_now, int flags, int n_threads,
+                           Py_ssize_t tail=0):
     """Row-wise RMSprop on the unique rows ``rows`` at step ``t >= 1`` (in place): ``v`` and
-    (``F_CENTERED``) ``ga`` are ``(n, 1)``, ``buf`` (``F_MOMENTUM``) ``(n, d)``. Per row::
+    (``F_CENTERED``) ``ga`` are ``(n, 1)``, or ``(n, 2)`` with ``tail > 0`` (the rule below per
+    column group), ``buf`` (``F_MOMENTUM``) ``(n, d)``. Per row::
 
         v <- ale*v + (1-alpha)*mean(g**2) ;  centred: ga <- ale*ga + (1-alpha)*mean(g)
         den = sqrt(v - ga**2 + eps_in) + eps   (float64; ga = 0 when not centred)
@@ -545,7 +569,8 @@ def rmsprop_rowwise_update(floating[:, ::1] param, floating[:, ::1] v, floating[
 
     (the scalars ``1/den`` and ``lr/den`` rounded once to the state dtype), with the counter,
     decay and weight-decay rules of ``rmsprop_rows_update``."""
-    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja
+    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja, grp, lo, w
+    cdef Py_ssize_t ng = 2 if tail > 0 else 1
     cdef int64_t r, ra, skipped
     cdef double ale, mue, pm, den, s1, s2
     cdef bint decay = flags & F_DECAY, wd = flags & F_WEIGHT_DECAY
@@ -562,9 +587,9 @@ def rmsprop_rowwise_update(floating[:, ::1] param, floating[:, ::1] v, floating[
             if ja < nr:
                 ra = rows[ja]
                 so_prefetch_write_l2(&param[ra, 0], rb)
-                so_prefetch_write_l2(&v[ra, 0], sizeof(floating))
+                so_prefetch_write_l2(&v[ra, 0], ng * sizeof(floating))
                 if centered:
-                    so_prefetch_write_l2(&ga[ra, 0], sizeof(floating))
+                    so_prefetch_write_l2(&ga[ra, 0], ng * sizeof(floating))
                 if mom:
                     so_prefetch_write_l2(&buf[ra, 0], rb)
                 if decay:
@@ -586,24 +611,65 @@ def rmsprop_rowwise_update(floating[:, ::1] param, floating[:, ::1] v, floating[
                     pm = pmul_now * exp(wd_prev - row_wd[r])
                     row_wd[r] = wd_now
                 last_step[r] = t
-            s2 = _rw_sumsq(d, g)
-            vs = <floating>ale * v[r, 0] + <floating>oma * <floating>(s2 / d)
-            v[r, 0] = vs
-            if centered:
-                s1 = _rw_sum(d, g)
-                gs = <floating>ale * ga[r, 0] + <floating>oma * <floating>(s1 / d)
-                ga[r, 0] = gs
-                den = sqrt(<double>(vs - gs * gs) + eps_in) + eps
-            else:
-                den = sqrt(<double>vs + eps_in) + eps
-            if floating is float:
-                if mom:
-                    so_rw_momentum_f(d, &param[r, 0], &buf[r, 0], g, <float>mue,
-                                     <float>(1.0 / den), <float>lr, <float>pm)
+            for grp in range(ng):
+                _group(d, tail, grp, &lo, &w)
+                s2 = _rw_sumsq(w, g + lo)
+                vs = <floating>ale * v[r, grp] + <floating>oma * <floating>(s2 / w)
+                v[r, grp] = vs
+                if centered:
+                    s1 = _rw_sum(w, g + lo)
+                    gs = <floating>ale * ga[r, grp] + <floating>oma * <floating>(s1 / w)
+                    ga[r, grp] = gs
+                    den = sqrt(<double>(vs - gs * gs) + eps_in) + eps
                 else:
-                    so_axpby_row_f(d, &param[r, 0], g, <float>(lr / den), <float>pm)
-            else:
-                if mom:
-                    so_rw_momentum_d(d, &param[r, 0], &buf[r, 0], g, mue, 1.0 / den, lr, pm)
+                    den = sqrt(<double>vs + eps_in) + eps
+                if floating is float:
+                    if mom:
+                        so_rw_momentum_f(w, &param[r, lo], &buf[r, lo], g + lo, <float>mue,
+                                         <float>(1.0 / den), <float>lr, <float>pm)
+                    else:
+                        so_axpby_row_f(w, &param[r, lo], g + lo, <float>(lr / den), <float>pm)
                 else:
-                    so_axpby_row_d(d, &param[r, 0], g, lr / den, pm)
+                    if mom:
+                        so_rw_momentum_d(w, &param[r, lo], &buf[r, lo], g + lo, mue, 1.0 / den,
+                                         lr, pm)
+                    else:
+                        so_axpby_row_d(w, &param[r, lo], g + lo, lr / den, pm)
+
+
+def adagrad_rowwise_update(floating[:, ::1] param, floating[:, ::1] state_sum,
+                           const floating[:, ::1] values, const floating[:, ::1] scratch,
+                           const int64_t[::1] rows, const int64_t[::1] src, double clr,
+                           double eps, double pmul, Py_ssize_t tail, int n_threads):
+    """Row-wise Adagrad with column groups (``0 < tail < d``): ``state_sum`` is ``(n, 2)`` and
+    each group runs the row-wise rule of ``adagrad_rows_update`` over its own columns,
+    ``G_r,k += mean_k(g**2)`` (float64 sum), ``p_k <- pmul*p_k - clr*g_k/(sqrt(G_r,k) + eps)``.
+    """
+    cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja, grp, lo, w
+    cdef int64_t r, ra
+    cdef const floating* g
+    cdef floating gsum
+    cdef double k
+    cdef size_t rb = d * sizeof(floating)
+    with nogil:
+        for j in prange(nr, num_threads=n_threads, schedule="static"):
+            ja = j + PREFETCH_AHEAD
+            if ja < nr:
+                ra = rows[ja]
+                so_prefetch_write_l2(&param[ra, 0], rb)
+                so_prefetch_write_l2(&state_sum[ra, 0], 2 * sizeof(floating))
+                _prefetch_grad(values, scratch, src[ja], rb)
+            r = rows[j]
+            g = _grad_row(values, scratch, src[j])
+            for grp in range(2):
+                _group(d, tail, grp, &lo, &w)
+                if floating is float:
+                    gsum = state_sum[r, grp] + <float>(so_row_sumsq_f(w, g + lo) / w)
+                else:
+                    gsum = state_sum[r, grp] + so_row_sumsq_d(w, g + lo) / w
+                state_sum[r, grp] = gsum
+                k = clr / (sqrt(<double>gsum) + eps)
+                if floating is float:
+                    so_axpby_row_f(w, &param[r, lo], g + lo, <float>k, <float>pmul)
+                else:
+                    so_axpby_row_d(w, &param[r, lo], g + lo, k, pmul)

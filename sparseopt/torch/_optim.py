@@ -192,6 +192,8 @@ class _TorchOptimizer(torch.optim.Optimizer):
         if state_dtype is not None:
             # Adagrad has no lazy mode (a skipped step adds nothing): it counts as frozen
             V.check_bf16_state(inner.param_groups[0].get("lazy", "frozen"), inner._params)
+        if hasattr(inner, "_init_tails"):  # a param group's rowwise_tail, checked per tensor
+            inner._init_tails()
         return inner
 
     @property
