@@ -225,6 +225,72 @@ def rowwise_tails(name: str, rowwise: Any, tail: Union[int, Tuple[int, ...]],
     return tuple(tails)
 
 
+# optimizer_params keys of the linear estimators that their own parameters decide:
+# key -> the estimator parameter(s) to set instead
+_LINEAR_DECIDED = {
+    "params": "the estimator's weight table", "lr": "eta0 and learning_rate",
+    "n_threads": "n_threads", "nonfinite": "the estimator (it trains on every row)",
+    "dtype": "the estimator (its weights follow X's dtype)",
+}
+_LINEAR_DECIDED_BY = {
+    "adam": {"betas": "beta1 and beta2", "eps": "eps"},
+    "adagrad": {"eps": "eps"},
+    "rmsprop": {"alpha": "rho", "eps": "eps"},
+    "ftrl": {"l1": "alpha, l1_ratio and penalty", "l2": "alpha, l1_ratio and penalty",
+             "convention": "the estimator (the paper's)", "beta": "the estimator",
+             "initial_accumulator_value": "the estimator", "preset": "the estimator"},
+}
+# With the lazy L1/L2 penalty (an adaptive optimizer and alpha > 0), the penalty divides by
+# the optimizer's per-coefficient step multiplier, read from its state as float32/float64 per
+# element under the default rule (Adam with per-row bias correction and no max of moments,
+# RMSprop without momentum or centring): only these keys leave that multiplier as it reads it.
+_LINEAR_PENALTY_SAFE = {
+    "adam": ("duplicates", "weight_decay"),
+    "adagrad": ("duplicates", "weight_decay", "initial_accumulator_value"),
+    "rmsprop": ("duplicates", "weight_decay", "initial_square_avg"),
+}
+
+
+def check_linear_optimizer_params(value: Any, optimizer: str, accepted: Sequence[str],
+                                  penalized: bool) -> Dict[str, Any]:
+    """``optimizer_params`` of ``SGDClassifier`` / ``SGDRegressor``: a dict (or None) of
+    keyword arguments of the ``optimizer`` class, whose parameters are ``accepted``. Refused
+    (ValueError, scikit-learn's parameter error): a non-dict, an unknown key, a key that an
+    estimator parameter decides, any key for ``optimizer='sgd'``, and, when ``penalized``
+    (the lazy penalty reads the optimizer's state), a key that changes what it reads."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"optimizer_params must be a dict of keyword arguments of the "
+                         f"optimizer or None, got {type(value).__name__}")
+    kw = dict(value)
+    for key in kw:
+        if not isinstance(key, str):
+            raise ValueError(f"optimizer_params keys must be strings, got {key!r}")
+    if kw and optimizer == "sgd":
+        raise ValueError(f"optimizer='sgd' takes no optimizer_params, got {sorted(kw)}")
+    decided = dict(_LINEAR_DECIDED, **_LINEAR_DECIDED_BY.get(optimizer, {}))
+    for key in sorted(kw):
+        if key in decided:
+            raise ValueError(f"optimizer_params may not set {key!r}: it is decided by "
+                             f"{decided[key]}")
+        if key not in accepted:
+            raise ValueError(f"optimizer_params has an unknown key {key!r} for "
+                             f"optimizer={optimizer!r}; it takes "
+                             f"{sorted(k for k in accepted if k not in decided)}")
+    if penalized:
+        bad = sorted(k for k in kw if k not in _LINEAR_PENALTY_SAFE.get(optimizer, ()))
+        if bad:
+            raise ValueError(
+                f"optimizer_params {bad} cannot be combined with an L1/L2 penalty "
+                f"(penalty 'l2', 'l1' or 'elasticnet' with alpha > 0) and "
+                f"optimizer={optimizer!r}: the lazy penalty reads the optimizer's step size "
+                "per coefficient from its float32/float64 per-element state under the "
+                "default rule. Use penalty=None (or alpha=0), or leave these keys out "
+                f"(allowed with a penalty: {list(_LINEAR_PENALTY_SAFE.get(optimizer, ()))})")
+    return kw
+
+
 def check_rowwise_bf16_state(name: str, rowwise: Any, bf16_state: bool) -> None:
     """bfloat16 state has element-wise kernels only: a row-wise accumulator (one scalar per
     row, where rounding would stall the sum soonest) is refused with it."""
