@@ -114,15 +114,33 @@ def _mf_contender(loss, optimizer, lr, extra, n_components=32, **kw):
 
 
 # squared loss: Adam at 0.005 (the rate MatrixFactorization's docstring reports as Adam's best on
-# these sets) for 10 epochs, RMSprop at 0.005 for 10, the defaults (Adagrad at 0.03, 20 epochs)
+# these sets) for 10 epochs, RMSprop at 0.005 for 10, the defaults (Adagrad at 0.03, 20 epochs).
+# Row-wise contenders keep the model's split (the bias column's own scalar, rowwise_tail) and,
+# beside it, one shared scalar per row (rowwise_tail=0); bfloat16 moments round stochastically.
+_BF16 = {"state_dtype": "bfloat16", "rounding": "stochastic"}
 RATING_CONTENDERS = [
     ("MF Adam", _mf_contender("squared", "adam", 0.005, {}, n_epochs=10)),
     ("MF Adam rowwise='v'", _mf_contender("squared", "adam", 0.005, {"rowwise": "v"},
                                           n_epochs=10)),
+    ("MF Adam rowwise='v', tail 0", _mf_contender("squared", "adam", 0.005,
+                                                  {"rowwise": "v", "rowwise_tail": 0},
+                                                  n_epochs=10)),
+    ("MF Adam bf16 moments", _mf_contender("squared", "adam", 0.005, _BF16, n_epochs=10)),
     ("MF RMSprop", _mf_contender("squared", "rmsprop", 0.005, {}, n_epochs=10)),
     ("MF RMSprop rowwise", _mf_contender("squared", "rmsprop", 0.005, {"rowwise": True},
                                          n_epochs=10)),
-    # without the bias column a row holds factors only: one scale per row
+    ("MF RMSprop rowwise, tail 0", _mf_contender("squared", "rmsprop", 0.005,
+                                                 {"rowwise": True, "rowwise_tail": 0},
+                                                 n_epochs=10)),
+    ("MF RMSprop bf16 state", _mf_contender("squared", "rmsprop", 0.005, _BF16, n_epochs=10)),
+    ("MF Adagrad (default)", _mf_contender("squared", "adagrad", 0.03, {})),
+    ("MF Adagrad rowwise", _mf_contender("squared", "adagrad", 0.03, {"rowwise": True})),
+    ("MF Adagrad rowwise, tail 0", _mf_contender("squared", "adagrad", 0.03,
+                                                 {"rowwise": True, "rowwise_tail": 0})),
+    ("MF Adagrad bf16 state", _mf_contender("squared", "adagrad", 0.03, _BF16)),
+]
+# without the bias column a row holds factors only: one scale per row (``--no-biases``)
+NO_BIAS_CONTENDERS = [
     ("MF Adam, no biases", _mf_contender("squared", "adam", 0.005, {}, n_epochs=10,
                                          use_biases=False)),
     ("MF Adam rowwise='v', no biases", _mf_contender("squared", "adam", 0.005, {"rowwise": "v"},
@@ -132,13 +150,14 @@ RATING_CONTENDERS = [
     ("MF RMSprop rowwise, no biases", _mf_contender("squared", "rmsprop", 0.005,
                                                     {"rowwise": True}, n_epochs=10,
                                                     use_biases=False)),
-    ("MF Adagrad (default)", _mf_contender("squared", "adagrad", 0.03, {})),
-    ("MF Adagrad rowwise", _mf_contender("squared", "adagrad", 0.03, {"rowwise": True})),
 ]
 # BPR: the model's defaults (Adam at 0.01, 10 epochs, batches of 4,096)
 IMPLICIT_CONTENDERS = [
     ("MF BPR Adam (default)", _mf_contender("bpr", "adam", 0.01, {})),
     ("MF BPR Adam rowwise='v'", _mf_contender("bpr", "adam", 0.01, {"rowwise": "v"})),
+    ("MF BPR Adam rowwise='v', tail 0", _mf_contender("bpr", "adam", 0.01,
+                                                      {"rowwise": "v", "rowwise_tail": 0})),
+    ("MF BPR Adam bf16 moments", _mf_contender("bpr", "adam", 0.01, _BF16)),
 ]
 
 
@@ -148,6 +167,10 @@ def cmd_rec(args):
     for name in args.datasets.split(","):
         data = qd.load(name, cache_dir=args.cache)
         table = RATING_CONTENDERS if data.task == "rating" else IMPLICIT_CONTENDERS
+        if data.task == "rating" and args.no_biases:
+            table = table + NO_BIAS_CONTENDERS
+        if args.only:
+            table = [c for c in table if any(w in c[0] for w in args.only.split(","))]
         res = qr.run_dataset(data, contenders=table, log=lambda s: None)
         for row in res["rows"]:
             metric = (f"RMSE {row['rmse']:.4f}" if "rmse" in row
@@ -222,6 +245,10 @@ def main(argv=None):
     r.add_argument("--datasets", default="movielens,insteval,movielens_implicit,"
                                          "flights_planes,pizza_orders")
     r.add_argument("--cache", default=str(HERE / ".quality_cache"))
+    r.add_argument("--no-biases", action="store_true",
+                   help="also fit Adam / RMSprop without the bias column")
+    r.add_argument("--only", default="",
+                   help="comma-separated substrings: fit only the contenders named so")
     s = sub.add_parser("speed")
     s.add_argument("--rows", type=int, default=1_000_000)
     s.add_argument("--width", type=int, default=WIDTH)
