@@ -230,8 +230,9 @@ class Adam(RowwiseGroups, Optimizer):
         if self._bf16_state:
             self._apply_bf16_state(i, p, state, merged, group, flags)
             return
-        rowwise = bool(group["rowwise"])
-        kernel = _rows.adam_rowwise_update if rowwise else _rows.adam_rows_update
+        tail = self._tail(i) if group["rowwise"] else 0
+        kernel = (_rows.adam_rowwise_split_update if tail else _rows.adam_rowwise_update
+                  if group["rowwise"] else _rows.adam_rows_update)
         self._kernel(i, kernel)(
             V.rows_view(p), V.rows_view(state["exp_avg"]), V.rows_view(state["exp_avg_sq"]),
             V.rows_view(state["max_exp_avg_sq"]) if group["amsgrad"] else _Dummies.rows(state_dtype(p)),
@@ -241,7 +242,7 @@ class Adam(RowwiseGroups, Optimizer):
             self._pow_table("beta1", beta1), self._pow_table("beta2", beta2),
             state[ROW_WD] if lazy_flags else DUMMY_F64,
             state["step"], lr, beta1, beta2, group["eps"], 1.0 - lr * wd, wd_prev, wd_now, flags,
-            self._threads(n, _width(p)), *((self._tail(i),) if rowwise else ()))
+            self._threads(n, _width(p)), *((tail,) if tail else ()))
 
     def _apply_bf16_state(self, i, p, state, merged, group, flags) -> None:
         lr, wd = group["lr"], group["weight_decay"]

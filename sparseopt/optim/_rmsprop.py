@@ -229,7 +229,9 @@ class RMSprop(RowwiseGroups, Optimizer):
                 flags, self._threads(n, _width(p)), self.rounding == "stochastic",
                 self.seed | ((i + self._stream_base) << 32), state["step"])
             return
-        kernel = _rows.rmsprop_rowwise_update if group["rowwise"] else _rows.rmsprop_rows_update
+        tail = self._tail(i) if group["rowwise"] else 0
+        kernel = (_rows.rmsprop_rowwise_split_update if tail else _rows.rmsprop_rowwise_update
+                  if group["rowwise"] else _rows.rmsprop_rows_update)
         self._kernel(i, kernel)(
             V.rows_view(p), V.rows_view(state["square_avg"]),
             V.rows_view(state["grad_avg"]) if centered else dummy,
@@ -240,8 +242,7 @@ class RMSprop(RowwiseGroups, Optimizer):
             self._pow_table("momentum", mu) if decay and mom else DUMMY_POW,
             state[ROW_WD] if decay else DUMMY_F64, state["step"], lr, group["alpha"], mu,
             group["eps"] if inside else 0.0, 0.0 if inside else group["eps"], 1.0 - lr * wd,
-            wd_prev, wd_now, flags, self._threads(n, _width(p)),
-            *((self._tail(i),) if group["rowwise"] else ()))
+            wd_prev, wd_now, flags, self._threads(n, _width(p)), *((tail,) if tail else ()))
 
     def _flush(self, i: int, state: Dict[str, Any], group: Dict[str, Any]) -> None:
         kept = dict(self._state_spec(group))  # the arrays phase 1 checked
