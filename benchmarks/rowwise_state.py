@@ -12,7 +12,8 @@ versions, on the recommender suite's real data and on the DLRM-style training lo
 the suite's split and scoring, ``benchmarks/quality_rec.py``): squared loss on the rating
 sets (RMSE), BPR on the implicit sets (precision@10). ``loop`` runs
 ``benchmarks/torch_loop.py`` with row-wise contenders added beside its own. ``speed`` times
-``opt.step`` of each optimizer and its row-wise version on one thread (a float32 table of
+``opt.step`` of each optimizer, its row-wise version and that version with the last column
+split off (``rowwise_tail=1``) on one thread (a float32 table of
 width 64, batches of 16,384 unique random rows), interleaved in a random order per round, and
 prints medians and the row-wise / full ratio.
 """
@@ -39,6 +40,7 @@ N_ROWS = 10_000
 MEMORY_ROWS = [
     ("Adam", lambda P: so.Adam([P])),
     ("Adam rowwise='v'", lambda P: so.Adam([P], rowwise="v")),
+    ("Adam rowwise='v' rowwise_tail=1", lambda P: so.Adam([P], rowwise="v", rowwise_tail=1)),
     ("Adam amsgrad", lambda P: so.Adam([P], amsgrad=True)),
     ("Adam amsgrad rowwise='v'", lambda P: so.Adam([P], amsgrad=True, rowwise="v")),
     ("Adam lazy='decay'", lambda P: so.Adam([P], lazy="decay")),
@@ -48,12 +50,14 @@ MEMORY_ROWS = [
     ("Adam state_dtype='bfloat16'", lambda P: so.Adam([P], state_dtype="bfloat16")),
     ("RMSprop", lambda P: so.RMSprop([P])),
     ("RMSprop rowwise", lambda P: so.RMSprop([P], rowwise=True)),
+    ("RMSprop rowwise rowwise_tail=1", lambda P: so.RMSprop([P], rowwise=True, rowwise_tail=1)),
     ("RMSprop centered", lambda P: so.RMSprop([P], centered=True)),
     ("RMSprop centered rowwise", lambda P: so.RMSprop([P], centered=True, rowwise=True)),
     ("RMSprop momentum=0.9", lambda P: so.RMSprop([P], momentum=0.9)),
     ("RMSprop momentum=0.9 rowwise", lambda P: so.RMSprop([P], momentum=0.9, rowwise=True)),
     ("Adagrad", lambda P: so.Adagrad([P])),
     ("Adagrad rowwise", lambda P: so.Adagrad([P], rowwise=True)),
+    ("Adagrad rowwise rowwise_tail=1", lambda P: so.Adagrad([P], rowwise=True, rowwise_tail=1)),
     ("Ftrl", lambda P: so.Ftrl([P])),
     ("SGD", lambda P: SGD([P])),
 ]
@@ -210,10 +214,16 @@ def cmd_speed(args):
     makers = {
         "Adam": lambda P: so.Adam([P], n_threads=1),
         "Adam rowwise='v'": lambda P: so.Adam([P], rowwise="v", n_threads=1),
+        "Adam rowwise='v' tail 1": lambda P: so.Adam([P], rowwise="v", rowwise_tail=1,
+                                                     n_threads=1),
         "RMSprop": lambda P: so.RMSprop([P], n_threads=1),
         "RMSprop rowwise": lambda P: so.RMSprop([P], rowwise=True, n_threads=1),
+        "RMSprop rowwise tail 1": lambda P: so.RMSprop([P], rowwise=True, rowwise_tail=1,
+                                                      n_threads=1),
         "Adagrad": lambda P: so.Adagrad([P], n_threads=1),
         "Adagrad rowwise": lambda P: so.Adagrad([P], rowwise=True, n_threads=1),
+        "Adagrad rowwise tail 1": lambda P: so.Adagrad([P], rowwise=True, rowwise_tail=1,
+                                                      n_threads=1),
     }
     opts = {name: make(np.zeros((n, d), np.float32)) for name, make in makers.items()}
     batches = [so.RowGrad(rng.choice(n, k, replace=False),
@@ -229,7 +239,7 @@ def cmd_speed(args):
           f"median of {args.rounds - 5} interleaved rounds")
     for name, m in med.items():
         full = med[name.split(" rowwise")[0]]
-        print(f"{name:<18} {1e3 * m:8.2f} ms   x full {m / full:.2f}")
+        print(f"{name:<24} {1e3 * m:8.2f} ms   x full {m / full:.2f}")
 
 
 def main(argv=None):
