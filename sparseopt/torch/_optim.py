@@ -511,7 +511,8 @@ class Adam(_TorchOptimizer):
     params : iterable of tensors or of dicts (param groups)
     lr, betas, eps, weight_decay, amsgrad, lazy, bias_correction, preset, rowwise
         As for :class:`sparseopt.Adam`; each may differ per param group (``lazy``,
-        ``bias_correction`` and ``rowwise`` cannot change after a parameter's first step).
+        ``bias_correction`` and ``rowwise`` cannot change after a parameter's first step). A
+        param group may also set ``rowwise_tail`` (an int, applied to each of its tensors).
     n_threads, duplicates, nonfinite, rounding, seed, state_dtype
         As for :class:`sparseopt.Adam`, for the whole optimizer (``state_dtype="bfloat16"``
         state is shown and saved as bfloat16 tensors).
