@@ -3,6 +3,7 @@ versions, on the recommender suite's real data and on the DLRM-style training lo
 
     python benchmarks/rowwise_state.py memory                 # the bytes table (seconds)
     python benchmarks/rowwise_state.py rec [--datasets a,b]   # MF RMSE / precision@10
+    python benchmarks/rowwise_state.py fm [--datasets a,b]    # FM AUC / RMSE
     python benchmarks/rowwise_state.py loop [torch_loop args] # final training loss
     python benchmarks/rowwise_state.py speed [--rows N]        # step time, row-wise / full
 
@@ -10,7 +11,11 @@ versions, on the recommender suite's real data and on the DLRM-style training lo
 ``opt.memory()``, the state bytes per row and the ratio to Adam's. ``rec`` fits
 ``MatrixFactorization`` with each optimizer through ``optimizer_params`` (one thread, seed 0,
 the suite's split and scoring, ``benchmarks/quality_rec.py``): squared loss on the rating
-sets (RMSE), BPR on the implicit sets (precision@10). ``loop`` runs
+sets (RMSE), BPR on the implicit sets (precision@10). ``fm`` fits ``FMClassifier`` (click
+sets, AUC) / ``FMRegressor`` (rating sets, RMSE) at their defaults (Adagrad) with full,
+row-wise (the linear weight split off), row-wise with one scalar per row and bfloat16 state
+(``benchmarks/quality_fm.py``'s data, split and scoring; float32 features, so float32 tables,
+as bfloat16 state needs). ``loop`` runs
 ``benchmarks/torch_loop.py`` with row-wise contenders added beside its own. ``speed`` times
 ``opt.step`` of each optimizer, its row-wise version and that version with the last column
 split off (``rowwise_tail=1``) on one thread (a float32 table of
@@ -183,6 +188,42 @@ def cmd_rec(args):
                   flush=True)
 
 
+# -- factorisation machines ------------------------------------------------------------------
+
+FM_VARIANTS = [("FM Adagrad (default)", None),
+               ("FM Adagrad rowwise", {"rowwise": True}),
+               ("FM Adagrad rowwise, tail 0", {"rowwise": True, "rowwise_tail": 0}),
+               ("FM Adagrad bf16 state", _BF16)]
+
+
+def _fm_contender(params):
+    def fit(d):
+        import quality_fm as qf
+        from sparseopt.recommend import FMClassifier, FMRegressor
+        if hasattr(d, "y_train"):
+            m = FMClassifier(random_state=qf.SEED, n_threads=1, optimizer_params=params)
+            s = qf._timed(m, d.X_train.astype(np.float32), d.y_train)
+            return s, m.decision_function(d.X_test.astype(np.float32)), m.n_iter_
+        m = FMRegressor(random_state=qf.SEED, n_threads=1, optimizer_params=params)
+        X = qf.one_hot(d.n_users, d.n_items, d.train_u, d.train_i).astype(np.float32)
+        s = qf._timed(m, X, d.train_r)
+        X_test = qf.one_hot(d.n_users, d.n_items, d.test_u, d.test_i).astype(np.float32)
+        return s, m.predict(X_test), m.n_iter_
+    return fit
+
+
+def cmd_fm(args):
+    import quality_fm as qf
+    table = [(label, _fm_contender(params)) for label, params in FM_VARIANTS]
+    for name in args.datasets.split(","):
+        d = qf.load(name, args.cache, None)
+        res = qf.run_dataset(d, contenders=table, log=lambda s: None)
+        for row in res["rows"]:
+            metric = f"RMSE {row['rmse']:.4f}" if "rmse" in row else f"AUC {row['auc']:.4f}"
+            print(f"{name:<18} {row['model']:<30} {metric}  fit {row['fit_s']:.2f}s",
+                  flush=True)
+
+
 # -- training loop ---------------------------------------------------------------------------
 
 def cmd_loop(argv):
@@ -259,12 +300,15 @@ def main(argv=None):
                    help="also fit Adam / RMSprop without the bias column")
     r.add_argument("--only", default="",
                    help="comma-separated substrings: fit only the contenders named so")
+    f = sub.add_parser("fm")
+    f.add_argument("--datasets", default="flights_delay,movielens_clicks,movielens,insteval")
+    f.add_argument("--cache", default=str(HERE / ".quality_cache"))
     s = sub.add_parser("speed")
     s.add_argument("--rows", type=int, default=1_000_000)
     s.add_argument("--width", type=int, default=WIDTH)
     s.add_argument("--rounds", type=int, default=40)
     args = p.parse_args(argv)
-    {"memory": cmd_memory, "rec": cmd_rec, "speed": cmd_speed}[args.cmd](args)
+    {"memory": cmd_memory, "rec": cmd_rec, "fm": cmd_fm, "speed": cmd_speed}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -254,3 +254,22 @@ def test_torch_param_group_takes_a_tail():
     with pytest.raises(ValueError, match="rowwise_tail"):
         sot.Adam([{"params": [torch.nn.Parameter(torch.zeros(5))], "rowwise_tail": 1}],
                  lr=0.01, rowwise="v")
+
+
+def test_factorization_machines_split_off_the_linear_weight():
+    import scipy.sparse as sp
+    from sparseopt.recommend import FMClassifier, FMRegressor
+    rng = np.random.default_rng(0)
+    X = sp.random(60, 12, density=0.3, random_state=0, format="csr")
+    m = FMRegressor(n_components=4, n_epochs=2, random_state=0,
+                    optimizer_params={"rowwise": True}).fit(X, rng.normal(size=60))
+    assert m.optimizer_.param_groups[0]["rowwise_tail"] == (1, 0)
+    assert m.optimizer_.state[0]["sum"].shape == (12, 2)
+    shared = FMRegressor(n_components=4, n_epochs=2, random_state=0,
+                         optimizer_params={"rowwise": True, "rowwise_tail": 0})
+    shared.fit(X, rng.normal(size=60))
+    assert shared.optimizer_.state[0]["sum"].shape == (12,)
+    # several outputs: a row is one [v, w] block per class, no trailing group to split
+    c = FMClassifier(n_components=4, n_epochs=2, random_state=0,
+                     optimizer_params={"rowwise": True}).fit(X, rng.integers(0, 3, 60))
+    assert c.optimizer_.param_groups[0]["rowwise_tail"] == (0, 0)
