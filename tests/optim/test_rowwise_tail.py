@@ -273,3 +273,16 @@ def test_factorization_machines_split_off_the_linear_weight():
     c = FMClassifier(n_components=4, n_epochs=2, random_state=0,
                      optimizer_params={"rowwise": True}).fit(X, rng.integers(0, 3, 60))
     assert c.optimizer_.param_groups[0]["rowwise_tail"] == (0, 0)
+
+
+def test_a_pickled_optimizer_keeps_its_split():
+    import pickle
+    P = np.random.default_rng(0).normal(size=(20, 5)).astype(np.float32)
+    opt = so.RMSprop([P], rowwise=True, rowwise_tail=2, lr=0.1)
+    g = so.RowGrad([1, 3], np.ones((2, 5), np.float32))
+    opt.step([g])
+    again = pickle.loads(pickle.dumps(opt))
+    opt.step([g])
+    again.step([g])
+    assert np.array_equal(opt.params[0], again.params[0])
+    assert again.state[0]["square_avg"].shape == (20, 2)
