@@ -119,6 +119,12 @@ def first_touch_slots(rows: Any, slot_of_row: np.ndarray, row_of_slot: np.ndarra
     return out, n_used
 
 
+def column_groups(d: int, tail: int) -> List[slice]:
+    """The columns that share one row-wise scalar (``rowwise_tail``): the whole row, or its
+    leading ``d - tail`` columns and its last ``tail``, each group with its own scalar."""
+    return [slice(0, d)] if not tail else [slice(0, d - tail), slice(d - tail, d)]
+
+
 class _Reference:
     _NAME = ""
     _DEFAULTS: Dict[str, Any] = {}
@@ -139,6 +145,14 @@ class _Reference:
         self.state: Dict[Any, Dict[str, Any]] = {k: {} for k in self.keys}
         # S_t of each parameter: the running sum of log1p(-lr * weight_decay) (lazy="decay")
         self.wd_log_sum: Dict[Any, float] = {k: 0.0 for k in self.keys}
+
+    def _column_groups(self, key: Any, d: int) -> List[slice]:
+        """Parameter ``key``'s column groups of row-wise state (``rowwise_tail``: an int for
+        every parameter or one per parameter, in order)."""
+        tail = self.h.get("rowwise_tail", 0)
+        if isinstance(tail, (list, tuple)):
+            tail = tail[self.keys.index(key)]
+        return column_groups(d, int(tail))
 
     @property
     def lr(self) -> float:
@@ -165,6 +179,7 @@ class _Reference:
                     raise FloatingPointError("non-finite gradient")
                 rows, G = rows[ok], G[ok]
             st = self.state[key]
+            self._groups = self._column_groups(key, P.shape[1])
             if not st:
                 self._init_state(st, P)
             st["step"] += 1
@@ -221,13 +236,13 @@ class Adam(_Reference):
     _NAME = "Adam"
     _DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                      lazy="frozen", bias_correction="row", eps_mode="corrected",
-                     rowwise=False)
+                     rowwise=False, rowwise_tail=0)
 
     def _init_state(self, st, P) -> None:
         st["step"] = 0
         st["exp_avg"] = np.zeros_like(P)
-        # rowwise="v": one second moment per row
-        vshape = (P.shape[0], 1) if self.h["rowwise"] else P.shape
+        # rowwise="v": one second moment per row (per column group)
+        vshape = (P.shape[0], len(self._groups)) if self.h["rowwise"] else P.shape
         st["exp_avg_sq"] = np.zeros(vshape, dtype=P.dtype)
         st["max_exp_avg_sq"] = np.zeros(vshape, dtype=P.dtype)
         st["row_step"] = np.zeros(P.shape[0], dtype=np.int64)
@@ -258,8 +273,9 @@ class Adam(_Reference):
                 tau = t
             m[r] = T(b1e) * m[r] + T(1 - b1) * g
             if h["rowwise"]:
-                # the row mean of g**2 (float64 sum, rounded once) stands for every g_j**2
-                v[r] = T(b2e) * v[r] + T(1 - b2) * T(np.mean(g.astype(np.float64) ** 2))
+                # the group mean of g**2 (float64 sum, rounded once) stands for its g_j**2
+                means = [np.mean(g[c].astype(np.float64) ** 2) for c in self._groups]
+                v[r] = T(b2e) * v[r] + T(1 - b2) * np.array(means).astype(P.dtype)
             else:
                 v[r] = T(b2e) * v[r] + T(1 - b2) * g * g
             vv = v[r]
@@ -273,8 +289,9 @@ class Adam(_Reference):
                     a, c = lr * math.sqrt(bc2) / bc1, 1.0
                 else:
                     a, c = lr / bc1, 1.0 / math.sqrt(bc2)
-                k = a / (math.sqrt(float(vv[0])) * c + eps)
-                P[r] = T(shrink) * P[r] - T(k) * m[r]
+                for j, cols in enumerate(self._groups):
+                    k = a / (math.sqrt(float(vv[j])) * c + eps)
+                    P[r, cols] = T(shrink) * P[r, cols] - T(k) * m[r, cols]
                 continue
             if h["eps_mode"] == "uncorrected":
                 step = lr * np.sqrt(bc2) / bc1
@@ -289,11 +306,11 @@ class Adagrad(_Reference):
 
     _NAME = "Adagrad"
     _DEFAULTS = dict(lr=1e-2, lr_decay=0.0, eps=1e-10, initial_accumulator_value=0.0,
-                     weight_decay=0.0, rowwise=False)
+                     weight_decay=0.0, rowwise=False, rowwise_tail=0)
 
     def _init_state(self, st, P) -> None:
         st["step"] = 0
-        shape = (P.shape[0], 1) if self.h["rowwise"] else P.shape
+        shape = (P.shape[0], len(self._groups)) if self.h["rowwise"] else P.shape
         st["sum"] = np.full(shape, self.h["initial_accumulator_value"], dtype=P.dtype)
 
     def _update(self, st, P, rows, G, t, wd_sums) -> None:
@@ -303,9 +320,13 @@ class Adagrad(_Reference):
         S = st["sum"]
         for r, g in zip(rows, G):
             if h["rowwise"]:
-                S[r] += T(np.mean(g.astype(np.float64) ** 2))
-            else:
-                S[r] += g * g
+                shrink = 1.0 - clr * h["weight_decay"]
+                for j, cols in enumerate(self._groups):
+                    S[r, j] += T(np.mean(g[cols].astype(np.float64) ** 2))
+                    k = clr / (math.sqrt(float(S[r, j])) + h["eps"])
+                    P[r, cols] = T(shrink) * P[r, cols] - T(k) * g[cols]
+                continue
+            S[r] += g * g
             P[r] = T(1.0 - clr * h["weight_decay"]) * P[r] - T(clr) * g / (np.sqrt(S[r])
                                                                          + T(h["eps"]))
 
@@ -316,12 +337,12 @@ class RMSprop(_Reference):
     _NAME = "RMSprop"
     _DEFAULTS = dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
                      weight_decay=0.0, lazy="frozen", eps_mode="outside", initial_square_avg=0.0,
-                     rowwise=False)
+                     rowwise=False, rowwise_tail=0)
 
     def _init_state(self, st, P) -> None:
         st["step"] = 0
         # rowwise: one square average (and one gradient average) per row
-        vshape = (P.shape[0], 1) if self.h["rowwise"] else P.shape
+        vshape = (P.shape[0], len(self._groups)) if self.h["rowwise"] else P.shape
         st["square_avg"] = np.full(vshape, self.h["initial_square_avg"], dtype=P.dtype)
         st["grad_avg"] = np.zeros(vshape, dtype=P.dtype)
         st["momentum_buffer"] = np.zeros_like(P)
@@ -357,25 +378,27 @@ class RMSprop(_Reference):
 
 
     def _rowwise_update(self, st, P, r, g, ae, mue, shrink) -> None:
-        """Row-wise RMSprop: the row means of g**2 and of g (float64 sums, rounded once) update
-        the scalars ``v`` and ``a``; one float64 factor per row, rounded once, scales ``g``."""
+        """Row-wise RMSprop, per column group: the group means of g**2 and of g (float64 sums,
+        rounded once) update the scalars ``v`` and ``a``; one float64 factor per group, rounded
+        once, scales ``g``."""
         h = self.h
         T = P.dtype.type
         a, lr = h["alpha"], h["lr"]
         v, ga, buf = st["square_avg"], st["grad_avg"], st["momentum_buffer"]
-        g64 = g.astype(np.float64)
-        v[r] = T(ae) * v[r] + T(1 - a) * T(np.mean(g64 ** 2))
-        var = v[r]
-        if h["centered"]:
-            ga[r] = T(ae) * ga[r] + T(1 - a) * T(np.mean(g64))
-            var = v[r] - ga[r] * ga[r]
         eps_in, eps = (h["eps"], 0.0) if h["eps_mode"] == "inside" else (0.0, h["eps"])
-        den = math.sqrt(float(var[0]) + eps_in) + eps
-        if h["momentum"] > 0:
-            buf[r] = T(mue) * buf[r] + T(1.0 / den) * g
-            P[r] = T(shrink) * P[r] - T(lr) * buf[r]
-        else:
-            P[r] = T(shrink) * P[r] - T(lr / den) * g
+        for j, cols in enumerate(self._groups):
+            g64 = g[cols].astype(np.float64)
+            v[r, j] = T(ae) * v[r, j] + T(1 - a) * T(np.mean(g64 ** 2))
+            var = v[r, j]
+            if h["centered"]:
+                ga[r, j] = T(ae) * ga[r, j] + T(1 - a) * T(np.mean(g64))
+                var = v[r, j] - ga[r, j] * ga[r, j]
+            den = math.sqrt(float(var) + eps_in) + eps
+            if h["momentum"] > 0:
+                buf[r, cols] = T(mue) * buf[r, cols] + T(1.0 / den) * g[cols]
+                P[r, cols] = T(shrink) * P[r, cols] - T(lr) * buf[r, cols]
+            else:
+                P[r, cols] = T(shrink) * P[r, cols] - T(lr / den) * g[cols]
 
 
 class Ftrl(_Reference):

@@ -179,6 +179,118 @@ def check_rowwise_storage(name: str, rowwise: Any, kinds: Any, bf16_state: bool)
                              f"parameter {j} is half precision")
 
 
+def check_rowwise_tail(value: Any, n_params: Optional[int] = None
+                       ) -> Union[int, Tuple[int, ...]]:
+    """``rowwise_tail``: an int >= 0 for every parameter, or a list / tuple of them, one per
+    parameter in the parameters' order (returned as a tuple). With ``n_params`` (once the
+    parameters are known) an int is returned as one entry per parameter, so that equal
+    settings compare equal whichever way they were written."""
+    def one(v: Any, where: str) -> int:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or v < 0:
+            raise ValueError(f"rowwise_tail{where} must be an int >= 0 (the number of trailing "
+                             f"columns that keep their own row-wise state), got {v!r}")
+        return int(v)
+    if isinstance(value, (list, tuple)):
+        return tuple(one(v, f"[{j}]") for j, v in enumerate(value))
+    tail = one(value, "")
+    return tail if n_params is None else (tail,) * n_params
+
+
+def rowwise_tails(name: str, rowwise: Any, tail: Union[int, Tuple[int, ...]],
+                  keys: Sequence[ParamKey], params: Sequence[np.ndarray],
+                  kinds: Sequence[Any]) -> Tuple[int, ...]:
+    """Each parameter's ``rowwise_tail`` (checked by ``check_rowwise_tail``): the trailing
+    columns of a 2-D parameter that form a second group with its own row-wise state. A
+    group needs at least one column (``0 < tail < width``, or 0 for one group), the state
+    is row-wise only with ``rowwise``, and only the float32 / float64 kernels split a row."""
+    tails = tail if isinstance(tail, tuple) else (tail,) * len(params)
+    if len(tails) != len(params):
+        raise ValueError(f"{name}: rowwise_tail has {len(tails)} entries, one per parameter is "
+                         f"needed ({len(params)} parameters)")
+    if any(tails) and not rowwise:
+        raise ValueError(f"{name}: rowwise_tail={tail!r} needs row-wise state (rowwise="
+                         f"{'v' if name == 'Adam' else True!r}); element-wise state already "
+                         "keeps every column apart")
+    for key, p, k, kind in zip(keys, params, tails, kinds):
+        if not k:
+            continue
+        width = p.shape[1] if p.ndim == 2 else 1
+        if p.ndim != 2 or k >= width:
+            raise ValueError(f"{name}: rowwise_tail={k} for {describe(key)} of shape "
+                             f"{p.shape}: the tail must leave at least one leading column "
+                             f"(0 < rowwise_tail < width; 0 keeps one group per row)")
+        if kind is not None:
+            raise ValueError(f"{name}: rowwise_tail needs float32 or float64 parameters; "
+                             f"{describe(key)} is half precision")
+    return tuple(tails)
+
+
+# optimizer_params keys of the linear estimators that their own parameters decide:
+# key -> the estimator parameter(s) to set instead
+_LINEAR_DECIDED = {
+    "params": "the estimator's weight table", "lr": "eta0 and learning_rate",
+    "n_threads": "n_threads", "nonfinite": "the estimator (it trains on every row)",
+    "dtype": "the estimator (its weights follow X's dtype)",
+}
+_LINEAR_DECIDED_BY = {
+    "adam": {"betas": "beta1 and beta2", "eps": "eps"},
+    "adagrad": {"eps": "eps"},
+    "rmsprop": {"alpha": "rho", "eps": "eps"},
+    "ftrl": {"l1": "alpha, l1_ratio and penalty", "l2": "alpha, l1_ratio and penalty",
+             "convention": "the estimator (the paper's)", "beta": "the estimator",
+             "initial_accumulator_value": "the estimator", "preset": "the estimator"},
+}
+# With the lazy L1/L2 penalty (an adaptive optimizer and alpha > 0), the penalty divides by
+# the optimizer's per-coefficient step multiplier, read from its state as float32/float64 per
+# element under the default rule (Adam with per-row bias correction and no max of moments,
+# RMSprop without momentum or centring): only these keys leave that multiplier as it reads it.
+_LINEAR_PENALTY_SAFE = {
+    "adam": ("duplicates", "weight_decay"),
+    "adagrad": ("duplicates", "weight_decay", "initial_accumulator_value"),
+    "rmsprop": ("duplicates", "weight_decay", "initial_square_avg"),
+}
+
+
+def check_linear_optimizer_params(value: Any, optimizer: str, accepted: Sequence[str],
+                                  penalized: bool) -> Dict[str, Any]:
+    """``optimizer_params`` of ``SGDClassifier`` / ``SGDRegressor``: a dict (or None) of
+    keyword arguments of the ``optimizer`` class, whose parameters are ``accepted``. Refused
+    (ValueError, scikit-learn's parameter error): a non-dict, an unknown key, a key that an
+    estimator parameter decides, any key for ``optimizer='sgd'``, and, when ``penalized``
+    (the lazy penalty reads the optimizer's state), a key that changes what it reads."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"optimizer_params must be a dict of keyword arguments of the "
+                         f"optimizer or None, got {type(value).__name__}")
+    kw = dict(value)
+    for key in kw:
+        if not isinstance(key, str):
+            raise ValueError(f"optimizer_params keys must be strings, got {key!r}")
+    if kw and optimizer == "sgd":
+        raise ValueError(f"optimizer='sgd' takes no optimizer_params, got {sorted(kw)}")
+    decided = dict(_LINEAR_DECIDED, **_LINEAR_DECIDED_BY.get(optimizer, {}))
+    for key in sorted(kw):
+        if key in decided:
+            raise ValueError(f"optimizer_params may not set {key!r}: it is decided by "
+                             f"{decided[key]}")
+        if key not in accepted:
+            raise ValueError(f"optimizer_params has an unknown key {key!r} for "
+                             f"optimizer={optimizer!r}; it takes "
+                             f"{sorted(k for k in accepted if k not in decided)}")
+    if penalized:
+        bad = sorted(k for k in kw if k not in _LINEAR_PENALTY_SAFE.get(optimizer, ()))
+        if bad:
+            raise ValueError(
+                f"optimizer_params {bad} cannot be combined with an L1/L2 penalty "
+                f"(penalty 'l2', 'l1' or 'elasticnet' with alpha > 0) and "
+                f"optimizer={optimizer!r}: the lazy penalty reads the optimizer's step size "
+                "per coefficient from its float32/float64 per-element state under the "
+                "default rule. Use penalty=None (or alpha=0), or leave these keys out "
+                f"(allowed with a penalty: {list(_LINEAR_PENALTY_SAFE.get(optimizer, ()))})")
+    return kw
+
+
 def check_rowwise_bf16_state(name: str, rowwise: Any, bf16_state: bool) -> None:
     """bfloat16 state has element-wise kernels only: a row-wise accumulator (one scalar per
     row, where rounding would stall the sum soonest) is refused with it."""

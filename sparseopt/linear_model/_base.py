@@ -19,6 +19,7 @@ and averaging in ``_lazy.py``.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from typing import Any, Dict, Optional, Tuple
@@ -33,7 +34,7 @@ from .. import _validation as V
 from .._kernels import _linear
 from .._sklearn import Stopping, model_lock, serialised, validate_data
 from .._utils import PARALLEL_MIN_MODEL_WORK, check_random_state, threads_for
-from ..optim import OPTIMIZERS, make_optimizer
+from ..optim import OPTIMIZERS, Adagrad, Adam, Ftrl, RMSprop, make_optimizer
 from ._lazy import LazyRegularizer
 from ._training import SCHEDULES, Batches, Progress, Schedule
 
@@ -220,7 +221,7 @@ class BaseSGD(BaseEstimator):
                  n_iter_no_change=5, warm_start=False, average=False,
                  learning_rate="optimal", eta0=0.01, power_t=0.5, optimizer="adagrad",
                  batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99, eps=None,
-                 n_threads=None):
+                 n_threads=None, optimizer_params=None):
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -247,6 +248,7 @@ class BaseSGD(BaseEstimator):
         self.rho = rho
         self.eps = eps
         self.n_threads = n_threads
+        self.optimizer_params = optimizer_params
 
     # -- scikit-learn protocol ---------------------------------------------------------------
 
@@ -314,6 +316,13 @@ class BaseSGD(BaseEstimator):
         verbose = self.verbose
         _check_int("verbose", int(verbose) if isinstance(verbose, (bool, np.bool_)) else verbose,
                    0)
+        cls = {"adam": Adam, "adagrad": Adagrad, "rmsprop": RMSprop, "ftrl": Ftrl}.get(
+            self.optimizer)
+        accepted = () if cls is None else tuple(inspect.signature(cls).parameters)
+        # the lazy penalty reads an adaptive optimizer's state (FTRL applies it itself)
+        penalized = self.optimizer in ("adam", "adagrad", "rmsprop") and (l1 > 0 or l2 > 0)
+        optimizer_params = V.check_linear_optimizer_params(
+            self.optimizer_params, self.optimizer, accepted, penalized)
         try:  # scikit-learn's parameter errors are ValueErrors
             n_threads = self._thread_request()
             rng = check_random_state(self.random_state)
@@ -335,6 +344,7 @@ class BaseSGD(BaseEstimator):
             rho=_check_float("rho", self.rho, high=1.0, high_open=True),
             eps=_check_float("eps", self.eps, allow_none=True),
             n_threads=n_threads,
+            optimizer_params=optimizer_params,
             rng=rng,
         )
 
@@ -392,8 +402,8 @@ class BaseSGD(BaseEstimator):
         elif self.optimizer == "ftrl":
             # the paper's convention; l1 / l2 are set per step (_ftrl_penalty)
             fixed.update(convention="paper", beta=FTRL_BETA, initial_accumulator_value=0.0)
-        opt = make_optimizer(self.optimizer, {"coef": W}, lr, params["n_threads"], None,
-                             **fixed)
+        opt = make_optimizer(self.optimizer, {"coef": W}, lr, params["n_threads"],
+                             params["optimizer_params"], **fixed)
         if self.optimizer == "ftrl" and self._intercept_row:
             opt._free_row = self._n_feat  # the intercept takes no penalty
         if state_from is not None:
@@ -690,7 +700,7 @@ class BaseSGD(BaseEstimator):
             self._W = (self._W_avg if self._W_avg is not None else self._W).copy()
         self._intercept_fixed = None
         self.optimizer_ = self._make_optimizer(self._W, params, params["eta0"], state_from)
-        self._optimizer_kind = self.optimizer
+        self._optimizer_kind = self._optimizer_setting()
         self._reg = None
         self._regularizer(params)
         self._W_avg = None
@@ -703,10 +713,16 @@ class BaseSGD(BaseEstimator):
         ``warm_start``, ``sparsify``/``densify``) or is of another kind than ``optimizer``;
         the penalty follows the current ``alpha``, ``l1_ratio`` and ``penalty``."""
         if getattr(self, "optimizer_", None) is None or \
-                getattr(self, "_optimizer_kind", None) != self.optimizer:
+                getattr(self, "_optimizer_kind", None) != self._optimizer_setting():
             self.optimizer_ = self._make_optimizer(self._W, params, params["eta0"])
-            self._optimizer_kind = self.optimizer
+            self._optimizer_kind = self._optimizer_setting()
         self._regularizer(params)
+
+    def _optimizer_setting(self) -> Tuple[Any, Dict[str, Any]]:
+        """What the optimizer was built from (``optimizer`` and a copy of
+        ``optimizer_params``): a ``partial_fit`` or warm start keeps the optimizer and its
+        state only while this is unchanged (other settings may mean other state)."""
+        return self.optimizer, dict(self.optimizer_params or {})
 
     def _regularizer(self, params) -> LazyRegularizer:
         """The lazy-penalty bookkeeping for this call's penalty: the current one when its
@@ -1005,7 +1021,7 @@ class BaseSGD(BaseEstimator):
         opt = getattr(self, "optimizer_", None)
         # the state carries over only from the optimizer of this very table
         if (opt is not None and self._coef_sparse is None and intercept_init is None
-                and getattr(self, "_optimizer_kind", None) == self.optimizer
+                and getattr(self, "_optimizer_kind", None) == self._optimizer_setting()
                 and bool(self.fit_intercept) == self._intercept_row
                 and getattr(opt, "params", None) and opt.params[0] is self._W):
             return coef, intercept, opt

@@ -136,6 +136,16 @@ _SHARED_DOC = """    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         Threads for large batches (the kernels run one thread on small ones); ``None``
         follows %(threads_default)s. At most four per available core (a ValueError above).
         Results do not depend on it.
+    optimizer_params : dict or None, default=None
+        Further keyword arguments of the optimizer's class (``sparseopt.Adam``, ``Adagrad``,
+        ``RMSprop``, ``Ftrl``), e.g. ``{"state_dtype": "bfloat16", "rounding":
+        "stochastic"}`` (half-size moments) or ``{"rowwise": "v"}``. Keys that the
+        estimator's own parameters decide (``lr``, ``betas``, ``eps``, ``alpha`` of RMSprop,
+        FTRL's ``l1`` / ``l2``, ...) and unknown keys are refused, as is any key with
+        ``optimizer='sgd'``. With an L1/L2 penalty (``alpha > 0``) the lazy penalty reads the
+        optimizer's per-coefficient state under its default rule, so only keys that keep it
+        are accepted then (e.g. ``weight_decay``); the others need ``penalty=None``. A
+        ``partial_fit`` or warm start with other ``optimizer_params`` starts a new optimizer.
 """
 
 _ATTRIBUTES_DOC = """    n_iter_ : int
@@ -264,7 +274,7 @@ default='hinge'
                  eta0=0.01, power_t=0.5, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, class_weight=None, warm_start=False, average=False,
                  optimizer="adagrad", batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99,
-                 eps=None, n_threads=None):
+                 eps=None, n_threads=None, optimizer_params=None):
         super().__init__(loss, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
                          fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
                          shuffle=shuffle, verbose=verbose, epsilon=epsilon,
@@ -273,7 +283,8 @@ default='hinge'
                          n_iter_no_change=n_iter_no_change, warm_start=warm_start,
                          average=average, learning_rate=learning_rate, eta0=eta0,
                          power_t=power_t, optimizer=optimizer, batch_size=batch_size,
-                         beta1=beta1, beta2=beta2, rho=rho, eps=eps, n_threads=n_threads)
+                         beta1=beta1, beta2=beta2, rho=rho, eps=eps, n_threads=n_threads,
+                         optimizer_params=optimizer_params)
         self.n_jobs = n_jobs
         self.class_weight = class_weight
 
@@ -547,7 +558,7 @@ class SGDRegressor(RegressorMixin, BaseSGD):
                  power_t=0.25, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, warm_start=False, average=False, optimizer="adagrad",
                  batch_size="auto", beta1=0.9, beta2=0.999, rho=0.99, eps=None,
-                 n_threads=None):
+                 n_threads=None, optimizer_params=None):
         super().__init__(loss, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
                          fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
                          shuffle=shuffle, verbose=verbose, epsilon=epsilon,
@@ -556,7 +567,8 @@ class SGDRegressor(RegressorMixin, BaseSGD):
                          n_iter_no_change=n_iter_no_change, warm_start=warm_start,
                          average=average, learning_rate=learning_rate, eta0=eta0,
                          power_t=power_t, optimizer=optimizer, batch_size=batch_size,
-                         beta1=beta1, beta2=beta2, rho=rho, eps=eps, n_threads=n_threads)
+                         beta1=beta1, beta2=beta2, rho=rho, eps=eps, n_threads=n_threads,
+                         optimizer_params=optimizer_params)
 
     def _n_outputs(self) -> int:
         return 1

@@ -9,6 +9,7 @@ from .. import _reference, _validation as V
 from .._kernels import _halfrows, _rows
 from ._base import FLAGS, Optimizer, _width, storage_doc
 from ._grad import MergedRows
+from ._rowwise import RowwiseGroups
 
 
 def _widen_bf16(h: np.ndarray) -> np.ndarray:
@@ -17,7 +18,7 @@ def _widen_bf16(h: np.ndarray) -> np.ndarray:
 
 
 @storage_doc
-class Adagrad(Optimizer):
+class Adagrad(RowwiseGroups, Optimizer):
     """Adagrad (Duchi, Hazan & Singer, 2011) on the rows a gradient touches.
 
     Per touched row with merged gradient ``g`` at step ``t``::
@@ -46,6 +47,10 @@ class Adagrad(Optimizer):
     rowwise : bool, default False
         One accumulator per row, ``G_r <- G_r + mean(g**2)`` (FBGEMM's EXACT_ROWWISE_ADAGRAD):
         state memory divided by the row width.
+    rowwise_tail : int or list of int, default 0
+        With ``rowwise``: the last ``rowwise_tail`` columns of each row keep their own
+        accumulator (``sum`` becomes ``(n, 2)``), as for :class:`Adam`; float32 / float64
+        parameters only.
     preset : {None, "torch", "tensorflow"}
         ``"torch"``: ``torch.optim.Adagrad``'s sparse path (the defaults). ``"tensorflow"``: TF1
         Adagrad (accumulator starts at 0.1, no eps).
@@ -82,9 +87,9 @@ class Adagrad(Optimizer):
 
     _HALF = True
     _DEFAULTS = dict(lr=1e-2, lr_decay=0.0, eps=1e-10, initial_accumulator_value=0.0,
-                     weight_decay=0.0, rowwise=False)
+                     weight_decay=0.0, rowwise=False, rowwise_tail=0)
     _PRESETS = {"torch": {}, "tensorflow": dict(initial_accumulator_value=0.1, eps=0.0)}
-    _FIXED = ("rowwise",)
+    _FIXED = ("rowwise", "rowwise_tail")
     _NONNEGATIVE = ("sum",)
 
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0,
@@ -93,11 +98,12 @@ class Adagrad(Optimizer):
                  n_threads: Optional[int] = None, duplicates: str = "sum",
                  nonfinite: str = "raise", dtype: Optional[str] = None,
                  rounding: str = "nearest", seed: int = 0,
-                 state_dtype: Optional[str] = None) -> None:
+                 state_dtype: Optional[str] = None, rowwise_tail: Any = 0) -> None:
         self._state_dtype = V.check_state_dtype(state_dtype)
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, eps=eps,
                                       initial_accumulator_value=initial_accumulator_value,
-                                      weight_decay=weight_decay, rowwise=rowwise),
+                                      weight_decay=weight_decay, rowwise=rowwise,
+                                      rowwise_tail=rowwise_tail),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite, dtype=dtype,
                          rounding=rounding, seed=seed)
@@ -105,6 +111,7 @@ class Adagrad(Optimizer):
             V.check_bf16_state("frozen", self._params)
         V.check_rowwise_bf16_state("Adagrad", self.param_groups[0]["rowwise"],
                                    self._bf16_state)
+        self._init_tails()
 
     @property
     def state_dtype(self) -> Optional[str]:
@@ -135,6 +142,7 @@ class Adagrad(Optimizer):
             zero_hint="Adagrad allows eps=0 only with initial_accumulator_value > 0, got "
                       f"{g['initial_accumulator_value']!r}")
         g["rowwise"] = bool(g["rowwise"])
+        g["rowwise_tail"] = self._check_tail(g.get("rowwise_tail", 0))
         V.check_rowwise_bf16_state("Adagrad", g["rowwise"], self._bf16_state)
         V.check_lr_weight_decay(g["lr"], g["weight_decay"])
         self._check_fixed(g)
@@ -185,7 +193,7 @@ class Adagrad(Optimizer):
     def _array_state_shape(self, sname: str, p):
         if sname == "sum":
             rowwise = self.param_groups[0]["rowwise"] if hasattr(self, "param_groups") else False
-            return ((p.shape[0],) if rowwise else p.shape), p.dtype
+            return (self._rowwise_shape(p) if rowwise else p.shape), p.dtype
         return None, None
 
     def _state_spec(self, group: Dict[str, Any]) -> List[Tuple[str, float]]:
@@ -211,6 +219,13 @@ class Adagrad(Optimizer):
                 1.0 - clr * group["weight_decay"], self._threads(n, _width(p)),
                 self.rounding == "stochastic", self.seed | ((i + self._stream_base) << 32),
                 state["step"])
+            return
+        tail = self._tail(i) if group["rowwise"] else 0
+        if tail:  # two accumulators per row (float32 / float64 parameters only)
+            _rows.adagrad_rowwise_update(
+                V.rows_view(p), acc, merged.values, merged.scratch, merged.rows, merged.src,
+                clr, group["eps"], 1.0 - clr * group["weight_decay"], tail,
+                self._threads(n, _width(p)))
             return
         self._kernel(i, _rows.adagrad_rows_update)(
             V.rows_view(p), acc.reshape(-1, 1) if group["rowwise"] else V.rows_view(acc),

@@ -10,6 +10,7 @@ from .._kernels import _halfrows, _rows
 from ._base import (DUMMY_F64, DUMMY_I64, FLAGS, ROW_WD, WD_SUM, Optimizer, _Dummies, _width,
                     state_dtype, storage_doc)
 from ._grad import MergedRows
+from ._rowwise import RowwiseGroups
 
 
 def _reference_widen(h: np.ndarray) -> np.ndarray:
@@ -17,7 +18,7 @@ def _reference_widen(h: np.ndarray) -> np.ndarray:
 
 
 @storage_doc
-class Adam(Optimizer):
+class Adam(RowwiseGroups, Optimizer):
     """Adam (Kingma & Ba, 2015) that reads and writes only the rows a gradient touches.
 
     Per touched row ``r`` with merged gradient ``g``::
@@ -61,6 +62,13 @@ class Adam(Optimizer):
         ``sqrt(v_hat) + eps``. State per row of width ``d``: ``d + 1`` values instead of
         ``2d``. Every lazy mode, bias correction, ``amsgrad`` and preset combines with it (a
         preset then sets only its conventions). Fixed after construction.
+    rowwise_tail : int or list of int, default 0
+        With ``rowwise``: the last ``rowwise_tail`` columns of each row keep their own
+        row-wise scalars (``v`` and ``v_max`` become ``(n, 2)``: the leading columns, the
+        tail), so a bias kept as a row's last column beside factors (whose gradient is on
+        another scale) does not set the factors' step size. 0 keeps one group per row; a
+        list gives one value per parameter, in order. Each non-zero value needs a 2-D
+        float32/float64 parameter of width above it. Fixed after construction.
     preset : {None, "torch", "tensorflow"}
         ``"torch"`` matches ``torch.optim.SparseAdam`` (global correction, frozen, eps added to
         the uncorrected ``sqrt(v)``); ``"tensorflow"`` matches TF-Addons LazyAdam (the same with
@@ -118,13 +126,13 @@ class Adam(Optimizer):
     _HALF = True
     _DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                      lazy="frozen", bias_correction="row", eps_mode="corrected",
-                     rowwise=False)
+                     rowwise=False, rowwise_tail=0)
     _PRESETS = {
         "torch": dict(bias_correction="global", lazy="frozen", eps_mode="uncorrected"),
         "tensorflow": dict(bias_correction="global", lazy="frozen", eps_mode="uncorrected",
                            eps=1e-7),
     }
-    _FIXED = ("lazy", "bias_correction", "rowwise")
+    _FIXED = ("lazy", "bias_correction", "rowwise", "rowwise_tail")
     _NONNEGATIVE = ("exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
@@ -134,11 +142,13 @@ class Adam(Optimizer):
                  duplicates: str = "sum", nonfinite: str = "raise",
                  rowwise: Any = False, dtype: Optional[str] = None,
                  rounding: str = "nearest", seed: int = 0,
-                 state_dtype: Optional[str] = None, state_layout: str = "auto") -> None:
+                 state_dtype: Optional[str] = None, rowwise_tail: Any = 0,
+                 state_layout: str = "auto") -> None:
         self._state_dtype = V.check_state_dtype(state_dtype)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, lazy=lazy,
-                                      bias_correction=bias_correction, rowwise=rowwise),
+                                      bias_correction=bias_correction, rowwise=rowwise,
+                                      rowwise_tail=rowwise_tail),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite, dtype=dtype,
                          rounding=rounding, seed=seed)
@@ -146,6 +156,7 @@ class Adam(Optimizer):
             V.check_bf16_state(self.param_groups[0]["lazy"], self._params)
         V.check_rowwise_storage("Adam", self.param_groups[0]["rowwise"], self._kinds,
                                 self._bf16_state)
+        self._init_tails()
         self._init_layout(state_layout)
 
     def _init_layout(self, state_layout: str) -> None:
@@ -161,6 +172,7 @@ class Adam(Optimizer):
         g["weight_decay"] = V.check_real("weight_decay", g["weight_decay"])
         g["amsgrad"] = bool(g["amsgrad"])
         g["rowwise"] = V.check_adam_rowwise(g["rowwise"])
+        g["rowwise_tail"] = self._check_tail(g.get("rowwise_tail", 0))
         V.check_choice("lazy", g["lazy"], ("frozen", "decay"))
         V.check_choice("bias_correction", g["bias_correction"], ("row", "global"))
         V.check_choice("eps_mode", g["eps_mode"], ("corrected", "uncorrected"))
@@ -188,7 +200,7 @@ class Adam(Optimizer):
         if sname == "exp_avg":
             return p.shape, p.dtype
         if sname in ("exp_avg_sq", "max_exp_avg_sq"):
-            return ((p.shape[0],) if self._rowwise() else p.shape), p.dtype
+            return (self._rowwise_shape(p) if self._rowwise() else p.shape), p.dtype
         return None, None
 
     def _state_shape(self, sname: str, p):
@@ -246,11 +258,13 @@ class Adam(Optimizer):
         if self._bf16_state:
             self._apply_bf16_state(i, p, state, merged, group, flags)
             return
-        if self._is_compact(i):
+        tail = self._tail(i) if group["rowwise"] else 0
+        if self._is_compact(i):  # never row-wise: compact tables have element-wise moments
             kernel = _rows.adam_slots_update
             rows = (merged.rows, self._state_rows(i, state, merged.rows))
         else:
-            kernel = self._kernel(i, _rows.adam_rowwise_update if group["rowwise"]
+            kernel = self._kernel(i, _rows.adam_rowwise_split_update if tail
+                                  else _rows.adam_rowwise_update if group["rowwise"]
                                   else _rows.adam_rows_update)
             rows = (merged.rows,)
         kernel(
@@ -262,7 +276,7 @@ class Adam(Optimizer):
             self._pow_table("beta1", beta1), self._pow_table("beta2", beta2),
             state[ROW_WD] if lazy_flags else DUMMY_F64,
             state["step"], lr, beta1, beta2, group["eps"], 1.0 - lr * wd, wd_prev, wd_now, flags,
-            self._threads(n, _width(p)))
+            self._threads(n, _width(p)), *((tail,) if tail else ()))
 
     def _apply_bf16_state(self, i, p, state, merged, group, flags) -> None:
         lr, wd = group["lr"], group["weight_decay"]

@@ -10,10 +10,11 @@ from .._kernels import _halfrows, _rows
 from ._base import (DUMMY_F64, DUMMY_I64, DUMMY_POW, FLAGS, ROW_WD, WD_SUM, Optimizer,
                     _Dummies, _width, state_dtype, storage_doc)
 from ._grad import MergedRows
+from ._rowwise import RowwiseGroups
 
 
 @storage_doc
-class RMSprop(Optimizer):
+class RMSprop(RowwiseGroups, Optimizer):
     """RMSprop (Hinton, Coursera lecture 6e) on the rows a gradient touches.
 
     Per touched row with merged gradient ``g``::
@@ -53,6 +54,9 @@ class RMSprop(Optimizer):
         entries' means differ from each other), never below zero in exact arithmetic, and the
         state stays two scalars per row. The momentum buffer stays per element. Every lazy
         mode and preset combines with it. Fixed after construction.
+    rowwise_tail : int or list of int, default 0
+        With ``rowwise``: the last ``rowwise_tail`` columns of each row keep their own
+        scalars (``square_avg`` and ``grad_avg`` become ``(n, 2)``), as for :class:`Adam`.
     preset : {None, "torch", "tensorflow"}
         ``"torch"``: ``torch.optim.RMSprop`` applied to touched rows (the defaults).
         ``"tensorflow"``: TF1 sparse RMSProp (alpha=0.9, eps=1e-10 inside the root, ``v``
@@ -94,12 +98,12 @@ class RMSprop(Optimizer):
     _HALF = True
     _DEFAULTS = dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
                      weight_decay=0.0, lazy="frozen", eps_mode="outside",
-                     initial_square_avg=0.0, rowwise=False)
+                     initial_square_avg=0.0, rowwise=False, rowwise_tail=0)
     _PRESETS = {
         "torch": {},
         "tensorflow": dict(alpha=0.9, eps=1e-10, eps_mode="inside", initial_square_avg=1.0),
     }
-    _FIXED = ("lazy", "rowwise")
+    _FIXED = ("lazy", "rowwise", "rowwise_tail")
     _NONNEGATIVE = ("square_avg",)
 
     def __init__(self, params: Any, lr: float = 1e-2, alpha: Optional[float] = None,
@@ -108,11 +112,11 @@ class RMSprop(Optimizer):
                  n_threads: Optional[int] = None, duplicates: str = "sum",
                  nonfinite: str = "raise", rowwise: bool = False,
                  dtype: Optional[str] = None, rounding: str = "nearest", seed: int = 0,
-                 state_dtype: Optional[str] = None) -> None:
+                 state_dtype: Optional[str] = None, rowwise_tail: Any = 0) -> None:
         self._state_dtype = V.check_state_dtype(state_dtype)
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
                                       centered=centered, weight_decay=weight_decay, lazy=lazy,
-                                      rowwise=rowwise),
+                                      rowwise=rowwise, rowwise_tail=rowwise_tail),
                          preset=preset, n_threads=n_threads, duplicates=duplicates,
                          nonfinite=nonfinite, dtype=dtype,
                          rounding=rounding, seed=seed)
@@ -120,6 +124,7 @@ class RMSprop(Optimizer):
             V.check_bf16_state(self.param_groups[0]["lazy"], self._params)
         V.check_rowwise_storage("RMSprop", self.param_groups[0]["rowwise"], self._kinds,
                                 self._bf16_state)
+        self._init_tails()
 
     @property
     def state_dtype(self) -> Optional[str]:
@@ -145,6 +150,7 @@ class RMSprop(Optimizer):
         g["initial_square_avg"] = V.check_real("initial_square_avg", g["initial_square_avg"])
         g["centered"] = bool(g["centered"])
         g["rowwise"] = V.check_flag("rowwise", g["rowwise"])
+        g["rowwise_tail"] = self._check_tail(g.get("rowwise_tail", 0))
         V.check_choice("lazy", g["lazy"], ("frozen", "decay"))
         V.check_choice("eps_mode", g["eps_mode"], ("outside", "inside"))
         V.check_lr_weight_decay(g["lr"], g["weight_decay"])
@@ -182,7 +188,7 @@ class RMSprop(Optimizer):
         if sname == "momentum_buffer":
             return p.shape, p.dtype
         if sname in ("square_avg", "grad_avg"):
-            return ((p.shape[0],) if self._rowwise() else p.shape), p.dtype
+            return (self._rowwise_shape(p) if self._rowwise() else p.shape), p.dtype
         return None, None
 
     def _state_spec(self, group: Dict[str, Any]) -> List[Tuple[str, float]]:
@@ -223,7 +229,9 @@ class RMSprop(Optimizer):
                 flags, self._threads(n, _width(p)), self.rounding == "stochastic",
                 self.seed | ((i + self._stream_base) << 32), state["step"])
             return
-        kernel = _rows.rmsprop_rowwise_update if group["rowwise"] else _rows.rmsprop_rows_update
+        tail = self._tail(i) if group["rowwise"] else 0
+        kernel = (_rows.rmsprop_rowwise_split_update if tail else _rows.rmsprop_rowwise_update
+                  if group["rowwise"] else _rows.rmsprop_rows_update)
         self._kernel(i, kernel)(
             V.rows_view(p), V.rows_view(state["square_avg"]),
             V.rows_view(state["grad_avg"]) if centered else dummy,
@@ -234,7 +242,7 @@ class RMSprop(Optimizer):
             self._pow_table("momentum", mu) if decay and mom else DUMMY_POW,
             state[ROW_WD] if decay else DUMMY_F64, state["step"], lr, group["alpha"], mu,
             group["eps"] if inside else 0.0, 0.0 if inside else group["eps"], 1.0 - lr * wd,
-            wd_prev, wd_now, flags, self._threads(n, _width(p)))
+            wd_prev, wd_now, flags, self._threads(n, _width(p)), *((tail,) if tail else ()))
 
     def _flush(self, i: int, state: Dict[str, Any], group: Dict[str, Any]) -> None:
         kept = dict(self._state_spec(group))  # the arrays phase 1 checked

@@ -129,7 +129,11 @@ _COMMON_DOC = """
     init_std : float, default 0.01
         Factors start as ``N(0, init_std**2)``; linear weights at 0.
     optimizer_params : dict, optional
-        Extra keyword arguments of the sparseopt optimizer.
+        Extra keyword arguments of the sparseopt optimizer. With row-wise state
+        (``{"rowwise": True}``, ``{"rowwise": "v"}`` for Adam) and one output, each row's
+        linear weight (its last column) keeps its own row-wise scalar (``rowwise_tail``), apart
+        from the factors; ``"rowwise_tail": 0`` shares one. With several outputs a row holds
+        one ``[v, w]`` block per output and shares one scalar.
     warm_start : bool, default False
         Continue from the previous ``fit`` (same features and outputs).
     random_state : None, int, RandomState or Generator
@@ -255,8 +259,14 @@ class _BaseFM(BaseEstimator):
         self.table_ = np.ascontiguousarray(T.reshape(n_features, n_out * (k + 1)), dtype=dtype)
         self.w0_ = np.ascontiguousarray(w0, dtype=dtype)
         self.n_components_ = k
+        kw = self.optimizer_params
+        if isinstance(kw, dict) and kw.get("rowwise") and "rowwise_tail" not in kw and \
+                n_out == 1:
+            # the linear weight is the row's last column: its own row-wise scalar, apart from
+            # the factors (its gradient, the residual times x, is on another scale)
+            kw = dict(kw, rowwise_tail=[1, 0])
         self.optimizer_ = make_optimizer(p["optimizer"], [self.table_, self.w0_], p["lr"],
-                                         p["n_threads"], self.optimizer_params)
+                                         p["n_threads"], kw)
         self.loss_curve_: List[float] = []
         self.n_iter_ = 0
         self.t_ = 0

@@ -432,7 +432,11 @@ class MatrixFactorization(BaseRecommender):
         0.1 (BPR), 0.01 (WARP).
     optimizer_params : dict, optional
         Extra keyword arguments of the optimizer (e.g. ``{"lazy": "decay"}``,
-        ``{"betas": (0.9, 0.99)}``).
+        ``{"betas": (0.9, 0.99)}``). With row-wise state (``{"rowwise": "v"}`` for Adam,
+        ``{"rowwise": True}`` for Adagrad and RMSprop) the bias column of each table keeps
+        its own row-wise scalars (``rowwise_tail``): the bias gradient is far larger than
+        the factors' and, sharing one scalar, would shrink the factors' steps. Set
+        ``"rowwise_tail": 0`` to share one scalar per row.
     dtype : float32 or float64, default float32
     random_state : None, int or numpy.random.Generator
         Seeds the initialisation, the shuffling and the BPR negatives / WARP draws.
@@ -778,6 +782,11 @@ class MatrixFactorization(BaseRecommender):
                 "preset" not in (kw or {}):
             kw = dict(kw or {})
             kw.setdefault("bias_correction", "global")
+        if isinstance(kw, dict) and kw.get("rowwise") and "rowwise_tail" not in kw and \
+                (self._user_bias or self._item_bias):
+            # each table's bias is its last column: its own row-wise scalar, apart from the
+            # factors (the bias gradient, the residual itself, would set their step size)
+            kw = dict(kw, rowwise_tail=[int(self._user_bias), int(self._item_bias)])
         return kw  # anything but a dict or None is refused by make_optimizer
 
     def _check_continue(self, p: Dict[str, Any], st: _Fitted) -> None:

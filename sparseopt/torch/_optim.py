@@ -201,6 +201,8 @@ class _TorchOptimizer(torch.optim.Optimizer):
         if state_dtype is not None:
             # Adagrad has no lazy mode (a skipped step adds nothing): it counts as frozen
             V.check_bf16_state(inner.param_groups[0].get("lazy", "frozen"), inner._params)
+        if hasattr(inner, "_init_tails"):  # a param group's rowwise_tail, checked per tensor
+            inner._init_tails()
         if state_layout is not None:
             inner._init_layout(state_layout)
         return inner
@@ -549,7 +551,8 @@ class Adam(_TorchOptimizer):
     params : iterable of tensors or of dicts (param groups)
     lr, betas, eps, weight_decay, amsgrad, lazy, bias_correction, preset, rowwise
         As for :class:`sparseopt.Adam`; each may differ per param group (``lazy``,
-        ``bias_correction`` and ``rowwise`` cannot change after a parameter's first step).
+        ``bias_correction`` and ``rowwise`` cannot change after a parameter's first step). A
+        param group may also set ``rowwise_tail`` (an int, applied to each of its tensors).
     n_threads, duplicates, nonfinite, rounding, seed, state_dtype, state_layout
         As for :class:`sparseopt.Adam`, for the whole optimizer (``state_dtype="bfloat16"``
         state is shown and saved as bfloat16 tensors; ``opt.state[p]`` of a compact table

@@ -230,7 +230,8 @@ def test_matrix_factorization_takes_rowwise_through_optimizer_params():
     m = MatrixFactorization(n_components=4, optimizer="adam", n_epochs=2, random_state=0,
                             optimizer_params={"rowwise": "v"}).fit(X)
     st = m.optimizer_.state[0]
-    assert st["exp_avg_sq"].shape == (m.user_table_.shape[0],)
+    # the bias column keeps its own second moment (rowwise_tail): two per row
+    assert st["exp_avg_sq"].shape == (m.user_table_.shape[0], 2)
     assert np.isfinite(m.predict(rng.integers(0, 30, 5), rng.integers(0, 20, 5))).all()
 
 
