@@ -9,6 +9,7 @@ lazily and exactly. ``docs/semantics.md`` ("Estimators") maps every parameter. R
 scikit-learn (``pip install sparseopt[sklearn]``).
 """
 from ._base import eta0_for_rate, optimizer_rate
+from ._l1 import l1_alpha_max
 from ._sgd import SGDClassifier, SGDRegressor
 
-__all__ = ["SGDClassifier", "SGDRegressor", "optimizer_rate", "eta0_for_rate"]
+__all__ = ["SGDClassifier", "SGDRegressor", "optimizer_rate", "eta0_for_rate", "l1_alpha_max"]

@@ -299,3 +299,100 @@ def test_refresh_recomputes_weights_under_the_current_penalty():
     assert (w[:20] == 0).any() and (w[20:] == untouched).all()
     assert (opt.state[0]["z"] == z).all() and (opt.state[0]["n"] == n).all()
     assert opt.state[0]["step"] == 1
+
+
+
+# ------------------------------------------------------------- the L1 strength (alpha)
+
+
+def _exact_l1(X, y, n_alpha):
+    """L1-penalised logistic regression at C = 1 / (n alpha), solved to convergence by
+    scikit-learn's saga (an unpenalised intercept, as the estimators')."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+    major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
+    # scikit-learn 1.8 spells L1 as l1_ratio=1 (penalty= is deprecated there)
+    kw = dict(l1_ratio=1.0) if (major, minor) >= (1, 8) else dict(penalty="l1")
+    return LogisticRegression(C=1.0 / n_alpha, solver="saga", tol=1e-10, max_iter=100000,
+                              **kw).fit(X, y)
+
+
+def _l1_data(seed=0, n=600, d=40, classes=2):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    coef = np.zeros((d, classes - 1))
+    coef[:8] = rng.normal(size=(8, classes - 1))
+    Z = np.c_[np.zeros(n), X @ coef + rng.normal(size=(n, classes - 1))]
+    return X, Z.argmax(axis=1)
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.02, 0.04])
+def test_estimator_l1_support_is_the_exact_l1_solutions(alpha):
+    """alpha means scikit-learn's alpha with FTRL too (its l1 is alpha times the steps, each
+    a batch-mean gradient): run to convergence, FTRL's exact zeros are those of the
+    L1-penalised logistic regression solved by another method (saga, C = 1 / (n alpha)).
+    The exact supports at 0.005, 0.01, 0.02, 0.04 have 25, 17, 11, 8 coefficients, so a
+    penalty off by a factor of 2 fails."""
+    X, y = _l1_data()
+    exact = _exact_l1(X, y, X.shape[0] * alpha)
+    support = exact.coef_[0] != 0
+    assert 5 <= support.sum() < X.shape[1]
+    for batch_size in (32, 600):  # the scale does not depend on the batch size
+        m = SGDClassifier(loss="log_loss", optimizer="ftrl", penalty="l1", alpha=alpha,
+                          tol=None, max_iter=200, batch_size=batch_size,
+                          random_state=0).fit(X, y)
+        np.testing.assert_array_equal(m.coef_[0] != 0, support)
+        np.testing.assert_allclose(m.coef_[0], exact.coef_[0], atol=0.04)
+
+
+def test_estimator_l1_sparsity_is_monotone_in_alpha_with_exact_zeros():
+    X, y = _l1_data(1)
+    nnz = []
+    for alpha in [1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]:
+        m = SGDClassifier(loss="log_loss", optimizer="ftrl", penalty="l1", alpha=alpha,
+                          random_state=0).fit(X, y)
+        nnz.append(int(np.sum(m.coef_ != 0.0)))  # exact zeros, no threshold
+    assert nnz == sorted(nnz, reverse=True) and nnz[0] > nnz[-1], nnz
+    assert nnz[-1] < X.shape[1] // 4
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_l1_alpha_max_is_where_the_l1_solution_becomes_zero(classes):
+    """l1_alpha_max: the exact L1 solution (saga; multinomial with three classes) is all
+    zeros just above it and not just below it, and FTRL's agrees."""
+    from sparseopt.linear_model import l1_alpha_max
+    X, y = _l1_data(5, n=300, d=10, classes=classes)
+    n = X.shape[0]
+    amax = l1_alpha_max(X, y)
+    assert amax > 0
+    for f, zero in ((1.05, True), (0.9, False)):
+        assert (np.count_nonzero(_exact_l1(X, y, n * amax * f).coef_) == 0) == zero
+        m = SGDClassifier(loss="log_loss", optimizer="ftrl", penalty="l1", alpha=amax * f,
+                          tol=None, max_iter=100, random_state=0).fit(X, y)
+        assert (np.count_nonzero(m.coef_) == 0) == zero
+    # weights count as the estimators count them: integer weights repeat samples
+    w = np.arange(n) % 3
+    rep = np.repeat(np.arange(n), w)
+    assert l1_alpha_max(X, y, sample_weight=w) * n == pytest.approx(
+        l1_alpha_max(X[rep], y[rep]) * rep.shape[0], rel=1e-12)
+
+
+def test_l1_alpha_max_regression_and_refusals():
+    from sklearn.linear_model import Lasso
+    from sparseopt.linear_model import l1_alpha_max
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(200, 6))
+    y = X[:, 0] - 2 * X[:, 3] + rng.normal(size=200)
+    amax = l1_alpha_max(X, y, loss="squared_error")
+    # Lasso's objective is the mean of (y - p)**2 / 2 plus alpha |w|_1, as SGDRegressor's
+    assert np.count_nonzero(Lasso(alpha=amax * 1.01, tol=1e-12).fit(X, y).coef_) == 0
+    assert np.count_nonzero(Lasso(alpha=amax * 0.95, tol=1e-12).fit(X, y).coef_) > 0
+    import scipy.sparse as sp
+    assert l1_alpha_max(sp.csr_matrix(X), y, loss="squared_error") == pytest.approx(amax)
+    assert l1_alpha_max(X, np.ones(200), loss="squared_error") == 0.0
+    with pytest.raises(ValueError, match="loss"):
+        l1_alpha_max(X, y, loss="hinge")
+    with pytest.raises(ValueError, match="sample_weight"):
+        l1_alpha_max(X, y, loss="squared_error", sample_weight=np.ones(3))
+    with pytest.raises(ValueError):
+        l1_alpha_max(np.full((3, 2), np.nan), [0, 1, 0])
