@@ -432,13 +432,14 @@ def _dsgd_cells(client, parts, kw, n_blocks):
     return init, seed, cells
 
 
-@pytest.mark.parametrize("n_blocks", [1, 3])
-def test_dsgd_is_the_sequential_block_schedule(client, n_blocks):
+@pytest.mark.parametrize("n_blocks, rounds", [(1, 1), (3, 2)])
+def test_dsgd_is_the_sequential_block_schedule(client, n_blocks, rounds, monkeypatch):
     """DSGD on two workers is bitwise one process running the same cells in the same order
     on the whole tables (each cell by the estimator's own pass): tables, Adagrad
     accumulators and step counters. Three blocks on two workers: a worker holds two user
-    blocks and item blocks move between them."""
+    blocks and item blocks move between them; two rounds: each cell's pass in two runs."""
     from sparseopt.dask import _dsgd
+    monkeypatch.setattr(_dsgd, "ROUNDS", rounds)  # read by the driver only
     tr, _ = _ratings(n=6000, seed=3)
     parts = [dask.delayed(tr.iloc[:2500]), dask.delayed(tr.iloc[2500:]),
              dask.delayed(tr.iloc[:0])]
@@ -447,7 +448,7 @@ def test_dsgd_is_the_sequential_block_schedule(client, n_blocks):
     got = sd.fit(MatrixFactorization(**kw), parts, client=client, method="dsgd",
                  n_blocks=n_blocks, stats=stats)
     init, seed, cells = _dsgd_cells(client, parts, kw, n_blocks)
-    ref = _dsgd.sequential_reference(init, cells, n_blocks, 2, seed, _dsgd.ROUNDS)
+    ref = _dsgd.sequential_reference(init, cells, n_blocks, 2, seed, rounds)
     assert np.array_equal(got.user_table_, ref.user_table_)
     assert np.array_equal(got.item_table_, ref.item_table_)
     assert not np.array_equal(got.item_table_, init.item_table_)
@@ -455,7 +456,7 @@ def test_dsgd_is_the_sequential_block_schedule(client, n_blocks):
         assert np.array_equal(got.optimizer_.state[key]["sum"], ref.optimizer_.state[key]["sum"])
         assert got.optimizer_.state[key]["step"] == ref.optimizer_.state[key]["step"] > 0
     assert got.n_epochs_ == 2 and len(got.history_) == 2
-    assert len(stats) == 2 * n_blocks * _dsgd.ROUNDS
+    assert len(stats) == 2 * n_blocks * rounds
     assert sum(sum(s["ratings"]) for s in stats) == 2 * len(tr)
     # a user block stays on its worker: only item blocks travel, never more than the table
     n_items = got.item_table_.shape[0]
@@ -535,3 +536,25 @@ def test_killed_worker_changes_nothing(two_workers):
     assert len([s for s in stats if s != "killed"]) == 10
     assert np.array_equal(got.coef_, clean.coef_)
     assert np.array_equal(got.intercept_, clean.intercept_)
+
+
+def test_dsgd_killed_worker_changes_nothing(two_workers):
+    """A worker killed mid-DSGD (with its user blocks, cells and item blocks in flight):
+    the lost tasks re-run from their inputs, or the epoch from the gathered model, and the
+    result is bitwise the clean fit's."""
+    client = two_workers
+    tr, _ = _ratings(n=15000, seed=5)
+    parts = [dask.delayed(tr.iloc[:7000]), dask.delayed(tr.iloc[7000:])]
+    kw = dict(n_components=8, random_state=0, n_epochs=4, batch_size=64)
+    clean = sd.fit(MatrixFactorization(**kw), parts, client=client, n_blocks=2)
+    stats = []
+    killer = threading.Thread(target=_kill_one_worker_after, args=(client, stats, 2),
+                              daemon=True)
+    killer.start()
+    got = sd.fit(MatrixFactorization(**kw), parts, client=client, n_blocks=2, stats=stats)
+    killer.join(timeout=60)
+    assert "killed" in stats[:-1]
+    assert np.array_equal(got.user_table_, clean.user_table_)
+    assert np.array_equal(got.item_table_, clean.item_table_)
+    assert np.array_equal(got.optimizer_.state[1]["sum"], clean.optimizer_.state[1]["sum"])
+
