@@ -74,13 +74,13 @@ def split_partition(enc, n_blocks: int) -> List[Tuple[np.ndarray, np.ndarray, np
 
 
 def pick(pieces, index: int):
+    """One cell's piece of a split partition (a task next to the split: only it travels)."""
     return pieces[index]
 
 
-def make_cell(n_users: int, n_items: int, n_blocks: int, *pieces) -> Tuple[np.ndarray, int]:
-    """One cell: its ratings (in partition order) as packed records of the row indices in
-    the user block and the item block, and the global ids kept for the sequential
-    reference; returns ``(records, users, items, values)``."""
+def make_cell(n_users: int, n_items: int, n_blocks: int, *pieces) -> np.ndarray:
+    """One cell from its pieces of every partition (in partition order): packed records
+    (``pack_ratings``) of the ratings' row indices in their user block and item block."""
     from ..recommend._sampling import pack_ratings
     u = np.concatenate([p[0] for p in pieces]) if pieces else np.empty(0, np.int64)
     i = np.concatenate([p[1] for p in pieces]) if pieces else np.empty(0, np.int64)
@@ -90,10 +90,6 @@ def make_cell(n_users: int, n_items: int, n_blocks: int, *pieces) -> Tuple[np.nd
     u = np.ascontiguousarray(u, dtype=np.int64)
     i = np.ascontiguousarray(i, dtype=np.int64)
     return pack_ratings(np.ascontiguousarray(lu[u]), np.ascontiguousarray(li[i]), v)
-
-
-def cell_size(records) -> int:
-    return int(records.shape[0])
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -251,8 +247,8 @@ def sequential_reference(model, cells, n_blocks: int, n_epochs: int, seed: int,
                          n_rounds: int):
     """The DSGD schedule run in one process on the whole tables (for the tests): every
     sub-epoch's cells in block order, each by the estimator's own pass with the cell's
-    seed (``cell_pass``). ``cells[bu][bi]`` are ``(users, items, values)`` of global row indices in the
-    grid's order. Returns a trained copy of ``model``."""
+    seed (``cell_pass``). ``cells[bu][bi]`` are ``(users, items, values)`` of global row
+    indices in the grid's order. Returns a trained copy of ``model``."""
     from ..recommend._sampling import pack_ratings
     est = copy.deepcopy(model)
     p = est._check_params()
