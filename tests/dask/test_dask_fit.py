@@ -439,7 +439,8 @@ def test_dsgd_is_the_sequential_block_schedule(client, n_blocks, rounds, monkeyp
     accumulators and step counters. Three blocks on two workers: a worker holds two user
     blocks and item blocks move between them; two rounds: each cell's pass in two runs."""
     from sparseopt.dask import _dsgd
-    monkeypatch.setattr(_dsgd, "ROUNDS", rounds)  # read by the driver only
+    monkeypatch.setattr(_dsgd, "MIN_SUB_EPOCHS", n_blocks * rounds)  # read by the driver
+    assert _dsgd.rounds_for(n_blocks) == rounds
     tr, _ = _ratings(n=6000, seed=3)
     parts = [dask.delayed(tr.iloc[:2500]), dask.delayed(tr.iloc[2500:]),
              dask.delayed(tr.iloc[:0])]
