@@ -294,7 +294,11 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
     irows, _ = block_rows(n_items, B)
 
     def owner(b):
-        return [workers[b % len(workers)]]
+        """Where block ``b``'s tasks run: its worker, loosely (another one when it is gone;
+        anywhere while the cluster has none)."""
+        if not workers:
+            return {}
+        return dict(workers=[workers[b % len(workers)]], allow_other_workers=True)
 
     # the grid, built on the workers and kept there: cell (bu, bi) on bu's worker
     splits = [client.submit(split_partition, e, B, pure=False, retries=3)
@@ -302,8 +306,7 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
     cells = [[client.submit(make_cell, n_users, n_items, B,
                             *[client.submit(pick, sp_, bu * B + bi, pure=False, retries=3)
                               for sp_ in splits],
-                            pure=False, retries=3, workers=owner(bu),
-                            allow_other_workers=True)
+                            pure=False, retries=3, **owner(bu))
               for bi in range(B)] for bu in range(B)]
     del splits, encs
     template = template_of(model)
@@ -321,14 +324,13 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*[Ll]arge object",
                                     category=UserWarning)
-            ub = [client.submit(identity, take_block(model, 0, urows[b]), pure=False,
-                                workers=owner(b), allow_other_workers=True)
-                  for b in range(B)]
-            ib = [client.submit(identity, take_block(model, 1, irows[b]), pure=False,
-                                workers=owner(b), allow_other_workers=True)
-                  for b in range(B)]
-        sent = sum(block_bytes(take_block(model, s, r)) for s, rs in ((0, urows), (1, irows))
-                   for r in rs)
+            ublocks = [take_block(model, 0, r) for r in urows]
+            iblocks = [take_block(model, 1, r) for r in irows]
+            ub = [client.submit(identity, blk, pure=False, **owner(b))
+                  for b, blk in enumerate(ublocks)]
+            ib = [client.submit(identity, blk, pure=False, **owner(b))
+                  for b, blk in enumerate(iblocks)]
+        sent = sum(block_bytes(blk) for blk in ublocks + iblocks)
         return ub, ib, sent
 
     def submit_epoch(epoch, ub, ib):
@@ -342,18 +344,16 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
                 j = (b + s) % B
                 out = client.submit(train_cell, ub[b], ib[j], cells[b][j], ctx,
                                     cell_seed(seed, epoch, b, j), B, r, n_rounds,
-                                    pure=False, retries=3,
-                                    workers=owner(b), allow_other_workers=True)
-                new_u[b] = client.submit(first, out, pure=False, retries=3,
-                                         workers=owner(b), allow_other_workers=True)
-                new_i[j] = client.submit(second, out, pure=False, retries=3,
-                                         workers=owner(b), allow_other_workers=True)
+                                    pure=False, retries=3, **owner(b))
+                new_u[b] = client.submit(first, out, pure=False, retries=3, **owner(b))
+                new_i[j] = client.submit(second, out, pure=False, retries=3, **owner(b))
                 res.append(client.submit(rest, out, pure=False, retries=3))
             ub, ib = new_u, new_i
             info.append(res)
         return ub, ib, info
 
-    iblock_bytes = [block_bytes(take_block(model, 1, r)) for r in irows]
+    iblock_bytes = [int(r.size) * (block_bytes(take_block(model, 1, r[:1])) if r.size else 0)
+                    for r in irows]
     ub, ib, sent = scatter_blocks()
     pending = submit_epoch(0, ub, ib)
     sent_first = sent
