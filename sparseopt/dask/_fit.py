@@ -196,7 +196,10 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     each sub-epoch trains cells that share no user and no item in parallel, every task
     returning its blocks and their optimizer rows exactly. No average is taken: the model is
     that of one process training the same cells in the same order, and converges as the
-    single-process fit does.
+    single-process fit does. A cell holds ``1 / n_blocks`` of a row's ratings, so it trains
+    in batches of ``ceil(batch_size / n_blocks)`` (each row as often per batch as in a batch
+    of ``batch_size`` of all the data, every rating weighted ``1 / batch_size``), and an
+    epoch makes at least 4 sub-epochs (each cell's pass in as many runs).
 
     A worker lost mid-fit changes nothing in the result: every task is a pure function of
     the model and its partition (random draws are seeded per epoch, sync and partition), so
