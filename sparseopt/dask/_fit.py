@@ -198,7 +198,7 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     that of one process training the same cells in the same order, and converges as the
     single-process fit does. A cell holds ``1 / n_blocks`` of a row's ratings, so it trains
     in batches of ``ceil(batch_size / n_blocks)`` (each row as often per batch as in a batch
-    of ``batch_size`` of all the data, every rating weighted ``1 / batch_size``), and an
+    of ``batch_size`` of all the data, every rating weighted ``1 / (n_blocks x that)``), and an
     epoch makes at least 4 sub-epochs (each cell's pass in as many runs).
 
     A worker lost mid-fit changes nothing in the result: every task is a pure function of
