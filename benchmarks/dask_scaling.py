@@ -25,6 +25,13 @@ workers; the held-out RMSE after every epoch, the time to the single-process fit
 plus ``--rmse-tolerance``, and per sync the rows of both tables mixed.
 
     python benchmarks/dask_scaling.py --problem mf --rows 2000000
+
+``--method`` (default ``dsgd,mixing``) runs dask-1 and dask-2 once per listed method of
+``sparseopt.dask.fit``, interleaved in one process, and prints the time-to-target table,
+the dask-2 / dask-1 ratios and the final RMSE against the single process per method, then per
+sync the rows and bytes that moved (DSGD: the item blocks that travel between the workers,
+and each training task's CPU seconds). ``--blocks`` is DSGD's ``n_blocks`` (default 2, the
+same for dask-1 and dask-2, so both compute the same model).
 """
 from __future__ import annotations
 
@@ -110,6 +117,7 @@ def main_mf(a):
     per = a.rows // a.partitions
     specs = [(1000 + i, per, n_users, n_items, i, a.partitions) for i in range(a.partitions)]
     test = _ratings_part((1, a.test_rows, n_users, n_items))
+    methods = a.method.split(",")
 
     def estimator():
         return MatrixFactorization(n_components=16, random_state=0, learning_rate=a.lr,
@@ -119,14 +127,15 @@ def main_mf(a):
         parts = [_ratings_part(s) for s in specs]
         cols = tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
         est, secs, rmses = estimator(), [], []
+        cpu = time.process_time()
         for e in range(a.epochs):
             tic = time.perf_counter()
             est.partial_fit(cols)
             secs.append(time.perf_counter() - tic)
             rmses.append(_mf_rmse(est, test))
-        return dict(secs=secs, rmses=rmses)
+        return dict(secs=secs, rmses=rmses, cpu=time.process_time() - cpu)
 
-    def run_dask(n_workers):
+    def run_dask(n_workers, method):
         with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                           host="127.0.0.1", dashboard_address=None) as cluster, \
                 Client(cluster) as client:
@@ -143,16 +152,24 @@ def main_mf(a):
                                   _mf_rmse(model, test)))
                     eval_time[0] += time.perf_counter() - tic
 
+            kw = dict(method=method)
+            if method == "dsgd":
+                kw["n_blocks"] = a.blocks
+            else:
+                kw["sync_every"] = a.sync_every
             t_start[0] = time.perf_counter()
-            sd.fit(estimator(), xs, client=client, n_epochs=a.epochs,
-                   sync_every=a.sync_every, stats=stats, callback=callback)
+            sd.fit(estimator(), xs, client=client, n_epochs=a.epochs, stats=stats,
+                   callback=callback, **kw)
             return dict(rmses=[x[1] for x in rmses], times=[x[0] for x in rmses],
                         stats=stats)
 
-    results = {"single": [], "dask-1": [], "dask-2": []}
+    runs = [("single", run_single)]
+    for m in methods:
+        runs += [(f"dask-1 {m}", lambda m=m: run_dask(1, m)),
+                 (f"dask-2 {m}", lambda m=m: run_dask(2, m))]
+    results = {name: [] for name, _ in runs}
     for rep in range(a.repeats):
-        for name, fn in (("single", run_single), ("dask-1", lambda: run_dask(1)),
-                         ("dask-2", lambda: run_dask(2))):
+        for name, fn in runs:
             r = fn()
             results[name].append(r)
             print(f"[rep {rep}] {name}: {r}"[:600], file=sys.stderr, flush=True)
@@ -166,28 +183,52 @@ def main_mf(a):
         return float("nan")
 
     print(f"# sparseopt.dask scaling, MF: {a.rows} ratings, {n_users} users x {n_items} items, "
-          f"{a.partitions} partitions, {a.epochs} epochs, lr {a.lr}, "
-          f"sync_every={a.sync_every}\n")
+          f"{a.partitions} partitions, {a.epochs} epochs, lr {a.lr}, methods {methods}, "
+          f"n_blocks={a.blocks} (dsgd), sync_every={a.sync_every} (mixing)\n")
     print(f"target: single-process final RMSE + {a.rmse_tolerance} = {target:.4f}\n")
-    print("| run | rep | RMSE per epoch | total s | time to target s |")
-    print("|---|---|---|---|---|")
-    for name, runs in results.items():
-        for i, r in enumerate(runs):
-            total = r["times"][-1] if "times" in r else sum(r["secs"])
-            print(f"| {name} | {i} | {', '.join(f'{x:.4f}' for x in r['rmses'])} | "
-                  f"{total:.2f} | {time_to(r):.2f} |")
-    tot = [b["times"][-1] / c["times"][-1] for b, c in zip(results["dask-2"],
-                                                           results["dask-1"])]
-    ratios = [time_to(b) / time_to(c) for b, c in zip(results["dask-2"], results["dask-1"])]
-    print(f"\ndask-2 / dask-1 time to target, paired per rep: "
-          f"{', '.join(f'{x:.3f}' for x in ratios)}")
-    print(f"dask-2 / dask-1 total time, paired per rep: "
-          f"{', '.join(f'{x:.3f}' for x in tot)} (median {statistics.median(tot):.3f})")
-    print("\n| sync | rows mixed | table rows | delta bytes | bytes sent to workers | seconds |")
+    print("| run | rep | RMSE per epoch | epoch ends s | total s | time to target s |")
     print("|---|---|---|---|---|---|")
-    for s_ in results["dask-2"][-1]["stats"]:
-        print(f"| {s_['epoch']}.{s_['sync']} | {s_['rows']} | {s_['table_rows']} | "
-              f"{s_['bytes']} | {s_['sent_bytes']} | {s_['seconds']:.2f} |")
+    for name, runs_ in results.items():
+        for i, r in enumerate(runs_):
+            ends = r.get("times") or list(np.cumsum(r["secs"]))
+            print(f"| {name} | {i} | {', '.join(f'{x:.4f}' for x in r['rmses'])} | "
+                  f"{', '.join(f'{x:.2f}' for x in ends)} | {ends[-1]:.2f} | "
+                  f"{time_to(r):.2f} |")
+    single_final = [r["rmses"][-1] for r in results["single"]]
+    for m in methods:
+        two, one = results[f"dask-2 {m}"], results[f"dask-1 {m}"]
+        ratios = [time_to(b) / time_to(c) for b, c in zip(two, one)]
+        tot = [b["times"][-1] / c["times"][-1] for b, c in zip(two, one)]
+        print(f"\n{m}: dask-2 / dask-1 time to target, paired per rep: "
+              f"{', '.join(f'{x:.3f}' for x in ratios)}")
+        print(f"{m}: dask-2 / dask-1 total time, paired per rep: "
+              f"{', '.join(f'{x:.3f}' for x in tot)} (median {statistics.median(tot):.3f})")
+        gaps = [b["rmses"][-1] - s for b, s in zip(two, single_final)]
+        print(f"{m}: final RMSE dask-2 - single, paired per rep: "
+              f"{', '.join(f'{x:+.4f}' for x in gaps)}")
+    cpus = [r["cpu"] for r in results["single"]]
+    print(f"\nsingle process: CPU seconds of the {a.epochs} epochs: "
+          f"{', '.join(f'{x:.2f}' for x in cpus)}")
+    for name, runs_ in results.items():
+        if "dsgd" not in name:
+            continue
+        # the training tasks' CPU seconds (setup and driver excluded): all of them, and the
+        # critical path (per sub-epoch the slowest task; its tasks run in parallel), a
+        # measure of the parallelism that a loaded machine's wall clock hides
+        tot = [sum(sum(s_["task_cpu"]) for s_ in r["stats"]) for r in runs_]
+        crit = [sum(max(s_["task_cpu"]) for s_ in r["stats"]) for r in runs_]
+        print(f"{name}: training task CPU s total {', '.join(f'{x:.2f}' for x in tot)}; "
+              f"critical path {', '.join(f'{x:.2f}' for x in crit)}")
+    for m in methods:
+        st = results[f"dask-2 {m}"][-1]["stats"]
+        print(f"\n{m}, dask-2, last rep, per sync:\n")
+        print("| sync | rows moved | table rows | bytes between workers | bytes sent by the "
+              "driver | seconds | task CPU s |")
+        print("|---|---|---|---|---|---|---|")
+        for s_ in st:
+            cpu = ", ".join(f"{c:.2f}" for c in s_["task_cpu"]) if "task_cpu" in s_ else "-"
+            print(f"| {s_['epoch']}.{s_['sync']} | {s_['rows']} | {s_['table_rows']} | "
+                  f"{s_['bytes']} | {s_['sent_bytes']} | {s_['seconds']:.2f} | {cpu} |")
 
 
 def _warm_up():
@@ -217,6 +258,9 @@ def main(argv=None):
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--rmse-tolerance", type=float, default=0.01)
+    ap.add_argument("--method", default="dsgd,mixing",
+                    help="mf: comma-separated methods of sparseopt.dask.fit to run")
+    ap.add_argument("--blocks", type=int, default=2, help="mf: n_blocks of method 'dsgd'")
     a = ap.parse_args(argv)
     if a.problem == "mf":
         return main_mf(a)

@@ -1882,6 +1882,66 @@ def check_torch_state_tensor(name: str, sname: str, t: Any) -> None:
 # --------------------------------------------------------------------------- distributed fit
 
 
+def dsgd_refusal(p: Dict[str, Any], optimizer_params: Any) -> Optional[str]:
+    """Why ``sparseopt.dask.fit`` cannot train a ``MatrixFactorization`` of resolved
+    parameters ``p`` by DSGD, or None when it can. DSGD trains blocks of users and items
+    that share no row in parallel, each with the rows' own optimizer state: it needs a loss
+    whose gradient reads only the rating's user and item (squared; BPR and WARP draw
+    negatives among all the items) and a row update that does not read the global step
+    count (which the blocks do not share)."""
+    if p["loss"] != "squared":
+        return (f"loss={p['loss']!r} draws its negatives among all the items, which a block "
+                "of DSGD does not hold: DSGD trains loss='squared'")
+    kw = optimizer_params if isinstance(optimizer_params, dict) else {}
+    name = p["optimizer"]
+    if name not in ("adagrad", "rmsprop", "sgd"):
+        return (f"optimizer={name!r} reads the global step count (bias correction), which "
+                "the blocks of DSGD do not share: DSGD trains with 'adagrad', 'rmsprop' or "
+                "'sgd'")
+    for key, ok in (("lr_decay", 0), ("lazy", "frozen"), ("rounding", "nearest")):
+        if key in kw and kw[key] != ok:
+            return (f"optimizer_params {key}={kw[key]!r} reads the global step count, which "
+                    f"the blocks of DSGD do not share; DSGD needs {key}={ok!r}")
+    return None
+
+
+def check_fit_method(method: Any, n_blocks: Any, estimator: Any, sync_every: Any,
+                     persist: bool) -> str:
+    """The training method of ``sparseopt.dask.fit``: ``"dsgd"`` or ``"mixing"``.
+
+    ``"auto"`` is DSGD for a ``MatrixFactorization`` that DSGD can train (``dsgd_refusal``)
+    when neither ``sync_every`` (a mixing interval) nor ``persist=False`` (DSGD keeps its
+    grid of ratings in the workers' memory) is given, and mixing otherwise. ``n_blocks``
+    is DSGD's."""
+    method = check_choice("method", method, ("auto", "dsgd", "mixing"))
+    if n_blocks is not None:
+        check_positive_int("n_blocks", n_blocks)
+    name = type(estimator).__name__
+    if name != "MatrixFactorization":
+        if method == "dsgd":
+            raise ValueError(f"method='dsgd' trains MatrixFactorization; {name} trains by "
+                             "parameter mixing (method='auto' or 'mixing')")
+        reason = "mixing"
+    else:
+        p = estimator._check_params()
+        reason = dsgd_refusal(p, estimator.optimizer_params)
+        if reason is None and sync_every is not None:
+            reason = ("sync_every sets the interval of parameter mixing; DSGD exchanges "
+                      "blocks after every cell (leave sync_every=None)")
+        if reason is None and not persist:
+            reason = ("DSGD keeps its grid of ratings in the workers' memory; persist=False "
+                      "(partitions loaded at every pass) trains by method='mixing'")
+        if method == "dsgd" and reason is not None:
+            raise ValueError(f"method='dsgd' cannot train this model: {reason}")
+        if method == "mixing" or reason is not None:
+            reason = "mixing"
+    resolved = "mixing" if reason == "mixing" else "dsgd"
+    if n_blocks is not None and resolved != "dsgd":
+        raise ValueError(f"n_blocks is the grid size of method='dsgd'; this fit trains by "
+                         f"mixing (method={method!r})")
+    return resolved
+
+
 def check_distributed_fit(estimator: Any, sync_every: Any, n_epochs: Any, persist: Any,
                           stats: Any = None, callback: Any = None) -> None:
     """The arguments of ``sparseopt.dask.fit``, before any task is sent: the estimator must

@@ -7,7 +7,7 @@ slice of its partition (``sync_every`` mini-batches, or the whole partition) and
 (a tree, in partition order) and the driver writes the merged rows into its model
 (``_mixing``). Tasks are pure functions of the model and a partition, so Dask may re-run a
 task lost with a worker and the result is the same model. The recommenders' initialisation
-and tasks are in ``_recommend``.
+and tasks are in ``_recommend``; ``MatrixFactorization``'s DSGD (no mixing) in ``_dsgd``.
 """
 from __future__ import annotations
 
@@ -177,8 +177,9 @@ def _unique(y):
 
 
 def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
-        persist=True, stats=None, callback=None):
-    """Train ``estimator`` on a Dask cluster by iterative parameter mixing.
+        persist=True, stats=None, callback=None, method="auto", n_blocks=None):
+    """Train ``estimator`` on a Dask cluster by iterative parameter mixing, or by DSGD
+    (``MatrixFactorization``).
 
     Every partition of ``X`` is trained on by the estimator's own ``partial_fit`` (the lazy
     row optimizers), starting from the model the driver holds; after every pass over the
@@ -189,9 +190,20 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     worker keeps a replica of the model: after the first syncs only the merged rows travel
     to it, not the model.
 
+    A ``MatrixFactorization`` with the squared loss trains by DSGD (Gemulla et al. 2011,
+    ``sparseopt.dask._dsgd``) unless ``method="mixing"``: users and items are hashed into
+    ``n_blocks`` blocks, the ratings cut once into the grid of cells on the workers, and
+    each sub-epoch trains cells that share no user and no item in parallel, every task
+    returning its blocks and their optimizer rows exactly. No average is taken: the model is
+    that of one process training the same cells in the same order, and converges as the
+    single-process fit does. A cell holds ``1 / n_blocks`` of a row's ratings, so it trains
+    in batches of ``ceil(batch_size / n_blocks)`` (each row as often per batch as in a batch
+    of ``batch_size`` of all the data, every rating weighted ``1 / (n_blocks x that)``), and an
+    epoch makes at least 4 sub-epochs (each cell's pass in as many runs).
+
     A worker lost mid-fit changes nothing in the result: every task is a pure function of
     the model and its partition (random draws are seeded per epoch, sync and partition), so
-    Dask re-runs the lost tasks and the driver re-runs a sync that failed.
+    Dask re-runs the lost tasks and the driver re-runs a sync (a DSGD epoch) that failed.
 
     Parameters
     ----------
@@ -218,22 +230,41 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
         The cluster; None uses the current default client.
     sync_every : int or None
         Mini-batches each partition trains between two mixings; None mixes once per pass.
+        Mixing only (``method="auto"`` then mixes).
     n_epochs : int or None
         Passes over the data (each partition's rows once per pass); required for the
         linear models, else None takes the estimator's ``n_epochs``.
     persist : bool, default=True
         Keep the partitions in the workers' memory between passes. ``False`` recomputes
         them from their graph at every sync (out-of-core: give ``dask.delayed`` loaders,
-        and only the partitions being trained on are in memory, in the workers).
+        and only the partitions being trained on are in memory, in the workers). Mixing
+        only: DSGD keeps its grid of ratings in the workers' memory.
     stats : list or None
         When a list, one dict is appended per sync: ``epoch``, ``sync``, ``seconds``,
         ``rows`` (rows mixed, all tables), ``table_rows``, ``bytes`` (delta bytes sent by
         the partitions' tasks), ``sent_bytes`` (array bytes sent to the workers: the whole
         model on the first syncs, then the merged rows of the last syncs), ``last`` (the
-        epoch's last sync).
+        epoch's last sync). With DSGD a "sync" is a sub-epoch: ``rows`` and ``bytes`` are the
+        item-block rows and bytes that move to another worker after it, ``sent_bytes`` the
+        model's blocks sent at the start, ``gathered_bytes`` the model gathered by the
+        driver at the end of an epoch, ``ratings`` and ``task_cpu`` (CPU seconds) per task;
+        ``seconds`` is set on an epoch's last sub-epoch only (NaN on the others).
     callback : callable or None
         Called as ``callback(model, info)`` on the driver after every sync, with the mixed
-        model (read it, do not modify it) and the dict appended to ``stats``.
+        model (read it, do not modify it) and the dict appended to ``stats``; with DSGD,
+        after every epoch only (the driver holds the model between epochs only).
+    method : {"auto", "dsgd", "mixing"}, default="auto"
+        ``"dsgd"``: DSGD, for a ``MatrixFactorization`` with ``loss="squared"`` and an
+        optimizer whose row update reads no global step count (Adagrad without
+        ``lr_decay``, RMSprop with ``lazy="frozen"``, SGD; not stochastic rounding);
+        anything else raises ``ValueError`` saying why. ``"mixing"``: parameter mixing.
+        ``"auto"``: DSGD when it applies and neither ``sync_every`` nor ``persist=False``
+        is given, else mixing (BPR and WARP draw negatives among all the items, which a
+        block does not hold).
+    n_blocks : int or None
+        DSGD's number of user (and item) blocks; None takes the number of workers. The
+        model depends on it, not on the workers: the same ``n_blocks`` and seed give the
+        same model on any cluster. A multiple of the workers keeps them all busy.
 
     Returns
     -------
@@ -276,6 +307,7 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     from distributed import default_client
 
     V.check_distributed_fit(estimator, sync_every, n_epochs, persist, stats, callback)
+    method = V.check_fit_method(method, n_blocks, estimator, sync_every, persist)
     if client is None:
         client = default_client()
     from ..linear_model import SGDClassifier, SGDRegressor
@@ -283,6 +315,10 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
         if y is not None:
             raise TypeError("MatrixFactorization takes no y: X holds the (user, item, "
                             "value) columns")
+        if method == "dsgd":
+            from ._dsgd import fit_dsgd
+            return fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats,
+                            callback)
         return _fit_mf(estimator, X, client, sync_every, n_epochs, persist, stats, callback)
     if not isinstance(estimator, (SGDClassifier, SGDRegressor)):
         if y is None:

@@ -305,7 +305,7 @@ def test_mf_disjoint_partitions_keep_each_workers_rows(client):
     # an empty partition (as a filtered dask DataFrame has) is skipped
     parts = [dask.delayed(a), dask.delayed(b), dask.delayed(b.iloc[:0])]
     kw = dict(n_components=4, random_state=0, n_epochs=1)
-    got = sd.fit(MatrixFactorization(**kw), parts, client=client)
+    got = sd.fit(MatrixFactorization(**kw), parts, client=client, method="mixing")
     init, encs, _, _ = R.init_mf(MatrixFactorization(**kw), client, parts, True)
     seed = int(init._rng.integers(2 ** 63))
     steps = []
@@ -418,6 +418,91 @@ def test_syncs_send_the_touched_rows_not_the_model(client):
     assert np.array_equal(got.coef_, clean.coef_)
 
 
+# ----------------------------------------------------------------------------- DSGD
+
+def _dsgd_cells(client, parts, kw, n_blocks):
+    """The initial model, the seed and the grid of cells (global row indices) that a DSGD
+    fit of ``parts`` starts from, computed as the fit computes them."""
+    from sparseopt.dask import _dsgd, _recommend as R
+    init, encs, _, _ = R.init_mf(MatrixFactorization(**kw), client, parts, True)
+    seed = int(init._rng.integers(2 ** 63))
+    splits = [_dsgd.split_partition(e, n_blocks) for e in client.gather(encs)]
+    cells = [[tuple(np.concatenate([s[bu * n_blocks + bi][k] for s in splits])
+                    for k in range(3)) for bi in range(n_blocks)] for bu in range(n_blocks)]
+    return init, seed, cells
+
+
+@pytest.mark.parametrize("n_blocks, rounds", [(1, 1), (3, 2)])
+def test_dsgd_is_the_sequential_block_schedule(client, n_blocks, rounds, monkeypatch):
+    """DSGD on two workers is bitwise one process running the same cells in the same order
+    on the whole tables (each cell by the estimator's own pass): tables, Adagrad
+    accumulators and step counters. Three blocks on two workers: a worker holds two user
+    blocks and item blocks move between them; two rounds: each cell's pass in two runs."""
+    from sparseopt.dask import _dsgd
+    monkeypatch.setattr(_dsgd, "MIN_SUB_EPOCHS", n_blocks * rounds)  # read by the driver
+    assert _dsgd.rounds_for(n_blocks) == rounds
+    tr, _ = _ratings(n=6000, seed=3)
+    parts = [dask.delayed(tr.iloc[:2500]), dask.delayed(tr.iloc[2500:]),
+             dask.delayed(tr.iloc[:0])]
+    kw = dict(n_components=4, random_state=0, n_epochs=2, batch_size=64)
+    stats = []
+    got = sd.fit(MatrixFactorization(**kw), parts, client=client, method="dsgd",
+                 n_blocks=n_blocks, stats=stats)
+    init, seed, cells = _dsgd_cells(client, parts, kw, n_blocks)
+    ref = _dsgd.sequential_reference(init, cells, n_blocks, 2, seed, rounds)
+    assert np.array_equal(got.user_table_, ref.user_table_)
+    assert np.array_equal(got.item_table_, ref.item_table_)
+    assert not np.array_equal(got.item_table_, init.item_table_)
+    for key in (0, 1):
+        assert np.array_equal(got.optimizer_.state[key]["sum"], ref.optimizer_.state[key]["sum"])
+        assert got.optimizer_.state[key]["step"] == ref.optimizer_.state[key]["step"] > 0
+    assert got.n_epochs_ == 2 and len(got.history_) == 2
+    assert len(stats) == 2 * n_blocks * rounds
+    assert sum(sum(s["ratings"]) for s in stats) == 2 * len(tr)
+    # a user block stays on its worker: only item blocks travel, never more than the table
+    n_items = got.item_table_.shape[0]
+    assert all(s["rows"] <= n_items for s in stats)
+    assert all(s["sent_bytes"] == 0 for s in stats[1:])
+    got.partial_fit(tr)  # an ordinary fitted model
+    assert got.n_epochs_ == 3
+
+
+def test_dsgd_converges_like_the_single_process_fit(client):
+    """DSGD is SGD over a reordered stream: its held-out RMSE is that of one process."""
+    tr, te = _ratings(n_users=400, n_items=200, n=30000, seed=11)
+    kw = dict(n_components=4, random_state=0, n_epochs=20, learning_rate=0.1)
+    single = MatrixFactorization(**kw).fit(tr)
+    half = len(tr) // 2
+    parts = [dask.delayed(tr.iloc[:half]), dask.delayed(tr.iloc[half:])]
+    stats = []
+    got = sd.fit(MatrixFactorization(**kw), parts, client=client, stats=stats)
+    assert "task_cpu" in stats[0]  # method="auto" trained by DSGD
+    r_single, r_got = -single.score(te), -got.score(te)
+    assert abs(r_got - r_single) < 0.005, (r_got, r_single)
+
+
+def test_dsgd_refusals(client):
+    parts = [dask.delayed(_ratings(n=500)[0])]
+    for kw, match in ((dict(loss="bpr"), "negatives"), (dict(optimizer="adam"), "step"),
+                      (dict(optimizer_params={"lr_decay": 0.1}), "lr_decay")):
+        with pytest.raises(ValueError, match=match):
+            sd.fit(MatrixFactorization(**kw), parts, client=client, method="dsgd")
+    with pytest.raises(ValueError, match="sync_every"):
+        sd.fit(MatrixFactorization(), parts, client=client, method="dsgd", sync_every=2)
+    with pytest.raises(ValueError, match="persist"):
+        sd.fit(MatrixFactorization(), parts, client=client, method="dsgd", persist=False)
+    with pytest.raises(ValueError, match="n_blocks"):
+        sd.fit(MatrixFactorization(loss="bpr"), parts, client=client, n_blocks=2)
+    with pytest.raises(ValueError, match="n_blocks"):
+        sd.fit(MatrixFactorization(), parts, client=client, n_blocks=0)
+    with pytest.raises(ValueError, match="method"):
+        sd.fit(MatrixFactorization(), parts, client=client, method="hogwild")
+    X, yc, _ = _problem(n=200, d=20, seed=1)
+    xs, ys = _parts(X, yc, 2)
+    with pytest.raises(ValueError, match="MatrixFactorization"):
+        sd.fit(SGDClassifier(), xs, ys, client, n_epochs=1, method="dsgd")
+
+
 def _kill_one_worker_after(client, stats, n_syncs):
     pids = client.run(os.getpid)
     victim = sorted(pids.values())[0]
@@ -452,3 +537,25 @@ def test_killed_worker_changes_nothing(two_workers):
     assert len([s for s in stats if s != "killed"]) == 10
     assert np.array_equal(got.coef_, clean.coef_)
     assert np.array_equal(got.intercept_, clean.intercept_)
+
+
+def test_dsgd_killed_worker_changes_nothing(two_workers):
+    """A worker killed mid-DSGD (with its user blocks, cells and item blocks in flight):
+    the lost tasks re-run from their inputs, or the epoch from the gathered model, and the
+    result is bitwise the clean fit's."""
+    client = two_workers
+    tr, _ = _ratings(n=15000, seed=5)
+    parts = [dask.delayed(tr.iloc[:7000]), dask.delayed(tr.iloc[7000:])]
+    kw = dict(n_components=8, random_state=0, n_epochs=4, batch_size=64)
+    clean = sd.fit(MatrixFactorization(**kw), parts, client=client, n_blocks=2)
+    stats = []
+    killer = threading.Thread(target=_kill_one_worker_after, args=(client, stats, 2),
+                              daemon=True)
+    killer.start()
+    got = sd.fit(MatrixFactorization(**kw), parts, client=client, n_blocks=2, stats=stats)
+    killer.join(timeout=60)
+    assert "killed" in stats[:-1]
+    assert np.array_equal(got.user_table_, clean.user_table_)
+    assert np.array_equal(got.item_table_, clean.item_table_)
+    assert np.array_equal(got.optimizer_.state[1]["sum"], clean.optimizer_.state[1]["sum"])
+

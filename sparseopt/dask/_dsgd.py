@@ -1,0 +1,419 @@
+"""Distributed SGD for ``MatrixFactorization`` (DSGD; Gemulla et al. 2011, "Large-scale
+matrix factorization with distributed stochastic gradient descent").
+
+Users are cut into ``B`` blocks and items into ``B`` blocks by a hash of their row index,
+so the ratings form a ``B x B`` grid of cells, built once on the workers and kept there. A
+*sub-epoch* ``s`` trains the ``B`` cells ``(b, (b + s) mod B)``, one task each: they share
+no user and no item, so the tasks run in parallel and none sees another's rows. After ``B``
+sub-epochs every rating was seen once.
+
+Nothing is averaged. A task trains its cell with the estimator's own mini-batch pass (the
+fused kernel and the lazy row optimizer) on its user block and item block, and returns both,
+rows and optimizer state rows, exactly. An optimizer whose row update depends only on the
+row's own state (Adagrad without ``lr_decay``, RMSprop with ``lazy="frozen"``, SGD) then
+gives the same bits as one process running the cells in the same order on the whole tables:
+a sequential SGD over a reordered stream, which converges as the single-process fit does.
+Adam (global bias correction), a learning-rate decay, ``lazy="decay"`` and stochastic
+rounding read the global step count, which the blocks do not share; those use mixing.
+
+User block ``b`` and its cells stay on one worker (``b mod n_workers``); between sub-epochs
+only the item blocks travel, from the task that trained one to the task that trains it next.
+Tasks are pure functions of (user block, item block, cell, seed): a task lost with a worker
+is re-run from its inputs, and a failed epoch is re-run from the model the driver gathered at
+the end of the previous one.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+
+# the high 32 bits of a 64-bit multiplicative (Fibonacci) hash: the block of a row is spread
+# over all bits of its index, so neither a run of popular ids nor a stride lands in one block
+_HASH = np.uint64(0x9E3779B97F4A7C15)
+
+# an epoch trains the B strata R times over, each time on the next of R consecutive runs (of
+# whole batches) of every cell's shuffled pass, so a row meets the blocks of the other side in
+# turn R times per epoch. Within a sub-epoch an item block sees the users of one user block
+# only, and the model drifts towards the last blocks it saw; more sub-epochs per epoch bring
+# the stream's order closer to a global shuffle, at the cost of one hop of the item blocks
+# between the workers each. R is the smallest with B x R >= MIN_SUB_EPOCHS: on the generated
+# benchmark problem (2M ratings, 3 epochs; single process 1.0153), 2 sub-epochs per epoch
+# ended at RMSE 1.0217, 4 at 1.0175 / 1.0176 (B = 2 / 4), 8 at 1.0164 / 1.0133
+MIN_SUB_EPOCHS = 4
+
+
+def rounds_for(n_blocks: int) -> int:
+    """The rounds R of an epoch of ``n_blocks`` blocks (one block: one cell, one round)."""
+    return 1 if n_blocks == 1 else -(-MIN_SUB_EPOCHS // n_blocks)
+
+
+def block_of(ids: np.ndarray, n_blocks: int) -> np.ndarray:
+    """The block (0..n_blocks-1) of each row index."""
+    with np.errstate(over="ignore"):
+        h = (np.asarray(ids, dtype=np.uint64) * _HASH) >> np.uint64(32)
+    return (h % np.uint64(n_blocks)).astype(np.int64)
+
+
+def block_rows(n: int, n_blocks: int) -> Tuple[List[np.ndarray], np.ndarray]:
+    """The row indices of every block (ascending), and every row's index in its block."""
+    blk = block_of(np.arange(n), n_blocks)
+    rows = [np.flatnonzero(blk == b) for b in range(n_blocks)]
+    local = np.empty(n, dtype=np.int64)
+    for r in rows:
+        local[r] = np.arange(r.size)
+    return rows, local
+
+
+# ----------------------------------------------------------------------------- the grid
+
+def split_partition(enc, n_blocks: int) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """An encoded partition's ratings cut into the grid's cells (row-major, ``bu * B + bi``),
+    each in the partition's order."""
+    u, i, v = enc[0]
+    cell = block_of(u, n_blocks) * n_blocks + block_of(i, n_blocks)
+    order = np.argsort(cell, kind="stable")
+    ends = np.cumsum(np.bincount(cell, minlength=n_blocks * n_blocks))
+    starts = ends - np.bincount(cell, minlength=n_blocks * n_blocks)
+    return [(u[order[a:z]], i[order[a:z]], v[order[a:z]]) for a, z in zip(starts, ends)]
+
+
+def pick(pieces, index: int):
+    """One cell's piece of a split partition (a task next to the split: only it travels)."""
+    return pieces[index]
+
+
+def make_cell(n_users: int, n_items: int, n_blocks: int, *pieces) -> np.ndarray:
+    """One cell from its pieces of every partition (in partition order): packed records
+    (``pack_ratings``) of the ratings' row indices in their user block and item block."""
+    from ..recommend._sampling import pack_ratings
+    u = np.concatenate([p[0] for p in pieces]) if pieces else np.empty(0, np.int64)
+    i = np.concatenate([p[1] for p in pieces]) if pieces else np.empty(0, np.int64)
+    v = np.concatenate([p[2] for p in pieces]) if pieces else np.empty(0, np.float64)
+    _, lu = block_rows(n_users, n_blocks)
+    _, li = block_rows(n_items, n_blocks)
+    u = np.ascontiguousarray(u, dtype=np.int64)
+    i = np.ascontiguousarray(i, dtype=np.int64)
+    return pack_ratings(np.ascontiguousarray(lu[u]), np.ascontiguousarray(li[i]), v)
+
+
+# ----------------------------------------------------------------------------- blocks
+
+def table_state(model, side: int) -> Dict[str, np.ndarray]:
+    """The row state arrays of table ``side`` (0 users, 1 items) of the model's optimizer,
+    by reference."""
+    opt = model.optimizer_
+    state = opt._ensure_state(side, opt.param_groups[0])
+    n = opt._params[side].shape[0]
+    return {name: arr for name, arr in state.items()
+            if isinstance(arr, np.ndarray) and arr.shape[:1] == (n,)}
+
+
+def take_block(model, side: int, rows: np.ndarray):
+    """Block ``rows`` of table ``side``: ``(rows of the table, {state name: rows})``."""
+    table = model.optimizer_._params[side]
+    return (np.ascontiguousarray(table[rows]),
+            {k: np.ascontiguousarray(a[rows]) for k, a in table_state(model, side).items()})
+
+
+def put_block(model, side: int, rows: np.ndarray, block) -> None:
+    """Write a block back into the model's table and optimizer state."""
+    W, state = block
+    model.optimizer_._params[side][rows] = W
+    full = table_state(model, side)
+    for k, a in state.items():
+        full[k][rows] = a
+
+
+def block_bytes(block) -> int:
+    return int(block[0].nbytes + sum(a.nbytes for a in block[1].values()))
+
+
+def cell_pass(est, records: np.ndarray, p: Dict[str, Any], st, n_blocks: int, seed,
+              part: int, n_parts: int) -> Tuple[float, int, int]:
+    """Part ``part`` of ``n_parts`` of one shuffled pass of ``est`` (tables ``st``) over one
+    cell's packed ratings (the permutation drawn from ``seed``, cut into ``n_parts``
+    consecutive runs): the fused
+    kernel and the optimizer step of ``MatrixFactorization``'s squared pass, in mini-batches
+    of ``size = ceil(batch_size / n_blocks)`` ratings whose gradient is scaled by
+    ``1 / (n_blocks x size)``. A cell holds ``1 / n_blocks`` of a user's (item's) ratings
+    among ``1 / n_blocks**2`` of all of them, so a batch of that size holds each of its rows
+    as often as a batch of ``batch_size`` of all the ratings does, and the ``n_blocks``
+    cells of a sub-epoch together take the single-process fit's steps: as many updates of
+    each row per epoch, each as large. (Batches of ``batch_size`` would touch each row
+    ``n_blocks`` times less often with a larger gradient, which Adagrad's normalised steps
+    turn into slower training.) Returns ``(sum of squared errors, optimizer steps,
+    ratings)``."""
+    from ..optim import RowGrad
+    from ..recommend._mf import _mf_kernel, _scratch
+    n_all = int(records.shape[0])
+    size = -(-int(p["batch_size"]) // n_blocks)
+    lo, hi = part_bounds(n_all, size, part, n_parts)
+    if hi == lo:
+        return 0.0, 0, 0
+    perm = np.random.default_rng(seed).permutation(n_all)[lo:hi]
+    n = hi - lo
+    # every sample weighs 1 / (size x n_blocks), in a full batch or the cell's last one: a
+    # last batch of a few ratings scaled by 1 / its length would weigh each of them up to
+    # `size` times more, at every cell and run
+    scale = 1.0 / (size * n_blocks)
+    size = min(size, n)
+    gu, gi, urows, irows, uslot, islot = _scratch(st, size, 1)
+    err = np.empty(size, dtype=np.float64)
+    sq, steps = 0.0, 0
+    for s in range(0, n, size):
+        e = min(s + size, n)
+        b = e - s
+        nu, ni = _mf_kernel.mf_squared_batch(st.U, st.Q, perm[s:e], records, st.k,
+                                             st.user_bias, st.item_bias, st.mu,
+                                             scale, p["alpha"], uslot, islot,
+                                             urows, irows, gu, gi, err)
+        est._step([RowGrad(urows[:nu], gu[:nu]), RowGrad(irows[:ni], gi[:ni])], True)
+        sq += float(np.dot(err[:b], err[:b]))
+        steps += 1
+    return sq, steps, n
+
+
+def train_cell(ublock, iblock, records, ctx, seed, n_blocks, part, n_parts):
+    """One task of a sub-epoch: the estimator's own mini-batch pass over one cell, on its
+    user and item blocks (copies), with the blocks' optimizer state rows; returns the new
+    blocks, ``(loss x ratings, ratings, optimizer steps)`` and the task's CPU seconds.
+
+    A pure function of its arguments: the shuffle is drawn from ``seed``."""
+    from ..optim import make_optimizer
+    from ..recommend._mf import _Fitted
+
+    cpu = time.process_time()
+    template, p = ctx
+    U, Q = ublock[0].copy(), iblock[0].copy()
+    lo, hi = part_bounds(int(records.shape[0]), -(-int(ctx[1]["batch_size"]) // n_blocks),
+                         part, n_parts)
+    if hi == lo:
+        return (U, dict(ublock[1])), (Q, dict(iblock[1])), (0.0, 0, 0), 0.0
+    est = copy.copy(template)  # the estimator's parameters and scalars; no tables
+    est.optimizer_ = make_optimizer(p["optimizer"], [U, Q], p["lr"], p["n_threads"],
+                                    est._optimizer_kwargs(p))
+    for side, block in ((0, ublock), (1, iblock)):
+        state = table_state(est, side)
+        for k, a in block[1].items():
+            state[k][...] = a
+    _, _, k, ub, ib, _ = template._layout
+    st = _Fitted(U, Q, k, ub, ib, template.global_mean_, U.shape[0], Q.shape[0], None, None)
+    est._begin_steps()
+    sq, steps, n = cell_pass(est, records, p, st, n_blocks, seed, part, n_parts)
+    out_u = (U, table_state(est, 0))
+    out_i = (Q, table_state(est, 1))
+    return out_u, out_i, (0.5 * sq, n, steps), time.process_time() - cpu
+
+
+def part_bounds(n: int, size: int, part: int, n_parts: int) -> Tuple[int, int]:
+    """The ratings ``[lo, hi)`` of a cell's shuffled pass (``n`` ratings in batches of
+    ``size``) that run ``part`` of ``n_parts`` trains: whole batches, so that only the
+    pass's last batch is short."""
+    n_batches = -(-n // size)
+    return (min(n, n_batches * part // n_parts * size),
+            min(n, n_batches * (part + 1) // n_parts * size))
+
+
+def first(x):
+    return x[0]
+
+
+def second(x):
+    return x[1]
+
+
+def rest(x):
+    return x[2], x[3]
+
+
+def identity(x):
+    return x
+
+
+def template_of(model):
+    """What every task needs of the driver's model: its parameters and scalars, without
+    the tables, the optimizer, the encoders or the seen items."""
+    t = copy.copy(model)
+    for name in ("user_table_", "item_table_", "optimizer_", "_seen", "_id_encoders",
+                 "history_", "_rng"):
+        t.__dict__.pop(name, None)
+    return t
+
+
+def cell_seed(seed: int, epoch: int, bu: int, bi: int) -> List[int]:
+    """The seed of the shuffle of cell ``(bu, bi)`` in ``epoch``."""
+    return [seed, epoch, bu, bi]
+
+
+# ----------------------------------------------------------------------------- sequential
+
+def sequential_reference(model, cells, n_blocks: int, n_epochs: int, seed: int,
+                         n_rounds: int):
+    """The DSGD schedule run in one process on the whole tables (for the tests): every
+    sub-epoch's cells in block order, each by the estimator's own pass with the cell's
+    seed (``cell_pass``). ``cells[bu][bi]`` are ``(users, items, values)`` of global row
+    indices in the grid's order. Returns a trained copy of ``model``."""
+    from ..recommend._sampling import pack_ratings
+    est = copy.deepcopy(model)
+    p = est._check_params()
+    for epoch in range(n_epochs):
+        for r in range(n_rounds):
+            for s in range(n_blocks):
+                for b in range(n_blocks):
+                    j = (b + s) % n_blocks
+                    u, i, v = cells[b][j]
+                    est._begin_steps()
+                    cell_pass(est, pack_ratings(u, i, v), p, est._fitted(training=True),
+                              n_blocks, cell_seed(seed, epoch, b, j), r, n_rounds)
+    return est
+
+
+# ----------------------------------------------------------------------------- driver
+
+def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
+             n_rounds=None):
+    """``sparseopt.dask.fit`` of a ``MatrixFactorization`` by DSGD (see the module)."""
+    from . import _recommend as R
+    from ._fit import _cluster_errors, _column_partitions, _RERUNS
+
+    parts = _column_partitions(X)
+    model, encs, sizes, _ = R.init_mf(estimator, client, parts, persist)
+    p = model._check_params()
+    p["user_features"] = p["item_features"] = None
+    n_epochs = p["n_epochs"] if n_epochs is None else n_epochs
+    workers = sorted(client.scheduler_info()["workers"])
+    B = len(workers) if n_blocks is None else n_blocks
+    B = max(1, B)
+    n_rounds = rounds_for(B) if n_rounds is None else n_rounds
+    seed = int(model._rng.integers(2 ** 63))
+    n_users, n_items = model.n_users_, model.n_items_
+    urows, _ = block_rows(n_users, B)
+    irows, _ = block_rows(n_items, B)
+
+    def owner(b):
+        """Where block ``b``'s tasks run: its worker, loosely (another one when it is gone;
+        anywhere while the cluster has none)."""
+        if not workers:
+            return {}
+        return dict(workers=[workers[b % len(workers)]], allow_other_workers=True)
+
+    # the grid, built on the workers and kept there: cell (bu, bi) on bu's worker
+    splits = [client.submit(split_partition, e, B, pure=False, retries=3)
+              for e, n in zip(encs, sizes) if n > 0]
+    cells = [[client.submit(make_cell, n_users, n_items, B,
+                            *[client.submit(pick, sp_, bu * B + bi, pure=False, retries=3)
+                              for sp_ in splits],
+                            pure=False, retries=3, **owner(bu))
+              for bi in range(B)] for bu in range(B)]
+    del splits, encs
+    template = template_of(model)
+    ctx = client.submit(identity, (template, p), pure=False)
+    table_rows = n_users + n_items
+    opt = model.optimizer_
+    # the model's optimizer state, allocated now (what every block starts from)
+    for side in (0, 1):
+        table_state(model, side)
+
+    def scatter_blocks():
+        """The driver's model as block futures, each block's rows the argument of a task
+        the scheduler holds (recomputable when a worker is lost)."""
+        import warnings
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ll]arge object",
+                                    category=UserWarning)
+            ublocks = [take_block(model, 0, r) for r in urows]
+            iblocks = [take_block(model, 1, r) for r in irows]
+            ub = [client.submit(identity, blk, pure=False, **owner(b))
+                  for b, blk in enumerate(ublocks)]
+            ib = [client.submit(identity, blk, pure=False, **owner(b))
+                  for b, blk in enumerate(iblocks)]
+        sent = sum(block_bytes(blk) for blk in ublocks + iblocks)
+        return ub, ib, sent
+
+    def submit_epoch(epoch, ub, ib):
+        """Every task of one epoch; returns (final user blocks, final item blocks, per
+        sub-epoch lists of futures of ((loss x n, n, steps), cpu seconds))."""
+        ub, ib = list(ub), list(ib)
+        info = []
+        for r, s in ((r, s) for r in range(n_rounds) for s in range(B)):
+            new_u, new_i, res = [None] * B, [None] * B, []
+            for b in range(B):
+                j = (b + s) % B
+                out = client.submit(train_cell, ub[b], ib[j], cells[b][j], ctx,
+                                    cell_seed(seed, epoch, b, j), B, r, n_rounds,
+                                    pure=False, retries=3, **owner(b))
+                new_u[b] = client.submit(first, out, pure=False, retries=3, **owner(b))
+                new_i[j] = client.submit(second, out, pure=False, retries=3, **owner(b))
+                res.append(client.submit(rest, out, pure=False, retries=3))
+            ub, ib = new_u, new_i
+            info.append(res)
+        return ub, ib, info
+
+    iblock_bytes = [int(r.size) * (block_bytes(take_block(model, 1, r[:1])) if r.size else 0)
+                    for r in irows]
+    ub, ib, sent = scatter_blocks()
+    pending = submit_epoch(0, ub, ib)
+    sent_first = sent
+    epoch, reruns = 0, 0
+    t_epoch = time.perf_counter()
+    while epoch < n_epochs:
+        ub, ib, info = pending
+        nxt = submit_epoch(epoch + 1, ub, ib) if epoch + 1 < n_epochs else None
+        try:
+            results = client.gather(info)
+            ublocks = client.gather(ub)
+            iblocks = client.gather(ib)
+        except _cluster_errors():
+            if reruns == _RERUNS:
+                raise
+            reruns += 1
+            time.sleep(0.2 * reruns)
+            # the epoch again, from the model the driver holds (the end of the last epoch)
+            ub, ib, sent_first = scatter_blocks()
+            pending = submit_epoch(epoch, ub, ib)
+            continue
+        for b in range(B):
+            put_block(model, 0, urows[b], ublocks[b])
+            put_block(model, 1, irows[b], iblocks[b])
+        loss_sum = sum(r[0][0] for sub in results for r in sub)
+        n_rows = sum(r[0][1] for sub in results for r in sub)
+        steps = sum(r[0][2] for sub in results for r in sub)
+        for key in opt._keys:
+            opt.state[key]["step"] = opt.state[key].get("step", 0) + steps
+        seconds = time.perf_counter() - t_epoch
+        t_epoch = time.perf_counter()
+        model.n_epochs_ += 1
+        model.history_.append(dict(loss=loss_sum / n_rows if n_rows else float("nan"),
+                                   epoch=model.n_epochs_, seconds=seconds,
+                                   rows_per_s=n_rows / seconds if seconds > 0 else 0.0,
+                                   eval=None))
+        n_workers = len(workers)
+        model_bytes = sum(block_bytes(b_) for b_ in ublocks) + sum(block_bytes(b_)
+                                                                 for b_ in iblocks)
+        for q, sub in enumerate(results):
+            s = q % B
+            # item block j, trained by task (j - s) mod B, is trained next by task
+            # (j - s - 1) mod B (the next epoch's first sub-epoch after the last one): it
+            # travels when the two run on different workers
+            final = q == len(results) - 1 and epoch == n_epochs - 1
+            moves = [j for j in range(B) if not final and
+                     (j - s) % B % n_workers != (j - s - 1) % B % n_workers]
+            last = q == len(results) - 1
+            d = dict(epoch=epoch, sync=q, seconds=seconds if last else float("nan"),
+                     rows=int(sum(irows[j].size for j in moves)), table_rows=table_rows,
+                     bytes=int(sum(iblock_bytes[j] for j in moves)),
+                     sent_bytes=int(sent_first if q == 0 else 0),
+                     gathered_bytes=int(model_bytes if last else 0),
+                     ratings=[int(r[0][1]) for r in sub],
+                     task_cpu=[float(r[1]) for r in sub], last=last)
+            if stats is not None:
+                stats.append(d)
+        sent_first = 0
+        if callback is not None:
+            callback(model, d)
+        epoch += 1
+        pending = nxt
+    return model
