@@ -396,9 +396,11 @@ def test_out_of_core_partitions_load_on_the_workers(client, tmp_path):
 
 
 def test_syncs_send_the_touched_rows_not_the_model(client):
-    """After the first syncs the workers update their replicas from the merged rows: what
-    is sent per sync scales with the rows the partitions touched, not with the table
-    (2**18 rows here, of which at most 400 are touched)."""
+    """No sync sends the model: the first sends the unfitted estimator, the second the
+    skeleton of the fitted one (no table: the workers build its zeros) and the merged rows,
+    later ones the merged rows of the last syncs; what is sent per sync scales with the rows
+    the partitions touched, not with the table (2**18 rows here, of which at most 400 are
+    touched)."""
     rng = np.random.default_rng(3)
     d, used = 1 << 18, rng.choice(1 << 18, 400, replace=False)
     X, yc, _ = _problem(n=2000, d=400, seed=3)
@@ -407,12 +409,13 @@ def test_syncs_send_the_touched_rows_not_the_model(client):
     stats = []
     est = SGDClassifier(loss="log_loss", random_state=0)
     got = sd.fit(est, xs, ys, client, n_epochs=4, stats=stats)
-    full = stats[0]["sent_bytes"]
-    assert full < 1024 and stats[1]["sent_bytes"] > 8 * d  # the estimator, then the model
-    for s in stats[2:]:
+    assert stats[0]["sent_bytes"] < 1024  # the unfitted estimator
+    # the skeleton (a few kB) and the first merged rows: id, count, weight, accumulator
+    assert 0 < stats[1]["sent_bytes"] <= 8192 + 401 * 8 * 4, stats[1]
+    for s in stats[1:]:
         assert s["rows"] <= 401
         # the last three syncs' rows: id, count, weight and accumulator, 8 bytes each
-        assert 0 < s["sent_bytes"] <= 3 * 401 * 8 * 4, s
+        assert 0 < s["sent_bytes"] <= 8192 + 3 * 401 * 8 * 4, s
     # the replicas are the driver's model: the result is that of whole-model syncs
     clean = sd.fit(est, xs, ys, client, n_epochs=4, sync_every=10 ** 6)
     assert np.array_equal(got.coef_, clean.coef_)
