@@ -242,16 +242,17 @@ def main(argv=None):
         X = sp.vstack([p[0] for p in parts], format="csr")
         y = np.concatenate([p[1] for p in parts])
         del parts
-        est, secs, aucs = estimator(), [], []
+        est, secs, aucs, cpu = estimator(), [], [], 0.0
         for e in range(a.epochs):
-            tic = time.perf_counter()
+            tic, c0 = time.perf_counter(), time.process_time()
             if e == 0:
                 est.partial_fit(X, y, classes=[0, 1])
             else:
                 est.partial_fit(X, y)
             secs.append(time.perf_counter() - tic)
+            cpu += time.process_time() - c0
             aucs.append(roc_auc_score(yt, est.decision_function(Xt)))
-        return dict(secs=secs, aucs=aucs)
+        return dict(secs=secs, aucs=aucs, cpu=cpu, cpu_driver=cpu, cpu_workers=0.0)
 
     def run_dask(n_workers):
         with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
@@ -263,20 +264,31 @@ def main(argv=None):
             xs, ys = client.compute(xs), client.compute(ys)
             client.gather(xs)
             client.run(_warm_up)  # imports in the workers are not part of the fit's time
-            stats, aucs, eval_time = [], [], [0.0]
+            stats, aucs, eval_time, eval_cpu = [], [], [0.0], [0.0]
             t_start = [None]
 
             def callback(model, info):
                 if info["last"]:
-                    tic = time.perf_counter()
+                    tic, c0 = time.perf_counter(), time.process_time()
                     aucs.append((time.perf_counter() - t_start[0] - eval_time[0],
                                  roc_auc_score(yt, model.decision_function(Xt))))
                     eval_time[0] += time.perf_counter() - tic
+                    eval_cpu[0] += time.process_time() - c0
 
+            # CPU seconds (the machine may be shared: wall time alone says little): the
+            # driver process (it runs the scheduler too), evaluation excluded, and the
+            # workers' processes
+            w0 = client.run(time.process_time)
+            c0 = time.process_time()
             t_start[0] = time.perf_counter()
             sd.fit(estimator(), xs, ys, client, n_epochs=a.epochs, sync_every=a.sync_every,
                    stats=stats, callback=callback)
-            return dict(aucs=[x[1] for x in aucs], times=[x[0] for x in aucs], stats=stats)
+            cpu_driver = time.process_time() - c0 - eval_cpu[0]
+            w1 = client.run(time.process_time)
+            cpu_workers = sum(w1[k] - w0[k] for k in w0)
+            return dict(aucs=[x[1] for x in aucs], times=[x[0] for x in aucs], stats=stats,
+                        cpu=cpu_driver + cpu_workers, cpu_driver=cpu_driver,
+                        cpu_workers=cpu_workers)
 
     results = {"single": [], "dask-1": [], "dask-2": []}
     for rep in range(a.repeats):
@@ -299,13 +311,17 @@ def main(argv=None):
           f"{a.partitions} partitions, {a.epochs} epochs, batch {batch}, "
           f"sync_every={a.sync_every}, tail={a.tail}\n")
     print(f"target: single-process final AUC - {a.tolerance} = {target:.4f}\n")
-    print("| run | rep | AUC per epoch | total s | time to target s |")
-    print("|---|---|---|---|---|")
+    print("| run | rep | AUC per epoch | total s | time to target s | CPU s (driver + "
+          "workers) |")
+    print("|---|---|---|---|---|---|")
     for name, runs in results.items():
         for i, r in enumerate(runs):
             total = r["times"][-1] if "times" in r else sum(r["secs"])
             print(f"| {name} | {i} | {', '.join(f'{x:.4f}' for x in r['aucs'])} | "
-                  f"{total:.2f} | {time_to(r):.2f} |")
+                  f"{total:.2f} | {time_to(r):.2f} | {r['cpu']:.2f} ({r['cpu_driver']:.2f} + "
+                  f"{r['cpu_workers']:.2f}) |")
+    over = [d["cpu"] / s_["cpu"] for d, s_ in zip(results["dask-1"], results["single"])]
+    print(f"\ndask-1 CPU / single CPU, paired per rep: {', '.join(f'{x:.2f}' for x in over)}")
     ratios = [time_to(b) / time_to(c) for b, c in zip(results["dask-2"], results["dask-1"])]
     tot = [b["times"][-1] / c["times"][-1] for b, c in zip(results["dask-2"],
                                                            results["dask-1"])]
