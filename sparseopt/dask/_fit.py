@@ -74,7 +74,7 @@ def _train_linear(model, X, y, start, stop, classes, n_features):
     y = np.asarray(y)
     Xs, ys = X[start:stop], y[start:stop]
     first = not hasattr(model, "_W")
-    est = copy.deepcopy(model)
+    est = copy.deepcopy(model) if first else _copy_model(model)
     if first:
         est.partial_fit(Xs, ys, **({"classes": classes} if classes is not None else {}))
         W = est._W
@@ -92,6 +92,21 @@ def _train_linear(model, X, y, start, stop, classes, n_features):
                             {k: _linear_rules(est)[k] for k in after}, est.t_ - t0,
                             Xs.shape[0], rows)
     return delta, (_Skeleton(est, after) if first else None)
+
+
+def _copy_model(model):
+    """A deep copy of a fitted linear estimator whose tables are copied straight into
+    64-byte aligned buffers: the optimizer's unpickling re-allocates (zero-filled, page by
+    page) and copies again any state array that is not aligned, as a plain deepcopy's are."""
+    from ..optim._base import STATE_ALIGNMENT as align
+    memo = {}
+    for a in _linear_tables(model).values():
+        raw = np.empty(a.nbytes + align, dtype=np.uint8)
+        start = (-raw.ctypes.data) % align
+        c = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+        c[...] = a
+        memo[id(a)] = c
+    return copy.deepcopy(model, memo)
 
 
 def _row_counts(est, Xs, rows: np.ndarray) -> np.ndarray:
