@@ -89,15 +89,10 @@ def extract(before: Dict[str, np.ndarray], after: Dict[str, np.ndarray],
             row_counts: np.ndarray, rules: Dict[str, str], steps: int,
             samples: int, rows: Optional[np.ndarray] = None) -> RowDelta:
     """The delta of one worker's pass: the changed rows of ``after`` against ``before``
-    (the broadcast model), with ``row_counts`` as update counts: one per table row, or,
-    when ``rows`` (the changed rows, sorted) is given, one per entry of ``rows`` (the same
-    thing when every row changed)."""
+    (the broadcast model), with ``row_counts`` (one per table row) as update counts."""
     if rows is None:
         rows = changed_rows(before, after)
-    counts = np.asarray(row_counts)
-    if counts.shape[0] != rows.shape[0]:
-        counts = counts[rows]
-    return RowDelta(rows, counts.astype(np.float64),
+    return RowDelta(rows, np.asarray(row_counts)[rows].astype(np.float64),
                     {k: np.ascontiguousarray(after[k][rows]) for k in after},
                     {k: np.ascontiguousarray(before[k][rows]) for k in after},
                     dict(rules), steps, samples)
