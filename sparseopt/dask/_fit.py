@@ -582,16 +582,22 @@ def _resolve(ref, chain):
     token, version, base, versions, scalars, applier = ref
     with _LOCK:
         if base is not None:
-            if isinstance(base, _Skeleton):  # the model of the version before the chain
-                model, start = base.inflate(), version - len(versions)
+            if isinstance(base, _Skeleton):
+                # the model of the version before the chain (the first update's): a worker
+                # that holds no later one (only the unfitted estimator of the first sync,
+                # which no update applies to) starts from it
+                start = version - len(versions)
+                entry = _REPLICAS.get(token)
+                model = base.inflate() if entry is None or entry[0] <= start else None
             else:  # the stored dependency may be sent on unchanged
                 model, start = copy.deepcopy(base), version
-            _REPLICAS.pop(token, None)
-            _REPLICAS[token] = [start, model]
-            while len(_REPLICAS) > _KEEP_FITS:
-                _REPLICAS.pop(next(iter(_REPLICAS)))
-            if start == version:
-                return model
+            if model is not None:
+                _REPLICAS.pop(token, None)
+                _REPLICAS[token] = [start, model]
+                while len(_REPLICAS) > _KEEP_FITS:
+                    _REPLICAS.pop(next(iter(_REPLICAS)))
+                if start == version:
+                    return model
         entry = _REPLICAS.get(token)
         if entry is None or entry[0] < versions[0] - 1 or entry[0] > version:
             raise ReplicaMissing(f"this worker holds no replica of version "
@@ -632,7 +638,8 @@ class _Replicas:
     def ref(self, view):
         """(the reference tasks resolve, the futures it needs) for the current version;
         ``sent`` is set to the bytes of the arrays that go out (the whole model, or the
-        updates, after the first one with the skeleton of the model it starts from)."""
+        updates, with the skeleton of the model the first one starts from while it is in
+        the chain)."""
         if self.full:
             self.sent = _model_bytes(view)
             return (self.token, self.version, _broadcast(self.client, view), [], [],
@@ -640,7 +647,9 @@ class _Replicas:
         chain = self.updates[-_CHAIN:]
         self.sent = int(sum(u[3] for u in chain))
         base = None
-        if self.skeleton is not None and self.version == 1:
+        if self.skeleton is not None and self.version == len(chain):
+            # every update since the skeleton is in the chain: a worker that ran no task
+            # since the first sync builds the model from it
             base = self.skeleton
             self.sent += base.nbytes
         return (self.token, self.version, base, [u[0] for u in chain],
@@ -653,7 +662,8 @@ class _Replicas:
         self.updates.append((self.version, delta_future, _scalars(model), int(nbytes)))
         self.updates = self.updates[-_CHAIN:]
         self.full = full_next
-        self.skeleton = skeleton
+        if skeleton is not None or self.version > _CHAIN:
+            self.skeleton = skeleton
 
     def close(self):
         try:

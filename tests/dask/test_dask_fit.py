@@ -421,6 +421,45 @@ def test_syncs_send_the_touched_rows_not_the_model(client):
     assert np.array_equal(got.coef_, clean.coef_)
 
 
+def test_a_worker_idle_since_the_first_sync_starts_from_the_skeleton():
+    """A worker that ran no task since the first sync holds the unfitted estimator, to which
+    no update applies: the skeleton sent while every update since it is in the chain gives
+    it the driver's model, bit for bit (no cluster: the worker's side in this process)."""
+    from sparseopt.dask import _fit as F
+    X, yc, _ = _problem(n=600, d=50, seed=5)
+    parts = [(X[:300], yc[:300]), (X[300:], yc[300:])]
+    est, token, classes = SGDClassifier(loss="log_loss", random_state=0), "idle", np.unique(yc)
+    try:
+        ref0 = (token, 0, est, [], [], F._apply_linear_update)
+        res = [F._with_replica(F._train_linear, ref0, x, y, 0, 300, classes, 50)
+               for x, y in parts]
+        skeleton = res[0][1]
+        driver = skeleton.inflate()
+        d1 = _mixing.strip_old(_mixing.tree_merge([r[0] for r in res]))
+        F._apply_linear(driver, d1, 0, 0)
+        # the driver's side, with the deltas in place of their futures
+        replicas = F._Replicas(None, F._apply_linear_update)
+        replicas.token = token
+        replicas.advance(d1, d1.nbytes, driver, skeleton=skeleton)
+        # the second sync runs on other workers
+        res = [F._train_linear(driver, x, y, 0, 300, None, 50) for x, y in parts]
+        d2 = _mixing.strip_old(_mixing.tree_merge([r[0] for r in res]))
+        F._apply_linear(driver, d2, driver.t_, driver._samples_seen)
+        replicas.advance(d2, d2.nbytes, driver)
+        ref, chain = replicas.ref(driver)
+        assert ref[2] is skeleton and list(chain) == [d1, d2]
+        with pytest.raises(Exception):  # the unfitted estimator takes no update
+            F._resolve(ref[:2] + (None,) + ref[3:], chain)
+        F._drop_replica(token)
+        F._resolve(ref0, [])
+        got = F._resolve(ref, chain)
+        for name, table in F._linear_tables(driver).items():
+            assert np.array_equal(F._linear_tables(got)[name], table), name
+        assert (got.t_, got._samples_seen) == (driver.t_, driver._samples_seen)
+    finally:
+        F._drop_replica(token)
+
+
 def _kill_one_worker_after(client, stats, n_syncs):
     pids = client.run(os.getpid)
     victim = sorted(pids.values())[0]
