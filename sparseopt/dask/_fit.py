@@ -288,9 +288,10 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     stats : list or None
         When a list, one dict is appended per sync: ``epoch``, ``sync``, ``seconds``,
         ``rows`` (rows mixed, all tables), ``table_rows``, ``bytes`` (delta bytes sent by
-        the partitions' tasks), ``sent_bytes`` (bytes sent to the workers: the merged rows of the last
-        syncs, plus on the second sync the fitted skeleton; the whole model only when a
-        worker lost its replica), ``last`` (the epoch's last sync).
+        the partitions' tasks), ``sent_bytes`` (bytes sent to the workers: the merged
+        rows of the last syncs, with the fitted skeleton while they include the first; the
+        whole model only when a worker lost its replica), ``last`` (the epoch's last
+        sync).
     callback : callable or None
         Called as ``callback(model, info)`` on the driver after every sync, with the mixed
         model (read it, do not modify it) and the dict appended to ``stats``.
