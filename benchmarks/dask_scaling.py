@@ -1,6 +1,6 @@
 """Scaling of ``sparseopt.dask.fit``: one worker against two on this machine.
 
-A generated logistic problem with hashed features (default 1M rows x 2**22 columns, ~30
+A generated logistic problem with hashed features (default 2M rows x 2**22 columns, ~30
 stored entries per row, feature ids drawn from a Zipf law so that most of the table is never
 touched) is cut into ``--partitions`` row partitions, generated inside the workers (the
 driver never holds the training data). Three fits run, interleaved ``--repeats`` times:
@@ -10,12 +10,15 @@ driver never holds the training data). Three fits run, interleaved ``--repeats``
 * ``dask-2``: the same on two worker processes.
 
 With the same partitions, dask-1 and dask-2 compute the same models (the mixing is
-deterministic), so their difference is the parallelism alone. Reported per run: seconds per
-epoch (evaluation excluded), the held-out ROC-AUC after every epoch, the time to reach the
-single-process fit's final AUC minus ``--tolerance``, and per sync the rows mixed and the
-bytes the partitions' deltas carried, against the table's rows.
+deterministic), so their difference is the parallelism alone. Reported per run: the
+held-out ROC-AUC after every epoch, the total and the last epoch's seconds (evaluation
+excluded; 4 epochs by default, so the last one shows the steady state, after the first
+syncs' setup), the time to reach the single-process fit's final AUC minus ``--tolerance``,
+CPU seconds of the driver (the scheduler runs in it) and of the workers (on a shared
+machine the overhead shows there, not in wall time), and per sync the rows mixed, the bytes
+the partitions' deltas carried and the bytes sent to the workers, against the table's rows.
 
-    python benchmarks/dask_scaling.py                     # about 5 minutes on 2 cores
+    python benchmarks/dask_scaling.py                     # a few minutes on 2 quiet cores
     python benchmarks/dask_scaling.py --rows 200000 --repeats 1   # smoke run
 
 ``--problem mf``: the same three runs for ``MatrixFactorization`` (squared loss) on generated
@@ -242,11 +245,11 @@ def _warm_up():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--features", type=int, default=1 << 22)
     ap.add_argument("--nnz", type=int, default=30)
     ap.add_argument("--partitions", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--test-rows", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--sync-every", type=int, default=None)
@@ -286,16 +289,17 @@ def main(argv=None):
         X = sp.vstack([p[0] for p in parts], format="csr")
         y = np.concatenate([p[1] for p in parts])
         del parts
-        est, secs, aucs = estimator(), [], []
+        est, secs, aucs, cpu = estimator(), [], [], 0.0
         for e in range(a.epochs):
-            tic = time.perf_counter()
+            tic, c0 = time.perf_counter(), time.process_time()
             if e == 0:
                 est.partial_fit(X, y, classes=[0, 1])
             else:
                 est.partial_fit(X, y)
             secs.append(time.perf_counter() - tic)
+            cpu += time.process_time() - c0
             aucs.append(roc_auc_score(yt, est.decision_function(Xt)))
-        return dict(secs=secs, aucs=aucs)
+        return dict(secs=secs, aucs=aucs, cpu=cpu, cpu_driver=cpu, cpu_workers=0.0)
 
     def run_dask(n_workers):
         with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
@@ -307,20 +311,31 @@ def main(argv=None):
             xs, ys = client.compute(xs), client.compute(ys)
             client.gather(xs)
             client.run(_warm_up)  # imports in the workers are not part of the fit's time
-            stats, aucs, eval_time = [], [], [0.0]
+            stats, aucs, eval_time, eval_cpu = [], [], [0.0], [0.0]
             t_start = [None]
 
             def callback(model, info):
                 if info["last"]:
-                    tic = time.perf_counter()
+                    tic, c0 = time.perf_counter(), time.process_time()
                     aucs.append((time.perf_counter() - t_start[0] - eval_time[0],
                                  roc_auc_score(yt, model.decision_function(Xt))))
                     eval_time[0] += time.perf_counter() - tic
+                    eval_cpu[0] += time.process_time() - c0
 
+            # CPU seconds (the machine may be shared: wall time alone says little): the
+            # driver process (it runs the scheduler too), evaluation excluded, and the
+            # workers' processes
+            w0 = client.run(time.process_time)
+            c0 = time.process_time()
             t_start[0] = time.perf_counter()
             sd.fit(estimator(), xs, ys, client, n_epochs=a.epochs, sync_every=a.sync_every,
                    stats=stats, callback=callback)
-            return dict(aucs=[x[1] for x in aucs], times=[x[0] for x in aucs], stats=stats)
+            cpu_driver = time.process_time() - c0 - eval_cpu[0]
+            w1 = client.run(time.process_time)
+            cpu_workers = sum(w1[k] - w0[k] for k in w0)
+            return dict(aucs=[x[1] for x in aucs], times=[x[0] for x in aucs], stats=stats,
+                        cpu=cpu_driver + cpu_workers, cpu_driver=cpu_driver,
+                        cpu_workers=cpu_workers)
 
     results = {"single": [], "dask-1": [], "dask-2": []}
     for rep in range(a.repeats):
@@ -343,13 +358,24 @@ def main(argv=None):
           f"{a.partitions} partitions, {a.epochs} epochs, batch {batch}, "
           f"sync_every={a.sync_every}, tail={a.tail}\n")
     print(f"target: single-process final AUC - {a.tolerance} = {target:.4f}\n")
-    print("| run | rep | AUC per epoch | total s | time to target s |")
-    print("|---|---|---|---|---|")
+    def last_epoch(r):  # the steady state: the last epoch's seconds
+        if "times" in r:
+            return r["times"][-1] - (r["times"][-2] if len(r["times"]) > 1 else 0.0)
+        return r["secs"][-1]
+
+    print("| run | rep | AUC per epoch | total s | last epoch s | time to target s | CPU s "
+          "(driver + workers) |")
+    print("|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         for i, r in enumerate(runs):
             total = r["times"][-1] if "times" in r else sum(r["secs"])
             print(f"| {name} | {i} | {', '.join(f'{x:.4f}' for x in r['aucs'])} | "
-                  f"{total:.2f} | {time_to(r):.2f} |")
+                  f"{total:.2f} | {last_epoch(r):.2f} | {time_to(r):.2f} | {r['cpu']:.2f} "
+                  f"({r['cpu_driver']:.2f} + {r['cpu_workers']:.2f}) |")
+    steady = [last_epoch(b) / last_epoch(c) for b, c in zip(results["dask-2"],
+                                                            results["dask-1"])]
+    over = [d["cpu"] / s_["cpu"] for d, s_ in zip(results["dask-1"], results["single"])]
+    print(f"\ndask-1 CPU / single CPU, paired per rep: {', '.join(f'{x:.2f}' for x in over)}")
     ratios = [time_to(b) / time_to(c) for b, c in zip(results["dask-2"], results["dask-1"])]
     tot = [b["times"][-1] / c["times"][-1] for b, c in zip(results["dask-2"],
                                                            results["dask-1"])]
@@ -357,6 +383,8 @@ def main(argv=None):
           f"{', '.join(f'{x:.3f}' for x in ratios)} (median {statistics.median(ratios):.3f})")
     print(f"dask-2 / dask-1 total time, paired per rep: "
           f"{', '.join(f'{x:.3f}' for x in tot)} (median {statistics.median(tot):.3f})")
+    print(f"dask-2 / dask-1 last epoch, paired per rep: "
+          f"{', '.join(f'{x:.3f}' for x in steady)} (median {statistics.median(steady):.3f})")
     st = results["dask-2"][-1]["stats"]
     print("\n| sync | rows mixed | table rows | delta bytes (all partitions) | bytes sent to "
           "workers | seconds |")

@@ -66,14 +66,15 @@ def _zeros_like_tables(est, n_rows: int, n_out: int, dtype) -> Dict[str, np.ndar
 
 def _train_linear(model, X, y, start, stop, classes, n_features):
     """One partition's pass of one sync: ``partial_fit`` of a copy of the broadcast
-    ``model`` on rows ``start:stop`` of the partition. Returns ``(delta, fitted)``, where
-    ``fitted`` is the trained copy on the first sync of the first partition (the driver's
-    skeleton) and None otherwise."""
+    ``model`` on rows ``start:stop`` of the partition. Returns ``(delta, skeleton)``, where
+    ``skeleton`` is, on the first sync, the trained copy without its tables (``_Skeleton``:
+    the driver's model and the workers' replicas are built from the first partition's, with
+    zero tables, before the mixed rows are written) and None otherwise."""
     X = V.check_sparse_matrix("X partition", X if sp.issparse(X) else sp.csr_matrix(X))
     y = np.asarray(y)
     Xs, ys = X[start:stop], y[start:stop]
     first = not hasattr(model, "_W")
-    est = copy.deepcopy(model)
+    est = copy.deepcopy(model) if first else _copy_model(model)
     if first:
         est.partial_fit(Xs, ys, **({"classes": classes} if classes is not None else {}))
         W = est._W
@@ -88,13 +89,71 @@ def _train_linear(model, X, y, start, stop, classes, n_features):
     before = {k: before[k] for k in after}
     n_rows = est._W.shape[0]
     # integer counts: extract converts only the changed rows' (a float copy of a 2**22-row
-    # table's counts costs more than the pass over a small slice)
+    # table's counts costs more than the pass over a small slice); a bincount over the table
+    # costs less than sorting the slice's entries to count only the features it has
     counts = np.bincount(Xs.indices, minlength=n_rows)
     if est._intercept_row:
         counts[est._n_feat] = Xs.shape[0]
     delta = _mixing.extract(before, after, counts, {k: _linear_rules(est)[k] for k in after},
                             est.t_ - t0, Xs.shape[0])
-    return delta, (est if first else None)
+    return delta, (_Skeleton(est, after) if first else None)
+
+
+def _copy_model(model):
+    """A deep copy of a fitted linear estimator whose tables are copied straight into
+    64-byte aligned buffers: the optimizer's unpickling re-allocates (zero-filled, page by
+    page) and copies again any state array that is not aligned, as a plain deepcopy's are."""
+    from ..optim._base import STATE_ALIGNMENT as align
+    memo = {}
+    for a in _linear_tables(model).values():
+        raw = np.empty(a.nbytes + align, dtype=np.uint8)
+        start = (-raw.ctypes.data) % align
+        c = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+        c[...] = a
+        memo[id(a)] = c
+    return copy.deepcopy(model, memo)
+
+
+class _Skeleton:
+    """A fitted estimator without its row tables (weights, optimizer state): what a model
+    that has not trained yet holds, minus the zeros. ``inflate`` gives the estimator with
+    zero tables, so the first sync sends the hyper-parameters and shapes, not the table
+    (the driver and every worker build the same zero model from the same skeleton)."""
+
+    def __init__(self, est, tables: Dict[str, np.ndarray]):
+        import io
+        import pickle
+
+        # every reference to a table (the weights are shared with the optimizer) is
+        # pickled as its name; unpickling gives all of them one zero table
+        ids = {id(a): name for name, a in tables.items()}
+        self.shapes = {name: (a.shape, a.dtype.str) for name, a in tables.items()}
+        buf = io.BytesIO()
+        pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.persistent_id = lambda obj: ids.get(id(obj))
+        pickler.dump(est)
+        self.blob = buf.getvalue()
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.blob)
+
+    def inflate(self):
+        import io
+        import pickle
+
+        made: Dict[str, np.ndarray] = {}
+        shapes = self.shapes
+
+        def load(name):
+            if name not in made:
+                shape, dtype = shapes[name]
+                made[name] = np.zeros(shape, dtype=dtype)
+            return made[name]
+
+        unpickler = pickle.Unpickler(io.BytesIO(self.blob))
+        unpickler.persistent_load = load
+        return unpickler.load()
 
 
 def _apply_linear(est, delta, t0: int, samples0: int) -> None:
@@ -187,8 +246,9 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     changed are sent back as sparse deltas and mixed: weights averaged by per-row update
     counts, Adagrad accumulators summed (``sparseopt.dask._mixing`` states the rule), so the
     result is an ordinary fitted estimator whose optimizer state resumes training. Each
-    worker keeps a replica of the model: after the first syncs only the merged rows travel
-    to it, not the model.
+    worker keeps a replica of the model and the model never travels: the first sync sends
+    the unfitted estimator, the second its fitted skeleton (no tables: the workers start
+    from zeros, as the first sync did) and the merged rows, later syncs the merged rows.
 
     A ``MatrixFactorization`` with the squared loss trains by DSGD (Gemulla et al. 2011,
     ``sparseopt.dask._dsgd``) unless ``method="mixing"``: users and items are hashed into
@@ -242,9 +302,10 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     stats : list or None
         When a list, one dict is appended per sync: ``epoch``, ``sync``, ``seconds``,
         ``rows`` (rows mixed, all tables), ``table_rows``, ``bytes`` (delta bytes sent by
-        the partitions' tasks), ``sent_bytes`` (array bytes sent to the workers: the whole
-        model on the first syncs, then the merged rows of the last syncs), ``last`` (the
-        epoch's last sync). With DSGD a "sync" is a sub-epoch: ``rows`` and ``bytes`` are the
+        the partitions' tasks), ``sent_bytes`` (bytes sent to the workers: the merged
+        rows of the last syncs, with the fitted skeleton while they include the first; the
+        whole model only when a worker lost its replica), ``last`` (the epoch's last
+        sync). With DSGD a "sync" is a sub-epoch: ``rows`` and ``bytes`` are the
         item-block rows and bytes that move to another worker after it, ``sent_bytes`` the
         model's blocks sent at the start, ``gathered_bytes`` the model gathered by the
         driver at the end of an epoch, ``ratings`` and ``task_cpu`` (CPU seconds) per task;
@@ -377,12 +438,12 @@ def _linear_loop(client, model, xs, ys, sizes, span, rounds, n_epochs, classes, 
             t0 = getattr(model, "t_", 0)
             s0 = getattr(model, "_samples_seen", 0)
             if first is not None:
-                model, t0, s0 = first, 0, 0
+                model, t0, s0 = first.inflate(), 0, 0
             _apply_linear(model, mixed, t0, s0)
             sent = replicas.sent
-            # the workers hold the unfitted estimator after the first sync: send the whole
-            # model once more
-            replicas.advance(mixed_f, mixed.nbytes, model, full_next=first is not None)
+            # the workers hold the unfitted estimator after the first sync: the next one
+            # sends them the skeleton, from which they build the same zero model
+            replicas.advance(mixed_f, mixed.nbytes, model, skeleton=first)
             replicas.model = model
             info = dict(epoch=epoch, sync=r, seconds=time.perf_counter() - tic,
                         rows=int(mixed.rows.size), bytes=int(nbytes), sent_bytes=int(sent),
@@ -558,12 +619,22 @@ def _resolve(ref, chain):
     token, version, base, versions, scalars, applier = ref
     with _LOCK:
         if base is not None:
-            model = copy.deepcopy(base)  # the stored dependency may be sent on unchanged
-            _REPLICAS.pop(token, None)
-            _REPLICAS[token] = [version, model]
-            while len(_REPLICAS) > _KEEP_FITS:
-                _REPLICAS.pop(next(iter(_REPLICAS)))
-            return model
+            if isinstance(base, _Skeleton):
+                # the model of the version before the chain (the first update's): a worker
+                # that holds no later one (only the unfitted estimator of the first sync,
+                # which no update applies to) starts from it
+                start = version - len(versions)
+                entry = _REPLICAS.get(token)
+                model = base.inflate() if entry is None or entry[0] <= start else None
+            else:  # the stored dependency may be sent on unchanged
+                model, start = copy.deepcopy(base), version
+            if model is not None:
+                _REPLICAS.pop(token, None)
+                _REPLICAS[token] = [start, model]
+                while len(_REPLICAS) > _KEEP_FITS:
+                    _REPLICAS.pop(next(iter(_REPLICAS)))
+                if start == version:
+                    return model
         entry = _REPLICAS.get(token)
         if entry is None or entry[0] < versions[0] - 1 or entry[0] > version:
             raise ReplicaMissing(f"this worker holds no replica of version "
@@ -598,26 +669,38 @@ class _Replicas:
         self.applier = applier
         self.updates: List[Any] = []  # (version, future of the stripped delta, scalars)
         self.full = True
+        self.skeleton = None  # the model before the first update, when it is one
         self.sent = 0
 
     def ref(self, view):
         """(the reference tasks resolve, the futures it needs) for the current version;
         ``sent`` is set to the bytes of the arrays that go out (the whole model, or the
-        updates)."""
+        updates, with the skeleton of the model the first one starts from while it is in
+        the chain)."""
         if self.full:
             self.sent = _model_bytes(view)
             return (self.token, self.version, _broadcast(self.client, view), [], [],
                     self.applier), []
         chain = self.updates[-_CHAIN:]
         self.sent = int(sum(u[3] for u in chain))
-        return (self.token, self.version, None, [u[0] for u in chain],
+        base = None
+        if self.skeleton is not None and self.version == len(chain):
+            # every update since the skeleton is in the chain: a worker that ran no task
+            # since the first sync builds the model from it
+            base = self.skeleton
+            self.sent += base.nbytes
+        return (self.token, self.version, base, [u[0] for u in chain],
                 [u[2] for u in chain], self.applier), [u[1] for u in chain]
 
-    def advance(self, delta_future, nbytes, model, full_next: bool = False):
+    def advance(self, delta_future, nbytes, model, full_next: bool = False, skeleton=None):
+        """Record the update to the next version; ``skeleton`` (first update only): the
+        model the update starts from, which the workers do not hold yet."""
         self.version += 1
         self.updates.append((self.version, delta_future, _scalars(model), int(nbytes)))
         self.updates = self.updates[-_CHAIN:]
         self.full = full_next
+        if skeleton is not None or self.version > _CHAIN:
+            self.skeleton = skeleton
 
     def close(self):
         try:
@@ -718,17 +801,18 @@ def _sync(client, model, xs, ys, bounds, classes, n_features, replicas):
                            n_features)
              for x, y, (a, b) in zip(xs, ys, bounds)], retries=3)
         deltas = [client.submit(_first, f, pure=False, retries=3) for f in futs]
-        sizes = client.gather([client.submit(_nbytes, d, pure=False, retries=3)
-                               for d in deltas])
+        size = client.submit(_total_nbytes, *deltas, pure=False, retries=3)
         merged = _tree(client, deltas, _mixing.merge)
         # the driver needs the new values only
         stripped = client.submit(_mixing.strip_old, merged, pure=False, retries=3)
-        mixed = stripped.result()
-        # the first sync also brings back the first partition's trained copy: the
-        # driver's model (its unchanged rows are the initial values)
-        first = (client.submit(_second, futs[0], pure=False).result()
-                 if not hasattr(model, "_W") else None)
-        return mixed, stripped, first, int(sum(sizes))
+        # one round trip: the mixed rows, the bytes the tasks sent and, on the first sync,
+        # the first partition's skeleton (the driver's model before the mixed rows)
+        wanted = [stripped, size]
+        if not hasattr(model, "_W"):
+            wanted.append(client.submit(_second, futs[0], pure=False, retries=3))
+        got = client.gather(wanted)
+        first = got[2] if len(got) > 2 else None
+        return got[0], stripped, first, int(got[1])
     return _rerun(run, replicas)
 
 
@@ -759,8 +843,8 @@ def _second(pair):
     return pair[1]
 
 
-def _nbytes(delta):
-    return delta.nbytes
+def _total_nbytes(*deltas):
+    return sum(d.nbytes for d in deltas)
 
 
 def _delayed_call(fn, *args):

@@ -185,9 +185,10 @@ def tree_merge(deltas):
 
 
 def strip_old(delta: RowDelta) -> RowDelta:
-    """The merged delta without the broadcast model's values (which ``apply`` does not
-    read): half the bytes of the transfer to the driver."""
-    return RowDelta(delta.rows, delta.counts, delta.new, {}, delta.rules, delta.steps,
+    """The merged delta without the broadcast model's values and the update counts (which
+    ``apply`` does not read; a stripped delta is not merged again): less than half the
+    bytes of the transfers to the driver and to the workers' replicas."""
+    return RowDelta(delta.rows, np.zeros(0), delta.new, {}, delta.rules, delta.steps,
                     delta.samples)
 
 

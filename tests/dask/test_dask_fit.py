@@ -396,9 +396,11 @@ def test_out_of_core_partitions_load_on_the_workers(client, tmp_path):
 
 
 def test_syncs_send_the_touched_rows_not_the_model(client):
-    """After the first syncs the workers update their replicas from the merged rows: what
-    is sent per sync scales with the rows the partitions touched, not with the table
-    (2**18 rows here, of which at most 400 are touched)."""
+    """No sync sends the model: the first sends the unfitted estimator, the second the
+    skeleton of the fitted one (no table: the workers build its zeros) and the merged rows,
+    later ones the merged rows of the last syncs; what is sent per sync scales with the rows
+    the partitions touched, not with the table (2**18 rows here, of which at most 400 are
+    touched)."""
     rng = np.random.default_rng(3)
     d, used = 1 << 18, rng.choice(1 << 18, 400, replace=False)
     X, yc, _ = _problem(n=2000, d=400, seed=3)
@@ -407,12 +409,14 @@ def test_syncs_send_the_touched_rows_not_the_model(client):
     stats = []
     est = SGDClassifier(loss="log_loss", random_state=0)
     got = sd.fit(est, xs, ys, client, n_epochs=4, stats=stats)
-    full = stats[0]["sent_bytes"]
-    assert full < 1024 and stats[1]["sent_bytes"] > 8 * d  # the estimator, then the model
-    for s in stats[2:]:
+    assert stats[0]["sent_bytes"] < 1024  # the unfitted estimator
+    # the skeleton (a few kB) and the first merged rows: id, weight and accumulator
+    assert 0 < stats[1]["sent_bytes"] <= 8192 + 401 * 8 * 3, stats[1]
+    for s in stats[1:]:
         assert s["rows"] <= 401
-        # the last three syncs' rows: id, count, weight and accumulator, 8 bytes each
-        assert 0 < s["sent_bytes"] <= 3 * 401 * 8 * 4, s
+        # the last three syncs' rows: id, weight and accumulator, 8 bytes each (the
+        # counts stay on the workers: only the merge reads them)
+        assert 0 < s["sent_bytes"] <= 8192 + 3 * 401 * 8 * 3, s
     # the replicas are the driver's model: the result is that of whole-model syncs
     clean = sd.fit(est, xs, ys, client, n_epochs=4, sync_every=10 ** 6)
     assert np.array_equal(got.coef_, clean.coef_)
@@ -501,6 +505,45 @@ def test_dsgd_refusals(client):
     xs, ys = _parts(X, yc, 2)
     with pytest.raises(ValueError, match="MatrixFactorization"):
         sd.fit(SGDClassifier(), xs, ys, client, n_epochs=1, method="dsgd")
+
+
+def test_a_worker_idle_since_the_first_sync_starts_from_the_skeleton():
+    """A worker that ran no task since the first sync holds the unfitted estimator, to which
+    no update applies: the skeleton sent while every update since it is in the chain gives
+    it the driver's model, bit for bit (no cluster: the worker's side in this process)."""
+    from sparseopt.dask import _fit as F
+    X, yc, _ = _problem(n=600, d=50, seed=5)
+    parts = [(X[:300], yc[:300]), (X[300:], yc[300:])]
+    est, token, classes = SGDClassifier(loss="log_loss", random_state=0), "idle", np.unique(yc)
+    try:
+        ref0 = (token, 0, est, [], [], F._apply_linear_update)
+        res = [F._with_replica(F._train_linear, ref0, x, y, 0, 300, classes, 50)
+               for x, y in parts]
+        skeleton = res[0][1]
+        driver = skeleton.inflate()
+        d1 = _mixing.strip_old(_mixing.tree_merge([r[0] for r in res]))
+        F._apply_linear(driver, d1, 0, 0)
+        # the driver's side, with the deltas in place of their futures
+        replicas = F._Replicas(None, F._apply_linear_update)
+        replicas.token = token
+        replicas.advance(d1, d1.nbytes, driver, skeleton=skeleton)
+        # the second sync runs on other workers
+        res = [F._train_linear(driver, x, y, 0, 300, None, 50) for x, y in parts]
+        d2 = _mixing.strip_old(_mixing.tree_merge([r[0] for r in res]))
+        F._apply_linear(driver, d2, driver.t_, driver._samples_seen)
+        replicas.advance(d2, d2.nbytes, driver)
+        ref, chain = replicas.ref(driver)
+        assert ref[2] is skeleton and list(chain) == [d1, d2]
+        with pytest.raises(Exception):  # the unfitted estimator takes no update
+            F._resolve(ref[:2] + (None,) + ref[3:], chain)
+        F._drop_replica(token)
+        F._resolve(ref0, [])
+        got = F._resolve(ref, chain)
+        for name, table in F._linear_tables(driver).items():
+            assert np.array_equal(F._linear_tables(got)[name], table), name
+        assert (got.t_, got._samples_seen) == (driver.t_, driver._samples_seen)
+    finally:
+        F._drop_replica(token)
 
 
 def _kill_one_worker_after(client, stats, n_syncs):
