@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.utils import check_X_y
 
 from .. import _validation as V
@@ -56,6 +57,8 @@ def l1_alpha_max(X, y, *, loss: str = "log_loss", sample_weight=None) -> float:
     """
     if loss not in ("log_loss", "squared_error"):
         raise ValueError(f"loss must be 'log_loss' or 'squared_error'; got {loss!r}")
+    if sp.issparse(X):  # the structure is checked before SciPy converts or multiplies it
+        X = V.check_sparse_matrix("X", X, dtype=np.float64)
     X, y = check_X_y(X, y, accept_sparse="csr", dtype=np.float64,
                      y_numeric=loss == "squared_error")
     n = X.shape[0]

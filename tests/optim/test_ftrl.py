@@ -396,3 +396,8 @@ def test_l1_alpha_max_regression_and_refusals():
         l1_alpha_max(X, y, loss="squared_error", sample_weight=np.ones(3))
     with pytest.raises(ValueError):
         l1_alpha_max(np.full((3, 2), np.nan), [0, 1, 0])
+    # a malformed sparse X is refused by the project's structure check, before SciPy reads it
+    bad = sp.csr_matrix(X)
+    bad.indptr[-1] = 10**6
+    with pytest.raises(ValueError, match="malformed"):
+        l1_alpha_max(bad, y, loss="squared_error")
