@@ -455,37 +455,16 @@ def flush_decay(floating[:, ::1] param, floating[:, :] s0, floating[:, :] s1,
 # before a kernel uses it.
 
 
-def check_slots(const int64_t[::1] rows, const int64_t[::1] slot_of_row,
-                const int64_t[::1] row_of_slot, int64_t n_used):
-    """How many of the unique in-range ``rows`` have no slot yet, or ``-1 - j`` when the slot
-    of ``rows[j]`` is corrupt: outside ``[0, n_used]`` or not mapped back to ``rows[j]``.
-    Read-only."""
-    cdef Py_ssize_t nr = rows.shape[0], j
-    cdef int64_t r, s, fresh = 0
-    if n_used < 0 or n_used > row_of_slot.shape[0]:
-        raise ValueError("check_slots: n_used is outside the capacity")
-    with nogil:
-        for j in range(nr):
-            r = rows[j]
-            s = slot_of_row[r]
-            if s == 0:
-                fresh += 1
-            elif s < 0 or s > n_used or row_of_slot[s - 1] != r:
-                fresh = -1 - j
-                break
-    return fresh
-
-
 def assign_slots(const int64_t[::1] rows, int64_t[::1] slot_of_row, int64_t[::1] row_of_slot,
                  int64_t n_used, int64_t[::1] srows):
     """The state row of each of the unique in-range ``rows`` in ``srows``, giving the rows
     without a slot the next free ones in their order (one thread, so the slots do not depend on
     the thread count). Returns the new ``n_used``, or ``-1 - j`` when the slot of ``rows[j]``
-    is corrupt (as ``check_slots``) or no slot is free for it; rows before ``j`` keep the slots
-    they were given (the maps stay consistent), and every ``srows`` written is a row below
-    ``row_of_slot.shape[0]``."""
-    cdef Py_ssize_t nr = rows.shape[0], j, cap = row_of_slot.shape[0]
-    cdef int64_t r, s
+    is corrupt (outside ``[1, n_used]`` or not mapped back to ``rows[j]``) or no slot is free
+    for it; a refusal takes back the slots given to the rows before ``j``, so the maps are as
+    they were. Every ``srows`` written is a row below ``row_of_slot.shape[0]``."""
+    cdef Py_ssize_t nr = rows.shape[0], j, k, cap = row_of_slot.shape[0]
+    cdef int64_t r, s, start = n_used
     if srows.shape[0] < nr or n_used < 0 or n_used > cap:
         raise ValueError("assign_slots: srows is too short or n_used is outside the capacity")
     cdef int64_t bad = 0
@@ -505,7 +484,31 @@ def assign_slots(const int64_t[::1] rows, int64_t[::1] slot_of_row, int64_t[::1]
                 bad = -1 - j
                 break
             srows[j] = s - 1
+        if bad:
+            # the slots given before row j are the ones at or above start, each still mapped
+            # to its row (a corrupt slot is refused before anything is written for it)
+            for k in range(j):
+                if srows[k] >= start:
+                    slot_of_row[rows[k]] = 0
+                    row_of_slot[srows[k]] = 0
     return bad if bad else n_used
+
+
+def release_slots(int64_t[::1] slot_of_row, int64_t[::1] row_of_slot, int64_t start,
+                  int64_t n_used):
+    """Take back the slots ``[start, n_used)`` given by ``assign_slots`` (a step refused after
+    its slots were assigned): their rows get no slot and their entries of ``row_of_slot`` are
+    zero again. Bounds are checked: an entry that does not map back is left as it is."""
+    cdef Py_ssize_t n = slot_of_row.shape[0]
+    cdef int64_t s, r
+    if start < 0 or n_used > row_of_slot.shape[0] or start > n_used:
+        raise ValueError("release_slots: the range is outside the capacity")
+    with nogil:
+        for s in range(start, n_used):
+            r = row_of_slot[s]
+            if 0 <= r < n and slot_of_row[r] == s + 1:
+                slot_of_row[r] = 0
+            row_of_slot[s] = 0
 
 
 def flush_decay_slots(floating[:, ::1] param, floating[:, :] s0, floating[:, :] s1,

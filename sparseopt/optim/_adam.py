@@ -261,7 +261,7 @@ class Adam(RowwiseGroups, Optimizer):
         tail = self._tail(i) if group["rowwise"] else 0
         if self._is_compact(i):  # never row-wise: compact tables have element-wise moments
             kernel = _rows.adam_slots_update
-            rows = (merged.rows, self._state_rows(i, state, merged.rows))
+            rows = (merged.rows, self._state_rows(i, state, merged))
         else:
             kernel = self._kernel(i, _rows.adam_rowwise_split_update if tail
                                   else _rows.adam_rowwise_update if group["rowwise"]

@@ -353,9 +353,12 @@ class Optimizer:
             return []
         return [n for n, _ in self._state_spec(group) if n in self._SLOTTED]
 
-    def _state_rows(self, i: int, state: Dict[str, Any], rows: np.ndarray) -> np.ndarray:
-        """The slots of a compact table's touched ``rows`` (assigning new ones)."""
-        return _slots.state_rows(self._keys[i], state, rows)
+    def _state_rows(self, i: int, state: Dict[str, Any], merged: MergedRows) -> np.ndarray:
+        """The slots of a compact table's touched rows: given in phase 1 when the table had
+        state, else (its first step) assigned now."""
+        if merged.srows is not None:
+            return merged.srows
+        return _slots.state_rows(self._keys[i], state, merged.rows)
 
     def _current_group(self) -> Dict[str, Any]:
         """The validated hyper-parameters; re-validated only when param_groups[0] changed
@@ -493,24 +496,42 @@ class Optimizer:
 
     def _prepare(self, grads: Any) -> Tuple[Dict[str, Any], List[Tuple[int, MergedRows]]]:
         """Phase 1 of ``step`` (the caller holds the lock): check the hyper-parameters, the
-        parameters and their state, validate and merge every gradient. Changes nothing, so a
-        caller stepping several optimizers (``sparseopt.torch``) prepares them all first."""
+        parameters and their state, validate and merge every gradient. Changes nothing but
+        the slots it gives to the new rows of compact tables, which ``_release`` takes back;
+        a caller stepping several optimizers (``sparseopt.torch``) prepares them all first and
+        releases the prepared ones if a later one is refused."""
         group = self._current_group()
         pairs = V.match_grads(grads, self._keys, self._is_dict)
         prepared: List[Tuple[int, MergedRows]] = []
-        for i in sorted(pairs):
-            self._check_ready(i, group, advancing=True)
-            p = self._params[i]
-            half = self._kinds[i] is not None
-            merged = merge(self._keys[i], pairs[i], _grad_template(p) if half else p,
-                           self._indexers[i], self.duplicates, self.nonfinite,
-                           self._merge_threads)
-            if half and merged.values.size and np.may_share_memory(merged.values, p):
-                merged.values = merged.values.copy()  # a float32 view of the table itself
-            if self._is_compact(i) and merged.rows.size and self.state[self._keys[i]]:
-                _slots.check_rows(self._keys[i], self.state[self._keys[i]], merged.rows)
-            prepared.append((i, merged))
+        try:
+            for i in sorted(pairs):
+                self._check_ready(i, group, advancing=True)
+                p = self._params[i]
+                half = self._kinds[i] is not None
+                merged = merge(self._keys[i], pairs[i], _grad_template(p) if half else p,
+                               self._indexers[i], self.duplicates, self.nonfinite,
+                               self._merge_threads)
+                if half and merged.values.size and np.may_share_memory(merged.values, p):
+                    merged.values = merged.values.copy()  # a float32 view of the table
+                st = self.state[self._keys[i]]
+                if self._is_compact(i) and merged.rows.size and st:
+                    # slots are given here, in one pass that also checks the maps; a refusal
+                    # later in phase 1 takes them back (_release)
+                    merged.slots_start = st[_slots.N_SLOTS]
+                    merged.srows = _slots.state_rows(self._keys[i], st, merged.rows)
+                prepared.append((i, merged))
+        except BaseException:
+            self._release(prepared)
+            raise
         return group, prepared
+
+    def _release(self, prepared: List[Tuple[int, MergedRows]]) -> None:
+        """Take back the slots phase 1 gave to ``prepared`` (its step is refused), newest
+        first, so every compact table's maps are as they were before ``_prepare``."""
+        for i, merged in reversed(prepared):
+            if merged.srows is not None:
+                _slots.release(self.state[self._keys[i]], merged.slots_start)
+                merged.srows = None
 
     def _kernel(self, i: int, kernel: Any) -> Any:
         """The kernel to call for parameter ``i``: ``kernel`` (a ``_rows`` function), or for a

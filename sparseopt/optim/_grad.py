@@ -32,6 +32,11 @@ class MergedRows:
     # False when every merged gradient (single rows in ``values`` and the sums in ``scratch``)
     # is known to be finite; True when the per-row check must look.
     maybe_nonfinite: bool = True
+    # A compact table's slot of each row (``rows[j]``'s moments are row ``srows[j]`` of the
+    # slot buffers), assigned in phase 1 when the table already has state; ``slots_start`` is
+    # ``n_slots`` before the assignment, to take it back if the step is refused.
+    srows: Optional[np.ndarray] = None
+    slots_start: int = 0
 
 
 # Largest duplicate-sum buffer a parameter keeps from one step to the next.

@@ -107,15 +107,10 @@ def new_maps(n_rows: int) -> Dict[str, Any]:
             ROW_OF_SLOT: slot_zeros((n_rows,), np.int64), N_SLOTS: 0}
 
 
-def check_rows(key: Any, state: Dict[str, Any], rows: np.ndarray) -> None:
-    """Phase-1 check of the slots a step's ``rows`` will use (O(rows), read-only)."""
-    bad = _rows.check_slots(rows, state[SLOT_OF_ROW], state[ROW_OF_SLOT], state[N_SLOTS])
-    if bad < 0:
-        V.raise_corrupt_slot(key, int(rows[-1 - bad]), state)
-
-
 def state_rows(key: Any, state: Dict[str, Any], rows: np.ndarray) -> np.ndarray:
-    """The slot of each of ``rows`` (unique, in range), giving slots to rows without one."""
+    """The slot of each of ``rows`` (unique, in range), giving slots to rows without one. A
+    corrupt map is refused with the maps unchanged; ``release(state, start)`` takes the new
+    slots back (``start``: ``n_slots`` before the call)."""
     srows = np.empty(rows.shape[0], dtype=np.int64)
     got = _rows.assign_slots(rows, state[SLOT_OF_ROW], state[ROW_OF_SLOT], state[N_SLOTS],
                              srows)
@@ -123,6 +118,14 @@ def state_rows(key: Any, state: Dict[str, Any], rows: np.ndarray) -> np.ndarray:
         V.raise_corrupt_slot(key, int(rows[-1 - got]), state)
     state[N_SLOTS] = int(got)
     return srows
+
+
+def release(state: Dict[str, Any], start: int) -> None:
+    """Undo the ``state_rows`` calls since ``n_slots`` was ``start`` (a refused step)."""
+    used = state[N_SLOTS]
+    if used > start:
+        _rows.release_slots(state[SLOT_OF_ROW], state[ROW_OF_SLOT], start, used)
+        state[N_SLOTS] = start
 
 
 def dense(key: Any, state: Dict[str, Any], names: Sequence[str], n_rows: int

@@ -340,6 +340,8 @@ class _TorchOptimizer(torch.optim.Optimizer):
                         grad = _numpy_grad(slot.name, g, p, slot.view_shape)
                         work.append((p, slot, slot.inner._prepare({slot.key: grad})))
             except BaseException:
+                for _, slot, prepared in reversed(work):
+                    slot.inner._release(prepared[1])
                 for inner_state, views, sname, old in reversed(undo):
                     if views is None:  # a NumPy optimizer's hyper-parameters
                         inner_state.clear()

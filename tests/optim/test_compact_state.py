@@ -310,14 +310,40 @@ def test_slot_kernels_refuse_short_buffers():
     rows = np.array([3, 4], np.int64)
     smap, rmap = np.zeros(10, np.int64), np.zeros(1, np.int64)
     srows = np.zeros(2, np.int64)
-    # one free slot for two new rows: refused at the second, the first keeps its slot
+    # one free slot for two new rows: refused at the second, and the slot given to the
+    # first is taken back, so the maps are as they were
     assert _rows.assign_slots(rows, smap, rmap, 0, srows) == -2
-    assert smap[3] == 1 and rmap[0] == 3 and smap[4] == 0
+    assert not smap.any() and not rmap.any()
     with pytest.raises(ValueError):
         _rows.assign_slots(rows, smap, rmap, 5, srows)
     with pytest.raises(ValueError):
-        _rows.check_slots(rows, smap, rmap, 2)
-    assert _rows.check_slots(rows, smap, rmap, 1) == 1
+        _rows.release_slots(smap, rmap, 0, 2)
+    with pytest.raises(ValueError):
+        _rows.release_slots(smap, rmap, 1, 0)
+
+
+def test_a_corrupt_slot_leaves_the_maps_unchanged():
+    from sparseopt._kernels import _rows
+    smap, rmap = np.zeros(10, np.int64), np.zeros(10, np.int64)
+    srows = np.zeros(3, np.int64)
+    assert _rows.assign_slots(np.array([7], np.int64), smap, rmap, 0, srows) == 1
+    smap[5] = 9  # corrupt: beyond n_slots
+    s0, r0 = smap.copy(), rmap.copy()
+    # two new rows get slots before the corrupt one is reached: both are taken back
+    assert _rows.assign_slots(np.array([1, 2, 5], np.int64), smap, rmap, 1, srows) == -3
+    assert np.array_equal(smap, s0) and np.array_equal(rmap, r0)
+
+
+def test_release_takes_back_the_new_slots():
+    from sparseopt._kernels import _rows
+    smap, rmap = np.zeros(10, np.int64), np.zeros(10, np.int64)
+    srows = np.zeros(3, np.int64)
+    assert _rows.assign_slots(np.array([4, 8], np.int64), smap, rmap, 0, srows) == 2
+    s0, r0 = smap.copy(), rmap.copy()
+    assert _rows.assign_slots(np.array([8, 1, 6], np.int64), smap, rmap, 2, srows) == 4
+    assert list(srows) == [1, 2, 3]
+    _rows.release_slots(smap, rmap, 2, 4)
+    assert np.array_equal(smap, s0) and np.array_equal(rmap, r0)
 
 
 # -- sparseopt.torch -----------------------------------------------------------------------
@@ -397,3 +423,58 @@ def test_slot_assignment_matches_the_reference():
         assert ub == ua and np.array_equal(got, want)
         assert np.array_equal(sa, sb) and np.array_equal(ra, rb)
         maps = [(sa, ra, ua), (sb, rb, ub)]
+
+
+def _maps(st):
+    return (st["slot_of_row"].copy(), st["row_of_slot"].copy(), st["n_slots"])
+
+
+def _same_maps(a, b):
+    return _same(a[0], b[0]) and _same(a[1], b[1]) and a[2] == b[2]
+
+
+def test_a_step_refused_after_slots_were_given_takes_them_back():
+    # phase 1 gives the new rows of table 0 their slots, then parameter 1's gradient is
+    # refused: table 0's maps must be as they were
+    rng = np.random.default_rng(3)
+    A, B = rng.normal(size=(100, 3)), rng.normal(size=(50, 2))
+    opt = so.Adam([A, B], lr=0.1, state_layout="compact")
+    opt.step([so.RowGrad(np.array([4, 2]), np.ones((2, 3))),
+              so.RowGrad(np.array([1]), np.ones((1, 2)))])
+    before, a0 = _maps(opt.state[0]), A.copy()
+    bad = [(IndexError, so.RowGrad(np.array([77]), np.ones((1, 2)))),
+           (FloatingPointError, so.RowGrad(np.array([3]), np.full((1, 2), np.nan)))]
+    for err, g in bad:
+        with pytest.raises(err):
+            opt.step([so.RowGrad(np.array([9, 4, 60]), np.ones((3, 3))), g])
+        assert _same_maps(_maps(opt.state[0]), before)
+        assert _same(A, a0)
+    # and the next accepted step gives the same slots as if nothing had been refused
+    opt.step([so.RowGrad(np.array([9, 4, 60]), np.ones((3, 3))), None])
+    assert list(opt.state[0]["row_of_slot"][:4]) == [4, 2, 9, 60]
+
+
+def test_torch_step_refused_after_slots_were_given_takes_them_back():
+    torch = pytest.importorskip("torch")
+    import sparseopt.torch as sot
+    torch.manual_seed(0)
+    e1 = torch.nn.EmbeddingBag(3000, 4, mode="sum", sparse=True)
+    e2 = torch.nn.EmbeddingBag(3000, 4, mode="sum", sparse=True)
+    opt = sot.Adam(list(e1.parameters()) + list(e2.parameters()), lr=0.1,
+                   state_layout="compact")
+    off = torch.tensor([0])
+    for e, ids in ((e1, [5, 6]), (e2, [7])):
+        e(torch.tensor(ids), off).sum().backward()
+    opt.step()
+    def maps():
+        return [_maps({k: (v.numpy() if isinstance(v, torch.Tensor) else v)
+                       for k, v in opt.state[p].items()}) for p in (e1.weight, e2.weight)]
+    before = maps()
+    w1 = e1.weight.detach().clone()
+    opt.zero_grad()
+    e1(torch.tensor([100, 5, 200]), off).sum().backward()
+    (e2(torch.tensor([8]), off).sum() * float("nan")).backward()
+    with pytest.raises(FloatingPointError):
+        opt.step()
+    assert all(_same_maps(a, b) for a, b in zip(maps(), before))
+    assert torch.equal(e1.weight, w1)
