@@ -2003,12 +2003,17 @@ def check_distributed_fit(estimator: Any, sync_every: Any, n_epochs: Any, persis
 # uses are checked against both maps as they are looked up (O(rows touched)), and the whole
 # maps before a pass over every row (flush, state_dict).
 
+# State of a compact table that is one int64 counter per slot (``sparseopt.optim._slots``).
+SLOTTED_COUNTERS = ("row_step",)
+
+
 def check_slot_state(key: ParamKey, state: Mapping[str, Any], names: Sequence[str],
                      n_rows: int, width: int, dtype: Any) -> None:
     """O(1): ``slot_of_row`` is a writeable C-contiguous int64 ``(n_rows,)`` array,
     ``row_of_slot`` a writeable C-contiguous int64 ``(capacity,)`` one, ``n_slots`` an int in
     ``[0, capacity]`` and each slotted array in ``names`` (present) a writeable
-    ``(capacity, width)`` array of ``dtype`` with contiguous rows."""
+    ``(capacity, width)`` array of ``dtype`` with contiguous rows (a slotted counter: a
+    writeable C-contiguous int64 ``(capacity,)`` array)."""
     name = describe(key)
     smap = state.get("slot_of_row")
     rmap = state.get("row_of_slot")
@@ -2033,7 +2038,11 @@ def check_slot_state(key: ParamKey, state: Mapping[str, Any], names: Sequence[st
                          f"of its slots), got {used!r}")
     for sname in names:
         if sname in state:
-            check_state_array(name, sname, state[sname], (cap, width), dtype, strided_rows=True)
+            if sname in SLOTTED_COUNTERS:
+                check_state_array(name, sname, state[sname], (cap,), i64)
+            else:
+                check_state_array(name, sname, state[sname], (cap, width), dtype,
+                                  strided_rows=True)
 
 
 def raise_corrupt_slot(key: ParamKey, row: int, state: Mapping[str, Any]) -> None:

@@ -126,8 +126,8 @@ cdef void _adam_rows(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
                      const double[:, ::1] pow2, double[::1] row_wd, int64_t t, double lr,
                      double beta1, double beta2, double eps, double pmul_now, double wd_prev,
                      double wd_now, int flags, int n_threads) noexcept:
-    """The loop of ``adam_rows_update`` / ``adam_slots_update``: parameter row and counters
-    ``rows[j]``, moment rows ``srows[j]``."""
+    """The loop of ``adam_rows_update`` / ``adam_slots_update``: parameter row and lazy-decay
+    counters ``rows[j]``, moment rows and ``row_step`` entry ``srows[j]``."""
     cdef Py_ssize_t nr = rows.shape[0], d = param.shape[1], j, ja
     cdef int64_t r, ra, s, sa, last, first, tau
     cdef double b1e, b2e, pm, bc1, bc2, a, c
@@ -157,7 +157,7 @@ cdef void _adam_rows(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
                     if wd:
                         so_prefetch_write_l2(&row_wd[ra], 8)
                 elif rowb:
-                    so_prefetch_write_l2(&row_step[ra], 8)
+                    so_prefetch_write_l2(&row_step[sa], 8)
             r = rows[j]
             s = srows[j]
             g = _grad_row(values, scratch, src[j])
@@ -181,9 +181,9 @@ cdef void _adam_rows(floating[:, ::1] param, floating[:, :] m, floating[:, :] v,
             else:
                 b1e = beta1
                 b2e = beta2
-                if rowb:
-                    tau = _clamp(row_step[r], 0, t - 1) + 1
-                    row_step[r] = tau
+                if rowb:  # row_step is kept with the moments (by slot in compact state)
+                    tau = _clamp(row_step[s], 0, t - 1) + 1
+                    row_step[s] = tau
                 else:
                     tau = t
             bc1 = 1.0 - _power(p1, tau)
@@ -236,8 +236,9 @@ def adam_slots_update(floating[:, ::1] param, floating[:, :] m, floating[:, :] v
                       double beta1, double beta2, double eps, double pmul_now, double wd_prev,
                       double wd_now, int flags, int n_threads):
     """``adam_rows_update`` with the moments in compact slots: row ``rows[j]`` of ``param``
-    (and of the per-row counters) is updated with moment rows ``srows[j]`` of ``m``, ``v``
-    and ``vmax`` (unique, each below their row count: ``assign_slots`` makes them)."""
+    (and of the lazy-decay counters ``last_step``, ``first_step``, ``row_wd``) is updated with
+    moment rows ``srows[j]`` of ``m``, ``v`` and ``vmax`` and entry ``srows[j]`` of
+    ``row_step`` (unique, each below their row count: ``assign_slots`` makes them)."""
     if srows.shape[0] != rows.shape[0]:
         raise ValueError("adam_slots_update needs one state row per row")
     _adam_rows(param, m, v, vmax, values, scratch, rows, srows, src, row_step, last_step,

@@ -180,7 +180,8 @@ class Adam(RowwiseGroups, Optimizer):
         self._check_fixed(g)
         return g
 
-    _SLOTTED = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    # with compact state: the moments and the per-row step count of bias_correction="row"
+    _SLOTTED = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "row_step")
 
     @property
     def state_layout(self) -> str:

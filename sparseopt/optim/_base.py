@@ -418,9 +418,9 @@ class Optimizer:
         State not allocated yet (before a parameter's first step) is counted as the current
         settings will allocate it, so the figures hold before training too. Sizes follow each
         array's own dtype and shape (row-wise state, reduced-precision moments). A compact
-        table (``Adam(state_layout=...)``) counts the slots in use: the moments of the rows
-        touched so far, ``slot_of_row`` (8 bytes per row) and ``row_of_slot`` (8 per slot in
-        use).
+        table (``Adam(state_layout=...)``) counts the slots in use: the moments (and
+        ``row_step``) of the rows touched so far, ``slot_of_row`` (8 bytes per row) and
+        ``row_of_slot`` (8 per slot in use).
 
         Returns
         -------

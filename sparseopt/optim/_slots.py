@@ -14,14 +14,18 @@ resident. Growing them instead (allocate twice the slots, copy, swap) was measur
 DLRM loop: a growth from 2**19 to 2**20 slots within 40 steps raised the mean step's CPU time
 by 2.5 ms (the copy, and faulting in the new buffer), where the reserved buffers added none.
 
-Per compact table, ``Optimizer.state[key]`` holds (besides the scalars and the per-row
+Per compact table, ``Optimizer.state[key]`` holds (besides the scalars and the lazy-decay
 counters, which stay indexed by row):
 
 * ``slot_of_row``: int64 ``(n,)``, 0 for a row without a slot, else its slot + 1;
 * ``row_of_slot``: int64 ``(capacity,)``, the row of each slot (the first ``n_slots``);
 * ``n_slots``: the number of slots in use;
 * each slotted state array (e.g. Adam's ``exp_avg``) as ``(capacity, d)``: row ``s`` is the
-  state of row ``row_of_slot[s]``; slots past ``n_slots`` are zero.
+  state of row ``row_of_slot[s]``; slots past ``n_slots`` are zero;
+* each slotted counter (``SLOTTED_COUNTERS``: Adam's ``row_step``, read and written at every
+  touch of a row) as int64 ``(capacity,)``, entry ``s`` for row ``row_of_slot[s]``. Indexed
+  by row it would be one more random page per updated row; by slot it sits with the hot
+  slots (the rows touched early and often have the low slots).
 
 The capacity is the table's row count (a row has at most one slot); the checks allow any
 capacity, and a step that finds no free slot is refused.
@@ -49,6 +53,9 @@ SLOT_KEYS = (SLOT_OF_ROW, ROW_OF_SLOT, N_SLOTS)
 LAYOUTS = ("auto", "direct", "compact")
 
 STATE_ALIGNMENT = 64
+
+# Slotted state that is one int64 per slot rather than a (capacity, d) row.
+SLOTTED_COUNTERS = V.SLOTTED_COUNTERS
 
 
 def uses_compact(layout: str, p: np.ndarray, state_bytes: int) -> bool:
@@ -84,8 +91,9 @@ def slot_zeros(shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
 
 def slotted_zeros(names: Sequence[str], interleaved: Sequence[str], capacity: int, width: int,
                   dtype: Any) -> Dict[str, np.ndarray]:
-    """``(capacity, width)`` zero arrays for ``names``; those in ``interleaved`` (all present)
-    are views of one ``(capacity, k * width)`` buffer, so a slot's entries are adjacent."""
+    """``(capacity, width)`` zero arrays for ``names`` (int64 ``(capacity,)`` for the
+    ``SLOTTED_COUNTERS``); those in ``interleaved`` (all present) are views of one
+    ``(capacity, k * width)`` buffer, so a slot's entries are adjacent."""
     out: Dict[str, np.ndarray] = {}
     pair = [n for n in interleaved if n in names]
     if pair and len(pair) == len(interleaved):
@@ -93,7 +101,9 @@ def slotted_zeros(names: Sequence[str], interleaved: Sequence[str], capacity: in
         for j, name in enumerate(pair):
             out[name] = buf[:, j * width:(j + 1) * width]
     for name in names:
-        if name not in out:
+        if name in SLOTTED_COUNTERS:
+            out[name] = slot_zeros((capacity,), np.int64)
+        elif name not in out:
             out[name] = slot_zeros((capacity, width), dtype)
     return out
 
@@ -130,12 +140,13 @@ def release(state: Dict[str, Any], start: int) -> None:
 
 def dense(key: Any, state: Dict[str, Any], names: Sequence[str], n_rows: int
           ) -> Dict[str, np.ndarray]:
-    """The slotted arrays as ``(n, d)`` arrays by row (zero for rows without a slot)."""
+    """The slotted arrays as ``(n, d)`` arrays by row (counters ``(n,)``; zero for rows
+    without a slot)."""
     rows = V.check_slot_maps(key, state, n_rows)
     out = {}
     for name in names:
         arr = state[name]
-        full = np.zeros((n_rows, arr.shape[1]), dtype=arr.dtype)
+        full = np.zeros((n_rows,) + arr.shape[1:], dtype=arr.dtype)
         full[rows] = arr[:rows.shape[0]]
         out[name] = full
     return out
@@ -144,8 +155,8 @@ def dense(key: Any, state: Dict[str, Any], names: Sequence[str], n_rows: int
 def compact(state: Dict[str, Any], names: Sequence[str], interleaved: Sequence[str],
             n_rows: int) -> Dict[str, Any]:
     """Loaded ``(n, d)`` arrays ``names`` of ``state`` put in slots: the rows where any of
-    them has a non-zero bit get a slot, in row order (a row whose state is all +0.0 reads as a
-    row without a slot, so results are unchanged)."""
+    them has a non-zero bit get a slot, in row order (a row whose state is all +0.0 and whose
+    counters are 0 reads as a row without a slot, so results are unchanged)."""
     arrays = [state[name] for name in names]
     touched = np.zeros(n_rows, dtype=bool)
     for arr in arrays:
@@ -153,8 +164,8 @@ def compact(state: Dict[str, Any], names: Sequence[str], interleaved: Sequence[s
         touched |= (bits != 0).reshape(n_rows, -1).any(axis=1)
     rows = np.flatnonzero(touched).astype(np.int64)
     used = rows.shape[0]
-    width = arrays[0].shape[1]
-    fresh = slotted_zeros(names, interleaved, n_rows, width, arrays[0].dtype)
+    moment = next(arr for arr in arrays if arr.ndim == 2)
+    fresh = slotted_zeros(names, interleaved, n_rows, moment.shape[1], moment.dtype)
     for name, arr in zip(names, arrays):
         fresh[name][:used] = arr[rows]
     maps = new_maps(n_rows)
@@ -171,8 +182,9 @@ def relayout(state: Dict[str, Any], names: Sequence[str], interleaved: Sequence[
     """Unpickled compact state back into slot buffers (aligned, interleaved, lazily mapped:
     the unused slots are zero and stay so)."""
     arrays = [state[name] for name in names]
-    cap, width = arrays[0].shape
-    fresh = slotted_zeros(names, interleaved, cap, width, arrays[0].dtype)
+    moment = next(arr for arr in arrays if arr.ndim == 2)
+    cap, width = moment.shape
+    fresh = slotted_zeros(names, interleaved, cap, width, moment.dtype)
     for name, arr in zip(names, arrays):
         fresh[name][...] = arr
     state.update(fresh)

@@ -244,7 +244,9 @@ class _TorchOptimizer(torch.optim.Optimizer):
             if sname in _SLOT_KEYS:
                 continue
             if sname in slot.inner._SLOTTED and isinstance(dense.get(sname), np.ndarray):
-                v = torch.from_numpy(dense[sname]).view(slot.shape)
+                v = torch.from_numpy(dense[sname])
+                if v.dim() == 2:  # the moments, shaped like p (a counter is one per row)
+                    v = v.view(slot.shape)
             out[sname] = v
         return out
 

@@ -478,3 +478,42 @@ def test_torch_step_refused_after_slots_were_given_takes_them_back():
         opt.step()
     assert all(_same_maps(a, b) for a, b in zip(maps(), before))
     assert torch.equal(e1.weight, w1)
+
+
+def _frozen_row_stepped(n=100, d=3):
+    W = np.random.default_rng(0).standard_normal((n, d))
+    opt = so.Adam([W], state_layout="compact")  # lazy="frozen", bias_correction="row"
+    opt.step([so.RowGrad(np.array([5, 9, 2]), np.ones((3, d)))])
+    return W, opt
+
+
+def test_row_step_is_kept_by_slot_and_saved_by_row():
+    W, opt = _frozen_row_stepped()
+    opt.step([so.RowGrad(np.array([9, 40]), np.zeros((2, 3)))])  # a zero gradient still counts
+    st = opt.state[0]
+    assert st["row_step"].shape == st["row_of_slot"].shape  # one per slot
+    assert list(st["row_step"][:4]) == [1, 2, 1, 1]  # slots of rows 5, 9, 2, 40
+    saved = opt.state_dict()["state"][0]["row_step"]
+    assert saved.shape == (100,) and saved[9] == 2 and saved[40] == 1 and saved.sum() == 5
+    # row 40 has all-zero moments: its count alone gives it a slot when loaded
+    W2 = W.copy()
+    o2 = so.Adam([W2], state_layout="compact")
+    o2.load_state_dict(opt.state_dict())
+    assert o2.state[0]["n_slots"] == 4 and o2.memory().state["row_step"] == 4 * 8
+    for o, w in ((opt, W), (o2, W2)):
+        o.step([so.RowGrad(np.array([40, 3]), np.ones((2, 3)))])
+    assert _same(W, W2)
+
+
+@pytest.mark.parametrize("what", ["shorter", "int32", "read-only", "2-D"])
+def test_hostile_slotted_row_step_is_refused(what):
+    W, opt = _frozen_row_stepped()
+    st = opt.state[0]
+    st["row_step"] = {"shorter": lambda a: a[:3].copy(),
+                      "int32": lambda a: a.astype(np.int32),
+                      "read-only": lambda a: np.frombuffer(a.tobytes(), np.int64),
+                      "2-D": lambda a: a.reshape(-1, 1)}[what](st["row_step"])
+    before = W.copy()
+    with pytest.raises(ValueError, match="row_step"):
+        opt.step([so.RowGrad(np.array([9, 60]), np.ones((2, 3)))])
+    assert _same(W, before)
