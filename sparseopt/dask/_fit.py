@@ -86,9 +86,11 @@ def _train_linear(model, X, y, start, stop, classes, n_features, support=None):
     ys = ys if (start, stop) == (0, ys.shape[0]) else ys[start:stop]
     cols, col_counts = _slice_columns(X, Xc, start, stop)
     first = not hasattr(model, "_W")
-    est = copy.deepcopy(model) if first else _copy_model(model)
+    rows, counts = cols, col_counts
+    if bool(model.fit_intercept if first else model._intercept_row):
+        rows = np.append(rows, np.int64(Xc.shape[1]))  # the intercept's row, after the features
+        counts = np.append(counts, np.float64(Xs.shape[0]))
     if first:
-        est.partial_fit(Xs, ys, **({"classes": classes} if classes is not None else {}))
         before, t0 = None, 0
         support = np.zeros(0, dtype=np.int64)
     else:
@@ -96,13 +98,19 @@ def _train_linear(model, X, y, start, stop, classes, n_features, support=None):
         before, t0 = _linear_tables(model), model.t_
         if support is None:
             support = _nonzero_rows(before)
-        est.partial_fit(Xs, ys)
-    after = _linear_tables(est)
-    rows, counts = cols, col_counts
-    if est._intercept_row:
-        rows = np.append(rows, np.int64(est._n_feat))
-        counts = np.append(counts, np.float64(Xs.shape[0]))
     cand = _mixing.union_sorted(rows, support)
+    est = copy.deepcopy(model) if first else _copy_model(model)
+    # the lazy penalty's end-of-call catch-up visits these rows only (every other row is
+    # zero with no optimizer state, and stays so)
+    est._live_rows = cand
+    try:
+        if first:
+            est.partial_fit(Xs, ys, **({"classes": classes} if classes is not None else {}))
+        else:
+            est.partial_fit(Xs, ys)
+    finally:
+        del est._live_rows
+    after = _linear_tables(est)
     cand_counts = np.zeros(cand.shape[0])
     cand_counts[np.searchsorted(cand, rows)] = counts
     if before is None:  # the model before the first pass: zero tables
