@@ -385,13 +385,26 @@ def main(argv=None):
           f"{', '.join(f'{x:.3f}' for x in tot)} (median {statistics.median(tot):.3f})")
     print(f"dask-2 / dask-1 last epoch, paired per rep: "
           f"{', '.join(f'{x:.3f}' for x in steady)} (median {statistics.median(steady):.3f})")
-    st = results["dask-2"][-1]["stats"]
-    print("\n| sync | rows mixed | table rows | delta bytes (all partitions) | bytes sent to "
-          "workers | seconds |")
-    print("|---|---|---|---|---|---|")
-    for s in st:
-        print(f"| {s['epoch']}.{s['sync']} | {s['rows']} | {s['table_rows']} | {s['bytes']} | "
-              f"{s['sent_bytes']} | {s['seconds']:.2f} |")
+    for name in ("dask-1", "dask-2"):
+        # the training tasks' CPU seconds (merges, driver and scheduler excluded): all of
+        # them, and the critical path (per sync the slowest task), per rep
+        runs = results[name]
+        tot = [sum(sum(s_["task_cpu"]) for s_ in r["stats"]) for r in runs]
+        crit = [sum(max(s_["task_cpu"]) for s_ in r["stats"]) for r in runs]
+        per = [statistics.median(c for s_ in r["stats"] for c in s_["task_cpu"]) for r in runs]
+        print(f"{name}: training task CPU s total {', '.join(f'{x:.2f}' for x in tot)}; "
+              f"critical path {', '.join(f'{x:.2f}' for x in crit)}; median per task "
+              f"{', '.join(f'{x:.3f}' for x in per)}")
+    for name in ("dask-1", "dask-2"):
+        st = results[name][-1]["stats"]
+        print(f"\n{name}, last rep, per sync:\n")
+        print("| sync | rows mixed | table rows | delta bytes (all partitions) | bytes sent to "
+              "workers | seconds | task CPU s |")
+        print("|---|---|---|---|---|---|---|")
+        for s in st:
+            cpu = ", ".join(f"{c:.2f}" for c in s["task_cpu"])
+            print(f"| {s['epoch']}.{s['sync']} | {s['rows']} | {s['table_rows']} | "
+                  f"{s['bytes']} | {s['sent_bytes']} | {s['seconds']:.2f} | {cpu} |")
     fin = [r["aucs"][-1] for r in results["dask-2"]]
     sing = [r["aucs"][-1] for r in results["single"]]
     print(f"\nfinal AUC dask-2 {fin} vs single {sing}: differences "

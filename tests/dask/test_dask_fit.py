@@ -602,3 +602,73 @@ def test_dsgd_killed_worker_changes_nothing(two_workers):
     assert np.array_equal(got.item_table_, clean.item_table_)
     assert np.array_equal(got.optimizer_.state[1]["sum"], clean.optimizer_.state[1]["sum"])
 
+
+
+def _whole_table_delta(model, X, y, classes):
+    """The delta of one pass found by comparing the whole tables before and after it (the
+    definition a task's delta must equal)."""
+    from sparseopt.dask import _fit as F
+    first = not hasattr(model, "_W")
+    est = F.copy.deepcopy(model)
+    est.partial_fit(X, y, **({"classes": classes} if first else {}))
+    after = F._linear_tables(est)
+    n_rows = est._W.shape[0]
+    before = (F._zeros_like_tables(est, n_rows, est._W.shape[1], est._W.dtype) if first
+              else F._linear_tables(model))
+    counts = np.bincount(X.indices, minlength=n_rows)
+    if est._intercept_row:
+        counts[est._n_feat] = X.shape[0]
+    rules = F._linear_rules(est)
+    return _mixing.extract({k: before[k] for k in after}, after, counts,
+                           {k: rules[k] for k in after}, est.t_ - getattr(model, "t_", 0),
+                           X.shape[0])
+
+
+def _same_delta(a, b):
+    if not np.array_equal(a.rows, b.rows) or not np.array_equal(a.counts, b.counts):
+        return False
+    return all(a.new[k].dtype == b.new[k].dtype and a.old[k].dtype == b.old[k].dtype
+               and np.array_equal(a.new[k], b.new[k]) and np.array_equal(a.old[k], b.old[k])
+               for k in a.new) and (a.steps, a.samples) == (b.steps, b.samples)
+
+
+@pytest.mark.parametrize("kw", [dict(loss="log_loss"), dict(penalty="l1", alpha=1e-3),
+                                dict(optimizer="adam", penalty="elasticnet", alpha=1e-3),
+                                dict(optimizer="sgd"), dict(fit_intercept=False)])
+def test_a_task_compares_only_the_rows_it_can_change(kw):
+    """A task compares the tables on the slice's columns (counted once per partition) and the
+    replica's non-zero rows (the rows of the merged updates) only: its delta is, bit for bit,
+    the whole tables' comparison, sync after sync, slices included. The parts have disjoint
+    features, so each pass moves the other part's rows by the penalty alone; a support that
+    leaves those rows out misses that move (no cluster: the worker's side in this process)."""
+    from sparseopt.dask import _fit as F
+    X, yc, _ = _problem(n=900, d=300, seed=2, density=0.04)
+    X = X.tolil()
+    X[:450, 150:] = 0
+    X[450:, :150] = 0
+    X = X.tocsr()
+    X.eliminate_zeros()
+    parts = [(X[:450], yc[:450], 0, 450), (X[450:], yc[450:], 0, 200),
+             (X[450:], yc[450:], 200, 450)]
+    classes = np.unique(yc)
+    model, support = SGDClassifier(random_state=0, batch_size=16, **kw), None
+    for sync in range(3):
+        got = []
+        for x, y, a, b in parts:
+            delta, skeleton, cpu = F._train_linear(model, x, y, a, b, classes, 300,
+                                                   support=support)
+            assert _same_delta(delta, _whole_table_delta(model, x[a:b], y[a:b], classes))
+            assert cpu >= 0.0
+            if sync == 1:
+                # the first pass set every row of both parts: without them the deltas differ
+                short, _, _ = F._train_linear(model, x, y, a, b, None, 300,
+                                              support=np.zeros(0, dtype=np.int64))
+                assert not _same_delta(short, delta)
+            got.append((delta, skeleton))
+        merged = _mixing.strip_old(_mixing.tree_merge([d for d, _ in got]))
+        if sync == 0:
+            model, support = got[0][1].inflate(), merged.rows
+            F._apply_linear(model, merged, 0, 0)
+        else:
+            F._apply_linear(model, merged, model.t_, model._samples_seen)
+            support = _mixing.union_sorted(support, merged.rows)
