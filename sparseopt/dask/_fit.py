@@ -65,7 +65,8 @@ def _zeros_like_tables(est, n_rows: int, n_out: int, dtype) -> Dict[str, np.ndar
     return out
 
 
-def _train_linear(model, X, y, start, stop, classes, n_features, support=None):
+def _train_linear(model, X, y, start, stop, classes, n_features, support=None,
+                  in_place=False):
     """One partition's pass of one sync: ``partial_fit`` of a copy of the broadcast
     ``model`` on rows ``start:stop`` of the partition. Returns ``(delta, skeleton, cpu)``,
     where ``skeleton`` is, on the first sync, the trained copy without its tables
@@ -79,7 +80,12 @@ def _train_linear(model, X, y, start, stop, classes, n_features, support=None):
     ``model`` is zero; None finds them by a scan), which the lazy penalty may move. A row
     outside both is zero before and after the pass (the penalty leaves 0 at 0, and the
     optimizers' state of a row changes only with its gradient), so the delta is the one a
-    comparison of the whole tables gives."""
+    comparison of the whole tables gives.
+
+    ``in_place`` (a worker that runs one task at a time): the pass trains a copy of the
+    estimator that shares ``model``'s tables, and those rows of the tables are written back
+    afterwards (also when the pass fails), so ``model`` is left as it was without a
+    table-sized copy."""
     cpu0 = time.process_time()
     Xc, ys = _checked_partition(X, y)
     Xs = Xc if (start, stop) == (0, Xc.shape[0]) else Xc[start:stop]
@@ -99,7 +105,13 @@ def _train_linear(model, X, y, start, stop, classes, n_features, support=None):
         if support is None:
             support = _nonzero_rows(before)
     cand = _mixing.union_sorted(rows, support)
-    est = copy.deepcopy(model) if first else _copy_model(model)
+    if first:
+        est = copy.deepcopy(model)
+    elif in_place:  # the tables are shared (the memo), everything else is copied
+        old_all = {k: a[cand] for k, a in before.items()}
+        est = copy.deepcopy(model, {id(a): a for a in before.values()})
+    else:
+        est = _copy_model(model)
     # the lazy penalty's end-of-call catch-up visits these rows only (every other row is
     # zero with no optimizer state, and stays so)
     est._live_rows = cand
@@ -108,17 +120,22 @@ def _train_linear(model, X, y, start, stop, classes, n_features, support=None):
             est.partial_fit(Xs, ys, **({"classes": classes} if classes is not None else {}))
         else:
             est.partial_fit(Xs, ys)
+        after = _linear_tables(est)
+        new = {k: a[cand] for k, a in after.items()}
     finally:
         del est._live_rows
-    after = _linear_tables(est)
+        if in_place and not first:  # the only rows the pass can have written
+            for k, a in before.items():
+                a[cand] = old_all[k]
     cand_counts = np.zeros(cand.shape[0])
     cand_counts[np.searchsorted(cand, rows)] = counts
     if before is None:  # the model before the first pass: zero tables
         old = _zeros_like_tables(est, cand.shape[0], est._W.shape[1], est._W.dtype)
         old = {k: old[k] for k in after}
+    elif in_place:
+        old = {k: old_all[k] for k in after}
     else:
         old = {k: before[k][cand] for k in after}
-    new = {k: a[cand] for k, a in after.items()}
     keep = _mixing.changed_rows(old, new)
     delta = _mixing.RowDelta(cand[keep], cand_counts[keep],
                              {k: np.ascontiguousarray(v[keep]) for k, v in new.items()},
@@ -770,7 +787,17 @@ def _with_linear_replica(ref, *args):
     model = entry[1]
     if entry[2] is None and hasattr(model, "_W"):
         entry[2] = _nonzero_rows(_linear_tables(model))
-    return _train_linear(model, *args[n:], support=entry[2])
+    return _train_linear(model, *args[n:], support=entry[2], in_place=_one_task_at_a_time())
+
+
+def _one_task_at_a_time() -> bool:
+    """This is a worker that runs one task at a time (one thread): a task may then train on
+    the replica's own tables and write its rows back (no other task reads them meanwhile)."""
+    try:
+        from distributed import get_worker
+        return get_worker().state.nthreads == 1
+    except (ImportError, ValueError, AttributeError):
+        return False
 
 
 def _drop_replica(token):

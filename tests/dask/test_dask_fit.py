@@ -672,3 +672,29 @@ def test_a_task_compares_only_the_rows_it_can_change(kw):
         else:
             F._apply_linear(model, merged, model.t_, model._samples_seen)
             support = _mixing.union_sorted(support, merged.rows)
+
+
+def test_a_task_on_the_replicas_tables_leaves_them_as_they_were():
+    """``in_place`` (a one-thread worker): the pass trains on the replica's own tables and
+    writes the rows back, also after a pass that fails; the delta is the copy's, bit for bit."""
+    from sparseopt.dask import _fit as F
+    X, _, yr = _problem(n=600, d=80, seed=3)
+    for est in (SGDClassifier(random_state=0, batch_size=16),
+                SGDRegressor(optimizer="adam", penalty="elasticnet", random_state=0)):
+        y = (yr > 0).astype(int) if isinstance(est, SGDClassifier) else yr
+        classes = np.unique(y) if isinstance(est, SGDClassifier) else None
+        d0, skeleton, _ = F._train_linear(est, X[:300], y[:300], 0, 300, classes, 80)
+        model = skeleton.inflate()
+        F._apply_linear(model, _mixing.strip_old(d0), 0, 0)
+        tables = {k: v.copy() for k, v in F._linear_tables(model).items()}
+        copied = F._train_linear(model, X[300:], y[300:], 0, 300, classes, 80)[0]
+        shared = F._train_linear(model, X[300:], y[300:], 0, 300, classes, 80,
+                                 in_place=True)[0]
+        assert _same_delta(copied, shared) and shared.rows.size > 0
+        for k, v in F._linear_tables(model).items():
+            assert np.array_equal(v, tables[k]), k
+    # a pass that diverges raises after writing rows: they are written back all the same
+    model.set_params(optimizer="sgd", penalty=None, learning_rate="constant", eta0=1e300)
+    with pytest.raises(ValueError, match="overflow"):
+        F._train_linear(model, X[300:], yr[300:], 0, 300, None, 80, in_place=True)
+    assert np.array_equal(model._W, tables["W"])
