@@ -347,6 +347,11 @@ def _unique(y):
     return np.unique(np.asarray(y))
 
 
+def _shape_and_labels(X, y, classify):
+    """``(rows, columns, the distinct labels or None)`` of a partition."""
+    return _shape_of(X, y) + ((_unique(y) if classify else None),)
+
+
 def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
         persist=True, stats=None, callback=None, method="auto", n_blocks=None):
     """Train ``estimator`` on a Dask cluster by iterative parameter mixing, or by DSGD
@@ -417,7 +422,8 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
         the partitions' tasks), ``sent_bytes`` (bytes sent to the workers: the merged
         rows of the last syncs, with the fitted skeleton while they include the first; the
         whole model only when a worker lost its replica), ``last`` (the epoch's last
-        sync). With DSGD a "sync" is a sub-epoch: ``rows`` and ``bytes`` are the
+        sync) and, for the linear models, ``task_cpu`` (each partition task's CPU seconds,
+        in partition order). With DSGD a "sync" is a sub-epoch: ``rows`` and ``bytes`` are the
         item-block rows and bytes that move to another worker after it, ``sent_bytes`` the
         model's blocks sent at the start, ``gathered_bytes`` the model gathered by the
         driver at the end of an epoch, ``ratings`` and ``task_cpu`` (CPU seconds) per task;
@@ -504,8 +510,10 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     if persist:  # futures: computed once, kept in the workers' memory
         xs = client.compute(xs)
         ys = client.compute(ys)
+    classify = isinstance(estimator, SGDClassifier)
+    # one round trip: every partition's shape and, for a classifier, its labels
     shapes = client.gather(client.compute(
-        [_delayed_call(_shape_of, x, v) for x, v in zip(xs, ys)]))
+        [_delayed_call(_shape_and_labels, x, v, classify) for x, v in zip(xs, ys)]))
     sizes = [s[0] for s in shapes]
     widths = {s[1] for s in shapes}
     if len(widths) != 1:
@@ -515,9 +523,8 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     if n_total == 0:
         raise ValueError("X has no rows")
     classes = None
-    if isinstance(estimator, SGDClassifier):
-        uniq = client.gather(client.compute([_delayed_call(_unique, v) for v in ys]))
-        classes = np.unique(np.concatenate(uniq))
+    if classify:
+        classes = np.unique(np.concatenate([s[2] for s in shapes]))
     model = copy.deepcopy(estimator)
     from ..linear_model._base import auto_batch_size
     if isinstance(model.batch_size, str):
