@@ -347,6 +347,48 @@ def _unique(y):
     return np.unique(np.asarray(y))
 
 
+def _balance(client, xs, ys, sizes):
+    """The persisted partitions spread over the workers in proportion to their threads.
+
+    A partition's task runs where its data is, so partitions that all sit on some of the
+    workers (as the scheduler happened to place them) leave the others idle at every sync.
+    A partition stays where it is while its worker holds no more than its share of the rows
+    (largest partitions first); the others are copied, once, to the workers furthest below
+    their share, with their targets."""
+    if len(xs) < 2 or not all(_is_future(x) for x in xs) \
+            or not all(_is_future(v) for v in ys):
+        return xs, ys
+    workers = client.scheduler_info()["workers"]
+    if len(workers) < 2:
+        return xs, ys
+    threads = {w: max(1, int(d.get("nthreads", 1) or 1)) for w, d in workers.items()}
+    share = {w: sum(sizes) * t / sum(threads.values()) for w, t in threads.items()}
+    holders = client.who_has(xs)
+    load = dict.fromkeys(threads, 0)
+    order = sorted(range(len(xs)), key=lambda i: -sizes[i])
+    place, moved = {}, []
+    for i in order:
+        held = sorted((w for w in holders.get(xs[i].key, ()) if w in load),
+                      key=lambda w: load[w] / threads[w])
+        if held and load[held[0]] + sizes[i] <= share[held[0]]:
+            place[i] = held[0]
+            load[held[0]] += sizes[i]
+        else:
+            moved.append(i)
+    for i in moved:
+        w = min(load, key=lambda w: ((load[w] + sizes[i]) / threads[w], w))
+        held = holders.get(xs[i].key, ())
+        place[i] = w
+        load[w] += sizes[i]
+        if w not in held:
+            # the copy's task may run elsewhere if that worker is lost meanwhile
+            xs[i] = client.submit(_identity, xs[i], workers=[w], allow_other_workers=True,
+                                  pure=False)
+            ys[i] = client.submit(_identity, ys[i], workers=[w], allow_other_workers=True,
+                                  pure=False)
+    return xs, ys
+
+
 def _shape_and_labels(X, y, classify):
     """``(rows, columns, the distinct labels or None)`` of a partition."""
     return _shape_of(X, y) + ((_unique(y) if classify else None),)
@@ -422,8 +464,8 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
         the partitions' tasks), ``sent_bytes`` (bytes sent to the workers: the merged
         rows of the last syncs, with the fitted skeleton while they include the first; the
         whole model only when a worker lost its replica), ``last`` (the epoch's last
-        sync) and, for the linear models, ``task_cpu`` (each partition task's CPU seconds,
-        in partition order). With DSGD a "sync" is a sub-epoch: ``rows`` and ``bytes`` are the
+        sync) and, for the linear models, ``task_cpu`` and ``task_worker`` (each partition
+        task's CPU seconds and worker address, in partition order). With DSGD a "sync" is a sub-epoch: ``rows`` and ``bytes`` are the
         item-block rows and bytes that move to another worker after it, ``sent_bytes`` the
         model's blocks sent at the start, ``gathered_bytes`` the model gathered by the
         driver at the end of an epoch, ``ratings`` and ``task_cpu`` (CPU seconds) per task;
@@ -525,6 +567,8 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     classes = None
     if classify:
         classes = np.unique(np.concatenate([s[2] for s in shapes]))
+    if persist:
+        xs, ys = _balance(client, xs, ys, sizes)
     model = copy.deepcopy(estimator)
     from ..linear_model._base import auto_batch_size
     if isinstance(model.batch_size, str):
@@ -551,7 +595,7 @@ def _linear_loop(client, model, xs, ys, sizes, span, rounds, n_epochs, classes, 
             start = r * span
             live = [i for i in range(len(xs)) if sizes[i] > start]
             bounds = [(start, min(sizes[i], start + span)) for i in live]
-            mixed, mixed_f, first, (nbytes, task_cpu) = _sync(
+            mixed, mixed_f, first, (nbytes, (task_cpu, task_worker)) = _sync(
                 client, model, [xs[i] for i in live], [ys[i] for i in live], bounds,
                 classes, n_features, replicas)
             t0 = getattr(model, "t_", 0)
@@ -567,7 +611,7 @@ def _linear_loop(client, model, xs, ys, sizes, span, rounds, n_epochs, classes, 
             info = dict(epoch=epoch, sync=r, seconds=time.perf_counter() - tic,
                         rows=int(mixed.rows.size), bytes=int(nbytes), sent_bytes=int(sent),
                         table_rows=int(model._W.shape[0]), last=r == rounds - 1,
-                        task_cpu=task_cpu)
+                        task_cpu=task_cpu, task_worker=task_worker)
             if stats is not None:
                 stats.append(info)
             if callback is not None:
@@ -794,7 +838,17 @@ def _with_linear_replica(ref, *args):
     model = entry[1]
     if entry[2] is None and hasattr(model, "_W"):
         entry[2] = _nonzero_rows(_linear_tables(model))
-    return _train_linear(model, *args[n:], support=entry[2], in_place=_one_task_at_a_time())
+    return _train_linear(model, *args[n:], support=entry[2],
+                         in_place=_one_task_at_a_time()) + (_worker_name(),)
+
+
+def _worker_name() -> Optional[str]:
+    """The address of the worker running this task (None outside a worker)."""
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 def _one_task_at_a_time() -> bool:
@@ -999,8 +1053,9 @@ def _second(pair):
 
 
 def _sizes_and_cpu(deltas, results):
-    """(bytes of the tasks' deltas, each task's CPU seconds)."""
-    return sum(d.nbytes for d in deltas), [float(r[2]) for r in results]
+    """(bytes of the tasks' deltas, (each task's CPU seconds, its worker))."""
+    return sum(d.nbytes for d in deltas), ([float(r[2]) for r in results],
+                                           [r[3] if len(r) > 3 else None for r in results])
 
 
 def _delayed_call(fn, *args):

@@ -698,3 +698,26 @@ def test_a_task_on_the_replicas_tables_leaves_them_as_they_were():
     with pytest.raises(ValueError, match="overflow"):
         F._train_linear(model, X[300:], yr[300:], 0, 300, None, 80, in_place=True)
     assert np.array_equal(model._W, tables["W"])
+
+
+def test_partitions_held_by_one_worker_are_spread_over_both(two_workers):
+    """Persisted partitions that all sit on one worker would leave the other idle at every
+    sync: ``_balance`` copies half of them to it (X and y together), and leaves balanced ones
+    where they are."""
+    from sparseopt.dask import _fit as F
+    client = two_workers
+    X, yc, _ = _problem(n=800, d=40, seed=6)
+    xs, ys = _parts(X, yc, 4)
+    first = sorted(client.scheduler_info()["workers"])[0]
+    xs = client.compute(xs, workers=[first])
+    ys = client.compute(ys, workers=[first])
+    client.gather(xs + ys)
+    assert {w for ws in client.who_has(xs).values() for w in ws} == {first}
+    bx, by = F._balance(client, list(xs), list(ys), [200] * 4)
+    client.gather(bx + by)
+    second = sorted(client.scheduler_info()["workers"])[1]
+    where = [sorted(client.who_has([f])[f.key]) for f in bx]
+    assert sorted(where) == [[first], [first], [second], [second]], where
+    assert [sorted(client.who_has([f])[f.key]) for f in by] == where
+    again = F._balance(client, list(bx), list(by), [200] * 4)
+    assert [a.key for a in again[0]] == [b.key for b in bx]  # nothing moves twice
