@@ -157,7 +157,8 @@ def _nonzero_rows(tables: Dict[str, np.ndarray]) -> np.ndarray:
 
 
 # Per partition object in a worker's memory (a persisted partition is the same object at
-# every sync): the checked matrix and, per slice, its distinct columns and their entry
+# every sync): the checked matrix (the partition itself when the check changed nothing)
+# and, per slice, its distinct columns and their entry
 # counts. Checking a partition and counting a slice's columns cost O(entries) and, for the
 # counts, O(columns); done once per partition instead of once per sync. Entries go with their
 # partition (a weak reference), and at most _PART_CACHE_SIZE partitions are kept.
@@ -190,6 +191,11 @@ def _checked_partition(X, y):
     Xc = entry.get("checked")
     if Xc is None:
         Xc = V.check_sparse_matrix("X partition", X if sp.issparse(X) else sp.csr_matrix(X))
+        if sp.issparse(X) and X.format == "csr" and X.shape == Xc.shape and all(
+                a.dtype == b.dtype and np.array_equal(a, b)
+                for a, b in ((X.indptr, Xc.indptr), (X.indices, Xc.indices),
+                             (X.data, Xc.data))):
+            Xc = X  # the check changed nothing: one copy of the partition in memory
         entry["checked"] = Xc
     return Xc, np.asarray(y)
 
