@@ -63,6 +63,9 @@ def make_partition(seed: int, n_rows: int, n_features: int, nnz: int, true_seed:
     X = sp.csr_matrix((np.ones(n_rows * nnz, dtype=np.float32) / np.sqrt(nnz), cols, indptr),
                       shape=(n_rows, n_features))
     X.sum_duplicates()
+    # SciPy's own index type (int32 here), as a matrix built by SciPy has
+    X = sp.csr_matrix((X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)),
+                      shape=X.shape) if X.nnz < 2 ** 31 else X
     z = X @ _true_weights(n_features, true_seed)
     y = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-z))).astype(np.int64)
     return X, y

@@ -157,8 +157,8 @@ def _nonzero_rows(tables: Dict[str, np.ndarray]) -> np.ndarray:
 
 
 # Per partition object in a worker's memory (a persisted partition is the same object at
-# every sync): the checked matrix (the partition itself when the check changed nothing)
-# and, per slice, its distinct columns and their entry
+# every sync): whether the check left it as it is and, per slice, its distinct columns and
+# their entry
 # counts. Checking a partition and counting a slice's columns cost O(entries) and, for the
 # counts, O(columns); done once per partition instead of once per sync. Entries go with their
 # partition (a weak reference), and at most _PART_CACHE_SIZE partitions are kept.
@@ -186,7 +186,9 @@ def _part_entry(X):
 
 
 def _checked_partition(X, y):
-    """``(X as a checked CSR matrix, y as an array)``; X's check is done once per object."""
+    """``(X as a checked CSR matrix, y as an array)``. A partition the check leaves as it is
+    is checked once; one it converts (index or value types, duplicates) is checked again at
+    every sync, as keeping the converted copy would double the partition's memory."""
     entry = _part_entry(X)
     Xc = entry.get("checked")
     if Xc is None:
@@ -195,8 +197,7 @@ def _checked_partition(X, y):
                 a.dtype == b.dtype and np.array_equal(a, b)
                 for a, b in ((X.indptr, Xc.indptr), (X.indices, Xc.indices),
                              (X.data, Xc.data))):
-            Xc = X  # the check changed nothing: one copy of the partition in memory
-        entry["checked"] = Xc
+            Xc = entry["checked"] = X
     return Xc, np.asarray(y)
 
 
