@@ -16,7 +16,10 @@ excluded; 4 epochs by default, so the last one shows the steady state, after the
 syncs' setup), the time to reach the single-process fit's final AUC minus ``--tolerance``,
 CPU seconds of the driver (the scheduler runs in it) and of the workers (on a shared
 machine the overhead shows there, not in wall time), and per sync the rows mixed, the bytes
-the partitions' deltas carried and the bytes sent to the workers, against the table's rows.
+the partitions' deltas carried and the bytes sent to the workers, against the table's rows,
+with each training task's CPU seconds and worker. The training tasks' critical path (per sync
+the busiest worker's task CPU seconds, summed) of dask-2 against dask-1 measures the
+parallelism without the other load of a shared machine.
 
     python benchmarks/dask_scaling.py                     # a few minutes on 2 quiet cores
     python benchmarks/dask_scaling.py --rows 200000 --repeats 1   # smoke run
