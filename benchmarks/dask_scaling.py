@@ -16,7 +16,10 @@ excluded; 4 epochs by default, so the last one shows the steady state, after the
 syncs' setup), the time to reach the single-process fit's final AUC minus ``--tolerance``,
 CPU seconds of the driver (the scheduler runs in it) and of the workers (on a shared
 machine the overhead shows there, not in wall time), and per sync the rows mixed, the bytes
-the partitions' deltas carried and the bytes sent to the workers, against the table's rows.
+the partitions' deltas carried and the bytes sent to the workers, against the table's rows,
+with each training task's CPU seconds and worker. The training tasks' critical path (per sync
+the busiest worker's task CPU seconds, summed) of dask-2 against dask-1 measures the
+parallelism without the other load of a shared machine.
 
     python benchmarks/dask_scaling.py                     # a few minutes on 2 quiet cores
     python benchmarks/dask_scaling.py --rows 200000 --repeats 1   # smoke run
@@ -63,6 +66,9 @@ def make_partition(seed: int, n_rows: int, n_features: int, nnz: int, true_seed:
     X = sp.csr_matrix((np.ones(n_rows * nnz, dtype=np.float32) / np.sqrt(nnz), cols, indptr),
                       shape=(n_rows, n_features))
     X.sum_duplicates()
+    # SciPy's own index type (int32 here), as a matrix built by SciPy has
+    X = sp.csr_matrix((X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)),
+                      shape=X.shape) if X.nnz < 2 ** 31 else X
     z = X @ _true_weights(n_features, true_seed)
     y = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-z))).astype(np.int64)
     return X, y
@@ -385,13 +391,39 @@ def main(argv=None):
           f"{', '.join(f'{x:.3f}' for x in tot)} (median {statistics.median(tot):.3f})")
     print(f"dask-2 / dask-1 last epoch, paired per rep: "
           f"{', '.join(f'{x:.3f}' for x in steady)} (median {statistics.median(steady):.3f})")
-    st = results["dask-2"][-1]["stats"]
-    print("\n| sync | rows mixed | table rows | delta bytes (all partitions) | bytes sent to "
-          "workers | seconds |")
-    print("|---|---|---|---|---|---|")
-    for s in st:
-        print(f"| {s['epoch']}.{s['sync']} | {s['rows']} | {s['table_rows']} | {s['bytes']} | "
-              f"{s['sent_bytes']} | {s['seconds']:.2f} |")
+    def busiest(s_):  # the CPU seconds of the sync's busiest worker (its tasks run in turn)
+        per_worker = {}
+        for c, w in zip(s_["task_cpu"], s_["task_worker"]):
+            per_worker[w] = per_worker.get(w, 0.0) + c
+        return max(per_worker.values())
+
+    crits = {}
+    for name in ("dask-1", "dask-2"):
+        # the training tasks' CPU seconds (merges, driver and scheduler excluded): all of
+        # them, and the critical path (per sync the busiest worker's tasks), per rep: a
+        # measure of the parallelism that a shared machine's wall clock hides
+        runs = results[name]
+        tot = [sum(sum(s_["task_cpu"]) for s_ in r["stats"]) for r in runs]
+        crits[name] = [sum(busiest(s_) for s_ in r["stats"]) for r in runs]
+        per = [statistics.median(c for s_ in r["stats"] for c in s_["task_cpu"]) for r in runs]
+        print(f"{name}: training task CPU s total {', '.join(f'{x:.2f}' for x in tot)}; "
+              f"critical path {', '.join(f'{x:.2f}' for x in crits[name])}; median per task "
+              f"{', '.join(f'{x:.3f}' for x in per)}")
+    cr = [b / c for b, c in zip(crits["dask-2"], crits["dask-1"])]
+    print(f"dask-2 / dask-1 training-task critical path (CPU s), paired per rep: "
+          f"{', '.join(f'{x:.3f}' for x in cr)} (median {statistics.median(cr):.3f})")
+    for name in ("dask-1", "dask-2"):
+        st = results[name][-1]["stats"]
+        print(f"\n{name}, last rep, per sync:\n")
+        print("| sync | rows mixed | table rows | delta bytes (all partitions) | bytes sent to "
+              "workers | seconds | task CPU s (worker) |")
+        print("|---|---|---|---|---|---|---|")
+        names = sorted({w for s in st for w in s["task_worker"]}, key=str)
+        for s in st:
+            cpu = ", ".join(f"{c:.2f} (w{names.index(w)})"
+                            for c, w in zip(s["task_cpu"], s["task_worker"]))
+            print(f"| {s['epoch']}.{s['sync']} | {s['rows']} | {s['table_rows']} | "
+                  f"{s['bytes']} | {s['sent_bytes']} | {s['seconds']:.2f} | {cpu} |")
     fin = [r["aucs"][-1] for r in results["dask-2"]]
     sing = [r["aucs"][-1] for r in results["single"]]
     print(f"\nfinal AUC dask-2 {fin} vs single {sing}: differences "

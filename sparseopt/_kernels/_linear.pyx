@@ -734,6 +734,26 @@ cdef void _catch_up_rows(floating[:, ::1] W, Py_ssize_t n_feat, LazyPenalty pena
                 pen_step[j] = 0
 
 
+cdef void _catch_up_listed_rows(floating[:, ::1] W, Py_ssize_t n_feat, LazyPenalty penalty,
+                                int64_t q, const int64_t[::1] rows,
+                                int n_threads) noexcept:
+    """``_catch_up_rows`` for the listed rows only (unique and in range: checked by the
+    caller)."""
+    cdef int64_t[::1] pen_step = penalty.pen_step
+    cdef Py_ssize_t m = rows.shape[0], K = W.shape[1], i, j
+    cdef _Segment seg = _segment(penalty)
+    cdef double* avg_p = &penalty.avg[0, 0] if seg.flags & P_AVG else NULL
+    cdef bint skip_zero = (seg.flags & P_PRE) != 0 and seg.debt == NULL
+    with nogil:
+        for i in prange(m, num_threads=n_threads, schedule="static"):
+            j = rows[i]
+            if not (skip_zero and j < n_feat and _row_is_zero(&W[j, 0], K)):
+                _catch_up(&W[j, 0], (avg_p + j * K) if avg_p != NULL else NULL, K, j,
+                          pen_step[j], q, j < n_feat, &seg)
+            if pen_step[j] != 0:
+                pen_step[j] = 0
+
+
 cdef inline bint _row_is_zero(const floating* w, Py_ssize_t K) noexcept nogil:
     cdef Py_ssize_t k
     for k in range(K):
@@ -1176,14 +1196,31 @@ def gradient_kernel(dtype, index_dtype):
 
 
 def catch_up_rows(LinearModel model not None, LazyPenalty penalty not None, int64_t q,
-                  int n_threads):
+                  int n_threads, rows=None):
     """Bring every row of ``model.W`` (and the running sum) up to step ``q`` of the current
     segment, then mark every row current at step 0: the end of a segment, after which the
-    tables restart (in place). Nothing to do when ``penalty.flags`` is 0."""
+    tables restart (in place). Nothing to do when ``penalty.flags`` is 0.
+
+    ``rows`` (int64, strictly increasing, in range): only these rows; the caller knows that
+    every other row is zero, was not touched in the segment and has no running sum, so that
+    its catch-up would leave it as it is (the penalty keeps 0 at 0)."""
+    cdef const int64_t[::1] r
+    cdef Py_ssize_t i
     if not penalty.flags:
         return
     W = model.W
     _check_penalty(penalty, W.shape[0], W.shape[1], model.float_bits, q)
+    if rows is not None:
+        r = _array(rows, np.int64, 1, "rows")
+        for i in range(r.shape[0]):
+            if r[i] < 0 or r[i] >= W.shape[0] or (i > 0 and r[i] <= r[i - 1]):
+                raise ValueError("rows must be strictly increasing row indices of the "
+                                 "weight table")
+        if model.float_bits == 32:
+            _catch_up_listed_rows(model.W32, model.n_feat, penalty, q, r, n_threads)
+        else:
+            _catch_up_listed_rows(model.W64, model.n_feat, penalty, q, r, n_threads)
+        return
     if model.float_bits == 32:
         _catch_up_rows(model.W32, model.n_feat, penalty, q, n_threads)
     else:

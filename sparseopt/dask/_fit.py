@@ -53,8 +53,9 @@ def _linear_rules(est) -> Dict[str, str]:
 
 
 def _zeros_like_tables(est, n_rows: int, n_out: int, dtype) -> Dict[str, np.ndarray]:
-    """The tables of a model that has not trained yet (what a first partial_fit starts
-    from): zero weights and zero state."""
+    """``n_rows`` rows of the tables of a model that has not trained yet (what a first
+    partial_fit starts from): zero weights and zero state (float64, as the first sync's
+    deltas carry it)."""
     out = {"W": np.zeros((n_rows, n_out), dtype=dtype)}
     for name in _STATE_RULES[est.optimizer]:
         if name == "row_step":
@@ -64,39 +65,157 @@ def _zeros_like_tables(est, n_rows: int, n_out: int, dtype) -> Dict[str, np.ndar
     return out
 
 
-def _train_linear(model, X, y, start, stop, classes, n_features):
+def _train_linear(model, X, y, start, stop, classes, n_features, support=None,
+                  in_place=False):
     """One partition's pass of one sync: ``partial_fit`` of a copy of the broadcast
-    ``model`` on rows ``start:stop`` of the partition. Returns ``(delta, skeleton)``, where
-    ``skeleton`` is, on the first sync, the trained copy without its tables (``_Skeleton``:
-    the driver's model and the workers' replicas are built from the first partition's, with
-    zero tables, before the mixed rows are written) and None otherwise."""
-    X = V.check_sparse_matrix("X partition", X if sp.issparse(X) else sp.csr_matrix(X))
-    y = np.asarray(y)
-    Xs, ys = X[start:stop], y[start:stop]
+    ``model`` on rows ``start:stop`` of the partition. Returns ``(delta, skeleton, cpu)``,
+    where ``skeleton`` is, on the first sync, the trained copy without its tables
+    (``_Skeleton``: the driver's model and the workers' replicas are built from the first
+    partition's, with zero tables, before the mixed rows are written) and None otherwise, and
+    ``cpu`` the task's CPU seconds.
+
+    Every step after the copy costs O(rows the pass can change), not O(table): those rows
+    are the slice's features (and the intercept), which the pass updates, and the rows of
+    ``model`` that may be non-zero (``support``: sorted rows outside of which every table of
+    ``model`` is zero; None finds them by a scan), which the lazy penalty may move. A row
+    outside both is zero before and after the pass (the penalty leaves 0 at 0, and the
+    optimizers' state of a row changes only with its gradient), so the delta is the one a
+    comparison of the whole tables gives.
+
+    ``in_place`` (a worker that runs one task at a time): the pass trains a copy of the
+    estimator that shares ``model``'s tables, and those rows of the tables are written back
+    afterwards (also when the pass fails), so ``model`` is left as it was without a
+    table-sized copy."""
+    cpu0 = time.process_time()
+    Xc, ys = _checked_partition(X, y)
+    Xs = Xc if (start, stop) == (0, Xc.shape[0]) else Xc[start:stop]
+    ys = ys if (start, stop) == (0, ys.shape[0]) else ys[start:stop]
+    cols, col_counts = _slice_columns(X, Xc, start, stop)
     first = not hasattr(model, "_W")
-    est = copy.deepcopy(model) if first else _copy_model(model)
+    rows, counts = cols, col_counts
+    if bool(model.fit_intercept if first else model._intercept_row):
+        rows = np.append(rows, np.int64(Xc.shape[1]))  # the intercept's row, after the features
+        counts = np.append(counts, np.float64(Xs.shape[0]))
     if first:
-        est.partial_fit(Xs, ys, **({"classes": classes} if classes is not None else {}))
-        W = est._W
-        before = _zeros_like_tables(est, W.shape[0], W.shape[1], W.dtype)
-        t0 = 0
+        before, t0 = None, 0
+        support = np.zeros(0, dtype=np.int64)
     else:
         # ``model`` is not modified (``est`` is a deep copy): it is the "before" as it is
-        before = _linear_tables(model)
-        t0 = model.t_
-        est.partial_fit(Xs, ys)
-    after = _linear_tables(est)
-    before = {k: before[k] for k in after}
-    n_rows = est._W.shape[0]
-    # integer counts: extract converts only the changed rows' (a float copy of a 2**22-row
-    # table's counts costs more than the pass over a small slice); a bincount over the table
-    # costs less than sorting the slice's entries to count only the features it has
-    counts = np.bincount(Xs.indices, minlength=n_rows)
-    if est._intercept_row:
-        counts[est._n_feat] = Xs.shape[0]
-    delta = _mixing.extract(before, after, counts, {k: _linear_rules(est)[k] for k in after},
-                            est.t_ - t0, Xs.shape[0])
-    return delta, (_Skeleton(est, after) if first else None)
+        before, t0 = _linear_tables(model), model.t_
+        if support is None:
+            support = _nonzero_rows(before)
+    cand = _mixing.union_sorted(rows, support)
+    if first:
+        est = copy.deepcopy(model)
+    elif in_place:  # the tables are shared (the memo), everything else is copied
+        old_all = {k: a[cand] for k, a in before.items()}
+        est = copy.deepcopy(model, {id(a): a for a in before.values()})
+    else:
+        est = _copy_model(model)
+    # the lazy penalty's end-of-call catch-up visits these rows only (every other row is
+    # zero with no optimizer state, and stays so)
+    est._live_rows = cand
+    try:
+        if first:
+            est.partial_fit(Xs, ys, **({"classes": classes} if classes is not None else {}))
+        else:
+            est.partial_fit(Xs, ys)
+        after = _linear_tables(est)
+        new = {k: a[cand] for k, a in after.items()}
+    finally:
+        del est._live_rows
+        if in_place and not first:  # the only rows the pass can have written
+            for k, a in before.items():
+                a[cand] = old_all[k]
+    cand_counts = np.zeros(cand.shape[0])
+    cand_counts[np.searchsorted(cand, rows)] = counts
+    if before is None:  # the model before the first pass: zero tables
+        old = _zeros_like_tables(est, cand.shape[0], est._W.shape[1], est._W.dtype)
+        old = {k: old[k] for k in after}
+    elif in_place:
+        old = {k: old_all[k] for k in after}
+    else:
+        old = {k: before[k][cand] for k in after}
+    keep = _mixing.changed_rows(old, new)
+    delta = _mixing.RowDelta(cand[keep], cand_counts[keep],
+                             {k: np.ascontiguousarray(v[keep]) for k, v in new.items()},
+                             {k: np.ascontiguousarray(v[keep]) for k, v in old.items()},
+                             {k: _linear_rules(est)[k] for k in after}, est.t_ - t0,
+                             Xs.shape[0])
+    return delta, (_Skeleton(est, after) if first else None), time.process_time() - cpu0
+
+
+def _nonzero_rows(tables: Dict[str, np.ndarray]) -> np.ndarray:
+    """Sorted rows where any table is non-zero (NaN counts as non-zero)."""
+    mask = None
+    for a in tables.values():
+        d = a != 0
+        if d.ndim > 1:
+            d = d.reshape(d.shape[0], -1).any(axis=1)
+        mask = d if mask is None else (mask | d)
+    return np.flatnonzero(mask).astype(np.int64)
+
+
+# Per partition object in a worker's memory (a persisted partition is the same object at
+# every sync): whether the check left it as it is and, per slice, its distinct columns and
+# their entry
+# counts. Checking a partition and counting a slice's columns cost O(entries) and, for the
+# counts, O(columns); done once per partition instead of once per sync. Entries go with their
+# partition (a weak reference), and at most _PART_CACHE_SIZE partitions are kept.
+_PART_CACHE: Dict[int, Any] = {}
+_PART_CACHE_SIZE = 64
+_PART_LOCK = threading.Lock()
+
+
+def _part_entry(X):
+    import weakref
+    key = id(X)
+    with _PART_LOCK:
+        entry = _PART_CACHE.get(key)
+        if entry is not None and entry["ref"]() is X:
+            return entry
+        try:
+            ref = weakref.ref(X, lambda _r, key=key: _PART_CACHE.pop(key, None))
+        except TypeError:  # an object without weak references is not cached
+            return {"ref": lambda: None, "slices": {}}
+        entry = {"ref": ref, "slices": {}}
+        _PART_CACHE[key] = entry
+        while len(_PART_CACHE) > _PART_CACHE_SIZE:
+            _PART_CACHE.pop(next(iter(_PART_CACHE)))
+        return entry
+
+
+def _checked_partition(X, y):
+    """``(X as a checked CSR matrix, y as an array)``. A partition the check leaves as it is
+    is checked once; one it converts (index or value types, duplicates) is checked again at
+    every sync, as keeping the converted copy would double the partition's memory."""
+    entry = _part_entry(X)
+    Xc = entry.get("checked")
+    if Xc is None:
+        Xc = V.check_sparse_matrix("X partition", X if sp.issparse(X) else sp.csr_matrix(X))
+        if sp.issparse(X) and X.format == "csr" and X.shape == Xc.shape and all(
+                a.dtype == b.dtype and np.array_equal(a, b)
+                for a, b in ((X.indptr, Xc.indptr), (X.indices, Xc.indices),
+                             (X.data, Xc.data))):
+            Xc = entry["checked"] = X
+    return Xc, np.asarray(y)
+
+
+def _slice_columns(X, Xc, start, stop):
+    """``(columns, counts)`` of rows ``start:stop`` of the checked partition ``Xc``: its
+    distinct columns (sorted, int64) and their numbers of stored entries (float64, the
+    mixing's update counts), computed once per partition and slice."""
+    slices = _part_entry(X)["slices"]
+    got = slices.get((start, stop))
+    if got is None:
+        idx = Xc.indices[Xc.indptr[start]:Xc.indptr[stop]]
+        # a bincount over the columns costs less than sorting the slice's entries; once
+        # per slice
+        c = np.bincount(idx, minlength=Xc.shape[1])
+        cols = np.flatnonzero(c).astype(np.int64)
+        got = (cols, c[cols].astype(np.float64))
+        slices[(start, stop)] = got
+    return got
 
 
 def _copy_model(model):
@@ -235,6 +354,53 @@ def _unique(y):
     return np.unique(np.asarray(y))
 
 
+def _balance(client, xs, ys, sizes):
+    """The persisted partitions spread over the workers in proportion to their threads.
+
+    A partition's task runs where its data is, so partitions that all sit on some of the
+    workers (as the scheduler happened to place them) leave the others idle at every sync.
+    A partition stays where it is while its worker holds no more than its share of the rows
+    (largest partitions first); the others are copied, once, to the workers furthest below
+    their share, with their targets."""
+    if len(xs) < 2 or not all(_is_future(x) for x in xs) \
+            or not all(_is_future(v) for v in ys):
+        return xs, ys
+    workers = client.scheduler_info()["workers"]
+    if len(workers) < 2:
+        return xs, ys
+    threads = {w: max(1, int(d.get("nthreads", 1) or 1)) for w, d in workers.items()}
+    share = {w: sum(sizes) * t / sum(threads.values()) for w, t in threads.items()}
+    holders = client.who_has(xs)
+    load = dict.fromkeys(threads, 0)
+    order = sorted(range(len(xs)), key=lambda i: -sizes[i])
+    place, moved = {}, []
+    for i in order:
+        held = sorted((w for w in holders.get(xs[i].key, ()) if w in load),
+                      key=lambda w: load[w] / threads[w])
+        if held and load[held[0]] + sizes[i] <= share[held[0]]:
+            place[i] = held[0]
+            load[held[0]] += sizes[i]
+        else:
+            moved.append(i)
+    for i in moved:
+        w = min(load, key=lambda w: ((load[w] + sizes[i]) / threads[w], w))
+        held = holders.get(xs[i].key, ())
+        place[i] = w
+        load[w] += sizes[i]
+        if w not in held:
+            # the copy's task may run elsewhere if that worker is lost meanwhile
+            xs[i] = client.submit(_identity, xs[i], workers=[w], allow_other_workers=True,
+                                  pure=False)
+            ys[i] = client.submit(_identity, ys[i], workers=[w], allow_other_workers=True,
+                                  pure=False)
+    return xs, ys
+
+
+def _shape_and_labels(X, y, classify):
+    """``(rows, columns, the distinct labels or None)`` of a partition."""
+    return _shape_of(X, y) + ((_unique(y) if classify else None),)
+
+
 def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
         persist=True, stats=None, callback=None, method="auto", n_blocks=None):
     """Train ``estimator`` on a Dask cluster by iterative parameter mixing, or by DSGD
@@ -305,7 +471,8 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
         the partitions' tasks), ``sent_bytes`` (bytes sent to the workers: the merged
         rows of the last syncs, with the fitted skeleton while they include the first; the
         whole model only when a worker lost its replica), ``last`` (the epoch's last
-        sync). With DSGD a "sync" is a sub-epoch: ``rows`` and ``bytes`` are the
+        sync) and, for the linear models, ``task_cpu`` and ``task_worker`` (each partition
+        task's CPU seconds and worker address, in partition order). With DSGD a "sync" is a sub-epoch: ``rows`` and ``bytes`` are the
         item-block rows and bytes that move to another worker after it, ``sent_bytes`` the
         model's blocks sent at the start, ``gathered_bytes`` the model gathered by the
         driver at the end of an epoch, ``ratings`` and ``task_cpu`` (CPU seconds) per task;
@@ -392,8 +559,10 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     if persist:  # futures: computed once, kept in the workers' memory
         xs = client.compute(xs)
         ys = client.compute(ys)
+    classify = isinstance(estimator, SGDClassifier)
+    # one round trip: every partition's shape and, for a classifier, its labels
     shapes = client.gather(client.compute(
-        [_delayed_call(_shape_of, x, v) for x, v in zip(xs, ys)]))
+        [_delayed_call(_shape_and_labels, x, v, classify) for x, v in zip(xs, ys)]))
     sizes = [s[0] for s in shapes]
     widths = {s[1] for s in shapes}
     if len(widths) != 1:
@@ -403,9 +572,10 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
     if n_total == 0:
         raise ValueError("X has no rows")
     classes = None
-    if isinstance(estimator, SGDClassifier):
-        uniq = client.gather(client.compute([_delayed_call(_unique, v) for v in ys]))
-        classes = np.unique(np.concatenate(uniq))
+    if classify:
+        classes = np.unique(np.concatenate([s[2] for s in shapes]))
+    if persist:
+        xs, ys = _balance(client, xs, ys, sizes)
     model = copy.deepcopy(estimator)
     from ..linear_model._base import auto_batch_size
     if isinstance(model.batch_size, str):
@@ -432,7 +602,7 @@ def _linear_loop(client, model, xs, ys, sizes, span, rounds, n_epochs, classes, 
             start = r * span
             live = [i for i in range(len(xs)) if sizes[i] > start]
             bounds = [(start, min(sizes[i], start + span)) for i in live]
-            mixed, mixed_f, first, nbytes = _sync(
+            mixed, mixed_f, first, (nbytes, (task_cpu, task_worker)) = _sync(
                 client, model, [xs[i] for i in live], [ys[i] for i in live], bounds,
                 classes, n_features, replicas)
             t0 = getattr(model, "t_", 0)
@@ -447,7 +617,8 @@ def _linear_loop(client, model, xs, ys, sizes, span, rounds, n_epochs, classes, 
             replicas.model = model
             info = dict(epoch=epoch, sync=r, seconds=time.perf_counter() - tic,
                         rows=int(mixed.rows.size), bytes=int(nbytes), sent_bytes=int(sent),
-                        table_rows=int(model._W.shape[0]), last=r == rounds - 1)
+                        table_rows=int(model._W.shape[0]), last=r == rounds - 1,
+                        task_cpu=task_cpu, task_worker=task_worker)
             if stats is not None:
                 stats.append(info)
             if callback is not None:
@@ -616,9 +787,18 @@ def _scalars(model) -> Dict[str, Any]:
 
 def _resolve(ref, chain):
     """The model of version ``ref[1]`` on this worker (see above)."""
+    return _resolve_entry(ref, chain)[1]
+
+
+def _resolve_entry(ref, chain):
+    """``[version, model, support]`` of this worker's replica at version ``ref[1]``:
+    ``support``, for a linear model, the sorted rows outside of which every table is zero
+    (a superset: the rows of every update since the zero model of the skeleton), or None
+    when unknown (a replica sent whole)."""
     token, version, base, versions, scalars, applier = ref
     with _LOCK:
         if base is not None:
+            support = None
             if isinstance(base, _Skeleton):
                 # the model of the version before the chain (the first update's): a worker
                 # that holds no later one (only the unfitted estimator of the first sync,
@@ -626,15 +806,16 @@ def _resolve(ref, chain):
                 start = version - len(versions)
                 entry = _REPLICAS.get(token)
                 model = base.inflate() if entry is None or entry[0] <= start else None
+                support = np.zeros(0, dtype=np.int64)  # the skeleton's tables are zero
             else:  # the stored dependency may be sent on unchanged
                 model, start = copy.deepcopy(base), version
             if model is not None:
                 _REPLICAS.pop(token, None)
-                _REPLICAS[token] = [start, model]
+                _REPLICAS[token] = [start, model, support]
                 while len(_REPLICAS) > _KEEP_FITS:
                     _REPLICAS.pop(next(iter(_REPLICAS)))
                 if start == version:
-                    return model
+                    return _REPLICAS[token]
         entry = _REPLICAS.get(token)
         if entry is None or entry[0] < versions[0] - 1 or entry[0] > version:
             raise ReplicaMissing(f"this worker holds no replica of version "
@@ -644,13 +825,47 @@ def _resolve(ref, chain):
                 applier(entry[1], delta)
                 entry[1].__dict__.update(sc)
                 entry[0] = v
-        return entry[1]
+                if entry[2] is not None:
+                    entry[2] = (_mixing.union_sorted(entry[2], delta.rows)
+                                if isinstance(delta, _mixing.RowDelta) else None)
+        return entry
 
 
 def _with_replica(fn, ref, *args):
     n = len(ref[3])
     model = _resolve(ref, args[:n])
     return fn(model, *args[n:])
+
+
+def _with_linear_replica(ref, *args):
+    """``_train_linear`` on this worker's replica, given the rows where it may be non-zero
+    (found by one scan, then kept up to date by the updates, when the replica came whole)."""
+    n = len(ref[3])
+    entry = _resolve_entry(ref, args[:n])
+    model = entry[1]
+    if entry[2] is None and hasattr(model, "_W"):
+        entry[2] = _nonzero_rows(_linear_tables(model))
+    return _train_linear(model, *args[n:], support=entry[2],
+                         in_place=_one_task_at_a_time()) + (_worker_name(),)
+
+
+def _worker_name() -> Optional[str]:
+    """The address of the worker running this task (None outside a worker)."""
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+def _one_task_at_a_time() -> bool:
+    """This is a worker that runs one task at a time (one thread): a task may then train on
+    the replica's own tables and write its rows back (no other task reads them meanwhile)."""
+    try:
+        from distributed import get_worker
+        return get_worker().state.nthreads == 1
+    except (ImportError, ValueError, AttributeError):
+        return False
 
 
 def _drop_replica(token):
@@ -797,22 +1012,23 @@ def _sync(client, model, xs, ys, bounds, classes, n_features, replicas):
     def run():
         ref, chain = replicas.ref(model)
         futs = client.compute(
-            [_delayed_call(_with_replica, _train_linear, ref, *chain, x, y, a, b, classes,
+            [_delayed_call(_with_linear_replica, ref, *chain, x, y, a, b, classes,
                            n_features)
              for x, y, (a, b) in zip(xs, ys, bounds)], retries=3)
         deltas = [client.submit(_first, f, pure=False, retries=3) for f in futs]
-        size = client.submit(_total_nbytes, *deltas, pure=False, retries=3)
+        size = client.submit(_sizes_and_cpu, deltas, futs, pure=False, retries=3)
         merged = _tree(client, deltas, _mixing.merge)
         # the driver needs the new values only
         stripped = client.submit(_mixing.strip_old, merged, pure=False, retries=3)
-        # one round trip: the mixed rows, the bytes the tasks sent and, on the first sync,
-        # the first partition's skeleton (the driver's model before the mixed rows)
+        # one round trip: the mixed rows, the bytes the tasks sent and their CPU seconds
+        # and, on the first sync, the first partition's skeleton (the driver's model before
+        # the mixed rows)
         wanted = [stripped, size]
         if not hasattr(model, "_W"):
             wanted.append(client.submit(_second, futs[0], pure=False, retries=3))
         got = client.gather(wanted)
         first = got[2] if len(got) > 2 else None
-        return got[0], stripped, first, int(got[1])
+        return got[0], stripped, first, got[1]
     return _rerun(run, replicas)
 
 
@@ -843,8 +1059,10 @@ def _second(pair):
     return pair[1]
 
 
-def _total_nbytes(*deltas):
-    return sum(d.nbytes for d in deltas)
+def _sizes_and_cpu(deltas, results):
+    """(bytes of the tasks' deltas, (each task's CPU seconds, its worker))."""
+    return sum(d.nbytes for d in deltas), ([float(r[2]) for r in results],
+                                           [r[3] if len(r) > 3 else None for r in results])
 
 
 def _delayed_call(fn, *args):

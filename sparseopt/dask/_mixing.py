@@ -112,7 +112,7 @@ def merge(a: RowDelta, b: RowDelta) -> RowDelta:
     if b.rows.size == 0:
         return RowDelta(a.rows, a.counts, a.new, a.old, a.rules, a.steps + b.steps,
                         a.samples + b.samples)
-    rows = _union_sorted(a.rows, b.rows)
+    rows = union_sorted(a.rows, b.rows)
     n = rows.shape[0]
     pa = np.searchsorted(rows, a.rows)
     pb = np.searchsorted(rows, b.rows)
@@ -154,7 +154,7 @@ def merge(a: RowDelta, b: RowDelta) -> RowDelta:
                     a.samples + b.samples)
 
 
-def _union_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def union_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The sorted union of two sorted unique arrays (a sort of the concatenation: faster
     than np.union1d's hashing on the million-row deltas of a large table)."""
     r = np.concatenate([a, b])

@@ -800,7 +800,9 @@ class BaseSGD(BaseEstimator):
                     else None)
         progress = Progress(self.verbose)
         W, n_feat, reg = self._W, self._n_feat, self._reg
-        reg.bind(self.optimizer_)
+        # ``_live_rows``: set by sparseopt.dask on its private copy of a model whose rows
+        # outside it are zero with no state (see LazyRegularizer.bind), for one call
+        reg.bind(self.optimizer_, getattr(self, "_live_rows", None))
         epoch = 0
         for epoch in range(1, max_iter + 1):
             progress.epoch(epoch)
@@ -810,7 +812,6 @@ class BaseSGD(BaseEstimator):
             reg.flush(batches.model, batches.flush_threads)
             if getattr(self, "_ftrl_l1l2", None) is not None:
                 self.optimizer_._refresh()  # every row at the penalty of the last step
-            objective = mean_loss + reg.penalty(W, n_feat) + self._ftrl_objective_penalty()
             if not (np.isfinite(mean_loss) and np.isfinite(W).all()):
                 raise ValueError(
                     f"Floating-point under-/overflow occurred at epoch #{epoch}. Scaling input "
@@ -823,6 +824,8 @@ class BaseSGD(BaseEstimator):
                 if stopping is not None:
                     stopping.update(-score)
             elif stopping is not None:
+                # the penalty reads the whole table: only when the convergence test needs it
+                objective = mean_loss + reg.penalty(W, n_feat) + self._ftrl_objective_penalty()
                 progress.objective(W[:n_feat], mean_loss, objective, self.t_)
                 stopping.update(objective)
             progress.epoch_done()

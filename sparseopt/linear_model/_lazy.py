@@ -175,12 +175,13 @@ class LazyRegularizer:
         self.avg_start: Optional[int] = None  # global step of the first averaged step
         self.kernel_state: Optional[_linear.LazyPenalty] = None  # see bind()
         self._optimizer = None    # whose state gives the multipliers (preconditioned)
+        self.live_rows: Optional[np.ndarray] = None  # see bind()
         self._reset_tables()
 
     def __getstate__(self):
         state = self.__dict__.copy()
         # views of arrays held elsewhere, bound again by bind()
-        state.update(kernel_state=None, _optimizer=None, debt=None)
+        state.update(kernel_state=None, _optimizer=None, debt=None, live_rows=None)
         if self.t == 0:  # between calls: every row is current, pen_step is all zeros
             state["pen_step"] = None
         return state
@@ -191,12 +192,17 @@ class LazyRegularizer:
         self.length = 0           # steps the current segment's tables cover
         self.E, self.Q, self.cum_a, self.cum_q, self.cum_aq = _no_segment()
 
-    def bind(self, optimizer=None) -> None:
+    def bind(self, optimizer=None, live_rows: Optional[np.ndarray] = None) -> None:
         """Bind the kernels' view of this bookkeeping (``kernel_state``) at the start of a
         training call, after the estimator checked the arrays against its weight table, so the
         kernels never read an array through a view older than that check. ``optimizer``
         (preconditioned penalty) is the one training the table: its state is bound as soon as
-        it exists (after its first step)."""
+        it exists (after its first step).
+
+        ``live_rows`` (int64, strictly increasing): the rows the call may touch or find
+        non-zero, when the caller knows them; every other row is zero with no optimizer state
+        and stays so, and ``flush`` brings only these up to date (O(rows), not O(table))."""
+        self.live_rows = live_rows
         if self.flags and self.pen_step is None:
             self.pen_step = np.zeros(self.n_rows, dtype=np.int64)
         # the L1 debt starts at 0 in every call, as scikit-learn's cumulative penalty does
@@ -217,6 +223,7 @@ class LazyRegularizer:
         self.kernel_state = None
         self._optimizer = None
         self.debt = None
+        self.live_rows = None
         if self.t == 0:
             self.pen_step = None
 
@@ -342,13 +349,16 @@ class LazyRegularizer:
         if self.scaled:
             if self.wscale != 1.0:
                 W = model.W
-                W *= self.wscale
+                if self.live_rows is None:
+                    W *= self.wscale
+                else:  # the other rows are 0
+                    W[self.live_rows] *= self.wscale
                 self.wscale = 1.0
             return
         if self.flags and self.t > 0:
             state = self.kernel_state
             state.avg_from = self.avg_from()
-            _linear.catch_up_rows(model, state, self.t, n_threads)
+            _linear.catch_up_rows(model, state, self.t, n_threads, self.live_rows)
         self._reset_tables()
 
     def penalty(self, W: np.ndarray, n_feat: int) -> float:

@@ -602,3 +602,122 @@ def test_dsgd_killed_worker_changes_nothing(two_workers):
     assert np.array_equal(got.item_table_, clean.item_table_)
     assert np.array_equal(got.optimizer_.state[1]["sum"], clean.optimizer_.state[1]["sum"])
 
+
+
+def _whole_table_delta(model, X, y, classes):
+    """The delta of one pass found by comparing the whole tables before and after it (the
+    definition a task's delta must equal)."""
+    from sparseopt.dask import _fit as F
+    first = not hasattr(model, "_W")
+    est = F.copy.deepcopy(model)
+    est.partial_fit(X, y, **({"classes": classes} if first else {}))
+    after = F._linear_tables(est)
+    n_rows = est._W.shape[0]
+    before = (F._zeros_like_tables(est, n_rows, est._W.shape[1], est._W.dtype) if first
+              else F._linear_tables(model))
+    counts = np.bincount(X.indices, minlength=n_rows)
+    if est._intercept_row:
+        counts[est._n_feat] = X.shape[0]
+    rules = F._linear_rules(est)
+    return _mixing.extract({k: before[k] for k in after}, after, counts,
+                           {k: rules[k] for k in after}, est.t_ - getattr(model, "t_", 0),
+                           X.shape[0])
+
+
+def _same_delta(a, b):
+    if not np.array_equal(a.rows, b.rows) or not np.array_equal(a.counts, b.counts):
+        return False
+    return all(a.new[k].dtype == b.new[k].dtype and a.old[k].dtype == b.old[k].dtype
+               and np.array_equal(a.new[k], b.new[k]) and np.array_equal(a.old[k], b.old[k])
+               for k in a.new) and (a.steps, a.samples) == (b.steps, b.samples)
+
+
+@pytest.mark.parametrize("kw", [dict(loss="log_loss"), dict(penalty="l1", alpha=1e-3),
+                                dict(optimizer="adam", penalty="elasticnet", alpha=1e-3),
+                                dict(optimizer="sgd"), dict(fit_intercept=False)])
+def test_a_task_compares_only_the_rows_it_can_change(kw):
+    """A task compares the tables on the slice's columns (counted once per partition) and the
+    replica's non-zero rows (the rows of the merged updates) only: its delta is, bit for bit,
+    the whole tables' comparison, sync after sync, slices included. The parts have disjoint
+    features, so each pass moves the other part's rows by the penalty alone; a support that
+    leaves those rows out misses that move (no cluster: the worker's side in this process)."""
+    from sparseopt.dask import _fit as F
+    X, yc, _ = _problem(n=900, d=300, seed=2, density=0.04)
+    X = X.tolil()
+    X[:450, 150:] = 0
+    X[450:, :150] = 0
+    X = X.tocsr()
+    X.eliminate_zeros()
+    parts = [(X[:450], yc[:450], 0, 450), (X[450:], yc[450:], 0, 200),
+             (X[450:], yc[450:], 200, 450)]
+    classes = np.unique(yc)
+    model, support = SGDClassifier(random_state=0, batch_size=16, **kw), None
+    for sync in range(3):
+        got = []
+        for x, y, a, b in parts:
+            delta, skeleton, cpu = F._train_linear(model, x, y, a, b, classes, 300,
+                                                   support=support)
+            assert _same_delta(delta, _whole_table_delta(model, x[a:b], y[a:b], classes))
+            assert cpu >= 0.0
+            if sync == 1:
+                # the first pass set every row of both parts: without them the deltas differ
+                short, _, _ = F._train_linear(model, x, y, a, b, None, 300,
+                                              support=np.zeros(0, dtype=np.int64))
+                assert not _same_delta(short, delta)
+            got.append((delta, skeleton))
+        merged = _mixing.strip_old(_mixing.tree_merge([d for d, _ in got]))
+        if sync == 0:
+            model, support = got[0][1].inflate(), merged.rows
+            F._apply_linear(model, merged, 0, 0)
+        else:
+            F._apply_linear(model, merged, model.t_, model._samples_seen)
+            support = _mixing.union_sorted(support, merged.rows)
+
+
+def test_a_task_on_the_replicas_tables_leaves_them_as_they_were():
+    """``in_place`` (a one-thread worker): the pass trains on the replica's own tables and
+    writes the rows back, also after a pass that fails; the delta is the copy's, bit for bit."""
+    from sparseopt.dask import _fit as F
+    X, _, yr = _problem(n=600, d=80, seed=3)
+    for est in (SGDClassifier(random_state=0, batch_size=16),
+                SGDRegressor(optimizer="adam", penalty="elasticnet", random_state=0)):
+        y = (yr > 0).astype(int) if isinstance(est, SGDClassifier) else yr
+        classes = np.unique(y) if isinstance(est, SGDClassifier) else None
+        d0, skeleton, _ = F._train_linear(est, X[:300], y[:300], 0, 300, classes, 80)
+        model = skeleton.inflate()
+        F._apply_linear(model, _mixing.strip_old(d0), 0, 0)
+        tables = {k: v.copy() for k, v in F._linear_tables(model).items()}
+        copied = F._train_linear(model, X[300:], y[300:], 0, 300, classes, 80)[0]
+        shared = F._train_linear(model, X[300:], y[300:], 0, 300, classes, 80,
+                                 in_place=True)[0]
+        assert _same_delta(copied, shared) and shared.rows.size > 0
+        for k, v in F._linear_tables(model).items():
+            assert np.array_equal(v, tables[k]), k
+    # a pass that diverges raises after writing rows: they are written back all the same
+    model.set_params(optimizer="sgd", penalty=None, learning_rate="constant", eta0=1e300)
+    with pytest.raises(ValueError, match="overflow"):
+        F._train_linear(model, X[300:], yr[300:], 0, 300, None, 80, in_place=True)
+    assert np.array_equal(model._W, tables["W"])
+
+
+def test_partitions_held_by_one_worker_are_spread_over_both(two_workers):
+    """Persisted partitions that all sit on one worker would leave the other idle at every
+    sync: ``_balance`` copies half of them to it (X and y together), and leaves balanced ones
+    where they are."""
+    from sparseopt.dask import _fit as F
+    client = two_workers
+    X, yc, _ = _problem(n=800, d=40, seed=6)
+    xs, ys = _parts(X, yc, 4)
+    first = sorted(client.scheduler_info()["workers"])[0]
+    xs = client.compute(xs, workers=[first])
+    ys = client.compute(ys, workers=[first])
+    client.gather(xs + ys)
+    assert {w for ws in client.who_has(xs).values() for w in ws} == {first}
+    bx, by = F._balance(client, list(xs), list(ys), [200] * 4)
+    client.gather(bx + by)
+    second = sorted(client.scheduler_info()["workers"])[1]
+    where = [sorted(client.who_has([f])[f.key]) for f in bx]
+    assert sorted(where) == [[first], [first], [second], [second]], where
+    assert [sorted(client.who_has([f])[f.key]) for f in by] == where
+    again = F._balance(client, list(bx), list(by), [200] * 4)
+    assert [a.key for a in again[0]] == [b.key for b in bx]  # nothing moves twice

@@ -519,6 +519,52 @@ def test_lazy_penalty_bundle_reads_the_optimizer_state(kind, dtype):
     np.testing.assert_allclose(debt[:n, :K], ref_debt[0], rtol=tol, atol=1e-12)
 
 
+@pytest.mark.parametrize("flags", ["L2|PRE", "L1|L2"])
+def test_catch_up_of_listed_rows_equals_the_whole_table(flags):
+    """``catch_up_rows(..., rows)`` on a table whose other rows are zero gives, bit for bit,
+    the whole table's catch-up (the penalty keeps 0 at 0), resets the listed rows' steps, and
+    refuses rows that are out of range, repeated or unsorted."""
+    rng = np.random.default_rng(4)
+    n, K = 40, 2
+    live = np.array([1, 5, 6, 20, 39], dtype=np.int64)  # 39: the intercept row
+    W = np.zeros((n, K))
+    W[live] = rng.normal(size=(live.size, K))
+    S = np.zeros((n, K))
+    S[live] = rng.uniform(0.1, 2.0, size=(live.size, K))
+    P = _linear.PENALTY_FLAGS
+    f = 0
+    for name in flags.split("|"):
+        f |= P[name]
+    E = np.array([0.0, 0.1, 0.35])
+    q = np.exp(-0.3 * E) if f & P["PRE"] else np.concatenate([[1.0], np.cumprod(1 - 0.3 * E[1:])])
+    cum_a = np.concatenate([[0.0], np.cumsum(np.diff(E) * 0.05 / q[1:])])
+
+    def run(rows):
+        Wr = W.copy()
+        pen_step = np.zeros(n, dtype=np.int64)
+        pen_step[live[:2]] = 1
+        debt = np.zeros((n, 2 * K)) if f & P["L1"] else None
+        pen = _linear.LazyPenalty(f, pen_step, None, 0.05 if f & P["L1"] else 0.0, 0.3, debt)
+        pen.set_segment(q, cum_a, np.cumsum(q), np.cumsum(cum_a * q), E)
+        if f & P["PRE"]:
+            pen.set_preconditioner("sqrt", S, None, 1e-3, 0.0)
+        _linear.catch_up_rows(_linear.LinearModel(Wr, n - 1, _linear.LOSSES["log"], 0.0),
+                              pen, 2, 1, rows)
+        return Wr, pen_step
+
+    whole, steps_whole = run(None)
+    listed, steps_listed = run(live)
+    assert not np.array_equal(whole, W)  # the catch-up moved the rows
+    np.testing.assert_array_equal(listed, whole)
+    np.testing.assert_array_equal(steps_listed, steps_whole)
+    assert not steps_listed.any()
+    for bad in ([0, 0], [3, 2], [-1], [n]):
+        with pytest.raises(ValueError, match="rows"):
+            run(np.array(bad, dtype=np.int64))
+    with pytest.raises(TypeError, match="rows"):
+        run(live.astype(np.int32))
+
+
 # --------------------------------------------------------------------------- dense reference
 
 def make_optimizer(name, W, lr, **kw):
