@@ -25,6 +25,7 @@ the end of the previous one.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any, Dict, List, Tuple
 
@@ -69,34 +70,94 @@ def block_rows(n: int, n_blocks: int) -> Tuple[List[np.ndarray], np.ndarray]:
 
 # ----------------------------------------------------------------------------- the grid
 
-def split_partition(enc, n_blocks: int) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """An encoded partition's ratings cut into the grid's cells (row-major, ``bu * B + bi``),
-    each in the partition's order."""
-    u, i, v = enc[0]
-    cell = block_of(u, n_blocks) * n_blocks + block_of(i, n_blocks)
-    order = np.argsort(cell, kind="stable")
-    ends = np.cumsum(np.bincount(cell, minlength=n_blocks * n_blocks))
-    starts = ends - np.bincount(cell, minlength=n_blocks * n_blocks)
-    return [(u[order[a:z]], i[order[a:z]], v[order[a:z]]) for a, z in zip(starts, ends)]
+# The setup runs where the partitions live, with one round trip to the driver: each
+# partition is checked and summarised in place (``read_partition``), the driver merges only
+# the distinct ids (small) into the encoders and builds the model, then every partition is
+# encoded and cut into the grid's cells on its own worker (``encode_split``) and each cell is
+# assembled on its user block's worker (``make_cell``), submitted with the first epoch's
+# tasks, so that training starts as soon as a cell is ready.
+
+def read_partition(part, implicit: bool):
+    """One partition's checked columns ``(users, items, values)`` (raw ids), its distinct
+    users and items, and its summary ``(n, sum, min, max)`` of the values."""
+    from ._recommend import _empty
+    from .. import _validation as V
+    if _empty(part):
+        e = np.empty(0, dtype=np.int64)
+        return (e, e, np.empty(0, dtype=np.float64)), (e, e), (0, 0.0, math.inf, -math.inf)
+    u, i, v, _ = V.check_columns("X partition", part, implicit)
+    if v is None:
+        v = np.ones(u.shape[0], dtype=np.float64)
+    summary = (int(v.size), float(v.sum()), float(v.min()), float(v.max()))
+    return (u, i, v), (np.unique(u), np.unique(i)), summary
+
+
+def ids_and_summary(read):
+    """What the driver gathers of a read partition: its distinct ids and its summary."""
+    return read[1], read[2]
+
+
+def encode_split(read, users, items, n_blocks: int):
+    """A read partition encoded by the model's encoders and cut into the grid's cells
+    (row-major, ``bu * B + bi``): per cell ``(user rows in block bu, item rows in block bi,
+    values)``, each cell's ratings in (user, item) order, the order of the CSR matrix a
+    single-process fit trains on; and the partition's ``(users, items)`` row indices (int32,
+    for the model's seen items)."""
+    from .. import _validation as V
+    (u_raw, i_raw, v), _, _ = read
+    n_cells = n_blocks * n_blocks
+    if u_raw.shape[0] == 0:
+        e = np.empty(0, dtype=np.int64)
+        return [(e, e, np.empty(0, dtype=np.float64))] * n_cells, (e.astype(np.int32),) * 2
+    u = users.transform(u_raw, "X partition['user']")
+    i = items.transform(i_raw, "X partition['item']")
+    order = V.pair_order("X partition", u, i, len(items), users.classes_, items.classes_)
+    u, i, v = u[order], i[order], v[order]
+    bu, lu = _block_and_local(len(users), n_blocks)
+    bi, li = _block_and_local(len(items), n_blocks)
+    cell = bu[u] * n_blocks + bi[i]
+    # a stable sort of small integers is a radix sort: the cells keep the (user, item) order
+    small = np.uint16 if n_cells <= 1 << 16 else np.int64
+    by_cell = np.argsort(cell.astype(small), kind="stable")
+    ends = np.cumsum(np.bincount(cell, minlength=n_cells))
+    starts = ends - np.bincount(cell, minlength=n_cells)
+    lu, li = lu[u], li[i]
+    pieces = []
+    for a, z in zip(starts, ends):
+        k = by_cell[a:z]
+        pieces.append((lu[k], li[k], v[k]))
+    return pieces, (u.astype(np.int32), i.astype(np.int32))
+
+
+def _block_and_local(n: int, n_blocks: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Every row's block and its index in its block."""
+    blk = block_of(np.arange(n), n_blocks)
+    local = np.empty(n, dtype=np.int64)
+    for b in range(n_blocks):
+        rows = np.flatnonzero(blk == b)
+        local[rows] = np.arange(rows.size)
+    return blk, local
 
 
 def pick(pieces, index: int):
     """One cell's piece of a split partition (a task next to the split: only it travels)."""
-    return pieces[index]
+    return pieces[0][index]
 
 
-def make_cell(n_users: int, n_items: int, n_blocks: int, *pieces) -> np.ndarray:
+def seen_pairs(pieces):
+    """The ``(users, items)`` row indices of a split partition."""
+    return pieces[1]
+
+
+def make_cell(*pieces) -> np.ndarray:
     """One cell from its pieces of every partition (in partition order): packed records
     (``pack_ratings``) of the ratings' row indices in their user block and item block."""
     from ..recommend._sampling import pack_ratings
     u = np.concatenate([p[0] for p in pieces]) if pieces else np.empty(0, np.int64)
     i = np.concatenate([p[1] for p in pieces]) if pieces else np.empty(0, np.int64)
     v = np.concatenate([p[2] for p in pieces]) if pieces else np.empty(0, np.float64)
-    _, lu = block_rows(n_users, n_blocks)
-    _, li = block_rows(n_items, n_blocks)
-    u = np.ascontiguousarray(u, dtype=np.int64)
-    i = np.ascontiguousarray(i, dtype=np.int64)
-    return pack_ratings(np.ascontiguousarray(lu[u]), np.ascontiguousarray(li[i]), v)
+    return pack_ratings(np.ascontiguousarray(u, dtype=np.int64),
+                        np.ascontiguousarray(i, dtype=np.int64), v)
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -273,14 +334,59 @@ def sequential_reference(model, cells, n_blocks: int, n_epochs: int, seed: int,
 
 # ----------------------------------------------------------------------------- driver
 
+def init_model(estimator, client, parts):
+    """The driver's model (encoders from the distinct ids of all the partitions, global mean
+    and rating range from their summaries; no seen items yet), and the read partitions
+    (futures, on the workers) with their sizes. One round trip: only the distinct ids and
+    the summaries reach the driver."""
+    import dask
+    import scipy.sparse as sp
+    from ..recommend._interactions import IdEncoder
+    from .. import _validation as V
+    from .._utils import check_random_state
+    from ._recommend import prepare_optimizer
+
+    model = copy.deepcopy(estimator)
+    p = model._check_params()
+    p["user_features"] = p["item_features"] = None  # side features are not distributed
+    implicit = model._implicit_feedback(p)
+    reads = client.compute([dask.delayed(read_partition, pure=False)(x, implicit)
+                            for x in parts])
+    small = client.gather([client.submit(ids_and_summary, r, pure=False) for r in reads])
+    sizes = [s_[1][0] for s_ in small]
+    n = sum(sizes)
+    if n == 0:
+        raise ValueError("X has no interactions")
+    users = IdEncoder("users").fit(np.concatenate([s_[0][0] for s_ in small]))
+    items = IdEncoder("items").fit(np.concatenate([s_[0][1] for s_ in small]))
+    shape = (len(users), len(items))
+    V.check_id_counts("X", *shape)
+    model._init_model(sp.csr_matrix(shape), p, check_random_state(model.random_state),
+                      (users, items))
+    if not implicit:
+        model.global_mean_ = sum(s_[1][1] for s_ in small) / n
+        model.rating_range_ = (min(s_[1][2] for s_ in small), max(s_[1][3] for s_ in small))
+    prepare_optimizer(model)
+    return model, reads, sizes
+
+
+def seen_items(pairs, n_users: int, n_items: int):
+    """The model's seen items from every partition's ``(users, items)`` row indices."""
+    import scipy.sparse as sp
+    from ..recommend._interactions import SeenItems
+    u = np.concatenate([a for a, _ in pairs])
+    i = np.concatenate([b for _, b in pairs])
+    return SeenItems(sp.csr_matrix((np.ones(u.size, dtype=np.int8), (u, i)),
+                                   shape=(n_users, n_items)))
+
+
 def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
              n_rounds=None):
     """``sparseopt.dask.fit`` of a ``MatrixFactorization`` by DSGD (see the module)."""
-    from . import _recommend as R
     from ._fit import _cluster_errors, _column_partitions, _RERUNS
 
     parts = _column_partitions(X)
-    model, encs, sizes, _ = R.init_mf(estimator, client, parts, persist)
+    model, reads, sizes = init_model(estimator, client, parts)
     p = model._check_params()
     p["user_features"] = p["item_features"] = None
     n_epochs = p["n_epochs"] if n_epochs is None else n_epochs
@@ -300,15 +406,20 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
             return {}
         return dict(workers=[workers[b % len(workers)]], allow_other_workers=True)
 
-    # the grid, built on the workers and kept there: cell (bu, bi) on bu's worker
-    splits = [client.submit(split_partition, e, B, pure=False, retries=3)
-              for e, n in zip(encs, sizes) if n > 0]
-    cells = [[client.submit(make_cell, n_users, n_items, B,
+    # the grid, built on the workers and kept there: each partition encoded and split where
+    # it lives, cell (bu, bi) assembled on bu's worker; submitted with the first epochs
+    users, items = model._id_encoders
+    enc_u = client.submit(identity, users, pure=False)
+    enc_i = client.submit(identity, items, pure=False)
+    splits = [client.submit(encode_split, r, enc_u, enc_i, B, pure=False, retries=3)
+              for r, n in zip(reads, sizes) if n > 0]
+    cells = [[client.submit(make_cell,
                             *[client.submit(pick, sp_, bu * B + bi, pure=False, retries=3)
                               for sp_ in splits],
                             pure=False, retries=3, **owner(bu))
               for bi in range(B)] for bu in range(B)]
-    del splits, encs
+    seen = [client.submit(seen_pairs, sp_, pure=False, retries=3) for sp_ in splits]
+    del splits, reads
     template = template_of(model)
     ctx = client.submit(identity, (template, p), pure=False)
     table_rows = n_users + n_items
@@ -362,6 +473,11 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
     while epoch < n_epochs:
         ub, ib, info = pending
         nxt = submit_epoch(epoch + 1, ub, ib) if epoch + 1 < n_epochs else None
+        if seen is not None:
+            # the model's seen items, while the first epoch trains (a duplicate pair, found
+            # by the split, raises here)
+            model._seen = seen_items(client.gather(seen), n_users, n_items)
+            seen = None
         try:
             results = client.gather(info)
             ublocks = client.gather(ub)

@@ -427,12 +427,17 @@ def test_syncs_send_the_touched_rows_not_the_model(client):
 def _dsgd_cells(client, parts, kw, n_blocks):
     """The initial model, the seed and the grid of cells (global row indices) that a DSGD
     fit of ``parts`` starts from, computed as the fit computes them."""
-    from sparseopt.dask import _dsgd, _recommend as R
-    init, encs, _, _ = R.init_mf(MatrixFactorization(**kw), client, parts, True)
+    from sparseopt.dask import _dsgd
+    init, reads, _ = _dsgd.init_model(MatrixFactorization(**kw), client, parts)
     seed = int(init._rng.integers(2 ** 63))
-    splits = [_dsgd.split_partition(e, n_blocks) for e in client.gather(encs)]
-    cells = [[tuple(np.concatenate([s[bu * n_blocks + bi][k] for s in splits])
-                    for k in range(3)) for bi in range(n_blocks)] for bu in range(n_blocks)]
+    users, items = init._id_encoders
+    splits = [_dsgd.encode_split(r, users, items, n_blocks)[0] for r in client.gather(reads)]
+    rows = [_dsgd.block_rows(n, n_blocks)[0] for n in (len(users), len(items))]
+    # block-local rows back to the tables' rows
+    cells = [[(np.concatenate([rows[0][bu][s[bu * n_blocks + bi][0]] for s in splits]),
+               np.concatenate([rows[1][bi][s[bu * n_blocks + bi][1]] for s in splits]),
+               np.concatenate([s[bu * n_blocks + bi][2] for s in splits]))
+              for bi in range(n_blocks)] for bu in range(n_blocks)]
     return init, seed, cells
 
 
