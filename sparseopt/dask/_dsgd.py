@@ -237,16 +237,20 @@ def cell_pass(est, records: np.ndarray, p: Dict[str, Any], st, n_blocks: int, se
     return sq, steps, n
 
 
-def train_cell(ublock, iblock, records, ctx, seed, n_blocks, part, n_parts):
+def train_cell(uheld, iblock, records, ctx, seed, n_blocks, part, n_parts):
     """One task of a sub-epoch: the estimator's own mini-batch pass over one cell, on its
     user and item blocks (copies), with the blocks' optimizer state rows; returns the new
     blocks, ``(loss x ratings, ratings, optimizer steps)`` and the task's CPU seconds.
 
-    A pure function of its arguments: the shuffle is drawn from ``seed``."""
+    ``uheld[0]`` is the user block: ``uheld`` is the output of the block's previous task,
+    which ran on this worker (read in place: no task between the two, so one scheduler
+    round trip less per sub-epoch), or ``(block,)`` at the start. A pure function of its
+    arguments: the shuffle is drawn from ``seed``."""
     from ..optim import make_optimizer
     from ..recommend._mf import _Fitted
 
     cpu = time.process_time()
+    ublock = uheld[0]
     template, p = ctx
     U, Q = ublock[0].copy(), iblock[0].copy()
     lo, hi = part_bounds(int(records.shape[0]), -(-int(ctx[1]["batch_size"]) // n_blocks),
@@ -334,11 +338,12 @@ def sequential_reference(model, cells, n_blocks: int, n_epochs: int, seed: int,
 
 # ----------------------------------------------------------------------------- driver
 
-def init_model(estimator, client, parts):
+def init_model(estimator, client, parts, on_encoders=None):
     """The driver's model (encoders from the distinct ids of all the partitions, global mean
     and rating range from their summaries; no seen items yet), and the read partitions
     (futures, on the workers) with their sizes. One round trip: only the distinct ids and
-    the summaries reach the driver."""
+    the summaries reach the driver. ``on_encoders(users, items, reads, sizes)`` is called
+    before the tables are built (the workers encode while the driver builds them)."""
     import dask
     import scipy.sparse as sp
     from ..recommend._interactions import IdEncoder
@@ -357,10 +362,12 @@ def init_model(estimator, client, parts):
     n = sum(sizes)
     if n == 0:
         raise ValueError("X has no interactions")
-    users = IdEncoder("users").fit(np.concatenate([s_[0][0] for s_ in small]))
-    items = IdEncoder("items").fit(np.concatenate([s_[0][1] for s_ in small]))
+    users = IdEncoder("users").fit(merged_ids([s_[0][0] for s_ in small]))
+    items = IdEncoder("items").fit(merged_ids([s_[0][1] for s_ in small]))
     shape = (len(users), len(items))
     V.check_id_counts("X", *shape)
+    if on_encoders is not None:
+        on_encoders(users, items, reads, sizes)
     model._init_model(sp.csr_matrix(shape), p, check_random_state(model.random_state),
                       (users, items))
     if not implicit:
@@ -368,6 +375,19 @@ def init_model(estimator, client, parts):
         model.rating_range_ = (min(s_[1][2] for s_ in small), max(s_[1][3] for s_ in small))
     prepare_optimizer(model)
     return model, reads, sizes
+
+
+def merged_ids(arrays: List[np.ndarray]) -> np.ndarray:
+    """The distinct ids of sorted arrays of distinct ids (the partitions'), sorted: a stable
+    sort merges the sorted runs in linear time where ``np.unique`` sorts from scratch."""
+    ids = np.concatenate(arrays)
+    if ids.size < 2:
+        return ids
+    ids = np.sort(ids, kind="stable")
+    keep = np.empty(ids.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(ids[1:], ids[:-1], out=keep[1:])
+    return ids[keep]
 
 
 def seen_items(pairs, n_users: int, n_items: int):
@@ -386,18 +406,9 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
     from ._fit import _cluster_errors, _column_partitions, _RERUNS
 
     parts = _column_partitions(X)
-    model, reads, sizes = init_model(estimator, client, parts)
-    p = model._check_params()
-    p["user_features"] = p["item_features"] = None
-    n_epochs = p["n_epochs"] if n_epochs is None else n_epochs
     workers = sorted(client.scheduler_info()["workers"])
     B = len(workers) if n_blocks is None else n_blocks
     B = max(1, B)
-    n_rounds = rounds_for(B) if n_rounds is None else n_rounds
-    seed = int(model._rng.integers(2 ** 63))
-    n_users, n_items = model.n_users_, model.n_items_
-    urows, _ = block_rows(n_users, B)
-    irows, _ = block_rows(n_items, B)
 
     def owner(b):
         """Where block ``b``'s tasks run: its worker, loosely (another one when it is gone;
@@ -406,20 +417,33 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
             return {}
         return dict(workers=[workers[b % len(workers)]], allow_other_workers=True)
 
-    # the grid, built on the workers and kept there: each partition encoded and split where
-    # it lives, cell (bu, bi) assembled on bu's worker; submitted with the first epochs
-    users, items = model._id_encoders
-    enc_u = client.submit(identity, users, pure=False)
-    enc_i = client.submit(identity, items, pure=False)
-    splits = [client.submit(encode_split, r, enc_u, enc_i, B, pure=False, retries=3)
-              for r, n in zip(reads, sizes) if n > 0]
-    cells = [[client.submit(make_cell,
-                            *[client.submit(pick, sp_, bu * B + bi, pure=False, retries=3)
-                              for sp_ in splits],
-                            pure=False, retries=3, **owner(bu))
-              for bi in range(B)] for bu in range(B)]
-    seen = [client.submit(seen_pairs, sp_, pure=False, retries=3) for sp_ in splits]
-    del splits, reads
+    grid = {}
+
+    def submit_grid(users, items, reads, sizes):
+        """The grid, built on the workers and kept there: each partition encoded and split
+        where it lives, cell (bu, bi) assembled on bu's worker."""
+        enc_u = client.submit(identity, users, pure=False)
+        enc_i = client.submit(identity, items, pure=False)
+        splits = [client.submit(encode_split, r, enc_u, enc_i, B, pure=False, retries=3)
+                  for r, n in zip(reads, sizes) if n > 0]
+        grid["cells"] = [[client.submit(make_cell,
+                                        *[client.submit(pick, sp_, bu * B + bi, pure=False,
+                                                        retries=3) for sp_ in splits],
+                                        pure=False, retries=3, **owner(bu))
+                          for bi in range(B)] for bu in range(B)]
+        grid["seen"] = [client.submit(seen_pairs, sp_, pure=False, retries=3)
+                        for sp_ in splits]
+
+    model, _, _ = init_model(estimator, client, parts, submit_grid)
+    cells, seen = grid.pop("cells"), grid.pop("seen")
+    p = model._check_params()
+    p["user_features"] = p["item_features"] = None
+    n_epochs = p["n_epochs"] if n_epochs is None else n_epochs
+    n_rounds = rounds_for(B) if n_rounds is None else n_rounds
+    seed = int(model._rng.integers(2 ** 63))
+    n_users, n_items = model.n_users_, model.n_items_
+    urows, _ = block_rows(n_users, B)
+    irows, _ = block_rows(n_items, B)
     template = template_of(model)
     ctx = client.submit(identity, (template, p), pure=False)
     table_rows = n_users + n_items
@@ -437,7 +461,7 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
                                     category=UserWarning)
             ublocks = [take_block(model, 0, r) for r in urows]
             iblocks = [take_block(model, 1, r) for r in irows]
-            ub = [client.submit(identity, blk, pure=False, **owner(b))
+            ub = [client.submit(identity, (blk,), pure=False, **owner(b))
                   for b, blk in enumerate(ublocks)]
             ib = [client.submit(identity, blk, pure=False, **owner(b))
                   for b, blk in enumerate(iblocks)]
@@ -445,8 +469,9 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
         return ub, ib, sent
 
     def submit_epoch(epoch, ub, ib):
-        """Every task of one epoch; returns (final user blocks, final item blocks, per
-        sub-epoch lists of futures of ((loss x n, n, steps), cpu seconds))."""
+        """Every task of one epoch; returns (the last task of every user block, final item
+        blocks, per sub-epoch lists of futures of ((loss x n, n, steps), cpu seconds), final
+        user blocks)."""
         ub, ib = list(ub), list(ib)
         info = []
         for r, s in ((r, s) for r in range(n_rounds) for s in range(B)):
@@ -456,12 +481,15 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
                 out = client.submit(train_cell, ub[b], ib[j], cells[b][j], ctx,
                                     cell_seed(seed, epoch, b, j), B, r, n_rounds,
                                     pure=False, retries=3, **owner(b))
-                new_u[b] = client.submit(first, out, pure=False, retries=3, **owner(b))
+                new_u[b] = out
                 new_i[j] = client.submit(second, out, pure=False, retries=3, **owner(b))
                 res.append(client.submit(rest, out, pure=False, retries=3))
             ub, ib = new_u, new_i
             info.append(res)
-        return ub, ib, info
+        # the user blocks the driver gathers (the next epoch reads the tasks' outputs)
+        final_u = [client.submit(first, out, pure=False, retries=3, **owner(b))
+                   for b, out in enumerate(ub)]
+        return ub, ib, info, final_u
 
     iblock_bytes = [int(r.size) * (block_bytes(take_block(model, 1, r[:1])) if r.size else 0)
                     for r in irows]
@@ -471,7 +499,7 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
     epoch, reruns = 0, 0
     t_epoch = time.perf_counter()
     while epoch < n_epochs:
-        ub, ib, info = pending
+        ub, ib, info, final_u = pending
         nxt = submit_epoch(epoch + 1, ub, ib) if epoch + 1 < n_epochs else None
         if seen is not None:
             # the model's seen items, while the first epoch trains (a duplicate pair, found
@@ -479,9 +507,7 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
             model._seen = seen_items(client.gather(seen), n_users, n_items)
             seen = None
         try:
-            results = client.gather(info)
-            ublocks = client.gather(ub)
-            iblocks = client.gather(ib)
+            results, ublocks, iblocks = client.gather([info, final_u, ib])
         except _cluster_errors():
             if reruns == _RERUNS:
                 raise

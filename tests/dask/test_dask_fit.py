@@ -476,6 +476,47 @@ def test_dsgd_is_the_sequential_block_schedule(client, n_blocks, rounds, monkeyp
     assert got.n_epochs_ == 3
 
 
+def test_dsgd_grid_is_each_partitions_matrix_cut_into_cells(client):
+    """The workers encode their partitions by the model's encoders (the distinct ids of all
+    the partitions, sorted: ``IdEncoder``'s map) and cut them into cells in the order of the
+    partition's CSR matrix, the order a single-process fit reads; a pair given twice is
+    refused."""
+    from sparseopt.dask import _dsgd
+    from sparseopt.recommend import IdEncoder
+    from sparseopt.recommend._interactions import interactions_input
+    tr, _ = _ratings(n=4000, seed=8)
+    tr = tr.sample(frac=1.0, random_state=2).reset_index(drop=True)  # rows in no order
+    parts = [tr.iloc[:1700], tr.iloc[1700:], tr.iloc[:0]]
+    init, reads, sizes = _dsgd.init_model(MatrixFactorization(n_components=2), client,
+                                          [dask.delayed(x) for x in parts])
+    users, items = init._id_encoders
+    assert np.array_equal(users.classes_, IdEncoder().fit(tr.user).classes_)
+    assert np.array_equal(items.classes_, IdEncoder().fit(tr.item).classes_)
+    assert sizes == [1700, len(tr) - 1700, 0]
+    assert init.global_mean_ == pytest.approx(tr.rating.mean())
+    B = 3
+    rows = [_dsgd.block_rows(n, B)[0] for n in (len(users), len(items))]
+    for part, read in zip(parts, client.gather(reads)):
+        pieces, (su, si) = _dsgd.encode_split(read, users, items, B)
+        if len(part) == 0:
+            assert all(p_[0].size == 0 for p_ in pieces) and su.size == 0
+            continue
+        X = interactions_input("X", part, False, users, items).X.tocoo()
+        assert np.array_equal(su, X.row) and np.array_equal(si, X.col)
+        cell = _dsgd.block_of(X.row, B) * B + _dsgd.block_of(X.col, B)
+        for c, (lu, li, v) in enumerate(pieces):
+            keep = cell == c
+            assert np.array_equal(rows[0][c // B][lu], X.row[keep])
+            assert np.array_equal(rows[1][c % B][li], X.col[keep])
+            assert np.array_equal(v, X.data[keep])
+    assert _dsgd.merged_ids([np.array([1, 4, 9]), np.array([0, 4, 10]), np.array([], int)]
+                            ).tolist() == [0, 1, 4, 9, 10]
+    import pandas as pd
+    twice = pd.concat([tr.iloc[:10], tr.iloc[3:4]])
+    with pytest.raises(ValueError, match="1 duplicate .user, item. pair"):
+        sd.fit(MatrixFactorization(), [dask.delayed(twice)], client=client, method="dsgd")
+
+
 def test_dsgd_converges_like_the_single_process_fit(client):
     """DSGD is SGD over a reordered stream: its held-out RMSE is that of one process."""
     tr, te = _ratings(n_users=400, n_items=200, n=30000, seed=11)
