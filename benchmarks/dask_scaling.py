@@ -203,7 +203,7 @@ def main_mf(a):
         ratios = [time_to(b) / time_to(c) for b, c in zip(two, one)]
         tot = [b["times"][-1] / c["times"][-1] for b, c in zip(two, one)]
         print(f"\n{m}: dask-2 / dask-1 time to target, paired per rep: "
-              f"{', '.join(f'{x:.3f}' for x in ratios)}")
+              f"{', '.join(f'{x:.3f}' for x in ratios)} (median {statistics.median(ratios):.3f})")
         print(f"{m}: dask-2 / dask-1 total time, paired per rep: "
               f"{', '.join(f'{x:.3f}' for x in tot)} (median {statistics.median(tot):.3f})")
         gaps = [b["rmses"][-1] - s for b, s in zip(two, single_final)]
@@ -222,6 +222,12 @@ def main_mf(a):
         crit = [sum(max(s_["task_cpu"]) for s_ in r["stats"]) for r in runs_]
         print(f"{name}: training task CPU s total {', '.join(f'{x:.2f}' for x in tot)}; "
               f"critical path {', '.join(f'{x:.2f}' for x in crit)}")
+        # the driver's setup steps (the grid is built on the workers meanwhile) and the
+        # first epoch's end: setup and the first epoch overlap
+        setup = [r["stats"][0].get("setup", {}) for r in runs_]
+        print(f"{name}: setup s per rep (driver): " + "; ".join(
+            ", ".join(f"{k} {v:.2f}" for k, v in st_.items()) for st_ in setup) +
+            "; first epoch ends at " + ", ".join(f"{r['times'][0]:.2f}" for r in runs_) + " s")
     for m in methods:
         st = results[f"dask-2 {m}"][-1]["stats"]
         print(f"\n{m}, dask-2, last rep, per sync:\n")

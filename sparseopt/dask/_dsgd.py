@@ -338,12 +338,14 @@ def sequential_reference(model, cells, n_blocks: int, n_epochs: int, seed: int,
 
 # ----------------------------------------------------------------------------- driver
 
-def init_model(estimator, client, parts, on_encoders=None):
+def init_model(estimator, client, parts, on_encoders=None, phases=None):
     """The driver's model (encoders from the distinct ids of all the partitions, global mean
     and rating range from their summaries; no seen items yet), and the read partitions
     (futures, on the workers) with their sizes. One round trip: only the distinct ids and
     the summaries reach the driver. ``on_encoders(users, items, reads, sizes)`` is called
-    before the tables are built (the workers encode while the driver builds them)."""
+    before the tables are built (the workers encode while the driver builds them).
+    ``phases`` (a dict) receives the driver's seconds per step: ``read`` (the partitions
+    read and summarised, waited for), ``encoders``, ``tables``."""
     import dask
     import scipy.sparse as sp
     from ..recommend._interactions import IdEncoder
@@ -355,10 +357,14 @@ def init_model(estimator, client, parts, on_encoders=None):
     p = model._check_params()
     p["user_features"] = p["item_features"] = None  # side features are not distributed
     implicit = model._implicit_feedback(p)
+    phases = {} if phases is None else phases
+    tic = time.perf_counter()
     reads = client.compute([dask.delayed(read_partition, pure=False)(x, implicit)
                             for x in parts])
     small = client.gather([client.submit(ids_and_summary, r, pure=False) for r in reads])
     sizes = [s_[1][0] for s_ in small]
+    phases["read"] = time.perf_counter() - tic
+    tic = time.perf_counter()
     n = sum(sizes)
     if n == 0:
         raise ValueError("X has no interactions")
@@ -368,12 +374,15 @@ def init_model(estimator, client, parts, on_encoders=None):
     V.check_id_counts("X", *shape)
     if on_encoders is not None:
         on_encoders(users, items, reads, sizes)
+    phases["encoders"] = time.perf_counter() - tic
+    tic = time.perf_counter()
     model._init_model(sp.csr_matrix(shape), p, check_random_state(model.random_state),
                       (users, items))
     if not implicit:
         model.global_mean_ = sum(s_[1][1] for s_ in small) / n
         model.rating_range_ = (min(s_[1][2] for s_ in small), max(s_[1][3] for s_ in small))
     prepare_optimizer(model)
+    phases["tables"] = time.perf_counter() - tic
     return model, reads, sizes
 
 
@@ -434,7 +443,8 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
         grid["seen"] = [client.submit(seen_pairs, sp_, pure=False, retries=3)
                         for sp_ in splits]
 
-    model, _, _ = init_model(estimator, client, parts, submit_grid)
+    phases = {}
+    model, _, _ = init_model(estimator, client, parts, submit_grid, phases)
     cells, seen = grid.pop("cells"), grid.pop("seen")
     p = model._check_params()
     p["user_features"] = p["item_features"] = None
@@ -501,12 +511,14 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
     while epoch < n_epochs:
         ub, ib, info, final_u = pending
         nxt = submit_epoch(epoch + 1, ub, ib) if epoch + 1 < n_epochs else None
-        if seen is not None:
-            # the model's seen items, while the first epoch trains (a duplicate pair, found
-            # by the split, raises here)
-            model._seen = seen_items(client.gather(seen), n_users, n_items)
-            seen = None
         try:
+            if seen is not None:
+                # the model's seen items, while the first epoch trains (a duplicate pair,
+                # found by the split, raises here)
+                tic = time.perf_counter()
+                model._seen = seen_items(client.gather(seen), n_users, n_items)
+                phases["seen"] = time.perf_counter() - tic
+                seen = None
             results, ublocks, iblocks = client.gather([info, final_u, ib])
         except _cluster_errors():
             if reruns == _RERUNS:
@@ -551,6 +563,8 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
                      gathered_bytes=int(model_bytes if last else 0),
                      ratings=[int(r[0][1]) for r in sub],
                      task_cpu=[float(r[1]) for r in sub], last=last)
+            if epoch == 0 and q == 0:
+                d["setup"] = dict(phases)
             if stats is not None:
                 stats.append(d)
         sent_first = 0
