@@ -237,26 +237,36 @@ def cell_pass(est, records: np.ndarray, p: Dict[str, Any], st, n_blocks: int, se
     return sq, steps, n
 
 
-def train_cell(uheld, iblock, records, ctx, seed, n_blocks, part, n_parts):
+def train_cell(uheld, iblock, records, ctx, seed, n_blocks, part, n_parts, fresh):
     """One task of a sub-epoch: the estimator's own mini-batch pass over one cell, on its
     user and item blocks (copies), with the blocks' optimizer state rows; returns the new
-    blocks, ``(loss x ratings, ratings, optimizer steps)`` and the task's CPU seconds.
+    user block, the new item block, and the user block's record of the epoch so far: per
+    task ``((loss x ratings, ratings, optimizer steps), CPU seconds)``, this one last.
 
     ``uheld[0]`` is the user block: ``uheld`` is the output of the block's previous task,
     which ran on this worker (read in place: no task between the two, so one scheduler
-    round trip less per sub-epoch), or ``(block,)`` at the start. A pure function of its
-    arguments: the shuffle is drawn from ``seed``."""
+    round trip less per sub-epoch), or ``(block,)`` at the start; the record goes on from
+    ``uheld[2]`` unless ``fresh`` (an epoch's first sub-epoch), so the driver gathers an
+    epoch's records with its final user blocks, without a task per record. A pure function
+    of its arguments: the shuffle is drawn from ``seed``."""
+    cpu = time.process_time()
+    record = [] if fresh else list(uheld[2])
+    out_u, out_i, res = _train_cell(uheld[0], iblock, records, ctx, seed, n_blocks, part,
+                                    n_parts)
+    record.append((res, time.process_time() - cpu))
+    return out_u, out_i, record
+
+
+def _train_cell(ublock, iblock, records, ctx, seed, n_blocks, part, n_parts):
     from ..optim import make_optimizer
     from ..recommend._mf import _Fitted
 
-    cpu = time.process_time()
-    ublock = uheld[0]
     template, p = ctx
     U, Q = ublock[0].copy(), iblock[0].copy()
     lo, hi = part_bounds(int(records.shape[0]), -(-int(ctx[1]["batch_size"]) // n_blocks),
                          part, n_parts)
     if hi == lo:
-        return (U, dict(ublock[1])), (Q, dict(iblock[1])), (0.0, 0, 0), 0.0
+        return (U, dict(ublock[1])), (Q, dict(iblock[1])), (0.0, 0, 0)
     est = copy.copy(template)  # the estimator's parameters and scalars; no tables
     est.optimizer_ = make_optimizer(p["optimizer"], [U, Q], p["lr"], p["n_threads"],
                                     est._optimizer_kwargs(p))
@@ -270,7 +280,7 @@ def train_cell(uheld, iblock, records, ctx, seed, n_blocks, part, n_parts):
     sq, steps, n = cell_pass(est, records, p, st, n_blocks, seed, part, n_parts)
     out_u = (U, table_state(est, 0))
     out_i = (Q, table_state(est, 1))
-    return out_u, out_i, (0.5 * sq, n, steps), time.process_time() - cpu
+    return out_u, out_i, (0.5 * sq, n, steps)
 
 
 def part_bounds(n: int, size: int, part: int, n_parts: int) -> Tuple[int, int]:
@@ -282,16 +292,13 @@ def part_bounds(n: int, size: int, part: int, n_parts: int) -> Tuple[int, int]:
             min(n, n_batches * (part + 1) // n_parts * size))
 
 
-def first(x):
-    return x[0]
-
-
 def second(x):
     return x[1]
 
 
-def rest(x):
-    return x[2], x[3]
+def block_and_record(x):
+    """The user block and the epoch's record of a user block's last task."""
+    return x[0], x[2]
 
 
 def identity(x):
@@ -480,26 +487,22 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
 
     def submit_epoch(epoch, ub, ib):
         """Every task of one epoch; returns (the last task of every user block, final item
-        blocks, per sub-epoch lists of futures of ((loss x n, n, steps), cpu seconds), final
-        user blocks)."""
+        blocks, futures of every user block's (final block, the epoch's record))."""
         ub, ib = list(ub), list(ib)
-        info = []
         for r, s in ((r, s) for r in range(n_rounds) for s in range(B)):
-            new_u, new_i, res = [None] * B, [None] * B, []
+            new_u, new_i = [None] * B, [None] * B
             for b in range(B):
                 j = (b + s) % B
                 out = client.submit(train_cell, ub[b], ib[j], cells[b][j], ctx,
                                     cell_seed(seed, epoch, b, j), B, r, n_rounds,
-                                    pure=False, retries=3, **owner(b))
+                                    r == s == 0, pure=False, retries=3, **owner(b))
                 new_u[b] = out
                 new_i[j] = client.submit(second, out, pure=False, retries=3, **owner(b))
-                res.append(client.submit(rest, out, pure=False, retries=3))
             ub, ib = new_u, new_i
-            info.append(res)
-        # the user blocks the driver gathers (the next epoch reads the tasks' outputs)
-        final_u = [client.submit(first, out, pure=False, retries=3, **owner(b))
+        # what the driver gathers (the next epoch reads the tasks' outputs)
+        final_u = [client.submit(block_and_record, out, pure=False, retries=3, **owner(b))
                    for b, out in enumerate(ub)]
-        return ub, ib, info, final_u
+        return ub, ib, final_u
 
     iblock_bytes = [int(r.size) * (block_bytes(take_block(model, 1, r[:1])) if r.size else 0)
                     for r in irows]
@@ -509,7 +512,7 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
     epoch, reruns = 0, 0
     t_epoch = time.perf_counter()
     while epoch < n_epochs:
-        ub, ib, info, final_u = pending
+        ub, ib, final_u = pending
         nxt = submit_epoch(epoch + 1, ub, ib) if epoch + 1 < n_epochs else None
         try:
             if seen is not None:
@@ -519,7 +522,7 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
                 model._seen = seen_items(client.gather(seen), n_users, n_items)
                 phases["seen"] = time.perf_counter() - tic
                 seen = None
-            results, ublocks, iblocks = client.gather([info, final_u, ib])
+            finals, iblocks = client.gather([final_u, ib])
         except _cluster_errors():
             if reruns == _RERUNS:
                 raise
@@ -529,6 +532,9 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
             ub, ib, sent_first = scatter_blocks()
             pending = submit_epoch(epoch, ub, ib)
             continue
+        ublocks = [f[0] for f in finals]
+        # per sub-epoch, its tasks' ((loss x n, n, steps), cpu seconds) in block order
+        results = [[f[1][q] for f in finals] for q in range(n_rounds * B)]
         for b in range(B):
             put_block(model, 0, urows[b], ublocks[b])
             put_block(model, 1, irows[b], iblocks[b])
