@@ -440,15 +440,23 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
         where it lives, cell (bu, bi) assembled on bu's worker."""
         enc_u = client.submit(identity, users, pure=False)
         enc_i = client.submit(identity, items, pure=False)
-        splits = [client.submit(encode_split, r, enc_u, enc_i, B, pure=False, retries=3)
-                  for r, n in zip(reads, sizes) if n > 0]
+        live = [r for r, n in zip(reads, sizes) if n > 0]
+        # a partition is split, and its cells' pieces picked, where it was read: only the
+        # pieces travel (the scheduler would move a whole partition to a worker it finds
+        # idle sooner)
+        held = client.who_has(live)
+        where = [dict(workers=list(held.get(r.key, ()))[:1], allow_other_workers=True)
+                 if held.get(r.key) else {} for r in live]
+        splits = [client.submit(encode_split, r, enc_u, enc_i, B, pure=False, retries=3, **w)
+                  for r, w in zip(live, where)]
         grid["cells"] = [[client.submit(make_cell,
                                         *[client.submit(pick, sp_, bu * B + bi, pure=False,
-                                                        retries=3) for sp_ in splits],
+                                                        retries=3, **w)
+                                          for sp_, w in zip(splits, where)],
                                         pure=False, retries=3, **owner(bu))
                           for bi in range(B)] for bu in range(B)]
-        grid["seen"] = [client.submit(seen_pairs, sp_, pure=False, retries=3)
-                        for sp_ in splits]
+        grid["seen"] = [client.submit(seen_pairs, sp_, pure=False, retries=3, **w)
+                        for sp_, w in zip(splits, where)]
 
     phases = {}
     model, _, _ = init_model(estimator, client, parts, submit_grid, phases)
