@@ -139,9 +139,10 @@ def _block_and_local(n: int, n_blocks: int) -> Tuple[np.ndarray, np.ndarray]:
     return blk, local
 
 
-def pick(pieces, index: int):
-    """One cell's piece of a split partition (a task next to the split: only it travels)."""
-    return pieces[0][index]
+def pick_row(pieces, bu: int, n_blocks: int):
+    """The pieces of cells ``(bu, 0..B-1)`` of a split partition (a task next to the split:
+    only they travel to user block ``bu``'s worker)."""
+    return pieces[0][bu * n_blocks:(bu + 1) * n_blocks]
 
 
 def seen_pairs(pieces):
@@ -149,10 +150,12 @@ def seen_pairs(pieces):
     return pieces[1]
 
 
-def make_cell(*pieces) -> np.ndarray:
-    """One cell from its pieces of every partition (in partition order): packed records
-    (``pack_ratings``) of the ratings' row indices in their user block and item block."""
+def make_cell(bi: int, *rows) -> np.ndarray:
+    """Cell ``(bu, bi)`` from its pieces in every partition's row ``bu`` (``pick_row``, in
+    partition order): packed records (``pack_ratings``) of the ratings' row indices in
+    their user block and item block."""
     from ..recommend._sampling import pack_ratings
+    pieces = [r[bi] for r in rows]
     u = np.concatenate([p[0] for p in pieces]) if pieces else np.empty(0, np.int64)
     i = np.concatenate([p[1] for p in pieces]) if pieces else np.empty(0, np.int64)
     v = np.concatenate([p[2] for p in pieces]) if pieces else np.empty(0, np.float64)
@@ -449,11 +452,10 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
                  if held.get(r.key) else {} for r in live]
         splits = [client.submit(encode_split, r, enc_u, enc_i, B, pure=False, retries=3, **w)
                   for r, w in zip(live, where)]
-        grid["cells"] = [[client.submit(make_cell,
-                                        *[client.submit(pick, sp_, bu * B + bi, pure=False,
-                                                        retries=3, **w)
-                                          for sp_, w in zip(splits, where)],
-                                        pure=False, retries=3, **owner(bu))
+        rows = [[client.submit(pick_row, sp_, bu, B, pure=False, retries=3, **w)
+                 for sp_, w in zip(splits, where)] for bu in range(B)]
+        grid["cells"] = [[client.submit(make_cell, bi, *rows[bu], pure=False, retries=3,
+                                        **owner(bu))
                           for bi in range(B)] for bu in range(B)]
         grid["seen"] = [client.submit(seen_pairs, sp_, pure=False, retries=3, **w)
                         for sp_, w in zip(splits, where)]
