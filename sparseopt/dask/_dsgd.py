@@ -454,8 +454,10 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
                   for r, w in zip(live, where)]
         rows = [[client.submit(pick_row, sp_, bu, B, pure=False, retries=3, **w)
                  for sp_, w in zip(splits, where)] for bu in range(B)]
+        # a worker builds its cells in the order its sub-epochs need them (cell (bu, bi) at
+        # sub-epoch (bi - bu) mod B), not in the order they were submitted
         grid["cells"] = [[client.submit(make_cell, bi, *rows[bu], pure=False, retries=3,
-                                        **owner(bu))
+                                        priority=-((bi - bu) % B), **owner(bu))
                           for bi in range(B)] for bu in range(B)]
         grid["seen"] = [client.submit(seen_pairs, sp_, pure=False, retries=3, **w)
                         for sp_, w in zip(splits, where)]
