@@ -175,11 +175,13 @@ def table_state(model, side: int) -> Dict[str, np.ndarray]:
             if isinstance(arr, np.ndarray) and arr.shape[:1] == (n,)}
 
 
-def take_block(model, side: int, rows: np.ndarray):
-    """Block ``rows`` of table ``side``: ``(rows of the table, {state name: rows})``."""
+def take_block(model, side: int, rows: np.ndarray, state: bool = True):
+    """Block ``rows`` of table ``side``: ``(rows of the table, {state name: rows})``;
+    without ``state``, ``{}`` (a task's fresh optimizer starts from the start value)."""
     table = model.optimizer_._params[side]
     return (np.ascontiguousarray(table[rows]),
-            {k: np.ascontiguousarray(a[rows]) for k, a in table_state(model, side).items()})
+            {k: np.ascontiguousarray(a[rows]) for k, a in table_state(model, side).items()}
+            if state else {})
 
 
 def put_block(model, side: int, rows: np.ndarray, block) -> None:
@@ -483,13 +485,16 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
 
     def scatter_blocks():
         """The driver's model as block futures, each block's rows the argument of a task
-        the scheduler holds (recomputable when a worker is lost)."""
+        the scheduler holds (recomputable when a worker is lost). Before the first epoch
+        the optimizer state is the optimizer's start value in every row, which the task's
+        fresh optimizer holds already: only the tables travel then."""
         import warnings
+        fresh = model.n_epochs_ == 0
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*[Ll]arge object",
                                     category=UserWarning)
-            ublocks = [take_block(model, 0, r) for r in urows]
-            iblocks = [take_block(model, 1, r) for r in irows]
+            ublocks = [take_block(model, 0, r, state=not fresh) for r in urows]
+            iblocks = [take_block(model, 1, r, state=not fresh) for r in irows]
             ub = [client.submit(identity, (blk,), pure=False, **owner(b))
                   for b, blk in enumerate(ublocks)]
             ib = [client.submit(identity, blk, pure=False, **owner(b))
