@@ -530,15 +530,17 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
     t_epoch = time.perf_counter()
     while epoch < n_epochs:
         ub, ib, final_u = pending
-        nxt = submit_epoch(epoch + 1, ub, ib) if epoch + 1 < n_epochs else None
         try:
             if seen is not None:
                 # the model's seen items, while the first epoch trains (a duplicate pair,
-                # found by the split, raises here)
+                # found by the split, raises here); the next epoch is submitted after
+                # them: while the workers build the grid, the driver's scheduler CPU
+                # would slow them on a machine with as many cores as workers
                 tic = time.perf_counter()
                 model._seen = seen_items(client.gather(seen), n_users, n_items)
                 phases["seen"] = time.perf_counter() - tic
                 seen = None
+            nxt = submit_epoch(epoch + 1, ub, ib) if epoch + 1 < n_epochs else None
             finals, iblocks = client.gather([final_u, ib])
         except _cluster_errors():
             if reruns == _RERUNS:
