@@ -1321,6 +1321,38 @@ def _refuse_duplicates(name: str, rows: np.ndarray, cols: np.ndarray, n_cols: in
             "up; the MatrixFactorization docstring shows how to average them")
 
 
+def check_id_counts(name: str, n_users: int, n_items: int) -> None:
+    """At most ``MAX_IDS`` distinct users and items (the kernels' int32 ids), as
+    :func:`check_interactions` requires of a matrix's shape."""
+    if max(n_users, n_items) > MAX_IDS:
+        raise ValueError(f"{name} has {n_users} users and {n_items} items: at most 2**31 - 1 "
+                         "of each")
+
+
+def pair_order(name: str, users: np.ndarray, items: np.ndarray, n_items: int,
+               user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """The order that sorts encoded ratings by (user, item), the order of the CSR matrix a
+    single-process fit builds from them; a (user, item) pair given twice is refused, naming
+    its raw ids (``user_ids`` / ``item_ids``: the encoders' classes) as
+    ``recommend._interactions.interactions_input`` does.
+
+    ``users`` and ``items`` are int64 row indices below ``len(user_ids)`` and ``n_items``
+    (at most ``MAX_IDS`` each, so ``user * n_items + item`` fits in an int64)."""
+    keys = users * np.int64(n_items) + items
+    order = np.argsort(keys, kind="stable")  # a radix / merge sort: sorted runs are cheap
+    sorted_keys = keys[order]
+    dup = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+    if dup.shape[0]:
+        first = order[dup[0]]
+        raise ValueError(
+            f"{name} holds {dup.shape[0]} duplicate (user, item) pair"
+            f"{'' if dup.shape[0] == 1 else 's'} (the first: user "
+            f"{user_ids[users[first]].item()!r}, item {item_ids[items[first]].item()!r});"
+            " each rating must be given once. Aggregate them first, e.g. "
+            "df.groupby(['user', 'item'], as_index=False)['rating'].mean()")
+    return order
+
+
 def check_n_jobs(n_jobs: Any, name: str = "n_jobs") -> Union[int, None]:
     """scikit-learn's ``n_jobs`` as a thread count for :func:`check_n_threads`: None stays
     None (the default threads), a positive int is itself, a negative one counts back from the

@@ -25,6 +25,7 @@ the end of the previous one.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any, Dict, List, Tuple
 
@@ -69,34 +70,97 @@ def block_rows(n: int, n_blocks: int) -> Tuple[List[np.ndarray], np.ndarray]:
 
 # ----------------------------------------------------------------------------- the grid
 
-def split_partition(enc, n_blocks: int) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """An encoded partition's ratings cut into the grid's cells (row-major, ``bu * B + bi``),
-    each in the partition's order."""
-    u, i, v = enc[0]
-    cell = block_of(u, n_blocks) * n_blocks + block_of(i, n_blocks)
-    order = np.argsort(cell, kind="stable")
-    ends = np.cumsum(np.bincount(cell, minlength=n_blocks * n_blocks))
-    starts = ends - np.bincount(cell, minlength=n_blocks * n_blocks)
-    return [(u[order[a:z]], i[order[a:z]], v[order[a:z]]) for a, z in zip(starts, ends)]
+# The setup runs where the partitions live, with one round trip to the driver: each
+# partition is checked and summarised in place (``read_partition``), the driver merges only
+# the distinct ids (small) into the encoders and builds the model, then every partition is
+# encoded and cut into the grid's cells on its own worker (``encode_split``) and each cell is
+# assembled on its user block's worker (``make_cell``), submitted with the first epoch's
+# tasks, so that training starts as soon as a cell is ready.
+
+def read_partition(part, implicit: bool):
+    """One partition's checked columns ``(users, items, values)`` (raw ids), its distinct
+    users and items, and its summary ``(n, sum, min, max)`` of the values."""
+    from ._recommend import _empty
+    from .. import _validation as V
+    if _empty(part):
+        e = np.empty(0, dtype=np.int64)
+        return (e, e, np.empty(0, dtype=np.float64)), (e, e), (0, 0.0, math.inf, -math.inf)
+    u, i, v, _ = V.check_columns("X partition", part, implicit)
+    if v is None:
+        v = np.ones(u.shape[0], dtype=np.float64)
+    summary = (int(v.size), float(v.sum()), float(v.min()), float(v.max()))
+    return (u, i, v), (np.unique(u), np.unique(i)), summary
 
 
-def pick(pieces, index: int):
-    """One cell's piece of a split partition (a task next to the split: only it travels)."""
-    return pieces[index]
+def ids_and_summary(read):
+    """What the driver gathers of a read partition: its distinct ids and its summary."""
+    return read[1], read[2]
 
 
-def make_cell(n_users: int, n_items: int, n_blocks: int, *pieces) -> np.ndarray:
-    """One cell from its pieces of every partition (in partition order): packed records
-    (``pack_ratings``) of the ratings' row indices in their user block and item block."""
+def encode_split(read, users, items, n_blocks: int):
+    """A read partition encoded by the model's encoders and cut into the grid's cells
+    (row-major, ``bu * B + bi``): per cell ``(user rows in block bu, item rows in block bi,
+    values)``, each cell's ratings in (user, item) order, the order of the CSR matrix a
+    single-process fit trains on; and the partition's ``(users, items)`` row indices (int32,
+    for the model's seen items)."""
+    from .. import _validation as V
+    (u_raw, i_raw, v), _, _ = read
+    n_cells = n_blocks * n_blocks
+    if u_raw.shape[0] == 0:
+        e = np.empty(0, dtype=np.int64)
+        return [(e, e, np.empty(0, dtype=np.float64))] * n_cells, (e.astype(np.int32),) * 2
+    u = users.transform(u_raw, "X partition['user']")
+    i = items.transform(i_raw, "X partition['item']")
+    order = V.pair_order("X partition", u, i, len(items), users.classes_, items.classes_)
+    u, i, v = u[order], i[order], v[order]
+    bu, lu = _block_and_local(len(users), n_blocks)
+    bi, li = _block_and_local(len(items), n_blocks)
+    cell = bu[u] * n_blocks + bi[i]
+    # a stable sort of small integers is a radix sort: the cells keep the (user, item) order
+    small = np.uint16 if n_cells <= 1 << 16 else np.int64
+    by_cell = np.argsort(cell.astype(small), kind="stable")
+    ends = np.cumsum(np.bincount(cell, minlength=n_cells))
+    starts = ends - np.bincount(cell, minlength=n_cells)
+    lu, li = lu[u], li[i]
+    pieces = []
+    for a, z in zip(starts, ends):
+        k = by_cell[a:z]
+        pieces.append((lu[k], li[k], v[k]))
+    return pieces, (u.astype(np.int32), i.astype(np.int32))
+
+
+def _block_and_local(n: int, n_blocks: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Every row's block and its index in its block."""
+    blk = block_of(np.arange(n), n_blocks)
+    local = np.empty(n, dtype=np.int64)
+    for b in range(n_blocks):
+        rows = np.flatnonzero(blk == b)
+        local[rows] = np.arange(rows.size)
+    return blk, local
+
+
+def pick_row(pieces, bu: int, n_blocks: int):
+    """The pieces of cells ``(bu, 0..B-1)`` of a split partition (a task next to the split:
+    only they travel to user block ``bu``'s worker)."""
+    return pieces[0][bu * n_blocks:(bu + 1) * n_blocks]
+
+
+def seen_pairs(pieces):
+    """The ``(users, items)`` row indices of a split partition."""
+    return pieces[1]
+
+
+def make_cell(bi: int, *rows) -> np.ndarray:
+    """Cell ``(bu, bi)`` from its pieces in every partition's row ``bu`` (``pick_row``, in
+    partition order): packed records (``pack_ratings``) of the ratings' row indices in
+    their user block and item block."""
     from ..recommend._sampling import pack_ratings
+    pieces = [r[bi] for r in rows]
     u = np.concatenate([p[0] for p in pieces]) if pieces else np.empty(0, np.int64)
     i = np.concatenate([p[1] for p in pieces]) if pieces else np.empty(0, np.int64)
     v = np.concatenate([p[2] for p in pieces]) if pieces else np.empty(0, np.float64)
-    _, lu = block_rows(n_users, n_blocks)
-    _, li = block_rows(n_items, n_blocks)
-    u = np.ascontiguousarray(u, dtype=np.int64)
-    i = np.ascontiguousarray(i, dtype=np.int64)
-    return pack_ratings(np.ascontiguousarray(lu[u]), np.ascontiguousarray(li[i]), v)
+    return pack_ratings(np.ascontiguousarray(u, dtype=np.int64),
+                        np.ascontiguousarray(i, dtype=np.int64), v)
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -111,11 +175,13 @@ def table_state(model, side: int) -> Dict[str, np.ndarray]:
             if isinstance(arr, np.ndarray) and arr.shape[:1] == (n,)}
 
 
-def take_block(model, side: int, rows: np.ndarray):
-    """Block ``rows`` of table ``side``: ``(rows of the table, {state name: rows})``."""
+def take_block(model, side: int, rows: np.ndarray, state: bool = True):
+    """Block ``rows`` of table ``side``: ``(rows of the table, {state name: rows})``;
+    without ``state``, ``{}`` (a task's fresh optimizer starts from the start value)."""
     table = model.optimizer_._params[side]
     return (np.ascontiguousarray(table[rows]),
-            {k: np.ascontiguousarray(a[rows]) for k, a in table_state(model, side).items()})
+            {k: np.ascontiguousarray(a[rows]) for k, a in table_state(model, side).items()}
+            if state else {})
 
 
 def put_block(model, side: int, rows: np.ndarray, block) -> None:
@@ -176,22 +242,36 @@ def cell_pass(est, records: np.ndarray, p: Dict[str, Any], st, n_blocks: int, se
     return sq, steps, n
 
 
-def train_cell(ublock, iblock, records, ctx, seed, n_blocks, part, n_parts):
+def train_cell(uheld, iblock, records, ctx, seed, n_blocks, part, n_parts, fresh):
     """One task of a sub-epoch: the estimator's own mini-batch pass over one cell, on its
     user and item blocks (copies), with the blocks' optimizer state rows; returns the new
-    blocks, ``(loss x ratings, ratings, optimizer steps)`` and the task's CPU seconds.
+    user block, the new item block, and the user block's record of the epoch so far: per
+    task ``((loss x ratings, ratings, optimizer steps), CPU seconds)``, this one last.
 
-    A pure function of its arguments: the shuffle is drawn from ``seed``."""
+    ``uheld[0]`` is the user block: ``uheld`` is the output of the block's previous task,
+    which ran on this worker (read in place: no task between the two, so one scheduler
+    round trip less per sub-epoch), or ``(block,)`` at the start; the record goes on from
+    ``uheld[2]`` unless ``fresh`` (an epoch's first sub-epoch), so the driver gathers an
+    epoch's records with its final user blocks, without a task per record. A pure function
+    of its arguments: the shuffle is drawn from ``seed``."""
+    cpu = time.process_time()
+    record = [] if fresh else list(uheld[2])
+    out_u, out_i, res = _train_cell(uheld[0], iblock, records, ctx, seed, n_blocks, part,
+                                    n_parts)
+    record.append((res, time.process_time() - cpu))
+    return out_u, out_i, record
+
+
+def _train_cell(ublock, iblock, records, ctx, seed, n_blocks, part, n_parts):
     from ..optim import make_optimizer
     from ..recommend._mf import _Fitted
 
-    cpu = time.process_time()
     template, p = ctx
     U, Q = ublock[0].copy(), iblock[0].copy()
     lo, hi = part_bounds(int(records.shape[0]), -(-int(ctx[1]["batch_size"]) // n_blocks),
                          part, n_parts)
     if hi == lo:
-        return (U, dict(ublock[1])), (Q, dict(iblock[1])), (0.0, 0, 0), 0.0
+        return (U, dict(ublock[1])), (Q, dict(iblock[1])), (0.0, 0, 0)
     est = copy.copy(template)  # the estimator's parameters and scalars; no tables
     est.optimizer_ = make_optimizer(p["optimizer"], [U, Q], p["lr"], p["n_threads"],
                                     est._optimizer_kwargs(p))
@@ -205,7 +285,7 @@ def train_cell(ublock, iblock, records, ctx, seed, n_blocks, part, n_parts):
     sq, steps, n = cell_pass(est, records, p, st, n_blocks, seed, part, n_parts)
     out_u = (U, table_state(est, 0))
     out_i = (Q, table_state(est, 1))
-    return out_u, out_i, (0.5 * sq, n, steps), time.process_time() - cpu
+    return out_u, out_i, (0.5 * sq, n, steps)
 
 
 def part_bounds(n: int, size: int, part: int, n_parts: int) -> Tuple[int, int]:
@@ -217,16 +297,13 @@ def part_bounds(n: int, size: int, part: int, n_parts: int) -> Tuple[int, int]:
             min(n, n_batches * (part + 1) // n_parts * size))
 
 
-def first(x):
-    return x[0]
-
-
 def second(x):
     return x[1]
 
 
-def rest(x):
-    return x[2], x[3]
+def block_and_record(x):
+    """The user block and the epoch's record of a user block's last task."""
+    return x[0], x[2]
 
 
 def identity(x):
@@ -273,25 +350,86 @@ def sequential_reference(model, cells, n_blocks: int, n_epochs: int, seed: int,
 
 # ----------------------------------------------------------------------------- driver
 
+def init_model(estimator, client, parts, on_encoders=None, phases=None):
+    """The driver's model (encoders from the distinct ids of all the partitions, global mean
+    and rating range from their summaries; no seen items yet), and the read partitions
+    (futures, on the workers) with their sizes. One round trip: only the distinct ids and
+    the summaries reach the driver. ``on_encoders(users, items, reads, sizes)`` is called
+    before the tables are built (the workers encode while the driver builds them).
+    ``phases`` (a dict) receives the driver's seconds per step: ``read`` (the partitions
+    read and summarised, waited for), ``encoders``, ``tables``."""
+    import dask
+    import scipy.sparse as sp
+    from ..recommend._interactions import IdEncoder
+    from .. import _validation as V
+    from .._utils import check_random_state
+    from ._recommend import prepare_optimizer
+
+    model = copy.deepcopy(estimator)
+    p = model._check_params()
+    p["user_features"] = p["item_features"] = None  # side features are not distributed
+    implicit = model._implicit_feedback(p)
+    phases = {} if phases is None else phases
+    tic = time.perf_counter()
+    reads = client.compute([dask.delayed(read_partition, pure=False)(x, implicit)
+                            for x in parts])
+    small = client.gather([client.submit(ids_and_summary, r, pure=False) for r in reads])
+    sizes = [s_[1][0] for s_ in small]
+    phases["read"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    n = sum(sizes)
+    if n == 0:
+        raise ValueError("X has no interactions")
+    users = IdEncoder("users").fit(merged_ids([s_[0][0] for s_ in small]))
+    items = IdEncoder("items").fit(merged_ids([s_[0][1] for s_ in small]))
+    shape = (len(users), len(items))
+    V.check_id_counts("X", *shape)
+    if on_encoders is not None:
+        on_encoders(users, items, reads, sizes)
+    phases["encoders"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    model._init_model(sp.csr_matrix(shape), p, check_random_state(model.random_state),
+                      (users, items))
+    if not implicit:
+        model.global_mean_ = sum(s_[1][1] for s_ in small) / n
+        model.rating_range_ = (min(s_[1][2] for s_ in small), max(s_[1][3] for s_ in small))
+    prepare_optimizer(model)
+    phases["tables"] = time.perf_counter() - tic
+    return model, reads, sizes
+
+
+def merged_ids(arrays: List[np.ndarray]) -> np.ndarray:
+    """The distinct ids of sorted arrays of distinct ids (the partitions'), sorted: a stable
+    sort merges the sorted runs in linear time where ``np.unique`` sorts from scratch."""
+    ids = np.concatenate(arrays)
+    if ids.size < 2:
+        return ids
+    ids = np.sort(ids, kind="stable")
+    keep = np.empty(ids.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(ids[1:], ids[:-1], out=keep[1:])
+    return ids[keep]
+
+
+def seen_items(pairs, n_users: int, n_items: int):
+    """The model's seen items from every partition's ``(users, items)`` row indices."""
+    import scipy.sparse as sp
+    from ..recommend._interactions import SeenItems
+    u = np.concatenate([a for a, _ in pairs])
+    i = np.concatenate([b for _, b in pairs])
+    return SeenItems(sp.csr_matrix((np.ones(u.size, dtype=np.int8), (u, i)),
+                                   shape=(n_users, n_items)))
+
+
 def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
              n_rounds=None):
     """``sparseopt.dask.fit`` of a ``MatrixFactorization`` by DSGD (see the module)."""
-    from . import _recommend as R
     from ._fit import _cluster_errors, _column_partitions, _RERUNS
 
     parts = _column_partitions(X)
-    model, encs, sizes, _ = R.init_mf(estimator, client, parts, persist)
-    p = model._check_params()
-    p["user_features"] = p["item_features"] = None
-    n_epochs = p["n_epochs"] if n_epochs is None else n_epochs
     workers = sorted(client.scheduler_info()["workers"])
     B = len(workers) if n_blocks is None else n_blocks
     B = max(1, B)
-    n_rounds = rounds_for(B) if n_rounds is None else n_rounds
-    seed = int(model._rng.integers(2 ** 63))
-    n_users, n_items = model.n_users_, model.n_items_
-    urows, _ = block_rows(n_users, B)
-    irows, _ = block_rows(n_items, B)
 
     def owner(b):
         """Where block ``b``'s tasks run: its worker, loosely (another one when it is gone;
@@ -300,15 +438,43 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
             return {}
         return dict(workers=[workers[b % len(workers)]], allow_other_workers=True)
 
-    # the grid, built on the workers and kept there: cell (bu, bi) on bu's worker
-    splits = [client.submit(split_partition, e, B, pure=False, retries=3)
-              for e, n in zip(encs, sizes) if n > 0]
-    cells = [[client.submit(make_cell, n_users, n_items, B,
-                            *[client.submit(pick, sp_, bu * B + bi, pure=False, retries=3)
-                              for sp_ in splits],
-                            pure=False, retries=3, **owner(bu))
-              for bi in range(B)] for bu in range(B)]
-    del splits, encs
+    grid = {}
+
+    def submit_grid(users, items, reads, sizes):
+        """The grid, built on the workers and kept there: each partition encoded and split
+        where it lives, cell (bu, bi) assembled on bu's worker."""
+        enc_u = client.submit(identity, users, pure=False)
+        enc_i = client.submit(identity, items, pure=False)
+        live = [r for r, n in zip(reads, sizes) if n > 0]
+        # a partition is split, and its cells' pieces picked, where it was read: only the
+        # pieces travel (the scheduler would move a whole partition to a worker it finds
+        # idle sooner)
+        held = client.who_has(live)
+        where = [dict(workers=list(held.get(r.key, ()))[:1], allow_other_workers=True)
+                 if held.get(r.key) else {} for r in live]
+        splits = [client.submit(encode_split, r, enc_u, enc_i, B, pure=False, retries=3, **w)
+                  for r, w in zip(live, where)]
+        rows = [[client.submit(pick_row, sp_, bu, B, pure=False, retries=3, **w)
+                 for sp_, w in zip(splits, where)] for bu in range(B)]
+        # a worker builds its cells in the order its sub-epochs need them (cell (bu, bi) at
+        # sub-epoch (bi - bu) mod B), not in the order they were submitted
+        grid["cells"] = [[client.submit(make_cell, bi, *rows[bu], pure=False, retries=3,
+                                        priority=-((bi - bu) % B), **owner(bu))
+                          for bi in range(B)] for bu in range(B)]
+        grid["seen"] = [client.submit(seen_pairs, sp_, pure=False, retries=3, **w)
+                        for sp_, w in zip(splits, where)]
+
+    phases = {}
+    model, _, _ = init_model(estimator, client, parts, submit_grid, phases)
+    cells, seen = grid.pop("cells"), grid.pop("seen")
+    p = model._check_params()
+    p["user_features"] = p["item_features"] = None
+    n_epochs = p["n_epochs"] if n_epochs is None else n_epochs
+    n_rounds = rounds_for(B) if n_rounds is None else n_rounds
+    seed = int(model._rng.integers(2 ** 63))
+    n_users, n_items = model.n_users_, model.n_items_
+    urows, _ = block_rows(n_users, B)
+    irows, _ = block_rows(n_items, B)
     template = template_of(model)
     ctx = client.submit(identity, (template, p), pure=False)
     table_rows = n_users + n_items
@@ -319,14 +485,17 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
 
     def scatter_blocks():
         """The driver's model as block futures, each block's rows the argument of a task
-        the scheduler holds (recomputable when a worker is lost)."""
+        the scheduler holds (recomputable when a worker is lost). Before the first epoch
+        the optimizer state is the optimizer's start value in every row, which the task's
+        fresh optimizer holds already: only the tables travel then."""
         import warnings
+        fresh = model.n_epochs_ == 0
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*[Ll]arge object",
                                     category=UserWarning)
-            ublocks = [take_block(model, 0, r) for r in urows]
-            iblocks = [take_block(model, 1, r) for r in irows]
-            ub = [client.submit(identity, blk, pure=False, **owner(b))
+            ublocks = [take_block(model, 0, r, state=not fresh) for r in urows]
+            iblocks = [take_block(model, 1, r, state=not fresh) for r in irows]
+            ub = [client.submit(identity, (blk,), pure=False, **owner(b))
                   for b, blk in enumerate(ublocks)]
             ib = [client.submit(identity, blk, pure=False, **owner(b))
                   for b, blk in enumerate(iblocks)]
@@ -334,23 +503,23 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
         return ub, ib, sent
 
     def submit_epoch(epoch, ub, ib):
-        """Every task of one epoch; returns (final user blocks, final item blocks, per
-        sub-epoch lists of futures of ((loss x n, n, steps), cpu seconds))."""
+        """Every task of one epoch; returns (the last task of every user block, final item
+        blocks, futures of every user block's (final block, the epoch's record))."""
         ub, ib = list(ub), list(ib)
-        info = []
         for r, s in ((r, s) for r in range(n_rounds) for s in range(B)):
-            new_u, new_i, res = [None] * B, [None] * B, []
+            new_u, new_i = [None] * B, [None] * B
             for b in range(B):
                 j = (b + s) % B
                 out = client.submit(train_cell, ub[b], ib[j], cells[b][j], ctx,
                                     cell_seed(seed, epoch, b, j), B, r, n_rounds,
-                                    pure=False, retries=3, **owner(b))
-                new_u[b] = client.submit(first, out, pure=False, retries=3, **owner(b))
+                                    r == s == 0, pure=False, retries=3, **owner(b))
+                new_u[b] = out
                 new_i[j] = client.submit(second, out, pure=False, retries=3, **owner(b))
-                res.append(client.submit(rest, out, pure=False, retries=3))
             ub, ib = new_u, new_i
-            info.append(res)
-        return ub, ib, info
+        # what the driver gathers (the next epoch reads the tasks' outputs)
+        final_u = [client.submit(block_and_record, out, pure=False, retries=3, **owner(b))
+                   for b, out in enumerate(ub)]
+        return ub, ib, final_u
 
     iblock_bytes = [int(r.size) * (block_bytes(take_block(model, 1, r[:1])) if r.size else 0)
                     for r in irows]
@@ -360,12 +529,19 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
     epoch, reruns = 0, 0
     t_epoch = time.perf_counter()
     while epoch < n_epochs:
-        ub, ib, info = pending
-        nxt = submit_epoch(epoch + 1, ub, ib) if epoch + 1 < n_epochs else None
+        ub, ib, final_u = pending
         try:
-            results = client.gather(info)
-            ublocks = client.gather(ub)
-            iblocks = client.gather(ib)
+            if seen is not None:
+                # the model's seen items, while the first epoch trains (a duplicate pair,
+                # found by the split, raises here); the next epoch is submitted after
+                # them: while the workers build the grid, the driver's scheduler CPU
+                # would slow them on a machine with as many cores as workers
+                tic = time.perf_counter()
+                model._seen = seen_items(client.gather(seen), n_users, n_items)
+                phases["seen"] = time.perf_counter() - tic
+                seen = None
+            nxt = submit_epoch(epoch + 1, ub, ib) if epoch + 1 < n_epochs else None
+            finals, iblocks = client.gather([final_u, ib])
         except _cluster_errors():
             if reruns == _RERUNS:
                 raise
@@ -375,6 +551,9 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
             ub, ib, sent_first = scatter_blocks()
             pending = submit_epoch(epoch, ub, ib)
             continue
+        ublocks = [f[0] for f in finals]
+        # per sub-epoch, its tasks' ((loss x n, n, steps), cpu seconds) in block order
+        results = [[f[1][q] for f in finals] for q in range(n_rounds * B)]
         for b in range(B):
             put_block(model, 0, urows[b], ublocks[b])
             put_block(model, 1, irows[b], iblocks[b])
@@ -409,6 +588,8 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
                      gathered_bytes=int(model_bytes if last else 0),
                      ratings=[int(r[0][1]) for r in sub],
                      task_cpu=[float(r[1]) for r in sub], last=last)
+            if epoch == 0 and q == 0:
+                d["setup"] = dict(phases)
             if stats is not None:
                 stats.append(d)
         sent_first = 0

@@ -476,7 +476,10 @@ def fit(estimator, X, y=None, client=None, sync_every=None, n_epochs=None, *,
         item-block rows and bytes that move to another worker after it, ``sent_bytes`` the
         model's blocks sent at the start, ``gathered_bytes`` the model gathered by the
         driver at the end of an epoch, ``ratings`` and ``task_cpu`` (CPU seconds) per task;
-        ``seconds`` is set on an epoch's last sub-epoch only (NaN on the others).
+        ``seconds`` is set on an epoch's last sub-epoch only (NaN on the others); the first
+        dict's ``setup`` holds the driver's seconds per setup step (``read``: the
+        partitions read and summarised; ``encoders``; ``tables``; ``seen``: waiting for the
+        partitions' pairs and building the seen items, while the first epoch trains).
     callback : callable or None
         Called as ``callback(model, info)`` on the driver after every sync, with the mixed
         model (read it, do not modify it) and the dict appended to ``stats``; with DSGD,

@@ -427,12 +427,17 @@ def test_syncs_send_the_touched_rows_not_the_model(client):
 def _dsgd_cells(client, parts, kw, n_blocks):
     """The initial model, the seed and the grid of cells (global row indices) that a DSGD
     fit of ``parts`` starts from, computed as the fit computes them."""
-    from sparseopt.dask import _dsgd, _recommend as R
-    init, encs, _, _ = R.init_mf(MatrixFactorization(**kw), client, parts, True)
+    from sparseopt.dask import _dsgd
+    init, reads, _ = _dsgd.init_model(MatrixFactorization(**kw), client, parts)
     seed = int(init._rng.integers(2 ** 63))
-    splits = [_dsgd.split_partition(e, n_blocks) for e in client.gather(encs)]
-    cells = [[tuple(np.concatenate([s[bu * n_blocks + bi][k] for s in splits])
-                    for k in range(3)) for bi in range(n_blocks)] for bu in range(n_blocks)]
+    users, items = init._id_encoders
+    splits = [_dsgd.encode_split(r, users, items, n_blocks)[0] for r in client.gather(reads)]
+    rows = [_dsgd.block_rows(n, n_blocks)[0] for n in (len(users), len(items))]
+    # block-local rows back to the tables' rows
+    cells = [[(np.concatenate([rows[0][bu][s[bu * n_blocks + bi][0]] for s in splits]),
+               np.concatenate([rows[1][bi][s[bu * n_blocks + bi][1]] for s in splits]),
+               np.concatenate([s[bu * n_blocks + bi][2] for s in splits]))
+              for bi in range(n_blocks)] for bu in range(n_blocks)]
     return init, seed, cells
 
 
@@ -449,6 +454,8 @@ def test_dsgd_is_the_sequential_block_schedule(client, n_blocks, rounds, monkeyp
     parts = [dask.delayed(tr.iloc[:2500]), dask.delayed(tr.iloc[2500:]),
              dask.delayed(tr.iloc[:0])]
     kw = dict(n_components=4, random_state=0, n_epochs=2, batch_size=64)
+    if n_blocks > 1:  # the first epoch's tasks start from their optimizer's start value
+        kw["optimizer_params"] = {"initial_accumulator_value": 0.25}
     stats = []
     got = sd.fit(MatrixFactorization(**kw), parts, client=client, method="dsgd",
                  n_blocks=n_blocks, stats=stats)
@@ -469,6 +476,47 @@ def test_dsgd_is_the_sequential_block_schedule(client, n_blocks, rounds, monkeyp
     assert all(s["sent_bytes"] == 0 for s in stats[1:])
     got.partial_fit(tr)  # an ordinary fitted model
     assert got.n_epochs_ == 3
+
+
+def test_dsgd_grid_is_each_partitions_matrix_cut_into_cells(client):
+    """The workers encode their partitions by the model's encoders (the distinct ids of all
+    the partitions, sorted: ``IdEncoder``'s map) and cut them into cells in the order of the
+    partition's CSR matrix, the order a single-process fit reads; a pair given twice is
+    refused."""
+    from sparseopt.dask import _dsgd
+    from sparseopt.recommend import IdEncoder
+    from sparseopt.recommend._interactions import interactions_input
+    tr, _ = _ratings(n=4000, seed=8)
+    tr = tr.sample(frac=1.0, random_state=2).reset_index(drop=True)  # rows in no order
+    parts = [tr.iloc[:1700], tr.iloc[1700:], tr.iloc[:0]]
+    init, reads, sizes = _dsgd.init_model(MatrixFactorization(n_components=2), client,
+                                          [dask.delayed(x) for x in parts])
+    users, items = init._id_encoders
+    assert np.array_equal(users.classes_, IdEncoder().fit(tr.user).classes_)
+    assert np.array_equal(items.classes_, IdEncoder().fit(tr.item).classes_)
+    assert sizes == [1700, len(tr) - 1700, 0]
+    assert init.global_mean_ == pytest.approx(tr.rating.mean())
+    B = 3
+    rows = [_dsgd.block_rows(n, B)[0] for n in (len(users), len(items))]
+    for part, read in zip(parts, client.gather(reads)):
+        pieces, (su, si) = _dsgd.encode_split(read, users, items, B)
+        if len(part) == 0:
+            assert all(p_[0].size == 0 for p_ in pieces) and su.size == 0
+            continue
+        X = interactions_input("X", part, False, users, items).X.tocoo()
+        assert np.array_equal(su, X.row) and np.array_equal(si, X.col)
+        cell = _dsgd.block_of(X.row, B) * B + _dsgd.block_of(X.col, B)
+        for c, (lu, li, v) in enumerate(pieces):
+            keep = cell == c
+            assert np.array_equal(rows[0][c // B][lu], X.row[keep])
+            assert np.array_equal(rows[1][c % B][li], X.col[keep])
+            assert np.array_equal(v, X.data[keep])
+    assert _dsgd.merged_ids([np.array([1, 4, 9]), np.array([0, 4, 10]), np.array([], int)]
+                            ).tolist() == [0, 1, 4, 9, 10]
+    import pandas as pd
+    twice = pd.concat([tr.iloc[:10], tr.iloc[3:4]])
+    with pytest.raises(ValueError, match="1 duplicate .user, item. pair"):
+        sd.fit(MatrixFactorization(), [dask.delayed(twice)], client=client, method="dsgd")
 
 
 def test_dsgd_converges_like_the_single_process_fit(client):
