@@ -1344,13 +1344,19 @@ def pair_order(name: str, users: np.ndarray, items: np.ndarray, n_items: int,
     dup = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
     if dup.shape[0]:
         first = order[dup[0]]
-        raise ValueError(
-            f"{name} holds {dup.shape[0]} duplicate (user, item) pair"
-            f"{'' if dup.shape[0] == 1 else 's'} (the first: user "
-            f"{user_ids[users[first]].item()!r}, item {item_ids[items[first]].item()!r});"
-            " each rating must be given once. Aggregate them first, e.g. "
-            "df.groupby(['user', 'item'], as_index=False)['rating'].mean()")
+        raise duplicate_pairs_error(name, dup.shape[0], user_ids[users[first]],
+                                    item_ids[items[first]])
     return order
+
+
+def duplicate_pairs_error(name: str, count: int, user: Any, item: Any) -> ValueError:
+    """The error for ratings that give a (user, item) pair ``count`` times over; ``user`` and
+    ``item``: the raw ids of the first (NumPy scalars)."""
+    return ValueError(
+        f"{name} holds {count} duplicate (user, item) pair{'' if count == 1 else 's'} (the "
+        f"first: user {user.item()!r}, item {item.item()!r}); each rating must be given once. "
+        "Aggregate them first, e.g. "
+        "df.groupby(['user', 'item'], as_index=False)['rating'].mean()")
 
 
 def check_n_jobs(n_jobs: Any, name: str = "n_jobs") -> Union[int, None]:

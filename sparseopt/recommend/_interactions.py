@@ -179,12 +179,8 @@ def interactions_input(name: str, X: Any, implicit: bool,
         dup = np.flatnonzero((np.diff(u[order]) == 0) & (np.diff(i[order]) == 0))
         if dup.shape[0]:
             first = order[dup[0]]
-            raise ValueError(
-                f"{name} holds {dup.shape[0]} duplicate (user, item) pair"
-                f"{'' if dup.shape[0] == 1 else 's'} (the first: user "
-                f"{users.classes_[u[first]].item()!r}, item {items.classes_[i[first]].item()!r});"
-                " each rating must be given once. Aggregate them first, e.g. "
-                "df.groupby(['user', 'item'], as_index=False)['rating'].mean()")
+            raise V.duplicate_pairs_error(name, dup.shape[0], users.classes_[u[first]],
+                                          items.classes_[i[first]])
     itype = np.int32 if max(shape) <= np.iinfo(np.int32).max else np.int64
     coo = sp.coo_matrix((values, (u.astype(itype), i.astype(itype))), shape=shape)
     # duplicates (implicit only here) are summed by the conversion; the structure is ours.
