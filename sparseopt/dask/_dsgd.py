@@ -31,6 +31,8 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from .._utils import sorted_unique
+
 # the high 32 bits of a 64-bit multiplicative (Fibonacci) hash: the block of a row is spread
 # over all bits of its index, so neither a run of popular ids nor a stride lands in one block
 _HASH = np.uint64(0x9E3779B97F4A7C15)
@@ -89,7 +91,7 @@ def read_partition(part, implicit: bool):
     if v is None:
         v = np.ones(u.shape[0], dtype=np.float64)
     summary = (int(v.size), float(v.sum()), float(v.min()), float(v.max()))
-    return (u, i, v), (np.unique(u), np.unique(i)), summary
+    return (u, i, v), (sorted_unique(u), sorted_unique(i)), summary
 
 
 def ids_and_summary(read):
@@ -401,14 +403,7 @@ def init_model(estimator, client, parts, on_encoders=None, phases=None):
 def merged_ids(arrays: List[np.ndarray]) -> np.ndarray:
     """The distinct ids of sorted arrays of distinct ids (the partitions'), sorted: a stable
     sort merges the sorted runs in linear time where ``np.unique`` sorts from scratch."""
-    ids = np.concatenate(arrays)
-    if ids.size < 2:
-        return ids
-    ids = np.sort(ids, kind="stable")
-    keep = np.empty(ids.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(ids[1:], ids[:-1], out=keep[1:])
-    return ids[keep]
+    return sorted_unique(np.concatenate(arrays), runs=True)
 
 
 def seen_items(pairs, n_users: int, n_items: int):

@@ -31,6 +31,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from .._utils import sorted_unique
+
 RULES = ("mean", "sum")
 
 
@@ -157,14 +159,7 @@ def merge(a: RowDelta, b: RowDelta) -> RowDelta:
 def union_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The sorted union of two sorted unique arrays (a sort of the concatenation: faster
     than np.union1d's hashing on the million-row deltas of a large table)."""
-    r = np.concatenate([a, b])
-    r.sort(kind="stable")
-    if r.size:
-        keep = np.empty(r.size, dtype=bool)
-        keep[0] = True
-        np.not_equal(r[1:], r[:-1], out=keep[1:])
-        r = r[keep]
-    return r
+    return sorted_unique(np.concatenate([a, b]), runs=True)
 
 
 def _col(mask: np.ndarray, like: np.ndarray) -> np.ndarray:

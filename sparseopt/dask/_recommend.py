@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _validation as V
+from .._utils import sorted_unique
 from . import _mixing
 
 # optimizer name -> row state name -> mixing rule (see _mixing); "step" is the scalar step
@@ -143,7 +144,7 @@ def mf_ids(part, implicit: bool):
     if _empty(part):
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     u, i, _, _ = V.check_columns("X partition", part, implicit)
-    return np.unique(u), np.unique(i)
+    return sorted_unique(u), sorted_unique(i)
 
 
 def mf_encode(part, users, items, implicit: bool):

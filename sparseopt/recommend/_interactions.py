@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _validation as V
+from .._utils import sorted_unique
 
 __all__ = ["SeenItems", "IdEncoder", "Interactions", "interactions_input"]
 
@@ -58,17 +59,17 @@ class IdEncoder:
 
     def fit(self, ids: Any) -> "IdEncoder":
         """Learn the distinct ids of ``ids`` (a 1-D array-like of integers or strings)."""
-        self.classes_ = np.unique(V.check_raw_ids(self.what, ids))
+        self.classes_ = sorted_unique(V.check_raw_ids(self.what, ids))
         self.classes_.flags.writeable = False  # the model's ids: edit by refitting
         return self
 
     def fit_transform(self, ids: Any) -> np.ndarray:
         """:meth:`fit`, then the int64 index of every id (one pass)."""
         arr = V.check_raw_ids(self.what, ids)
-        classes, codes = np.unique(arr, return_inverse=True)
+        classes, codes = sorted_unique(arr, return_inverse=True)
         classes.flags.writeable = False
         self.classes_ = classes
-        return codes.reshape(-1).astype(np.int64)
+        return codes
 
     def __len__(self) -> int:
         return int(self._classes().shape[0])

@@ -204,3 +204,33 @@ def test_filter_already_liked_and_its_former_name():
     assert (seen_too >= 0).all() and (default == -1).any()
     with pytest.raises(ValueError, match="disagree"):
         mf.recommend(users, filter_already_liked=False, exclude_seen=True)
+
+
+@pytest.mark.parametrize("kind", ["int64", "uint64", "int32", "str", "runs", "empty", "one"])
+def test_sorted_unique_is_np_unique(kind):
+    """The encoders' distinct ids (found by sorting) are np.unique's, with its inverse."""
+    from sparseopt._utils import sorted_unique
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 500, 2000)
+    if kind == "uint64":
+        a = a.astype(np.uint64) + np.uint64(2 ** 63)
+    elif kind == "int32":
+        a = a.astype(np.int32)
+    elif kind == "str":
+        a = np.array([f"id{v}" for v in a])
+    elif kind == "runs":
+        a = np.concatenate([np.unique(a[:700]), np.unique(a[700:]), np.unique(a[1500:])])
+    elif kind == "empty":
+        a = a[:0]
+    elif kind == "one":
+        a = a[:1]
+    want, want_inv = np.unique(a, return_inverse=True)
+    got = sorted_unique(a, runs=kind == "runs")
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    got, inv = sorted_unique(a, return_inverse=True)
+    assert np.array_equal(got, want)
+    assert inv.dtype == np.int64 and np.array_equal(inv, want_inv.reshape(-1))
+    assert np.array_equal(got[inv], a)
+    enc = IdEncoder("users")
+    assert np.array_equal(enc.fit_transform(a), want_inv.reshape(-1))
+    assert np.array_equal(enc.classes_, want)
