@@ -419,7 +419,7 @@ def seen_items(pairs, n_users: int, n_items: int):
 def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
              n_rounds=None):
     """``sparseopt.dask.fit`` of a ``MatrixFactorization`` by DSGD (see the module)."""
-    from ._fit import _cluster_errors, _column_partitions, _RERUNS
+    from ._fit import _cluster_errors, _column_partitions, _RERUNS, large_arguments
 
     parts = _column_partitions(X)
     workers = sorted(client.scheduler_info()["workers"])
@@ -438,8 +438,9 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
     def submit_grid(users, items, reads, sizes):
         """The grid, built on the workers and kept there: each partition encoded and split
         where it lives, cell (bu, bi) assembled on bu's worker."""
-        enc_u = client.submit(identity, users, pure=False)
-        enc_i = client.submit(identity, items, pure=False)
+        with large_arguments():  # the encoders: 8 bytes per distinct id
+            enc_u = client.submit(identity, users, pure=False)
+            enc_i = client.submit(identity, items, pure=False)
         live = [r for r, n in zip(reads, sizes) if n > 0]
         # a partition is split, and its cells' pieces picked, where it was read: only the
         # pieces travel (the scheduler would move a whole partition to a worker it finds
@@ -483,11 +484,8 @@ def fit_dsgd(estimator, X, client, n_epochs, n_blocks, persist, stats, callback,
         the scheduler holds (recomputable when a worker is lost). Before the first epoch
         the optimizer state is the optimizer's start value in every row, which the task's
         fresh optimizer holds already: only the tables travel then."""
-        import warnings
         fresh = model.n_epochs_ == 0
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Ll]arge object",
-                                    category=UserWarning)
+        with large_arguments():
             ublocks = [take_block(model, 0, r, state=not fresh) for r in urows]
             iblocks = [take_block(model, 1, r, state=not fresh) for r in irows]
             ub = [client.submit(identity, (blk,), pure=False, **owner(b))

@@ -11,9 +11,11 @@ and tasks are in ``_recommend``; ``MatrixFactorization``'s DSGD (no mixing) in `
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
+import warnings
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -968,12 +970,19 @@ def _broadcast(client, model):
     ``client.scatter``: a worker lost with its copy has it recomputed from that task (a
     scattered copy cannot be), and no driver call waits on a transfer to one chosen worker
     (a broadcast scatter to a worker that dies on the way can wait forever)."""
-    import warnings
-    with warnings.catch_warnings():
-        # Dask's advice against large task arguments is the point here: the scheduler
-        # keeps the argument so that a lost copy can be recomputed
-        warnings.filterwarnings("ignore", message=".*[Ll]arge object", category=UserWarning)
+    with large_arguments():
         return client.submit(_identity, model, pure=False)
+
+
+@contextlib.contextmanager
+def large_arguments():
+    """Dask's advice against large task arguments silenced (its "Large object" and "Sending
+    large graph" warnings): holding the argument in the scheduler is the point where the
+    model or a block is sent this way, so that a copy lost with a worker can be recomputed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*[Ll]arge (object|graph)",
+                                category=UserWarning)
+        yield
 
 
 def _identity(x):

@@ -196,6 +196,7 @@ def init_mf(estimator, client, parts, persist: bool):
     import dask
     from ..recommend._interactions import IdEncoder, SeenItems
     from .._utils import check_random_state
+    from ._fit import large_arguments
 
     model = copy.deepcopy(estimator)
     p = model._check_params()
@@ -206,10 +207,13 @@ def init_mf(estimator, client, parts, persist: bool):
     ids = client.gather(client.compute([_delayed(mf_ids, x, implicit) for x in parts]))
     users = IdEncoder("users").fit(np.concatenate([a for a, _ in ids]))
     items = IdEncoder("items").fit(np.concatenate([b for _, b in ids]))
+    # the encoders (8 bytes per distinct id) travel in the graph once, shared by every
+    # partition's task
     encs = [_delayed(mf_encode, x, dask.delayed(users), dask.delayed(items), implicit)
             for x in parts]
     if persist:
-        encs = client.compute(encs)
+        with large_arguments():
+            encs = client.compute(encs)
         # the raw partitions are not needed once encoded
         del parts
     summaries = client.gather(client.compute([_delayed(_second, e) for e in encs]))

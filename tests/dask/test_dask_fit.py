@@ -291,6 +291,26 @@ def test_mf_on_a_dask_dataframe_of_raw_ids(client):
     assert got.n_epochs_ == 16
 
 
+@pytest.mark.parametrize("method", ["mixing", "dsgd"])
+def test_no_large_argument_warnings(client, method):
+    """The model, its blocks and the encoders go to the scheduler as task arguments on
+    purpose (recomputable when a worker is lost): Dask's warnings against that are not
+    passed on to the user, whatever its threshold."""
+    import warnings
+    tr, _ = _ratings(n=3000)
+    # the partitions are on the workers already: only what the fit sends is left to warn
+    parts = client.compute([dask.delayed(tr[:1500]), dask.delayed(tr[1500:])])
+    # tables of 300 rows x 18 floats (43 kB) against a threshold above a task's own graph
+    est = MatrixFactorization(n_components=16, random_state=0, n_epochs=2)
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "8kB"}), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sd.fit(est, parts, client=client, method=method)
+    large = [str(w.message) for w in caught if "arge graph" in str(w.message)
+             or "arge object" in str(w.message)]
+    assert not large, large
+
+
 def test_mf_disjoint_partitions_keep_each_workers_rows(client):
     """Two partitions with no user and no item in common: every row of both tables (factors,
     biases and Adagrad accumulators) is exactly the one worker's that trained it, and that
