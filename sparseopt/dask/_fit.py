@@ -259,6 +259,9 @@ class _Skeleton:
     def nbytes(self) -> int:
         return len(self.blob)
 
+    def __sizeof__(self) -> int:  # for Dask's ``sizeof`` (see ``RowDelta.__sizeof__``)
+        return object.__sizeof__(self) + self.nbytes
+
     def inflate(self):
         import io
         import pickle

@@ -66,6 +66,12 @@ class RowDelta:
         return n + sum(a.nbytes for a in self.new.values()) + \
             sum(a.nbytes for a in self.old.values())
 
+    def __sizeof__(self) -> int:
+        # what Dask's ``sizeof`` reads (through ``sys.getsizeof``): without it a delta of
+        # tens of MB counts as a few bytes, and the scheduler, which places a task where
+        # most of its input bytes are, would move deltas to wherever a worker is free
+        return object.__sizeof__(self) + self.nbytes
+
     def __getstate__(self):
         return {k: getattr(self, k) for k in self.__slots__}
 

@@ -143,6 +143,24 @@ def test_disjoint_features_keep_each_workers_rows(client):
     assert got.t_ == ma.t_ + mb.t_
 
 
+def test_dask_sizes_deltas_and_skeletons_by_their_arrays():
+    """The scheduler places a task where most of its input bytes are: it must see a delta's
+    and a skeleton's bytes, not the few bytes of a Python object."""
+    from dask.sizeof import sizeof
+    from sparseopt.dask._fit import _Skeleton
+    n = 100_000
+    d = _mixing.RowDelta(np.arange(n), np.ones(n), {"W": np.ones((n, 2))},
+                         {"W": np.zeros((n, 2))}, {"W": "mean"})
+    assert d.nbytes == n * 8 * 6
+    assert d.nbytes <= sizeof(d) <= d.nbytes + 1024
+    assert sizeof((d, None, 0.5)) >= d.nbytes
+    est = SGDClassifier().partial_fit(sp.random(20, 5, density=0.5, format="csr",
+                                                random_state=0), np.arange(20) % 2,
+                                      classes=[0, 1])
+    sk = _Skeleton(est, {"W": est._W})
+    assert sk.nbytes <= sizeof(sk) <= sk.nbytes + 1024
+
+
 def test_merge_follows_the_dense_rule():
     rng = np.random.default_rng(1)
     n = 40
