@@ -516,6 +516,24 @@ def test_dsgd_is_the_sequential_block_schedule(client, n_blocks, rounds, monkeyp
     assert got.n_epochs_ == 3
 
 
+def test_dsgd_cell_permutation_is_the_seeds_draw_kept_for_the_next_runs(monkeypatch):
+    from sparseopt.dask import _dsgd
+    monkeypatch.setattr(_dsgd, "_PERMS", type(_dsgd._PERMS)())
+    monkeypatch.setattr(_dsgd, "_PERM_KEEP", 3)
+    seeds = [[7, e, 0, 1] for e in range(5)]
+    for s_ in seeds:
+        want = np.random.default_rng(s_).permutation(1000)
+        got = _dsgd.cell_permutation(s_, 1000, True)
+        assert np.array_equal(got, want) and not got.flags.writeable
+        assert _dsgd.cell_permutation(s_, 1000, True) is got  # kept for the next run
+        fresh = _dsgd.cell_permutation(s_, 1000, False)  # one run: nothing kept
+        assert np.array_equal(fresh, want) and fresh is not got
+    assert list(_dsgd._PERMS) == [(tuple(s_), 1000) for s_ in seeds[-3:]]
+    monkeypatch.setattr(_dsgd, "_PERM_BYTES", 1000 * 8)  # a byte budget of one
+    _dsgd.cell_permutation([1], 1000, True)
+    assert list(_dsgd._PERMS) == [((1,), 1000)]
+
+
 def test_dsgd_grid_is_each_partitions_matrix_cut_into_cells(client):
     """The workers encode their partitions by the model's encoders (the distinct ids of all
     the partitions, sorted: ``IdEncoder``'s map) and cut them into cells in the order of the
