@@ -38,7 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _validation as V
-from ._utils import check_random_state
+from ._utils import check_random_state, sorted_unique
 
 __all__ = ["make_ratings", "make_interactions", "holdout_split"]
 
@@ -100,18 +100,6 @@ class _Taste:
         return _log_sigmoid(self.signal * (self.P[users] @ self.Q.T))
 
 
-def _sorted_distinct(a: np.ndarray) -> np.ndarray:
-    """Sorted distinct values: one sort and one comparison of neighbours, the least work that
-    gives them in order (``np.unique`` does more for the same result)."""
-    c = np.sort(a)
-    if c.shape[0] == 0:
-        return c
-    keep = np.empty(c.shape[0], dtype=bool)
-    keep[0] = True
-    np.not_equal(c[1:], c[:-1], out=keep[1:])
-    return c[keep]
-
-
 def _not_in(uniq: np.ndarray, taken: np.ndarray) -> np.ndarray:
     """Mask of the sorted distinct ``uniq`` that are not in the sorted ``taken``."""
     if taken.shape[0] == 0:
@@ -124,7 +112,7 @@ def _fresh_keys(keys: np.ndarray, taken: np.ndarray, need: int) -> Tuple[np.ndar
     """The distinct ``keys`` not in ``taken``, sorted, and how many there were; when there are
     more than ``need``, only the ``need`` drawn first (sequential sampling keeps the first
     distinct draws; ordering by first draw costs a second sort, so only this case pays it)."""
-    uniq = _sorted_distinct(keys)
+    uniq = sorted_unique(keys)
     uniq = uniq[_not_in(uniq, taken)]
     if uniq.shape[0] <= need:
         return uniq, uniq.shape[0]
