@@ -436,8 +436,8 @@ def init_model(estimator, client, parts, on_encoders=None, phases=None):
 
 
 def merged_ids(arrays: List[np.ndarray]) -> np.ndarray:
-    """The distinct ids of sorted arrays of distinct ids (the partitions'), sorted: a stable
-    sort merges the sorted runs in linear time where ``np.unique`` sorts from scratch."""
+    """The distinct ids of sorted arrays of distinct ids (the partitions'), sorted (a stable
+    sort merges the sorted runs in linear time)."""
     return sorted_unique(np.concatenate(arrays), runs=True)
 
 

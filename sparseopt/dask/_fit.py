@@ -899,10 +899,11 @@ class _Replicas:
         """(the reference tasks resolve, the futures it needs) for the current version;
         ``sent`` is set to the bytes of the arrays that go out: the whole model, or the
         newest update (with the skeleton of the model it starts from, the first time). The
-        older updates the chain lists stay in the workers' memory from the syncs that sent
-        them: only a worker that missed a sync fetches them (a cluster of two workers,
-        measured over 6 syncs of a 2**22-row table, fetched 7 updates where 5 were new to
-        one of them)."""
+        older updates the chain lists are in the workers' memory from the syncs that sent
+        them, unless Dask's memory manager dropped a worker's extra copy: that fetch again,
+        and a worker's that missed a sync, are not counted. (Two workers, 6 syncs of a
+        2**22-row table, four runs: 5 fetches of the 5 updates with the memory manager off,
+        5 and 9 with it on.)"""
         if self.full:
             self.sent = _model_bytes(view)
             return (self.token, self.version, _broadcast(self.client, view), [], [],

@@ -68,8 +68,8 @@ class RowDelta:
 
     def __sizeof__(self) -> int:
         # what Dask's ``sizeof`` reads (through ``sys.getsizeof``): without it a delta of
-        # tens of MB counts as a few bytes, and the scheduler, which places a task where
-        # most of its input bytes are, would move deltas to wherever a worker is free
+        # tens of MB counts as a few bytes in the scheduler's placement of the tasks that
+        # read it and in the workers' memory accounting
         return object.__sizeof__(self) + self.nbytes
 
     def __getstate__(self):
